@@ -1,0 +1,32 @@
+# The two front-door commands: `make demo` and `make test`.
+# Both create .venv on first use and install the project into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean install
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/entitynet demo --out demo-out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check entitynet beam_pipelines train tests benchmarks tools
+	$(BIN)/ruff format --check entitynet beam_pipelines train tests benchmarks tools
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/kg_expand.py
+
+clean:
+	rm -rf demo-out .pytest_cache

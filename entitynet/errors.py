@@ -1,0 +1,20 @@
+"""Errors a user can cause. The CLI prints them as one line and exits non-zero.
+
+Everything else is a bug and keeps its traceback.
+"""
+
+
+class EntityNetError(Exception):
+    """A problem with the user's input, configuration or environment, with the fix in the message."""
+
+
+class ConfigError(EntityNetError):
+    """A bad flag, config value or identifier."""
+
+
+class KGError(EntityNetError):
+    """The knowledge graph could not be read: malformed file, unreachable or misbehaving endpoint."""
+
+
+class OutputError(EntityNetError):
+    """An output location cannot be written."""

@@ -1,0 +1,67 @@
+"""One small interface over both kinds of knowledge graph, and a picklable spec to open it.
+
+Beam pickles the spec into each worker; the worker opens the client in `DoFn.setup`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from entitynet.errors import ConfigError
+from entitynet.kg.results import Row
+
+
+class SparqlClient(Protocol):
+    def select(self, query: str) -> list[Row]: ...
+
+
+@dataclass(frozen=True)
+class KGSource:
+    """Where the graph is: a SPARQL endpoint URL (or preset name), or local RDF files."""
+
+    endpoint: str | None = None
+    kg_files: tuple[str, ...] = ()
+    contact: str | None = None
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+    max_retries: int = 5
+    backoff: float = 1.0
+    requests_per_second: float | None = None
+
+    def __post_init__(self):
+        if bool(self.endpoint) == bool(self.kg_files):
+            raise ConfigError("give exactly one knowledge graph: --endpoint URL|wikidata|qlever or --kg-file PATH")
+
+    def describe(self) -> str:
+        return self.endpoint or ", ".join(self.kg_files)
+
+    def resolved_endpoint(self) -> tuple[str, float | None]:
+        from entitynet.kg.remote import PRESETS
+
+        preset = PRESETS.get(self.endpoint or "")
+        if preset:
+            return preset.url, self.requests_per_second or preset.requests_per_second
+        if not (self.endpoint or "").startswith(("http://", "https://")):
+            raise ConfigError(
+                f"unknown endpoint {self.endpoint!r}: give an http(s) URL or one of {', '.join(PRESETS)}"
+            )
+        return self.endpoint, self.requests_per_second
+
+    def open(self) -> SparqlClient:
+        if self.kg_files:
+            from entitynet.kg.embedded import EmbeddedSparql
+
+            return EmbeddedSparql(self.kg_files)
+        from entitynet.kg.remote import RemoteSparql, user_agent
+
+        url, rps = self.resolved_endpoint()
+        return RemoteSparql(
+            url,
+            agent=user_agent(self.contact),
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+            requests_per_second=rps,
+        )

@@ -1,0 +1,390 @@
+"""Knowledge-graph expansion as plain functions: what to ask, how to read the answers, and how
+to assemble `Entity` records. `beam_pipelines/expand_kg.py` runs these at scale; tests call them
+directly.
+
+The two entity-selection modes of the EntityNet paper:
+
+- living: taxa under the roots (animal Q729, plant Q756) through parent taxon (P171),
+  subclass (P279) and instance (P31) links, leaving out humans, mythical creatures, individual
+  animals, cultivars and anything with coordinates; plus the fruits of plant taxa.
+- world: subclasses (P279) of the roots (the reference's 21 super-entities), no instances.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from entitynet.errors import ConfigError
+from entitynet.kg import ids, sparql
+from entitynet.kg.client import SparqlClient
+from entitynet.kg.results import Row
+from entitynet.records import Attribute, Entity, entity_sort_key, unique_texts
+
+LIVING_ROOTS = ("Q729", "Q756")  # animal, plant
+# The 21 super-entities the reference uses for its "world" entities (kgraph/manual_entities.csv).
+WORLD_ROOTS = (
+    "Q729", "Q756", "Q34379", "Q41176", "Q42889", "Q2095", "Q14745", "Q11460", "Q747883", "Q10683158",
+    "Q712378", "Q15324", "Q39546", "Q618123", "Q214609", "Q25257", "Q13226383", "Q811979", "Q4936952",
+    "Q2424752", "Q11663",
+)  # fmt: skip
+# human, mythical creature, individual animal, cultivar
+LIVING_EXCLUDE = ("Q5", "Q24334299", "Q795052", "Q4886")
+# mammal, bird, reptile, amphibian, fish, insect, arachnid, tree, flowering plant, fungus
+LIVING_NATURAL_TYPES = ("Q7377", "Q5113", "Q10811", "Q10908", "Q152", "Q1390", "Q1358", "Q10884", "Q25314", "Q764")
+FRUIT_CLASSES = ("Q3314483", "Q1364")  # fruit (food), fruit (botany)
+# colour, has part, made from material, uses, has use, has characteristic
+ATTRIBUTE_PROPERTIES = ("P462", "P527", "P186", "P2283", "P366", "P1552")
+CLAIM_PROPERTIES = ("P225", "P1843", "P105", "P18")  # taxon name, common name, rank, image
+
+
+@dataclass(frozen=True)
+class ExpandConfig:
+    """Everything that decides which entities an expansion yields. Saved next to entities.jsonl."""
+
+    mode: str = "living"
+    roots: tuple[str, ...] = ()  # empty: the mode's default roots
+    min_sitelinks: int = 5
+    languages: tuple[str, ...] = ("en",)
+    natural_types: tuple[str, ...] | None = None  # None: the mode's default list
+    attribute_properties: tuple[str, ...] = ATTRIBUTE_PROPERTIES
+    exclude_classes: tuple[str, ...] | None = None  # None: the mode's default
+    exclude_with: tuple[str, ...] | None = None  # entities with any of these properties are left out
+    product_classes: tuple[str, ...] | None = None  # fruits; None: the mode's default
+    product_roots: tuple[str, ...] = ("Q756",)  # products are looked up for taxa below these roots
+    max_depth: int = 64
+    batch_size: int = 200
+
+    def resolved(self) -> ExpandConfig:
+        """Defaults filled in and every identifier validated (a ConfigError names the bad one)."""
+        if self.mode not in ("living", "world"):
+            raise ConfigError(f"unknown mode {self.mode!r}: use living or world")
+        living = self.mode == "living"
+        if self.min_sitelinks < 0:
+            raise ConfigError(f"--min-sitelinks must be >= 0, got {self.min_sitelinks}")
+        if not 1 <= self.batch_size <= 5000:
+            raise ConfigError(f"batch size must be between 1 and 5000, got {self.batch_size}")
+        if self.max_depth < 1:
+            raise ConfigError(f"max depth must be >= 1, got {self.max_depth}")
+        if not self.languages:
+            raise ConfigError("give at least one language")
+
+        def pick(value, living_default, world_default):
+            return tuple(value) if value is not None else (living_default if living else world_default)
+
+        cfg = dataclasses.replace(
+            self,
+            roots=tuple(dict.fromkeys(ids.qids(self.roots or (LIVING_ROOTS if living else WORLD_ROOTS), "root"))),
+            languages=tuple(ids.lang(x) for x in self.languages),
+            natural_types=tuple(ids.qids(pick(self.natural_types, LIVING_NATURAL_TYPES, ()), "natural type")),
+            attribute_properties=tuple(ids.pid(p, "attribute property") for p in self.attribute_properties),
+            exclude_classes=tuple(ids.qids(pick(self.exclude_classes, LIVING_EXCLUDE, ()), "excluded class")),
+            exclude_with=tuple(ids.pid(p) for p in pick(self.exclude_with, ("P625",), ())),
+            product_classes=tuple(ids.qids(pick(self.product_classes, FRUIT_CLASSES, ()), "product class")),
+            product_roots=tuple(ids.qids(self.product_roots, "product root")),
+        )
+        return cfg
+
+    @property
+    def via(self) -> tuple[str, ...]:
+        return ("P171", "P279", "P31") if self.mode == "living" else ("P279",)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- one hop
+
+
+@dataclass(frozen=True)
+class Hop:
+    child: str
+    parent: str
+    sitelinks: int
+
+
+def hop_query(cfg: ExpandConfig, parents: list[str]) -> str:
+    return sparql.children(parents, cfg.via, cfg.exclude_classes, cfg.exclude_with)
+
+
+def _id(term) -> str | None:
+    return ids.id_from_iri(term.value) if term is not None and term.type == "uri" else None
+
+
+def _int(term) -> int:
+    return term.value if term is not None and isinstance(term.value, int) else 0
+
+
+def parse_hops(rows: Iterable[Row]) -> list[Hop]:
+    """Rows of `sparql.children` as hops; rows that do not name two items are ignored."""
+    best: dict[tuple[str, str], int] = {}
+    for r in rows:
+        child, parent = _id(r.get("child")), _id(r.get("parent"))
+        if child and parent and child.startswith("Q") and child != parent:
+            best[child, parent] = max(_int(r.get("sitelinks")), best.get((child, parent), 0))
+    hops = (Hop(c, p, n) for (c, p), n in best.items())
+    return sorted(hops, key=lambda h: (ids.numeric(h.child), ids.numeric(h.parent)))
+
+
+def fetch_hops(client: SparqlClient, cfg: ExpandConfig, parents: list[str]) -> list[Hop]:
+    return parse_hops(client.select(hop_query(cfg, parents)))
+
+
+def fetch_products(client: SparqlClient, cfg: ExpandConfig, taxa: list[str]) -> list[Hop]:
+    """Fruits of the taxa, as hops from taxon to product."""
+    rows = client.select(sparql.products(taxa, cfg.product_classes))
+    renamed = [{"child": r.get("product"), "parent": r.get("taxon"), "sitelinks": r.get("sitelinks")} for r in rows]
+    return parse_hops(renamed)
+
+
+def fetch_sitelinks(client: SparqlClient, entity_ids: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {e: 0 for e in entity_ids}
+    for r in client.select(sparql.sitelinks(entity_ids)):
+        e = _id(r.get("e"))
+        if e in out:
+            out[e] = max(out[e], _int(r.get("sitelinks")))
+    return out
+
+
+# ---------------------------------------------------------------- details
+
+
+@dataclass
+class Texts:
+    labels: dict[str, str] = field(default_factory=dict)  # language -> label
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+
+def parse_texts(rows: Iterable[Row]) -> dict[str, Texts]:
+    out: dict[str, Texts] = {}
+    for r in rows:
+        e, kind, text = _id(r.get("e")), r.get("kind"), r.get("text")
+        if not e or kind is None or text is None or not isinstance(text.value, str):
+            continue
+        lang = (text.lang or "").lower()
+        t = out.setdefault(e, Texts())
+        value = " ".join(text.value.split())
+        if kind.value == "label":
+            # Several labels in one language cannot happen in Wikidata; keep the smallest for determinism.
+            t.labels[lang] = min(value, t.labels.get(lang, value))
+        elif kind.value == "alias":
+            t.aliases.setdefault(lang, []).append(value)
+        elif kind.value == "description":
+            t.descriptions[lang] = min(value, t.descriptions.get(lang, value))
+    for t in out.values():
+        for lang in t.aliases:
+            t.aliases[lang] = sorted(set(t.aliases[lang]))
+    return out
+
+
+def fetch_texts(client: SparqlClient, cfg: ExpandConfig, entity_ids: list[str], labels_only=False) -> dict[str, Texts]:
+    return parse_texts(client.select(sparql.texts(entity_ids, cfg.languages, labels_only)))
+
+
+Claims = dict[str, dict[str, list]]  # entity -> property -> values (ids or strings / (text, lang))
+
+
+def parse_claims(rows: Iterable[Row]) -> Claims:
+    out: Claims = {}
+    for r in rows:
+        e, p, v = _id(r.get("e")), r.get("p"), r.get("v")
+        if not e or p is None or v is None:
+            continue
+        value = _id(v) if v.type == "uri" and _id(v) else v.value
+        if v.type == "literal" and v.lang:
+            value = (v.value, v.lang.lower())
+        out.setdefault(e, {}).setdefault(p.value, []).append(value)
+    for props in out.values():
+        for p, values in props.items():
+            props[p] = sorted(set(values), key=lambda x: (str(type(x)), x))
+    return out
+
+
+def detail_properties(cfg: ExpandConfig) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(("P31", "P279", "P171", *CLAIM_PROPERTIES, *cfg.attribute_properties)))
+
+
+def fetch_claims(client: SparqlClient, cfg: ExpandConfig, entity_ids: list[str]) -> Claims:
+    return parse_claims(client.select(sparql.claims(entity_ids, detail_properties(cfg))))
+
+
+def referenced_ids(claims: Claims, cfg: ExpandConfig) -> set[str]:
+    """Items named by attribute and rank statements: their labels are needed too."""
+    out = set()
+    for props in claims.values():
+        for p in (*cfg.attribute_properties, "P105"):
+            out.update(v for v in props.get(p, ()) if isinstance(v, str) and v.startswith("Q"))
+    return out
+
+
+# ---------------------------------------------------------------- the graph
+
+
+@dataclass
+class Graph:
+    """Everything the traversal found: each node's BFS depth, root and sitelinks, and in-scope parents."""
+
+    depth: dict[str, int]
+    root: dict[str, str]
+    sitelinks: dict[str, int]
+    parents: dict[str, list[str]]
+    products: set[str] = field(default_factory=set)
+
+    @classmethod
+    def build(cls, nodes: Iterable[tuple[str, int, str, int]], hops: Iterable[Hop],
+              product_hops: Iterable[Hop] = ()) -> Graph:
+        """`nodes`: (id, depth, root, sitelinks) from the traversal; `hops`: every edge seen."""
+        depth, root, sl = {}, {}, {}
+        for node, d, r, n in sorted(nodes, key=lambda x: (x[1], ids.numeric(x[0]), ids.numeric(x[2]))):
+            if node not in depth:
+                depth[node], root[node], sl[node] = d, r, n
+        parents: dict[str, set[str]] = {}
+        for h in hops:
+            if h.child in depth and h.parent in depth:
+                parents.setdefault(h.child, set()).add(h.parent)
+        products = set()
+        for h in sorted(product_hops, key=lambda h: (ids.numeric(h.child), ids.numeric(h.parent))):
+            if h.parent not in depth:
+                continue
+            if h.child not in depth:
+                depth[h.child], root[h.child], sl[h.child] = depth[h.parent] + 1, root[h.parent], h.sitelinks
+                products.add(h.child)
+            parents.setdefault(h.child, set()).add(h.parent)
+        sorted_parents = {k: sorted(v, key=ids.numeric) for k, v in parents.items()}
+        return cls(depth, root, sl, sorted_parents, products)
+
+    def selected(self, min_sitelinks: int) -> list[str]:
+        return sorted((e for e, n in self.sitelinks.items() if n >= min_sitelinks), key=ids.numeric)
+
+    def lineage(self, entity: str) -> list[str]:
+        """Ids from the direct parent up to the root, along the shortest path (ties: lower id)."""
+        out, cur = [], entity
+        while self.depth.get(cur, 0) > 0:
+            candidates = [p for p in self.parents.get(cur, ()) if self.depth[p] < self.depth[cur]]
+            if not candidates:
+                break
+            cur = min(candidates, key=lambda p: (self.depth[p], ids.numeric(p)))
+            out.append(cur)
+        return out
+
+    def nearest(self, entity: str, targets: set[str]) -> str | None:
+        """The nearest strict ancestor in `targets` (fewest hops, then lower id)."""
+        seen, frontier = {entity}, [entity]
+        while frontier:
+            nxt = sorted({p for n in frontier for p in self.parents.get(n, ()) if p not in seen}, key=ids.numeric)
+            hits = [p for p in nxt if p in targets]
+            if hits:
+                return hits[0]
+            seen.update(nxt)
+            frontier = nxt
+        return None
+
+    def natural_type(self, entity: str, types: Iterable[str]) -> str:
+        if self.depth.get(entity) == 0:
+            return entity
+        return self.nearest(entity, set(types)) or self.root[entity]
+
+    def label_ids_needed(self, selected: Iterable[str], types: Iterable[str]) -> set[str]:
+        """Ancestors whose labels the selected entities' lineage and natural type need."""
+        types = tuple(types)
+        need = set()
+        for e in selected:
+            need.update(self.lineage(e))
+            need.add(self.natural_type(e, types))
+        return need
+
+
+# ---------------------------------------------------------------- assembly
+
+
+def _first(by_lang: Mapping[str, str], languages: Iterable[str]) -> str:
+    for lang in languages:
+        if by_lang.get(lang):
+            return by_lang[lang]
+    return ""
+
+
+def label_of(texts: Mapping[str, Texts], entity: str, languages: Iterable[str]) -> str:
+    t = texts.get(entity)
+    return _first(t.labels, languages) if t else ""
+
+
+def assemble(
+    graph: Graph,
+    selected: Iterable[str],
+    texts: Mapping[str, Texts],
+    claims: Claims,
+    cfg: ExpandConfig,
+) -> list[Entity]:
+    """Entity records for the selected ids, in the deterministic order of entities.jsonl.
+
+    Entities without a label in any of the configured languages are dropped: there is nothing to
+    search for or to caption them with.
+    """
+    langs = cfg.languages
+    out = []
+    for e in selected:
+        t = texts.get(e, Texts())
+        label = _first(t.labels, langs)
+        if not label:
+            continue
+        props = claims.get(e, {})
+        aliases = unique_texts(a for lang in langs for a in t.aliases.get(lang, ()))
+        aliases = [a for a in aliases if a.casefold() != label.casefold()]
+        common = unique_texts(v[0] for v in props.get("P1843", ()) if isinstance(v, tuple) and v[1] in langs)
+        taxon = unique_texts(v if isinstance(v, str) else v[0] for v in props.get("P225", ()))
+        lineage_ids = graph.lineage(e)
+        nt = graph.natural_type(e, cfg.natural_types)
+        attributes = []
+        for p in cfg.attribute_properties:
+            for v in props.get(p, ()):
+                if isinstance(v, str) and v.startswith("Q"):
+                    value = label_of(texts, v, langs)
+                    if value:
+                        attributes.append(Attribute(property=p, value=value, value_id=v))
+        ranks = [label_of(texts, v, langs) for v in props.get("P105", ()) if isinstance(v, str)]
+        images = sorted(v for v in props.get("P18", ()) if isinstance(v, str) and "://" in v)
+        if e in graph.products:
+            kind = "fruit"
+        elif cfg.mode == "living" and (props.get("P171") or props.get("P225")):
+            kind = "taxon"
+        else:
+            kind = "class"
+        out.append(
+            Entity(
+                id=e,
+                label=label,
+                description=_first(t.descriptions, langs),
+                aliases=tuple(aliases),
+                sitelinks=graph.sitelinks.get(e, 0),
+                parents=tuple(graph.parents.get(e, ())),
+                lineage=tuple(label_of(texts, a, langs) or a for a in lineage_ids),
+                lineage_ids=tuple(lineage_ids),
+                root=graph.root[e],
+                depth=graph.depth[e],
+                natural_type=nt,
+                natural_type_label=label_of(texts, nt, langs) or nt,
+                taxon_names=tuple(taxon),
+                common_names=tuple(c for c in common if c.casefold() != label.casefold()),
+                rank=next((r for r in ranks if r), ""),
+                image=images[0] if images else "",
+                attributes=tuple(attributes),
+                kind=kind,
+            )
+        )
+    return sorted(out, key=entity_sort_key)
+
+
+def root_check(client: SparqlClient, cfg: ExpandConfig, source: str) -> dict[str, int]:
+    """Sitelinks of each root; a root unknown to the graph is a ConfigError naming it."""
+    found = fetch_texts(client, cfg, list(cfg.roots), labels_only=True)
+    links = fetch_sitelinks(client, list(cfg.roots))
+    missing = [r for r in cfg.roots if r not in found]
+    if missing:
+        raise ConfigError(
+            f"root {', '.join(missing)} not found in {source} (no label in {', '.join(cfg.languages)}); "
+            "check the id on wikidata.org"
+        )
+    return links

@@ -1,0 +1,137 @@
+"""SPARQL 1.1 query builders. Every query here runs unchanged on WDQS, QLever and Oxigraph.
+
+Only validated ids (`ids.qid`, `ids.pid`, `ids.lang`) reach a query, so no value from a config
+file or from the graph itself can change a query's structure. Each query takes a batch of
+entities in a `VALUES` block, so no single query has to survive a public endpoint's timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from entitynet.kg import ids
+
+PREFIXES = """PREFIX wd: <http://www.wikidata.org/entity/>
+PREFIX wdt: <http://www.wikidata.org/prop/direct/>
+PREFIX rdfs: <http://www.w3.org/2000/01/rdf-schema#>
+PREFIX skos: <http://www.w3.org/2004/02/skos/core#>
+PREFIX schema: <http://schema.org/>
+PREFIX wikibase: <http://wikiba.se/ontology#>
+"""
+
+# The sitelink count lives on the item in WDQS's data model and on the item's data node
+# (`?data schema:about ?item`) in Wikidata's RDF dumps, QLever and our sample graph: ask both.
+SITELINKS = "{{ {v} wikibase:sitelinks {n} }} UNION {{ ?_data schema:about {v} . ?_data wikibase:sitelinks {n} }}"
+
+
+def _values(var: str, entity_ids: Sequence[str]) -> str:
+    return f"VALUES ?{var} {{ " + " ".join(f"wd:{ids.qid(e)}" for e in entity_ids) + " }"
+
+
+def _path(pids: Sequence[str]) -> str:
+    return "|".join(f"wdt:{ids.pid(p)}" for p in pids)
+
+
+def _langs(languages: Sequence[str]) -> str:
+    return ", ".join(ids.escape_literal(ids.lang(x)) for x in languages)
+
+
+def children(
+    parents: Sequence[str],
+    via: Sequence[str],
+    exclude_classes: Sequence[str] = (),
+    exclude_with: Sequence[str] = (),
+) -> str:
+    """One hop down: (child, parent, child's sitelinks) for every child linked to a parent by `via`.
+
+    Children that are instances or subclasses (transitively) of an excluded class, or that have
+    any of the `exclude_with` properties (e.g. P625 coordinates), are left out, so the expansion
+    never walks through them.
+    """
+    filters = []
+    if exclude_classes:
+        xs = " ".join(f"wd:{ids.qid(x)}" for x in exclude_classes)
+        filters.append(f"FILTER NOT EXISTS {{ VALUES ?_x {{ {xs} }} ?child (wdt:P31|wdt:P279)/wdt:P279* ?_x . }}")
+    for p in exclude_with:
+        filters.append(f"FILTER NOT EXISTS {{ ?child wdt:{ids.pid(p)} ?_any . }}")
+    return (
+        PREFIXES
+        + "SELECT DISTINCT ?child ?parent ?sitelinks WHERE {\n  "
+        + _values("parent", parents)
+        + f"\n  ?child {_path(via)} ?parent .\n  "
+        + "\n  ".join(filters)
+        + "\n  OPTIONAL { "
+        + SITELINKS.format(v="?child", n="?sitelinks")
+        + " }\n}"
+    )
+
+
+def sitelinks(entity_ids: Sequence[str]) -> str:
+    return (
+        PREFIXES
+        + "SELECT ?e ?sitelinks WHERE {\n  "
+        + _values("e", entity_ids)
+        + "\n  "
+        + SITELINKS.format(v="?e", n="?sitelinks")
+        + "\n}"
+    )
+
+
+def texts(entity_ids: Sequence[str], languages: Sequence[str], labels_only: bool = False) -> str:
+    """Labels, aliases and descriptions in the given languages: rows (?e, ?kind, ?text)."""
+    parts = ['{ ?e rdfs:label ?text . BIND("label" AS ?kind) }']
+    if not labels_only:
+        parts.append('{ ?e skos:altLabel ?text . BIND("alias" AS ?kind) }')
+        parts.append('{ ?e schema:description ?text . BIND("description" AS ?kind) }')
+    return (
+        PREFIXES
+        + "SELECT ?e ?kind ?text WHERE {\n  "
+        + _values("e", entity_ids)
+        + "\n  "
+        + " UNION ".join(parts)
+        + f"\n  FILTER(LANG(?text) IN ({_langs(languages)}))\n}}"
+    )
+
+
+def claims(entity_ids: Sequence[str], pids: Sequence[str]) -> str:
+    """Direct ("truthy") statements of the given properties: rows (?e, ?p, ?v)."""
+    parts = [f'{{ ?e wdt:{ids.pid(p)} ?v . BIND("{p}" AS ?p) }}' for p in pids]
+    return PREFIXES + "SELECT ?e ?p ?v WHERE {\n  " + _values("e", entity_ids) + "\n  " + " UNION ".join(parts) + "\n}"
+
+
+def products(taxa: Sequence[str], product_classes: Sequence[str]) -> str:
+    """Products of taxa (fruits of plants): P1582 on the product or P1672 on the taxon, of a product class."""
+    cs = " ".join(f"wd:{ids.qid(c)}" for c in product_classes)
+    return (
+        PREFIXES
+        + "SELECT DISTINCT ?product ?taxon ?sitelinks WHERE {\n  "
+        + _values("taxon", taxa)
+        + "\n  { ?product wdt:P1582 ?taxon } UNION { ?taxon wdt:P1672 ?product }\n"
+        + f"  FILTER EXISTS {{ VALUES ?_c {{ {cs} }} ?product (wdt:P31|wdt:P279)/wdt:P279* ?_c . }}\n"
+        + "  OPTIONAL { "
+        + SITELINKS.format(v="?product", n="?sitelinks")
+        + " }\n}"
+    )
+
+
+def closure(roots: Sequence[str], via: Sequence[str], exclude_classes: Sequence[str] = (),
+            exclude_with: Sequence[str] = ()) -> str:
+    """Everything below the roots in one query (the transitive closure): the benchmark's baseline.
+
+    Public endpoints time out on this for large subtrees, which is why the expansion pipeline
+    goes level by level instead.
+    """
+    filters = []
+    if exclude_classes:
+        xs = " ".join(f"wd:{ids.qid(x)}" for x in exclude_classes)
+        filters.append(f"FILTER NOT EXISTS {{ VALUES ?_x {{ {xs} }} ?e (wdt:P31|wdt:P279)/wdt:P279* ?_x . }}")
+    for p in exclude_with:
+        filters.append(f"FILTER NOT EXISTS {{ ?e wdt:{ids.pid(p)} ?_any . }}")
+    return (
+        PREFIXES
+        + "SELECT DISTINCT ?e WHERE {\n  "
+        + _values("root", roots)
+        + f"\n  ?e ({_path(via)})* ?root .\n  "
+        + "\n  ".join(filters)
+        + "\n}"
+    )
