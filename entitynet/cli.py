@@ -1,0 +1,291 @@
+"""The `entitynet` command: one subcommand per stage, plus `demo`.
+
+    entitynet kg expand --kg-file entitynet/data/sample_kg.ttl --out out/kg
+    entitynet kg expand --endpoint qlever --mode living --root Q729 --root Q756 --out out/kg
+    entitynet queries --entities out/kg/entities.jsonl --out out/queries
+    entitynet captions --entities out/kg/entities.jsonl --entity Q140
+    entitynet demo --out demo-out
+
+Errors a user can cause print one line and exit 2; anything else is a bug with a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from collections import Counter
+from importlib import resources
+from pathlib import Path
+
+from entitynet.errors import ConfigError, EntityNetError
+
+log = logging.getLogger("entitynet")
+
+SAMPLE_ROOTS = ("Q729", "Q756", "Q764")  # animal, plant, fungus: everything in the sample graph
+
+
+def sample_kg_path() -> str:
+    return str(resources.files("entitynet") / "data" / "sample_kg.ttl")
+
+
+def _setup_logging(verbose: bool) -> None:
+    # Beam and Google client libraries log warnings at import that say nothing to our users.
+    logging.basicConfig(level=logging.ERROR, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("entitynet").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        logging.getLogger().setLevel(logging.INFO)
+
+
+def _table(counts: dict[str, int], indent: str = "  ") -> str:
+    if not counts:
+        return f"{indent}(none)"
+    width = max(len(k) for k in counts)
+    rows = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return "\n".join(f"{indent}{k:<{width}}  {v:>7,}" for k, v in rows)
+
+
+# ---------------------------------------------------------------- kg expand
+
+
+def _kg_source(args):
+    from entitynet.kg.client import KGSource
+
+    return KGSource(
+        endpoint=args.endpoint,
+        kg_files=tuple(args.kg_file or ()),
+        contact=args.contact,
+        connect_timeout=args.connect_timeout,
+        read_timeout=args.read_timeout,
+        max_retries=args.retries,
+        requests_per_second=args.requests_per_second,
+    )
+
+
+def expand_summary(stats: dict, source: str, min_sitelinks: int, out: Path) -> str:
+    below = stats["traversed"] - stats["selected"]
+    return (
+        f"expanded {stats['entities']:,} entities from {source} in {stats['seconds']:.1f} s "
+        f"({stats['traversed']:,} traversed, {stats['products']:,} fruits, {below:,} below {min_sitelinks} "
+        f"sitelinks, depth {stats['max_depth_reached']})\n"
+        f"entities per natural type:\n{_table(stats['per_natural_type'])}\n"
+        f"wrote {out / 'entities.jsonl'}"
+    )
+
+
+def cmd_kg_expand(args, beam_args: list[str]) -> int:
+    from beam_pipelines import expand_kg
+    from entitynet.kg.expand import ExpandConfig
+
+    source = _kg_source(args)
+    cfg = ExpandConfig(
+        mode=args.mode,
+        roots=tuple(args.root or ()),
+        min_sitelinks=args.min_sitelinks,
+        languages=tuple(args.language or ("en",)),
+        natural_types=tuple(args.natural_type) if args.natural_type else None,
+        max_depth=args.max_depth,
+        batch_size=args.batch_size,
+    )
+    stats = expand_kg.run(source, cfg, args.out, beam_args)
+    print(expand_summary(stats, source.describe(), cfg.min_sitelinks, Path(args.out)))
+    return 0
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _load_entities(path: str):
+    from entitynet.records import Entity, read_jsonl
+
+    entities = list(read_jsonl(path, Entity))
+    if not entities:
+        raise EntityNetError(f"{path} holds no entities; run `entitynet kg expand` first")
+    return entities
+
+
+def make_queries(entities, out_dir: str, cfg, llm=None, llm_top: int = 0) -> tuple[list, dict]:
+    """Queries for `entities` (optionally with LLM attributes for the top `llm_top`), written to out_dir."""
+    from tqdm import tqdm
+
+    from entitynet.files import ensure_writable_dir, write_json
+    from entitynet.records import write_jsonl
+    from entitynet.text.queries import build_queries
+
+    out = ensure_writable_dir(out_dir)
+    started = time.time()
+    llm_stats = {}
+    if llm is not None and llm_top > 0:
+        ranked = sorted(range(len(entities)), key=lambda i: -entities[i].sitelinks)[:llm_top]
+        failed = 0
+        for i in tqdm(ranked, desc="LLM attributes", unit="entity", file=sys.stderr):
+            attrs = llm.attributes(entities[i])
+            if attrs is None:
+                failed += 1
+                continue
+            entities[i] = dataclasses.replace(entities[i], attributes=entities[i].attributes + tuple(attrs))
+        llm_stats = {"llm_entities": len(ranked), "llm_failed": failed}
+    queries = build_queries(entities, cfg)
+    write_jsonl(out / "queries.jsonl", queries)
+    stats = {
+        "entities": len(entities),
+        "queries": len(queries),
+        "per_kind": dict(Counter(q.kind for q in queries).most_common()),
+        "seconds": round(time.time() - started, 2),
+        **llm_stats,
+    }
+    write_json(out / "queries_config.json", {"queries": dataclasses.asdict(cfg), "stats": stats})
+    return queries, stats
+
+
+def cmd_queries(args, _extra) -> int:
+    from entitynet.text.llm import LLMClient
+    from entitynet.text.queries import QueryConfig
+
+    entities = _load_entities(args.entities)
+    cfg = QueryConfig(
+        base_budget=args.base_budget,
+        max_per_entity=args.max_per_entity,
+        attribute_queries=not args.no_attribute_queries,
+        living=any(e.kind in ("taxon", "fruit") for e in entities),
+    )
+    llm = None
+    if args.llm_endpoint:
+        if not args.llm_model:
+            raise ConfigError("--llm-endpoint needs --llm-model NAME")
+        llm = LLMClient(args.llm_endpoint, args.llm_model, api_key_env=args.llm_key_env)
+    _, stats = make_queries(entities, args.out, cfg, llm, args.llm_top)
+    print(
+        f"{stats['queries']:,} queries for {stats['entities']:,} entities in {stats['seconds']:.1f} s\n"
+        f"queries per kind:\n{_table(stats['per_kind'])}\nwrote {Path(args.out) / 'queries.jsonl'}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- captions
+
+
+def cmd_captions(args, _extra) -> int:
+    from entitynet.text.captions import captions
+
+    entities = {e.id: e for e in _load_entities(args.entities)}
+    if args.entity not in entities:
+        raise ConfigError(f"entity {args.entity} is not in {args.entities}")
+    e = entities[args.entity]
+    query = None
+    if args.query:
+        from entitynet.records import Query, query_id
+
+        query = Query(id=query_id("attribute-noun", args.query), text=args.query, kind="attribute-noun",
+                      entity_ids=(e.id,), attribute=args.attribute)
+    parents = [entities[p] for p in e.parents if p in entities]
+    for c in sorted(captions(e, query, parents), key=lambda c: -c.weight):
+        print(f"{c.weight:6.3f}  {c.source:<18}  {c.text}")
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+
+def cmd_demo(args, beam_args) -> int:
+    from beam_pipelines import expand_kg
+    from entitynet.kg.client import KGSource
+    from entitynet.kg.expand import ExpandConfig
+    from entitynet.text.queries import QueryConfig
+
+    started = time.time()
+    out = Path(args.out)
+    kg = sample_kg_path()
+    print(f"== 1/2 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
+    stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
+    print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
+    print("== 2/2 queries: search queries for every entity", flush=True)
+    entities = _load_entities(str(out / "kg" / "entities.jsonl"))
+    _, qstats = make_queries(entities, str(out / "queries"), QueryConfig(living=True))
+    print(
+        f"{qstats['queries']:,} queries for {qstats['entities']:,} entities\n"
+        f"queries per kind:\n{_table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
+    )
+    print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="entitynet", description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress too")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    kg = sub.add_parser("kg", help="knowledge-graph stage").add_subparsers(dest="kg_command", required=True)
+    ex = kg.add_parser(
+        "expand",
+        help="expand roots into entities.jsonl",
+        description="Expand a knowledge graph into entities.jsonl. Arguments after the known flags "
+        "(e.g. --runner=DataflowRunner ...) are passed to Apache Beam.",
+    )
+    src = ex.add_mutually_exclusive_group(required=True)
+    src.add_argument("--kg-file", action="append", metavar="PATH", help=".ttl, .nt or .nt.gz file (repeatable)")
+    src.add_argument("--endpoint", metavar="URL", help="SPARQL endpoint URL, or a preset: wikidata, qlever")
+    ex.add_argument("--mode", choices=("living", "world"), default="living")
+    ex.add_argument("--root", action="append", metavar="QID", help="root entity (repeatable; default by mode)")
+    ex.add_argument("--min-sitelinks", type=int, default=5)
+    ex.add_argument("--language", action="append", metavar="LANG", help="label languages in order (default en)")
+    ex.add_argument("--natural-type", action="append", metavar="QID", help="natural-type candidates (repeatable)")
+    ex.add_argument("--max-depth", type=int, default=64, help="levels below the roots (default 64)")
+    ex.add_argument("--batch-size", type=int, default=200, help="ids per VALUES query (default 200)")
+    ex.add_argument("--contact", metavar="EMAIL_OR_URL", help="contact for the User-Agent (Wikimedia policy)")
+    ex.add_argument("--connect-timeout", type=float, default=10.0)
+    ex.add_argument("--read-timeout", type=float, default=120.0)
+    ex.add_argument("--retries", type=int, default=5)
+    ex.add_argument("--requests-per-second", type=float, help="request rate per worker (presets are polite)")
+    ex.add_argument("--out", required=True, metavar="DIR")
+    ex.set_defaults(func=cmd_kg_expand, beam=True)
+
+    q = sub.add_parser("queries", help="search queries from entities.jsonl")
+    q.add_argument("--entities", required=True, metavar="FILE")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--base-budget", type=int, default=3, help="queries per entity before the sitelinks bonus")
+    q.add_argument("--max-per-entity", type=int, default=20)
+    q.add_argument("--no-attribute-queries", action="store_true", help="no shared 'attribute + natural type' queries")
+    q.add_argument("--llm-endpoint", metavar="URL", help="OpenAI-compatible base URL (…/v1) for LLM attributes")
+    q.add_argument("--llm-model", metavar="NAME")
+    q.add_argument("--llm-key-env", metavar="VAR", help="environment variable holding the API key")
+    q.add_argument("--llm-top", type=int, default=500, help="LLM attributes for the N entities with most sitelinks")
+    q.set_defaults(func=cmd_queries, beam=False)
+
+    c = sub.add_parser("captions", help="show the weighted training texts of one entity")
+    c.add_argument("--entities", required=True, metavar="FILE")
+    c.add_argument("--entity", required=True, metavar="QID")
+    c.add_argument("--query", help="an attribute-noun query text (default: the entity's noun query)")
+    c.add_argument("--attribute", help="the attribute inside --query")
+    c.set_defaults(func=cmd_captions, beam=False)
+
+    d = sub.add_parser("demo", help="run the whole chain on the shipped sample")
+    d.add_argument("--out", default="demo-out", metavar="DIR")
+    d.set_defaults(func=cmd_demo, beam=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "beam", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args, extra)
+    except EntityNetError as e:
+        print(f"entitynet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("entitynet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
