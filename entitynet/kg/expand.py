@@ -333,7 +333,9 @@ def assemble(
         props = claims.get(e, {})
         aliases = unique_texts(a for lang in langs for a in t.aliases.get(lang, ()))
         aliases = [a for a in aliases if a.casefold() != label.casefold()]
-        common = unique_texts(v[0] for v in props.get("P1843", ()) if isinstance(v, tuple) and v[1] in langs)
+        common = unique_texts(
+            v[0] for lang in langs for v in props.get("P1843", ()) if isinstance(v, tuple) and v[1] == lang
+        )
         taxon = unique_texts(v if isinstance(v, str) else v[0] for v in props.get("P225", ()))
         lineage_ids = graph.lineage(e)
         nt = graph.natural_type(e, cfg.natural_types)
