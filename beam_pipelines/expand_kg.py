@@ -154,8 +154,14 @@ class StagedPaths:
     stats: str
 
 
-def build(p: beam.Pipeline, source: KGSource, cfg: expand.ExpandConfig, root_links: dict[str, int],
-          staged: StagedPaths, started: float) -> None:
+def build(
+    p: beam.Pipeline,
+    source: KGSource,
+    cfg: expand.ExpandConfig,
+    root_links: dict[str, int],
+    staged: StagedPaths,
+    started: float,
+) -> None:
     """Add the expansion to pipeline `p`. `cfg` must be resolved; `root_links` from `expand.root_check`."""
     # A node is (id, depth, root, sitelinks).
     level = p | "Roots" >> beam.Create([(r, 0, r, root_links.get(r, 0)) for r in cfg.roots])
@@ -183,23 +189,30 @@ def build(p: beam.Pipeline, source: KGSource, cfg: expand.ExpandConfig, root_lin
     if cfg.mode == "living" and cfg.product_classes and cfg.product_roots:
         product_roots = set(cfg.product_roots)
         taxa = nodes | "PlantTaxa" >> beam.FlatMap(lambda n: [n[0]] if n[2] in product_roots else [])
-        product_hops = _batch(taxa, "BatchTaxa", cfg.batch_size) | "Fruits" >> beam.ParDo(Products(source, cfg))
+        product_hops = _batch(taxa, "BatchTaxa", cfg.batch_size) | "Fruits" >> beam.ParDo(
+            Products(source, cfg)
+        )
     else:
         product_hops = p | "NoProducts" >> beam.Create([])
 
     graph = (
         p
         | "Once" >> beam.Create([None])
-        | "Graph" >> beam.Map(
+        | "Graph"
+        >> beam.Map(
             lambda _, n, h, ph: expand.Graph.build(n, h, ph),
-            beam.pvalue.AsList(nodes), beam.pvalue.AsList(hops), beam.pvalue.AsList(product_hops),
+            beam.pvalue.AsList(nodes),
+            beam.pvalue.AsList(hops),
+            beam.pvalue.AsList(product_hops),
         )
     )
     selected = graph | "Selected" >> beam.FlatMap(lambda g: g.selected(cfg.min_sitelinks))
     claims = _batch(selected, "BatchClaims", cfg.batch_size) | "Claims" >> beam.ParDo(Claims(source, cfg))
     texts = _batch(selected, "BatchTexts", cfg.batch_size) | "Texts" >> beam.ParDo(Texts(source, cfg, False))
     ancestors = graph | "Ancestors" >> beam.FlatMap(
-        lambda g: sorted(g.label_ids_needed(g.selected(cfg.min_sitelinks), cfg.natural_types), key=ids.numeric)
+        lambda g: sorted(
+            g.label_ids_needed(g.selected(cfg.min_sitelinks), cfg.natural_types), key=ids.numeric
+        )
     )
     values = claims | "Referenced" >> beam.FlatMap(lambda kv: expand.referenced_ids({kv[0]: kv[1]}, cfg))
     labels = (
@@ -291,8 +304,11 @@ def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: lis
             [final, FileSystems.join(out_dir, STATS), FileSystems.join(out_dir, CONFIG)],
         )
     finally:
-        leftovers = [x for x in (staged.entities, staged.stats, FileSystems.join(out_dir, CONFIG) + stamp)
-                     if FileSystems.exists(x)]
+        leftovers = [
+            x
+            for x in (staged.entities, staged.stats, FileSystems.join(out_dir, CONFIG) + stamp)
+            if FileSystems.exists(x)
+        ]
         if leftovers:
             FileSystems.delete(leftovers)
     return stats

@@ -178,8 +178,13 @@ def cmd_captions(args, _extra) -> int:
     if args.query:
         from entitynet.records import Query, query_id
 
-        query = Query(id=query_id("attribute-noun", args.query), text=args.query, kind="attribute-noun",
-                      entity_ids=(e.id,), attribute=args.attribute)
+        query = Query(
+            id=query_id("attribute-noun", args.query),
+            text=args.query,
+            kind="attribute-noun",
+            entity_ids=(e.id,),
+            attribute=args.attribute,
+        )
     parents = [entities[p] for p in e.parents if p in entities]
     for c in sorted(captions(e, query, parents), key=lambda c: -c.weight):
         print(f"{c.weight:6.3f}  {c.source:<18}  {c.text}")
@@ -229,13 +234,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(e.g. --runner=DataflowRunner ...) are passed to Apache Beam.",
     )
     src = ex.add_mutually_exclusive_group(required=True)
-    src.add_argument("--kg-file", action="append", metavar="PATH", help=".ttl, .nt or .nt.gz file (repeatable)")
+    src.add_argument(
+        "--kg-file", action="append", metavar="PATH", help=".ttl, .nt or .nt.gz file (repeatable)"
+    )
     src.add_argument("--endpoint", metavar="URL", help="SPARQL endpoint URL, or a preset: wikidata, qlever")
     ex.add_argument("--mode", choices=("living", "world"), default="living")
-    ex.add_argument("--root", action="append", metavar="QID", help="root entity (repeatable; default by mode)")
+    ex.add_argument(
+        "--root", action="append", metavar="QID", help="root entity (repeatable; default by mode)"
+    )
     ex.add_argument("--min-sitelinks", type=int, default=5)
-    ex.add_argument("--language", action="append", metavar="LANG", help="label languages in order (default en)")
-    ex.add_argument("--natural-type", action="append", metavar="QID", help="natural-type candidates (repeatable)")
+    ex.add_argument(
+        "--language", action="append", metavar="LANG", help="label languages in order (default en)"
+    )
+    ex.add_argument(
+        "--natural-type", action="append", metavar="QID", help="natural-type candidates (repeatable)"
+    )
     ex.add_argument("--max-depth", type=int, default=64, help="levels below the roots (default 64)")
     ex.add_argument("--batch-size", type=int, default=200, help="ids per VALUES query (default 200)")
     ex.add_argument("--contact", metavar="EMAIL_OR_URL", help="contact for the User-Agent (Wikimedia policy)")
@@ -251,11 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, metavar="DIR")
     q.add_argument("--base-budget", type=int, default=3, help="queries per entity before the sitelinks bonus")
     q.add_argument("--max-per-entity", type=int, default=20)
-    q.add_argument("--no-attribute-queries", action="store_true", help="no shared 'attribute + natural type' queries")
-    q.add_argument("--llm-endpoint", metavar="URL", help="OpenAI-compatible base URL (…/v1) for LLM attributes")
+    q.add_argument(
+        "--no-attribute-queries", action="store_true", help="no shared 'attribute + natural type' queries"
+    )
+    q.add_argument(
+        "--llm-endpoint", metavar="URL", help="OpenAI-compatible base URL (…/v1) for LLM attributes"
+    )
     q.add_argument("--llm-model", metavar="NAME")
     q.add_argument("--llm-key-env", metavar="VAR", help="environment variable holding the API key")
-    q.add_argument("--llm-top", type=int, default=500, help="LLM attributes for the N entities with most sitelinks")
+    q.add_argument(
+        "--llm-top", type=int, default=500, help="LLM attributes for the N entities with most sitelinks"
+    )
     q.set_defaults(func=cmd_queries, beam=False)
 
     c = sub.add_parser("captions", help="show the weighted training texts of one entity")

@@ -37,7 +37,9 @@ def oxigraph_binary() -> str:
     here = Path(sys.executable).parent / "oxigraph"
     found = str(here) if here.exists() else shutil.which("oxigraph")
     if not found:
-        raise RuntimeError("the oxigraph server binary is missing: install the test extra (pip install -e '.[test]')")
+        raise RuntimeError(
+            "the oxigraph server binary is missing: install the test extra (pip install -e '.[test]')"
+        )
     return found
 
 
@@ -51,11 +53,15 @@ def oxigraph_server(tmp_path_factory):
     """`oxigraph load` the sample graph, then `oxigraph serve-read-only` it on 127.0.0.1; yields the query URL."""
     binary = oxigraph_binary()
     db = tmp_path_factory.mktemp("oxigraph") / "db"
-    subprocess.run([binary, "load", "--location", str(db), "--file", str(SAMPLE_KG)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [binary, "load", "--location", str(db), "--file", str(SAMPLE_KG)], check=True, capture_output=True
+    )
     port = free_port()
-    proc = subprocess.Popen([binary, "serve-read-only", "--location", str(db), "--bind", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [binary, "serve-read-only", "--location", str(db), "--bind", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}/query"
     deadline = time.monotonic() + 30
     while True:
@@ -66,7 +72,9 @@ def oxigraph_server(tmp_path_factory):
                     break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"oxigraph server did not start: {proc.stderr.read().decode()[:500]}") from None
+                raise RuntimeError(
+                    f"oxigraph server did not start: {proc.stderr.read().decode()[:500]}"
+                ) from None
             time.sleep(0.05)
     yield url
     proc.terminate()
@@ -98,13 +106,21 @@ class FaultyEndpoint:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length).decode()
                 query = urllib.parse.parse_qs(body).get("query", [""])[0]
-                endpoint.requests.append({"method": "POST", "headers": dict(self.headers), "query": query,
-                                          "time": time.monotonic()})
+                endpoint.requests.append(
+                    {
+                        "method": "POST",
+                        "headers": dict(self.headers),
+                        "query": query,
+                        "time": time.monotonic(),
+                    }
+                )
                 behaviour = endpoint.script.pop(0) if endpoint.script else "ok"
                 self.respond(behaviour, query)
 
             def do_GET(self):
-                endpoint.requests.append({"method": "GET", "headers": dict(self.headers), "time": time.monotonic()})
+                endpoint.requests.append(
+                    {"method": "GET", "headers": dict(self.headers), "time": time.monotonic()}
+                )
                 self.send(405, b"use POST")
 
             def send(self, status, payload: bytes, ctype="text/plain", headers=()):
@@ -161,8 +177,9 @@ def sample_entities_dir(tmp_path_factory):
     from entitynet.kg.expand import ExpandConfig
 
     out = tmp_path_factory.mktemp("expanded")
-    stats = expand_kg.run(KGSource(kg_files=(str(SAMPLE_KG),)), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10),
-                          str(out))
+    stats = expand_kg.run(
+        KGSource(kg_files=(str(SAMPLE_KG),)), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(out)
+    )
     return out, stats
 
 
@@ -175,5 +192,3 @@ def sample_entities(sample_entities_dir):
 
 def read_json(path) -> dict:
     return json.loads(Path(path).read_text())
-
-

@@ -38,8 +38,16 @@ def test_typed_literals_are_cast():
     assert row["d"] == ("lion", "literal", "en") and row["e"].type == "uri" and row["f"].value == 7
 
 
-@pytest.mark.parametrize("payload", [b"<html>oops</html>", b'{"results": 3}', b'{"head": {}}', b"[1,2]",
-                                     b'{"results":{"bindings":[{"x":{"type":"weird","value":"1"}}]}}'])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"<html>oops</html>",
+        b'{"results": 3}',
+        b'{"head": {}}',
+        b"[1,2]",
+        b'{"results":{"bindings":[{"x":{"type":"weird","value":"1"}}]}}',
+    ],
+)
 def test_malformed_results_name_the_source(payload):
     with pytest.raises(KGError, match="malformed SPARQL response from http://x/sparql"):
         parse_results(payload, "http://x/sparql")
@@ -59,7 +67,12 @@ def test_embedded_reads_ttl_nt_and_nt_gz(sample_kg, tmp_path):
     with open(nt, "rb") as src, gzip.open(ntgz, "wb") as dst:
         shutil.copyfileobj(src, dst)
     answers = [EmbeddedSparql([str(p)]).select(LION_QUERY) for p in (sample_kg, nt, ntgz)]
-    assert answers[0] == answers[1] == answers[2] == [{"e": answers[0][0]["e"], "sitelinks": answers[0][0]["sitelinks"]}]
+    assert (
+        answers[0]
+        == answers[1]
+        == answers[2]
+        == [{"e": answers[0][0]["e"], "sitelinks": answers[0][0]["sitelinks"]}]
+    )
     assert answers[0][0]["sitelinks"].value == 230
 
 
@@ -128,7 +141,10 @@ def test_request_shape_post_json_and_user_agent(faulty_endpoint):
     (req,) = faulty_endpoint.requests
     assert req["method"] == "POST" and "wikibase:sitelinks" in req["query"]
     assert "sparql-results+json" in req["headers"]["Accept"]
-    assert req["headers"]["User-Agent"].startswith("EntityNet/") and "me@example.org" in req["headers"]["User-Agent"]
+    assert (
+        req["headers"]["User-Agent"].startswith("EntityNet/")
+        and "me@example.org" in req["headers"]["User-Agent"]
+    )
 
 
 def test_persistent_errors_end_in_one_clear_error(faulty_endpoint):
@@ -163,7 +179,9 @@ def test_unreachable_endpoint():
     from conftest import free_port
 
     url = f"http://127.0.0.1:{free_port()}/sparql"  # nothing listens there
-    with pytest.raises(KGError, match=rf"SPARQL endpoint {url} failed after 3 attempts, last: connection failed"):
+    with pytest.raises(
+        KGError, match=rf"SPARQL endpoint {url} failed after 3 attempts, last: connection failed"
+    ):
         fast_client(url, connect_timeout=0.5).select(LION_QUERY)
 
 

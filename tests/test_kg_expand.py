@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import SAMPLE_ROOTS
 
 from beam_pipelines import expand_kg
 from entitynet.errors import ConfigError, KGError, OutputError
@@ -11,8 +12,6 @@ from entitynet.kg.client import KGSource
 from entitynet.kg.embedded import EmbeddedSparql
 from entitynet.kg.expand import ExpandConfig, Graph, Hop, Texts, assemble, parse_claims, parse_hops
 from entitynet.kg.results import Term
-
-from conftest import SAMPLE_ROOTS
 
 WD = "http://www.wikidata.org/entity/"
 
@@ -26,9 +25,22 @@ def uri(q):
 
 def diamond() -> Graph:
     # root Q1 -> Q2, Q3 ; Q2 -> Q4 ; Q3 -> Q4 (two parents) ; Q4 -> Q5 ; plus a cycle Q5 -> Q2
-    nodes = [("Q1", 0, "Q1", 50), ("Q2", 1, "Q1", 9), ("Q3", 1, "Q1", 3), ("Q4", 2, "Q1", 7), ("Q5", 3, "Q1", 5)]
-    hops = [Hop("Q2", "Q1", 9), Hop("Q3", "Q1", 3), Hop("Q4", "Q3", 7), Hop("Q4", "Q2", 7), Hop("Q5", "Q4", 5),
-            Hop("Q2", "Q5", 9), Hop("Q9", "Q5", 1)]  # Q9 was never traversed: ignored
+    nodes = [
+        ("Q1", 0, "Q1", 50),
+        ("Q2", 1, "Q1", 9),
+        ("Q3", 1, "Q1", 3),
+        ("Q4", 2, "Q1", 7),
+        ("Q5", 3, "Q1", 5),
+    ]
+    hops = [
+        Hop("Q2", "Q1", 9),
+        Hop("Q3", "Q1", 3),
+        Hop("Q4", "Q3", 7),
+        Hop("Q4", "Q2", 7),
+        Hop("Q5", "Q4", 5),
+        Hop("Q2", "Q5", 9),
+        Hop("Q9", "Q5", 1),
+    ]  # Q9 was never traversed: ignored
     return Graph.build(nodes, hops)
 
 
@@ -62,20 +74,26 @@ def test_parse_hops_keeps_items_only_and_dedupes():
 
 
 def test_assemble_picks_languages_in_order_and_drops_unlabelled():
-    g = Graph.build([("Q1", 0, "Q1", 9), ("Q2", 1, "Q1", 9), ("Q3", 1, "Q1", 9)], [Hop("Q2", "Q1", 9),
-                                                                                   Hop("Q3", "Q1", 9)])
+    g = Graph.build(
+        [("Q1", 0, "Q1", 9), ("Q2", 1, "Q1", 9), ("Q3", 1, "Q1", 9)], [Hop("Q2", "Q1", 9), Hop("Q3", "Q1", 9)]
+    )
     texts = {
         "Q1": Texts(labels={"en": "animal"}),
-        "Q2": Texts(labels={"de": "Löwe", "en": "lion"}, aliases={"en": ["Lion", "big cat"]},
-                    descriptions={"de": "Raubkatze"}),
+        "Q2": Texts(
+            labels={"de": "Löwe", "en": "lion"},
+            aliases={"en": ["Lion", "big cat"]},
+            descriptions={"de": "Raubkatze"},
+        ),
         "Q7": Texts(labels={"en": "golden"}),
     }
-    claims = parse_claims([
-        {"e": uri("Q2"), "p": Term("P462", "literal"), "v": uri("Q7")},
-        {"e": uri("Q2"), "p": Term("P1843", "literal"), "v": Term("African lion", "literal", "en")},
-        {"e": uri("Q2"), "p": Term("P1843", "literal"), "v": Term("Afrikanischer Löwe", "literal", "de")},
-        {"e": uri("Q2"), "p": Term("P225", "literal"), "v": Term("Panthera leo", "literal")},
-    ])
+    claims = parse_claims(
+        [
+            {"e": uri("Q2"), "p": Term("P462", "literal"), "v": uri("Q7")},
+            {"e": uri("Q2"), "p": Term("P1843", "literal"), "v": Term("African lion", "literal", "en")},
+            {"e": uri("Q2"), "p": Term("P1843", "literal"), "v": Term("Afrikanischer Löwe", "literal", "de")},
+            {"e": uri("Q2"), "p": Term("P225", "literal"), "v": Term("Panthera leo", "literal")},
+        ]
+    )
     cfg = ExpandConfig(roots=("Q1",), languages=("de", "en")).resolved()
     (root, lion) = assemble(g, g.selected(0), texts, claims, cfg)  # Q3 has no label: dropped
     assert lion.label == "Löwe" and lion.description == "Raubkatze"
@@ -130,9 +148,13 @@ def test_pipeline_matches_one_closure_query(sample_entities, sample_kg):
     assert got == expected
 
 
-def test_oxigraph_server_and_embedded_file_give_identical_output(oxigraph_server, sample_entities_dir, tmp_path):
+def test_oxigraph_server_and_embedded_file_give_identical_output(
+    oxigraph_server, sample_entities_dir, tmp_path
+):
     out = tmp_path / "server"
-    expand_kg.run(KGSource(endpoint=oxigraph_server), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(out))
+    expand_kg.run(
+        KGSource(endpoint=oxigraph_server), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(out)
+    )
     embedded = (sample_entities_dir[0] / "entities.jsonl").read_bytes()
     assert (out / "entities.jsonl").read_bytes() == embedded
     saved = json.loads((out / "expand_config.json").read_text())
@@ -140,8 +162,11 @@ def test_oxigraph_server_and_embedded_file_give_identical_output(oxigraph_server
 
 
 def test_world_mode_takes_subclasses_only(sample_kg, tmp_path):
-    stats = expand_kg.run(KGSource(kg_files=(str(sample_kg),)),
-                          ExpandConfig(mode="world", roots=("Q756",), max_depth=4), str(tmp_path))
+    stats = expand_kg.run(
+        KGSource(kg_files=(str(sample_kg),)),
+        ExpandConfig(mode="world", roots=("Q756",), max_depth=4),
+        str(tmp_path),
+    )
     from entitynet.records import Entity, read_jsonl
 
     ents = by_label(read_jsonl(tmp_path / "entities.jsonl", Entity))
@@ -154,21 +179,26 @@ def test_world_mode_takes_subclasses_only(sample_kg, tmp_path):
 
 def test_max_depth_too_small_is_an_error_and_writes_nothing(sample_kg, tmp_path):
     with pytest.raises(KGError, match="reached max depth 2 with .* still unexplored; raise --max-depth"):
-        expand_kg.run(KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=2),
-                      str(tmp_path))
+        expand_kg.run(
+            KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=2), str(tmp_path)
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_root_is_refused_before_any_work(sample_kg, tmp_path):
     with pytest.raises(ConfigError, match="root Q999999 not found in .*sample_kg.ttl"):
-        expand_kg.run(KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=("Q729", "Q999999")), str(tmp_path))
+        expand_kg.run(
+            KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=("Q729", "Q999999")), str(tmp_path)
+        )
 
 
 def test_unwritable_output(sample_kg, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot create output directory"):
-        expand_kg.run(KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=SAMPLE_ROOTS), str(blocker / "out"))
+        expand_kg.run(
+            KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=SAMPLE_ROOTS), str(blocker / "out")
+        )
 
 
 def test_endpoint_failing_mid_pipeline_leaves_no_output(faulty_endpoint, tmp_path):

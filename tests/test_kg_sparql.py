@@ -9,7 +9,9 @@ from entitynet.kg.embedded import EmbeddedSparql
 from entitynet.kg.expand import ExpandConfig
 
 
-@pytest.mark.parametrize("bad", ["X12", "Q", "Q0", "q140", "Q140 }", "Q1 . ?s ?p ?o", "", "P31", None, "Q12a"])
+@pytest.mark.parametrize(
+    "bad", ["X12", "Q", "Q0", "q140", "Q140 }", "Q1 . ?s ?p ?o", "", "P31", None, "Q12a"]
+)
 def test_malformed_entity_ids_are_refused(bad):
     with pytest.raises(ConfigError, match="malformed root"):
         ids.qid(bad, "root")
@@ -58,15 +60,27 @@ def test_builders_run_on_oxigraph(sample_kg):
     assert [(r["kind"].value, r["text"].value, r["text"].lang) for r in texts] == [("label", "Löwe", "de")]
     claims = client.select(sparql.claims(["Q140"], ["P225", "P105"]))
     assert {(r["p"].value, r["v"].value) for r in claims} == {
-        ("P225", "Panthera leo"), ("P105", "http://www.wikidata.org/entity/Q7432")}
+        ("P225", "Panthera leo"),
+        ("P105", "http://www.wikidata.org/entity/Q7432"),
+    }
     assert "VALUES ?root { wd:Q729 }" in sparql.closure(["Q729"], ["P171"])
 
 
 def test_exclusions_in_the_hop_query(sample_kg):
     client = EmbeddedSparql([str(sample_kg)])
-    label = {r["e"].value: r["text"].value for r in client.select(sparql.texts(
-        [ids.id_from_iri(r["child"].value) for r in client.select(sparql.children(["Q726"], ["P171", "P279", "P31"]))],
-        ["en"], labels_only=True))}
+    label = {
+        r["e"].value: r["text"].value
+        for r in client.select(
+            sparql.texts(
+                [
+                    ids.id_from_iri(r["child"].value)
+                    for r in client.select(sparql.children(["Q726"], ["P171", "P279", "P31"]))
+                ],
+                ["en"],
+                labels_only=True,
+            )
+        )
+    }
     assert "unicorn" in label.values()  # without exclusions the mythical creature is a child of horse
     kept = client.select(sparql.children(["Q726"], ["P171", "P279", "P31"], ["Q24334299"], ["P625"]))
     assert kept == []

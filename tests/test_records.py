@@ -18,10 +18,22 @@ from entitynet.records import (
 
 def lion() -> Entity:
     return Entity(
-        id="Q140", label="lion", description="big cat", aliases=("Panthera leo",), sitelinks=230,
-        parents=("Q1",), lineage=("Panthera", "animal"), lineage_ids=("Q1", "Q729"), root="Q729", depth=2,
-        natural_type="Q7377", natural_type_label="mammal", taxon_names=("Panthera leo",),
-        common_names=("African lion",), rank="species", attributes=(Attribute("P462", "golden", "Q9"),),
+        id="Q140",
+        label="lion",
+        description="big cat",
+        aliases=("Panthera leo",),
+        sitelinks=230,
+        parents=("Q1",),
+        lineage=("Panthera", "animal"),
+        lineage_ids=("Q1", "Q729"),
+        root="Q729",
+        depth=2,
+        natural_type="Q7377",
+        natural_type_label="mammal",
+        taxon_names=("Panthera leo",),
+        common_names=("African lion",),
+        rank="species",
+        attributes=(Attribute("P462", "golden", "Q9"),),
         kind="taxon",
     )
 
@@ -37,8 +49,13 @@ def test_entity_and_query_roundtrip(tmp_path):
 
 
 def test_synonyms_put_label_first_and_drop_case_duplicates():
-    e = Entity(id="Q1", label="Lion", aliases=("lion", "Panthera leo"), common_names=("African lion",),
-               taxon_names=("panthera leo",))
+    e = Entity(
+        id="Q1",
+        label="Lion",
+        aliases=("lion", "Panthera leo"),
+        common_names=("African lion",),
+        taxon_names=("panthera leo",),
+    )
     assert e.synonyms() == ["Lion", "Panthera leo", "African lion"]
 
 
@@ -69,5 +86,7 @@ def test_query_id_does_not_depend_on_the_process():
     import sys
 
     code = "from entitynet.records import query_id; print(query_id('noun', 'red fox'))"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert other == query_id("noun", "red fox")

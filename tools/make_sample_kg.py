@@ -660,7 +660,9 @@ def render(table: list[Item]) -> str:
         if it.coordinates:
             s.append(f'wdt:P625 "{it.coordinates}"^^geo:wktLiteral')
         if it.image and it.via:
-            s.append(f"wdt:P18 <http://commons.wikimedia.org/wiki/Special:FilePath/EntityNet_sample_{_slug(it.key)}.jpg>")
+            s.append(
+                f"wdt:P18 <http://commons.wikimedia.org/wiki/Special:FilePath/EntityNet_sample_{_slug(it.key)}.jpg>"
+            )
         lines.append(" ;\n    ".join(s) + " .")
         lines.append(f"data:{it.id} schema:about wd:{it.id} ; wikibase:sitelinks {it.sitelinks} .\n")
     return "\n".join(lines)

@@ -31,7 +31,9 @@ class KGSource:
 
     def __post_init__(self):
         if bool(self.endpoint) == bool(self.kg_files):
-            raise ConfigError("give exactly one knowledge graph: --endpoint URL|wikidata|qlever or --kg-file PATH")
+            raise ConfigError(
+                "give exactly one knowledge graph: --endpoint URL|wikidata|qlever or --kg-file PATH"
+            )
 
     def describe(self) -> str:
         return self.endpoint or ", ".join(self.kg_files)

@@ -31,7 +31,9 @@ def _format_of(path: Path) -> tuple[ox.RdfFormat, bool]:
         name = name[:-3]
     fmt = _FORMATS.get(os.path.splitext(name)[1])
     if fmt is None:
-        raise KGError(f"unsupported knowledge-graph file {path}: use .ttl, .nt or .nt.gz (optionally gzipped)")
+        raise KGError(
+            f"unsupported knowledge-graph file {path}: use .ttl, .nt or .nt.gz (optionally gzipped)"
+        )
     return fmt, gz
 
 
@@ -59,7 +61,9 @@ def load_store(paths: list[str] | tuple[str, ...]) -> ox.Store:
                     else:
                         store.bulk_load(path=str(p), format=fmt)
                 except SyntaxError as e:
-                    raise KGError(f"malformed knowledge-graph file {p}: {e}; fix the file or re-export it") from e
+                    raise KGError(
+                        f"malformed knowledge-graph file {p}: {e}; fix the file or re-export it"
+                    ) from e
                 except (OSError, EOFError) as e:
                     raise KGError(f"cannot read knowledge-graph file {p}: {e}") from e
             _STORES[key] = store

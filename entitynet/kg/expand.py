@@ -32,7 +32,18 @@ WORLD_ROOTS = (
 # human, mythical creature, individual animal, cultivar
 LIVING_EXCLUDE = ("Q5", "Q24334299", "Q795052", "Q4886")
 # mammal, bird, reptile, amphibian, fish, insect, arachnid, tree, flowering plant, fungus
-LIVING_NATURAL_TYPES = ("Q7377", "Q5113", "Q10811", "Q10908", "Q152", "Q1390", "Q1358", "Q10884", "Q25314", "Q764")
+LIVING_NATURAL_TYPES = (
+    "Q7377",
+    "Q5113",
+    "Q10811",
+    "Q10908",
+    "Q152",
+    "Q1390",
+    "Q1358",
+    "Q10884",
+    "Q25314",
+    "Q764",
+)
 FRUIT_CLASSES = ("Q3314483", "Q1364")  # fruit (food), fruit (botany)
 # colour, has part, made from material, uses, has use, has characteristic
 ATTRIBUTE_PROPERTIES = ("P462", "P527", "P186", "P2283", "P366", "P1552")
@@ -75,7 +86,9 @@ class ExpandConfig:
 
         cfg = dataclasses.replace(
             self,
-            roots=tuple(dict.fromkeys(ids.qids(self.roots or (LIVING_ROOTS if living else WORLD_ROOTS), "root"))),
+            roots=tuple(
+                dict.fromkeys(ids.qids(self.roots or (LIVING_ROOTS if living else WORLD_ROOTS), "root"))
+            ),
             languages=tuple(ids.lang(x) for x in self.languages),
             natural_types=tuple(ids.qids(pick(self.natural_types, LIVING_NATURAL_TYPES, ()), "natural type")),
             attribute_properties=tuple(ids.pid(p, "attribute property") for p in self.attribute_properties),
@@ -134,7 +147,9 @@ def fetch_hops(client: SparqlClient, cfg: ExpandConfig, parents: list[str]) -> l
 def fetch_products(client: SparqlClient, cfg: ExpandConfig, taxa: list[str]) -> list[Hop]:
     """Fruits of the taxa, as hops from taxon to product."""
     rows = client.select(sparql.products(taxa, cfg.product_classes))
-    renamed = [{"child": r.get("product"), "parent": r.get("taxon"), "sitelinks": r.get("sitelinks")} for r in rows]
+    renamed = [
+        {"child": r.get("product"), "parent": r.get("taxon"), "sitelinks": r.get("sitelinks")} for r in rows
+    ]
     return parse_hops(renamed)
 
 
@@ -179,7 +194,9 @@ def parse_texts(rows: Iterable[Row]) -> dict[str, Texts]:
     return out
 
 
-def fetch_texts(client: SparqlClient, cfg: ExpandConfig, entity_ids: list[str], labels_only=False) -> dict[str, Texts]:
+def fetch_texts(
+    client: SparqlClient, cfg: ExpandConfig, entity_ids: list[str], labels_only=False
+) -> dict[str, Texts]:
     return parse_texts(client.select(sparql.texts(entity_ids, cfg.languages, labels_only)))
 
 
@@ -233,8 +250,9 @@ class Graph:
     products: set[str] = field(default_factory=set)
 
     @classmethod
-    def build(cls, nodes: Iterable[tuple[str, int, str, int]], hops: Iterable[Hop],
-              product_hops: Iterable[Hop] = ()) -> Graph:
+    def build(
+        cls, nodes: Iterable[tuple[str, int, str, int]], hops: Iterable[Hop], product_hops: Iterable[Hop] = ()
+    ) -> Graph:
         """`nodes`: (id, depth, root, sitelinks) from the traversal; `hops`: every edge seen."""
         depth, root, sl = {}, {}, {}
         for node, d, r, n in sorted(nodes, key=lambda x: (x[1], ids.numeric(x[0]), ids.numeric(x[2]))):
@@ -273,7 +291,9 @@ class Graph:
         """The nearest strict ancestor in `targets` (fewest hops, then lower id)."""
         seen, frontier = {entity}, [entity]
         while frontier:
-            nxt = sorted({p for n in frontier for p in self.parents.get(n, ()) if p not in seen}, key=ids.numeric)
+            nxt = sorted(
+                {p for n in frontier for p in self.parents.get(n, ()) if p not in seen}, key=ids.numeric
+            )
             hits = [p for p in nxt if p in targets]
             if hits:
                 return hits[0]

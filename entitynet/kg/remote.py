@@ -132,7 +132,9 @@ class RemoteSparql:
         self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._next_slot = 0.0
         self._lock = threading.Lock()
-        self._opener = urllib.request.build_opener(_HTTPHandler(connect_timeout), _HTTPSHandler(connect_timeout))
+        self._opener = urllib.request.build_opener(
+            _HTTPHandler(connect_timeout), _HTTPSHandler(connect_timeout)
+        )
 
     def _throttle(self) -> None:
         if not self._interval:
@@ -162,7 +164,9 @@ class RemoteSparql:
             detail = e.read(300).decode("utf-8", "replace").strip().splitlines()
             first = detail[0] if detail else e.reason
             if e.code == 429 or e.code >= 500:
-                raise _Transient(f"HTTP {e.code} ({first})", retry_after_seconds(e.headers.get("Retry-After"))) from e
+                raise _Transient(
+                    f"HTTP {e.code} ({first})", retry_after_seconds(e.headers.get("Retry-After"))
+                ) from e
             raise KGError(
                 f"SPARQL endpoint {self.url} refused the query with HTTP {e.code}: {first}; "
                 "check the endpoint URL and that it speaks SPARQL 1.1"

@@ -12,8 +12,21 @@ from typing import Any, NamedTuple
 from entitynet.errors import KGError
 
 XSD = "http://www.w3.org/2001/XMLSchema#"
-_INTS = {XSD + t for t in ("integer", "int", "long", "short", "byte", "nonNegativeInteger",
-                           "positiveInteger", "unsignedInt", "unsignedLong", "unsignedShort")}
+_INTS = {
+    XSD + t
+    for t in (
+        "integer",
+        "int",
+        "long",
+        "short",
+        "byte",
+        "nonNegativeInteger",
+        "positiveInteger",
+        "unsignedInt",
+        "unsignedLong",
+        "unsignedShort",
+    )
+}
 _FLOATS = {XSD + t for t in ("double", "float", "decimal")}
 
 

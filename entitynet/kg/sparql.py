@@ -21,7 +21,9 @@ PREFIX wikibase: <http://wikiba.se/ontology#>
 
 # The sitelink count lives on the item in WDQS's data model and on the item's data node
 # (`?data schema:about ?item`) in Wikidata's RDF dumps, QLever and our sample graph: ask both.
-SITELINKS = "{{ {v} wikibase:sitelinks {n} }} UNION {{ ?_data schema:about {v} . ?_data wikibase:sitelinks {n} }}"
+SITELINKS = (
+    "{{ {v} wikibase:sitelinks {n} }} UNION {{ ?_data schema:about {v} . ?_data wikibase:sitelinks {n} }}"
+)
 
 
 def _values(var: str, entity_ids: Sequence[str]) -> str:
@@ -51,7 +53,9 @@ def children(
     filters = []
     if exclude_classes:
         xs = " ".join(f"wd:{ids.qid(x)}" for x in exclude_classes)
-        filters.append(f"FILTER NOT EXISTS {{ VALUES ?_x {{ {xs} }} ?child (wdt:P31|wdt:P279)/wdt:P279* ?_x . }}")
+        filters.append(
+            f"FILTER NOT EXISTS {{ VALUES ?_x {{ {xs} }} ?child (wdt:P31|wdt:P279)/wdt:P279* ?_x . }}"
+        )
     for p in exclude_with:
         filters.append(f"FILTER NOT EXISTS {{ ?child wdt:{ids.pid(p)} ?_any . }}")
     return (
@@ -96,7 +100,14 @@ def texts(entity_ids: Sequence[str], languages: Sequence[str], labels_only: bool
 def claims(entity_ids: Sequence[str], pids: Sequence[str]) -> str:
     """Direct ("truthy") statements of the given properties: rows (?e, ?p, ?v)."""
     parts = [f'{{ ?e wdt:{ids.pid(p)} ?v . BIND("{p}" AS ?p) }}' for p in pids]
-    return PREFIXES + "SELECT ?e ?p ?v WHERE {\n  " + _values("e", entity_ids) + "\n  " + " UNION ".join(parts) + "\n}"
+    return (
+        PREFIXES
+        + "SELECT ?e ?p ?v WHERE {\n  "
+        + _values("e", entity_ids)
+        + "\n  "
+        + " UNION ".join(parts)
+        + "\n}"
+    )
 
 
 def products(taxa: Sequence[str], product_classes: Sequence[str]) -> str:
@@ -114,8 +125,12 @@ def products(taxa: Sequence[str], product_classes: Sequence[str]) -> str:
     )
 
 
-def closure(roots: Sequence[str], via: Sequence[str], exclude_classes: Sequence[str] = (),
-            exclude_with: Sequence[str] = ()) -> str:
+def closure(
+    roots: Sequence[str],
+    via: Sequence[str],
+    exclude_classes: Sequence[str] = (),
+    exclude_with: Sequence[str] = (),
+) -> str:
     """Everything below the roots in one query (the transitive closure): the benchmark's baseline.
 
     Public endpoints time out on this for large subtrees, which is why the expansion pipeline

@@ -81,8 +81,13 @@ def _noun(entity: Entity, query_text: str, parents: Sequence[Entity], w: Caption
     if entity.description:
         items.append((entity.description, w.noun_descriptions * (1 - desc_share), "description"))
     if parent_desc:
-        items.append((parent_desc, w.noun_descriptions * (desc_share if entity.description else 1.0),
-                      "parent-description"))
+        items.append(
+            (
+                parent_desc,
+                w.noun_descriptions * (desc_share if entity.description else 1.0),
+                "parent-description",
+            )
+        )
     return _merge(items)
 
 

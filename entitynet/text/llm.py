@@ -18,8 +18,15 @@ import requests
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.records import Attribute, Entity
 
-CATEGORIES_ANIMAL = ("color", "pattern and texture", "body parts", "shape and size", "behavior and movement",
-                     "environment", "other")
+CATEGORIES_ANIMAL = (
+    "color",
+    "pattern and texture",
+    "body parts",
+    "shape and size",
+    "behavior and movement",
+    "environment",
+    "other",
+)
 CATEGORIES_PLANT = ("color", "pattern and texture", "plant parts", "shape and size", "environment", "other")
 CATEGORIES_THING = ("color", "pattern and texture", "parts", "shape and size", "environment", "other")
 MAX_PER_CATEGORY = 10
@@ -48,7 +55,9 @@ def schema(categories: tuple[str, ...]) -> dict:
     }
     return {
         "type": "object",
-        "properties": {"attributes": {"type": "array", "items": item, "maxItems": MAX_PER_CATEGORY * len(categories)}},
+        "properties": {
+            "attributes": {"type": "array", "items": item, "maxItems": MAX_PER_CATEGORY * len(categories)}
+        },
         "required": ["attributes"],
         "additionalProperties": False,
     }

@@ -72,8 +72,13 @@ class _Candidate:
 def candidates(entity: Entity, cfg: QueryConfig) -> list[_Candidate]:
     """This entity's queries in priority order, before the budget and cross-entity merging."""
     names = entity.synonyms()
-    out = [_Candidate("noun", entity.label, or_terms=tuple(names[1:] + [entity.natural_type_label]) if cfg.living
-                      else ())]
+    out = [
+        _Candidate(
+            "noun",
+            entity.label,
+            or_terms=tuple(names[1:] + [entity.natural_type_label]) if cfg.living else (),
+        )
+    ]
     out += [_Candidate("alias", n) for n in names[1:]]
     for a in entity.attributes:
         text = attribute_phrase(a, entity.label)

@@ -1,0 +1,136 @@
+"""The `entitynet` command: summaries on success, one clear line and exit 2 on bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_KG
+
+from entitynet.cli import main
+from entitynet.records import Entity, Query, read_jsonl, write_jsonl
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("entitynet: error: ")
+    return lines[0]
+
+
+def test_kg_expand_and_queries(capsys, tmp_path):
+    code, out, _ = run(
+        capsys,
+        "kg",
+        "expand",
+        "--kg-file",
+        str(SAMPLE_KG),
+        "--root",
+        "Q729",
+        "--root",
+        "Q756",
+        "--root",
+        "Q764",
+        "--max-depth",
+        "10",
+        "--out",
+        str(tmp_path / "kg"),
+    )
+    assert code == 0
+    assert "expanded 240 entities" in out and "entities per natural type:" in out and "mammal" in out
+    entities = list(read_jsonl(tmp_path / "kg" / "entities.jsonl", Entity))
+    assert len(entities) == 240
+    code, out, _ = run(
+        capsys, "queries", "--entities", str(tmp_path / "kg" / "entities.jsonl"), "--out", str(tmp_path / "q")
+    )
+    assert code == 0 and "queries per kind:" in out
+    queries = list(read_jsonl(tmp_path / "q" / "queries.jsonl", Query))
+    saved = json.loads((tmp_path / "q" / "queries_config.json").read_text())
+    assert saved["stats"]["queries"] == len(queries) > len(entities)
+    code, out, _ = run(
+        capsys, "captions", "--entities", str(tmp_path / "kg" / "entities.jsonl"), "--entity", "Q140"
+    )
+    assert code == 0 and "Panthera leo" in out and "query" in out
+
+
+def test_malformed_kg_file_gives_its_line(capsys, tmp_path):
+    bad = tmp_path / "bad.ttl"
+    bad.write_text(SAMPLE_KG.read_text().replace("wd:Q140 rdfs:label", "wd:Q140 rdfs:label rdfs:label", 1))
+    line_no = next(i for i, x in enumerate(bad.read_text().splitlines(), 1) if "rdfs:label rdfs:label" in x)
+    code, _, err = run(capsys, "kg", "expand", "--kg-file", str(bad), "--out", str(tmp_path / "o"))
+    assert code == 2
+    line = one_error_line(err)
+    assert "bad.ttl" in line and f"line {line_no}" in line
+    assert not (tmp_path / "o" / "entities.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "root,message", [("X729", "malformed root 'X729'"), ("Q123456789", "root Q123456789 not found")]
+)
+def test_bad_roots(capsys, tmp_path, root, message):
+    code, _, err = run(
+        capsys, "kg", "expand", "--kg-file", str(SAMPLE_KG), "--root", root, "--out", str(tmp_path)
+    )
+    assert code == 2 and message in one_error_line(err)
+
+
+def test_unreachable_endpoint(capsys, tmp_path):
+    from conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/sparql"
+    code, _, err = run(
+        capsys,
+        "kg",
+        "expand",
+        "--endpoint",
+        url,
+        "--retries",
+        "1",
+        "--connect-timeout",
+        "0.5",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 2 and f"SPARQL endpoint {url} failed after 2 attempts" in one_error_line(err)
+    assert not (tmp_path / "o" / "entities.jsonl").exists()
+
+
+def test_queries_bad_input_and_unwritable_output(capsys, tmp_path):
+    code, _, err = run(capsys, "queries", "--entities", str(SAMPLE_KG), "--out", str(tmp_path / "q"))
+    assert code == 2 and "sample_kg.ttl:1: not a valid Entity" in one_error_line(err)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, _, err = run(capsys, "queries", "--entities", str(empty), "--out", str(tmp_path / "q"))
+    assert code == 2 and "holds no entities" in one_error_line(err)
+    one = tmp_path / "one.jsonl"
+    write_jsonl(one, [Entity(id="Q140", label="lion", sitelinks=10)])
+    (tmp_path / "f").write_text("")
+    code, _, err = run(capsys, "queries", "--entities", str(one), "--out", str(tmp_path / "f" / "x"))
+    assert code == 2 and "cannot create output directory" in one_error_line(err)
+
+
+def test_console_script_exit_code():
+    exe = Path(sys.executable).parent / "entitynet"
+    r = subprocess.run(
+        [str(exe), "kg", "expand", "--kg-file", str(SAMPLE_KG), "--root", "Q1 }", "--out", "/tmp/x"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and r.stderr.strip() == (
+        "entitynet: error: malformed root 'Q1 }': expected a Wikidata item id like Q729"
+    )
+
+
+def test_demo_prints_the_summary(capsys, tmp_path):
+    code, out, _ = run(capsys, "demo", "--out", str(tmp_path))
+    assert code == 0
+    assert "expanded 240 entities from the sample graph" in out and "queries per kind:" in out
+    assert "demo finished in" in out
+    assert (tmp_path / "kg" / "entities.jsonl").exists() and (tmp_path / "queries" / "queries.jsonl").exists()
