@@ -52,7 +52,13 @@ class _Queries(beam.DoFn):
         self.client = self.source.open()
 
 
-class OneHop(_Queries):
+class _ClassAware(_Queries):
+    def __init__(self, source: KGSource, cfg: expand.ExpandConfig, classes: expand.ClassSets):
+        super().__init__(source, cfg)
+        self.classes = classes
+
+
+class OneHop(_ClassAware):
     """A batch of nodes -> (child, (sitelinks, root of the parent)) for every child of those nodes.
 
     Every hop also goes to the "edges" output: the parents of a node are all its hops, not only
@@ -61,14 +67,14 @@ class OneHop(_Queries):
 
     def process(self, batch):
         root_of = {node[0]: node[2] for node in batch}
-        for hop in expand.fetch_hops(self.client, self.cfg, sorted(root_of, key=ids.numeric)):
+        for hop in expand.fetch_hops(self.client, self.cfg, sorted(root_of, key=ids.numeric), self.classes):
             yield hop.child, (hop.sitelinks, root_of[hop.parent])
             yield beam.pvalue.TaggedOutput("edges", hop)
 
 
-class Products(_Queries):
+class Products(_ClassAware):
     def process(self, batch):
-        yield from expand.fetch_products(self.client, self.cfg, sorted(batch, key=ids.numeric))
+        yield from expand.fetch_products(self.client, sorted(batch, key=ids.numeric), self.classes)
 
 
 class Claims(_Queries):
@@ -159,16 +165,18 @@ def build(
     source: KGSource,
     cfg: expand.ExpandConfig,
     root_links: dict[str, int],
+    classes: expand.ClassSets,
     staged: StagedPaths,
     started: float,
 ) -> None:
-    """Add the expansion to pipeline `p`. `cfg` must be resolved; `root_links` from `expand.root_check`."""
+    """Add the expansion to pipeline `p`. `cfg` must be resolved; `root_links` from `expand.root_check`,
+    `classes` from `expand.fetch_class_sets`."""
     # A node is (id, depth, root, sitelinks).
     level = p | "Roots" >> beam.Create([(r, 0, r, root_links.get(r, 0)) for r in cfg.roots])
     levels, edges, seen = [level], [], level
     for depth in range(1, cfg.max_depth + 2):
         # depth max_depth+1 is only probed: anything new there means the expansion was cut short.
-        hop = beam.ParDo(OneHop(source, cfg)).with_output_types(tuple[str, tuple[int, str]])
+        hop = beam.ParDo(OneHop(source, cfg, classes)).with_output_types(tuple[str, tuple[int, str]])
         hops = _batch(level, f"Batch{depth}", cfg.batch_size) | f"Hop{depth}" >> hop.with_outputs(
             "edges", main="children"
         )
@@ -190,7 +198,7 @@ def build(
         product_roots = set(cfg.product_roots)
         taxa = nodes | "PlantTaxa" >> beam.FlatMap(lambda n: [n[0]] if n[2] in product_roots else [])
         product_hops = _batch(taxa, "BatchTaxa", cfg.batch_size) | "Fruits" >> beam.ParDo(
-            Products(source, cfg)
+            Products(source, cfg, classes)
         )
     else:
         product_hops = p | "NoProducts" >> beam.Create([])
@@ -268,6 +276,7 @@ def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: lis
     elif not FileSystems.exists(out_dir):
         FileSystems.mkdirs(out_dir)
     root_links = expand.root_check(client, cfg, source.describe())
+    classes = expand.fetch_class_sets(client, cfg)
     final = FileSystems.join(out_dir, ENTITIES)
     stamp = f".staged-{time.time_ns()}"
     staged = StagedPaths(final + stamp, FileSystems.join(out_dir, STATS) + stamp)
@@ -275,7 +284,7 @@ def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: lis
     try:
         try:
             with beam.Pipeline(options=options) as p:
-                build(p, source, cfg, root_links, staged, started)
+                build(p, source, cfg, root_links, classes, staged, started)
         except Exception as e:
             err = _user_error(e)
             if err is not None:

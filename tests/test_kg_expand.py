@@ -10,7 +10,16 @@ from entitynet.errors import ConfigError, KGError, OutputError
 from entitynet.kg import sparql
 from entitynet.kg.client import KGSource
 from entitynet.kg.embedded import EmbeddedSparql
-from entitynet.kg.expand import ExpandConfig, Graph, Hop, Texts, assemble, parse_claims, parse_hops
+from entitynet.kg.expand import (
+    ExpandConfig,
+    Graph,
+    Hop,
+    Texts,
+    assemble,
+    fetch_class_sets,
+    parse_claims,
+    parse_hops,
+)
 from entitynet.kg.results import Term
 
 WD = "http://www.wikidata.org/entity/"
@@ -140,7 +149,8 @@ def test_pipeline_matches_one_closure_query(sample_entities, sample_kg):
     """The level-by-level pipeline finds exactly what one transitive-closure query finds."""
     client = EmbeddedSparql([str(sample_kg)])
     cfg = ExpandConfig(roots=SAMPLE_ROOTS).resolved()
-    rows = client.select(sparql.closure(cfg.roots, cfg.via, cfg.exclude_classes, cfg.exclude_with))
+    classes = fetch_class_sets(client, cfg)
+    rows = client.select(sparql.closure(cfg.roots, cfg.via, sorted(classes.excluded), cfg.exclude_with))
     closure = {r["e"].value.rsplit("/", 1)[1] for r in rows}
     links = client.select(sparql.sitelinks(sorted(closure)))
     expected = {r["e"].value.rsplit("/", 1)[1] for r in links if r["sitelinks"].value >= 5}

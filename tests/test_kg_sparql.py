@@ -50,7 +50,7 @@ def test_escaped_literal_cannot_break_out_of_a_query():
 
 def test_builders_run_on_oxigraph(sample_kg):
     client = EmbeddedSparql([str(sample_kg)])
-    hop = client.select(sparql.children(["Q7377"], ["P171", "P279", "P31"], ["Q5"], ["P625"]))
+    hop = client.select(sparql.children(["Q7377"], ["P171", "P279", "P31"], ["P625"]))
     children = {ids.id_from_iri(r["child"].value) for r in hop}
     assert children  # mammal has orders below it
     assert all(r["parent"].value.endswith("/Q7377") for r in hop)
@@ -67,20 +67,22 @@ def test_builders_run_on_oxigraph(sample_kg):
 
 
 def test_exclusions_in_the_hop_query(sample_kg):
+    from entitynet.kg.expand import ClassSets, fetch_class_sets, parse_hops
+
     client = EmbeddedSparql([str(sample_kg)])
-    label = {
-        r["e"].value: r["text"].value
-        for r in client.select(
-            sparql.texts(
-                [
-                    ids.id_from_iri(r["child"].value)
-                    for r in client.select(sparql.children(["Q726"], ["P171", "P279", "P31"]))
-                ],
-                ["en"],
-                labels_only=True,
-            )
-        )
-    }
-    assert "unicorn" in label.values()  # without exclusions the mythical creature is a child of horse
-    kept = client.select(sparql.children(["Q726"], ["P171", "P279", "P31"], ["Q24334299"], ["P625"]))
-    assert kept == []
+    rows = client.select(sparql.children(["Q726"], ["P171", "P279", "P31"]))
+    unicorn = {ids.id_from_iri(r["child"].value) for r in rows}
+    assert len(unicorn) == 1  # without exclusions the mythical creature is a child of horse
+    assert [h.child for h in parse_hops(rows)] == sorted(unicorn)
+    classes = fetch_class_sets(client, ExpandConfig().resolved())
+    assert {"Q5", "Q24334299", "Q795052", "Q4886"} <= classes.excluded
+    assert parse_hops(rows, classes.excluded) == []
+    assert parse_hops(rows, ClassSets().excluded, required=frozenset({"Q3314483"})) == []
+    # P625 is checked inside the query: the individual oak with coordinates is left out
+    (english_oak,) = [
+        r["e"].value.rsplit("/", 1)[1]
+        for r in client.select(sparql.PREFIXES + 'SELECT ?e WHERE { ?e rdfs:label "English oak"@en }')
+    ]
+    with_coords = client.select(sparql.children([english_oak], ["P171", "P279", "P31"]))
+    assert len({r["child"].value for r in with_coords}) == 1
+    assert client.select(sparql.children([english_oak], ["P171", "P279", "P31"], ["P625"])) == []

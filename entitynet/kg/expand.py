@@ -117,8 +117,12 @@ class Hop:
     sitelinks: int
 
 
-def hop_query(cfg: ExpandConfig, parents: list[str]) -> str:
-    return sparql.children(parents, cfg.via, cfg.exclude_classes, cfg.exclude_with)
+@dataclass(frozen=True)
+class ClassSets:
+    """Class sets closed under subclass (P279*), computed once per run before the traversal."""
+
+    excluded: frozenset[str] = frozenset()  # children of these types are left out
+    products: frozenset[str] = frozenset()  # products (fruits) must be of one of these types
 
 
 def _id(term) -> str | None:
@@ -129,28 +133,59 @@ def _int(term) -> int:
     return term.value if term is not None and isinstance(term.value, int) else 0
 
 
-def parse_hops(rows: Iterable[Row]) -> list[Hop]:
-    """Rows of `sparql.children` as hops; rows that do not name two items are ignored."""
+def fetch_class_sets(client: SparqlClient, cfg: ExpandConfig) -> ClassSets:
+    def closed(classes: tuple[str, ...]) -> frozenset[str]:
+        if not classes:
+            return frozenset()
+        found = {_id(r.get("c")) for r in client.select(sparql.subclasses(classes))}
+        return frozenset(classes) | {c for c in found if c}
+
+    living = cfg.mode == "living"
+    return ClassSets(closed(cfg.exclude_classes), closed(cfg.product_classes) if living else frozenset())
+
+
+def parse_hops(
+    rows: Iterable[Row], excluded: frozenset[str] = frozenset(), required: frozenset[str] | None = None
+) -> list[Hop]:
+    """Rows of `sparql.children` as hops. Rows that do not name two items are ignored; a child
+    whose P31/P279 types meet `excluded` is dropped, and so is one with no type in `required`."""
     best: dict[tuple[str, str], int] = {}
+    types: dict[str, set[str]] = {}
     for r in rows:
         child, parent = _id(r.get("child")), _id(r.get("parent"))
         if child and parent and child.startswith("Q") and child != parent:
             best[child, parent] = max(_int(r.get("sitelinks")), best.get((child, parent), 0))
-    hops = (Hop(c, p, n) for (c, p), n in best.items())
+            kind = _id(r.get("type"))
+            types.setdefault(child, set()).update([kind] if kind else [])
+
+    def keep(child: str) -> bool:
+        ts = types.get(child, set())
+        if child in excluded or ts & excluded:
+            return False
+        return required is None or bool(ts & required)
+
+    hops = (Hop(c, p, n) for (c, p), n in best.items() if keep(c))
     return sorted(hops, key=lambda h: (ids.numeric(h.child), ids.numeric(h.parent)))
 
 
-def fetch_hops(client: SparqlClient, cfg: ExpandConfig, parents: list[str]) -> list[Hop]:
-    return parse_hops(client.select(hop_query(cfg, parents)))
+def fetch_hops(client: SparqlClient, cfg: ExpandConfig, parents: list[str], classes: ClassSets) -> list[Hop]:
+    rows = client.select(sparql.children(parents, cfg.via, cfg.exclude_with))
+    return parse_hops(rows, classes.excluded)
 
 
-def fetch_products(client: SparqlClient, cfg: ExpandConfig, taxa: list[str]) -> list[Hop]:
+def fetch_products(client: SparqlClient, taxa: list[str], classes: ClassSets) -> list[Hop]:
     """Fruits of the taxa, as hops from taxon to product."""
-    rows = client.select(sparql.products(taxa, cfg.product_classes))
+    rows = client.select(sparql.products(taxa))
     renamed = [
-        {"child": r.get("product"), "parent": r.get("taxon"), "sitelinks": r.get("sitelinks")} for r in rows
+        {
+            "child": r.get("product"),
+            "parent": r.get("taxon"),
+            "sitelinks": r.get("sitelinks"),
+            "type": r.get("type"),
+        }
+        for r in rows
     ]
-    return parse_hops(renamed)
+    return parse_hops(renamed, classes.excluded, classes.products)
 
 
 def fetch_sitelinks(client: SparqlClient, entity_ids: list[str]) -> dict[str, int]:

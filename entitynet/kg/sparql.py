@@ -38,36 +38,27 @@ def _langs(languages: Sequence[str]) -> str:
     return ", ".join(ids.escape_literal(ids.lang(x)) for x in languages)
 
 
-def children(
-    parents: Sequence[str],
-    via: Sequence[str],
-    exclude_classes: Sequence[str] = (),
-    exclude_with: Sequence[str] = (),
-) -> str:
-    """One hop down: (child, parent, child's sitelinks) for every child linked to a parent by `via`.
-
-    Children that are instances or subclasses (transitively) of an excluded class, or that have
-    any of the `exclude_with` properties (e.g. P625 coordinates), are left out, so the expansion
-    never walks through them.
+def children(parents: Sequence[str], via: Sequence[str], exclude_with: Sequence[str] = ()) -> str:
+    """One hop down: (child, parent, child's sitelinks, child's P31/P279 types) for every child
+    linked to a parent by `via`. Children with any `exclude_with` property (e.g. P625 coordinates)
+    are left out here; excluded classes are checked against `?type` by the caller, because a
+    transitive path inside a filter is slow on some engines (Oxigraph evaluates it unbound).
     """
-    filters = []
-    if exclude_classes:
-        xs = " ".join(f"wd:{ids.qid(x)}" for x in exclude_classes)
-        filters.append(
-            f"FILTER NOT EXISTS {{ VALUES ?_x {{ {xs} }} ?child (wdt:P31|wdt:P279)/wdt:P279* ?_x . }}"
-        )
-    for p in exclude_with:
-        filters.append(f"FILTER NOT EXISTS {{ ?child wdt:{ids.pid(p)} ?_any . }}")
+    filters = "".join(f"\n  FILTER NOT EXISTS {{ ?child wdt:{ids.pid(p)} ?_any . }}" for p in exclude_with)
     return (
         PREFIXES
-        + "SELECT DISTINCT ?child ?parent ?sitelinks WHERE {\n  "
+        + "SELECT DISTINCT ?child ?parent ?sitelinks ?type WHERE {\n  "
         + _values("parent", parents)
-        + f"\n  ?child {_path(via)} ?parent .\n  "
-        + "\n  ".join(filters)
+        + f"\n  ?child {_path(via)} ?parent .{filters}"
         + "\n  OPTIONAL { "
         + SITELINKS.format(v="?child", n="?sitelinks")
-        + " }\n}"
+        + " }\n  OPTIONAL { ?child wdt:P31|wdt:P279 ?type . }\n}"
     )
+
+
+def subclasses(classes: Sequence[str]) -> str:
+    """The classes and all their subclasses (P279*): rows (?c)."""
+    return PREFIXES + "SELECT DISTINCT ?c WHERE {\n  " + _values("x", classes) + "\n  ?c wdt:P279* ?x .\n}"
 
 
 def sitelinks(entity_ids: Sequence[str]) -> str:
@@ -110,15 +101,16 @@ def claims(entity_ids: Sequence[str], pids: Sequence[str]) -> str:
     )
 
 
-def products(taxa: Sequence[str], product_classes: Sequence[str]) -> str:
-    """Products of taxa (fruits of plants): P1582 on the product or P1672 on the taxon, of a product class."""
-    cs = " ".join(f"wd:{ids.qid(c)}" for c in product_classes)
+def products(taxa: Sequence[str]) -> str:
+    """Products of taxa (P1582 on the product or P1672 on the taxon), with the product's P31/P279
+    types so the caller can keep those of a product class (fruits): rows (?product ?taxon ?sitelinks ?type).
+    """
     return (
         PREFIXES
-        + "SELECT DISTINCT ?product ?taxon ?sitelinks WHERE {\n  "
+        + "SELECT DISTINCT ?product ?taxon ?sitelinks ?type WHERE {\n  "
         + _values("taxon", taxa)
         + "\n  { ?product wdt:P1582 ?taxon } UNION { ?taxon wdt:P1672 ?product }\n"
-        + f"  FILTER EXISTS {{ VALUES ?_c {{ {cs} }} ?product (wdt:P31|wdt:P279)/wdt:P279* ?_c . }}\n"
+        + "  ?product wdt:P31|wdt:P279 ?type .\n"
         + "  OPTIONAL { "
         + SITELINKS.format(v="?product", n="?sitelinks")
         + " }\n}"
@@ -128,18 +120,18 @@ def products(taxa: Sequence[str], product_classes: Sequence[str]) -> str:
 def closure(
     roots: Sequence[str],
     via: Sequence[str],
-    exclude_classes: Sequence[str] = (),
+    excluded_types: Sequence[str] = (),
     exclude_with: Sequence[str] = (),
 ) -> str:
     """Everything below the roots in one query (the transitive closure): the benchmark's baseline.
 
-    Public endpoints time out on this for large subtrees, which is why the expansion pipeline
-    goes level by level instead.
+    `excluded_types` is the already-closed set of excluded classes (see `subclasses`). Public
+    endpoints time out on this for large subtrees, which is why the expansion goes level by level.
     """
     filters = []
-    if exclude_classes:
-        xs = " ".join(f"wd:{ids.qid(x)}" for x in exclude_classes)
-        filters.append(f"FILTER NOT EXISTS {{ VALUES ?_x {{ {xs} }} ?e (wdt:P31|wdt:P279)/wdt:P279* ?_x . }}")
+    if excluded_types:
+        xs = " ".join(f"wd:{ids.qid(x)}" for x in excluded_types)
+        filters.append(f"FILTER NOT EXISTS {{ ?e wdt:P31|wdt:P279 ?_t . VALUES ?_t {{ {xs} }} }}")
     for p in exclude_with:
         filters.append(f"FILTER NOT EXISTS {{ ?e wdt:{ids.pid(p)} ?_any . }}")
     return (
