@@ -6,15 +6,18 @@
 
 Graph (Beam graphs cannot loop, so the breadth-first search is unrolled to `max_depth` levels):
 
-    roots ─► [level k: BatchElements ─► one-hop VALUES query ─► GroupByKey(child)
-              ─► keep children unseen in levels < k (side inputs)] × max_depth
+    roots ─► [level k: one-hop VALUES queries ─► children by hash bucket ─► GroupByKey(bucket)
+              ─► keep children not in `seen` (a set side input) ─► seen ∪= level] × max_depth
           ─► Flatten(nodes), Flatten(edges) ─► (living) fruits of plant taxa
           ─► one Graph (depth, root, parents) ─► selected = sitelinks >= min
           ─► batched claims + texts of the selected, labels of their ancestors and attribute values
           ─► assemble, sort, write entities.jsonl + expand_stats.json
 
 Every query is a batch of ids in a VALUES block, so no single query has to survive a public
-endpoint's timeout. The DoFns are thin adapters over `entitynet.kg.expand`.
+endpoint's timeout. Elements are lists (a bucket of nodes, a batch of hops, a dict of details),
+not single entities, which keeps Beam's per-element cost out of the way; each DoFn splits its
+list into query batches and runs them on a small thread pool. The DoFns are thin adapters over
+`entitynet.kg.expand`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import Counter
+import zlib
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -42,44 +47,102 @@ STATS = "expand_stats.json"
 CONFIG = "expand_config.json"
 
 
+Node = tuple[str, int, str, int]  # (id, BFS depth, root, sitelinks)
+
+
 class _Queries(beam.DoFn):
-    """Base: opens the knowledge-graph client once per DoFn instance, on the worker."""
+    """Base: opens the knowledge-graph client and a thread pool once per DoFn instance, on the worker."""
 
     def __init__(self, source: KGSource, cfg: expand.ExpandConfig):
         self.source, self.cfg = source, cfg
 
     def setup(self):
         self.client = self.source.open()
+        self.pool = ThreadPoolExecutor(self.cfg.concurrency)
+
+    def teardown(self):
+        self.pool.shutdown(wait=False)
+
+    def batched(self, fn, entity_ids):
+        """fn(client, batch) for each `batch_size` slice of the ids (sorted), concurrently, in order."""
+        ordered = sorted(entity_ids, key=ids.numeric)
+        size = self.cfg.batch_size
+        return list(
+            self.pool.map(
+                lambda b: fn(self.client, b), [ordered[i : i + size] for i in range(0, len(ordered), size)]
+            )
+        )
 
 
-class _ClassAware(_Queries):
-    def __init__(self, source: KGSource, cfg: expand.ExpandConfig, classes: expand.ClassSets):
+class OneHop(_Queries):
+    """Frontier nodes -> (bucket, [(child, sitelinks, root of the parent)]) per hash bucket of the
+    children, and every hop as a list on the "edges" output (a node's parents are all its hops,
+    not only the one that discovered it)."""
+
+    def __init__(self, source, cfg, classes: expand.ClassSets):
         super().__init__(source, cfg)
         self.classes = classes
 
-
-class OneHop(_ClassAware):
-    """A batch of nodes -> (child, (sitelinks, root of the parent)) for every child of those nodes.
-
-    Every hop also goes to the "edges" output: the parents of a node are all its hops, not only
-    the one that discovered it.
-    """
-
-    def process(self, batch):
-        root_of = {node[0]: node[2] for node in batch}
-        for hop in expand.fetch_hops(self.client, self.cfg, sorted(root_of, key=ids.numeric), self.classes):
-            yield hop.child, (hop.sitelinks, root_of[hop.parent])
-            yield beam.pvalue.TaggedOutput("edges", hop)
+    def process(self, nodes: list[Node]):
+        root_of = {n[0]: n[2] for n in nodes}
+        results = self.batched(lambda c, b: expand.fetch_hops(c, self.cfg, b, self.classes), root_of)
+        buckets: dict[int, list] = defaultdict(list)
+        edges = [h for hops in results for h in hops]
+        for h in edges:
+            buckets[bucket_of(h.child, self.cfg.buckets)].append((h.child, h.sitelinks, root_of[h.parent]))
+        edges = [tuple(h) for h in edges]  # plain tuples: cheap for Beam's coder
+        yield from buckets.items()
+        if edges:
+            yield beam.pvalue.TaggedOutput("edges", edges)
 
 
-class Products(_ClassAware):
-    def process(self, batch):
-        yield from expand.fetch_products(self.client, sorted(batch, key=ids.numeric), self.classes)
+def bucket_of(entity_id: str, buckets: int) -> int:
+    return zlib.crc32(entity_id.encode()) % buckets  # not hash(): salted per process
+
+
+class NewNodes(beam.DoFn):
+    """(bucket, [[(child, sitelinks, root)]]) -> the bucket's children that are not in `seen`, as
+    nodes at this depth (root: the first configured root among their parents')."""
+
+    def __init__(self, depth: int, roots: tuple[str, ...]):
+        self.depth, self.rank = depth, {r: i for i, r in enumerate(roots)}
+
+    def process(self, kv, seen: frozenset[str]):
+        _, lists = kv
+        found: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for items in lists:
+            for child, sitelinks, root in items:
+                found[child].append((sitelinks, root))
+        new = [
+            (child, self.depth, min((r for _, r in f), key=self.rank.__getitem__), max(n for n, _ in f))
+            for child, f in sorted(found.items())
+            if child not in seen
+        ]
+        if new:
+            yield new
+
+
+class Products(_Queries):
+    def __init__(self, source, cfg, classes: expand.ClassSets):
+        super().__init__(source, cfg)
+        self.classes = classes
+
+    def process(self, taxa: list[str]):
+        results = self.batched(lambda c, b: expand.fetch_products(c, b, self.classes), taxa)
+        hops = [tuple(h) for part in results for h in part]
+        if hops:
+            yield hops
 
 
 class Claims(_Queries):
-    def process(self, batch):
-        yield from expand.fetch_claims(self.client, self.cfg, sorted(batch, key=ids.numeric)).items()
+    """A list of ids -> one dict id -> statements, plus the items they name on "referenced"."""
+
+    def process(self, entity_ids: list[str]):
+        claims: expand.Claims = {}
+        for part in self.batched(lambda c, b: expand.fetch_claims(c, self.cfg, b), entity_ids):
+            claims.update(part)
+        yield claims
+        yield beam.pvalue.TaggedOutput("referenced", sorted(expand.referenced_ids(claims, self.cfg)))
 
 
 class Texts(_Queries):
@@ -87,77 +150,87 @@ class Texts(_Queries):
         super().__init__(source, cfg)
         self.labels_only = labels_only
 
-    def process(self, batch):
-        found = expand.fetch_texts(self.client, self.cfg, sorted(batch, key=ids.numeric), self.labels_only)
-        yield from found.items()
+    def process(self, entity_ids: list[str]):
+        found: dict[str, expand.Texts] = {}
+        for part in self.batched(
+            lambda c, b: expand.fetch_texts(c, self.cfg, b, self.labels_only), entity_ids
+        ):
+            found.update(part)
+        yield {e: (t.labels, t.aliases, t.descriptions) for e, t in found.items()}  # plain data for the coder
 
 
-class NewNodes(beam.DoFn):
-    """(child, [(sitelinks, root)]) -> node (child, depth, root, sitelinks) unless an earlier level has it."""
-
-    def __init__(self, depth: int, roots: tuple[str, ...]):
-        self.depth, self.rank = depth, {r: i for i, r in enumerate(roots)}
-
-    def start_bundle(self):
-        self._seen = None
-
-    def process(self, kv, earlier):
-        if self._seen is None:
-            self._seen = {node[0] for node in earlier}
-        child, found = kv
-        if child in self._seen:
-            return
-        found = list(found)
-        root = min((r for _, r in found), key=self.rank.__getitem__)
-        yield child, self.depth, root, max(n for n, _ in found)
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _batch(pcoll, label: str, size: int):
-    return pcoll | label >> beam.BatchElements(min_batch_size=1, max_batch_size=size)
+def _gather(label: str, **pcolls):
+    """All elements of the named collections as one dict of lists (a CoGroupByKey on one key)."""
+    keyed = {name: pc | f"{label}Key{name}" >> beam.Map(lambda x: (None, x)) for name, pc in pcolls.items()}
+    return (
+        keyed
+        | label >> beam.CoGroupByKey()
+        | f"{label}Lists" >> beam.Map(lambda kv: {name: list(values) for name, values in kv[1].items()})
+    )
 
 
-def _assemble(_, cfg, nodes, hops, product_hops, claims, texts, labels, unexplored, started):
-    graph = expand.Graph.build(nodes, hops, product_hops)
+def _graph(parts: dict) -> expand.Graph:
+    return expand.Graph.build(
+        (n for level in parts["nodes"] for n in level),
+        (expand.Hop(*h) for hops in parts["hops"] for h in hops),
+        (expand.Hop(*h) for hops in parts["products"] for h in hops),
+    )
+
+
+def _needed_labels(parts: dict, cfg: expand.ExpandConfig) -> list[list[str]]:
+    (graph,) = parts["graph"]
     selected = graph.selected(cfg.min_sitelinks)
-    all_texts = dict(labels)
-    all_texts.update(dict(texts))
-    entities = expand.assemble(graph, selected, all_texts, dict(claims), cfg)
-    stats = {
-        "traversed": len(graph.depth),
-        "products": len(graph.products),
-        "selected": len(selected),
-        "entities": len(entities),
-        "without_label": len(selected) - len(entities),
-        "max_depth_reached": max(graph.depth.values(), default=0),
-        "unexplored_at_max_depth": unexplored,
-        "per_natural_type": dict(Counter(e.natural_type_label for e in entities).most_common()),
-        "per_kind": dict(Counter(e.kind for e in entities).most_common()),
-        "per_root": dict(Counter(e.root for e in entities).most_common()),
-        "seconds": round(time.time() - started, 2),
-    }
-    yield entities, stats
-
-
-class WriteStaged(beam.DoFn):
-    """Write entities and stats to staging names; the driver renames them after checking."""
-
-    def __init__(self, entities_path: str, stats_path: str):
-        self.entities_path, self.stats_path = entities_path, stats_path
-
-    def process(self, element):
-        entities, stats = element
-        with FileSystems.create(self.entities_path) as f:
-            for e in entities:
-                f.write(records.to_json(e).encode() + b"\n")
-        with FileSystems.create(self.stats_path) as f:
-            f.write(json.dumps(stats, indent=2, sort_keys=True).encode())
-        yield len(entities)
+    need = graph.label_ids_needed(selected, cfg.natural_types)
+    need.update(i for ids_ in parts["referenced"] for i in ids_)
+    need.difference_update(selected)
+    return _chunks(sorted(need, key=ids.numeric), cfg.batch_size * cfg.concurrency)
 
 
 @dataclass(frozen=True)
 class StagedPaths:
     entities: str
     stats: str
+
+
+class Assemble(beam.DoFn):
+    """Everything gathered -> entities, written with their stats to staging names (the driver
+    renames them after checking the stats)."""
+
+    def __init__(self, cfg: expand.ExpandConfig, staged: StagedPaths, started: float):
+        self.cfg, self.staged, self.started = cfg, staged, started
+
+    def process(self, parts: dict):
+        (graph,) = parts["graph"]
+        selected = graph.selected(self.cfg.min_sitelinks)
+        texts: dict = {}
+        for d in parts["labels"] + parts["texts"]:
+            texts.update((e, expand.Texts(*t)) for e, t in d.items())
+        claims: dict = {}
+        for d in parts["claims"]:
+            claims.update(d)
+        entities = expand.assemble(graph, selected, texts, claims, self.cfg)
+        stats = {
+            "traversed": len(graph.depth),
+            "products": len(graph.products),
+            "selected": len(selected),
+            "entities": len(entities),
+            "without_label": len(selected) - len(entities),
+            "max_depth_reached": max(graph.depth.values(), default=0),
+            "unexplored_at_max_depth": sum(parts["unexplored"]),
+            "per_natural_type": dict(Counter(e.natural_type_label for e in entities).most_common()),
+            "per_kind": dict(Counter(e.kind for e in entities).most_common()),
+            "per_root": dict(Counter(e.root for e in entities).most_common()),
+            "seconds": round(time.time() - self.started, 2),
+        }
+        with FileSystems.create(self.staged.entities) as f:
+            f.write("".join(records.to_json(e) + "\n" for e in entities).encode())
+        with FileSystems.create(self.staged.stats) as f:
+            f.write(json.dumps(stats, indent=2, sort_keys=True).encode())
+        yield len(entities)
 
 
 def build(
@@ -171,76 +244,60 @@ def build(
 ) -> None:
     """Add the expansion to pipeline `p`. `cfg` must be resolved; `root_links` from `expand.root_check`,
     `classes` from `expand.fetch_class_sets`."""
-    # A node is (id, depth, root, sitelinks).
-    level = p | "Roots" >> beam.Create([(r, 0, r, root_links.get(r, 0)) for r in cfg.roots])
-    levels, edges, seen = [level], [], level
+    level = p | "Roots" >> beam.Create([[(r, 0, r, root_links.get(r, 0)) for r in cfg.roots]])
+    levels, edges = [level], []
+    # Everything discovered so far as one set-valued element: one pickled set per level is far
+    # cheaper than re-reading every earlier level as a side input.
+    seen = p | "Seen0" >> beam.Create([frozenset(cfg.roots)])
     for depth in range(1, cfg.max_depth + 2):
         # depth max_depth+1 is only probed: anything new there means the expansion was cut short.
-        hop = beam.ParDo(OneHop(source, cfg, classes)).with_output_types(tuple[str, tuple[int, str]])
-        hops = _batch(level, f"Batch{depth}", cfg.batch_size) | f"Hop{depth}" >> hop.with_outputs(
-            "edges", main="children"
-        )
+        hop = beam.ParDo(OneHop(source, cfg, classes)).with_output_types(tuple[int, list])
+        hops = level | f"Hop{depth}" >> hop.with_outputs("edges", main="children")
         level = (
             hops.children
             | f"Group{depth}" >> beam.GroupByKey()
-            | f"New{depth}" >> beam.ParDo(NewNodes(depth, cfg.roots), beam.pvalue.AsList(seen))
+            | f"New{depth}" >> beam.ParDo(NewNodes(depth, cfg.roots), beam.pvalue.AsSingleton(seen))
         )
         if depth > cfg.max_depth:
-            unexplored = level | "CountUnexplored" >> beam.combiners.Count.Globally()
+            unexplored = level | "CountUnexplored" >> beam.Map(len)
             break
         edges.append(hops.edges)
         levels.append(level)
-        seen = (seen, level) | f"Seen{depth}" >> beam.Flatten()
+        seen = seen | f"Seen{depth}" >> beam.Map(
+            lambda before, new: before | {n[0] for nodes in new for n in nodes}, beam.pvalue.AsList(level)
+        )
 
     nodes = levels | "AllNodes" >> beam.Flatten()
     hops = edges | "AllEdges" >> beam.Flatten()
     if cfg.mode == "living" and cfg.product_classes and cfg.product_roots:
         product_roots = set(cfg.product_roots)
-        taxa = nodes | "PlantTaxa" >> beam.FlatMap(lambda n: [n[0]] if n[2] in product_roots else [])
-        product_hops = _batch(taxa, "BatchTaxa", cfg.batch_size) | "Fruits" >> beam.ParDo(
-            Products(source, cfg, classes)
+        product_hops = (
+            nodes
+            | "PlantTaxa" >> beam.Map(lambda level: [n[0] for n in level if n[2] in product_roots])
+            | "Fruits" >> beam.ParDo(Products(source, cfg, classes))
         )
     else:
         product_hops = p | "NoProducts" >> beam.Create([])
 
-    graph = (
-        p
-        | "Once" >> beam.Create([None])
-        | "Graph"
-        >> beam.Map(
-            lambda _, n, h, ph: expand.Graph.build(n, h, ph),
-            beam.pvalue.AsList(nodes),
-            beam.pvalue.AsList(hops),
-            beam.pvalue.AsList(product_hops),
-        )
+    graph = _gather("GatherGraph", nodes=nodes, hops=hops, products=product_hops) | "Graph" >> beam.Map(
+        _graph
     )
-    selected = graph | "Selected" >> beam.FlatMap(lambda g: g.selected(cfg.min_sitelinks))
-    claims = _batch(selected, "BatchClaims", cfg.batch_size) | "Claims" >> beam.ParDo(Claims(source, cfg))
-    texts = _batch(selected, "BatchTexts", cfg.batch_size) | "Texts" >> beam.ParDo(Texts(source, cfg, False))
-    ancestors = graph | "Ancestors" >> beam.FlatMap(
-        lambda g: sorted(
-            g.label_ids_needed(g.selected(cfg.min_sitelinks), cfg.natural_types), key=ids.numeric
-        )
+    selected = graph | "Selected" >> beam.FlatMap(
+        lambda g: _chunks(g.selected(cfg.min_sitelinks), cfg.batch_size * cfg.concurrency)
     )
-    values = claims | "Referenced" >> beam.FlatMap(lambda kv: expand.referenced_ids({kv[0]: kv[1]}, cfg))
+    claims = selected | "Claims" >> beam.ParDo(Claims(source, cfg)).with_outputs("referenced", main="claims")
+    texts = selected | "Texts" >> beam.ParDo(Texts(source, cfg, False))
     labels = (
-        (ancestors, values)
-        | "NeedLabels" >> beam.Flatten()
-        | "Distinct" >> beam.Distinct()
-        | "BatchLabels" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.batch_size)
+        _gather("GatherNeeded", graph=graph, referenced=claims.referenced)
+        | "NeededLabels" >> beam.FlatMap(_needed_labels, cfg)
         | "Labels" >> beam.ParDo(Texts(source, cfg, True))
     )
     (
-        p
-        | "Finally" >> beam.Create([None])
-        | "Assemble" >> beam.FlatMap(
-            _assemble, cfg,
-            beam.pvalue.AsList(nodes), beam.pvalue.AsList(hops), beam.pvalue.AsList(product_hops),
-            beam.pvalue.AsList(claims), beam.pvalue.AsList(texts), beam.pvalue.AsList(labels),
-            beam.pvalue.AsSingleton(unexplored), started,
+        _gather(
+            "GatherAll", graph=graph, claims=claims.claims, texts=texts, labels=labels, unexplored=unexplored
         )
-        | "Write" >> beam.ParDo(WriteStaged(staged.entities, staged.stats))
-    )  # fmt: skip
+        | "Assemble" >> beam.ParDo(Assemble(cfg, staged, started))
+    )
 
 
 def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:

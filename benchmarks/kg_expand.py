@@ -92,7 +92,9 @@ def generate(path: Path, taxa: int, seed: int = 0) -> int:
                 t(q, ALT, f'"alias of {q}"@en')
             if rng.random() < 0.03 and len(previous) > 1:  # a second parent
                 t(q, WDT + "P279", f"<{WD}{rng.choice(previous)}>")
-            if rng.random() < 0.01:  # excluded: a cultivar or an individual with coordinates
+            if depth == len(sizes) and rng.random() < 0.01:
+                # excluded leaves: a cultivar or an individual with coordinates (the pipeline never
+                # walks through excluded items; the closure query would, so keep them at the leaves)
                 if rng.random() < 0.5:
                     t(q, WDT + "P31", f"<{WD}Q4886>")
                 else:

@@ -103,17 +103,22 @@ def query_id(kind: str, text: str) -> str:
 T = TypeVar("T", Entity, Query)
 
 
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, tuple | list):
-        return [_to_plain(x) for x in obj]
-    return obj
+def _fields(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_FIELDS = {cls: _fields(cls) for cls in (Attribute, Entity, Query)}
 
 
 def to_json(record: Entity | Query) -> str:
-    d = {"v": SCHEMA_VERSION, **_to_plain(record)}
-    return json.dumps(d, ensure_ascii=False, sort_keys=False, separators=(",", ":"))
+    # json writes tuples as lists; only nested records need turning into dicts.
+    d: dict[str, Any] = {"v": SCHEMA_VERSION}
+    for name in _FIELDS[type(record)]:
+        value = getattr(record, name)
+        if name == "attributes":
+            value = [{n: getattr(a, n) for n in _FIELDS[Attribute]} for a in value]
+        d[name] = value
+    return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
 
 def _build(cls: type[T], d: dict[str, Any]) -> T:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from entitynet.errors import ConfigError
 from entitynet.kg import ids, sparql
@@ -65,7 +66,9 @@ class ExpandConfig:
     product_classes: tuple[str, ...] | None = None  # fruits; None: the mode's default
     product_roots: tuple[str, ...] = ("Q756",)  # products are looked up for taxa below these roots
     max_depth: int = 64
-    batch_size: int = 200
+    batch_size: int = 200  # ids per VALUES query
+    concurrency: int = 4  # queries in flight per worker
+    buckets: int = 32  # hash buckets per level: the parallelism of the deduplication step
 
     def resolved(self) -> ExpandConfig:
         """Defaults filled in and every identifier validated (a ConfigError names the bad one)."""
@@ -76,6 +79,10 @@ class ExpandConfig:
             raise ConfigError(f"--min-sitelinks must be >= 0, got {self.min_sitelinks}")
         if not 1 <= self.batch_size <= 5000:
             raise ConfigError(f"batch size must be between 1 and 5000, got {self.batch_size}")
+        if not 1 <= self.concurrency <= 64:
+            raise ConfigError(f"concurrency must be between 1 and 64, got {self.concurrency}")
+        if not 1 <= self.buckets <= 100_000:
+            raise ConfigError(f"buckets must be between 1 and 100000, got {self.buckets}")
         if self.max_depth < 1:
             raise ConfigError(f"max depth must be >= 1, got {self.max_depth}")
         if not self.languages:
@@ -110,8 +117,9 @@ class ExpandConfig:
 # ---------------------------------------------------------------- one hop
 
 
-@dataclass(frozen=True)
-class Hop:
+class Hop(NamedTuple):
+    """child --via--> parent, with the child's sitelinks. A plain tuple, so Beam encodes it cheaply."""
+
     child: str
     parent: str
     sitelinks: int
@@ -283,6 +291,7 @@ class Graph:
     sitelinks: dict[str, int]
     parents: dict[str, list[str]]
     products: set[str] = field(default_factory=set)
+    _nearest: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(
@@ -311,35 +320,56 @@ class Graph:
     def selected(self, min_sitelinks: int) -> list[str]:
         return sorted((e for e, n in self.sitelinks.items() if n >= min_sitelinks), key=ids.numeric)
 
+    def up(self, entity: str) -> str | None:
+        """The parent on the shortest path to the root (ties: the lower id)."""
+        best = None
+        for p in self.parents.get(entity, ()):
+            if self.depth[p] < self.depth[entity] and (
+                best is None or (self.depth[p], ids.numeric(p)) < (self.depth[best], ids.numeric(best))
+            ):
+                best = p
+        return best
+
     def lineage(self, entity: str) -> list[str]:
         """Ids from the direct parent up to the root, along the shortest path (ties: lower id)."""
-        out, cur = [], entity
-        while self.depth.get(cur, 0) > 0:
-            candidates = [p for p in self.parents.get(cur, ()) if self.depth[p] < self.depth[cur]]
-            if not candidates:
-                break
-            cur = min(candidates, key=lambda p: (self.depth[p], ids.numeric(p)))
+        out, cur = [], self.up(entity)
+        while cur is not None:
             out.append(cur)
+            cur = self.up(cur)
         return out
 
-    def nearest(self, entity: str, targets: set[str]) -> str | None:
-        """The nearest strict ancestor in `targets` (fewest hops, then lower id)."""
-        seen, frontier = {entity}, [entity]
-        while frontier:
-            nxt = sorted(
-                {p for n in frontier for p in self.parents.get(n, ()) if p not in seen}, key=ids.numeric
-            )
-            hits = [p for p in nxt if p in targets]
-            if hits:
-                return hits[0]
-            seen.update(nxt)
-            frontier = nxt
-        return None
+    def nearest_table(self, targets: Iterable[str]) -> dict[str, str]:
+        """For every node, its nearest strict ancestor in `targets`: fewest hops up (always towards
+        the root, so cycles cannot matter), then the lower id. One pass in depth order."""
+        targets = frozenset(targets)
+        cached = self._nearest.get(targets)
+        if cached is not None:
+            return cached
+        best: dict[str, tuple[int, int, str]] = {}
+        for n in sorted(self.depth, key=self.depth.__getitem__):
+            found = None
+            for p in self.parents.get(n, ()):
+                if self.depth[p] >= self.depth[n]:
+                    continue
+                if p in targets:
+                    cand = (1, ids.numeric(p), p)
+                elif p in best:
+                    d, num, t = best[p]
+                    cand = (d + 1, num, t)
+                else:
+                    continue
+                if found is None or cand < found:
+                    found = cand
+            if found is not None:
+                best[n] = found
+        table = {n: t for n, (_, _, t) in best.items()}
+        self._nearest[targets] = table
+        return table
 
     def natural_type(self, entity: str, types: Iterable[str]) -> str:
         if self.depth.get(entity) == 0:
             return entity
-        return self.nearest(entity, set(types)) or self.root[entity]
+        return self.nearest_table(types).get(entity) or self.root[entity]
 
     def label_ids_needed(self, selected: Iterable[str], types: Iterable[str]) -> set[str]:
         """Ancestors whose labels the selected entities' lineage and natural type need."""

@@ -59,7 +59,8 @@ class _ConnectTimeout:
             super().connect()
         finally:
             self.timeout = read_timeout
-        self.sock.settimeout(read_timeout)
+        if isinstance(read_timeout, int | float):  # urllib passes a sentinel object when none was given
+            self.sock.settimeout(read_timeout)
 
 
 class _HTTPConnection(_ConnectTimeout, http.client.HTTPConnection):
