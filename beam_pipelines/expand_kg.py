@@ -159,6 +159,20 @@ class Texts(_Queries):
         yield {e: (t.labels, t.aliases, t.descriptions) for e, t in found.items()}  # plain data for the coder
 
 
+def _add_level(before: frozenset[str], level: list[list[Node]], depth: int, started: float) -> frozenset[str]:
+    """seen ∪ this level's ids; also the progress line of the expansion."""
+    new = [n[0] for nodes in level for n in nodes]
+    if new:
+        log.info(
+            "depth %2d: %7d new entities, %8d so far (%.1f s)",
+            depth,
+            len(new),
+            len(before) + len(new),
+            time.time() - started,
+        )
+    return before | frozenset(new)
+
+
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -173,12 +187,25 @@ def _gather(label: str, **pcolls):
     )
 
 
-def _graph(parts: dict) -> expand.Graph:
-    return expand.Graph.build(
+def _graph(parts: dict, started: float) -> expand.Graph:
+    graph = expand.Graph.build(
         (n for level in parts["nodes"] for n in level),
         (expand.Hop(*h) for hops in parts["hops"] for h in hops),
         (expand.Hop(*h) for hops in parts["products"] for h in hops),
     )
+    graph.traversal_seconds = round(time.time() - started, 2)
+    return graph
+
+
+def _selected_chunks(graph: expand.Graph, cfg: expand.ExpandConfig) -> list[list[str]]:
+    selected = graph.selected(cfg.min_sitelinks)
+    log.info(
+        "fetching details of %d entities with >= %d sitelinks (of %d traversed)",
+        len(selected),
+        cfg.min_sitelinks,
+        len(graph.depth),
+    )
+    return _chunks(selected, cfg.batch_size * cfg.concurrency)
 
 
 def _needed_labels(parts: dict, cfg: expand.ExpandConfig) -> list[list[str]]:
@@ -224,6 +251,7 @@ class Assemble(beam.DoFn):
             "per_natural_type": dict(Counter(e.natural_type_label for e in entities).most_common()),
             "per_kind": dict(Counter(e.kind for e in entities).most_common()),
             "per_root": dict(Counter(e.root for e in entities).most_common()),
+            "traversal_seconds": graph.traversal_seconds,
             "seconds": round(time.time() - self.started, 2),
         }
         with FileSystems.create(self.staged.entities) as f:
@@ -263,9 +291,7 @@ def build(
             break
         edges.append(hops.edges)
         levels.append(level)
-        seen = seen | f"Seen{depth}" >> beam.Map(
-            lambda before, new: before | {n[0] for nodes in new for n in nodes}, beam.pvalue.AsList(level)
-        )
+        seen = seen | f"Seen{depth}" >> beam.Map(_add_level, beam.pvalue.AsList(level), depth, started)
 
     nodes = levels | "AllNodes" >> beam.Flatten()
     hops = edges | "AllEdges" >> beam.Flatten()
@@ -282,9 +308,7 @@ def build(
     graph = _gather("GatherGraph", nodes=nodes, hops=hops, products=product_hops) | "Graph" >> beam.Map(
         _graph
     )
-    selected = graph | "Selected" >> beam.FlatMap(
-        lambda g: _chunks(g.selected(cfg.min_sitelinks), cfg.batch_size * cfg.concurrency)
-    )
+    selected = graph | "Selected" >> beam.FlatMap(_selected_chunks, cfg)
     claims = selected | "Claims" >> beam.ParDo(Claims(source, cfg)).with_outputs("referenced", main="claims")
     texts = selected | "Texts" >> beam.ParDo(Texts(source, cfg, False))
     labels = (
@@ -338,6 +362,13 @@ def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: lis
     stamp = f".staged-{time.time_ns()}"
     staged = StagedPaths(final + stamp, FileSystems.join(out_dir, STATS) + stamp)
     options = pipeline_options(beam_args)
+    log.info(
+        "expanding %s from %s (%s mode); building a pipeline of %d levels",
+        source.describe(),
+        ", ".join(cfg.roots),
+        cfg.mode,
+        cfg.max_depth,
+    )
     try:
         try:
             with beam.Pipeline(options=options) as p:

@@ -136,6 +136,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--taxa", type=int, default=100_000)
     ap.add_argument("--min-sitelinks", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=ExpandConfig.batch_size)
+    ap.add_argument("--concurrency", type=int, default=ExpandConfig.concurrency)
     args = ap.parse_args()
     binary = str(Path(sys.executable).parent / "oxigraph")
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +148,12 @@ def main() -> int:
         print(f"generated {args.taxa:,} taxa, {triples:,} triples in {time.time() - t:.1f} s")
         proc, url = serve(binary, nt, work)
         try:
-            cfg = ExpandConfig(roots=("Q729", "Q756"), min_sitelinks=args.min_sitelinks).resolved()
+            cfg = ExpandConfig(
+                roots=("Q729", "Q756"),
+                min_sitelinks=args.min_sitelinks,
+                batch_size=args.batch_size,
+                concurrency=args.concurrency,
+            ).resolved()
             # peer: one closure query with the same exclusions and threshold
             client = RemoteSparql(url, read_timeout=600, max_retries=0)
             t = time.time()

@@ -131,6 +131,7 @@ def test_sample_expansion_content(sample_entities, sample_entities_dir):
     assert {a.value for a in lion.attributes} >= {"golden", "mane"}
     assert ents["dog"].parents == (ents["wolf"].id,)
     assert ents["English oak"].natural_type_label == "tree"  # also a subclass of tree, nearer than plant
+    assert ents["ginkgo"].natural_type_label == "tree"  # a direct parent at the same depth counts
     apple = ents["apple"]
     assert apple.kind == "fruit" and apple.parents == (ents["apple tree"].id,) and apple.root == "Q756"
     # left out on purpose: individual animal, mythical creature, cultivar, thing with coordinates

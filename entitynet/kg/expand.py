@@ -291,6 +291,7 @@ class Graph:
     sitelinks: dict[str, int]
     parents: dict[str, list[str]]
     products: set[str] = field(default_factory=set)
+    traversal_seconds: float = 0.0  # when the traversal finished, for the stats
     _nearest: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -339,8 +340,9 @@ class Graph:
         return out
 
     def nearest_table(self, targets: Iterable[str]) -> dict[str, str]:
-        """For every node, its nearest strict ancestor in `targets`: fewest hops up (always towards
-        the root, so cycles cannot matter), then the lower id. One pass in depth order."""
+        """For every node, its nearest strict ancestor in `targets`: fewest hops, then the lower id.
+        A direct parent counts at any depth; further ancestors are followed only towards the root
+        (so cycles cannot matter). One pass in depth order."""
         targets = frozenset(targets)
         cached = self._nearest.get(targets)
         if cached is not None:
@@ -349,11 +351,9 @@ class Graph:
         for n in sorted(self.depth, key=self.depth.__getitem__):
             found = None
             for p in self.parents.get(n, ()):
-                if self.depth[p] >= self.depth[n]:
-                    continue
-                if p in targets:
+                if p in targets:  # a direct parent counts at any depth ("ginkgo" is a "tree")
                     cand = (1, ids.numeric(p), p)
-                elif p in best:
+                elif self.depth[p] < self.depth[n] and p in best:
                     d, num, t = best[p]
                     cand = (d + 1, num, t)
                 else:
