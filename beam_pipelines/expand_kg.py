@@ -305,9 +305,8 @@ def build(
     else:
         product_hops = p | "NoProducts" >> beam.Create([])
 
-    graph = _gather("GatherGraph", nodes=nodes, hops=hops, products=product_hops) | "Graph" >> beam.Map(
-        _graph
-    )
+    gathered = _gather("GatherGraph", nodes=nodes, hops=hops, products=product_hops)
+    graph = gathered | "Graph" >> beam.Map(_graph, started)
     selected = graph | "Selected" >> beam.FlatMap(_selected_chunks, cfg)
     claims = selected | "Claims" >> beam.ParDo(Claims(source, cfg)).with_outputs("referenced", main="claims")
     texts = selected | "Texts" >> beam.ParDo(Texts(source, cfg, False))
