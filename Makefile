@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test lint bench coverage clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check entitynet beam_pipelines train tests benchmarks tools
 	$(BIN)/ruff format --check entitynet beam_pipelines train tests benchmarks tools
+
+coverage: $(STAMP)
+	$(BIN)/coverage run -m pytest tests -q
+	$(BIN)/coverage report
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/kg_expand.py

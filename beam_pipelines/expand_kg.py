@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -107,19 +108,44 @@ class NewNodes(beam.DoFn):
     def __init__(self, depth: int, roots: tuple[str, ...]):
         self.depth, self.rank = depth, {r: i for i, r in enumerate(roots)}
 
-    def process(self, kv, seen: frozenset[str]):
+    def process(self, kv, seen: bytes):
         _, lists = kv
         found: dict[str, list[tuple[int, str]]] = defaultdict(list)
         for items in lists:
             for child, sitelinks, root in items:
                 found[child].append((sitelinks, root))
+        children = sorted(found)
+        known = _contains(
+            _unpack(seen), np.fromiter((ids.numeric(c) for c in children), np.int64, len(children))
+        )
         new = [
             (child, self.depth, min((r for _, r in f), key=self.rank.__getitem__), max(n for n, _ in f))
-            for child, f in sorted(found.items())
-            if child not in seen
+            for child, is_known in zip(children, known, strict=True)
+            if not is_known
+            for f in (found[child],)
         ]
         if new:
             yield new
+
+
+# The set of every id seen so far travels between levels as one bytes value: the sorted numeric
+# ids as int64. Beam copies it once per level, and copying bytes is cheap where re-encoding a
+# set of strings element by element is not.
+
+
+def _pack(numbers: np.ndarray) -> bytes:
+    return np.unique(numbers).astype(np.int64).tobytes()
+
+
+def _unpack(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.int64)
+
+
+def _contains(sorted_ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    if not len(sorted_ids):
+        return np.zeros(len(queries), bool)
+    pos = np.minimum(np.searchsorted(sorted_ids, queries), len(sorted_ids) - 1)
+    return sorted_ids[pos] == queries
 
 
 class Products(_Queries):
@@ -159,18 +185,19 @@ class Texts(_Queries):
         yield {e: (t.labels, t.aliases, t.descriptions) for e, t in found.items()}  # plain data for the coder
 
 
-def _add_level(before: frozenset[str], level: list[list[Node]], depth: int, started: float) -> frozenset[str]:
+def _add_level(before: bytes, level: list[list[Node]], depth: int, started: float) -> bytes:
     """seen ∪ this level's ids; also the progress line of the expansion."""
     new = [n[0] for nodes in level for n in nodes]
-    if new:
-        log.info(
-            "depth %2d: %7d new entities, %8d so far (%.1f s)",
-            depth,
-            len(new),
-            len(before) + len(new),
-            time.time() - started,
-        )
-    return before | frozenset(new)
+    if not new:
+        return before
+    log.info(
+        "depth %2d: %7d new entities, %8d so far (%.1f s)",
+        depth,
+        len(new),
+        len(before) // 8 + len(new),
+        time.time() - started,
+    )
+    return _pack(np.concatenate([_unpack(before), np.fromiter(map(ids.numeric, new), np.int64, len(new))]))
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -276,7 +303,7 @@ def build(
     levels, edges = [level], []
     # Everything discovered so far as one set-valued element: one pickled set per level is far
     # cheaper than re-reading every earlier level as a side input.
-    seen = p | "Seen0" >> beam.Create([frozenset(cfg.roots)])
+    seen = p | "Seen0" >> beam.Create([_pack(np.array([ids.numeric(r) for r in cfg.roots]))])
     for depth in range(1, cfg.max_depth + 2):
         # depth max_depth+1 is only probed: anything new there means the expansion was cut short.
         hop = beam.ParDo(OneHop(source, cfg, classes)).with_output_types(tuple[int, list])

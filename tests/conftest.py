@@ -22,9 +22,9 @@ SAMPLE_ROOTS = ("Q729", "Q756", "Q764")
 
 
 def pytest_sessionfinish(session, exitstatus):
-    # "no tests ran" must never pass for a green suite: make it a plain failure.
-    if session.testscollected == 0:
-        session.exitstatus = 1
+    # "no tests ran" (exit 5) must never be mistaken for a result: make it a plain failure.
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def free_port() -> int:
