@@ -66,13 +66,8 @@ class _Queries(beam.DoFn):
 
     def batched(self, fn, entity_ids):
         """fn(client, batch) for each `batch_size` slice of the ids (sorted), concurrently, in order."""
-        ordered = sorted(entity_ids, key=ids.numeric)
-        size = self.cfg.batch_size
-        return list(
-            self.pool.map(
-                lambda b: fn(self.client, b), [ordered[i : i + size] for i in range(0, len(ordered), size)]
-            )
-        )
+        batches = _chunks(sorted(entity_ids, key=ids.numeric), self.cfg.batch_size)
+        return list(self.pool.map(lambda b: fn(self.client, b), batches))
 
 
 class OneHop(_Queries):
@@ -118,12 +113,12 @@ class NewNodes(beam.DoFn):
         known = _contains(
             _unpack(seen), np.fromiter((ids.numeric(c) for c in children), np.int64, len(children))
         )
-        new = [
-            (child, self.depth, min((r for _, r in f), key=self.rank.__getitem__), max(n for n, _ in f))
-            for child, is_known in zip(children, known, strict=True)
-            if not is_known
-            for f in (found[child],)
-        ]
+        new = []
+        for child, is_known in zip(children, known, strict=True):
+            if not is_known:
+                via = found[child]
+                root = min((r for _, r in via), key=self.rank.__getitem__)
+                new.append((child, self.depth, root, max(n for n, _ in via)))
         if new:
             yield new
 

@@ -32,19 +32,9 @@ WORLD_ROOTS = (
 )  # fmt: skip
 # human, mythical creature, individual animal, cultivar
 LIVING_EXCLUDE = ("Q5", "Q24334299", "Q795052", "Q4886")
-# mammal, bird, reptile, amphibian, fish, insect, arachnid, tree, flowering plant, fungus
-LIVING_NATURAL_TYPES = (
-    "Q7377",
-    "Q5113",
-    "Q10811",
-    "Q10908",
-    "Q152",
-    "Q1390",
-    "Q1358",
-    "Q10884",
-    "Q25314",
-    "Q764",
-)
+# mammal, bird, reptile, amphibian, fish, insect, tree, fungus (only ids we are sure of; add more
+# with --natural-type)
+LIVING_NATURAL_TYPES = ("Q7377", "Q5113", "Q10811", "Q10908", "Q152", "Q1390", "Q10884", "Q764")
 FRUIT_CLASSES = ("Q3314483", "Q1364")  # fruit (food), fruit (botany)
 # colour, has part, made from material, uses, has use, has characteristic
 ATTRIBUTE_PROPERTIES = ("P462", "P527", "P186", "P2283", "P366", "P1552")
