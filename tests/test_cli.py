@@ -134,3 +134,21 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert "expanded 240 entities from the sample graph" in out and "queries per kind:" in out
     assert "demo finished in" in out
     assert (tmp_path / "kg" / "entities.jsonl").exists() and (tmp_path / "queries" / "queries.jsonl").exists()
+
+
+def test_malformed_endpoint_response(capsys, tmp_path, faulty_endpoint):
+    faulty_endpoint.script = ["malformed"] * 50
+    code, _, err = run(
+        capsys,
+        "kg",
+        "expand",
+        "--endpoint",
+        faulty_endpoint.url,
+        "--retries",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    line = one_error_line(err)
+    assert code == 2 and f"malformed SPARQL response from {faulty_endpoint.url}" in line
+    assert not (tmp_path / "o" / "entities.jsonl").exists()
