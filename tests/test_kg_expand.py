@@ -220,3 +220,28 @@ def test_endpoint_failing_mid_pipeline_leaves_no_output(faulty_endpoint, tmp_pat
         expand_kg.run(src, ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(tmp_path))
     assert list(tmp_path.iterdir()) == []
     assert len(faulty_endpoint.requests) >= 4
+
+
+def test_worker_processes_give_the_same_output(sample_kg, sample_entities_dir, tmp_path):
+    """Nothing relies on one process: two DirectRunner worker processes write the same file."""
+    expand_kg.run(
+        KGSource(kg_files=(str(sample_kg),)),
+        ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10),
+        str(tmp_path),
+        ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    )
+    assert (tmp_path / "entities.jsonl").read_bytes() == (
+        sample_entities_dir[0] / "entities.jsonl"
+    ).read_bytes()
+    # a re-run into the same directory replaces the files and leaves nothing else behind
+    expand_kg.run(
+        KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(tmp_path)
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "entities.jsonl",
+        "expand_config.json",
+        "expand_stats.json",
+    ]
+    assert (tmp_path / "entities.jsonl").read_bytes() == (
+        sample_entities_dir[0] / "entities.jsonl"
+    ).read_bytes()
