@@ -1,0 +1,1 @@
+"""Apache Beam pipelines that compose the `entitynet` library (DirectRunner locally, Dataflow at scale)."""

@@ -1,0 +1,1 @@
+"""Text from the knowledge graph: search queries, training captions, optional LLM attributes."""
