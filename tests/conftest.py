@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
@@ -188,7 +187,3 @@ def sample_entities(sample_entities_dir):
     from entitynet.records import Entity, read_jsonl
 
     return list(read_jsonl(sample_entities_dir[0] / "entities.jsonl", Entity))
-
-
-def read_json(path) -> dict:
-    return json.loads(Path(path).read_text())
