@@ -1,0 +1,1 @@
+"""Image decoding, validation, resizing, encoding and hashing (Pillow): `process.process_image`."""

@@ -1,0 +1,124 @@
+"""From downloaded bytes to a training-ready JPEG, or a reason why not.
+
+Checks run cheapest first: the pixel count comes from the header before anything is decoded
+(decompression bombs never reach the decoder), JPEGs are decoded at reduced size when they are
+much bigger than the target (`draft`), EXIF orientation is applied, transparency is matted on
+white, and the result is resized and re-encoded. Every rejection carries one reason from
+`REASONS`, the vocabulary of the harvest's accounting.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from entitynet.errors import ConfigError
+from entitynet.images.hashes import phash64, sha256
+
+RESIZE_MODES = ("shorter", "longer", "center_crop", "none")
+REASONS = ("not_an_image", "decode_error", "too_large", "too_small", "bad_aspect")
+
+
+class ImageRejected(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    resize_mode: str = "shorter"  # shorter side to `size`, longer side to `size`, centre crop, or none
+    size: int = 256
+    only_if_bigger: bool = True  # never upscale
+    min_side: int = 64  # of the original image
+    max_aspect: float = 3.0  # longer / shorter side of the original image
+    max_pixels: int = 50_000_000  # from the header, before decoding
+    quality: int = 90  # JPEG quality of the re-encode
+
+    def __post_init__(self):
+        if self.resize_mode not in RESIZE_MODES:
+            raise ConfigError(f"unknown resize mode {self.resize_mode!r}: use one of {', '.join(RESIZE_MODES)}")
+        if self.size < 8 or not 1 <= self.quality <= 100 or self.max_aspect < 1 or self.min_side < 1:
+            raise ConfigError(f"image options out of range: {self}")
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    jpeg: bytes
+    width: int
+    height: int
+    original_width: int
+    original_height: int
+    sha256: str  # of the downloaded bytes
+    phash: int  # 64-bit perceptual hash of the processed image
+
+
+def target_size(width: int, height: int, opts: ImageOptions) -> tuple[int, int]:
+    """Output size before any centre crop."""
+    if opts.resize_mode == "none":
+        return width, height
+    side = max(width, height) if opts.resize_mode == "longer" else min(width, height)
+    if opts.only_if_bigger and side <= opts.size:
+        return width, height
+    scale = opts.size / side
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba.getchannel("A"))
+        return white
+    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, I;16 ...
+
+
+def process_image(data: bytes, opts: ImageOptions = ImageOptions()) -> ProcessedImage:
+    """Decode, validate, resize and re-encode; raises ImageRejected with a reason."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError as e:
+            raise ImageRejected("not_an_image") from e
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageRejected("too_large", str(e)) from e
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageRejected("decode_error", str(e)) from e
+        w0, h0 = im.size
+        if w0 * h0 > opts.max_pixels:
+            raise ImageRejected("too_large", f"{w0}x{h0}")
+        if min(w0, h0) < opts.min_side:
+            raise ImageRejected("too_small", f"{w0}x{h0}")
+        if max(w0, h0) / min(w0, h0) > opts.max_aspect:
+            raise ImageRejected("bad_aspect", f"{w0}x{h0}")
+        try:
+            orientation = im.getexif().get(0x0112, 1)
+            tw, th = target_size(w0, h0, opts)
+            if im.format == "JPEG" and (tw, th) != (w0, h0):
+                # DCT-domain downscale; Pillow keeps the result at least as large as asked.
+                want = (th, tw) if orientation in (5, 6, 7, 8) else (tw, th)
+                im.draft("RGB", want)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = _to_rgb(im)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageRejected("decode_error", str(e)) from e
+    tw, th = target_size(*im.size, opts) if opts.resize_mode != "none" else im.size
+    if (tw, th) != im.size:
+        im = im.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=None)
+    if opts.resize_mode == "center_crop" and im.width != im.height:
+        side = min(im.size)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+    out = io.BytesIO()
+    im.save(out, format="JPEG", quality=opts.quality)
+    return ProcessedImage(out.getvalue(), im.width, im.height, w0, h0, sha256(data), phash64(im))
