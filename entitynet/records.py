@@ -2,9 +2,10 @@
 
 - `Entity`: one line of `entities.jsonl` (output of `entitynet kg expand`).
 - `Query`: one line of `queries.jsonl` (output of `entitynet queries`).
+- `ImageRecord`: one record of the harvest's ArrayRecord shards (msgpack, see `encode_image`).
 
-The image record of the harvest shards is added by the harvest stage. Each JSONL line carries
-`"v": SCHEMA_VERSION` so a reader can refuse files written by an incompatible version.
+Each JSONL line and each image record carries `"v": SCHEMA_VERSION` so a reader can refuse data
+written by an incompatible version.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import msgpack
 
 from entitynet.errors import EntityNetError
 from entitynet.files import write_lines
@@ -74,6 +77,33 @@ class Query:
 
 
 QUERY_KINDS = ("noun", "alias", "attribute-noun", "attribute")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One unique image: every URL, alt text, query and entity that led to it is merged in.
+
+    Training text is chosen at load time (an alt text, or a knowledge-graph caption of one of the
+    entities), so none is baked in here.
+    """
+
+    key: str  # image_key(sha256): stable, content based
+    jpeg: bytes
+    width: int
+    height: int
+    url: str  # the first URL it was fetched from (sorted order)
+    page_url: str = ""
+    alt_texts: tuple[str, ...] = ()
+    query_ids: tuple[str, ...] = ()
+    entity_ids: tuple[str, ...] = ()
+    sha256: str = ""  # of the downloaded bytes
+    phash: int = 0  # 64-bit perceptual hash of the stored image
+    urls: tuple[str, ...] = ()  # every URL that served these bytes
+
+
+def image_key(sha256_hex: str) -> str:
+    """The record key: the first 128 bits of the content hash, as 32 hex digits."""
+    return sha256_hex[:32]
 
 
 def normalise_text(text: str) -> str:
@@ -172,6 +202,42 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Entity | Query]) -> i
     return write_lines(path, (to_json(r) for r in records))
 
 
+# ---------------------------------------------------------------- image record codec (msgpack)
+
+_IMAGE_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
+
+
+def encode_image(record: ImageRecord) -> bytes:
+    """Bytes for one ArrayRecord entry: a msgpack map (readable without TensorFlow or this package)."""
+    d: dict[str, Any] = {"v": SCHEMA_VERSION}
+    for name in _IMAGE_FIELDS:
+        value = getattr(record, name)
+        d[name] = list(value) if isinstance(value, tuple) else value
+    return msgpack.packb(d, use_bin_type=True)
+
+
+def decode_image(data: bytes) -> ImageRecord:
+    """The inverse of `encode_image`; ValueError for bytes that are not an image record of this version."""
+    try:
+        d = msgpack.unpackb(data, raw=False)
+    except (msgpack.UnpackException, ValueError) as e:
+        raise ValueError(f"not a msgpack image record ({e})") from e
+    if not isinstance(d, dict):
+        raise ValueError("not a msgpack map")
+    version = d.pop("v", None)
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"image record schema version {version!r}, this EntityNet reads version {SCHEMA_VERSION}"
+        )
+    missing = {"key", "jpeg", "width", "height", "url"} - set(d)
+    if missing:
+        raise ValueError(f"image record lacks {sorted(missing)}")
+    unknown = set(d) - set(_IMAGE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown image record fields {sorted(unknown)}")
+    return ImageRecord(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
 def entity_sort_key(e: Entity) -> tuple[int, int, str]:
     """Deterministic order of entities.jsonl: most sitelinks first, then by numeric id."""
     return (-e.sitelinks, int(e.id[1:]) if e.id[1:].isdigit() else 0, e.id)
@@ -179,6 +245,10 @@ def entity_sort_key(e: Entity) -> tuple[int, int, str]:
 
 __all__ = [
     "Attribute",
+    "ImageRecord",
+    "decode_image",
+    "encode_image",
+    "image_key",
     "Entity",
     "Query",
     "QUERY_KINDS",

@@ -90,3 +90,37 @@ def test_query_id_does_not_depend_on_the_process():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.strip()
     assert other == query_id("noun", "red fox")
+
+
+def test_image_record_roundtrip_and_validation():
+    import msgpack
+
+    from entitynet.records import ImageRecord, decode_image, encode_image, image_key
+
+    digest = "ab" * 32
+    rec = ImageRecord(
+        key=image_key(digest),
+        jpeg=b"\xff\xd8\xff\xe0jpeg",
+        width=341,
+        height=256,
+        url="http://a/x.jpg",
+        page_url="http://a/",
+        alt_texts=("a lion", "Panthera leo"),
+        query_ids=("q1",),
+        entity_ids=("Q140",),
+        sha256=digest,
+        phash=2**64 - 1,
+        urls=("http://a/x.jpg", "http://b/x.jpg"),
+    )
+    data = encode_image(rec)
+    assert decode_image(data) == rec and rec.key == "ab" * 16
+    plain = msgpack.unpackb(data, raw=False)  # readable without this package
+    assert plain["v"] == SCHEMA_VERSION and plain["jpeg"] == rec.jpeg and plain["entity_ids"] == ["Q140"]
+    for bad, message in [
+        (b"\x00garbage", "not a msgpack"),
+        (msgpack.packb({"v": 99, "key": "k"}), "schema version 99"),
+        (msgpack.packb({"v": SCHEMA_VERSION, "key": "k"}), "lacks"),
+        (msgpack.packb([1, 2]), "not a msgpack map"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            decode_image(bad)

@@ -41,7 +41,9 @@ class ImageOptions:
 
     def __post_init__(self):
         if self.resize_mode not in RESIZE_MODES:
-            raise ConfigError(f"unknown resize mode {self.resize_mode!r}: use one of {', '.join(RESIZE_MODES)}")
+            raise ConfigError(
+                f"unknown resize mode {self.resize_mode!r}: use one of {', '.join(RESIZE_MODES)}"
+            )
         if self.size < 8 or not 1 <= self.quality <= 100 or self.max_aspect < 1 or self.min_side < 1:
             raise ConfigError(f"image options out of range: {self}")
 
