@@ -1,0 +1,1 @@
+"""Safe HTTP fetching: address guard, opt-out (X-Robots-Tag, robots.txt), limits and deadlines."""
