@@ -2,23 +2,22 @@
 
 - `Entity`: one line of `entities.jsonl` (output of `entitynet kg expand`).
 - `Query`: one line of `queries.jsonl` (output of `entitynet queries`).
-- `ImageRecord`: one record of the harvest's ArrayRecord shards (msgpack, see `encode_image`).
+- `ImageRecord`: one record of the harvest's ArrayRecord shards (a TFDS example, see `encode_image`).
 
-Each JSONL line and each image record carries `"v": SCHEMA_VERSION` so a reader can refuse data
-written by an incompatible version.
+Each JSONL line carries `"v": SCHEMA_VERSION`, and shard directories carry it as their TFDS
+dataset version, so a reader can refuse data written by an incompatible version.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
-
-import msgpack
 
 from entitynet.errors import EntityNetError
 from entitynet.files import write_lines
@@ -202,40 +201,84 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Entity | Query]) -> i
     return write_lines(path, (to_json(r) for r in records))
 
 
-# ---------------------------------------------------------------- image record codec (msgpack)
+# ---------------------------------------------------------------- image record codec (TFDS examples)
 
-_IMAGE_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
+# Shards are ArrayRecord files of TFDS-serialised examples, so that
+# `tfds.builder_from_directory(dir).as_data_source(split)` reads them without TensorFlow, and
+# Grain reads the same bytes and decodes them with `decode_image`. The dataset version written
+# into the TFDS metadata is the schema version.
+IMAGE_DATASET_VERSION = f"{SCHEMA_VERSION}.0.0"
+_U64 = 1 << 64
+
+
+@functools.cache
+def image_features():
+    """The TFDS FeaturesDict of one shard record (TFDS is imported only when shards are touched)."""
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    text, texts = tfds.features.Text(), tfds.features.Sequence(tfds.features.Text())
+    return tfds.features.FeaturesDict(
+        {
+            "key": text,
+            "image": tfds.features.Image(encoding_format="jpeg"),
+            "width": np.int32,
+            "height": np.int32,
+            "url": text,
+            "page_url": text,
+            "alt_texts": texts,
+            "query_ids": texts,
+            "entity_ids": texts,
+            "sha256": text,
+            "phash": np.int64,  # the unsigned 64-bit hash in two's complement
+            "urls": texts,
+        }
+    )
 
 
 def encode_image(record: ImageRecord) -> bytes:
-    """Bytes for one ArrayRecord entry: a msgpack map (readable without TensorFlow or this package)."""
-    d: dict[str, Any] = {"v": SCHEMA_VERSION}
-    for name in _IMAGE_FIELDS:
-        value = getattr(record, name)
-        d[name] = list(value) if isinstance(value, tuple) else value
-    return msgpack.packb(d, use_bin_type=True)
+    """Bytes for one ArrayRecord entry (a TFDS-serialised example)."""
+    features = image_features()
+    d = {
+        name: list(getattr(record, name)) if name in _TEXT_LISTS else getattr(record, name)
+        for name in _IMAGE_FIELDS
+        if name != "jpeg"
+    }
+    d["image"] = record.jpeg
+    d["phash"] = record.phash - _U64 if record.phash >= 1 << 63 else record.phash
+    return features.serialize_example(features.encode_example(d))
 
 
 def decode_image(data: bytes) -> ImageRecord:
-    """The inverse of `encode_image`; ValueError for bytes that are not an image record of this version."""
+    """The inverse of `encode_image` (the JPEG stays encoded); ValueError for bytes that are not a record."""
+    import tensorflow_datasets as tfds
+
     try:
-        d = msgpack.unpackb(data, raw=False)
-    except (msgpack.UnpackException, ValueError) as e:
-        raise ValueError(f"not a msgpack image record ({e})") from e
-    if not isinstance(d, dict):
-        raise ValueError("not a msgpack map")
-    version = d.pop("v", None)
-    if version != SCHEMA_VERSION:
-        raise ValueError(
-            f"image record schema version {version!r}, this EntityNet reads version {SCHEMA_VERSION}"
-        )
-    missing = {"key", "jpeg", "width", "height", "url"} - set(d)
-    if missing:
-        raise ValueError(f"image record lacks {sorted(missing)}")
-    unknown = set(d) - set(_IMAGE_FIELDS)
-    if unknown:
-        raise ValueError(f"unknown image record fields {sorted(unknown)}")
-    return ImageRecord(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        d = image_features().deserialize_example_np(data, decoders={"image": tfds.decode.SkipDecoding()})
+    except Exception as e:  # protobuf and TFDS raise a variety of types for garbage
+        raise ValueError(f"not an EntityNet image record ({type(e).__name__}: {e})") from e
+
+    def text(v) -> str:
+        return v.decode() if isinstance(v, bytes) else str(v)
+
+    return ImageRecord(
+        key=text(d["key"]),
+        jpeg=bytes(d["image"]),
+        width=int(d["width"]),
+        height=int(d["height"]),
+        url=text(d["url"]),
+        page_url=text(d["page_url"]),
+        alt_texts=tuple(text(x) for x in d["alt_texts"]),
+        query_ids=tuple(text(x) for x in d["query_ids"]),
+        entity_ids=tuple(text(x) for x in d["entity_ids"]),
+        sha256=text(d["sha256"]),
+        phash=int(d["phash"]) % _U64,
+        urls=tuple(text(x) for x in d["urls"]),
+    )
+
+
+_IMAGE_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
+_TEXT_LISTS = ("alt_texts", "query_ids", "entity_ids", "urls")
 
 
 def entity_sort_key(e: Entity) -> tuple[int, int, str]:
@@ -246,8 +289,10 @@ def entity_sort_key(e: Entity) -> tuple[int, int, str]:
 __all__ = [
     "Attribute",
     "ImageRecord",
+    "IMAGE_DATASET_VERSION",
     "decode_image",
     "encode_image",
+    "image_features",
     "image_key",
     "Entity",
     "Query",

@@ -1,0 +1,144 @@
+"""Harvest shards on local disk: ArrayRecord files of `records.encode_image` examples plus the
+TFDS metadata that makes the directory a TFDS dataset (`tfds.builder_from_directory`), readable
+without TensorFlow; Grain's `ArrayRecordDataSource` reads the same files.
+
+Records go to splits by a stable hash of their key (fractions configurable) and to shards by
+CRC32 of the key, so a re-run puts every record in the same place. Each shard is written to a
+temp name and renamed; readers ignore temp files. (ArrayRecord cannot write to gs://: pipelines
+write shards locally and copy them with Beam's FileSystems.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from entitynet.errors import EntityNetError
+from entitynet.files import temp_name
+from entitynet.records import IMAGE_DATASET_VERSION, ImageRecord, decode_image, image_features
+
+DATASET_NAME = "entitynet"
+WRITER_OPTIONS = "group_size:1,uncompressed"  # JPEG payloads do not compress; random access stays fast
+DEFAULT_SPLITS = {"train": 0.98, "validation": 0.01, "test": 0.01}
+_SHARD = re.compile(rf"^{DATASET_NAME}-(?P<split>[a-z_]+)\.array_record-(?P<i>\d{{5}})-of-(?P<n>\d{{5}})$")
+
+
+def split_of(key: str, fractions: dict[str, float] = DEFAULT_SPLITS) -> str:
+    """The split of a record: a stable hash of its key against cumulative fractions."""
+    u = int(hashlib.sha256(f"split\x1f{key}".encode()).hexdigest()[:16], 16) / 2**64
+    total = sum(fractions.values())
+    acc = 0.0
+    for name, share in fractions.items():
+        acc += share / total
+        if u < acc:
+            return name
+    return next(reversed(fractions))
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    return zlib.crc32(key.encode()) % num_shards  # not hash(): salted per process
+
+
+def shard_filename(split: str, index: int, num_shards: int) -> str:
+    return f"{DATASET_NAME}-{split}.array_record-{index:05d}-of-{num_shards:05d}"
+
+
+def write_shard(path: str | os.PathLike, records: Iterable[bytes]) -> tuple[int, int]:
+    """Write encoded records to `path` atomically; returns (count, bytes)."""
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    final = os.fspath(path)
+    tmp = temp_name(final)
+    count = size = 0
+    try:
+        writer = ArrayRecordWriter(tmp, WRITER_OPTIONS)
+        try:
+            for r in records:
+                writer.write(r)
+                count += 1
+                size += len(r)
+        finally:
+            writer.close()
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    return count, size
+
+
+def shard_paths(directory: str | os.PathLike, split: str) -> list[Path]:
+    """The finished shards of a split (temp files and shards of another shard count ignored)."""
+    found: dict[int, list[Path]] = {}
+    for p in Path(directory).iterdir():
+        m = _SHARD.match(p.name)
+        if m and m["split"] == split:
+            found.setdefault(int(m["n"]), []).append(p)
+    if not found:
+        return []
+    n = max(found, key=lambda k: len(found[k]))
+    return sorted(found[n])
+
+
+def write_metadata(
+    directory: str | os.PathLike,
+    shard_lengths: dict[str, list[int]],
+    num_bytes: dict[str, int],
+    description: str = "",
+) -> None:
+    """TFDS dataset_info.json and features.json for the shards in `directory`."""
+    import tensorflow_datasets as tfds
+
+    splits = [
+        tfds.core.SplitInfo(name=s, shard_lengths=lengths, num_bytes=num_bytes.get(s, 0))
+        for s, lengths in shard_lengths.items()
+        if lengths
+    ]
+    tfds.folder_dataset.write_metadata(
+        data_dir=os.fspath(directory),
+        features=image_features(),
+        split_infos=splits,
+        version=IMAGE_DATASET_VERSION,
+        check_data=False,
+        description=description or "EntityNet harvest: one record per unique image.",
+    )
+
+
+def check_directory(directory: str | os.PathLike) -> dict:
+    """The dataset_info of a shard directory; an EntityNetError if it is missing or of another schema."""
+    info_path = Path(directory) / "dataset_info.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except OSError as e:
+        raise EntityNetError(
+            f"{directory} holds no harvest shards ({info_path.name}: {e.strerror}); "
+            "run `entitynet harvest` first"
+        ) from e
+    except ValueError as e:
+        raise EntityNetError(f"{info_path} is not valid JSON; re-run `entitynet harvest`") from e
+    if info.get("version") != IMAGE_DATASET_VERSION:
+        raise EntityNetError(
+            f"shards in {directory} have schema version {info.get('version')!r}, this EntityNet reads "
+            f"{IMAGE_DATASET_VERSION}; re-run `entitynet harvest` with this version"
+        )
+    return info
+
+
+def iter_records(directory: str | os.PathLike, split: str = "train") -> Iterator[ImageRecord]:
+    """Every record of a split, shard by shard (for tools and tests; training reads through Grain)."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    check_directory(directory)
+    for path in shard_paths(directory, split):
+        reader = ArrayRecordReader(str(path))
+        try:
+            for i in range(reader.num_records()):
+                yield decode_image(reader.read([i])[0])
+        finally:
+            reader.close()
