@@ -79,6 +79,20 @@ QUERY_KINDS = ("noun", "alias", "attribute-noun", "attribute")
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """An image URL a search backend found: one per URL, merged over every query that found it."""
+
+    url: str
+    page_url: str = ""
+    alt_texts: tuple[str, ...] = ()  # alt texts, titles and captions the backends reported
+    width: int = 0  # size hints from the backend (0: unknown)
+    height: int = 0
+    query_ids: tuple[str, ...] = ()
+    entity_ids: tuple[str, ...] = ()
+    backend: str = ""
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     """One unique image: every URL, alt text, query and entity that led to it is merged in.
 
@@ -129,17 +143,17 @@ def query_id(kind: str, text: str) -> str:
 
 # ---------------------------------------------------------------- JSONL codec
 
-T = TypeVar("T", Entity, Query)
+T = TypeVar("T", Entity, Query, Candidate)
 
 
 def _fields(cls) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-_FIELDS = {cls: _fields(cls) for cls in (Attribute, Entity, Query)}
+_FIELDS = {cls: _fields(cls) for cls in (Attribute, Entity, Query, Candidate)}
 
 
-def to_json(record: Entity | Query) -> str:
+def to_json(record: Entity | Query | Candidate) -> str:
     # json writes tuples as lists; only nested records need turning into dicts.
     d: dict[str, Any] = {"v": SCHEMA_VERSION}
     for name in _FIELDS[type(record)]:
@@ -196,9 +210,35 @@ def read_jsonl(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
                 ) from e
 
 
-def write_jsonl(path: str | os.PathLike, records: Iterable[Entity | Query]) -> int:
+def write_jsonl(path: str | os.PathLike, records: Iterable[Entity | Query | Candidate]) -> int:
     """Write records atomically, one JSON object a line. Returns the count."""
     return write_lines(path, (to_json(r) for r in records))
+
+
+def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
+    """One candidate per URL carrying every query id, entity id and alt text (as the reference does).
+
+    Deterministic: the result is sorted by URL and every merged list is sorted, whatever the input order.
+    """
+    by_url: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        by_url.setdefault(c.url, []).append(c)
+    out = []
+    for url in sorted(by_url):
+        group = by_url[url]
+        out.append(
+            Candidate(
+                url=url,
+                page_url=min((c.page_url for c in group if c.page_url), default=""),
+                alt_texts=tuple(sorted({t for c in group for t in c.alt_texts if t})),
+                width=max(c.width for c in group),
+                height=max(c.height for c in group),
+                query_ids=tuple(sorted({q for c in group for q in c.query_ids})),
+                entity_ids=tuple(sorted({e for c in group for e in c.entity_ids})),
+                backend=min(c.backend for c in group),
+            )
+        )
+    return out
 
 
 # ---------------------------------------------------------------- image record codec (TFDS examples)
@@ -288,6 +328,8 @@ def entity_sort_key(e: Entity) -> tuple[int, int, str]:
 
 __all__ = [
     "Attribute",
+    "Candidate",
+    "merge_candidates",
     "ImageRecord",
     "IMAGE_DATASET_VERSION",
     "decode_image",

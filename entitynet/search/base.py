@@ -1,0 +1,167 @@
+"""One small interface for every image-search backend (query in, candidates out), and the HTTP
+plumbing they share: a per-backend request rate, retries with backoff on 429/5xx and connection
+errors (honouring Retry-After), and an on-disk cache keyed by (backend, query) so a re-run does
+not search again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import requests
+
+from entitynet import __version__
+from entitynet.errors import EntityNetError
+from entitynet.files import write_json
+from entitynet.records import Candidate, Query
+
+
+class SearchError(EntityNetError):
+    """A backend that cannot be used: bad key, unreachable after retries, malformed answers."""
+
+
+class SearchBackend(Protocol):
+    name: str
+
+    def search(self, query: Query) -> list[Candidate]: ...
+
+
+def parse_size(text: Any) -> tuple[int, int]:
+    """ "1920x1080", "1920 x 1080" or "1920×1080" -> (1920, 1080); anything else -> (0, 0)."""
+    if not isinstance(text, str):
+        return 0, 0
+    parts = text.lower().replace("×", "x").replace(" ", "").split("x")
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return 0, 0
+
+
+class JsonApi:
+    """GET JSON from one API with a request rate, retries and clear errors."""
+
+    def __init__(
+        self,
+        name: str,
+        requests_per_second: float = 1.0,
+        retries: int = 3,
+        backoff: float = 1.0,
+        timeout: float = 20.0,
+        max_wait: float = 60.0,
+    ):
+        self.name = name
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = f"EntityNet/{__version__} (image-text dataset builder)"
+        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self.retries, self.backoff, self.timeout, self.max_wait = retries, backoff, timeout, max_wait
+
+    def _throttle(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self._interval
+        if slot > now:
+            time.sleep(slot - now)
+
+    def get(self, url: str, params: dict, headers: dict | None = None) -> Any:
+        last = ""
+        for attempt in range(self.retries + 1):
+            wait = None
+            self._throttle()
+            try:
+                r = self.session.get(url, params=params, headers=headers or {}, timeout=self.timeout)
+            except requests.RequestException as e:
+                last = f"connection failed ({type(e).__name__})"
+            else:
+                if r.status_code == 200:
+                    try:
+                        return r.json()
+                    except ValueError:
+                        last = "answer is not JSON"
+                elif r.status_code == 429 or r.status_code >= 500:
+                    last = f"HTTP {r.status_code}"
+                    ra = r.headers.get("Retry-After", "")
+                    wait = float(ra) if ra.strip().isdigit() else None
+                else:
+                    raise SearchError(
+                        f"{self.name} search at {url} answered HTTP {r.status_code} ({r.text[:120]!r}); "
+                        "check the API key and the endpoint"
+                    )
+            if attempt < self.retries:
+                delay = self.backoff * 2**attempt * random.uniform(0.5, 1.0)
+                time.sleep(min(self.max_wait, max(delay, wait or 0.0)))
+        raise SearchError(
+            f"{self.name} search at {url} failed after {self.retries + 1} attempts, last: {last}"
+        )
+
+
+class SearchCache:
+    """Answers of a backend stored as JSON files named by a hash of (backend, query and modifiers)."""
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, backend: str, query: Query) -> Path:
+        key = json.dumps(
+            [
+                backend,
+                query.text,
+                query.kind,
+                query.photo_type,
+                list(query.exclude_terms),
+                list(query.or_terms),
+            ],
+            ensure_ascii=False,
+        )
+        return self.dir / f"{backend}-{hashlib.sha1(key.encode()).hexdigest()}.json"
+
+    def get(self, backend: str, query: Query) -> list[Candidate] | None:
+        path = self._path(backend, query)
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        # cached answers are stored without the query's ids: the same text may serve another query
+        return [
+            Candidate(
+                **{
+                    **r,
+                    "alt_texts": tuple(r["alt_texts"]),
+                    "query_ids": (query.id,),
+                    "entity_ids": tuple(query.entity_ids),
+                }
+            )
+            for r in rows
+        ]
+
+    def put(self, backend: str, query: Query, candidates: list[Candidate]) -> None:
+        rows = [
+            {
+                "url": c.url,
+                "page_url": c.page_url,
+                "alt_texts": list(c.alt_texts),
+                "width": c.width,
+                "height": c.height,
+                "backend": c.backend,
+            }
+            for c in candidates
+        ]
+        write_json(self._path(backend, query), rows)
+
+
+def cached_search(backend: SearchBackend, query: Query, cache: SearchCache | None) -> list[Candidate]:
+    if cache is not None:
+        hit = cache.get(backend.name, query)
+        if hit is not None:
+            return hit
+    found = backend.search(query)
+    if cache is not None:
+        cache.put(backend.name, query, found)
+    return found

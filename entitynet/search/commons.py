@@ -1,0 +1,97 @@
+"""The entities' own Wikimedia Commons images (P18), with their file-page text.
+
+For each noun query, every entity of the query that has a P18 image yields one candidate: the
+file (scaled by Commons to `width`), its file page, and as text the file's description and
+object name from the MediaWiki API (extmetadata), or its file name when the API is off.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import urllib.parse
+from collections.abc import Iterable
+
+from entitynet.records import Candidate, Entity, Query
+from entitynet.search.base import JsonApi
+
+COMMONS_API = "https://commons.wikimedia.org/w/api.php"
+_TAG = re.compile(r"<[^>]+>")
+
+
+def file_name(image_url: str) -> str:
+    """`…/Special:FilePath/Lion_waiting.jpg` -> `Lion waiting.jpg`."""
+    tail = urllib.parse.unquote(image_url.rsplit("/", 1)[-1])
+    return tail.replace("_", " ")
+
+
+def _plain(value: object) -> str:
+    return " ".join(html.unescape(_TAG.sub(" ", str(value))).split()) if value else ""
+
+
+class Commons:
+    name = "commons"
+
+    def __init__(
+        self,
+        entities: Iterable[Entity],
+        api_url: str | None = COMMONS_API,
+        width: int = 1024,
+        requests_per_second: float = 2.0,
+        **api,
+    ):
+        self.images = {e.id: e.image for e in entities if e.image}
+        self.api_url, self.width = api_url, width
+        self.api = JsonApi(self.name, requests_per_second, **api) if api_url else None
+
+    def file_texts(self, title: str) -> tuple[str, ...]:
+        if self.api is None:
+            return (title.removeprefix("File:").rsplit(".", 1)[0],)
+        doc = self.api.get(
+            self.api_url,
+            {
+                "action": "query",
+                "titles": title,
+                "prop": "imageinfo",
+                "iiprop": "extmetadata",
+                "format": "json",
+                "formatversion": "2",
+            },
+        )
+        pages = (doc.get("query") or {}).get("pages") if isinstance(doc, dict) else None
+        pages = pages.values() if isinstance(pages, dict) else pages or []
+        texts = []
+        for page in pages:
+            for info in page.get("imageinfo") or []:
+                meta = info.get("extmetadata") or {}
+                for field in ("ImageDescription", "ObjectName"):
+                    text = _plain((meta.get(field) or {}).get("value"))
+                    if text:
+                        texts.append(text)
+        return tuple(dict.fromkeys(texts)) or (title.removeprefix("File:").rsplit(".", 1)[0],)
+
+    def search(self, query: Query) -> list[Candidate]:
+        if query.kind != "noun":
+            return []
+        out = []
+        for e in query.entity_ids:
+            image = self.images.get(e)
+            if not image:
+                continue
+            name = file_name(image)
+            title = f"File:{name}"
+            url = "https://commons.wikimedia.org/wiki/Special:FilePath/" + urllib.parse.quote(
+                name.replace(" ", "_")
+            )
+            out.append(
+                Candidate(
+                    url=f"{url}?width={self.width}",
+                    page_url="https://commons.wikimedia.org/wiki/"
+                    + urllib.parse.quote(title.replace(" ", "_"), safe=":/"),
+                    alt_texts=self.file_texts(title),
+                    query_ids=(query.id,),
+                    entity_ids=(e,),
+                    backend=self.name,
+                )
+            )
+        return out
