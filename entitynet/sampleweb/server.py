@@ -1,0 +1,143 @@
+"""The sample web on 127.0.0.1: a SearXNG-compatible search endpoint and the image host.
+
+with SampleWeb(entities) as web:      # picks a free port
+    web.base_url                      # http://127.0.0.1:PORT
+    # GET /search?q=red+fox&format=json&categories=images&pageno=1
+    # GET /img/<id>.jpg   (rendered on demand; some are dead, faulty or opted out)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from entitynet.records import Entity
+from entitynet.sampleweb.corpus import SearchIndex, WebImage, build_corpus
+from entitynet.sampleweb.render import jpeg_bytes, render
+
+PAGE_SIZE = 20
+ROBOTS = b"User-agent: *\nDisallow: /private/\n"
+
+
+class SampleWeb:
+    def __init__(self, entities: Iterable[Entity], seed: int = 0, port: int = 0, **corpus):
+        entities = list(entities)
+        self.lineage = {e.id: e.lineage_ids for e in entities}
+        self.corpus = build_corpus(entities, seed=seed, **corpus)
+        self.by_id = {im.id: im for im in self.corpus}
+        self.index = SearchIndex(self.corpus)
+        self.requests = 0
+        web = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def log_message(self, *a):
+                pass
+
+            def send(self, status: int, body: bytes, ctype: str, headers=()):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                web.requests += 1
+                url = urllib.parse.urlsplit(self.path)
+                if url.path == "/robots.txt":
+                    return self.send(200, ROBOTS, "text/plain")
+                if url.path == "/search":
+                    params = dict(urllib.parse.parse_qsl(url.query))
+                    return self.send(
+                        200, web.search_json(params, self.headers.get("Host", "")), "application/json"
+                    )
+                if url.path.startswith("/img/") and url.path.endswith(".jpg"):
+                    return self.image(url.path[5:-4])
+                if url.path.startswith("/page/"):
+                    im = web.by_id.get(url.path[6:])
+                    if im:
+                        return self.send(
+                            200, f"<html><body><p>{im.page_text}</p></body></html>".encode(), "text/html"
+                        )
+                return self.send(404, b"not found", "text/plain")
+
+            def image(self, image_id: str):
+                im = web.by_id.get(image_id)
+                if im is None or im.fault == "dead":
+                    return self.send(404, b"not found", "text/html")
+                if im.fault == "error500":
+                    return self.send(500, b"internal error", "text/html")
+                if im.fault == "html":
+                    return self.send(200, b"<html><body>Image moved</body></html>", "image/jpeg")
+                data = web.jpeg(image_id)
+                if im.fault == "truncated":
+                    data = data[: len(data) // 2]
+                headers = [("X-Robots-Tag", "noai")] if im.fault == "noai" else []
+                return self.send(200, data, "image/jpeg", headers)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 1024
+
+            def handle_error(self, request, client_address):
+                pass  # clients that hang up (size caps, deadlines) are expected
+
+        self.server = Server(("127.0.0.1", port), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (one SampleWeb per process; the cache dies with it)
+    def jpeg(self, image_id: str) -> bytes:
+        im = self.by_id[image_id]
+        lineage = self.lineage.get(im.entity_id, ()) if im.entity_id else ()
+        entity = im.entity_id or f"distractor-{im.seed}"
+        return jpeg_bytes(render(lineage, entity, im.seed, (im.width, im.height)))
+
+    def search_json(self, params: dict, host: str) -> bytes:
+        if params.get("format") != "json":
+            return json.dumps({"error": "format=json required"}).encode()
+        page = max(1, int(params.get("pageno", "1") or 1))
+        hits = self.index.search(params.get("q", ""))
+        chunk = hits[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        base = f"http://{host}" if host else self.base_url
+        return json.dumps(
+            {
+                "query": params.get("q", ""),
+                "number_of_results": len(hits),
+                "results": [self._result(im, base) for im in chunk],
+            }
+        ).encode()
+
+    @staticmethod
+    def _result(im: WebImage, base: str) -> dict:
+        return {
+            "url": f"{base}/page/{im.id}",
+            "img_src": f"{base}/img/{im.id}.jpg",
+            "title": im.alt,
+            "content": "",
+            "resolution": f"{im.width}x{im.height}",
+            "engine": "sampleweb",
+            "template": "images.html",
+        }
+
+    def __enter__(self) -> SampleWeb:
+        self._thread.start()
+        return self
+
+    start = __enter__
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
