@@ -4,6 +4,7 @@
     entitynet kg expand --endpoint qlever --mode living --root Q729 --root Q756 --out out/kg
     entitynet queries --entities out/kg/entities.jsonl --out out/queries
     entitynet captions --entities out/kg/entities.jsonl --entity Q140
+    entitynet harvest --queries out/queries/queries.jsonl --backend searxng --searxng-url URL --out out/shards
     entitynet demo --out demo-out
 
 Errors a user can cause print one line and exit 2; anything else is a bug with a traceback.
@@ -164,6 +165,88 @@ def cmd_queries(args, _extra) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- harvest
+
+
+def harvest_summary(stats: dict, out: Path) -> str:
+    return (
+        f"{stats['candidates']:,} candidate images, {stats['written']:,} written "
+        f"({stats['success_rate']:.1%}) in {stats['seconds']:.1f} s\n"
+        f"outcomes:\n{_table(stats['per_outcome'])}\n"
+        f"records per split:\n{_table(stats['per_split'])}\n"
+        f"wrote {out}/ (ArrayRecord shards + TFDS metadata, candidates.jsonl, harvest_stats.json)"
+    )
+
+
+def _harvest_options(args, allow_loopback: bool = False):
+    from entitynet.fetch.fetcher import FetchOptions
+    from entitynet.fetch.policy import AddressPolicy
+    from entitynet.harvest import HarvestOptions
+    from entitynet.images.process import ImageOptions
+
+    fetch = FetchOptions(
+        address=AddressPolicy(
+            allow_loopback=allow_loopback or args.allow_loopback, allow_private=args.allow_private
+        ),
+        robots_txt=not args.ignore_robots_txt,
+        total_timeout=args.total_timeout,
+        retries=args.fetch_retries,
+    )
+    image = ImageOptions(
+        resize_mode=args.resize_mode,
+        size=args.image_size,
+        min_side=args.min_image_size,
+        max_aspect=args.max_aspect_ratio,
+        quality=args.jpeg_quality,
+    )
+    return HarvestOptions(fetch=fetch, image=image, num_shards=args.num_shards, threads=args.threads)
+
+
+def cmd_harvest(args, beam_args) -> int:
+    from beam_pipelines import harvest as harvest_pipeline
+    from entitynet.harvest import SearchSpec
+    from entitynet.records import Query, read_jsonl
+
+    queries = list(read_jsonl(args.queries, Query))
+    entities = tuple(_load_entities(args.entities)) if args.entities else ()
+    spec = SearchSpec(
+        backend=args.backend,
+        url=args.searxng_url or args.api_url or "",
+        max_results=args.max_results,
+        requests_per_second=args.search_rate,
+        pool=args.pool or "",
+        entities=entities,
+    )
+    stats = harvest_pipeline.run(queries, spec, _harvest_options(args), args.out, beam_args)
+    print(harvest_summary(stats, Path(args.out)))
+    return 0
+
+
+def add_harvest_flags(h: argparse.ArgumentParser) -> None:
+    h.add_argument("--max-results", type=int, default=20, help="images per query (default 20)")
+    h.add_argument("--search-rate", type=float, default=1.0, help="search requests per second per worker")
+    h.add_argument("--num-shards", type=int, default=4, help="ArrayRecord shards per split")
+    h.add_argument("--threads", type=int, default=16, help="fetches in flight per worker")
+    h.add_argument("--resize-mode", choices=("shorter", "longer", "center_crop", "none"), default="shorter")
+    h.add_argument("--image-size", type=int, default=256)
+    h.add_argument("--min-image-size", type=int, default=64)
+    h.add_argument("--max-aspect-ratio", type=float, default=3.0)
+    h.add_argument("--jpeg-quality", type=int, default=90)
+    h.add_argument(
+        "--total-timeout", type=float, default=30.0, help="seconds per download, redirects included"
+    )
+    h.add_argument("--fetch-retries", type=int, default=2)
+    h.add_argument(
+        "--ignore-robots-txt",
+        action="store_true",
+        help="do not consult robots.txt (opt-out headers still count)",
+    )
+    h.add_argument(
+        "--allow-loopback", action="store_true", help="fetch from 127.0.0.0/8 (local test servers)"
+    )
+    h.add_argument("--allow-private", action="store_true", help="fetch from private networks (an intranet)")
+
+
 # ---------------------------------------------------------------- captions
 
 
@@ -203,17 +286,31 @@ def cmd_demo(args, beam_args) -> int:
     started = time.time()
     out = Path(args.out)
     kg = sample_kg_path()
-    print(f"== 1/2 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    print(f"== 1/3 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
-    print("== 2/2 queries: search queries for every entity", flush=True)
+    print("== 2/3 queries: search queries for every entity", flush=True)
     entities = _load_entities(str(out / "kg" / "entities.jsonl"))
     _, qstats = make_queries(entities, str(out / "queries"), QueryConfig(living=True))
     print(
         f"{qstats['queries']:,} queries for {qstats['entities']:,} entities\n"
         f"queries per kind:\n{_table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
+    print("== 3/3 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
+    from beam_pipelines import harvest as harvest_pipeline
+    from entitynet.harvest import SearchSpec
+    from entitynet.records import Query, read_jsonl
+    from entitynet.sampleweb.server import SampleWeb
+
+    queries = list(read_jsonl(out / "queries" / "queries.jsonl", Query))
+    with SampleWeb(entities) as web:
+        print(f"sample web: {len(web.corpus):,} images at {web.base_url}", flush=True)
+        spec = SearchSpec(backend="searxng", url=web.base_url, max_results=20, requests_per_second=0)
+        hstats = harvest_pipeline.run(
+            queries, spec, _harvest_options(args, allow_loopback=True), str(out / "shards"), beam_args
+        )
+    print(harvest_summary(hstats, out / "shards"))
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
 
@@ -284,8 +381,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--attribute", help="the attribute inside --query")
     c.set_defaults(func=cmd_captions, beam=False)
 
+    h = sub.add_parser(
+        "harvest",
+        help="search, fetch and process images into shards",
+        description="Search images for queries.jsonl, fetch them safely, process them and write ArrayRecord "
+        "shards with TFDS metadata. Arguments after the known flags are passed to Apache Beam.",
+    )
+    h.add_argument("--queries", required=True, metavar="FILE")
+    h.add_argument(
+        "--backend", choices=("searxng", "google-cse", "brave", "commons", "pool"), default="searxng"
+    )
+    h.add_argument("--searxng-url", metavar="URL", help="base URL of a SearXNG instance with JSON output")
+    h.add_argument("--api-url", metavar="URL", help="override the API URL of google-cse, brave or commons")
+    h.add_argument(
+        "--pool", metavar="FILE", help="url+text rows (.jsonl, .parquet, .csv, .tsv) for --backend pool"
+    )
+    h.add_argument("--entities", metavar="FILE", help="entities.jsonl (needed by --backend commons)")
+    h.add_argument("--out", required=True, metavar="DIR")
+    add_harvest_flags(h)
+    h.set_defaults(func=cmd_harvest, beam=True)
+
     d = sub.add_parser("demo", help="run the whole chain on the shipped sample")
     d.add_argument("--out", default="demo-out", metavar="DIR")
+    add_harvest_flags(d)
     d.set_defaults(func=cmd_demo, beam=True)
     return p
 

@@ -15,7 +15,7 @@ import io
 import math
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 SHAPES = ("ellipse", "triangle", "diamond", "star", "blob", "bar")
 TEXTURES = ("plain", "stripes", "dots", "checks", "rings")
@@ -85,13 +85,19 @@ def _polygon(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tup
 def render(
     lineage_ids: tuple[str, ...], entity_id: str, seed: int, size: tuple[int, int] = (500, 400)
 ) -> Image.Image:
-    """One photograph of the entity; `seed` picks pose, size, light and noise."""
+    """One photograph of the entity; `seed` picks pose, size, light and noise.
+
+    Drawn at a third of the size and scaled up: cheap (a few ms), and soft like a photo.
+    """
     t = traits(lineage_ids, entity_id)
     rng = np.random.default_rng(int(_u("seed", entity_id, str(seed)) * 2**63))
+    full = size
+    size = (max(8, size[0] // 3), max(8, size[1] // 3))
     w, h = size
     bg = np.array(_hue_rgb(t["background"], 0.35, 0.55 + 0.3 * rng.random()), dtype=np.float32)
     grad = np.linspace(0.75, 1.15, h, dtype=np.float32)[:, None, None]
-    canvas = np.clip(bg[None, None, :] * grad + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8)
+    noise = rng.integers(-8, 9, (h, w, 3)).astype(np.float32)
+    canvas = np.clip(bg[None, None, :] * grad + noise, 0, 255).astype(np.uint8)
     im = Image.fromarray(canvas)
     body = _hue_rgb(t["body_hue"], 0.75, 0.9)
     accent = _hue_rgb(t["accent_hue"], 0.9, 0.75)
@@ -106,7 +112,7 @@ def render(
         md.polygon(_polygon(t["shape"], cx, cy, r, rot), fill=255)
     fill = Image.new("RGB", size, body)
     fd = ImageDraw.Draw(fill)
-    step = t["scale"] * 2
+    step = max(2, t["scale"] * 2 // 3)
     if t["texture"] == "stripes":
         for x in range(-h, w, step * 2):
             fd.polygon([(x, 0), (x + step, 0), (x + step + h, h), (x + h, h)], fill=accent)
@@ -129,7 +135,7 @@ def render(
     )
     a = r * t["accent_size"]
     d.ellipse((ax - a, ay - a, ax + a, ay + a), fill=accent, outline=(20, 20, 20))
-    return im.filter(ImageFilter.GaussianBlur(0.6 + rng.random()))
+    return im.resize(full, Image.Resampling.BILINEAR)
 
 
 def jpeg_bytes(im: Image.Image, quality: int = 88) -> bytes:

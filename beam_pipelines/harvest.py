@@ -1,0 +1,281 @@
+"""Harvest: from `queries.jsonl` to ArrayRecord shards readable by TFDS and Grain (Apache Beam).
+
+    entitynet harvest --queries out/queries/queries.jsonl --backend searxng \\
+        --searxng-url http://127.0.0.1:8888 --out out/shards
+
+Graph:
+
+    queries ─► Search (thread pool, on-disk cache per (backend, query)) ─► GroupByKey(url) ─► merge
+            ─► candidates.jsonl
+            ─► FetchProcess (thread pool: safe fetch, decode, validate, resize, hash)
+                 ├─► outcomes (one per failed candidate, with its reason)
+                 └─► GroupByKey(content key) ─► merge exact duplicates (+ "duplicate" outcomes)
+                      ─► GroupByKey((split, shard)) ─► WriteShard (sorted by key, temp + rename)
+    gather ─► harvest_stats.json (every candidate's outcome, per host, per shard); TFDS metadata
+
+The DoFns are thin adapters over `entitynet.harvest`, `entitynet.fetch`, `entitynet.images` and
+`entitynet.shards`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.expand_kg import _user_error, pipeline_options
+from entitynet import harvest, records, shards
+from entitynet.errors import EntityNetError
+from entitynet.fetch.fetcher import Fetcher
+from entitynet.files import ensure_writable_dir, write_json
+from entitynet.records import Candidate, ImageRecord, Query
+from entitynet.search.base import SearchCache, cached_search
+
+log = logging.getLogger("entitynet.harvest")
+
+CANDIDATES = "candidates.jsonl"
+STATS = "harvest_stats.json"
+CONFIG = "harvest_config.json"
+
+
+class Search(beam.DoFn):
+    """A batch of queries -> (url, candidate) for every image the backend found."""
+
+    def __init__(self, spec: harvest.SearchSpec, queries: list[Query], cache_dir: str, threads: int):
+        self.spec, self.queries, self.cache_dir, self.threads = spec, queries, cache_dir, threads
+
+    def setup(self):
+        self.backend = self.spec.open(self.queries)
+        self.cache = SearchCache(self.cache_dir)
+        self.pool = ThreadPoolExecutor(self.threads)
+
+    def teardown(self):
+        self.pool.shutdown(wait=False)
+
+    def process(self, batch: list[Query]):
+        for found in self.pool.map(lambda q: cached_search(self.backend, q, self.cache), batch):
+            for c in found:
+                yield c.url, c
+
+
+class FetchProcess(beam.DoFn):
+    """A batch of candidates -> (key, ImageRecord) for good images; Outcome on "outcomes" otherwise."""
+
+    def __init__(self, opts: harvest.HarvestOptions):
+        self.opts = opts
+
+    def setup(self):
+        self.fetcher = Fetcher(self.opts.fetch)
+        self.pool = ThreadPoolExecutor(self.opts.threads)
+
+    def teardown(self):
+        self.pool.shutdown(wait=False)
+        self.fetcher.close()
+
+    def process(self, batch: list[Candidate]):
+        work = lambda c: harvest.fetch_and_process(self.fetcher, c, self.opts.image)  # noqa: E731
+        for result in self.pool.map(work, batch):
+            if isinstance(result, ImageRecord):
+                yield result.key, result
+            else:
+                yield beam.pvalue.TaggedOutput("outcomes", result)
+
+
+class MergeDuplicates(beam.DoFn):
+    def process(self, kv):
+        record, duplicates = harvest.merge_duplicates(kv[1])
+        yield record
+        for d in duplicates:
+            yield beam.pvalue.TaggedOutput("outcomes", d)
+
+
+class WriteShard(beam.DoFn):
+    """((split, shard), records) -> one ArrayRecord file, written atomically; its stats and outcomes."""
+
+    def __init__(self, out_dir: str, num_shards: int):
+        self.out_dir, self.num_shards = out_dir, num_shards
+
+    def process(self, kv):
+        (split, shard), recs = kv
+        recs = sorted(recs, key=lambda r: r.key)
+        name = shards.shard_filename(split, shard, self.num_shards)
+        count, size = write_to(self.out_dir, name, (records.encode_image(r) for r in recs))
+        for r in recs:
+            for url in r.urls:
+                if url == r.url:
+                    yield beam.pvalue.TaggedOutput(
+                        "outcomes", harvest.Outcome(url, harvest.host_of(url), "written")
+                    )
+        yield {
+            "split": split,
+            "shard": shard,
+            "file": name,
+            "records": count,
+            "bytes": size,
+            "entities": len({e for r in recs for e in r.entity_ids}),
+        }
+
+
+def write_to(out_dir: str, name: str, encoded) -> tuple[int, int]:
+    """A shard into `out_dir` (local, or any Beam filesystem via a local temp file and a copy)."""
+    if "://" not in out_dir:
+        return shards.write_shard(os.path.join(out_dir, name), encoded)
+    local_dir = tempfile.mkdtemp(prefix="entitynet-shard-")
+    try:
+        local = os.path.join(local_dir, name)
+        result = shards.write_shard(local, encoded)
+        dest = FileSystems.join(out_dir, name)
+        if FileSystems.exists(dest):
+            FileSystems.delete([dest])
+        FileSystems.copy([local], [dest])
+        return result
+    finally:
+        shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _merge_url(kv):
+    (merged,) = records.merge_candidates(kv[1])
+    return merged
+
+
+def build(
+    p: beam.Pipeline,
+    queries: list[Query],
+    spec: harvest.SearchSpec,
+    opts: harvest.HarvestOptions,
+    out_dir: str,
+    cache_dir: str,
+    staged_candidates: str,
+    staged_stats: str,
+) -> None:
+    fractions = dict(opts.splits)
+    candidates = (
+        p
+        | "Queries" >> beam.Create(_chunks(queries, 16))
+        | "Search" >> beam.ParDo(Search(spec, queries if spec.backend == "pool" else [], cache_dir, 8))
+        | "ByUrl" >> beam.GroupByKey()
+        | "MergeUrl" >> beam.Map(_merge_url)
+    )
+    fetched = (
+        candidates
+        | "BatchCandidates" >> beam.BatchElements(min_batch_size=1, max_batch_size=opts.batch_size)
+        | "FetchProcess" >> beam.ParDo(FetchProcess(opts)).with_outputs("outcomes", main="records")
+    )
+    merged = (
+        fetched.records
+        | "ByContent" >> beam.GroupByKey()
+        | "MergeDuplicates" >> beam.ParDo(MergeDuplicates()).with_outputs("outcomes", main="records")
+    )
+    written = (
+        merged.records
+        | "ToShard"
+        >> beam.Map(
+            lambda r: ((shards.split_of(r.key, fractions), shards.shard_of(r.key, opts.num_shards)), r)
+        )
+        | "ByShard" >> beam.GroupByKey()
+        | "WriteShard"
+        >> beam.ParDo(WriteShard(out_dir, opts.num_shards)).with_outputs("outcomes", main="shards")
+    )
+    outcomes = (fetched.outcomes, merged.outcomes, written.outcomes) | "Outcomes" >> beam.Flatten()
+
+    def finish(_, cands, outs, shard_stats):
+        with FileSystems.create(staged_candidates) as f:
+            for c in sorted(cands, key=lambda c: c.url):
+                f.write((records.to_json(c) + "\n").encode())
+        stats = harvest.summarise(outs)
+        stats["shards"] = sorted(shard_stats, key=lambda s: (s["split"], s["shard"]))
+        stats["failures"] = sorted(
+            [o.url, o.outcome, o.detail] for o in outs if o.outcome not in ("written", "duplicate")
+        )
+        with FileSystems.create(staged_stats) as f:
+            f.write(json.dumps(stats, indent=2, sort_keys=True).encode())
+        yield stats["candidates"]
+
+    (
+        p
+        | "Finally" >> beam.Create([None])
+        | "Finish"
+        >> beam.FlatMap(
+            finish,
+            beam.pvalue.AsList(candidates),
+            beam.pvalue.AsList(outcomes),
+            beam.pvalue.AsList(written.shards),
+        )
+    )
+
+
+def run(
+    queries: list[Query],
+    spec: harvest.SearchSpec,
+    opts: harvest.HarvestOptions,
+    out_dir: str,
+    beam_args: list[str] | None = None,
+) -> dict:
+    """Search, fetch, process and write shards + TFDS metadata + stats under `out_dir`; return the stats."""
+    started = time.time()
+    if not queries:
+        raise EntityNetError("no queries to search for; run `entitynet queries` first")
+    if "://" in out_dir:
+        raise EntityNetError("remote --out (gs://…) is not supported yet by harvest; write locally and copy")
+    ensure_writable_dir(out_dir)
+    cache_dir = os.path.join(out_dir, "search_cache")
+    stamp = f".staged-{time.time_ns()}"
+    staged_candidates = os.path.join(out_dir, CANDIDATES + stamp)
+    staged_stats = os.path.join(out_dir, STATS + stamp)
+    log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
+    try:
+        try:
+            with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+                build(p, queries, spec, opts, out_dir, cache_dir, staged_candidates, staged_stats)
+        except Exception as e:
+            err = _user_error(e)
+            if err is not None:
+                raise err from None
+            raise
+        with open(staged_stats) as f:
+            stats = json.load(f)
+        # every (split, shard) file must exist for TFDS: write the empty ones
+        lengths = {s: [0] * opts.num_shards for s, _ in opts.splits}
+        sizes: Counter = Counter()
+        for s in stats["shards"]:
+            lengths[s["split"]][s["shard"]] = s["records"]
+            sizes[s["split"]] += s["bytes"]
+        for split, counts in lengths.items():
+            for i, n in enumerate(counts):
+                if n == 0:
+                    shards.write_shard(
+                        os.path.join(out_dir, shards.shard_filename(split, i, opts.num_shards)), []
+                    )
+        shards.write_metadata(out_dir, lengths, dict(sizes))
+        stats["per_split"] = {s: sum(c) for s, c in lengths.items()}
+        stats["seconds"] = round(time.time() - started, 2)
+        os.replace(staged_candidates, os.path.join(out_dir, CANDIDATES))
+        write_json(os.path.join(out_dir, STATS), stats)
+        os.remove(staged_stats)
+        write_json(
+            os.path.join(out_dir, CONFIG),
+            {
+                "search": {**asdict(spec), "entities": len(spec.entities)},
+                "harvest": asdict(opts),
+                "queries": len(queries),
+                "beam_args": list(beam_args or []),
+            },
+        )
+    finally:
+        for leftover in (staged_candidates, staged_stats):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return stats

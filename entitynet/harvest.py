@@ -1,0 +1,150 @@
+"""Harvest as plain functions: open a search backend from a spec, fetch and process one candidate,
+merge exact duplicates, and account for every candidate. `beam_pipelines/harvest.py` runs these
+at scale; tests call them directly."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from entitynet.errors import ConfigError
+from entitynet.fetch.fetcher import Fetcher, FetchOptions
+from entitynet.images.process import ImageOptions, ImageRejected, process_image
+from entitynet.records import Candidate, Entity, ImageRecord, Query, image_key
+from entitynet.search import BACKENDS
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """Which backend and how to reach it; picklable, so workers can open the backend themselves."""
+
+    backend: str = "searxng"
+    url: str = ""  # searxng base URL; override for google-cse / brave / commons API
+    max_results: int = 20
+    requests_per_second: float = 1.0
+    pool: str = ""  # the pool file for backend "pool"
+    entities: tuple[Entity, ...] = ()  # for backend "commons"
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown search backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.backend == "searxng" and not self.url:
+            raise ConfigError("the searxng backend needs --searxng-url (the base URL of your SearXNG)")
+        if self.backend == "pool" and not self.pool:
+            raise ConfigError("the pool backend needs --pool FILE (.jsonl, .parquet, .csv or .tsv)")
+
+    def open(self, queries: Iterable[Query] = ()):
+        from entitynet.search import commons, pool, web
+
+        rate = {"requests_per_second": self.requests_per_second}
+        if self.backend == "searxng":
+            return web.SearXNG(self.url, max_results=self.max_results, **rate)
+        if self.backend == "google-cse":
+            return web.GoogleCSE(max_results=self.max_results, url=self.url or None, **rate)
+        if self.backend == "brave":
+            return web.Brave(max_results=self.max_results, url=self.url or None, **rate)
+        if self.backend == "commons":
+            return commons.Commons(self.entities, api_url=self.url or commons.COMMONS_API, **rate)
+        return pool.Pool(self.pool, queries)
+
+
+@dataclass(frozen=True)
+class HarvestOptions:
+    fetch: FetchOptions = field(default_factory=FetchOptions)
+    image: ImageOptions = field(default_factory=ImageOptions)
+    num_shards: int = 4
+    splits: tuple[tuple[str, float], ...] = (("train", 0.9), ("validation", 0.05), ("test", 0.05))
+    threads: int = 16  # fetches in flight per worker
+    batch_size: int = 64  # candidates per fetch batch
+
+    def __post_init__(self):
+        if not 1 <= self.num_shards <= 100_000:
+            raise ConfigError(f"--num-shards must be between 1 and 100000, got {self.num_shards}")
+        if abs(sum(f for _, f in self.splits) - 1.0) > 1e-6 or any(f < 0 for _, f in self.splits):
+            raise ConfigError(f"split fractions must be >= 0 and sum to 1, got {dict(self.splits)}")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    url: str
+    host: str
+    outcome: str  # "written", "duplicate", or a failure reason
+    detail: str = ""
+
+
+def host_of(url: str) -> str:
+    return urllib.parse.urlsplit(url).netloc or "(none)"
+
+
+def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions) -> ImageRecord | Outcome:
+    """One candidate to an image record (keyed by content), or its failure outcome."""
+    r = fetcher.fetch(candidate.url)
+    if not r.ok:
+        return Outcome(candidate.url, host_of(candidate.url), r.reason or "unknown", r.detail[:200])
+    try:
+        img = process_image(r.data, opts)
+    except ImageRejected as e:
+        return Outcome(candidate.url, host_of(candidate.url), e.reason, str(e)[:200])
+    return ImageRecord(
+        key=image_key(img.sha256),
+        jpeg=img.jpeg,
+        width=img.width,
+        height=img.height,
+        url=candidate.url,
+        page_url=candidate.page_url,
+        alt_texts=candidate.alt_texts,
+        query_ids=candidate.query_ids,
+        entity_ids=candidate.entity_ids,
+        sha256=img.sha256,
+        phash=img.phash,
+        urls=(candidate.url,),
+    )
+
+
+def merge_duplicates(records: Iterable[ImageRecord]) -> tuple[ImageRecord, list[Outcome]]:
+    """Records with the same content key become one (the lowest URL's bytes, everything else merged);
+    the other URLs are accounted as duplicates."""
+    group = sorted(records, key=lambda r: r.url)
+    first = group[0]
+    merged = ImageRecord(
+        key=first.key,
+        jpeg=first.jpeg,
+        width=first.width,
+        height=first.height,
+        url=first.url,
+        page_url=first.page_url or next((r.page_url for r in group if r.page_url), ""),
+        alt_texts=tuple(sorted({t for r in group for t in r.alt_texts})),
+        query_ids=tuple(sorted({q for r in group for q in r.query_ids})),
+        entity_ids=tuple(sorted({e for r in group for e in r.entity_ids})),
+        sha256=first.sha256,
+        phash=first.phash,
+        urls=tuple(sorted({u for r in group for u in r.urls})),
+    )
+    dups = [Outcome(r.url, host_of(r.url), "duplicate", f"same bytes as {first.url}") for r in group[1:]]
+    return merged, dups
+
+
+def summarise(outcomes: Iterable[Outcome]) -> dict:
+    """Totals per outcome and success rate per host (written / all of the host's URLs)."""
+    per_outcome: Counter = Counter()
+    per_host: dict[str, Counter] = {}
+    for o in outcomes:
+        per_outcome[o.outcome] += 1
+        per_host.setdefault(o.host, Counter())[o.outcome] += 1
+    total = sum(per_outcome.values())
+    return {
+        "candidates": total,
+        "written": per_outcome.get("written", 0),
+        "success_rate": round(per_outcome.get("written", 0) / total, 4) if total else 0.0,
+        "per_outcome": dict(per_outcome.most_common()),
+        "per_host": {
+            h: {
+                "urls": sum(c.values()),
+                "written": c.get("written", 0),
+                "success_rate": round(c.get("written", 0) / sum(c.values()), 4),
+            }
+            for h, c in sorted(per_host.items())
+        },
+    }
