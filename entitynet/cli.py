@@ -292,6 +292,9 @@ def cmd_demo(args, beam_args) -> int:
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
     print("== 2/3 queries: search queries for every entity", flush=True)
     entities = _load_entities(str(out / "kg" / "entities.jsonl"))
+    if args.limit_entities:
+        entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
+        print(f"(using the {len(entities)} entities with most sitelinks)")
     _, qstats = make_queries(entities, str(out / "queries"), QueryConfig(living=True))
     print(
         f"{qstats['queries']:,} queries for {qstats['entities']:,} entities\n"
@@ -403,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the whole chain on the shipped sample")
     d.add_argument("--out", default="demo-out", metavar="DIR")
+    d.add_argument(
+        "--limit-entities",
+        type=int,
+        default=0,
+        metavar="N",
+        help="queries and harvest for the N entities with most sitelinks only (a quick look)",
+    )
     add_harvest_flags(d)
     d.set_defaults(func=cmd_demo, beam=True)
     return p

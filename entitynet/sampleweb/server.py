@@ -31,6 +31,7 @@ class SampleWeb:
         self.by_id = {im.id: im for im in self.corpus}
         self.index = SearchIndex(self.corpus)
         self.requests = 0
+        self.searches = 0
         web = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,6 +56,7 @@ class SampleWeb:
                 if url.path == "/robots.txt":
                     return self.send(200, ROBOTS, "text/plain")
                 if url.path == "/search":
+                    web.searches += 1
                     params = dict(urllib.parse.parse_qsl(url.query))
                     return self.send(
                         200, web.search_json(params, self.headers.get("Host", "")), "application/json"

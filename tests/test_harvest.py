@@ -1,0 +1,165 @@
+"""The harvest pipeline against the sample web: every candidate accounted for, shards readable by
+TFDS and Grain, exact duplicates merged, a re-run reproducing the same shards from the search cache."""
+
+import json
+
+import pytest
+
+from beam_pipelines import harvest as harvest_pipeline
+from entitynet import harvest
+from entitynet.errors import ConfigError, EntityNetError
+from entitynet.fetch.fetcher import FetchOptions
+from entitynet.fetch.policy import AddressPolicy
+from entitynet.images.process import REASONS
+from entitynet.records import Candidate, ImageRecord, read_jsonl
+from entitynet.sampleweb.server import SampleWeb
+from entitynet.shards import iter_records, shard_paths
+from entitynet.text.queries import build_queries
+
+FETCH_REASONS = {
+    "http_404",
+    "http_429",
+    "http_5xx",
+    "timeout",
+    "connection_error",
+    "too_large",
+    "not_an_image",
+    "opted_out",
+    "robots_disallowed",
+    "blocked_address",
+    "redirect_loop",
+    "bad_url",
+}
+
+
+def options(**kw):
+    fetch = FetchOptions(address=AddressPolicy(allow_loopback=True), backoff=0.01, retries=1)
+    return harvest.HarvestOptions(fetch=fetch, num_shards=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def small_world(sample_entities):
+    entities = sample_entities[:15]
+    return entities, build_queries(entities)
+
+
+@pytest.fixture(scope="module")
+def harvested(small_world, tmp_path_factory):
+    entities, queries = small_world
+    out = tmp_path_factory.mktemp("harvest")
+    with SampleWeb(entities, seed=3) as web:
+        spec = harvest.SearchSpec(url=web.base_url, max_results=10, requests_per_second=0)
+        stats = harvest_pipeline.run(queries, spec, options(), str(out))
+        port = web.server.server_address[1]
+    return out, stats, spec, port
+
+
+def test_every_candidate_has_exactly_one_outcome(harvested):
+    out, stats, _, _ = harvested
+    candidates = list(read_jsonl(out / "candidates.jsonl", Candidate))
+    assert len({c.url for c in candidates}) == len(candidates) == stats["candidates"] > 50
+    assert sum(stats["per_outcome"].values()) == stats["candidates"]
+    assert set(stats["per_outcome"]) <= {"written", "duplicate"} | FETCH_REASONS | set(REASONS)
+    assert {"written", "http_404"} <= set(stats["per_outcome"])
+    failed = {u for u, _, _ in stats["failures"]}
+    records = [r for split in ("train", "validation", "test") for r in iter_records(out, split)]
+    written = {r.url for r in records}
+    assert len(written) == stats["written"] == sum(stats["per_split"].values())
+    assert not (failed & written) and failed | written == {c.url for c in candidates}
+    assert all(h["urls"] >= h["written"] for h in stats["per_host"].values())
+
+
+def test_shards_load_through_tfds_and_grain(harvested, small_world):
+    import grain
+    import tensorflow_datasets as tfds
+
+    out, stats, _, _ = harvested
+    train = tfds.builder_from_directory(str(out)).as_data_source("train")
+    assert len(train) == stats["per_split"]["train"]
+    ex = train[0]
+    assert ex["image"].ndim == 3 and min(ex["image"].shape[:2]) == 256
+    source = grain.sources.ArrayRecordDataSource([str(p) for p in shard_paths(out, "train")])
+    assert len(source) == len(train)
+    entity_ids = {e.id for e in small_world[0]}
+    for r in iter_records(out, "train"):
+        assert set(r.entity_ids) <= entity_ids and r.query_ids and r.key == r.sha256[:32]
+
+
+def test_rerun_uses_the_search_cache_and_writes_identical_shards(harvested, small_world):
+    out, stats, spec, port = harvested
+    entities, queries = small_world
+    before = {p.name: p.read_bytes() for p in out.glob("entitynet-*")}
+    records_before = {r.key: r for r in iter_records(out, "train")}
+    with SampleWeb(entities, seed=3, port=port) as web:  # the same web at the same address
+        again = harvest_pipeline.run(queries, spec, options(), str(out))
+        assert web.searches == 0 and web.requests > 0  # answers came from the cache; images were fetched
+    assert again["per_outcome"] == stats["per_outcome"]
+    assert {r.key: r for r in iter_records(out, "train")} == records_before
+    assert {p.name: p.read_bytes() for p in out.glob("entitynet-*")} == before  # byte for byte
+    assert len(list((out / "search_cache").glob("searxng-*.json"))) == len(queries)
+    assert not list(out.glob("*.tmp-*")) and not list(out.glob("*.staged-*"))
+
+
+def test_exact_duplicates_are_merged(small_world, tmp_path):
+    entities, queries = small_world
+    with SampleWeb(entities, seed=3) as web:
+        good = [
+            im for im in web.corpus if im.entity_id == entities[3].id and not im.fault and im.width > 100
+        ][:3]
+        rows = []
+        for im in good:
+            for mirror in ("", "?mirror=1"):  # the same bytes at two URLs
+                rows.append(
+                    {
+                        "url": f"{web.base_url}/img/{im.id}.jpg{mirror}",
+                        "text": f"{entities[3].label} {mirror}",
+                    }
+                )
+        pool = tmp_path / "pool.jsonl"
+        pool.write_text("\n".join(json.dumps(r) for r in rows))
+        spec = harvest.SearchSpec(backend="pool", pool=str(pool))
+        stats = harvest_pipeline.run(queries, spec, options(), str(tmp_path / "out"))
+    assert stats["per_outcome"] == {"written": 3, "duplicate": 3}
+    records = [r for s in ("train", "validation", "test") for r in iter_records(tmp_path / "out", s)]
+    assert len(records) == 3 and all(len(r.urls) == 2 for r in records)
+
+
+def test_merge_duplicates_function():
+    a = ImageRecord(
+        key="k",
+        jpeg=b"1",
+        width=1,
+        height=1,
+        url="http://b/x",
+        alt_texts=("b",),
+        query_ids=("q2",),
+        entity_ids=("Q2",),
+        urls=("http://b/x",),
+    )
+    b = ImageRecord(
+        key="k",
+        jpeg=b"1",
+        width=1,
+        height=1,
+        url="http://a/x",
+        page_url="http://a/",
+        alt_texts=("a",),
+        query_ids=("q1",),
+        entity_ids=("Q1",),
+        urls=("http://a/x",),
+    )
+    merged, dups = harvest.merge_duplicates([a, b])
+    assert merged.url == "http://a/x" and merged.alt_texts == ("a", "b") and merged.entity_ids == ("Q1", "Q2")
+    assert merged.urls == ("http://a/x", "http://b/x")
+    assert [(d.url, d.outcome) for d in dups] == [("http://b/x", "duplicate")]
+
+
+def test_bad_harvest_input(tmp_path):
+    with pytest.raises(ConfigError, match="needs --searxng-url"):
+        harvest.SearchSpec(backend="searxng")
+    with pytest.raises(ConfigError, match="unknown search backend"):
+        harvest.SearchSpec(backend="bing", url="http://x")
+    with pytest.raises(ConfigError, match="split fractions"):
+        harvest.HarvestOptions(splits=(("train", 0.5),))
+    with pytest.raises(EntityNetError, match="no queries"):
+        harvest_pipeline.run([], harvest.SearchSpec(url="http://127.0.0.1:9"), options(), str(tmp_path))
