@@ -33,7 +33,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.expand_kg import _user_error, pipeline_options
-from entitynet import harvest, records, shards
+from entitynet import datacard, harvest, records, shards
 from entitynet.errors import EntityNetError
 from entitynet.fetch.fetcher import Fetcher
 from entitynet.files import ensure_writable_dir, write_json
@@ -122,6 +122,8 @@ class WriteShard(beam.DoFn):
             "records": count,
             "bytes": size,
             "entities": len({e for r in recs for e in r.entity_ids}),
+            "per_entity": dict(Counter(e for r in recs for e in r.entity_ids)),
+            "sizes": [[r.width, r.height] for r in recs[:2000]],
         }
 
 
@@ -196,7 +198,15 @@ def build(
             for c in sorted(cands, key=lambda c: c.url):
                 f.write((records.to_json(c) + "\n").encode())
         stats = harvest.summarise(outs)
-        stats["shards"] = sorted(shard_stats, key=lambda s: (s["split"], s["shard"]))
+        per_entity: Counter = Counter()
+        for s in shard_stats:
+            per_entity.update(s["per_entity"])
+        stats["per_entity"] = dict(sorted(per_entity.items()))
+        stats["sizes"] = [size for s in shard_stats for size in s["sizes"]][:20000]
+        stats["shards"] = sorted(
+            ({k: v for k, v in s.items() if k not in ("per_entity", "sizes")} for s in shard_stats),
+            key=lambda s: (s["split"], s["shard"]),
+        )
         stats["failures"] = sorted(
             [o.url, o.outcome, o.detail] for o in outs if o.outcome not in ("written", "duplicate")
         )
@@ -223,8 +233,10 @@ def run(
     opts: harvest.HarvestOptions,
     out_dir: str,
     beam_args: list[str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict:
-    """Search, fetch, process and write shards + TFDS metadata + stats under `out_dir`; return the stats."""
+    """Search, fetch, process and write shards + TFDS metadata + stats + a data card under `out_dir`
+    (`labels`: entity id -> name for the card); return the stats."""
     started = time.time()
     if not queries:
         raise EntityNetError("no queries to search for; run `entitynet queries` first")
@@ -265,6 +277,7 @@ def run(
         os.replace(staged_candidates, os.path.join(out_dir, CANDIDATES))
         write_json(os.path.join(out_dir, STATS), stats)
         os.remove(staged_stats)
+        datacard.write_card(out_dir, stats, labels)
         write_json(
             os.path.join(out_dir, CONFIG),
             {

@@ -174,7 +174,7 @@ def harvest_summary(stats: dict, out: Path) -> str:
         f"({stats['success_rate']:.1%}) in {stats['seconds']:.1f} s\n"
         f"outcomes:\n{_table(stats['per_outcome'])}\n"
         f"records per split:\n{_table(stats['per_split'])}\n"
-        f"wrote {out}/ (ArrayRecord shards + TFDS metadata, candidates.jsonl, harvest_stats.json)"
+        f"wrote {out}/ (ArrayRecord shards + TFDS metadata, candidates.jsonl, harvest_stats.json, DATACARD.md)"
     )
 
 
@@ -217,7 +217,8 @@ def cmd_harvest(args, beam_args) -> int:
         pool=args.pool or "",
         entities=entities,
     )
-    stats = harvest_pipeline.run(queries, spec, _harvest_options(args), args.out, beam_args)
+    labels = {e.id: e.label for e in entities}
+    stats = harvest_pipeline.run(queries, spec, _harvest_options(args), args.out, beam_args, labels)
     print(harvest_summary(stats, Path(args.out)))
     return 0
 

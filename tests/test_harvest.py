@@ -163,3 +163,18 @@ def test_bad_harvest_input(tmp_path):
         harvest.HarvestOptions(splits=(("train", 0.5),))
     with pytest.raises(EntityNetError, match="no queries"):
         harvest_pipeline.run([], harvest.SearchSpec(url="http://127.0.0.1:9"), options(), str(tmp_path))
+
+
+def test_data_card(harvested):
+    from PIL import Image
+
+    out, stats, _, _ = harvested
+    card = (out / "DATACARD.md").read_text()
+    assert f"written: {stats['written']:,}" in card and "| http_404 |" in card
+    for name in ("images_per_entity", "outcomes", "success_per_host", "image_sizes"):
+        assert f"plots/{name}.png" in card
+        with Image.open(out / "plots" / f"{name}.png") as im:
+            assert im.format == "PNG" and im.width > 200
+    records = [r for s in ("train", "validation", "test") for r in iter_records(out, s)]
+    assert sum(stats["per_entity"].values()) == sum(len(r.entity_ids) for r in records)
+    assert len(stats["sizes"]) == len(records)

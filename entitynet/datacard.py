@@ -1,0 +1,107 @@
+"""A data card for a harvest: markdown with PNG plots (images per entity, outcomes, success rate
+per host, image sizes), written next to the shards so the dataset explains itself."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from entitynet.files import atomic_open
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=90, bbox_inches="tight")
+
+
+def write_card(
+    directory: str | os.PathLike,
+    stats: dict,
+    labels: dict[str, str] | None = None,
+    title: str = "EntityNet harvest",
+) -> Path:
+    """`DATACARD.md` and `plots/*.png` in `directory`; returns the card's path."""
+    plt = _plt()
+    out = Path(directory)
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    labels = labels or {}
+    per_entity = stats.get("per_entity", {})
+    top = sorted(per_entity.items(), key=lambda kv: (-kv[1], kv[0]))
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    shown = top[:25]
+    a.barh([labels.get(e, e) for e, _ in reversed(shown)], [n for _, n in reversed(shown)], color="#4477aa")
+    a.set_title("images per entity (top 25)")
+    a.tick_params(axis="y", labelsize=7)
+    b.hist([n for _, n in top] or [0], bins=30, color="#4477aa")
+    b.set_title("entities by number of images")
+    b.set_xlabel("images")
+    _save(fig, plots / "images_per_entity.png")
+    plt.close(fig)
+
+    outcomes = stats.get("per_outcome", {})
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(outcomes)
+    ax.bar(
+        names,
+        [outcomes[n] for n in names],
+        color=["#228833" if n == "written" else "#aa3377" if n != "duplicate" else "#bbbbbb" for n in names],
+    )
+    ax.set_title("outcome of every candidate")
+    ax.tick_params(axis="x", rotation=45, labelsize=8)
+    _save(fig, plots / "outcomes.png")
+    plt.close(fig)
+
+    hosts = sorted(stats.get("per_host", {}).items(), key=lambda kv: -kv[1]["urls"])[:20]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(hosts))))
+    ax.barh([h for h, _ in reversed(hosts)], [v["success_rate"] for _, v in reversed(hosts)], color="#66ccee")
+    ax.set_xlim(0, 1)
+    ax.set_title("success rate per host (20 hosts with most URLs)")
+    _save(fig, plots / "success_per_host.png")
+    plt.close(fig)
+
+    sizes = stats.get("sizes", [])
+    fig, ax = plt.subplots(figsize=(5, 4))
+    if sizes:
+        ax.scatter([w for w, _ in sizes], [h for _, h in sizes], s=4, alpha=0.4, color="#4477aa")
+    ax.set_xlabel("width (px)")
+    ax.set_ylabel("height (px)")
+    ax.set_title("stored image sizes")
+    _save(fig, plots / "image_sizes.png")
+    plt.close(fig)
+
+    lines = [
+        f"# {title}",
+        "",
+        f"- candidates: {stats.get('candidates', 0):,}; written: {stats.get('written', 0):,} "
+        f"({stats.get('success_rate', 0):.1%})",
+        "- records per split: " + ", ".join(f"{k} {v:,}" for k, v in stats.get("per_split", {}).items()),
+        f"- entities with at least one image: {len(per_entity):,}",
+        "",
+        "| outcome | candidates |",
+        "|---|---|",
+        *[f"| {k} | {v:,} |" for k, v in outcomes.items()],
+        "",
+        "![images per entity](plots/images_per_entity.png)",
+        "",
+        "![outcomes](plots/outcomes.png)",
+        "",
+        "![success rate per host](plots/success_per_host.png)",
+        "",
+        "![image sizes](plots/image_sizes.png)",
+        "",
+    ]
+    card = out / "DATACARD.md"
+    with atomic_open(card) as f:
+        f.write("\n".join(lines))
+    return card
