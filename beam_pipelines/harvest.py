@@ -7,7 +7,8 @@ Graph:
 
     queries ─► Search (thread pool, on-disk cache per (backend, query)) ─► GroupByKey(url) ─► merge
             ─► candidates.jsonl
-            ─► FetchProcess (thread pool: safe fetch, decode, validate, resize, hash)
+            ─► GroupByKey(work unit = hash of url) ─► FetchUnit (thread pool: safe fetch, decode,
+               validate, resize, hash; the unit's results saved when done and reused by a re-run)
                  ├─► outcomes (one per failed candidate, with its reason)
                  └─► GroupByKey(content key) ─► merge exact duplicates (+ "duplicate" outcomes)
                       ─► GroupByKey((split, shard)) ─► WriteShard (sorted by key, temp + rename)
@@ -67,11 +68,14 @@ class Search(beam.DoFn):
                 yield c.url, c
 
 
-class FetchProcess(beam.DoFn):
-    """A batch of candidates -> (key, ImageRecord) for good images; Outcome on "outcomes" otherwise."""
+class FetchUnit(beam.DoFn):
+    """(unit, candidates) -> (key, ImageRecord) for good images, Outcome on "outcomes" otherwise.
 
-    def __init__(self, opts: harvest.HarvestOptions):
-        self.opts = opts
+    The unit's results are saved when it is done; a re-run reuses them (see `harvest.fetch_unit`).
+    """
+
+    def __init__(self, opts: harvest.HarvestOptions, work_dir: str):
+        self.opts, self.work_dir = opts, work_dir
 
     def setup(self):
         self.fetcher = Fetcher(self.opts.fetch)
@@ -81,9 +85,20 @@ class FetchProcess(beam.DoFn):
         self.pool.shutdown(wait=False)
         self.fetcher.close()
 
-    def process(self, batch: list[Candidate]):
+    def _fetch(self, candidates: list[Candidate]) -> list:
         work = lambda c: harvest.fetch_and_process(self.fetcher, c, self.opts.image)  # noqa: E731
-        for result in self.pool.map(work, batch):
+        return list(self.pool.map(work, candidates))
+
+    def process(self, kv):
+        unit, candidates = kv
+        candidates = sorted(candidates, key=lambda c: c.url)
+        path = harvest.unit_path(self.work_dir, unit, self.opts.work_units)
+        previous = harvest.load_unit(path)
+        results, reused = harvest.fetch_unit(candidates, self._fetch, previous, self.opts.retry_failed)
+        if reused < len(candidates) or len(previous) != len(candidates):
+            harvest.save_unit(path, {c.url: (c, r) for c, r in zip(candidates, results, strict=True)})
+        yield beam.pvalue.TaggedOutput("reused", reused)
+        for result in results:
             if isinstance(result, ImageRecord):
                 yield result.key, result
             else:
@@ -160,6 +175,7 @@ def build(
     opts: harvest.HarvestOptions,
     out_dir: str,
     cache_dir: str,
+    work_dir: str,
     staged_candidates: str,
     staged_stats: str,
 ) -> None:
@@ -173,8 +189,12 @@ def build(
     )
     fetched = (
         candidates
-        | "BatchCandidates" >> beam.BatchElements(min_batch_size=1, max_batch_size=opts.batch_size)
-        | "FetchProcess" >> beam.ParDo(FetchProcess(opts)).with_outputs("outcomes", main="records")
+        | "ToUnit" >> beam.Map(lambda c: (harvest.unit_of(c.url, opts.work_units), c))
+        | "ByUnit" >> beam.GroupByKey()
+        | "FetchUnit"
+        >> beam.ParDo(FetchUnit(opts, work_dir))
+        .with_output_types(tuple[str, ImageRecord])
+        .with_outputs("outcomes", "reused", main="records")
     )
     merged = (
         fetched.records
@@ -193,11 +213,12 @@ def build(
     )
     outcomes = (fetched.outcomes, merged.outcomes, written.outcomes) | "Outcomes" >> beam.Flatten()
 
-    def finish(_, cands, outs, shard_stats):
+    def finish(_, cands, outs, shard_stats, reused):
         with FileSystems.create(staged_candidates) as f:
             for c in sorted(cands, key=lambda c: c.url):
                 f.write((records.to_json(c) + "\n").encode())
         stats = harvest.summarise(outs)
+        stats["reused_from_earlier_run"] = sum(reused)
         per_entity: Counter = Counter()
         for s in shard_stats:
             per_entity.update(s["per_entity"])
@@ -223,6 +244,7 @@ def build(
             beam.pvalue.AsList(candidates),
             beam.pvalue.AsList(outcomes),
             beam.pvalue.AsList(written.shards),
+            beam.pvalue.AsList(fetched.reused),
         )
     )
 
@@ -244,6 +266,8 @@ def run(
         raise EntityNetError("remote --out (gs://…) is not supported yet by harvest; write locally and copy")
     ensure_writable_dir(out_dir)
     cache_dir = os.path.join(out_dir, "search_cache")
+    work_dir = os.path.join(out_dir, "fetch_work")
+    os.makedirs(work_dir, exist_ok=True)
     stamp = f".staged-{time.time_ns()}"
     staged_candidates = os.path.join(out_dir, CANDIDATES + stamp)
     staged_stats = os.path.join(out_dir, STATS + stamp)
@@ -251,7 +275,7 @@ def run(
     try:
         try:
             with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-                build(p, queries, spec, opts, out_dir, cache_dir, staged_candidates, staged_stats)
+                build(p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_candidates, staged_stats)
         except Exception as e:
             err = _user_error(e)
             if err is not None:

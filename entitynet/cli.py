@@ -199,7 +199,13 @@ def _harvest_options(args, allow_loopback: bool = False):
         max_aspect=args.max_aspect_ratio,
         quality=args.jpeg_quality,
     )
-    return HarvestOptions(fetch=fetch, image=image, num_shards=args.num_shards, threads=args.threads)
+    return HarvestOptions(
+        fetch=fetch,
+        image=image,
+        num_shards=args.num_shards,
+        threads=args.threads,
+        retry_failed=args.retry_failed,
+    )
 
 
 def cmd_harvest(args, beam_args) -> int:
@@ -237,6 +243,11 @@ def add_harvest_flags(h: argparse.ArgumentParser) -> None:
         "--total-timeout", type=float, default=30.0, help="seconds per download, redirects included"
     )
     h.add_argument("--fetch-retries", type=int, default=2)
+    h.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="re-run: fetch again only candidates that failed transiently (429, 5xx, timeouts, connection)",
+    )
     h.add_argument(
         "--ignore-robots-txt",
         action="store_true",

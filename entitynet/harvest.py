@@ -4,13 +4,17 @@ at scale; tests call them directly."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import urllib.parse
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from entitynet.errors import ConfigError
-from entitynet.fetch.fetcher import Fetcher, FetchOptions
+from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
+from entitynet.files import atomic_open
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
 from entitynet.records import Candidate, Entity, ImageRecord, Query, image_key
 from entitynet.search import BACKENDS
@@ -57,9 +61,12 @@ class HarvestOptions:
     num_shards: int = 4
     splits: tuple[tuple[str, float], ...] = (("train", 0.9), ("validation", 0.05), ("test", 0.05))
     threads: int = 16  # fetches in flight per worker
-    batch_size: int = 64  # candidates per fetch batch
+    work_units: int = 256  # candidates are fetched in this many units, each saved when done (resume)
+    retry_failed: bool = False  # on a re-run, fetch again the candidates that failed transiently
 
     def __post_init__(self):
+        if not 1 <= self.work_units <= 1_000_000:
+            raise ConfigError(f"work units must be between 1 and 1000000, got {self.work_units}")
         if not 1 <= self.num_shards <= 100_000:
             raise ConfigError(f"--num-shards must be between 1 and 100000, got {self.num_shards}")
         if abs(sum(f for _, f in self.splits) - 1.0) > 1e-6 or any(f < 0 for _, f in self.splits):
@@ -101,6 +108,57 @@ def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions
         phash=img.phash,
         urls=(candidate.url,),
     )
+
+
+# ---------------------------------------------------------------- work units (resume)
+#
+# Candidates are fetched in units (by a hash of the URL); each unit's results are saved atomically
+# when the unit is done. A re-run loads finished units instead of fetching them again, so a run
+# killed at any point and re-run ends with the same results; shards are always written afresh
+# from all units.
+
+Result = ImageRecord | Outcome
+
+
+def unit_of(url: str, units: int) -> int:
+    return zlib.crc32(url.encode()) % units
+
+
+def unit_path(work_dir: str, unit: int, units: int) -> str:
+    return os.path.join(work_dir, f"unit-{unit:06d}-of-{units:06d}.pkl")
+
+
+def load_unit(path: str) -> dict[str, tuple[Candidate, Result]]:
+    """url -> (candidate, result) of a finished unit; empty when there is none (or it is unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            saved = pickle.load(f)
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def save_unit(path: str, results: dict[str, tuple[Candidate, Result]]) -> None:
+    with atomic_open(path, "wb") as f:
+        pickle.dump(results, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def reusable(previous: tuple[Candidate, Result] | None, candidate: Candidate, retry_failed: bool) -> bool:
+    if previous is None or previous[0] != candidate:
+        return False
+    result = previous[1]
+    return not (retry_failed and isinstance(result, Outcome) and result.outcome in TRANSIENT)
+
+
+def fetch_unit(
+    candidates: list[Candidate], fetch, previous: dict, retry_failed: bool
+) -> tuple[list[Result], int]:
+    """Results for a unit's candidates (URL order): reused where `previous` allows, else `fetch(c)`.
+    Returns the results and how many were reused."""
+    todo = [c for c in candidates if not reusable(previous.get(c.url), c, retry_failed)]
+    fresh = dict(zip((c.url for c in todo), fetch(todo), strict=True))
+    results = [fresh[c.url] if c.url in fresh else previous[c.url][1] for c in candidates]
+    return results, len(candidates) - len(todo)
 
 
 def merge_duplicates(records: Iterable[ImageRecord]) -> tuple[ImageRecord, list[Outcome]]:

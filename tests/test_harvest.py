@@ -47,7 +47,7 @@ def small_world(sample_entities):
 def harvested(small_world, tmp_path_factory):
     entities, queries = small_world
     out = tmp_path_factory.mktemp("harvest")
-    with SampleWeb(entities, seed=3) as web:
+    with SampleWeb(entities, seed=5) as web:
         spec = harvest.SearchSpec(url=web.base_url, max_results=10, requests_per_second=0)
         stats = harvest_pipeline.run(queries, spec, options(), str(out))
         port = web.server.server_address[1]
@@ -85,14 +85,15 @@ def test_shards_load_through_tfds_and_grain(harvested, small_world):
         assert set(r.entity_ids) <= entity_ids and r.query_ids and r.key == r.sha256[:32]
 
 
-def test_rerun_uses_the_search_cache_and_writes_identical_shards(harvested, small_world):
+def test_rerun_reuses_searches_and_fetches_and_writes_identical_shards(harvested, small_world):
     out, stats, spec, port = harvested
     entities, queries = small_world
     before = {p.name: p.read_bytes() for p in out.glob("entitynet-*")}
     records_before = {r.key: r for r in iter_records(out, "train")}
-    with SampleWeb(entities, seed=3, port=port) as web:  # the same web at the same address
+    with SampleWeb(entities, seed=5, port=port) as web:  # the same web at the same address
         again = harvest_pipeline.run(queries, spec, options(), str(out))
-        assert web.searches == 0 and web.requests > 0  # answers came from the cache; images were fetched
+        assert web.requests == 0  # searches from the cache, fetches from the finished work units
+    assert again["reused_from_earlier_run"] == stats["candidates"]
     assert again["per_outcome"] == stats["per_outcome"]
     assert {r.key: r for r in iter_records(out, "train")} == records_before
     assert {p.name: p.read_bytes() for p in out.glob("entitynet-*")} == before  # byte for byte
@@ -100,9 +101,84 @@ def test_rerun_uses_the_search_cache_and_writes_identical_shards(harvested, smal
     assert not list(out.glob("*.tmp-*")) and not list(out.glob("*.staged-*"))
 
 
+def test_retry_failed_refetches_only_transient_failures(harvested, small_world):
+    out, stats, spec, port = harvested
+    entities, queries = small_world
+    transient = sum(
+        n
+        for reason, n in stats["per_outcome"].items()
+        if reason in ("http_5xx", "http_429", "timeout", "connection_error")
+    )
+    assert transient > 0
+    with SampleWeb(entities, seed=5, port=port) as web:
+        again = harvest_pipeline.run(queries, spec, options(retry_failed=True), str(out))
+        assert transient <= web.requests <= 1 + 2 * transient  # robots.txt, then each failure (1 retry)
+    assert again["reused_from_earlier_run"] == stats["candidates"] - transient
+    assert again["per_outcome"] == stats["per_outcome"]  # the sample web's 500s are permanent
+
+
+KILLED_RUN = """
+import json, sys
+from beam_pipelines import harvest as hp
+from entitynet import harvest
+from entitynet.fetch.fetcher import FetchOptions
+from entitynet.fetch.policy import AddressPolicy
+from entitynet.records import Query, from_json
+args = json.loads(sys.argv[1])
+queries = [from_json(Query, line) for line in open(args["queries"])]
+opts = harvest.HarvestOptions(fetch=FetchOptions(address=AddressPolicy(allow_loopback=True), backoff=0.01,
+                              retries=1), num_shards=2, threads=2)
+hp.run(queries, harvest.SearchSpec(url=args["url"], max_results=10, requests_per_second=0), opts, args["out"])
+"""
+
+
+def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_shards(harvested, small_world, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from entitynet.records import write_jsonl
+
+    out, stats, spec, port = harvested
+    entities, queries = small_world
+    qfile = tmp_path / "queries.jsonl"
+    write_jsonl(qfile, queries)
+    killed = tmp_path / "killed"
+    with SampleWeb(entities, seed=5, port=port, delay=0.05) as web:
+        arg = json.dumps({"queries": str(qfile), "url": web.base_url, "out": str(killed)})
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_RUN, arg],
+            cwd=os.getcwd(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while (
+            time.monotonic() < deadline
+            and len(
+                list((killed / "fetch_work").glob("unit-*.pkl")) if (killed / "fetch_work").exists() else []
+            )
+            < 15
+        ):
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        done = len(list((killed / "fetch_work").glob("unit-*.pkl")))
+        assert 0 < done and not (killed / "dataset_info.json").exists()  # killed mid-fetch
+        web.delay = 0
+        again = harvest_pipeline.run(queries, spec, options(), str(killed))
+    assert 0 < again["reused_from_earlier_run"] < again["candidates"]
+    assert again["per_outcome"] == stats["per_outcome"]
+    for split in ("train", "validation", "test"):
+        assert {r.key: r for r in iter_records(killed, split)} == {r.key: r for r in iter_records(out, split)}
+    assert not list(killed.rglob("*.tmp-*")) and not list(killed.glob("*.staged-*"))
+
+
 def test_exact_duplicates_are_merged(small_world, tmp_path):
     entities, queries = small_world
-    with SampleWeb(entities, seed=3) as web:
+    with SampleWeb(entities, seed=5) as web:
         good = [
             im for im in web.corpus if im.entity_id == entities[3].id and not im.fault and im.width > 100
         ][:3]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +25,9 @@ ROBOTS = b"User-agent: *\nDisallow: /private/\n"
 
 
 class SampleWeb:
-    def __init__(self, entities: Iterable[Entity], seed: int = 0, port: int = 0, **corpus):
+    def __init__(
+        self, entities: Iterable[Entity], seed: int = 0, port: int = 0, delay: float = 0.0, **corpus
+    ):
         entities = list(entities)
         self.lineage = {e.id: e.lineage_ids for e in entities}
         self.corpus = build_corpus(entities, seed=seed, **corpus)
@@ -32,6 +35,7 @@ class SampleWeb:
         self.index = SearchIndex(self.corpus)
         self.requests = 0
         self.searches = 0
+        self.delay = delay
         web = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,6 +76,8 @@ class SampleWeb:
                 return self.send(404, b"not found", "text/plain")
 
             def image(self, image_id: str):
+                if web.delay:
+                    time.sleep(web.delay)  # a slow web, for tests that interrupt a harvest
                 im = web.by_id.get(image_id)
                 if im is None or im.fault == "dead":
                     return self.send(404, b"not found", "text/html")
