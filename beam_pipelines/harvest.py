@@ -296,6 +296,10 @@ def run(
                         os.path.join(out_dir, shards.shard_filename(split, i, opts.num_shards)), []
                     )
         shards.write_metadata(out_dir, lengths, dict(sizes))
+        shard_dir = os.path.join(out_dir, "shard_stats")
+        os.makedirs(shard_dir, exist_ok=True)
+        for s in stats["shards"]:
+            write_json(os.path.join(shard_dir, s["file"] + ".json"), s)
         stats["per_split"] = {s: sum(c) for s, c in lengths.items()}
         stats["seconds"] = round(time.time() - started, 2)
         os.replace(staged_candidates, os.path.join(out_dir, CANDIDATES))

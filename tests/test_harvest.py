@@ -67,6 +67,8 @@ def test_every_candidate_has_exactly_one_outcome(harvested):
     assert len(written) == stats["written"] == sum(stats["per_split"].values())
     assert not (failed & written) and failed | written == {c.url for c in candidates}
     assert all(h["urls"] >= h["written"] for h in stats["per_host"].values())
+    per_shard = [json.loads(p.read_text()) for p in sorted((out / "shard_stats").glob("*.json"))]
+    assert sum(s["records"] for s in per_shard) == stats["written"]
 
 
 def test_shards_load_through_tfds_and_grain(harvested, small_world):
