@@ -86,7 +86,7 @@ def pillow_ceiling(samples: list[bytes], seconds: float = 5.0) -> float:
     return n / (time.process_time() - t) * (os.cpu_count() or 1)
 
 
-def run_ours(urls: list[str], work: Path) -> tuple[float, float, int]:
+def run_ours(urls: list[str], work: Path, mode: str) -> tuple[float, float, int]:
     from beam_pipelines import harvest as hp
     from entitynet import harvest
     from entitynet.fetch.fetcher import FetchOptions
@@ -105,7 +105,10 @@ def run_ours(urls: list[str], work: Path) -> tuple[float, float, int]:
         work_units=64,
     )
     t, c = time.time(), cpu_seconds()
-    stats = hp.run(queries, harvest.SearchSpec(backend="pool", pool=str(pool)), opts, str(work / "ours"))
+    beam_args = [f"--direct_running_mode={mode}", f"--direct_num_workers={os.cpu_count() or 2}"]
+    stats = hp.run(
+        queries, harvest.SearchSpec(backend="pool", pool=str(pool)), opts, str(work / "ours"), beam_args
+    )
     return time.time() - t, cpu_seconds() - c, stats["written"]
 
 
@@ -154,6 +157,12 @@ def run_img2dataset(python: Path, urls: list[str], work: Path) -> tuple[float, f
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=5000)
+    ap.add_argument(
+        "--mode",
+        default="multi_processing",
+        choices=("in_memory", "multi_threading", "multi_processing"),
+        help="DirectRunner mode for our harvest (worker processes = cores)",
+    )
     args = ap.parse_args()
     python = ensure_img2dataset()
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
@@ -166,12 +175,15 @@ def main() -> int:
 
             samples = [urllib.request.urlopen(u).read() for u in urls[:40]]
             ceiling = pillow_ceiling(samples)
-            ours_s, ours_cpu, ours_n = run_ours(urls, work)
+            ours_s, ours_cpu, ours_n = run_ours(urls, work, args.mode)
             i2d_s, i2d_cpu, i2d_n = run_img2dataset(python, urls, work)
     finally:
         server.terminate()
     ours_rate, i2d_rate = ours_n / ours_s, i2d_n / i2d_s
-    print(f"{args.images:,} URLs on 127.0.0.1 (1 in 20 at 1600x1200), shorter side -> 256, JPEG q90")
+    print(
+        f"{args.images:,} URLs on 127.0.0.1 (1 in 20 at 1600x1200), shorter side -> 256, JPEG q90; "
+        f"ours on the DirectRunner in {args.mode} mode"
+    )
     print(
         f"ours        {ours_n:6,} images in {ours_s:6.1f} s = {ours_rate:7.1f} img/s, "
         f"{1000 * ours_cpu / max(ours_n, 1):5.1f} CPU-ms/img"

@@ -198,6 +198,7 @@ def _harvest_options(args, allow_loopback: bool = False):
         min_side=args.min_image_size,
         max_aspect=args.max_aspect_ratio,
         quality=args.jpeg_quality,
+        resample=args.resample,
     )
     return HarvestOptions(
         fetch=fetch,
@@ -239,6 +240,12 @@ def add_harvest_flags(h: argparse.ArgumentParser) -> None:
     h.add_argument("--min-image-size", type=int, default=64)
     h.add_argument("--max-aspect-ratio", type=float, default=3.0)
     h.add_argument("--jpeg-quality", type=int, default=90)
+    h.add_argument(
+        "--resample",
+        choices=("bilinear", "bicubic", "lanczos", "box"),
+        default="bilinear",
+        help="resize filter (antialiased when downscaling)",
+    )
     h.add_argument(
         "--total-timeout", type=float, default=30.0, help="seconds per download, redirects included"
     )

@@ -142,3 +142,14 @@ def test_bad_options():
         ImageOptions(resize_mode="border")
     with pytest.raises(ConfigError):
         ImageOptions(quality=0)
+
+
+def test_resample_filters_all_work_and_unknown_is_refused():
+    data = encode(pattern(800, 600))
+    sizes = {
+        f: process_image(data, ImageOptions(resample=f)).width
+        for f in ("bilinear", "bicubic", "lanczos", "box")
+    }
+    assert set(sizes.values()) == {341}
+    with pytest.raises(ConfigError, match="unknown resample"):
+        ImageOptions(resample="nearest-ish")

@@ -19,6 +19,14 @@ from entitynet.errors import ConfigError
 from entitynet.images.hashes import phash64, sha256
 
 RESIZE_MODES = ("shorter", "longer", "center_crop", "none")
+# Pillow's filters scale their support when downscaling (antialiased); bilinear is ~40% cheaper than
+# bicubic at web sizes and close to what OpenCV's INTER_AREA (img2dataset's default) gives.
+RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
 REASONS = ("not_an_image", "decode_error", "too_large", "too_small", "bad_aspect")
 
 
@@ -38,8 +46,11 @@ class ImageOptions:
     max_aspect: float = 3.0  # longer / shorter side of the original image
     max_pixels: int = 50_000_000  # from the header, before decoding
     quality: int = 90  # JPEG quality of the re-encode
+    resample: str = "bilinear"  # resize filter: bilinear, bicubic, lanczos, box
 
     def __post_init__(self):
+        if self.resample not in RESAMPLE:
+            raise ConfigError(f"unknown resample filter {self.resample!r}: use one of {', '.join(RESAMPLE)}")
         if self.resize_mode not in RESIZE_MODES:
             raise ConfigError(
                 f"unknown resize mode {self.resize_mode!r}: use one of {', '.join(RESIZE_MODES)}"
@@ -116,7 +127,7 @@ def process_image(data: bytes, opts: ImageOptions = ImageOptions()) -> Processed
             raise ImageRejected("decode_error", str(e)) from e
     tw, th = target_size(*im.size, opts) if opts.resize_mode != "none" else im.size
     if (tw, th) != im.size:
-        im = im.resize((tw, th), Image.Resampling.BICUBIC, reducing_gap=None)
+        im = im.resize((tw, th), RESAMPLE[opts.resample], reducing_gap=None)
     if opts.resize_mode == "center_crop" and im.width != im.height:
         side = min(im.size)
         left, top = (im.width - side) // 2, (im.height - side) // 2
