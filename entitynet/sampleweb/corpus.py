@@ -7,7 +7,6 @@ words, or plainly wrong. Some images are distractors of no entity; some links ar
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -129,10 +128,3 @@ class SearchIndex:
             return []
         hits = set.intersection(*(self._words.get(t, set()) for t in tokens))
         return [self.images[i] for i in sorted(hits) if q in self._texts[i]]
-
-
-_ID = re.compile(r"^[A-Za-z0-9-]+$")
-
-
-def is_image_id(text: str) -> bool:
-    return bool(_ID.match(text))
