@@ -33,10 +33,10 @@ from dataclasses import dataclass
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines.common import run_pipeline
 from entitynet import records
-from entitynet.errors import EntityNetError, KGError
+from entitynet.errors import KGError
 from entitynet.files import ensure_writable_dir
 from entitynet.kg import expand, ids
 from entitynet.kg.client import KGSource
@@ -345,25 +345,6 @@ def build(
     )
 
 
-def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
-    """Standard Beam flags; DirectRunner in one process unless the flags say otherwise."""
-    flags = list(beam_args or [])
-    if not any(f.startswith("--direct_running_mode") for f in flags):
-        flags.append("--direct_running_mode=in_memory")
-    return PipelineOptions(flags=flags)
-
-
-def _user_error(exc: BaseException) -> EntityNetError | None:
-    """The EntityNetError behind a pipeline failure (runners wrap worker exceptions)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, EntityNetError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: list[str] | None = None) -> dict:
     """Expand and write `out_dir/entities.jsonl` atomically; return the stats.
 
@@ -382,7 +363,6 @@ def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: lis
     final = FileSystems.join(out_dir, ENTITIES)
     stamp = f".staged-{time.time_ns()}"
     staged = StagedPaths(final + stamp, FileSystems.join(out_dir, STATS) + stamp)
-    options = pipeline_options(beam_args)
     log.info(
         "expanding %s from %s (%s mode); building a pipeline of %d levels",
         source.describe(),
@@ -391,19 +371,7 @@ def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: lis
         cfg.max_depth,
     )
     try:
-        try:
-            with beam.Pipeline(options=options) as p:
-                build(p, source, cfg, root_links, classes, staged, started)
-        except Exception as e:
-            err = _user_error(e)
-            if err is not None:
-                raise err from None
-            text = str(e)
-            for cls in (KGError, EntityNetError):
-                marker = f"{cls.__module__}.{cls.__name__}: "
-                if marker in text:
-                    raise cls(text.split(marker, 1)[1].splitlines()[0]) from None
-            raise
+        run_pipeline(lambda p: build(p, source, cfg, root_links, classes, staged, started), beam_args)
         with FileSystems.open(staged.stats) as f:
             stats = json.loads(f.read())
         if stats["unexplored_at_max_depth"]:

@@ -33,7 +33,7 @@ from dataclasses import asdict
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.expand_kg import _user_error, pipeline_options
+from beam_pipelines.common import run_pipeline
 from entitynet import datacard, harvest, records, shards
 from entitynet.errors import EntityNetError
 from entitynet.fetch.fetcher import Fetcher
@@ -273,14 +273,12 @@ def run(
     staged_stats = os.path.join(out_dir, STATS + stamp)
     log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
     try:
-        try:
-            with beam.Pipeline(options=pipeline_options(beam_args)) as p:
-                build(p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_candidates, staged_stats)
-        except Exception as e:
-            err = _user_error(e)
-            if err is not None:
-                raise err from None
-            raise
+        run_pipeline(
+            lambda p: build(
+                p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_candidates, staged_stats
+            ),
+            beam_args,
+        )
         with open(staged_stats) as f:
             stats = json.load(f)
         # every (split, shard) file must exist for TFDS: write the empty ones
