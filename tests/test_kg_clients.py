@@ -10,8 +10,9 @@ from entitynet.errors import ConfigError, KGError
 from entitynet.kg import sparql
 from entitynet.kg.client import KGSource
 from entitynet.kg.embedded import EmbeddedSparql
-from entitynet.kg.remote import RemoteSparql, retry_after_seconds
+from entitynet.kg.remote import RemoteSparql
 from entitynet.kg.results import parse_results
+from entitynet.retry_after import retry_after_seconds
 
 LION_QUERY = sparql.sitelinks(["Q140"])
 

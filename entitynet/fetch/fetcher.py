@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import io
 import random
 import socket
@@ -32,6 +31,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from entitynet import __version__
 from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, robots_allows, x_robots_opt_out
+from entitynet.retry_after import retry_after_seconds
 
 # The outcome vocabulary of fetching (image processing adds its own reasons).
 TRANSIENT = ("http_429", "http_5xx", "connection_error", "timeout")
@@ -156,17 +156,6 @@ class HostLimiter:
         self._sem[host].release()
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 # ---------------------------------------------------------------- the fetcher
 
 
@@ -264,10 +253,10 @@ class Fetcher:
                         current = urllib.parse.urljoin(current, location)
                         continue
                     if r.status_code == 429:
-                        raise _Refused("http_429", "", _retry_after(r.headers.get("Retry-After")))
+                        raise _Refused("http_429", "", retry_after_seconds(r.headers.get("Retry-After")))
                     if r.status_code >= 500:
                         raise _Refused(
-                            "http_5xx", str(r.status_code), _retry_after(r.headers.get("Retry-After"))
+                            "http_5xx", str(r.status_code), retry_after_seconds(r.headers.get("Retry-After"))
                         )
                     if r.status_code != 200:
                         raise _Refused(f"http_{r.status_code}")

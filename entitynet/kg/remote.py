@@ -8,7 +8,6 @@ asks, and a polite request rate.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import http.client
 import random
@@ -24,6 +23,7 @@ from SPARQLWrapper import JSON, POST, URLENCODED, SPARQLWrapper
 from entitynet import __version__
 from entitynet.errors import KGError
 from entitynet.kg.results import Row, parse_results
+from entitynet.retry_after import retry_after_seconds
 
 
 @dataclass(frozen=True)
@@ -87,20 +87,6 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
     def https_open(self, req):
         return self.do_open(self._cls, req, context=self._context)
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class _Transient(Exception):

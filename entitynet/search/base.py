@@ -19,6 +19,7 @@ from entitynet import __version__
 from entitynet.errors import EntityNetError
 from entitynet.files import write_json
 from entitynet.records import Candidate, Query
+from entitynet.retry_after import retry_after_seconds
 
 
 class SearchError(EntityNetError):
@@ -86,8 +87,7 @@ class JsonApi:
                         last = "answer is not JSON"
                 elif r.status_code == 429 or r.status_code >= 500:
                     last = f"HTTP {r.status_code}"
-                    ra = r.headers.get("Retry-After", "")
-                    wait = float(ra) if ra.strip().isdigit() else None
+                    wait = retry_after_seconds(r.headers.get("Retry-After"))
                 else:
                     raise SearchError(
                         f"{self.name} search at {url} answered HTTP {r.status_code} ({r.text[:120]!r}); "
