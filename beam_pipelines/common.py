@@ -1,16 +1,24 @@
-"""What every pipeline here shares: Beam options from standard flags, and running a pipeline so that
-an error a user caused (bad endpoint, bad input) comes back as that error, not as a runner traceback."""
+"""What every pipeline here shares: Beam options from standard flags, running a pipeline so that
+an error a user caused (bad endpoint, bad input) comes back as that error, not as a runner traceback,
+and file I/O through Beam's FileSystems for outputs that may be remote (gs://)."""
 
 from __future__ import annotations
 
 import inspect
+import io
+import os
+import shutil
 from collections.abc import Callable
+from typing import IO
 
 import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from entitynet import errors
-from entitynet.errors import EntityNetError
+from entitynet.errors import EntityNetError, OutputError
+from entitynet.files import temp_name
 
 _USER_ERRORS = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, EntityNetError)]
 
@@ -51,3 +59,63 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], beam_args: list[str] | 
         if err is not None:
             raise err from None
         raise
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+class BeamStore:
+    """`entitynet.files.LocalStore`'s methods over Beam's FileSystems (local paths, gs://, s3://, …):
+    whole-file reads, and writes to a temp name renamed into place."""
+
+    def join(self, directory: str, name: str) -> str:
+        return FileSystems.join(directory, name)
+
+    def read(self, path: str) -> bytes | None:
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                return f.read()
+        except Exception:  # noqa: BLE001 - every filesystem raises its own "not found" (BeamIOError, OSError, …)
+            return None
+
+    def write(self, path: str, data: bytes) -> None:
+        self.write_from(io.BytesIO(data), path)
+
+    def write_from(self, source: IO[bytes], path: str) -> None:
+        """Stream `source` into `path`: to a temp name, then renamed (FileSystems.copy cannot cross
+        filesystems, so a local file reaches gs:// this way)."""
+        tmp = temp_name(path)
+        if not is_remote(path):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            shutil.copyfileobj(source, f, 8 << 20)
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        FileSystems.rename([tmp], [path])
+
+    def upload(self, local: str, path: str) -> None:
+        with open(local, "rb") as f:
+            self.write_from(f, path)
+
+
+def check_output(path: str) -> None:
+    """A remote output's filesystem must be known to Beam (gs:// needs apache-beam[gcp]); one clear line."""
+    try:
+        FileSystems.get_filesystem(path)
+    except ValueError as e:
+        raise OutputError(
+            f"no Beam filesystem for {path} ({e}); install the extra it needs, e.g. apache-beam[gcp] for gs://"
+        ) from None
+
+
+def upload_tree(local_dir: str, remote_dir: str, store: BeamStore) -> int:
+    """Copy every file under `local_dir` to the same relative path under `remote_dir`."""
+    n = 0
+    for root, _, files in os.walk(local_dir):
+        for name in sorted(files):
+            src = os.path.join(root, name)
+            rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
+            store.upload(src, store.join(remote_dir, rel))
+            n += 1
+    return n

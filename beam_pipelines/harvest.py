@@ -33,11 +33,11 @@ from dataclasses import asdict
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.common import run_pipeline
+from beam_pipelines.common import BeamStore, check_output, is_remote, run_pipeline, upload_tree
 from entitynet import datacard, harvest, records, shards
-from entitynet.errors import EntityNetError
+from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher
-from entitynet.files import ensure_writable_dir, write_json
+from entitynet.files import LOCAL, ensure_writable_dir, write_json
 from entitynet.records import Candidate, ImageRecord, Query
 from entitynet.search.base import SearchCache, cached_search
 
@@ -56,7 +56,7 @@ class Search(beam.DoFn):
 
     def setup(self):
         self.backend = self.spec.open(self.queries)
-        self.cache = SearchCache(self.cache_dir)
+        self.cache = SearchCache(self.cache_dir, store_for(self.cache_dir))
         self.pool = ThreadPoolExecutor(self.threads)
 
     def teardown(self):
@@ -78,6 +78,7 @@ class FetchUnit(beam.DoFn):
         self.opts, self.work_dir = opts, work_dir
 
     def setup(self):
+        self.store = store_for(self.work_dir)
         self.fetcher = Fetcher(self.opts.fetch)
         self.pool = ThreadPoolExecutor(self.opts.threads)
 
@@ -92,11 +93,13 @@ class FetchUnit(beam.DoFn):
     def process(self, kv):
         unit, candidates = kv
         candidates = sorted(candidates, key=lambda c: c.url)
-        path = harvest.unit_path(self.work_dir, unit, self.opts.work_units)
-        previous = harvest.load_unit(path)
+        path = harvest.unit_path(self.work_dir, unit, self.opts.work_units, self.store)
+        previous = harvest.load_unit(path, self.store)
         results, reused = harvest.fetch_unit(candidates, self._fetch, previous, self.opts.retry_failed)
         if reused < len(candidates) or len(previous) != len(candidates):
-            harvest.save_unit(path, {c.url: (c, r) for c, r in zip(candidates, results, strict=True)})
+            harvest.save_unit(
+                path, {c.url: (c, r) for c, r in zip(candidates, results, strict=True)}, self.store
+            )
         yield beam.pvalue.TaggedOutput("reused", reused)
         for result in results:
             if isinstance(result, ImageRecord):
@@ -143,17 +146,15 @@ class WriteShard(beam.DoFn):
 
 
 def write_to(out_dir: str, name: str, encoded) -> tuple[int, int]:
-    """A shard into `out_dir` (local, or any Beam filesystem via a local temp file and a copy)."""
-    if "://" not in out_dir:
+    """A shard into `out_dir`: in place when local; elsewhere (gs://, any Beam filesystem) written to
+    a local temp file and streamed up under a temp name that is then renamed."""
+    if not is_remote(out_dir):
         return shards.write_shard(os.path.join(out_dir, name), encoded)
     local_dir = tempfile.mkdtemp(prefix="entitynet-shard-")
     try:
         local = os.path.join(local_dir, name)
         result = shards.write_shard(local, encoded)
-        dest = FileSystems.join(out_dir, name)
-        if FileSystems.exists(dest):
-            FileSystems.delete([dest])
-        FileSystems.copy([local], [dest])
+        BeamStore().upload(local, FileSystems.join(out_dir, name))
         return result
     finally:
         shutil.rmtree(local_dir, ignore_errors=True)
@@ -249,6 +250,11 @@ def build(
     )
 
 
+def store_for(out_dir: str):
+    """Atomic local files for a local output, Beam's FileSystems for a remote one."""
+    return BeamStore() if is_remote(out_dir) else LOCAL
+
+
 def run(
     queries: list[Query],
     spec: harvest.SearchSpec,
@@ -258,19 +264,27 @@ def run(
     labels: dict[str, str] | None = None,
 ) -> dict:
     """Search, fetch, process and write shards + TFDS metadata + stats + a data card under `out_dir`
-    (`labels`: entity id -> name for the card); return the stats."""
+    (`labels`: entity id -> name for the card); return the stats.
+
+    `out_dir` may be remote (gs://…, any Beam filesystem): shards are written locally and copied,
+    the search cache and work units live there too, and the small files the driver writes (TFDS
+    metadata, stats, data card) are made in a local temp directory and uploaded at the end."""
     started = time.time()
     if not queries:
         raise EntityNetError("no queries to search for; run `entitynet queries` first")
-    if "://" in out_dir:
-        raise EntityNetError("remote --out (gs://…) is not supported yet by harvest; write locally and copy")
-    ensure_writable_dir(out_dir)
-    cache_dir = os.path.join(out_dir, "search_cache")
-    work_dir = os.path.join(out_dir, "fetch_work")
-    os.makedirs(work_dir, exist_ok=True)
+    remote = is_remote(out_dir)
+    if remote:
+        check_output(out_dir)
+        local_dir = tempfile.mkdtemp(prefix="entitynet-harvest-")
+    else:
+        ensure_writable_dir(out_dir)
+        local_dir = out_dir
+    store = store_for(out_dir)
+    cache_dir = store.join(out_dir, "search_cache")
+    work_dir = store.join(out_dir, "fetch_work")
     stamp = f".staged-{time.time_ns()}"
-    staged_candidates = os.path.join(out_dir, CANDIDATES + stamp)
-    staged_stats = os.path.join(out_dir, STATS + stamp)
+    staged_candidates = store.join(out_dir, CANDIDATES + stamp)
+    staged_stats = store.join(out_dir, STATS + stamp)
     log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
     try:
         run_pipeline(
@@ -279,8 +293,9 @@ def run(
             ),
             beam_args,
         )
-        with open(staged_stats) as f:
-            stats = json.load(f)
+        stats = json.loads(store.read(staged_stats) or b"null")
+        if not isinstance(stats, dict):
+            raise OutputError(f"the pipeline's stats file {staged_stats} is missing; re-run the harvest")
         # every (split, shard) file must exist for TFDS: write the empty ones
         lengths = {s: [0] * opts.num_shards for s, _ in opts.splits}
         sizes: Counter = Counter()
@@ -290,22 +305,26 @@ def run(
         for split, counts in lengths.items():
             for i, n in enumerate(counts):
                 if n == 0:
-                    shards.write_shard(
-                        os.path.join(out_dir, shards.shard_filename(split, i, opts.num_shards)), []
+                    write_to(out_dir, shards.shard_filename(split, i, opts.num_shards), [])
+        placeholders = []
+        if remote:  # TFDS names the dataset from the shard files it finds: give it their names
+            for split in lengths:
+                for i in range(opts.num_shards):
+                    placeholders.append(
+                        os.path.join(local_dir, shards.shard_filename(split, i, opts.num_shards))
                     )
-        shards.write_metadata(out_dir, lengths, dict(sizes))
-        shard_dir = os.path.join(out_dir, "shard_stats")
+                    open(placeholders[-1], "wb").close()
+        shards.write_metadata(local_dir, lengths, dict(sizes))
+        for path in placeholders:
+            os.remove(path)
+        shard_dir = os.path.join(local_dir, "shard_stats")
         os.makedirs(shard_dir, exist_ok=True)
         for s in stats["shards"]:
             write_json(os.path.join(shard_dir, s["file"] + ".json"), s)
         stats["per_split"] = {s: sum(c) for s, c in lengths.items()}
-        stats["seconds"] = round(time.time() - started, 2)
-        os.replace(staged_candidates, os.path.join(out_dir, CANDIDATES))
-        write_json(os.path.join(out_dir, STATS), stats)
-        os.remove(staged_stats)
-        datacard.write_card(out_dir, stats, labels)
+        datacard.write_card(local_dir, stats, labels)
         write_json(
-            os.path.join(out_dir, CONFIG),
+            os.path.join(local_dir, CONFIG),
             {
                 "search": {**asdict(spec), "entities": len(spec.entities)},
                 "harvest": asdict(opts),
@@ -313,8 +332,24 @@ def run(
                 "beam_args": list(beam_args or []),
             },
         )
+        _replace(staged_candidates, store.join(out_dir, CANDIDATES))
+        stats["seconds"] = round(time.time() - started, 2)
+        write_json(os.path.join(local_dir, STATS), stats)
+        if remote:
+            upload_tree(local_dir, out_dir, store)
     finally:
         for leftover in (staged_candidates, staged_stats):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+            if FileSystems.exists(leftover):
+                FileSystems.delete([leftover])
+        if remote:
+            shutil.rmtree(local_dir, ignore_errors=True)
     return stats
+
+
+def _replace(src: str, dest: str) -> None:
+    if not is_remote(src):
+        os.replace(src, dest)
+        return
+    if FileSystems.exists(dest):
+        FileSystems.delete([dest])
+    FileSystems.rename([src], [dest])

@@ -168,7 +168,7 @@ def cmd_queries(args, _extra) -> int:
 # ---------------------------------------------------------------- harvest
 
 
-def harvest_summary(stats: dict, out: Path) -> str:
+def harvest_summary(stats: dict, out: str | Path) -> str:
     return (
         f"{stats['candidates']:,} candidate images, {stats['written']:,} written "
         f"({stats['success_rate']:.1%}) in {stats['seconds']:.1f} s\n"
@@ -226,7 +226,7 @@ def cmd_harvest(args, beam_args) -> int:
     )
     labels = {e.id: e.label for e in entities}
     stats = harvest_pipeline.run(queries, spec, _harvest_options(args), args.out, beam_args, labels)
-    print(harvest_summary(stats, Path(args.out)))
+    print(harvest_summary(stats, args.out.rstrip("/")))
     return 0
 
 

@@ -65,3 +65,27 @@ def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> int:
             f.write("\n")
             n += 1
     return n
+
+
+class LocalStore:
+    """Whole-file reads and atomic writes on the local disk. Pipelines pass another store with the
+    same three methods (Beam's FileSystems: gs://, s3://, …) where outputs may be remote."""
+
+    def join(self, directory: str, name: str) -> str:
+        return os.path.join(directory, name)
+
+    def read(self, path: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist or cannot be read."""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def write(self, path: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with atomic_open(path, "wb") as f:
+            f.write(data)
+
+
+LOCAL = LocalStore()

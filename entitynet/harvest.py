@@ -4,7 +4,6 @@ at scale; tests call them directly."""
 
 from __future__ import annotations
 
-import os
 import pickle
 import urllib.parse
 import zlib
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 
 from entitynet.errors import ConfigError
 from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
-from entitynet.files import atomic_open
+from entitynet.files import LOCAL, LocalStore
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
 from entitynet.records import Candidate, Entity, ImageRecord, Query, image_key
 from entitynet.search import BACKENDS
@@ -124,23 +123,24 @@ def unit_of(url: str, units: int) -> int:
     return zlib.crc32(url.encode()) % units
 
 
-def unit_path(work_dir: str, unit: int, units: int) -> str:
-    return os.path.join(work_dir, f"unit-{unit:06d}-of-{units:06d}.pkl")
+def unit_path(work_dir: str, unit: int, units: int, store: LocalStore = LOCAL) -> str:
+    return store.join(work_dir, f"unit-{unit:06d}-of-{units:06d}.pkl")
 
 
-def load_unit(path: str) -> dict[str, tuple[Candidate, Result]]:
+def load_unit(path: str, store: LocalStore = LOCAL) -> dict[str, tuple[Candidate, Result]]:
     """url -> (candidate, result) of a finished unit; empty when there is none (or it is unreadable)."""
+    data = store.read(path)
+    if data is None:
+        return {}
     try:
-        with open(path, "rb") as f:
-            saved = pickle.load(f)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ValueError):
+        saved = pickle.loads(data)
+    except (EOFError, pickle.UnpicklingError, AttributeError, ValueError, TypeError, ImportError):
         return {}
     return saved if isinstance(saved, dict) else {}
 
 
-def save_unit(path: str, results: dict[str, tuple[Candidate, Result]]) -> None:
-    with atomic_open(path, "wb") as f:
-        pickle.dump(results, f, protocol=pickle.HIGHEST_PROTOCOL)
+def save_unit(path: str, results: dict[str, tuple[Candidate, Result]], store: LocalStore = LOCAL) -> None:
+    store.write(path, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def reusable(previous: tuple[Candidate, Result] | None, candidate: Candidate, retry_failed: bool) -> bool:

@@ -119,6 +119,53 @@ def test_retry_failed_refetches_only_transient_failures(harvested, small_world):
     assert again["per_outcome"] == stats["per_outcome"]  # the sample web's 500s are permanent
 
 
+def test_remote_output_through_beam_filesystems(harvested, small_world, tmp_path):
+    """`--out` on an object store (here memtest://, in memory, like gs://): the same shards as a local
+    run, readable once copied down; a re-run finds its search cache and work units there."""
+    import memfs
+
+    out, stats, spec, port = harvested
+    entities, queries = small_world
+    remote = "memtest://bucket/harvest"
+    memfs.clear()
+    with SampleWeb(entities, seed=5, port=port) as web:
+        got = harvest_pipeline.run(queries, spec, options(), remote)
+        assert web.requests > 0
+    assert got["per_outcome"] == stats["per_outcome"]
+    objects = memfs.listing(remote)
+    shards_local = {p.name: p.read_bytes() for p in out.glob("entitynet-*")}
+    assert {k: v for k, v in objects.items() if k.startswith("entitynet-")} == shards_local
+    assert {
+        "dataset_info.json",
+        "features.json",
+        "harvest_stats.json",
+        "candidates.jsonl",
+        "DATACARD.md",
+        "harvest_config.json",
+    } <= set(objects)
+    assert any(k.startswith("plots/") for k in objects) and any(k.startswith("shard_stats/") for k in objects)
+    assert sum(k.startswith("fetch_work/unit-") for k in objects) > 0
+    assert sum(k.startswith("search_cache/searxng-") for k in objects) == len(queries)
+    assert not [k for k in objects if ".tmp-" in k or ".staged-" in k]
+    down = tmp_path / "down"
+    for k, v in objects.items():
+        (down / k).parent.mkdir(parents=True, exist_ok=True)
+        (down / k).write_bytes(v)
+    assert [r.key for r in iter_records(down, "train")] == [r.key for r in iter_records(out, "train")]
+    with SampleWeb(entities, seed=5, port=port) as web:
+        again = harvest_pipeline.run(queries, spec, options(), remote)
+        assert web.requests == 0
+    assert again["reused_from_earlier_run"] == stats["candidates"]
+    memfs.clear()
+
+
+def test_unknown_remote_scheme_is_one_clear_error(small_world):
+    with pytest.raises(EntityNetError, match="no Beam filesystem for nosuch://b/x"):
+        harvest_pipeline.run(
+            small_world[1], harvest.SearchSpec(url="http://127.0.0.1:9"), options(), "nosuch://b/x"
+        )
+
+
 KILLED_RUN = """
 import json, sys
 from beam_pipelines import harvest as hp

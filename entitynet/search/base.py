@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import threading
 import time
@@ -17,7 +18,7 @@ import requests
 
 from entitynet import __version__
 from entitynet.errors import EntityNetError
-from entitynet.files import write_json
+from entitynet.files import LOCAL, LocalStore
 from entitynet.records import Candidate, Query
 from entitynet.retry_after import retry_after_seconds
 
@@ -102,13 +103,13 @@ class JsonApi:
 
 
 class SearchCache:
-    """Answers of a backend stored as JSON files named by a hash of (backend, query and modifiers)."""
+    """Answers of a backend stored as JSON files named by a hash of (backend, query and modifiers),
+    in a local directory or, given a `store` over Beam's FileSystems, a remote one."""
 
-    def __init__(self, directory: str | Path):
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, directory: str | Path, store: LocalStore = LOCAL):
+        self.dir, self.store = os.fspath(directory), store
 
-    def _path(self, backend: str, query: Query) -> Path:
+    def _path(self, backend: str, query: Query) -> str:
         key = json.dumps(
             [
                 backend,
@@ -120,13 +121,15 @@ class SearchCache:
             ],
             ensure_ascii=False,
         )
-        return self.dir / f"{backend}-{hashlib.sha1(key.encode()).hexdigest()}.json"
+        return self.store.join(self.dir, f"{backend}-{hashlib.sha1(key.encode()).hexdigest()}.json")
 
     def get(self, backend: str, query: Query) -> list[Candidate] | None:
-        path = self._path(backend, query)
+        data = self.store.read(self._path(backend, query))
         try:
-            rows = json.loads(path.read_text())
-        except (OSError, ValueError):
+            rows = json.loads(data) if data is not None else None
+        except ValueError:
+            rows = None
+        if not isinstance(rows, list):
             return None
         # cached answers are stored without the query's ids: the same text may serve another query
         return [
@@ -153,7 +156,7 @@ class SearchCache:
             }
             for c in candidates
         ]
-        write_json(self._path(backend, query), rows)
+        self.store.write(self._path(backend, query), json.dumps(rows, ensure_ascii=False).encode())
 
 
 def cached_search(backend: SearchBackend, query: Query, cache: SearchCache | None) -> list[Candidate]:
