@@ -8,6 +8,7 @@ import inspect
 import io
 import os
 import shutil
+import tempfile
 from collections.abc import Callable
 from typing import IO
 
@@ -16,7 +17,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from entitynet import errors
+from entitynet import errors, shards
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import temp_name
 
@@ -119,3 +120,49 @@ def upload_tree(local_dir: str, remote_dir: str, store: BeamStore) -> int:
             store.upload(src, store.join(remote_dir, rel))
             n += 1
     return n
+
+
+# ---------------------------------------------------------------- shard directories
+
+
+def write_to(out_dir: str, name: str, encoded) -> tuple[int, int]:
+    """A shard into `out_dir`: in place when local; elsewhere (gs://, any Beam filesystem) written to
+    a local temp file and streamed up under a temp name that is then renamed."""
+    if not is_remote(out_dir):
+        return shards.write_shard(os.path.join(out_dir, name), encoded)
+    local_dir = tempfile.mkdtemp(prefix="entitynet-shard-")
+    try:
+        local = os.path.join(local_dir, name)
+        result = shards.write_shard(local, encoded)
+        BeamStore().upload(local, FileSystems.join(out_dir, name))
+        return result
+    finally:
+        shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def shard_lengths(shard_stats: list[dict], splits: list[str], num_shards: int) -> tuple[dict, dict]:
+    """Records per (split, shard) and bytes per split from the writers' stats (missing shards: 0)."""
+    lengths = {s: [0] * num_shards for s in splits}
+    sizes: dict[str, int] = dict.fromkeys(splits, 0)
+    for s in shard_stats:
+        lengths[s["split"]][s["shard"]] = s["records"]
+        sizes[s["split"]] += s["bytes"]
+    return lengths, sizes
+
+
+def complete_dataset(out_dir: str, local_dir: str, lengths: dict, sizes: dict, num_shards: int) -> None:
+    """Make `out_dir` a TFDS dataset: the empty shards every (split, shard) needs, and the metadata
+    (made in `local_dir`, which is `out_dir` itself when local; the caller uploads it otherwise)."""
+    for split, counts in lengths.items():
+        for i, n in enumerate(counts):
+            if n == 0:
+                write_to(out_dir, shards.shard_filename(split, i, num_shards), [])
+    placeholders = []
+    if is_remote(out_dir):  # TFDS names the dataset from the shard files it finds: give it their names
+        for split in lengths:
+            for i in range(num_shards):
+                placeholders.append(os.path.join(local_dir, shards.shard_filename(split, i, num_shards)))
+                open(placeholders[-1], "wb").close()
+    shards.write_metadata(local_dir, lengths, sizes)
+    for path in placeholders:
+        os.remove(path)

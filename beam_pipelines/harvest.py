@@ -33,7 +33,16 @@ from dataclasses import asdict
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.common import BeamStore, check_output, is_remote, run_pipeline, upload_tree
+from beam_pipelines.common import (
+    BeamStore,
+    check_output,
+    complete_dataset,
+    is_remote,
+    run_pipeline,
+    shard_lengths,
+    upload_tree,
+    write_to,
+)
 from entitynet import datacard, harvest, records, shards
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher
@@ -143,21 +152,6 @@ class WriteShard(beam.DoFn):
             "per_entity": dict(Counter(e for r in recs for e in r.entity_ids)),
             "sizes": [[r.width, r.height] for r in recs[:2000]],
         }
-
-
-def write_to(out_dir: str, name: str, encoded) -> tuple[int, int]:
-    """A shard into `out_dir`: in place when local; elsewhere (gs://, any Beam filesystem) written to
-    a local temp file and streamed up under a temp name that is then renamed."""
-    if not is_remote(out_dir):
-        return shards.write_shard(os.path.join(out_dir, name), encoded)
-    local_dir = tempfile.mkdtemp(prefix="entitynet-shard-")
-    try:
-        local = os.path.join(local_dir, name)
-        result = shards.write_shard(local, encoded)
-        BeamStore().upload(local, FileSystems.join(out_dir, name))
-        return result
-    finally:
-        shutil.rmtree(local_dir, ignore_errors=True)
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -296,27 +290,8 @@ def run(
         stats = json.loads(store.read(staged_stats) or b"null")
         if not isinstance(stats, dict):
             raise OutputError(f"the pipeline's stats file {staged_stats} is missing; re-run the harvest")
-        # every (split, shard) file must exist for TFDS: write the empty ones
-        lengths = {s: [0] * opts.num_shards for s, _ in opts.splits}
-        sizes: Counter = Counter()
-        for s in stats["shards"]:
-            lengths[s["split"]][s["shard"]] = s["records"]
-            sizes[s["split"]] += s["bytes"]
-        for split, counts in lengths.items():
-            for i, n in enumerate(counts):
-                if n == 0:
-                    write_to(out_dir, shards.shard_filename(split, i, opts.num_shards), [])
-        placeholders = []
-        if remote:  # TFDS names the dataset from the shard files it finds: give it their names
-            for split in lengths:
-                for i in range(opts.num_shards):
-                    placeholders.append(
-                        os.path.join(local_dir, shards.shard_filename(split, i, opts.num_shards))
-                    )
-                    open(placeholders[-1], "wb").close()
-        shards.write_metadata(local_dir, lengths, dict(sizes))
-        for path in placeholders:
-            os.remove(path)
+        lengths, sizes = shard_lengths(stats["shards"], [s for s, _ in opts.splits], opts.num_shards)
+        complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards)
         shard_dir = os.path.join(local_dir, "shard_stats")
         os.makedirs(shard_dir, exist_ok=True)
         for s in stats["shards"]:

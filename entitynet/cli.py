@@ -5,6 +5,8 @@
     entitynet queries --entities out/kg/entities.jsonl --out out/queries
     entitynet captions --entities out/kg/entities.jsonl --entity Q140
     entitynet harvest --queries out/queries/queries.jsonl --backend searxng --searxng-url URL --out out/shards
+    entitynet curate --shards out/shards --entities out/kg/entities.jsonl --t 20000 \
+        --decontaminate eval/imagefolder --out out/curated
     entitynet demo --out demo-out
 
 Errors a user can cause print one line and exit 2; anything else is a bug with a traceback.
@@ -296,6 +298,88 @@ def cmd_captions(args, _extra) -> int:
 # ---------------------------------------------------------------- demo
 
 
+def curate_summary(stats: dict, out: str | Path) -> str:
+    b, a = stats["balance"]["before"], stats["balance"]["after"]
+    read, kept = sum(stats["read"].values()), sum(stats["kept"].values())
+    contamination = "".join(
+        f"\n  {name}: {n:,} harvested images within the threshold of its {stats['eval_sets'][name]['images']:,}"
+        for name, n in stats["contamination"].items()
+    )
+    return (
+        f"{read:,} records read, {kept:,} kept in {stats['seconds']:.1f} s "
+        f"(per split: {', '.join(f'{s} {n:,}' for s, n in stats['kept'].items())})\n"
+        f"removed:\n{_table(stats['removed']) if stats['removed'] else '  nothing'}\n"
+        f"balancing at t={stats['balance']['t']:,}: {b['entries']:,} entries, {b['head_entries']:,} above t; "
+        f"matches {b['matches']:,} -> {a['matches']:,}\n"
+        f"decontamination:{contamination or ' no evaluation set given'}\n"
+        f"wrote {out}/ ({'shards + TFDS metadata' if stats['output'] == 'shards' else 'subset.npz'}, "
+        "entry_counts.tsv, curation_stats.json, DATACARD.md)"
+    )
+
+
+def _curate_options(args):
+    from beam_pipelines.curate import CurateOptions
+
+    return CurateOptions(
+        t=args.t,
+        seed=args.seed,
+        near_dup_threshold=None if args.no_near_dup else args.near_dup_threshold,
+        decontam_threshold=args.decontam_threshold,
+        subset_roots=tuple(args.subset_root or ()),
+        balance_splits=tuple(args.balance_split or ("train",)),
+        output=args.output,
+        num_shards=args.num_shards,
+    )
+
+
+def _eval_sets(specs, tfds_data_dir):
+    from entitynet.curation import evalsets
+
+    found = []
+    for spec in specs or ():
+        ev = evalsets.load(spec, tfds_data_dir=tfds_data_dir)
+        log.info("evaluation set %s: %d images hashed (%d unreadable)", spec, len(ev.hashes), ev.unreadable)
+        found.append(ev)
+    return found
+
+
+def cmd_curate(args, beam_args) -> int:
+    from beam_pipelines import curate
+
+    opts = _curate_options(args)
+    entities = _load_entities(args.entities)
+    eval_sets = _eval_sets(args.decontaminate, args.tfds_data_dir)
+    stats = curate.run(args.shards, entities, eval_sets, opts, args.out, beam_args)
+    print(curate_summary(stats, args.out.rstrip("/")))
+    return 0
+
+
+def add_curate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--t", type=int, default=20_000, help="MetaCLIP's per-entry threshold (default 20000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the balancing draws")
+    p.add_argument(
+        "--near-dup-threshold",
+        type=int,
+        default=4,
+        metavar="BITS",
+        help="Hamming distance of near-duplicates",
+    )
+    p.add_argument("--no-near-dup", action="store_true", help="do not merge near-duplicates")
+    p.add_argument(
+        "--decontam-threshold", type=int, default=4, metavar="BITS", help="Hamming distance to an eval image"
+    )
+    p.add_argument(
+        "--subset-root",
+        action="append",
+        metavar="QID",
+        help="keep records with an entity below this root (repeatable), e.g. Q729 Q756",
+    )
+    p.add_argument(
+        "--balance-split", action="append", metavar="SPLIT", help="splits to balance (default: train)"
+    )
+    p.add_argument("--output", choices=("shards", "subset"), default="shards")
+
+
 def cmd_demo(args, beam_args) -> int:
     from beam_pipelines import expand_kg
     from entitynet.kg.client import KGSource
@@ -305,11 +389,11 @@ def cmd_demo(args, beam_args) -> int:
     started = time.time()
     out = Path(args.out)
     kg = sample_kg_path()
-    print(f"== 1/3 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    print(f"== 1/4 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
-    print("== 2/3 queries: search queries for every entity", flush=True)
+    print("== 2/4 queries: search queries for every entity", flush=True)
     entities = _load_entities(str(out / "kg" / "entities.jsonl"))
     if args.limit_entities:
         entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
@@ -319,7 +403,8 @@ def cmd_demo(args, beam_args) -> int:
         f"{qstats['queries']:,} queries for {qstats['entities']:,} entities\n"
         f"queries per kind:\n{_table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
-    print("== 3/3 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
+    print("== 3/4 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
+    from beam_pipelines import curate
     from beam_pipelines import harvest as harvest_pipeline
     from entitynet.harvest import SearchSpec
     from entitynet.records import Query, read_jsonl
@@ -332,7 +417,27 @@ def cmd_demo(args, beam_args) -> int:
         hstats = harvest_pipeline.run(
             queries, spec, _harvest_options(args, allow_loopback=True), str(out / "shards"), beam_args
         )
-    print(harvest_summary(hstats, out / "shards"))
+        print(harvest_summary(hstats, out / "shards"))
+        from entitynet.sampleweb.evalset import write_eval_folder
+
+        print(
+            "== 4/4 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
+            flush=True,
+        )
+        ev = write_eval_folder(web, out / "evalset")
+        print(
+            f"evaluation set: {ev['images']:,} images of {ev['entities']:,} entities in {out / 'evalset'} "
+            f"({ev['held_out']:,} held out, {ev['planted']:,} near copies of web images)"
+        )
+    cstats = curate.run(
+        str(out / "shards"),
+        entities,
+        _eval_sets([str(out / "evalset")], None),
+        _curate_options(args),
+        str(out / "curated"),
+        beam_args,
+    )
+    print(curate_summary(cstats, out / "curated"))
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
 
@@ -423,6 +528,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_harvest_flags(h)
     h.set_defaults(func=cmd_harvest, beam=True)
 
+    cu = sub.add_parser(
+        "curate",
+        help="balance, deduplicate and decontaminate harvest shards",
+        description="MetaCLIP balancing over the knowledge graph's entities, near-duplicate merging and "
+        "evaluation-set decontamination of harvest shards. Arguments after the known flags are passed to "
+        "Apache Beam.",
+    )
+    cu.add_argument("--shards", required=True, metavar="DIR", help="a harvest output directory")
+    cu.add_argument("--entities", required=True, metavar="FILE", help="the entities.jsonl of the harvest")
+    cu.add_argument(
+        "--decontaminate",
+        action="append",
+        metavar="PATH_OR_TFDS",
+        help="evaluation set: ImageFolder dir, TFDS dataset dir, or tfds:NAME[:SPLIT] (repeatable)",
+    )
+    cu.add_argument("--tfds-data-dir", metavar="DIR", help="where tfds:NAME datasets are prepared")
+    cu.add_argument("--num-shards", type=int, default=4, help="shards per split of the output")
+    cu.add_argument("--out", required=True, metavar="DIR")
+    add_curate_flags(cu)
+    cu.set_defaults(func=cmd_curate, beam=True)
+
     d = sub.add_parser("demo", help="run the whole chain on the shipped sample")
     d.add_argument("--out", default="demo-out", metavar="DIR")
     d.add_argument(
@@ -433,7 +559,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="queries and harvest for the N entities with most sitelinks only (a quick look)",
     )
     add_harvest_flags(d)
-    d.set_defaults(func=cmd_demo, beam=True)
+    add_curate_flags(d)
+    d.set_defaults(func=cmd_demo, beam=True, t=12)  # the sample's entities have ~6-24 images each
     return p
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from entitynet.files import atomic_open
 
 
-def _plt():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display; must precede pyplot
@@ -18,7 +18,7 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=90, bbox_inches="tight")
 
@@ -30,7 +30,7 @@ def write_card(
     title: str = "EntityNet harvest",
 ) -> Path:
     """`DATACARD.md` and `plots/*.png` in `directory`; returns the card's path."""
-    plt = _plt()
+    plt = pyplot()
     out = Path(directory)
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
@@ -46,7 +46,7 @@ def write_card(
     b.hist([n for _, n in top] or [0], bins=30, color="#4477aa")
     b.set_title("entities by number of images")
     b.set_xlabel("images")
-    _save(fig, plots / "images_per_entity.png")
+    save_png(fig, plots / "images_per_entity.png")
     plt.close(fig)
 
     outcomes = stats.get("per_outcome", {})
@@ -59,7 +59,7 @@ def write_card(
     )
     ax.set_title("outcome of every candidate")
     ax.tick_params(axis="x", rotation=45, labelsize=8)
-    _save(fig, plots / "outcomes.png")
+    save_png(fig, plots / "outcomes.png")
     plt.close(fig)
 
     hosts = sorted(stats.get("per_host", {}).items(), key=lambda kv: -kv[1]["urls"])[:20]
@@ -67,7 +67,7 @@ def write_card(
     ax.barh([h for h, _ in reversed(hosts)], [v["success_rate"] for _, v in reversed(hosts)], color="#66ccee")
     ax.set_xlim(0, 1)
     ax.set_title("success rate per host (20 hosts with most URLs)")
-    _save(fig, plots / "success_per_host.png")
+    save_png(fig, plots / "success_per_host.png")
     plt.close(fig)
 
     sizes = stats.get("sizes", [])
@@ -77,7 +77,7 @@ def write_card(
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
     ax.set_title("stored image sizes")
-    _save(fig, plots / "image_sizes.png")
+    save_png(fig, plots / "image_sizes.png")
     plt.close(fig)
 
     lines = [

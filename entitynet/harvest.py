@@ -15,7 +15,7 @@ from entitynet.errors import ConfigError
 from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
 from entitynet.files import LOCAL, LocalStore
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
-from entitynet.records import Candidate, Entity, ImageRecord, Query, image_key
+from entitynet.records import Candidate, Entity, ImageRecord, Query, image_key, merge_images
 from entitynet.search import BACKENDS
 
 
@@ -166,20 +166,7 @@ def merge_duplicates(records: Iterable[ImageRecord]) -> tuple[ImageRecord, list[
     the other URLs are accounted as duplicates."""
     group = sorted(records, key=lambda r: r.url)
     first = group[0]
-    merged = ImageRecord(
-        key=first.key,
-        jpeg=first.jpeg,
-        width=first.width,
-        height=first.height,
-        url=first.url,
-        page_url=first.page_url or next((r.page_url for r in group if r.page_url), ""),
-        alt_texts=tuple(sorted({t for r in group for t in r.alt_texts})),
-        query_ids=tuple(sorted({q for r in group for q in r.query_ids})),
-        entity_ids=tuple(sorted({e for r in group for e in r.entity_ids})),
-        sha256=first.sha256,
-        phash=first.phash,
-        urls=tuple(sorted({u for r in group for u in r.urls})),
-    )
+    merged = merge_images(first, group[1:])
     dups = [Outcome(r.url, host_of(r.url), "duplicate", f"same bytes as {first.url}") for r in group[1:]]
     return merged, dups
 

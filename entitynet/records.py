@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from entitynet.errors import EntityNetError
@@ -112,6 +112,20 @@ class ImageRecord:
     sha256: str = ""  # of the downloaded bytes
     phash: int = 0  # 64-bit perceptual hash of the stored image
     urls: tuple[str, ...] = ()  # every URL that served these bytes
+
+
+def merge_images(first: ImageRecord, others: Iterable[ImageRecord]) -> ImageRecord:
+    """`first` (its key, bytes and size) carrying every URL, alt text, query id and entity id of
+    `others` too: for exact duplicates (same bytes) and near-duplicates (a kept representative)."""
+    group = [first, *others]
+    return replace(
+        first,
+        page_url=first.page_url or next((r.page_url for r in group if r.page_url), ""),
+        alt_texts=tuple(sorted({t for r in group for t in r.alt_texts})),
+        query_ids=tuple(sorted({q for r in group for q in r.query_ids})),
+        entity_ids=tuple(sorted({e for r in group for e in r.entity_ids})),
+        urls=tuple(sorted({u for r in group for u in (r.urls or (r.url,))})),
+    )
 
 
 def image_key(sha256_hex: str) -> str:

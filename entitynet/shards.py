@@ -130,15 +130,23 @@ def check_directory(directory: str | os.PathLike) -> dict:
     return info
 
 
-def iter_records(directory: str | os.PathLike, split: str = "train") -> Iterator[ImageRecord]:
-    """Every record of a split, shard by shard (for tools and tests; training reads through Grain)."""
+def read_shard(path: str | os.PathLike) -> Iterator[ImageRecord]:
+    """Every record of one ArrayRecord shard, in file order."""
     from array_record.python.array_record_module import ArrayRecordReader
 
+    try:
+        reader = ArrayRecordReader(os.fspath(path))
+    except (RuntimeError, OSError) as e:
+        raise EntityNetError(f"cannot read shard {path}: {e}; re-run the stage that wrote it") from None
+    try:
+        for i in range(reader.num_records()):
+            yield decode_image(reader.read([i])[0])
+    finally:
+        reader.close()
+
+
+def iter_records(directory: str | os.PathLike, split: str = "train") -> Iterator[ImageRecord]:
+    """Every record of a split, shard by shard (for tools and tests; training reads through Grain)."""
     check_directory(directory)
     for path in shard_paths(directory, split):
-        reader = ArrayRecordReader(str(path))
-        try:
-            for i in range(reader.num_records()):
-                yield decode_image(reader.read([i])[0])
-        finally:
-            reader.close()
+        yield from read_shard(path)

@@ -135,6 +135,29 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert "candidate images" in out and "records per split:" in out and "demo finished in" in out
     assert (tmp_path / "kg" / "entities.jsonl").exists() and (tmp_path / "queries" / "queries.jsonl").exists()
     assert (tmp_path / "shards" / "dataset_info.json").exists()
+    assert (
+        "== 4/4 curate" in out
+        and "balancing at t=12" in out
+        and "harvested images within the threshold" in out
+    )
+    assert (tmp_path / "curated" / "dataset_info.json").exists() and (
+        tmp_path / "evalset" / "labels.tsv"
+    ).exists()
+    # the curate command on the demo's harvest: a key subset, and one clear line for a missing eval set
+    argv = [
+        "curate",
+        "--shards",
+        str(tmp_path / "shards"),
+        "--entities",
+        str(tmp_path / "kg" / "entities.jsonl"),
+    ]
+    code, out, _ = run(capsys, *argv, "--t", "5", "--output", "subset", "--out", str(tmp_path / "subset"))
+    assert code == 0 and "records read" in out and (tmp_path / "subset" / "subset.npz").exists()
+    code, _, err = run(capsys, *argv, "--decontaminate", str(tmp_path / "nope"), "--out", str(tmp_path / "x"))
+    assert code == 2 and "evaluation set" in one_error_line(err) and "does not exist" in err
+    code, _, err = run(capsys, *argv[:2], str(tmp_path / "kg"), *argv[3:], "--out", str(tmp_path / "x"))
+    assert code == 2 and "holds no harvest shards" in one_error_line(err)
+    assert not (tmp_path / "x").exists()
 
 
 def test_malformed_endpoint_response(capsys, tmp_path, faulty_endpoint):

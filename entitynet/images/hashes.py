@@ -24,7 +24,9 @@ def sha256(data: bytes) -> str:
 
 def phash64(image: Image.Image) -> int:
     """64-bit perceptual hash of a Pillow image, as an unsigned integer."""
-    grey = np.asarray(image.convert("L").resize((_N, _N), Image.Resampling.BILINEAR), dtype=np.float64)
+    grey = np.asarray(
+        image.convert("L").resize((_N, _N), Image.Resampling.BILINEAR, reducing_gap=2.0), dtype=np.float64
+    )
     low = (_DCT @ grey @ _DCT.T)[:8, :8].ravel()
     median = np.median(low[1:])  # the DC term would dominate the median
     bits = low > median

@@ -94,6 +94,24 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, I;16 ...
 
 
+def resize(im: Image.Image, opts: ImageOptions) -> Image.Image:
+    """The resize (and centre crop) of `opts.resize_mode`, never upscaling when `only_if_bigger`."""
+    tw, th = target_size(*im.size, opts) if opts.resize_mode != "none" else im.size
+    if (tw, th) != im.size:
+        im = im.resize((tw, th), RESAMPLE[opts.resample], reducing_gap=None)
+    if opts.resize_mode == "center_crop" and im.width != im.height:
+        side = min(im.size)
+        left, top = (im.width - side) // 2, (im.height - side) // 2
+        im = im.crop((left, top, left + side, top + side))
+    return im
+
+
+def perceptual_hash(im: Image.Image, opts: ImageOptions = ImageOptions()) -> int:
+    """The 64-bit perceptual hash a harvest would store for this decoded image (same RGB conversion
+    and resize), e.g. for an evaluation image to compare against harvested ones."""
+    return phash64(resize(_to_rgb(ImageOps.exif_transpose(im)), opts))
+
+
 def process_image(data: bytes, opts: ImageOptions = ImageOptions()) -> ProcessedImage:
     """Decode, validate, resize and re-encode; raises ImageRejected with a reason."""
     with warnings.catch_warnings():
@@ -121,17 +139,12 @@ def process_image(data: bytes, opts: ImageOptions = ImageOptions()) -> Processed
                 want = (th, tw) if orientation in (5, 6, 7, 8) else (tw, th)
                 im.draft("RGB", want)
             im.load()
-            im = ImageOps.exif_transpose(im)
+            if orientation != 1:  # exif_transpose copies the image even when nothing is to be done
+                im = ImageOps.exif_transpose(im)
             im = _to_rgb(im)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ImageRejected("decode_error", str(e)) from e
-    tw, th = target_size(*im.size, opts) if opts.resize_mode != "none" else im.size
-    if (tw, th) != im.size:
-        im = im.resize((tw, th), RESAMPLE[opts.resample], reducing_gap=None)
-    if opts.resize_mode == "center_crop" and im.width != im.height:
-        side = min(im.size)
-        left, top = (im.width - side) // 2, (im.height - side) // 2
-        im = im.crop((left, top, left + side, top + side))
+    im = resize(im, opts)
     out = io.BytesIO()
     im.save(out, format="JPEG", quality=opts.quality)
     return ProcessedImage(out.getvalue(), im.width, im.height, w0, h0, sha256(data), phash64(im))

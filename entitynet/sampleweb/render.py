@@ -95,14 +95,20 @@ def render(
     size = (max(8, size[0] // 3), max(8, size[1] // 3))
     w, h = size
     bg = np.array(_hue_rgb(t["background"], 0.35, 0.55 + 0.3 * rng.random()), dtype=np.float32)
-    grad = np.linspace(0.75, 1.15, h, dtype=np.float32)[:, None, None]
+    # light: a gradient at a random angle and a soft bright spot somewhere (varies per photo)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = (xx / w - 0.5) * math.cos(angle) + (yy / h - 0.5) * math.sin(angle)
+    sx, sy, sr = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.25, 0.6) * max(w, h)
+    spot = np.exp(-((xx - sx) ** 2 + (yy - sy) ** 2) / (2 * sr * sr))
+    grad = (0.8 + 0.5 * ramp + 0.35 * spot)[:, :, None]
     noise = rng.integers(-8, 9, (h, w, 3)).astype(np.float32)
     canvas = np.clip(bg[None, None, :] * grad + noise, 0, 255).astype(np.uint8)
     im = Image.fromarray(canvas)
     body = _hue_rgb(t["body_hue"], 0.75, 0.9)
     accent = _hue_rgb(t["accent_hue"], 0.9, 0.75)
     r = min(w, h) * (0.22 + 0.12 * rng.random())
-    cx, cy = w * (0.35 + 0.3 * rng.random()), h * (0.35 + 0.3 * rng.random())
+    cx, cy = w * (0.25 + 0.5 * rng.random()), h * (0.25 + 0.5 * rng.random())
     rot = rng.normal(0, 0.35)
     mask = Image.new("L", size, 0)
     md = ImageDraw.Draw(mask)

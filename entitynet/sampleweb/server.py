@@ -30,6 +30,7 @@ class SampleWeb:
     ):
         entities = list(entities)
         self.lineage = {e.id: e.lineage_ids for e in entities}
+        self.labels = {e.id: e.label for e in entities}
         self.corpus = build_corpus(entities, seed=seed, **corpus)
         self.by_id = {im.id: im for im in self.corpus}
         self.index = SearchIndex(self.corpus)

@@ -1,0 +1,395 @@
+"""Curate: from harvest shards to a balanced, deduplicated, decontaminated dataset (Apache Beam).
+
+    entitynet curate --shards out/shards --entities out/kg/entities.jsonl --t 20000 \\
+        --decontaminate eval/imagefolder --out out/curated
+
+Graph:
+
+    shards ─► ReadShard (split, record)
+      ├─► (key, phash, pixels) ─► CombineGlobally(list) ─► Plan: near-duplicate groups (multi-index
+      │     hashing) and contaminated keys (against the evaluation sets' hashes)   [side input]
+      └─► Apply plan: drop contaminated, key by representative ─► GroupByKey ─► merge the group
+          ─► subset filter (lineage roots) ─► entries (Aho-Corasick over alt texts ∪ finding entities)
+          ─► CombineGlobally(count per entry) over the balanced splits              [side input]
+          ─► Balance: keep when any entry's draw < t / max(count, t)
+          ─► shards (GroupByKey (split, shard) ─► WriteShard) or a sorted key subset
+    gather ─► curation_stats.json, entry_counts.tsv, DATACARD.md, TFDS metadata
+
+The DoFns are thin adapters over `entitynet.curation`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.common import (
+    BeamStore,
+    check_output,
+    complete_dataset,
+    is_remote,
+    run_pipeline,
+    shard_lengths,
+    upload_tree,
+    write_to,
+)
+from entitynet import records, shards
+from entitynet.curation import balance, neardup
+from entitynet.curation import card as curation_card
+from entitynet.curation.evalsets import EvalSet, contaminated
+from entitynet.curation.metadata import EntityMetadata
+from entitynet.errors import ConfigError, EntityNetError, OutputError
+from entitynet.files import LOCAL, ensure_writable_dir, write_json, write_lines
+from entitynet.records import Entity, ImageRecord
+
+log = logging.getLogger("entitynet.curate")
+
+STATS = "curation_stats.json"
+CONFIG = "curation_config.json"
+COUNTS = "entry_counts.tsv"
+SUBSET = "subset.npz"
+
+
+@dataclass(frozen=True)
+class CurateOptions:
+    t: int = 20_000  # MetaCLIP's per-entry threshold
+    seed: int = 0
+    near_dup_threshold: int | None = 4  # Hamming distance over 64-bit pHashes; None: no near-dup merge
+    decontam_threshold: int = 4
+    subset_roots: tuple[str, ...] = ()
+    balance_splits: tuple[str, ...] = ("train",)  # other splits are deduplicated and decontaminated only
+    output: str = "shards"  # or "subset": a sorted key list per split instead of new shards
+    num_shards: int = 4
+
+    def __post_init__(self):
+        if self.t < 1:
+            raise ConfigError(f"--t must be at least 1, got {self.t}")
+        if self.output not in ("shards", "subset"):
+            raise ConfigError(f"unknown --output {self.output!r}: use shards or subset")
+        for k in (self.near_dup_threshold, self.decontam_threshold):
+            if k is not None and not 0 <= k <= 32:
+                raise ConfigError(f"Hamming thresholds must be within 0..32, got {k}")
+        if self.num_shards < 1:
+            raise ConfigError("--num-shards must be at least 1")
+
+
+# ---------------------------------------------------------------- plain steps the DoFns call
+
+
+def plan(items: list[tuple[str, int, int]], eval_sets: list[EvalSet], opts: CurateOptions) -> dict:
+    """From every record's (key, phash, pixels): which keys are contaminated (-> eval set names) and
+    which belong to a near-duplicate group (-> the group's representative)."""
+    items = sorted(items)
+    keys = [k for k, _, _ in items]
+    hashes = neardup.as_hashes([h for _, h, _ in items])
+    dirty = contaminated(keys, hashes, eval_sets, opts.decontam_threshold)
+    clean = [i for i, k in enumerate(keys) if k not in dirty]
+    reps = {}
+    if opts.near_dup_threshold is not None and clean:
+        reps = neardup.representatives(
+            [keys[i] for i in clean],
+            hashes[clean],
+            [items[i][2] for i in clean],
+            opts.near_dup_threshold,
+        )
+    return {"contaminated": dirty, "representative": reps}
+
+
+def merge_group(rep_key: str, members: list[tuple[str, ImageRecord]]) -> tuple[str, ImageRecord, int]:
+    """A near-duplicate group as one record: the representative's image and split, everything else
+    merged; returns (split, record, how many merged away)."""
+    members = sorted(members, key=lambda m: m[1].key)
+    first = next(m for m in members if m[1].key == rep_key)
+    others = [r for _, r in members if r.key != rep_key]
+    return first[0], records.merge_images(first[1], others), len(others)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+class ReadShard(beam.DoFn):
+    def process(self, item):
+        split, path = item
+        for r in shards.read_shard(path):
+            yield split, r
+
+
+class ApplyPlan(beam.DoFn):
+    def process(self, item, the_plan):
+        split, r = item
+        names = the_plan["contaminated"].get(r.key)
+        if names:
+            for name in names:
+                yield beam.pvalue.TaggedOutput("removed", f"contaminated:{name}")
+            return
+        yield the_plan["representative"].get(r.key, r.key), (split, r)
+
+
+class MergeGroup(beam.DoFn):
+    def process(self, kv):
+        split, merged, gone = merge_group(kv[0], list(kv[1]))
+        for _ in range(gone):
+            yield beam.pvalue.TaggedOutput("removed", "near_duplicate")
+        yield split, merged
+
+
+class Entries(beam.DoFn):
+    """(split, record) -> (split, record, entries), dropping records outside the subset."""
+
+    def __init__(self, entities: list[Entity], subset: set[str] | None):
+        self.entities, self.subset = entities, subset
+
+    def setup(self):
+        self.metadata = EntityMetadata(self.entities)
+
+    def process(self, item):
+        split, r = item
+        if self.subset is not None and not self.subset & set(r.entity_ids):
+            yield beam.pvalue.TaggedOutput("removed", "outside_subset")
+            return
+        entries = self.metadata.entries(r.alt_texts, r.entity_ids)
+        if not entries:
+            yield beam.pvalue.TaggedOutput("removed", "no_entry")
+            return
+        yield split, r, entries
+
+
+class WriteShard(beam.DoFn):
+    def __init__(self, out_dir: str, num_shards: int):
+        self.out_dir, self.num_shards = out_dir, num_shards
+
+    def process(self, kv):
+        (split, shard), recs = kv
+        recs = sorted(recs, key=lambda r: r.key)
+        name = shards.shard_filename(split, shard, self.num_shards)
+        count, size = write_to(self.out_dir, name, (records.encode_image(r) for r in recs))
+        yield {"split": split, "shard": shard, "file": name, "records": count, "bytes": size}
+
+
+def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: str, staged: str) -> None:
+    recs = p | "Shards" >> beam.Create(inputs) | "Read" >> beam.ParDo(ReadShard())
+    the_plan = (
+        recs
+        | "HashOf" >> beam.Map(lambda sr: (sr[1].key, sr[1].phash, sr[1].width * sr[1].height))
+        | "AllHashes" >> beam.combiners.ToList()
+        | "Plan" >> beam.Map(plan, eval_sets, opts)
+    )
+    applied = recs | "Apply" >> (
+        beam.ParDo(ApplyPlan(), beam.pvalue.AsSingleton(the_plan))
+        .with_output_types(tuple[str, tuple[str, ImageRecord]])
+        .with_outputs("removed", main="records")
+    )
+    merged = (
+        applied.records
+        | "ByGroup" >> beam.GroupByKey()
+        | "Merge" >> beam.ParDo(MergeGroup()).with_outputs("removed", main="records")
+    )
+    matched = merged.records | "Entries" >> beam.ParDo(Entries(entities, subset)).with_outputs(
+        "removed", main="records"
+    )
+    balanced_splits = set(opts.balance_splits)
+    counts = (
+        matched.records
+        | "ToBalance" >> beam.Filter(lambda sre: sre[0] in balanced_splits)
+        | "EntryOf" >> beam.FlatMap(lambda sre: sre[2])
+        | "CountEntries" >> beam.combiners.Count.PerElement()
+    )
+
+    def decide(sre, counts_):
+        split, r, entries = sre
+        if split not in balanced_splits or balance.keep(r.key, entries, counts_, opts.t, opts.seed):
+            yield split, r, entries
+        else:
+            yield beam.pvalue.TaggedOutput("removed", "balanced_out")
+
+    kept = matched.records | "Balance" >> beam.ParDo(decide, beam.pvalue.AsDict(counts)).with_outputs(
+        "removed", main="records"
+    )
+    counts_after = (
+        kept.records
+        | "KeptToBalance" >> beam.Filter(lambda sre: sre[0] in balanced_splits)
+        | "KeptEntryOf" >> beam.FlatMap(lambda sre: sre[2])
+        | "CountKept" >> beam.combiners.Count.PerElement()
+    )
+    if opts.output == "shards":
+        written = (
+            kept.records
+            | "ToShard"
+            >> beam.Map(lambda sre: ((sre[0], shards.shard_of(sre[1].key, opts.num_shards)), sre[1]))
+            | "ByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.ParDo(WriteShard(out_dir, opts.num_shards))
+        )
+    else:
+        written = p | "NoShards" >> beam.Create([])
+    kept_keys = kept.records | "KeyOf" >> beam.Map(lambda sre: (sre[0], sre[1].key))
+    natural = {e.id: e.natural_type_label or e.natural_type or "?" for e in entities}
+    types = (
+        kept.records
+        | "TypeOf" >> beam.FlatMap(lambda sre: {natural.get(e, "?") for e in sre[2]})
+        | "CountTypes" >> beam.combiners.Count.PerElement()
+    )
+    removed = (
+        (applied.removed, merged.removed, matched.removed, kept.removed)
+        | "Removed" >> beam.Flatten()
+        | "CountRemoved" >> beam.combiners.Count.PerElement()
+    )
+    read_counts = (
+        recs | "SplitOf" >> beam.Map(lambda sr: sr[0]) | "CountRead" >> beam.combiners.Count.PerElement()
+    )
+
+    def finish(_, before, after, shard_stats, keys, types_, removed_, read_):
+        result = {
+            "read": dict(read_),
+            "removed": dict(removed_),
+            "counts_before": dict(before),
+            "counts_after": dict(after),
+            "types": dict(types_),
+            "shards": sorted(shard_stats, key=lambda s: (s["split"], s["shard"])),
+            "kept_keys": {},
+        }
+        for split, key in keys:
+            result["kept_keys"].setdefault(split, []).append(key)
+        for v in result["kept_keys"].values():
+            v.sort()
+        BeamStore().write(staged, json.dumps(result).encode())
+        yield len(keys)
+
+    (
+        p
+        | "Finally" >> beam.Create([None])
+        | "Finish"
+        >> beam.FlatMap(
+            finish,
+            beam.pvalue.AsList(counts),
+            beam.pvalue.AsList(counts_after),
+            beam.pvalue.AsList(written),
+            beam.pvalue.AsList(kept_keys),
+            beam.pvalue.AsList(types),
+            beam.pvalue.AsList(removed),
+            beam.pvalue.AsList(read_counts),
+        )
+    )
+
+
+def _inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
+    info = shards.check_directory(shard_dir)
+    splits = sorted(s["name"] for s in info.get("splits", []))
+    inputs = [(s, str(p)) for s in splits for p in shards.shard_paths(shard_dir, s)]
+    if not inputs:
+        raise EntityNetError(f"{shard_dir} holds no shard files; run `entitynet harvest` first")
+    return inputs, splits
+
+
+def keys_as_array(keys: list[str]) -> np.ndarray:
+    """Sorted 128-bit keys as DataComp-style (hi, lo) uint64 pairs."""
+    arr = np.zeros(len(keys), dtype=[("hi", "<u8"), ("lo", "<u8")])
+    for i, k in enumerate(sorted(keys)):
+        arr[i] = (int(k[:16], 16), int(k[16:], 16))
+    return arr
+
+
+def run(
+    shard_dir: str,
+    entities: list[Entity],
+    eval_sets: list[EvalSet],
+    opts: CurateOptions,
+    out_dir: str,
+    beam_args: list[str] | None = None,
+) -> dict:
+    """Curate the harvest in `shard_dir` into `out_dir`; returns the stats."""
+    started = time.time()
+    if not entities:
+        raise EntityNetError("no entities to balance over; give the entities.jsonl the harvest was made from")
+    inputs, splits = _inputs(shard_dir)
+    subset = None
+    if opts.subset_roots:
+        from entitynet.curation.subsets import check_roots
+
+        subset = check_roots(entities, opts.subset_roots)
+    remote = is_remote(out_dir)
+    if remote:
+        check_output(out_dir)
+        local_dir = tempfile.mkdtemp(prefix="entitynet-curate-")
+    else:
+        ensure_writable_dir(out_dir)
+        local_dir = out_dir
+    store = BeamStore() if remote else LOCAL
+    staged = store.join(out_dir, f"{STATS}.staged-{time.time_ns()}")
+    log.info("curating %d shards of %s into %s", len(inputs), shard_dir, out_dir)
+    try:
+        run_pipeline(
+            lambda p: build(p, inputs, entities, subset, eval_sets, opts, out_dir, staged), beam_args
+        )
+        result = json.loads(store.read(staged) or b"null")
+        if not isinstance(result, dict):
+            raise OutputError(f"the pipeline's result {staged} is missing; re-run the curation")
+        before, after = result["counts_before"], result["counts_after"]
+        kept_keys = result.pop("kept_keys")
+        if opts.output == "shards":
+            lengths, sizes = shard_lengths(result["shards"], splits, opts.num_shards)
+            complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards)
+        else:
+            arrays = {s: keys_as_array(kept_keys.get(s, [])) for s in splits}
+            with open(os.path.join(local_dir, SUBSET + ".tmp"), "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(os.path.join(local_dir, SUBSET + ".tmp"), os.path.join(local_dir, SUBSET))
+        labels = {e.id: e.label for e in entities}
+        write_lines(
+            os.path.join(local_dir, COUNTS),
+            ["entity\tlabel\tbefore\tafter"]
+            + [
+                f"{e}\t{labels.get(e, '')}\t{n}\t{after.get(e, 0)}"
+                for e, n in sorted(before.items(), key=lambda kv: (-kv[1], kv[0]))
+            ],
+        )
+        stats = {
+            "input": shard_dir,
+            "read": result["read"],
+            "kept": {s: len(kept_keys.get(s, [])) for s in splits},
+            "removed": dict(sorted(result["removed"].items())),
+            "contamination": {
+                ev.name: result["removed"].get(f"contaminated:{ev.name}", 0) for ev in eval_sets
+            },
+            "eval_sets": {
+                ev.name: {"images": len(ev.hashes), "unreadable": ev.unreadable} for ev in eval_sets
+            },
+            "balance": {
+                "t": opts.t,
+                "before": balance.head_tail(before, opts.t),
+                "after": balance.head_tail(after, opts.t),
+            },
+            "types": dict(sorted(result["types"].items(), key=lambda kv: -kv[1])),
+            "output": opts.output,
+        }
+        curation_card.write_card(local_dir, stats, before, after, labels)
+        write_json(
+            os.path.join(local_dir, CONFIG),
+            {
+                "curate": asdict(opts),
+                "shards": shard_dir,
+                "entities": len(entities),
+                "eval_sets": [ev.name for ev in eval_sets],
+                "beam_args": list(beam_args or []),
+            },
+        )
+        stats["seconds"] = round(time.time() - started, 2)
+        write_json(os.path.join(local_dir, STATS), stats)
+        if remote:
+            upload_tree(local_dir, out_dir, store)
+    finally:
+        if remote:
+            shutil.rmtree(local_dir, ignore_errors=True)
+            if FileSystems.exists(staged):
+                FileSystems.delete([staged])
+        elif os.path.exists(staged):
+            os.remove(staged)
+    return stats

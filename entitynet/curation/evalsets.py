@@ -1,0 +1,123 @@
+"""Evaluation sets whose images must not be trained on: loaded and hashed the way harvested images
+are (same RGB conversion, resize and 64-bit perceptual hash), so a harvested copy of an evaluation
+image (re-encoded, resized, slightly edited) lands within the Hamming threshold of it.
+
+An evaluation set is named by one string:
+  PATH                an ImageFolder directory (class sub-directories of image files; any depth)
+  PATH                a TFDS dataset directory (it holds dataset_info.json): every split
+  tfds:NAME[:SPLIT]   a prepared TFDS dataset by name (`--tfds-data-dir`), default split "test"
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from entitynet.errors import ConfigError
+from entitynet.images.process import ImageOptions, perceptual_hash
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class EvalSet:
+    name: str
+    hashes: np.ndarray  # uint64, one per readable image
+    unreadable: int = 0
+
+
+def _hash_file(path: Path, opts: ImageOptions) -> int | None:
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (opts.size, opts.size))
+            return perceptual_hash(im, opts)
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _hash_all(items, fn, threads: int) -> tuple[np.ndarray, int]:
+    with ThreadPoolExecutor(threads) as pool:
+        found = list(pool.map(fn, items))
+    good = [h for h in found if h is not None]
+    return np.asarray(good, dtype=np.uint64), len(found) - len(good)
+
+
+def _image_feature(builder) -> str:
+    import tensorflow_datasets as tfds
+
+    for name, feature in builder.info.features.items():
+        if isinstance(feature, tfds.features.Image):
+            return name
+    raise ConfigError(f"TFDS dataset {builder.info.name} has no image feature to decontaminate against")
+
+
+def _tfds_hashes(builder, splits: list[str], opts: ImageOptions, threads: int) -> tuple[np.ndarray, int]:
+    feature = _image_feature(builder)
+    hashes, bad = [], 0
+    for split in splits:
+        source = builder.as_data_source(split)
+
+        def one(i, source=source):
+            try:
+                return perceptual_hash(Image.fromarray(np.asarray(source[i][feature]).squeeze()), opts)
+            except (OSError, ValueError, TypeError):
+                return None
+
+        h, b = _hash_all(range(len(source)), one, threads)
+        hashes.append(h)
+        bad += b
+    return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), bad
+
+
+def load(spec: str, opts: ImageOptions | None = None, tfds_data_dir: str | None = None) -> EvalSet:
+    """Hash every image of the evaluation set `spec` (see the module docstring)."""
+    opts = opts or ImageOptions()
+    threads = os.cpu_count() or 2
+    if spec.startswith("tfds:"):
+        import tensorflow_datasets as tfds
+
+        name, _, split = spec[5:].partition(":")
+        try:
+            builder = tfds.builder(name, data_dir=tfds_data_dir)
+            hashes, bad = _tfds_hashes(builder, [split or "test"], opts, threads)
+        except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not there"
+            raise ConfigError(
+                f"evaluation set {spec}: cannot read it from TFDS ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                "prepare it first (tfds build) or give --tfds-data-dir"
+            ) from None
+        return EvalSet(spec, hashes, bad)
+    path = Path(spec)
+    if not path.is_dir():
+        raise ConfigError(
+            f"evaluation set {spec} does not exist or is not a directory; give an ImageFolder directory, "
+            "a TFDS dataset directory or tfds:NAME:SPLIT"
+        )
+    if (path / "dataset_info.json").exists():
+        import tensorflow_datasets as tfds
+
+        builder = tfds.builder_from_directory(str(path))
+        hashes, bad = _tfds_hashes(builder, sorted(builder.info.splits), opts, threads)
+        return EvalSet(spec, hashes, bad)
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise ConfigError(f"evaluation set {spec} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    hashes, bad = _hash_all(files, lambda f: _hash_file(f, opts), threads)
+    return EvalSet(spec, hashes, bad)
+
+
+def contaminated(keys: list[str], hashes, eval_sets: list[EvalSet], k: int) -> dict[str, list[str]]:
+    """key -> names of the evaluation sets holding an image within Hamming distance `k` of it."""
+    from entitynet.curation.neardup import pairs_between
+
+    found: dict[str, list[str]] = {}
+    for ev in eval_sets:
+        if not len(ev.hashes) or not len(keys):
+            continue
+        for i in np.unique(pairs_between(hashes, ev.hashes, k)[:, 0]):
+            found.setdefault(keys[int(i)], []).append(ev.name)
+    return found
