@@ -1,0 +1,50 @@
+"""The demo's model: a tiny CLIP trained on the sample harvest on a laptop CPU (minutes on 2 cores).
+
+    python -m train.train --config configs/tiny_cpu.py --workdir demo-out/train
+    entitynet train --config configs/tiny_cpu.py:siglip --workdir demo-out/train-siglip --config.total_steps=300
+
+ARG: "clip" (default) or "siglip" picks the loss. Data paths default to `make demo`'s outputs.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+    c = ml_collections.ConfigDict()
+    c.loss = arg or "clip"
+    c.seed = 0
+    c.total_steps = 200
+    c.batch_size = 64
+    c.log_every = 10
+    c.eval_every = 100
+    c.eval_batches = 3
+    c.dtype = "float32"
+    c.peak_flops_per_device = 0.0  # set to the accelerator's peak to see MFU
+    c.progress = True
+
+    c.model = ml_collections.ConfigDict()
+    c.model.preset = "tiny"
+    c.model.overrides = ml_collections.ConfigDict({"vision_patch_size": 8, "vision_width": 64, "text_width": 64,
+                                                   "embed_dim": 64, "vision_heads": 4, "text_heads": 4})
+
+    c.data = ml_collections.ConfigDict()
+    c.data.shards = "demo-out/curated"
+    c.data.entities = "demo-out/kg/entities.jsonl"
+    c.data.tokenizer = "demo-out/curated/tokenizer.json"
+    c.data.subset = ""
+    c.data.image_size = 64
+    c.data.context_length = 16
+    c.data.alt_text_chance = 0.5
+    c.data.num_workers = 0
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 2e-3
+    c.optim.warmup_steps = 20
+    c.optim.end_lr_ratio = 0.05
+    c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.98, 1e-6
+    c.optim.weight_decay = 0.2
+    c.optim.clip_norm = 1.0
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.checkpoint = ml_collections.ConfigDict({"every_steps": 100, "keep": 2, "async": True})
+    return c

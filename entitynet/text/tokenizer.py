@@ -1,0 +1,190 @@
+"""Tokenizers for the text tower; both turn texts into fixed-length int32 id arrays
+([start] tokens [end] padding), truncated so the end token is always there.
+
+- `SentencePieceTokenizer`: trained on the harvest's alt texts and the knowledge graph's captions
+  (`entitynet tokenizer train`), saved next to the dataset. Ids: pad 0, unk 1, start 2, end 3.
+- `ClipBpeTokenizer`: CLIP's byte-level BPE from its merges file (`bpe_simple_vocab_16e6.txt.gz`,
+  given by path), for open_clip checkpoints. Ids as CLIP: pad 0, start 49406, end 49407.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import html
+import io
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from entitynet.errors import ConfigError
+
+
+class SentencePieceTokenizer:
+    kind = "sentencepiece"
+    pad_id, unk_id, sot_id, eot_id = 0, 1, 2, 3
+
+    def __init__(self, model: bytes):
+        import sentencepiece as spm
+
+        self.model = model
+        self.sp = spm.SentencePieceProcessor(model_proto=model)
+        self.vocab_size = self.sp.get_piece_size()
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram") -> SentencePieceTokenizer:
+        import sentencepiece as spm
+
+        out = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=(t.lower() for t in texts if t.strip()),
+            model_writer=out,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            pad_id=cls.pad_id,
+            unk_id=cls.unk_id,
+            bos_id=cls.sot_id,
+            eos_id=cls.eot_id,
+            character_coverage=1.0,
+            hard_vocab_limit=False,  # a small corpus may not fill the vocabulary
+            minloglevel=2,
+        )
+        return cls(out.getvalue())
+
+    def ids(self, text: str) -> list[int]:
+        return self.sp.encode(text.lower())
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.sp.decode([int(i) for i in ids if int(i) > self.eot_id])
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """CLIP's reversible map of the 256 byte values to printable characters."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars = keep[:]
+    extra = 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(keep, map(chr, chars), strict=True))
+
+
+# letters, digits one at a time, other non-space runs, and CLIP's contractions and special tokens
+_SPLIT = re.compile(
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+", re.IGNORECASE
+)
+
+
+class ClipBpeTokenizer:
+    kind = "clip_bpe"
+    pad_id = 0
+
+    def __init__(self, merges_path: str | Path):
+        path = Path(merges_path)
+        try:
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rt", encoding="utf-8") as f:
+                lines = f.read().split("\n")
+        except (OSError, EOFError) as e:
+            raise ConfigError(f"cannot read the BPE merges file {path}: {e}") from None
+        merges = [tuple(line.split()) for line in lines[1:] if len(line.split()) == 2]
+        merges = merges[: 49152 - 256 - 2]  # CLIP's vocabulary size
+        if not merges:
+            raise ConfigError(f"{path} holds no BPE merges (expected lines of two symbols after a header)")
+        self.byte_map = _bytes_to_unicode()
+        self.byte_unmap = {c: b for b, c in self.byte_map.items()}
+        vocab = list(self.byte_map.values())
+        vocab += [v + "</w>" for v in vocab]
+        vocab += ["".join(m) for m in merges]
+        vocab += ["<|startoftext|>", "<|endoftext|>"]
+        self.encoder = {t: i for i, t in enumerate(vocab)}
+        self.decoder = dict(enumerate(vocab))
+        self.ranks = {m: i for i, m in enumerate(merges)}
+        self.vocab_size = len(vocab)
+        self.sot_id, self.eot_id = self.encoder["<|startoftext|>"], self.encoder["<|endoftext|>"]
+        self.merges_path = str(path)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 - the tokenizer lives as long as the pipeline
+    def _bpe(self, token: str) -> tuple[str, ...]:
+        word = [*token[:-1], token[-1] + "</w>"]
+        while len(word) > 1:
+            pairs = {(word[i], word[i + 1]) for i in range(len(word) - 1)}
+            best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))
+            if best not in self.ranks:
+                break
+            merged, i = [], 0
+            while i < len(word):
+                if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                    merged.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            word = merged
+        return tuple(word)
+
+    def ids(self, text: str) -> list[int]:
+        text = " ".join(html.unescape(html.unescape(text)).split()).lower()
+        out = []
+        for piece in _SPLIT.findall(text):
+            mapped = "".join(self.byte_map[b] for b in piece.encode("utf-8"))
+            out.extend(self.encoder[t] for t in self._bpe(mapped))
+        return out
+
+    def decode(self, ids: Iterable[int]) -> str:
+        special = {self.sot_id, self.eot_id}
+        text = "".join(self.decoder[int(i)] for i in ids if int(i) not in special and int(i) in self.decoder)
+        words = [bytearray(self.byte_unmap[c] for c in w if c in self.byte_unmap) for w in text.split("</w>")]
+        return " ".join(w.decode("utf-8", errors="replace") for w in words if w)
+
+
+def encode(tokenizer, texts: Iterable[str], context_length: int) -> np.ndarray:
+    """(n, context_length) int32: [start] ids [end] then padding; long texts are cut before [end]."""
+    texts = list(texts)
+    out = np.full((len(texts), context_length), tokenizer.pad_id, dtype=np.int32)
+    for row, text in enumerate(texts):
+        ids = [tokenizer.sot_id, *tokenizer.ids(text)[: context_length - 2], tokenizer.eot_id]
+        out[row, : len(ids)] = ids
+    return out
+
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def save(tokenizer, directory: str | Path) -> Path:
+    """`tokenizer.json` (+ the SentencePiece model) in `directory`."""
+    from entitynet.files import atomic_open, write_json
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    if tokenizer.kind == "sentencepiece":
+        with atomic_open(d / "tokenizer.model", "wb") as f:
+            f.write(tokenizer.model)
+        meta = {"kind": tokenizer.kind, "model": "tokenizer.model", "vocab_size": tokenizer.vocab_size}
+    else:
+        meta = {"kind": tokenizer.kind, "merges": tokenizer.merges_path, "vocab_size": tokenizer.vocab_size}
+    write_json(d / TOKENIZER_FILE, meta)
+    return d / TOKENIZER_FILE
+
+
+def load(path: str | Path):
+    """A tokenizer from a `tokenizer.json` (or its directory), or a CLIP merges file (`.txt[.gz]`)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / TOKENIZER_FILE
+    if p.name.endswith((".txt", ".txt.gz")):
+        return ClipBpeTokenizer(p)
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read tokenizer {p}: {e}; run `entitynet tokenizer train` first") from None
+    if meta.get("kind") == "sentencepiece":
+        return SentencePieceTokenizer((p.parent / meta["model"]).read_bytes())
+    if meta.get("kind") == "clip_bpe":
+        return ClipBpeTokenizer(meta["merges"])
+    raise ConfigError(f"{p}: unknown tokenizer kind {meta.get('kind')!r}")

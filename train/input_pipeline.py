@@ -1,0 +1,172 @@
+"""The training input: Grain over the ArrayRecord shards of a harvest (or a curation).
+
+    source (ArrayRecordDataSource of one split) -> this process's slice -> seeded global shuffle
+    -> repeat -> [subset filter] -> decode record -> RandomResizedCrop + normalise, pick a text,
+    tokenise -> batch -> [multiprocess prefetch]
+
+Text is chosen at load time (DESIGN.md): with probability `alt_text_chance` one of the record's
+alt texts, otherwise a knowledge-graph caption of one of its entities, drawn with the caption
+function's weights. Every random choice uses the generator Grain gives the transform, so a seed
+fixes the whole stream and the iterator's state (saved in every checkpoint) resumes it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+
+import grain
+import numpy as np
+from PIL import Image
+
+from entitynet import records, shards
+from entitynet.errors import ConfigError
+from entitynet.records import Entity
+from entitynet.text import captions as kg_captions
+from entitynet.text.tokenizer import encode
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    shards: str
+    split: str = "train"
+    batch_size: int = 32  # per process
+    image_size: int = 224
+    context_length: int = 32
+    alt_text_chance: float = 0.5
+    crop_scale: tuple[float, float] = (0.4, 1.0)  # the reference's RandomResizedCrop
+    crop_ratio: tuple[float, float] = (0.9, 1.11)
+    seed: int = 0
+    num_workers: int = 0  # multiprocess prefetch; 0 = in this process (tests)
+    subset: str = ""  # a curation's subset.npz: only these keys
+    train: bool = True  # False: centre crop, no shuffle, no repeat, the alt text or the entity name
+
+
+def open_source(directory: str, split: str) -> grain.sources.ArrayRecordDataSource:
+    shards.check_directory(directory)
+    paths = [str(p) for p in shards.shard_paths(directory, split)]
+    if not paths:
+        raise ConfigError(f"{directory} has no {split!r} shards; check the data path and split")
+    source = grain.sources.ArrayRecordDataSource(paths)
+    if len(source) == 0:
+        raise ConfigError(f"the {split!r} split of {directory} is empty; harvest more or choose another split")
+    return source
+
+
+def subset_keys(path: str, split: str) -> frozenset[str]:
+    with np.load(path) as z:
+        if split not in z:
+            raise ConfigError(f"subset {path} has no split {split!r}")
+        return frozenset(f"{int(hi):016x}{int(lo):016x}" for hi, lo in z[split])
+
+
+def random_resized_crop(
+    im: Image.Image, size: int, rng: np.random.Generator, scale=(0.4, 1.0), ratio=(0.9, 1.11)
+) -> Image.Image:
+    """torchvision's RandomResizedCrop: an area fraction in `scale` and aspect in `ratio` (log-uniform),
+    ten tries, then a centre crop."""
+    w, h = im.size
+    area = w * h
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        cw, ch = round(np.sqrt(target * aspect)), round(np.sqrt(target / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            return im.resize((size, size), Image.Resampling.BICUBIC, box=(x, y, x + cw, y + ch))
+    return centre_crop(im, size)
+
+
+def centre_crop(im: Image.Image, size: int) -> Image.Image:
+    w, h = im.size
+    side = min(w, h)
+    x, y = (w - side) // 2, (h - side) // 2
+    return im.resize((size, size), Image.Resampling.BICUBIC, box=(x, y, x + side, y + side))
+
+
+def normalise(im: Image.Image) -> np.ndarray:
+    return ((np.asarray(im, dtype=np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD).astype(np.float32)
+
+
+class TextChooser:
+    """An alt text with probability `alt_text_chance`, else a weighted KG caption of one entity."""
+
+    def __init__(self, entities: list[Entity], alt_text_chance: float):
+        self.by_id = {e.id: e for e in entities}
+        self.alt_text_chance = alt_text_chance
+
+    @functools.lru_cache(maxsize=100_000)  # noqa: B019 - one chooser per pipeline
+    def candidates(self, entity_id: str):
+        e = self.by_id[entity_id]
+        parents = [self.by_id[p] for p in e.parents if p in self.by_id]
+        return kg_captions.captions(e, None, parents)
+
+    def choose(self, record: records.ImageRecord, rng: np.random.Generator) -> tuple[str, str]:
+        """(text, "alt" or "kg")."""
+        known = [e for e in record.entity_ids if e in self.by_id]
+        if record.alt_texts and (not known or rng.random() < self.alt_text_chance):
+            return record.alt_texts[int(rng.integers(len(record.alt_texts)))], "alt"
+        if known:
+            return kg_captions.sample(self.candidates(known[int(rng.integers(len(known)))]), rng), "kg"
+        return "", "alt"
+
+
+class Decode(grain.transforms.Map):
+    def map(self, raw: bytes) -> records.ImageRecord:
+        return records.decode_image(raw)
+
+
+class InSubset(grain.transforms.Filter):
+    def __init__(self, keys: frozenset[str]):
+        self.keys = keys
+
+    def filter(self, record) -> bool:
+        return record.key in self.keys
+
+
+class Prepare(grain.transforms.RandomMap):
+    """Record -> {"image": float32 (s, s, 3), "tokens": int32 (context,), "kg_text": 0/1}."""
+
+    def __init__(self, cfg: InputConfig, chooser: TextChooser, tokenizer):
+        self.cfg, self.chooser, self.tokenizer = cfg, chooser, tokenizer
+
+    def random_map(self, record, rng: np.random.Generator):
+        cfg = self.cfg
+        im = Image.open(io.BytesIO(record.jpeg))
+        im.draft("RGB", (cfg.image_size, cfg.image_size))
+        im = im.convert("RGB")
+        if cfg.train:
+            im = random_resized_crop(im, cfg.image_size, rng, cfg.crop_scale, cfg.crop_ratio)
+            text, source = self.chooser.choose(record, rng)
+        else:
+            im = centre_crop(im, cfg.image_size)
+            text, source = (record.alt_texts[0] if record.alt_texts else ""), "alt"
+        tokens = encode(self.tokenizer, [text], cfg.context_length)[0]
+        return {"image": normalise(im), "tokens": tokens, "kg_text": np.int32(source == "kg")}
+
+
+def make_dataset(
+    cfg: InputConfig, entities: list[Entity], tokenizer, process_index: int = 0, process_count: int = 1
+) -> grain.IterDataset:
+    """The batched dataset for this process (iterate it; save/restore its iterator's state)."""
+    if not 0 <= cfg.alt_text_chance <= 1:
+        raise ConfigError(f"alt_text_chance must be within 0..1, got {cfg.alt_text_chance}")
+    source = open_source(cfg.shards, cfg.split)
+    ds = grain.MapDataset.source(source)[process_index::process_count]
+    if cfg.train:
+        ds = ds.seed(cfg.seed).shuffle().repeat(None)
+    else:
+        ds = ds.seed(cfg.seed)
+    ds = ds.map(Decode())
+    if cfg.subset:
+        ds = ds.filter(InSubset(subset_keys(cfg.subset, cfg.split)))
+    ds = ds.random_map(Prepare(cfg, TextChooser(entities, cfg.alt_text_chance), tokenizer))
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=16))
+    it = it.batch(cfg.batch_size, drop_remainder=cfg.train)
+    if cfg.num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers, per_worker_buffer_size=2))
+    return it

@@ -1,0 +1,404 @@
+"""Train a CLIP (or SigLIP) on EntityNet shards.
+
+    python -m train.train --config configs/tiny_cpu.py --workdir runs/tiny
+    entitynet train --config configs/vit_b32_entitynet.py --workdir gs-fuse/runs/b32 --config.optim.lr=3e-4
+
+The workdir holds everything: checkpoints/ (Orbax: model + optimizer state, the data iterator,
+the data-loader settings), metrics.jsonl, TensorBoard events, config.json. Running the same
+command again resumes from the last checkpoint, exactly (same parameters, same data order).
+
+Stages, in order: mesh -> tokenizer + input -> model + optimizer (born sharded) -> step ->
+checkpoint restore -> loop (metrics, evaluation, checkpoints, SIGTERM).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from entitynet.errors import ConfigError, EntityNetError
+from entitynet.records import Entity, read_jsonl
+from entitynet.text import tokenizer as tokenizers
+from train import config as config_lib
+from train import input_pipeline, losses, sharding
+from train.model import CLIP, count_params, preset
+
+log = logging.getLogger("entitynet.train")
+
+
+# ---------------------------------------------------------------- model and optimizer
+
+
+def model_config(cfg: ml_collections.ConfigDict, tokenizer):
+    overrides = dict(cfg.model.get("overrides", {}))
+    m = preset(cfg.model.preset, **overrides)
+    text = dataclasses.replace(
+        m.text,
+        vocab_size=tokenizer.vocab_size,
+        context_length=cfg.data.context_length,
+        eot_id=tokenizer.eot_id,
+        pad_id=tokenizer.pad_id,
+    )
+    if cfg.loss == "siglip":
+        m = m.replace(init_logit_scale=math.log(10.0), init_logit_bias=-10.0)
+    return m.replace(
+        text=text, vision=dataclasses.replace(m.vision, image_size=cfg.data.image_size), dtype=cfg.get("dtype", "float32")
+    )
+
+
+def decay_mask(params):
+    """Weight decay on matrices only: not on norms, biases, the temperature or the bias."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def make_optimizer(cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    o = cfg.optim
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, o.lr, max(1, o.warmup_steps), max(o.warmup_steps + 1, cfg.total_steps), o.lr * o.get("end_lr_ratio", 0.0)
+    )
+    tx = optax.chain(
+        optax.clip_by_global_norm(o.clip_norm),
+        optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=decay_mask),
+    )
+    return tx, schedule
+
+
+def create_state(mcfg, tx, mesh, seed: int):
+    """(graphdef, state) with every array born sharded on `mesh`."""
+
+    def build(key):
+        model = CLIP(mcfg, rngs=nnx.Rngs(key))
+        return nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+
+    with jax.set_mesh(mesh):
+        graphdef, _ = nnx.eval_shape(lambda: build(jax.random.key(seed)))
+        state = jax.jit(lambda k: build(k)[1])(jax.random.key(seed))
+    return graphdef, state
+
+
+def make_steps(graphdef, state, mesh, loss_kind: str):
+    state_sh = jax.tree.map(lambda x: x.sharding, state)
+    batch_sh = sharding.batch_sharding(mesh)
+
+    def loss_fn(model, batch):
+        zi, zt = model(batch["image"], batch["tokens"])
+        loss = losses.contrastive_loss(loss_kind, zi, zt, model.logit_scale[...], model.logit_bias[...])
+        return loss, (zi, zt)
+
+    @functools.partial(jax.jit, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
+    def train_step(state, batch):
+        model, opt = nnx.merge(graphdef, state)
+        (loss, (zi, zt)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
+        opt.update(model, grads)
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.global_norm(grads),
+            "temperature": jnp.exp(model.logit_scale[...]),
+            "accuracy": losses.in_batch_accuracy(zi, zt),
+        }
+        return nnx.state((model, opt)), metrics
+
+    @functools.partial(jax.jit, in_shardings=(state_sh, batch_sh))
+    def eval_step(state, batch):
+        model, _ = nnx.merge(graphdef, state)
+        loss, (zi, zt) = loss_fn(model, batch)
+        return {"loss": loss, "accuracy": losses.in_batch_accuracy(zi, zt)}
+
+    return train_step, eval_step
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def data_settings(cfg, process_count: int) -> dict:
+    """What the data iterator's state depends on; recorded in checkpoints and checked on restore."""
+    return {
+        "num_workers": int(cfg.data.num_workers),
+        "process_count": int(process_count),
+        "batch_size": int(cfg.batch_size),
+        "seed": int(cfg.seed),
+        "shards": str(cfg.data.shards),
+        "subset": str(cfg.data.get("subset", "")),
+    }
+
+
+def checkpoint_manager(workdir: Path, cfg) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
+        (workdir / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=cfg.checkpoint.keep,
+            save_interval_steps=cfg.checkpoint.every_steps,
+            enable_async_checkpointing=cfg.checkpoint.get("async", True),
+        ),
+    )
+
+
+def save(mngr, step: int, state, it, settings: dict, force: bool = False) -> bool:
+    import grain
+
+    return mngr.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=grain.checkpoint.CheckpointSave(it),
+            settings=ocp.args.JsonSave(settings),
+        ),
+        force=force,
+    )
+
+
+def restore(mngr, step: int, state, it, settings: dict):
+    import grain
+
+    saved = mngr.restore(step, args=ocp.args.Composite(settings=ocp.args.JsonRestore()))["settings"]
+    diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    if diff:
+        changes = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ConfigError(
+            f"the checkpoint at step {step} was written with other data-loader settings ({changes}); "
+            "resuming would silently feed different data. Use the original settings or a new --workdir"
+        )
+    r = mngr.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(state), data=grain.checkpoint.CheckpointRestore(it)
+        ),
+    )
+    return r["state"]
+
+
+# ---------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """metrics.jsonl and TensorBoard events in the workdir (process 0 only)."""
+
+    def __init__(self, workdir: Path, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        if enabled:
+            self.file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            try:
+                from tensorboardX import SummaryWriter
+
+                self.tb = SummaryWriter(str(workdir / "tensorboard"))
+            except ImportError:
+                log.warning("tensorboardX is not installed: no TensorBoard events")
+
+    def write(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, **values}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def compiled_flops(compiled) -> float:
+    """FLOPs of one step from XLA's cost analysis (0 when the backend does not say)."""
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        return float(cost.get("flops", 0.0))
+    except Exception:  # noqa: BLE001 - an estimate for MFU only
+        return 0.0
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+    """Train (or resume) in `workdir`; returns the final metrics."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if cfg.get("distributed", False):
+        jax.distributed.initialize()
+    pid, nproc = jax.process_index(), jax.process_count()
+    if cfg.batch_size % nproc:
+        raise ConfigError(f"batch_size {cfg.batch_size} does not split over {nproc} processes")
+    if pid == 0:
+        (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2, sort_keys=True))
+
+    # == mesh
+    mesh = sharding.make_mesh(dict(cfg.mesh))
+    n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.batch_size % n_batch_shards:
+        raise ConfigError(f"batch_size {cfg.batch_size} does not split over the {n_batch_shards} batch shards of the mesh")
+
+    # == tokenizer and input
+    tokenizer = tokenizers.load(cfg.data.tokenizer)
+    entities = list(read_jsonl(cfg.data.entities, Entity)) if cfg.data.entities else []
+    icfg = input_pipeline.InputConfig(
+        shards=cfg.data.shards,
+        split=cfg.data.get("split", "train"),
+        batch_size=cfg.batch_size // nproc,
+        image_size=cfg.data.image_size,
+        context_length=cfg.data.context_length,
+        alt_text_chance=cfg.data.alt_text_chance,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+        subset=cfg.data.get("subset", ""),
+    )
+    it = iter(input_pipeline.make_dataset(icfg, entities, tokenizer, pid, nproc))
+
+    # == model and optimizer, born sharded
+    mcfg = model_config(cfg, tokenizer)
+    tx, schedule = make_optimizer(cfg)
+    graphdef, state = create_state(mcfg, tx, mesh, cfg.seed)
+    n_params = count_params(nnx.merge(graphdef, state)[0])
+    train_step, eval_step = make_steps(graphdef, state, mesh, cfg.loss)
+
+    # == checkpoint restore
+    settings = data_settings(cfg, nproc)
+    mngr = checkpoint_manager(workdir, cfg)
+    start = 0
+    latest = mngr.latest_step()
+    if latest is not None:
+        state = restore(mngr, latest, state, it, settings)
+        start = latest
+        log.info("resumed from step %d in %s", latest, workdir)
+
+    # == evaluation input (contrastive loss on the held-out split)
+    eval_batches = []
+    if cfg.get("eval_every", 0):
+        ecfg = dataclasses.replace(icfg, split=cfg.data.get("eval_split", "validation"), train=False)
+        try:
+            for b in input_pipeline.make_dataset(ecfg, entities, tokenizer, pid, nproc):
+                if len(b["image"]) == icfg.batch_size:
+                    eval_batches.append(b)
+                if len(eval_batches) >= cfg.get("eval_batches", 4):
+                    break
+        except ConfigError as e:
+            log.warning("no evaluation: %s", e)
+
+    # == loop
+    stop = {"signal": None}
+
+    def on_sigterm(signum, frame):
+        stop["signal"] = signum
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    metrics_out = Metrics(workdir, pid == 0)
+    flops, compiled = 0.0, None
+    peak = float(cfg.get("peak_flops_per_device", 0.0)) * jax.device_count()
+    history: dict = {}
+    t_last, n_last = time.time(), start
+    bar = _progress(start, cfg.total_steps, pid == 0 and cfg.get("progress", True))
+    try:
+        with jax.set_mesh(mesh):
+            for step in range(start + 1, cfg.total_steps + 1):
+                batch = sharding.global_batch(mesh, _take(it))
+                if compiled is None:  # compile once, and read the step's FLOPs off the executable
+                    compiled = train_step.lower(state, batch).compile()
+                    flops = compiled_flops(compiled)
+                state, m = compiled(state, batch)
+                if step % cfg.log_every == 0 or step == cfg.total_steps:
+                    m = {k: float(v) for k, v in jax.device_get(m).items()}
+                    now = time.time()
+                    rate = (step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
+                    m.update(lr=float(schedule(step)), images_per_s=rate)
+                    if peak and flops:
+                        m["mfu"] = flops * rate / cfg.batch_size / peak
+                    t_last, n_last = now, step
+                    metrics_out.write(step, m)
+                    history[step] = m
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{m['loss']:.4f}", img_s=f"{rate:.0f}")
+                if eval_batches and step % cfg.eval_every == 0:
+                    ev = [jax.device_get(eval_step(state, sharding.global_batch(mesh, b))) for b in eval_batches]
+                    e = {f"val_{k}": float(np.mean([x[k] for x in ev])) for k in ev[0]}
+                    metrics_out.write(step, e)
+                    history.setdefault(step, {}).update(e)
+                if bar is not None:
+                    bar.update(1)
+                save(mngr, step, state, it, settings, force=step == cfg.total_steps)
+                if stop["signal"] is not None:
+                    save(mngr, step, state, it, settings, force=True)
+                    log.warning("SIGTERM: saved step %d, exiting", step)
+                    break
+        mngr.wait_until_finished()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if bar is not None:
+            bar.close()
+        mngr.close()
+        metrics_out.close()
+        if hasattr(it, "close"):
+            it.close()
+    final = history[max(history)] if history else {}
+    return {"params": n_params, "last_step": max(history) if history else start, "flops_per_step": flops, **final,
+            "preempted": stop["signal"] is not None, "history": history}
+
+
+def _take(it) -> dict:
+    b = next(it)
+    return {"image": b["image"], "tokens": b["tokens"]}
+
+
+def _progress(start: int, total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m train.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True, help="configs/FILE.py[:ARG]")
+    ap.add_argument("--workdir", required=True)
+    args, rest = ap.parse_known_args(argv)
+    bad = [r for r in rest if not r.startswith("--config.")]
+    if bad:
+        ap.error(f"unrecognized arguments: {' '.join(bad)}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        cfg = config_lib.load(args.config, rest)
+        result = train(cfg, args.workdir)
+    except EntityNetError as e:
+        print(f"entitynet: error: {e}", file=sys.stderr)
+        return 2
+    print(summary(result, args.workdir))
+    return 0
+
+
+def summary(result: dict, workdir) -> str:
+    h = result["history"]
+    steps = sorted(h)
+    curve = ", ".join(f"{s}: {h[s]['loss']:.3f}" for s in steps[:: max(1, len(steps) // 8)] if "loss" in h[s])
+    val = f", validation loss {result['val_loss']:.3f}" if "val_loss" in result else ""
+    return (
+        f"trained to step {result['last_step']} ({result['params']:,} parameters): "
+        f"loss {result.get('loss', float('nan')):.4f}{val}, "
+        f"{result.get('images_per_s', 0):.0f} images/s\nloss curve (step: loss): {curve}\n"
+        f"workdir: {workdir} (checkpoints/, metrics.jsonl, tensorboard/)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
