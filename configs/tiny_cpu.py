@@ -24,8 +24,16 @@ def get_config(arg=None):
 
     c.model = ml_collections.ConfigDict()
     c.model.preset = "tiny"
-    c.model.overrides = ml_collections.ConfigDict({"vision_patch_size": 8, "vision_width": 64, "text_width": 64,
-                                                   "embed_dim": 64, "vision_heads": 4, "text_heads": 4})
+    c.model.overrides = ml_collections.ConfigDict(
+        {
+            "vision_patch_size": 8,
+            "vision_width": 64,
+            "text_width": 64,
+            "embed_dim": 64,
+            "vision_heads": 4,
+            "text_heads": 4,
+        }
+    )
 
     c.data = ml_collections.ConfigDict()
     c.data.shards = "demo-out/curated"
@@ -40,6 +48,7 @@ def get_config(arg=None):
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 2e-3
     c.optim.warmup_steps = 20
+    c.optim.decay_steps = 0  # length of the cosine; 0: total_steps
     c.optim.end_lr_ratio = 0.05
     c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.98, 1e-6
     c.optim.weight_decay = 0.2

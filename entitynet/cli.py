@@ -7,6 +7,8 @@
     entitynet harvest --queries out/queries/queries.jsonl --backend searxng --searxng-url URL --out out/shards
     entitynet curate --shards out/shards --entities out/kg/entities.jsonl --t 20000 \
         --decontaminate eval/imagefolder --out out/curated
+    entitynet tokenizer train --shards out/curated --entities out/kg/entities.jsonl
+    entitynet train --config configs/tiny_cpu.py --workdir runs/tiny --config.total_steps=500
     entitynet demo --out demo-out
 
 Errors a user can cause print one line and exit 2; anything else is a bug with a traceback.
@@ -380,6 +382,50 @@ def add_curate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", choices=("shards", "subset"), default="shards")
 
 
+def train_tokenizer(
+    shards_dir: str, entities, vocab_size: int, out_dir: str | None = None
+) -> tuple[str, dict]:
+    """A SentencePiece model on the shards' alt texts and the entities' KG captions, saved next to
+    the shards (or in `out_dir`); returns its path and counts."""
+    from entitynet.shards import check_directory, iter_records
+    from entitynet.text import tokenizer as tokenizers
+    from entitynet.text.captions import captions
+
+    info = check_directory(shards_dir)
+    texts = [
+        t for s in info.get("splits", []) for r in iter_records(shards_dir, s["name"]) for t in r.alt_texts
+    ]
+    by_id = {e.id: e for e in entities}
+    kg = [c.text for e in entities for c in captions(e, None, [by_id[p] for p in e.parents if p in by_id])]
+    if not texts and not kg:
+        raise EntityNetError(f"no texts to train a tokenizer on in {shards_dir}; harvest first")
+    tok = tokenizers.SentencePieceTokenizer.train(texts + kg, vocab_size=vocab_size)
+    path = tokenizers.save(tok, out_dir or shards_dir)
+    return str(path), {"alt_texts": len(texts), "kg_captions": len(kg), "vocab_size": tok.vocab_size}
+
+
+def cmd_tokenizer_train(args, _) -> int:
+    entities = _load_entities(args.entities)
+    path, n = train_tokenizer(args.shards, entities, args.vocab_size, args.out)
+    print(
+        f"SentencePiece tokenizer ({n['vocab_size']:,} pieces) from {n['alt_texts']:,} alt texts and "
+        f"{n['kg_captions']:,} KG captions: {path}"
+    )
+    return 0
+
+
+def cmd_train(args, overrides) -> int:
+    from train import config as config_lib
+    from train.train import summary, train
+
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        raise ConfigError(f"unrecognized arguments: {' '.join(bad)} (overrides look like --config.key=value)")
+    cfg = config_lib.load(args.config, overrides)
+    print(summary(train(cfg, args.workdir), args.workdir))
+    return 0
+
+
 def cmd_demo(args, beam_args) -> int:
     from beam_pipelines import expand_kg
     from entitynet.kg.client import KGSource
@@ -389,11 +435,11 @@ def cmd_demo(args, beam_args) -> int:
     started = time.time()
     out = Path(args.out)
     kg = sample_kg_path()
-    print(f"== 1/4 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    print(f"== 1/5 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
-    print("== 2/4 queries: search queries for every entity", flush=True)
+    print("== 2/5 queries: search queries for every entity", flush=True)
     entities = _load_entities(str(out / "kg" / "entities.jsonl"))
     if args.limit_entities:
         entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
@@ -403,7 +449,7 @@ def cmd_demo(args, beam_args) -> int:
         f"{qstats['queries']:,} queries for {qstats['entities']:,} entities\n"
         f"queries per kind:\n{_table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
-    print("== 3/4 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
+    print("== 3/5 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
     from beam_pipelines import curate
     from beam_pipelines import harvest as harvest_pipeline
     from entitynet.harvest import SearchSpec
@@ -421,7 +467,7 @@ def cmd_demo(args, beam_args) -> int:
         from entitynet.sampleweb.evalset import write_eval_folder
 
         print(
-            "== 4/4 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
+            "== 4/5 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
             flush=True,
         )
         ev = write_eval_folder(web, out / "evalset")
@@ -438,6 +484,26 @@ def cmd_demo(args, beam_args) -> int:
         beam_args,
     )
     print(curate_summary(cstats, out / "curated"))
+    print("== 5/5 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
+    path, n = train_tokenizer(str(out / "curated"), entities, 1000)
+    print(
+        f"tokenizer: {n['vocab_size']:,} SentencePiece pieces from {n['alt_texts']:,} alt texts and "
+        f"{n['kg_captions']:,} KG captions ({path})"
+    )
+    from train import config as config_lib
+    from train.train import summary, train
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = config_lib.load(
+        str(root / "configs" / "tiny_cpu.py"),
+        [
+            f"data.shards={out / 'curated'}",
+            f"data.entities={out / 'kg' / 'entities.jsonl'}",
+            f"data.tokenizer={path}",
+            f"total_steps={args.train_steps}",
+        ],
+    )
+    print(summary(train(cfg, str(out / "train")), out / "train"))
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
 
@@ -549,6 +615,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_curate_flags(cu)
     cu.set_defaults(func=cmd_curate, beam=True)
 
+    tk = sub.add_parser("tokenizer", help="text tokenizer").add_subparsers(dest="tok_command", required=True)
+    tt = tk.add_parser("train", help="train a SentencePiece model on a harvest's texts")
+    tt.add_argument("--shards", required=True, metavar="DIR", help="harvest or curation output")
+    tt.add_argument("--entities", required=True, metavar="FILE", help="entities.jsonl (for KG captions)")
+    tt.add_argument("--vocab-size", type=int, default=8000)
+    tt.add_argument("--out", metavar="DIR", help="where to save tokenizer.json (default: next to the shards)")
+    tt.set_defaults(func=cmd_tokenizer_train, beam=False)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a CLIP from a config",
+        description="Train (or resume) a CLIP in a workdir. Config fields are overridden with "
+        "--config.key=value after the known flags.",
+    )
+    tr.add_argument("--config", required=True, metavar="FILE[:ARG]", help="e.g. configs/tiny_cpu.py")
+    tr.add_argument("--workdir", required=True, metavar="DIR")
+    tr.set_defaults(func=cmd_train, beam=True)
+
     d = sub.add_parser("demo", help="run the whole chain on the shipped sample")
     d.add_argument("--out", default="demo-out", metavar="DIR")
     d.add_argument(
@@ -560,6 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_harvest_flags(d)
     add_curate_flags(d)
+    d.add_argument("--train-steps", type=int, default=200, help="training steps of the tiny CLIP")
     d.set_defaults(func=cmd_demo, beam=True, t=12)  # the sample's entities have ~6-24 images each
     return p
 

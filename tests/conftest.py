@@ -187,3 +187,67 @@ def sample_entities(sample_entities_dir):
     from entitynet.records import Entity, read_jsonl
 
     return list(read_jsonl(sample_entities_dir[0] / "entities.jsonl", Entity))
+
+
+@pytest.fixture(scope="session")
+def jax_cache(tmp_path_factory):
+    """One persistent compilation cache for the session and the training subprocesses it starts."""
+    import os
+
+    d = os.environ.get("ENTITYNET_TEST_JAX_CACHE") or str(tmp_path_factory.mktemp("jax-cache"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = d
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, sample_entities):
+    """A small harvest-format dataset of sample-web renders: 12 entities x 12 images (64x48),
+    alt texts naming the entity, a SentencePiece tokenizer and the entities file next to it."""
+    import numpy as np
+
+    from entitynet import shards
+    from entitynet.images.hashes import phash64
+    from entitynet.records import ImageRecord, encode_image, image_key, write_jsonl
+    from entitynet.sampleweb.render import jpeg_bytes, render
+    from entitynet.text import tokenizer as tokenizers
+
+    out = tmp_path_factory.mktemp("tiny-dataset")
+    entities = [e for e in sample_entities if e.depth > 0][:12]
+    recs = []
+    for e in entities:
+        for k in range(12):
+            im = render(e.lineage_ids, e.id, k, (64, 48))
+            data = jpeg_bytes(im)
+            import hashlib
+
+            sha = hashlib.sha256(data).hexdigest()
+            recs.append(
+                ImageRecord(
+                    key=image_key(sha),
+                    jpeg=data,
+                    width=64,
+                    height=48,
+                    url=f"http://t/{e.id}/{k}.jpg",
+                    alt_texts=(f"a photo of a {e.label}",),
+                    entity_ids=(e.id,),
+                    sha256=sha,
+                    phash=phash64(im),
+                    urls=(f"http://t/{e.id}/{k}.jpg",),
+                )
+            )
+    splits = {"train": 0.75, "validation": 0.25}
+    by = {}
+    for r in recs:
+        by.setdefault(shards.split_of(r.key, splits), []).append(r)
+    for split, group in by.items():
+        shards.write_shard(
+            out / shards.shard_filename(split, 0, 1),
+            (encode_image(r) for r in sorted(group, key=lambda r: r.key)),
+        )
+    shards.write_metadata(out, {s: [len(by.get(s, []))] for s in splits}, {})
+    write_jsonl(out / "entities.jsonl", entities)
+    texts = [t for r in recs for t in r.alt_texts] + [e.label for e in entities] * 3
+    tokenizers.save(tokenizers.SentencePieceTokenizer.train(texts, vocab_size=300), out)
+    return out, entities, recs, np.asarray([len(by.get(s, [])) for s in splits])

@@ -129,14 +129,16 @@ def test_console_script_exit_code():
 
 
 def test_demo_prints_the_summary(capsys, tmp_path):
-    code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--limit-entities", "12")
+    code, out, _ = run(
+        capsys, "demo", "--out", str(tmp_path), "--limit-entities", "12", "--train-steps", "20"
+    )
     assert code == 0
     assert "expanded 240 entities from the sample graph" in out and "queries per kind:" in out
     assert "candidate images" in out and "records per split:" in out and "demo finished in" in out
     assert (tmp_path / "kg" / "entities.jsonl").exists() and (tmp_path / "queries" / "queries.jsonl").exists()
     assert (tmp_path / "shards" / "dataset_info.json").exists()
     assert (
-        "== 4/4 curate" in out
+        "== 4/5 curate" in out
         and "balancing at t=12" in out
         and "harvested images within the threshold" in out
     )

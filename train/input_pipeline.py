@@ -53,7 +53,9 @@ def open_source(directory: str, split: str) -> grain.sources.ArrayRecordDataSour
         raise ConfigError(f"{directory} has no {split!r} shards; check the data path and split")
     source = grain.sources.ArrayRecordDataSource(paths)
     if len(source) == 0:
-        raise ConfigError(f"the {split!r} split of {directory} is empty; harvest more or choose another split")
+        raise ConfigError(
+            f"the {split!r} split of {directory} is empty; harvest more or choose another split"
+        )
     return source
 
 
@@ -156,6 +158,10 @@ def make_dataset(
     if not 0 <= cfg.alt_text_chance <= 1:
         raise ConfigError(f"alt_text_chance must be within 0..1, got {cfg.alt_text_chance}")
     source = open_source(cfg.shards, cfg.split)
+    # Decode one record here first: TFDS's first use imports modules under etils' lazy_imports,
+    # which patches the import machinery process-wide for a moment; done in a reader thread it can
+    # hand other threads (Orbax's restore) a lazy module where they import a real one.
+    records.decode_image(source[0])
     ds = grain.MapDataset.source(source)[process_index::process_count]
     if cfg.train:
         ds = ds.seed(cfg.seed).shuffle().repeat(None)
@@ -168,5 +174,7 @@ def make_dataset(
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=16))
     it = it.batch(cfg.batch_size, drop_remainder=cfg.train)
     if cfg.num_workers > 0:
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.num_workers, per_worker_buffer_size=2))
+        it = it.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=cfg.num_workers, per_worker_buffer_size=2)
+        )
     return it

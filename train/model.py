@@ -68,7 +68,9 @@ class CLIPConfig:
 def _preset(embed, v_width, v_layers, patch, t_width, t_heads, t_layers=12, image=224) -> CLIPConfig:
     return CLIPConfig(
         embed_dim=embed,
-        vision=VisionConfig(image_size=image, patch_size=patch, width=v_width, layers=v_layers, heads=v_width // 64),
+        vision=VisionConfig(
+            image_size=image, patch_size=patch, width=v_width, layers=v_layers, heads=v_width // 64
+        ),
         text=TextConfig(width=t_width, heads=t_heads, layers=t_layers),
     )
 
@@ -95,7 +97,9 @@ def preset(name: str, **overrides) -> CLIPConfig:
     v = {k[7:]: val for k, val in overrides.items() if k.startswith("vision_")}
     t = {k[5:]: val for k, val in overrides.items() if k.startswith("text_")}
     rest = {k: val for k, val in overrides.items() if not k.startswith(("vision_", "text_"))}
-    return cfg.replace(vision=dataclasses.replace(cfg.vision, **v), text=dataclasses.replace(cfg.text, **t), **rest)
+    return cfg.replace(
+        vision=dataclasses.replace(cfg.vision, **v), text=dataclasses.replace(cfg.text, **t), **rest
+    )
 
 
 def _param(init, shape, spec, rngs: nnx.Rngs) -> nnx.Param:
@@ -139,7 +143,9 @@ class Attention(nnx.Module):
     def __call__(self, x, mask=None, causal: bool = False):
         b, n, w = x.shape
         qkv = self.in_proj(x).reshape(b, n, 3, self.heads, w // self.heads)
-        out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask=mask, is_causal=causal)
+        out = jax.nn.dot_product_attention(
+            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask=mask, is_causal=causal
+        )
         return self.out_proj(out.reshape(b, n, w))
 
 
@@ -170,7 +176,10 @@ class ResidualBlock(nnx.Module):
 class Transformer(nnx.Module):
     def __init__(self, width, layers, heads, mlp_ratio, quick_gelu, *, rngs, dtype):
         self.resblocks = nnx.List(
-            [ResidualBlock(width, heads, mlp_ratio, quick_gelu, rngs=rngs, dtype=dtype) for _ in range(layers)]
+            [
+                ResidualBlock(width, heads, mlp_ratio, quick_gelu, rngs=rngs, dtype=dtype)
+                for _ in range(layers)
+            ]
         )
 
     def __call__(self, x, mask=None, causal=False):
@@ -232,7 +241,9 @@ class VisionTransformer(nnx.Module):
         if cfg.pool == "tok":
             self.class_embedding = _param(nnx.initializers.normal(scale), (w,), ("fsdp",), rngs)
         if cfg.posemb == "learn":
-            self.positional_embedding = _param(nnx.initializers.normal(scale), (tokens, w), (None, "fsdp"), rngs)
+            self.positional_embedding = _param(
+                nnx.initializers.normal(scale), (tokens, w), (None, "fsdp"), rngs
+            )
         elif cfg.posemb == "sincos2d":
             table = sincos_2d(grid, w)
             if cfg.pool == "tok":
@@ -241,7 +252,9 @@ class VisionTransformer(nnx.Module):
         else:
             raise ValueError(f"unknown position embedding {cfg.posemb!r}: use learn or sincos2d")
         self.ln_pre = _norm(w, dtype, rngs)
-        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu, rngs=rngs, dtype=dtype)
+        self.transformer = Transformer(
+            w, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu, rngs=rngs, dtype=dtype
+        )
         self.ln_post = _norm(w, dtype, rngs)
         if cfg.pool == "map":
             self.attn_pool = MapHead(w, cfg.heads, cfg.mlp_ratio, quick_gelu, rngs=rngs, dtype=dtype)
@@ -280,8 +293,12 @@ class TextTransformer(nnx.Module):
             param_dtype=jnp.float32,
             rngs=rngs,
         )
-        self.positional_embedding = _param(nnx.initializers.normal(0.01), (cfg.context_length, w), (None, "fsdp"), rngs)
-        self.transformer = Transformer(w, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu, rngs=rngs, dtype=dtype)
+        self.positional_embedding = _param(
+            nnx.initializers.normal(0.01), (cfg.context_length, w), (None, "fsdp"), rngs
+        )
+        self.transformer = Transformer(
+            w, cfg.layers, cfg.heads, cfg.mlp_ratio, quick_gelu, rngs=rngs, dtype=dtype
+        )
         self.ln_final = _norm(w, dtype, rngs)
         self.text_projection = _param(nnx.initializers.normal(w**-0.5), (w, embed_dim), ("fsdp", None), rngs)
 

@@ -26,10 +26,14 @@ def make_mesh(sizes: dict[str, int], devices=None) -> jax.sharding.Mesh:
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if len(devices) % known:
-            raise ConfigError(f"mesh {dict(zip(AXES, shape, strict=True))} does not divide {len(devices)} devices")
+            raise ConfigError(
+                f"mesh {dict(zip(AXES, shape, strict=True))} does not divide {len(devices)} devices"
+            )
         shape[shape.index(-1)] = len(devices) // known
     if math.prod(shape) != len(devices):
-        raise ConfigError(f"mesh {dict(zip(AXES, shape, strict=True))} needs {math.prod(shape)} devices, found {len(devices)}")
+        raise ConfigError(
+            f"mesh {dict(zip(AXES, shape, strict=True))} needs {math.prod(shape)} devices, found {len(devices)}"
+        )
     return jax.sharding.Mesh(
         np.asarray(devices).reshape(shape), AXES, axis_types=(AxisType.Auto,) * len(AXES)
     )

@@ -58,7 +58,9 @@ def model_config(cfg: ml_collections.ConfigDict, tokenizer):
     if cfg.loss == "siglip":
         m = m.replace(init_logit_scale=math.log(10.0), init_logit_bias=-10.0)
     return m.replace(
-        text=text, vision=dataclasses.replace(m.vision, image_size=cfg.data.image_size), dtype=cfg.get("dtype", "float32")
+        text=text,
+        vision=dataclasses.replace(m.vision, image_size=cfg.data.image_size),
+        dtype=cfg.get("dtype", "float32"),
     )
 
 
@@ -69,8 +71,13 @@ def decay_mask(params):
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
     o = cfg.optim
+    decay_steps = o.get("decay_steps", 0) or cfg.total_steps  # the cosine's length; 0: the whole run
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, o.lr, max(1, o.warmup_steps), max(o.warmup_steps + 1, cfg.total_steps), o.lr * o.get("end_lr_ratio", 0.0)
+        0.0,
+        o.lr,
+        max(1, o.warmup_steps),
+        max(o.warmup_steps + 1, decay_steps),
+        o.lr * o.get("end_lr_ratio", 0.0),
     )
     tx = optax.chain(
         optax.clip_by_global_norm(o.clip_norm),
@@ -101,14 +108,16 @@ def make_steps(graphdef, state, mesh, loss_kind: str):
         loss = losses.contrastive_loss(loss_kind, zi, zt, model.logit_scale[...], model.logit_bias[...])
         return loss, (zi, zt)
 
-    @functools.partial(jax.jit, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0)
+    @functools.partial(
+        jax.jit, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0
+    )
     def train_step(state, batch):
         model, opt = nnx.merge(graphdef, state)
         (loss, (zi, zt)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
         opt.update(model, grads)
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "temperature": jnp.exp(model.logit_scale[...]),
             "accuracy": losses.in_batch_accuracy(zi, zt),
         }
@@ -246,7 +255,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     mesh = sharding.make_mesh(dict(cfg.mesh))
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.batch_size % n_batch_shards:
-        raise ConfigError(f"batch_size {cfg.batch_size} does not split over the {n_batch_shards} batch shards of the mesh")
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} does not split over the {n_batch_shards} batch shards of the mesh"
+        )
 
     # == tokenizer and input
     tokenizer = tokenizers.load(cfg.data.tokenizer)
@@ -328,7 +339,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
                     if bar is not None:
                         bar.set_postfix(loss=f"{m['loss']:.4f}", img_s=f"{rate:.0f}")
                 if eval_batches and step % cfg.eval_every == 0:
-                    ev = [jax.device_get(eval_step(state, sharding.global_batch(mesh, b))) for b in eval_batches]
+                    ev = [
+                        jax.device_get(eval_step(state, sharding.global_batch(mesh, b))) for b in eval_batches
+                    ]
                     e = {f"val_{k}": float(np.mean([x[k] for x in ev])) for k in ev[0]}
                     metrics_out.write(step, e)
                     history.setdefault(step, {}).update(e)
@@ -349,8 +362,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         if hasattr(it, "close"):
             it.close()
     final = history[max(history)] if history else {}
-    return {"params": n_params, "last_step": max(history) if history else start, "flops_per_step": flops, **final,
-            "preempted": stop["signal"] is not None, "history": history}
+    return {
+        "params": n_params,
+        "last_step": max(history) if history else start,
+        "flops_per_step": flops,
+        **final,
+        "preempted": stop["signal"] is not None,
+        "history": history,
+    }
 
 
 def _take(it) -> dict:

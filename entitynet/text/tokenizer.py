@@ -35,7 +35,9 @@ class SentencePieceTokenizer:
         self.vocab_size = self.sp.get_piece_size()
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram") -> SentencePieceTokenizer:
+    def train(
+        cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram"
+    ) -> SentencePieceTokenizer:
         import sentencepiece as spm
 
         out = io.BytesIO()
@@ -63,7 +65,11 @@ class SentencePieceTokenizer:
 
 def _bytes_to_unicode() -> dict[int, str]:
     """CLIP's reversible map of the 256 byte values to printable characters."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    keep = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = keep[:]
     extra = 0
     for b in range(256):

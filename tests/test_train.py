@@ -1,0 +1,281 @@
+"""Training: losses against their formulas, the input pipeline's determinism and text sampling,
+the same losses on 1 device and an 8-device mesh, bitwise resume after SIGKILL, restore onto
+another mesh, a clear error for changed data-loader settings, and the tiny model overfitting."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from entitynet.errors import ConfigError
+
+jax = pytest.importorskip("jax")  # a real dependency: importorskip only names it in the report
+
+
+def tiny_overrides(data_dir, **extra):
+    base = {
+        "model.overrides": "{}",
+        "data.shards": str(data_dir),
+        "data.entities": str(data_dir / "entities.jsonl"),
+        "data.tokenizer": str(data_dir / "tokenizer.json"),
+        "data.image_size": "32",
+        "data.context_length": "16",
+        "batch_size": "16",
+        "log_every": "1",
+        "eval_every": "0",
+        "progress": "False",
+        "checkpoint.every_steps": "4",
+        "optim.warmup_steps": "2",
+        "optim.decay_steps": "12",  # the schedule does not depend on where a run stops
+    }
+    base.update({k: str(v) for k, v in extra.items()})
+    return [f"--config.{k}={v}" for k, v in base.items()]
+
+
+def load_cfg(data_dir, **extra):
+    from train import config as config_lib
+
+    return config_lib.load(str(ROOT / "configs" / "tiny_cpu.py"), tiny_overrides(data_dir, **extra))
+
+
+def run_train(workdir, data_dir, env_extra=None, wait=True, **extra):
+    env = {**os.environ, **(env_extra or {})}
+    cmd = [
+        sys.executable,
+        "-m",
+        "train.train",
+        "--config",
+        str(ROOT / "configs" / "tiny_cpu.py"),
+        "--workdir",
+        str(workdir),
+        *tiny_overrides(data_dir, **extra),
+    ]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def losses_of(workdir) -> dict[int, float]:
+    out = {}
+    for line in (workdir / "metrics.jsonl").read_text().splitlines():
+        m = json.loads(line)
+        if "loss" in m:
+            out[m["step"]] = m["loss"]
+    return out
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_losses_equal_their_formulas_and_reach_temperature_and_bias():
+    import jax.numpy as jnp
+
+    from train import losses
+
+    rng = np.random.default_rng(0)
+    zi = rng.normal(size=(6, 8)).astype(np.float32)
+    zt = rng.normal(size=(6, 8)).astype(np.float32)
+    zi /= np.linalg.norm(zi, axis=1, keepdims=True)
+    zt /= np.linalg.norm(zt, axis=1, keepdims=True)
+    t, b = 2.0, -3.0
+
+    logits = np.exp(t) * zi @ zt.T
+
+    def xent(lg):
+        lg = lg - lg.max(axis=1, keepdims=True)
+        return -np.mean(np.diag(lg) - np.log(np.exp(lg).sum(axis=1)))
+
+    want = (xent(logits) + xent(logits.T)) / 2
+    assert float(losses.clip_loss(jnp.asarray(zi), jnp.asarray(zt), t)) == pytest.approx(want, rel=1e-5)
+    # the temperature's scale is clamped at 100
+    big = losses.clip_loss(jnp.asarray(zi), jnp.asarray(zt), 10.0)
+    assert float(big) == pytest.approx(
+        float(losses.clip_loss(jnp.asarray(zi), jnp.asarray(zt), np.log(100.0)))
+    )
+    sig = np.exp(t) * zi @ zt.T + b
+    labels = 2 * np.eye(6) - 1
+    want_sig = np.mean(np.sum(np.log1p(np.exp(-labels * sig)), axis=1))
+    got_sig = losses.siglip_loss(jnp.asarray(zi), jnp.asarray(zt), t, b)
+    assert float(got_sig) == pytest.approx(want_sig, rel=1e-5)
+    g_t, g_b = jax.grad(lambda t, b: losses.siglip_loss(jnp.asarray(zi), jnp.asarray(zt), t, b), (0, 1))(t, b)
+    assert float(g_t) != 0 and float(g_b) != 0
+    assert float(jax.grad(lambda t: losses.clip_loss(jnp.asarray(zi), jnp.asarray(zt), t))(t)) != 0
+
+
+def test_presets_have_open_clip_sizes():
+    from flax import nnx
+
+    from train import sharding
+    from train.model import CLIP, count_params, preset
+
+    # open_clip ViT-B-32 has 151,277,313 parameters at context 77 (one logit_scale, no bias)
+    with jax.set_mesh(sharding.make_mesh({"data": -1})):
+        b32 = nnx.eval_shape(lambda: CLIP(preset("B/32", text_context_length=77), rngs=nnx.Rngs(0)))
+    assert count_params(b32) - 1 == 151_277_313
+    with pytest.raises(ValueError, match="unknown model preset"):
+        preset("H/14")
+
+
+# ---------------------------------------------------------------- input pipeline
+
+
+def test_input_pipeline_is_deterministic_and_samples_texts_as_asked(tiny_dataset):
+    from entitynet.text import tokenizer as tokenizers
+    from train.input_pipeline import InputConfig, make_dataset
+
+    data_dir, entities, recs, _ = tiny_dataset
+    tok = tokenizers.load(data_dir)
+
+    def batches(seed, n=4, chance=0.5, **kw):
+        cfg = InputConfig(
+            shards=str(data_dir),
+            batch_size=16,
+            image_size=32,
+            context_length=16,
+            seed=seed,
+            alt_text_chance=chance,
+            **kw,
+        )
+        it = iter(make_dataset(cfg, entities, tok))
+        return [next(it) for _ in range(n)]
+
+    a, b, c = batches(1), batches(1), batches(2)
+    assert all(
+        np.array_equal(x["image"], y["image"]) and np.array_equal(x["tokens"], y["tokens"])
+        for x, y in zip(a, b, strict=True)
+    )
+    assert not np.array_equal(a[0]["image"], c[0]["image"])
+    assert a[0]["image"].shape == (16, 32, 32, 3) and a[0]["tokens"].dtype == np.int32
+    for chance in (0.2, 0.8):
+        kg = np.concatenate([x["kg_text"] for x in batches(3, n=40, chance=chance)])
+        assert abs(kg.mean() - (1 - chance)) < 0.06, (chance, kg.mean())
+
+
+def test_each_process_reads_its_own_slice(tiny_dataset):
+    from entitynet.text import tokenizer as tokenizers
+    from train.input_pipeline import InputConfig, make_dataset
+
+    data_dir, entities, recs, _ = tiny_dataset
+    tok = tokenizers.load(data_dir)
+    cfg = InputConfig(shards=str(data_dir), batch_size=1, image_size=32, context_length=16, train=False)
+    seen = []
+    for pid in range(2):
+        seen.append({bytes(b["image"].tobytes()) for b in make_dataset(cfg, entities, tok, pid, 2)})
+    assert seen[0] and seen[1] and not (seen[0] & seen[1])
+    total = len(list(make_dataset(cfg, entities, tok, 0, 1)))
+    assert len(seen[0]) + len(seen[1]) == total
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+def test_tiny_model_overfits_a_fixed_batch():
+    import optax
+
+    from train import sharding
+    from train.model import preset
+    from train.train import create_state, make_steps
+
+    mesh = sharding.make_mesh({"data": -1})
+    mcfg = preset("tiny", text_vocab_size=64, text_context_length=8)
+    graphdef, state = create_state(mcfg, optax.adam(3e-3), mesh, 0)
+    train_step, eval_step = make_steps(graphdef, state, mesh, "clip")
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(4, 64, (16, 8)).astype(np.int32)
+    tokens[:, -1] = mcfg.text.eot_id
+    batch = sharding.global_batch(
+        mesh, {"image": rng.normal(size=(16, 32, 32, 3)).astype(np.float32), "tokens": tokens}
+    )
+    with jax.set_mesh(mesh):
+        for _ in range(150):
+            state, m = train_step(state, batch)
+    assert float(m["accuracy"]) >= 0.95 and float(m["loss"]) < 0.5
+
+
+def test_one_device_and_an_eight_device_mesh_give_the_same_losses(tiny_dataset, jax_cache, tmp_path):
+    data_dir = tiny_dataset[0]
+    no_ckpt = {"checkpoint.every_steps": 100}
+    run_train(tmp_path / "one", data_dir, total_steps=7, **no_ckpt)
+    eight = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    run_train(
+        tmp_path / "mesh", data_dir, eight, total_steps=5, **{"mesh.data": 4, "mesh.fsdp": 2}, **no_ckpt
+    )
+    one, mesh = losses_of(tmp_path / "one"), losses_of(tmp_path / "mesh")
+    assert sorted(one) == [1, 2, 3, 4, 5, 6, 7] and sorted(mesh) == [1, 2, 3, 4, 5]
+    assert max(abs(one[s] - mesh[s]) for s in mesh) < 1e-5, (one, mesh)
+    # restore the (4, 2) run's final checkpoint onto a (2, 4) mesh and go on: the 1-device losses
+    run_train(
+        tmp_path / "mesh", data_dir, eight, total_steps=7, **{"mesh.data": 2, "mesh.fsdp": 4}, **no_ckpt
+    )
+    moved = losses_of(tmp_path / "mesh")
+    assert max(abs(moved[s] - one[s]) for s in (6, 7)) < 1e-4, (moved, one)
+
+
+def test_sigkill_after_a_checkpoint_then_resume_is_bitwise_identical(tiny_dataset, jax_cache, tmp_path):
+    import orbax.checkpoint as ocp
+
+    data_dir = tiny_dataset[0]
+    steps = 40
+    run_train(tmp_path / "straight", data_dir, total_steps=steps)
+    proc = run_train(tmp_path / "killed", data_dir, wait=False, total_steps=steps)
+    ckpt = tmp_path / "killed" / "checkpoints" / "8"
+    deadline = time.time() + 300
+    while not (ckpt.is_dir() and (ckpt / "_CHECKPOINT_METADATA").exists()) and time.time() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_at = max(losses_of(tmp_path / "killed"))
+    assert 8 <= killed_at < steps
+    run_train(tmp_path / "killed", data_dir, total_steps=steps)
+    a, b = losses_of(tmp_path / "straight"), losses_of(tmp_path / "killed")
+    assert sorted(a) == sorted(b) == list(range(1, steps + 1))
+    assert all(a[s] == b[s] for s in a), (a, b)  # bitwise: exact float equality, resumed steps included
+
+    def params(workdir):
+        with ocp.StandardCheckpointer() as c:
+            return c.restore((workdir / "checkpoints" / str(steps) / "state").absolute())
+
+    pa, pb = params(tmp_path / "straight"), params(tmp_path / "killed")
+    leaves_a, leaves_b = jax.tree.leaves(pa), jax.tree.leaves(pb)
+    assert len(leaves_a) == len(leaves_b) > 10
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b, strict=True))
+
+
+def test_changed_data_loader_settings_on_restore_are_a_clear_error(tiny_dataset, jax_cache, tmp_path):
+    from train.train import train
+
+    data_dir = tiny_dataset[0]
+    train(load_cfg(data_dir, total_steps=4), tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"other data-loader settings \(batch_size: checkpoint 16 vs now 8\)"
+    ):
+        train(load_cfg(data_dir, total_steps=6, batch_size=8), tmp_path)
+    with pytest.raises(ConfigError, match="num_workers: checkpoint 0 vs now 1"):
+        train(load_cfg(data_dir, total_steps=6, **{"data.num_workers": 1}), tmp_path)
+
+
+def test_bad_training_config(tiny_dataset, tmp_path):
+    from train import config as config_lib
+
+    data_dir = tiny_dataset[0]
+    with pytest.raises(ConfigError, match="does not exist"):
+        config_lib.load(str(tmp_path / "nope.py"))
+    with pytest.raises(ConfigError, match="unknown config field 'optim.lrr'"):
+        load_cfg(data_dir, **{"optim.lrr": 1})
+    with pytest.raises(ConfigError, match="expected a int"):
+        load_cfg(data_dir, total_steps="many")
+    from train.train import train
+
+    with pytest.raises(ConfigError, match="needs 3 devices"):
+        train(load_cfg(data_dir, **{"mesh.data": 3}), tmp_path / "w")
