@@ -279,3 +279,34 @@ def test_bad_training_config(tiny_dataset, tmp_path):
 
     with pytest.raises(ConfigError, match="needs 3 devices"):
         train(load_cfg(data_dir, **{"mesh.data": 3}), tmp_path / "w")
+
+
+def test_two_processes_on_loopback_train_one_model(tiny_dataset, jax_cache, tmp_path):
+    """jax.distributed over 127.0.0.1 (CPU collectives through gloo): each process feeds its own slice
+    of the data, both see the same global loss, and the checkpoint holds both iterators' states."""
+    from conftest import free_port
+
+    data_dir = tiny_dataset[0]
+    port = free_port()
+    procs = [
+        run_train(
+            tmp_path,
+            data_dir,
+            {
+                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                "JAX_NUM_PROCESSES": "2",
+                "JAX_PROCESS_ID": str(i),
+            },
+            wait=False,
+            total_steps=4,
+            distributed=True,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    curves = [next(line for line in o.splitlines() if line.startswith("loss curve")) for o in outs]
+    assert curves[0] == curves[1]
+    assert sorted(losses_of(tmp_path)) == [1, 2, 3, 4]  # written once, by process 0
+    data = tmp_path / "checkpoints" / "4" / "data"
+    assert {p.name for p in data.iterdir()} >= {"process_0-of-2.json", "process_1-of-2.json"}

@@ -244,7 +244,17 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if cfg.get("distributed", False):
-        jax.distributed.initialize()
+        # several hosts: the coordinator, process count and id come from the cluster (TPU VMs, SLURM)
+        # or from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
+        if jax.config.jax_platforms in (None, "", "cpu") and os.environ.get("JAX_COORDINATOR_ADDRESS"):
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        env = os.environ
+        if env.get("JAX_COORDINATOR_ADDRESS"):
+            jax.distributed.initialize(
+                env["JAX_COORDINATOR_ADDRESS"], int(env["JAX_NUM_PROCESSES"]), int(env["JAX_PROCESS_ID"])
+            )
+        else:
+            jax.distributed.initialize()
     pid, nproc = jax.process_index(), jax.process_count()
     if cfg.batch_size % nproc:
         raise ConfigError(f"batch_size {cfg.batch_size} does not split over {nproc} processes")
