@@ -310,3 +310,15 @@ def test_two_processes_on_loopback_train_one_model(tiny_dataset, jax_cache, tmp_
     assert sorted(losses_of(tmp_path)) == [1, 2, 3, 4]  # written once, by process 0
     data = tmp_path / "checkpoints" / "4" / "data"
     assert {p.name for p in data.iterdir()} >= {"process_0-of-2.json", "process_1-of-2.json"}
+
+
+@pytest.mark.parametrize(
+    "spec", ["tiny_cpu.py", "tiny_cpu.py:siglip", "vit_b32_entitynet.py", "vit_b16_livingthings.py:1e6"]
+)
+def test_shipped_configs_load(spec):
+    from train import config as config_lib
+    from train.model import preset
+
+    cfg = config_lib.load(str(ROOT / "configs" / spec))
+    assert cfg.total_steps > 0 and cfg.optim.warmup_steps < cfg.total_steps and cfg.loss in ("clip", "siglip")
+    preset(cfg.model.preset, **dict(cfg.model.overrides))

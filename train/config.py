@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import sys
 from pathlib import Path
 
 import ml_collections
@@ -18,6 +19,9 @@ def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist; see configs/ for the shipped ones")
+    root = str(p.resolve().parent.parent)  # configs may import each other as `configs.<name>`
+    if root not in sys.path:
+        sys.path.insert(0, root)
     module_spec = importlib.util.spec_from_file_location(f"entitynet_config_{p.stem}", p)
     module = importlib.util.module_from_spec(module_spec)
     try:
