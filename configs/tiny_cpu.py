@@ -21,6 +21,7 @@ def get_config(arg=None):
     c.dtype = "float32"
     c.peak_flops_per_device = 0.0  # set to the accelerator's peak to see MFU
     c.progress = True
+    c.init_from = ""  # an open_clip checkpoint (.safetensors, or .pt/.bin with torch) to fine-tune
     c.distributed = False  # True: jax.distributed.initialize() (several hosts or processes)
 
     c.model = ml_collections.ConfigDict()

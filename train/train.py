@@ -192,6 +192,17 @@ def restore(mngr, step: int, state, it, settings: dict):
     return r["state"]
 
 
+def init_from_open_clip(graphdef, state, path: str):
+    """The model's weights from an open_clip checkpoint (fine-tuning); the optimizer starts fresh."""
+    from train.open_clip_weights import load_open_clip, read_state_dict
+
+    shardings = jax.tree.map(lambda x: x.sharding, state)
+    model, opt = nnx.merge(graphdef, state)
+    unused = load_open_clip(model, read_state_dict(path))
+    log.info("initialised from open_clip weights %s (%d of its tensors unused)", path, len(unused))
+    return jax.device_put(nnx.state((model, opt)), shardings)
+
+
 # ---------------------------------------------------------------- metrics
 
 
@@ -301,6 +312,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         state = restore(mngr, latest, state, it, settings)
         start = latest
         log.info("resumed from step %d in %s", latest, workdir)
+    elif cfg.get("init_from", ""):
+        state = init_from_open_clip(graphdef, state, cfg.init_from)
 
     # == evaluation input (contrastive loss on the held-out split)
     eval_batches = []
