@@ -364,3 +364,49 @@ def test_open_clip_weights_round_trip_and_initialise_training(tiny_dataset, jax_
     assert np.array_equal(np.asarray(kernel).transpose(3, 2, 0, 1), sd["visual.conv1.weight"])
     with pytest.raises(ConfigError, match="lack visual.proj|has shape"):
         load_open_clip(other, {k: v for k, v in sd.items() if k != "visual.proj"})
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, jax_cache, tmp_path):
+    data_dir = tiny_dataset[0]
+    proc = run_train(
+        tmp_path, data_dir, wait=False, total_steps=100_000, **{"checkpoint.every_steps": 100_000}
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (tmp_path / "metrics.jsonl").exists() and len(losses_of(tmp_path)) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, out
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved and max(saved) >= 3 and max(saved) == max(losses_of(tmp_path))
+
+
+def test_bf16_compute_keeps_float32_parameters():
+    import optax
+
+    from train import sharding
+    from train.model import preset
+    from train.train import create_state, make_steps
+
+    mesh = sharding.make_mesh({"data": -1})
+    mcfg = preset("tiny", dtype="bfloat16")
+    graphdef, state = create_state(mcfg, optax.adamw(1e-3), mesh, 0)
+    train_step, _ = make_steps(graphdef, state, mesh, "siglip")
+    rng = np.random.default_rng(0)
+    batch = sharding.global_batch(
+        mesh,
+        {
+            "image": rng.normal(size=(8, 32, 32, 3)).astype(np.float32),
+            "tokens": rng.integers(3, 500, (8, 16)).astype(np.int32),
+        },
+    )
+    with jax.set_mesh(mesh):
+        state, m = train_step(state, batch)
+    assert np.isfinite(float(m["loss"]))
+    assert {x.dtype for x in jax.tree.leaves(state)} <= {
+        np.dtype("float32"),
+        np.dtype("int32"),
+        np.dtype("uint32"),
+    }
