@@ -22,8 +22,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 lint: $(STAMP)
-	$(BIN)/ruff check entitynet beam_pipelines train tests benchmarks tools
-	$(BIN)/ruff format --check entitynet beam_pipelines train tests benchmarks tools
+	$(BIN)/ruff check entitynet beam_pipelines train configs tests benchmarks tools
+	$(BIN)/ruff format --check entitynet beam_pipelines train configs tests benchmarks tools
 
 coverage: $(STAMP)
 	$(BIN)/coverage run -m pytest tests -q
@@ -31,6 +31,9 @@ coverage: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/kg_expand.py
+	$(BIN)/python benchmarks/harvest_vs_img2dataset.py
+	$(BIN)/python benchmarks/curation.py
+	$(BIN)/python benchmarks/train_vs_open_clip.py
 
 clean:
 	rm -rf demo-out .pytest_cache
