@@ -426,6 +426,17 @@ def cmd_train(args, overrides) -> int:
     return 0
 
 
+def cmd_export(args, _) -> int:
+    from train.export import export_open_clip
+
+    r = export_open_clip(args.workdir, args.out)
+    print(
+        f"exported step {r['step']} ({r['tensors']} tensors) to {r['out']}/open_clip_model.safetensors "
+        "and open_clip_config.json"
+    )
+    return 0
+
+
 def cmd_demo(args, beam_args) -> int:
     from beam_pipelines import expand_kg
     from entitynet.kg.client import KGSource
@@ -632,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", required=True, metavar="FILE[:ARG]", help="e.g. configs/tiny_cpu.py")
     tr.add_argument("--workdir", required=True, metavar="DIR")
     tr.set_defaults(func=cmd_train, beam=True)
+
+    ex2 = sub.add_parser("export", help="export a run's latest checkpoint (open_clip)")
+    ex2.add_argument("--workdir", required=True, metavar="DIR")
+    ex2.add_argument("--format", choices=("open_clip",), default="open_clip")
+    ex2.add_argument("--out", required=True, metavar="DIR")
+    ex2.set_defaults(func=cmd_export, beam=False)
 
     d = sub.add_parser("demo", help="run the whole chain on the shipped sample")
     d.add_argument("--out", default="demo-out", metavar="DIR")
