@@ -44,7 +44,6 @@ def open_clip_config(m: CLIPConfig) -> dict:
             "patch_size": v.patch_size,
             "mlp_ratio": v.mlp_ratio,
             "pool_type": "avg" if v.pool == "gap" else "tok",
-            "no_ln_pre": False,
         },
         "text_cfg": {
             "context_length": t.context_length,
@@ -53,8 +52,11 @@ def open_clip_config(m: CLIPConfig) -> dict:
             "heads": t.heads,
             "layers": t.layers,
             "mlp_ratio": t.mlp_ratio,
-            "causal_mask": t.causal,
-            "pool_type": "argmax" if t.pool == "eot" else "last",
+            "no_causal_mask": not t.causal,
+            # "eos": the first end-of-text id, as ours (CLIP's BPE puts it last, where "argmax" agrees)
+            "pool_type": "eos" if t.pool == "eot" else "last",
+            "eos_id": t.eot_id,
+            "pad_id": t.pad_id,
         },
     }
 
