@@ -426,6 +426,15 @@ def cmd_train(args, overrides) -> int:
     return 0
 
 
+def cmd_eval(args, _) -> int:
+    from train.evaluate import evaluate_folder, summary
+
+    r = evaluate_folder(args.workdir, args.imagefolder, args.templates, args.out)
+    print(summary(r))
+    print(f"report: {args.out or args.workdir + '/eval'}/report.md (results.json beside it)")
+    return 0
+
+
 def cmd_export(args, _) -> int:
     from train.export import export_open_clip
 
@@ -446,11 +455,11 @@ def cmd_demo(args, beam_args) -> int:
     started = time.time()
     out = Path(args.out)
     kg = sample_kg_path()
-    print(f"== 1/5 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    print(f"== 1/6 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
-    print("== 2/5 queries: search queries for every entity", flush=True)
+    print("== 2/6 queries: search queries for every entity", flush=True)
     entities = _load_entities(str(out / "kg" / "entities.jsonl"))
     if args.limit_entities:
         entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
@@ -460,7 +469,7 @@ def cmd_demo(args, beam_args) -> int:
         f"{qstats['queries']:,} queries for {qstats['entities']:,} entities\n"
         f"queries per kind:\n{_table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
-    print("== 3/5 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
+    print("== 3/6 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
     from beam_pipelines import curate
     from beam_pipelines import harvest as harvest_pipeline
     from entitynet.harvest import SearchSpec
@@ -478,7 +487,7 @@ def cmd_demo(args, beam_args) -> int:
         from entitynet.sampleweb.evalset import write_eval_folder
 
         print(
-            "== 4/5 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
+            "== 4/6 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
             flush=True,
         )
         ev = write_eval_folder(web, out / "evalset")
@@ -495,7 +504,7 @@ def cmd_demo(args, beam_args) -> int:
         beam_args,
     )
     print(curate_summary(cstats, out / "curated"))
-    print("== 5/5 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
+    print("== 5/6 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
     path, n = train_tokenizer(str(out / "curated"), entities, 1000)
     print(
         f"tokenizer: {n['vocab_size']:,} SentencePiece pieces from {n['alt_texts']:,} alt texts and "
@@ -515,6 +524,13 @@ def cmd_demo(args, beam_args) -> int:
         ],
     )
     print(summary(train(cfg, str(out / "train")), out / "train"))
+    print("== 6/6 evaluate: zero-shot on the sample world's held-out renders", flush=True)
+    from train.evaluate import evaluate_folder
+    from train.evaluate import summary as eval_summary
+
+    r = evaluate_folder(str(out / "train"), str(out / "evalset"))
+    print(eval_summary(r))
+    print(f"report: {out / 'train' / 'eval' / 'report.md'}")
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
 
@@ -643,6 +659,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", required=True, metavar="FILE[:ARG]", help="e.g. configs/tiny_cpu.py")
     tr.add_argument("--workdir", required=True, metavar="DIR")
     tr.set_defaults(func=cmd_train, beam=True)
+
+    ev = sub.add_parser("eval", help="zero-shot evaluation of a run's latest checkpoint")
+    ev.add_argument("--workdir", required=True, metavar="DIR")
+    ev.add_argument(
+        "--imagefolder", required=True, metavar="DIR", help="class folders of images (+ labels.tsv)"
+    )
+    ev.add_argument("--templates", default="photo", help="bare, photo, or a file of templates with {c}")
+    ev.add_argument("--out", metavar="DIR", help="where results.json and report.md go (default WORKDIR/eval)")
+    ev.set_defaults(func=cmd_eval, beam=False)
 
     ex2 = sub.add_parser("export", help="export a run's latest checkpoint (open_clip)")
     ex2.add_argument("--workdir", required=True, metavar="DIR")

@@ -138,13 +138,17 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert (tmp_path / "kg" / "entities.jsonl").exists() and (tmp_path / "queries" / "queries.jsonl").exists()
     assert (tmp_path / "shards" / "dataset_info.json").exists()
     assert (
-        "== 4/5 curate" in out
+        "== 4/6 curate" in out
         and "balancing at t=12" in out
         and "harvested images within the threshold" in out
     )
     assert (tmp_path / "curated" / "dataset_info.json").exists() and (
         tmp_path / "evalset" / "labels.tsv"
     ).exists()
+    assert "== 5/6 train" in out and "trained to step 20" in out and "== 6/6 evaluate" in out
+    assert "zero-shot on" in out and (tmp_path / "train" / "eval" / "report.md").exists()
+    assert (tmp_path / "train" / "checkpoints" / "20").is_dir()
+    assert (tmp_path / "curated" / "tokenizer.json").exists()
     # the curate command on the demo's harvest: a key subset, and one clear line for a missing eval set
     argv = [
         "curate",

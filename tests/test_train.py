@@ -441,3 +441,31 @@ def test_export_a_run_to_open_clip_files(tiny_dataset, jax_cache, tmp_path, caps
     tokens = np.array([[2, 5, 6, 3] + [0] * 12, [2, 7, 3] + [0] * 13], dtype=np.int32)
     a, b = model(images, tokens), fresh(images, tokens)
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b, strict=True))
+
+
+def test_zero_shot_and_retrieval_metrics_against_brute_force(tmp_path):
+    from train.evaluate import classify, image_folder, retrieval
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(50, 8)).astype(np.float32)
+    txt = rng.normal(size=(120, 8)).astype(np.float32)
+    owner = rng.integers(0, 50, 120)
+    owner[:50] = np.arange(50)  # every image has a text
+    got = retrieval(img, txt, owner, chunk=16)
+    s = img @ txt.T
+    t2i = [int(np.sum(s[:, j] > s[owner[j], j])) for j in range(120)]
+    i2t = [min(int(np.sum(s[i] > s[i, j])) for j in np.flatnonzero(owner == i)) for i in range(50)]
+    for k in (1, 5, 10):
+        assert got["text_to_image"][f"R@{k}"] == pytest.approx(np.mean(np.array(t2i) < k))
+        assert got["image_to_text"][f"R@{k}"] == pytest.approx(np.mean(np.array(i2t) < k))
+    assert got["text_to_image"]["median_rank"] == np.median(t2i) + 1
+    labels = rng.integers(0, 6, 50)
+    cls = rng.normal(size=(6, 8)).astype(np.float32)
+    r = classify(img, cls, labels)
+    assert r["top1"] == pytest.approx(np.mean(np.argmax(img @ cls.T, 1) == labels))
+    assert r["top5"] >= r["top1"] and len(r["per_class"]) == 6
+    with pytest.raises(ConfigError, match="does not exist"):
+        image_folder(tmp_path / "nope")
+    (tmp_path / "one" / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="at least two class folders"):
+        image_folder(tmp_path / "one")
