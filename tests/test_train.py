@@ -9,13 +9,12 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 from conftest import ROOT
 
 from entitynet.errors import ConfigError
-
-jax = pytest.importorskip("jax")  # a real dependency: importorskip only names it in the report
 
 
 def tiny_overrides(data_dir, **extra):

@@ -191,8 +191,6 @@ def evaluate_folder(workdir: str, folder: str, templates: str = "photo", out: st
     fixed = classify(images, fixed_emb, labels)
     singles = [classify(images, per_template[:, t], labels)["top1"] for t in range(len(tpl))]
     best = int(np.argmax(singles))
-    text_emb = per_template[:, best]
-    ret = retrieval(images, text_emb, np.arange(len(names))) if len(names) <= len(images) else {}
     result = {
         "workdir": str(workdir),
         "step": step,
@@ -205,7 +203,6 @@ def evaluate_folder(workdir: str, folder: str, templates: str = "photo", out: st
         "best_single_template": {"template": tpl[best], "top1": singles[best]},
         "per_class": dict(zip(names, fixed["per_class"], strict=True)),
         "confused": [[names[a], names[b], n] for a, b, n in fixed["confused"]],
-        "class_name_retrieval": ret,
     }
     out_dir = Path(out or Path(workdir) / "eval")
     out_dir.mkdir(parents=True, exist_ok=True)
