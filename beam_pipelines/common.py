@@ -9,6 +9,7 @@ import io
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -17,9 +18,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from entitynet import errors, shards
+from entitynet import errors, records, shards
 from entitynet.errors import EntityNetError, OutputError
-from entitynet.files import temp_name
+from entitynet.files import LOCAL, ensure_writable_dir, temp_name
 
 _USER_ERRORS = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, EntityNetError)]
 
@@ -110,6 +111,50 @@ def check_output(path: str) -> None:
         ) from None
 
 
+def store_for(path: str):
+    """Atomic local files for a local path, Beam's FileSystems for a remote one."""
+    return BeamStore() if is_remote(path) else LOCAL
+
+
+class PipelineOutput:
+    """A driver's output directory, local or remote (gs://…). The driver writes its small files into
+    `local_dir` (the directory itself when local, a temp directory otherwise) and calls `upload()`
+    when done; files the pipeline stages with `staged(name)` and the temp directory are removed on
+    exit, whether the run succeeded or not."""
+
+    def __init__(self, out_dir: str, prefix: str):
+        self.out_dir, self.remote = out_dir, is_remote(out_dir)
+        if self.remote:
+            check_output(out_dir)
+            self.local_dir = tempfile.mkdtemp(prefix=prefix)
+        else:
+            ensure_writable_dir(out_dir)
+            self.local_dir = out_dir
+        self.store = store_for(out_dir)
+        self._stamp = f".staged-{time.time_ns()}"
+        self._staged: list[str] = []
+
+    def staged(self, name: str) -> str:
+        """A unique name beside `name` in the output, removed on exit unless renamed before."""
+        path = self.store.join(self.out_dir, name + self._stamp)
+        self._staged.append(path)
+        return path
+
+    def upload(self) -> None:
+        if self.remote:
+            upload_tree(self.local_dir, self.out_dir, self.store)
+
+    def __enter__(self) -> PipelineOutput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for leftover in self._staged:
+            if FileSystems.exists(leftover):
+                FileSystems.delete([leftover])
+        if self.remote:
+            shutil.rmtree(self.local_dir, ignore_errors=True)
+
+
 def upload_tree(local_dir: str, remote_dir: str, store: BeamStore) -> int:
     """Copy every file under `local_dir` to the same relative path under `remote_dir`."""
     n = 0
@@ -138,6 +183,15 @@ def write_to(out_dir: str, name: str, encoded) -> tuple[int, int]:
         return result
     finally:
         shutil.rmtree(local_dir, ignore_errors=True)
+
+
+def write_shard_records(out_dir: str, split: str, shard: int, num_shards: int, recs) -> tuple[list, dict]:
+    """One (split, shard) group of ImageRecords as an ArrayRecord file, sorted by key; returns the
+    sorted records and the shard's stats (split, shard, file, records, bytes)."""
+    recs = sorted(recs, key=lambda r: r.key)
+    name = shards.shard_filename(split, shard, num_shards)
+    count, size = write_to(out_dir, name, (records.encode_image(r) for r in recs))
+    return recs, {"split": split, "shard": shard, "file": name, "records": count, "bytes": size}
 
 
 def shard_lengths(shard_stats: list[dict], splits: list[str], num_shards: int) -> tuple[dict, dict]:

@@ -23,24 +23,19 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.common import (
     BeamStore,
-    check_output,
+    PipelineOutput,
     complete_dataset,
-    is_remote,
     run_pipeline,
     shard_lengths,
-    upload_tree,
-    write_to,
+    write_shard_records,
 )
 from entitynet import records, shards
 from entitynet.curation import balance, neardup
@@ -48,7 +43,7 @@ from entitynet.curation import card as curation_card
 from entitynet.curation.evalsets import EvalSet, contaminated
 from entitynet.curation.metadata import EntityMetadata
 from entitynet.errors import ConfigError, EntityNetError, OutputError
-from entitynet.files import LOCAL, ensure_writable_dir, write_json, write_lines
+from entitynet.files import write_json, write_lines
 from entitynet.records import Entity, ImageRecord
 
 log = logging.getLogger("entitynet.curate")
@@ -169,10 +164,7 @@ class WriteShard(beam.DoFn):
 
     def process(self, kv):
         (split, shard), recs = kv
-        recs = sorted(recs, key=lambda r: r.key)
-        name = shards.shard_filename(split, shard, self.num_shards)
-        count, size = write_to(self.out_dir, name, (records.encode_image(r) for r in recs))
-        yield {"split": split, "shard": shard, "file": name, "records": count, "bytes": size}
+        yield write_shard_records(self.out_dir, split, shard, self.num_shards, recs)[1]
 
 
 def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: str, staged: str) -> None:
@@ -315,21 +307,14 @@ def run(
         from entitynet.curation.subsets import check_roots
 
         subset = check_roots(entities, opts.subset_roots)
-    remote = is_remote(out_dir)
-    if remote:
-        check_output(out_dir)
-        local_dir = tempfile.mkdtemp(prefix="entitynet-curate-")
-    else:
-        ensure_writable_dir(out_dir)
-        local_dir = out_dir
-    store = BeamStore() if remote else LOCAL
-    staged = store.join(out_dir, f"{STATS}.staged-{time.time_ns()}")
-    log.info("curating %d shards of %s into %s", len(inputs), shard_dir, out_dir)
-    try:
+    with PipelineOutput(out_dir, "entitynet-curate-") as out:
+        local_dir = out.local_dir
+        staged = out.staged(STATS)
+        log.info("curating %d shards of %s into %s", len(inputs), shard_dir, out_dir)
         run_pipeline(
             lambda p: build(p, inputs, entities, subset, eval_sets, opts, out_dir, staged), beam_args
         )
-        result = json.loads(store.read(staged) or b"null")
+        result = json.loads(out.store.read(staged) or b"null")
         if not isinstance(result, dict):
             raise OutputError(f"the pipeline's result {staged} is missing; re-run the curation")
         before, after = result["counts_before"], result["counts_after"]
@@ -383,13 +368,5 @@ def run(
         )
         stats["seconds"] = round(time.time() - started, 2)
         write_json(os.path.join(local_dir, STATS), stats)
-        if remote:
-            upload_tree(local_dir, out_dir, store)
-    finally:
-        if remote:
-            shutil.rmtree(local_dir, ignore_errors=True)
-            if FileSystems.exists(staged):
-                FileSystems.delete([staged])
-        elif os.path.exists(staged):
-            os.remove(staged)
+        out.upload()
     return stats

@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -34,19 +32,18 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.common import (
-    BeamStore,
-    check_output,
+    PipelineOutput,
     complete_dataset,
     is_remote,
     run_pipeline,
     shard_lengths,
-    upload_tree,
-    write_to,
+    store_for,
+    write_shard_records,
 )
 from entitynet import datacard, harvest, records, shards
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher
-from entitynet.files import LOCAL, ensure_writable_dir, write_json
+from entitynet.files import write_json
 from entitynet.records import Candidate, ImageRecord, Query
 from entitynet.search.base import SearchCache, cached_search
 
@@ -133,9 +130,7 @@ class WriteShard(beam.DoFn):
 
     def process(self, kv):
         (split, shard), recs = kv
-        recs = sorted(recs, key=lambda r: r.key)
-        name = shards.shard_filename(split, shard, self.num_shards)
-        count, size = write_to(self.out_dir, name, (records.encode_image(r) for r in recs))
+        recs, written = write_shard_records(self.out_dir, split, shard, self.num_shards, recs)
         for r in recs:
             for url in r.urls:
                 if url == r.url:
@@ -143,11 +138,7 @@ class WriteShard(beam.DoFn):
                         "outcomes", harvest.Outcome(url, harvest.host_of(url), "written")
                     )
         yield {
-            "split": split,
-            "shard": shard,
-            "file": name,
-            "records": count,
-            "bytes": size,
+            **written,
             "entities": len({e for r in recs for e in r.entity_ids}),
             "per_entity": dict(Counter(e for r in recs for e in r.entity_ids)),
             "sizes": [[r.width, r.height] for r in recs[:2000]],
@@ -244,11 +235,6 @@ def build(
     )
 
 
-def store_for(out_dir: str):
-    """Atomic local files for a local output, Beam's FileSystems for a remote one."""
-    return BeamStore() if is_remote(out_dir) else LOCAL
-
-
 def run(
     queries: list[Query],
     spec: harvest.SearchSpec,
@@ -266,21 +252,13 @@ def run(
     started = time.time()
     if not queries:
         raise EntityNetError("no queries to search for; run `entitynet queries` first")
-    remote = is_remote(out_dir)
-    if remote:
-        check_output(out_dir)
-        local_dir = tempfile.mkdtemp(prefix="entitynet-harvest-")
-    else:
-        ensure_writable_dir(out_dir)
-        local_dir = out_dir
-    store = store_for(out_dir)
-    cache_dir = store.join(out_dir, "search_cache")
-    work_dir = store.join(out_dir, "fetch_work")
-    stamp = f".staged-{time.time_ns()}"
-    staged_candidates = store.join(out_dir, CANDIDATES + stamp)
-    staged_stats = store.join(out_dir, STATS + stamp)
-    log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
-    try:
+    with PipelineOutput(out_dir, "entitynet-harvest-") as out:
+        store, local_dir = out.store, out.local_dir
+        cache_dir = store.join(out_dir, "search_cache")
+        work_dir = store.join(out_dir, "fetch_work")
+        staged_candidates = out.staged(CANDIDATES)
+        staged_stats = out.staged(STATS)
+        log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
         run_pipeline(
             lambda p: build(
                 p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_candidates, staged_stats
@@ -310,14 +288,7 @@ def run(
         _replace(staged_candidates, store.join(out_dir, CANDIDATES))
         stats["seconds"] = round(time.time() - started, 2)
         write_json(os.path.join(local_dir, STATS), stats)
-        if remote:
-            upload_tree(local_dir, out_dir, store)
-    finally:
-        for leftover in (staged_candidates, staged_stats):
-            if FileSystems.exists(leftover):
-                FileSystems.delete([leftover])
-        if remote:
-            shutil.rmtree(local_dir, ignore_errors=True)
+        out.upload()
     return stats
 
 

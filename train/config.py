@@ -64,13 +64,4 @@ def override(cfg: ml_collections.ConfigDict, item: str) -> None:
             value = type(old)(ast.literal_eval(text))
     except (ValueError, SyntaxError, TypeError) as e:
         raise ConfigError(f"--config.{key}={text}: expected a {type(old).__name__} ({e})") from None
-    with cfg.unlocked() if hasattr(cfg, "unlocked") else _nullcontext():
-        node[leaf] = value
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    node[leaf] = value  # an existing field: allowed even on a locked ConfigDict
