@@ -427,11 +427,10 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, _) -> int:
-    from train.evaluate import evaluate_folder, summary
+    from train.evaluate import run_from_args, summary
 
-    r = evaluate_folder(args.workdir, args.imagefolder, args.templates, args.out)
-    print(summary(r))
-    print(f"report: {args.out or args.workdir + '/eval'}/report.md (results.json beside it)")
+    for line in summary(run_from_args(args)):
+        print(line)
     return 0
 
 
@@ -455,11 +454,11 @@ def cmd_demo(args, beam_args) -> int:
     started = time.time()
     out = Path(args.out)
     kg = sample_kg_path()
-    print(f"== 1/6 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    print(f"== 1/7 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
-    print("== 2/6 queries: search queries for every entity", flush=True)
+    print("== 2/7 queries: search queries for every entity", flush=True)
     entities = _load_entities(str(out / "kg" / "entities.jsonl"))
     if args.limit_entities:
         entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
@@ -469,7 +468,7 @@ def cmd_demo(args, beam_args) -> int:
         f"{qstats['queries']:,} queries for {qstats['entities']:,} entities\n"
         f"queries per kind:\n{_table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
-    print("== 3/6 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
+    print("== 3/7 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
     from beam_pipelines import curate
     from beam_pipelines import harvest as harvest_pipeline
     from entitynet.harvest import SearchSpec
@@ -487,7 +486,7 @@ def cmd_demo(args, beam_args) -> int:
         from entitynet.sampleweb.evalset import write_eval_folder
 
         print(
-            "== 4/6 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
+            "== 4/7 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
             flush=True,
         )
         ev = write_eval_folder(web, out / "evalset")
@@ -504,7 +503,7 @@ def cmd_demo(args, beam_args) -> int:
         beam_args,
     )
     print(curate_summary(cstats, out / "curated"))
-    print("== 5/6 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
+    print("== 5/7 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
     path, n = train_tokenizer(str(out / "curated"), entities, 1000)
     print(
         f"tokenizer: {n['vocab_size']:,} SentencePiece pieces from {n['alt_texts']:,} alt texts and "
@@ -524,13 +523,58 @@ def cmd_demo(args, beam_args) -> int:
         ],
     )
     print(summary(train(cfg, str(out / "train")), out / "train"))
-    print("== 6/6 evaluate: zero-shot on the sample world's held-out renders", flush=True)
-    from train.evaluate import evaluate_folder
+    print(
+        "== 6/7 evaluate: zero-shot on the sample world's held-out renders, retrieval on the test split",
+        flush=True,
+    )
+    from train.eval_data import heldout, image_folder
+    from train.evaluate import evaluate, read_entities
     from train.evaluate import summary as eval_summary
 
-    r = evaluate_folder(str(out / "train"), str(out / "evalset"))
-    print(eval_summary(r))
-    print(f"report: {out / 'train' / 'eval' / 'report.md'}")
+    known = read_entities(str(out / "kg" / "entities.jsonl"))
+    evalset = lambda run: image_folder(str(out / "evalset"), known)  # noqa: E731
+    main_result = evaluate(str(out / "train"), evalset, args.templates)
+    results = [main_result]
+    if cstats["kept"].get("test"):
+        test_split = lambda run: heldout(str(out / "curated"), "test", known)  # noqa: E731
+        results.append(evaluate(str(out / "train"), test_split, args.templates))
+    for line in eval_summary(results):
+        print(line)
+    if args.ablation_steps:
+        print(
+            "== 7/7 ablation: the same shards, three text mixes (KG captions + alt texts, alt texts only, "
+            "KG captions only)",
+            flush=True,
+        )
+        from train.report import write_comparison
+
+        results, labels = [main_result], ["KG + alt text (0.5)"]
+        for name, chance, label in (("alt", 1.0, "alt text only"), ("kg", 0.0, "KG text only")):
+            run_cfg = config_lib.load(
+                str(root / "configs" / "tiny_cpu.py"),
+                [
+                    f"data.shards={out / 'curated'}",
+                    f"data.entities={out / 'kg' / 'entities.jsonl'}",
+                    f"data.tokenizer={path}",
+                    f"data.alt_text_chance={chance}",
+                    f"total_steps={args.ablation_steps}",
+                    "progress=False",
+                ],
+            )
+            print(
+                f"training {label} (data.alt_text_chance={chance}, {args.ablation_steps} steps)", flush=True
+            )
+            train(run_cfg, str(out / f"train-{name}"))
+            results.append(evaluate(str(out / f"train-{name}"), evalset, args.templates))
+            labels.append(label)
+        if args.ablation_steps != args.train_steps:
+            print(f"(note: the first run trained {args.train_steps} steps, the others {args.ablation_steps})")
+        report_path = write_comparison(results, labels, out / "ablation", "Text-mix ablation")
+        for label, r in zip(labels, results, strict=True):
+            fx = r["zero_shot"]["fixed_templates"]
+            print(f"  {label:<22} top-1 {fx['top1']:6.2%}  top-5 {fx['top5']:6.2%}  macro {fx['macro']:6.2%}")
+        print(f"ablation report: {report_path}")
+    print(f"report: {main_result['report']}")
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
 
@@ -660,13 +704,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--workdir", required=True, metavar="DIR")
     tr.set_defaults(func=cmd_train, beam=True)
 
-    ev = sub.add_parser("eval", help="zero-shot evaluation of a run's latest checkpoint")
-    ev.add_argument("--workdir", required=True, metavar="DIR")
-    ev.add_argument(
-        "--imagefolder", required=True, metavar="DIR", help="class folders of images (+ labels.tsv)"
+    ev = sub.add_parser(
+        "eval",
+        help="zero-shot classification and retrieval of a run (or an exported model)",
+        description="Evaluate a run's latest checkpoint on an ImageFolder, a prepared TFDS dataset or "
+        "a held-out split of its shards; writes results.json, report.md and plots. Several --workdir: "
+        "a side-by-side comparison in --out.",
     )
-    ev.add_argument("--templates", default="photo", help="bare, photo, or a file of templates with {c}")
-    ev.add_argument("--out", metavar="DIR", help="where results.json and report.md go (default WORKDIR/eval)")
+    from train.eval_flags import add_arguments
+
+    add_arguments(ev)
     ev.set_defaults(func=cmd_eval, beam=False)
 
     ex2 = sub.add_parser("export", help="export a run's latest checkpoint (open_clip)")
@@ -687,6 +734,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_harvest_flags(d)
     add_curate_flags(d)
     d.add_argument("--train-steps", type=int, default=200, help="training steps of the tiny CLIP")
+    d.add_argument(
+        "--ablation-steps",
+        type=int,
+        default=200,
+        metavar="N",
+        help="steps of each of the two text-mix ablation runs (0: no ablation)",
+    )
+    d.add_argument("--templates", default="openai", help="zero-shot templates: openai, photo, bare or a file")
     d.set_defaults(func=cmd_demo, beam=True, t=12)  # the sample's entities have ~6-24 images each
     return p
 

@@ -251,3 +251,43 @@ def tiny_dataset(tmp_path_factory, sample_entities):
     texts = [t for r in recs for t in r.alt_texts] + [e.label for e in entities] * 3
     tokenizers.save(tokenizers.SentencePieceTokenizer.train(texts, vocab_size=300), out)
     return out, entities, recs, np.asarray([len(by.get(s, [])) for s in splits])
+
+
+# ---------------------------------------------------------------- tiny training runs
+
+
+def tiny_overrides(data_dir, **extra):
+    base = {
+        "model.overrides": "{}",
+        "data.shards": str(data_dir),
+        "data.entities": str(data_dir / "entities.jsonl"),
+        "data.tokenizer": str(data_dir / "tokenizer.json"),
+        "data.image_size": "32",
+        "data.context_length": "16",
+        "batch_size": "16",
+        "log_every": "1",
+        "eval_every": "0",
+        "progress": "False",
+        "checkpoint.every_steps": "4",
+        "optim.warmup_steps": "2",
+        "optim.decay_steps": "12",  # the schedule does not depend on where a run stops
+    }
+    base.update({k: str(v) for k, v in extra.items()})
+    return [f"--config.{k}={v}" for k, v in base.items()]
+
+
+def load_cfg(data_dir, **extra):
+    from train import config as config_lib
+
+    return config_lib.load(str(ROOT / "configs" / "tiny_cpu.py"), tiny_overrides(data_dir, **extra))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, jax_cache, tmp_path_factory):
+    """A 3-step training run on `tiny_dataset` (its workdir), shared by the export and
+    evaluation tests; they only read it."""
+    from train.train import train
+
+    workdir = tmp_path_factory.mktemp("tiny-run") / "run"
+    train(load_cfg(tiny_dataset[0], total_steps=3), workdir)
+    return workdir

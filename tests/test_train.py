@@ -12,35 +12,9 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_cfg, tiny_overrides
 
 from entitynet.errors import ConfigError
-
-
-def tiny_overrides(data_dir, **extra):
-    base = {
-        "model.overrides": "{}",
-        "data.shards": str(data_dir),
-        "data.entities": str(data_dir / "entities.jsonl"),
-        "data.tokenizer": str(data_dir / "tokenizer.json"),
-        "data.image_size": "32",
-        "data.context_length": "16",
-        "batch_size": "16",
-        "log_every": "1",
-        "eval_every": "0",
-        "progress": "False",
-        "checkpoint.every_steps": "4",
-        "optim.warmup_steps": "2",
-        "optim.decay_steps": "12",  # the schedule does not depend on where a run stops
-    }
-    base.update({k: str(v) for k, v in extra.items()})
-    return [f"--config.{k}={v}" for k, v in base.items()]
-
-
-def load_cfg(data_dir, **extra):
-    from train import config as config_lib
-
-    return config_lib.load(str(ROOT / "configs" / "tiny_cpu.py"), tiny_overrides(data_dir, **extra))
 
 
 def run_train(workdir, data_dir, env_extra=None, wait=True, **extra):
@@ -411,7 +385,7 @@ def test_bf16_compute_keeps_float32_parameters():
     }
 
 
-def test_export_a_run_to_open_clip_files(tiny_dataset, jax_cache, tmp_path, capsys):
+def test_export_a_run_to_open_clip_files(tiny_run, tmp_path, capsys):
     from flax import nnx
     from safetensors.numpy import load_file
 
@@ -420,18 +394,15 @@ def test_export_a_run_to_open_clip_files(tiny_dataset, jax_cache, tmp_path, caps
     from train.export import load_run
     from train.model import CLIP
     from train.open_clip_weights import load_open_clip
-    from train.train import train
 
-    data_dir = tiny_dataset[0]
     assert main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a training workdir" in capsys.readouterr().err
-    train(load_cfg(data_dir, total_steps=2), tmp_path / "run")
-    assert main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+    assert main(["export", "--workdir", str(tiny_run), "--out", str(tmp_path / "out")]) == 0
     cfg = json.loads((tmp_path / "out" / "open_clip_config.json").read_text())
     assert cfg["vision_cfg"]["patch_size"] == 8 and cfg["text_cfg"]["context_length"] == 16
     sd = load_file(str(tmp_path / "out" / "open_clip_model.safetensors"))
-    model, mcfg, step = load_run(tmp_path / "run")
-    assert step == 2
+    model, mcfg, step = load_run(tiny_run)
+    assert step == 3
     with jax.set_mesh(sharding.make_mesh({"data": -1})):
         fresh = CLIP(mcfg, rngs=nnx.Rngs(99))
     assert load_open_clip(fresh, sd) == []
@@ -440,31 +411,3 @@ def test_export_a_run_to_open_clip_files(tiny_dataset, jax_cache, tmp_path, caps
     tokens = np.array([[2, 5, 6, 3] + [0] * 12, [2, 7, 3] + [0] * 13], dtype=np.int32)
     a, b = model(images, tokens), fresh(images, tokens)
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b, strict=True))
-
-
-def test_zero_shot_and_retrieval_metrics_against_brute_force(tmp_path):
-    from train.evaluate import classify, image_folder, retrieval
-
-    rng = np.random.default_rng(0)
-    img = rng.normal(size=(50, 8)).astype(np.float32)
-    txt = rng.normal(size=(120, 8)).astype(np.float32)
-    owner = rng.integers(0, 50, 120)
-    owner[:50] = np.arange(50)  # every image has a text
-    got = retrieval(img, txt, owner, chunk=16)
-    s = img @ txt.T
-    t2i = [int(np.sum(s[:, j] > s[owner[j], j])) for j in range(120)]
-    i2t = [min(int(np.sum(s[i] > s[i, j])) for j in np.flatnonzero(owner == i)) for i in range(50)]
-    for k in (1, 5, 10):
-        assert got["text_to_image"][f"R@{k}"] == pytest.approx(np.mean(np.array(t2i) < k))
-        assert got["image_to_text"][f"R@{k}"] == pytest.approx(np.mean(np.array(i2t) < k))
-    assert got["text_to_image"]["median_rank"] == np.median(t2i) + 1
-    labels = rng.integers(0, 6, 50)
-    cls = rng.normal(size=(6, 8)).astype(np.float32)
-    r = classify(img, cls, labels)
-    assert r["top1"] == pytest.approx(np.mean(np.argmax(img @ cls.T, 1) == labels))
-    assert r["top5"] >= r["top1"] and len(r["per_class"]) == 6
-    with pytest.raises(ConfigError, match="does not exist"):
-        image_folder(tmp_path / "nope")
-    (tmp_path / "one" / "a").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="at least two class folders"):
-        image_folder(tmp_path / "one")

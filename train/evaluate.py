@@ -1,13 +1,18 @@
-"""Zero-shot evaluation of a training run: classification over an ImageFolder and image-text
-retrieval, written as `results.json` and a markdown report.
+"""Zero-shot classification and image-text retrieval of a training run (or an exported model),
+written as `results.json`, `report.md` and PNG plots; several runs side by side.
 
     entitynet eval --workdir runs/tiny --imagefolder demo-out/evalset
-    python -m train.evaluate --workdir runs/tiny --imagefolder eval/cub200 --templates bare
+    entitynet eval --workdir runs/tiny --tfds oxford_flowers102:test --tfds-data-dir ~/tensorflow_datasets
+    entitynet eval --workdir runs/tiny --heldout --split test
+    entitynet eval --workdir runs/a --workdir runs/b --label "KG + alt" --label "alt only" \
+        --imagefolder demo-out/evalset --out reports/ablation
+    python -m train.evaluate ...   (same flags)
 
-Class names come from the folder names, or from `labels.tsv` (folder<TAB>name, as the demo's
-evaluation set writes: folders named by entity id). A class embedding is the normalised mean of the
-normalised embeddings of every template applied to every name of the class. Results are given for
-the fixed template set and, separately and labelled as such, for the best single template.
+A class embedding is the normalised mean of the normalised embeddings of every template (the 80
+OpenAI ImageNet templates by default), each averaged over the class's names (`--synonyms`: every
+name of its entity in the knowledge graph). Results are given for that fixed template set and,
+separately and labelled as optimistic, for the best single template on the set. Retrieval
+(Recall@1/5/10, median rank, several texts per image) runs as chunked matrix products on device.
 """
 
 from __future__ import annotations
@@ -19,120 +24,108 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
-from entitynet.curation.evalsets import IMAGE_SUFFIXES
 from entitynet.errors import ConfigError, EntityNetError
-from entitynet.files import write_json, write_lines
+from entitynet.files import write_json
 from entitynet.text import tokenizer as tokenizers
-from train.input_pipeline import centre_crop, normalise
 
-TEMPLATES = {
-    "bare": ["{c}"],
-    "photo": [
-        "a photo of a {c}.",
-        "a photo of the {c}.",
-        "a close-up photo of a {c}.",
-        "a good photo of a {c}.",
-        "a photo of a small {c}.",
-        "a photo of a large {c}.",
-        "a picture of a {c}.",
-        "an image of a {c}.",
-    ],
-}
+TEMPLATE_SETS = ("openai", "photo", "bare")
+_PHOTO = [
+    "a photo of a {c}.",
+    "a photo of the {c}.",
+    "a close-up photo of a {c}.",
+    "a good photo of a {c}.",
+    "a photo of a small {c}.",
+    "a photo of a large {c}.",
+    "a picture of a {c}.",
+    "an image of a {c}.",
+]
 
 
 def read_templates(name_or_path: str) -> list[str]:
-    if name_or_path in TEMPLATES:
-        return TEMPLATES[name_or_path]
+    """A named template set ("openai": the 80 ImageNet templates of the CLIP paper, "photo": 8
+    photo templates, "bare": the class name alone) or a file with one template per line, each with {c}."""
+    if name_or_path == "bare":
+        return ["{c}"]
+    if name_or_path == "photo":
+        return list(_PHOTO)
+    if name_or_path == "openai":
+        path = Path(__file__).resolve().parent.parent / "entitynet" / "data" / "openai_imagenet_templates.txt"
+        return path.read_text(encoding="utf-8").splitlines()
     try:
         lines = [x.strip() for x in Path(name_or_path).read_text().splitlines() if x.strip()]
     except OSError as e:
         raise ConfigError(
-            f"templates {name_or_path}: {e.strerror}; use bare, photo or a file of lines with {{c}}"
+            f"templates {name_or_path}: {e.strerror}; use {', '.join(TEMPLATE_SETS)} or a file of lines with {{c}}"
         ) from None
     if not lines or any("{c}" not in x for x in lines):
         raise ConfigError(f"templates file {name_or_path} needs one template per line, each with {{c}}")
     return lines
 
 
-def image_folder(path: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
-    """(files, labels, class names) of an ImageFolder; names from labels.tsv when present."""
-    root = Path(path)
-    if not root.is_dir():
-        raise ConfigError(f"evaluation folder {root} does not exist")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    names = dict.fromkeys(classes)
-    mapping = root / "labels.tsv"
-    if mapping.exists():
-        for n, line in enumerate(mapping.read_text().splitlines(), 1):
-            parts = line.split("\t")
-            if len(parts) != 2:
-                raise ConfigError(f"{mapping}:{n}: expected folder<TAB>class name")
-            if parts[0] in names:
-                names[parts[0]] = parts[1]
-    files, labels = [], []
-    for i, c in enumerate(classes):
-        for f in sorted((root / c).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(i)
-    if len(classes) < 2 or not files:
-        raise ConfigError(f"{root} is not an ImageFolder with at least two class folders of images")
-    return files, np.asarray(labels), [names[c] or c for c in classes]
-
-
-def load_images(files: list[Path], size: int) -> np.ndarray:
-    out = np.zeros((len(files), size, size, 3), np.float32)
-    for i, f in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                im.draft("RGB", (size, size))
-                out[i] = normalise(centre_crop(im.convert("RGB"), size))
-        except OSError as e:
-            raise ConfigError(f"evaluation image {f} is not readable: {e}") from None
-    return out
-
-
 def embed(fn, data: np.ndarray, batch: int = 256) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(data[i : i + batch])) for i in range(0, len(data), batch)])
+    """`fn` over `data` in batches of one shape (the last one padded), so it compiles once."""
+    if len(data) == 0:
+        raise ConfigError("nothing to embed")
+    batch = min(batch, len(data))
+    out = []
+    for i in range(0, len(data), batch):
+        chunk = data[i : i + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        out.append(np.asarray(fn(chunk))[:n])
+    return np.concatenate(out)
 
 
 def class_embeddings(
     model, tokenizer, names: list[list[str]], templates: list[str], context: int
 ) -> np.ndarray:
-    """(classes, templates, dim): each template's normalised embedding, averaged over the names."""
-    encode = jax.jit(model.encode_text)
-    out = []
-    for synonyms in names:
-        texts = [t.format(c=s) for t in templates for s in synonyms]
-        z = embed(encode, tokenizers.encode(tokenizer, texts, context)).reshape(
-            len(templates), len(synonyms), -1
-        )
-        z = z.mean(axis=1)
-        out.append(z / np.linalg.norm(z, axis=-1, keepdims=True))
-    return np.stack(out)
+    """(classes, templates, dim): each template's normalised embedding, averaged over the class's
+    names and normalised again. Every text of every class goes through the encoder in one pass."""
+    texts = [t.format(c=s) for synonyms in names for t in templates for s in synonyms]
+    z = embed(jax.jit(model.encode_text), tokenizers.encode(tokenizer, texts, context))
+    out = np.zeros((len(names), len(templates), z.shape[-1]), np.float32)
+    start = 0
+    for c, synonyms in enumerate(names):
+        block = z[start : start + len(templates) * len(synonyms)].reshape(len(templates), len(synonyms), -1)
+        out[c] = block.mean(axis=1)
+        start += len(templates) * len(synonyms)
+    return out / np.linalg.norm(out, axis=-1, keepdims=True)
 
 
-def classify(image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> dict:
-    """Top-1, top-5, macro accuracy, per-class accuracy and the most confused pairs."""
+def classify(
+    image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray, correct: np.ndarray | None = None
+) -> dict:
+    """Top-1, top-5, macro accuracy, per-class accuracy and the most confused pairs. `labels[i]` is
+    image i's class (-1: none, left out); with `correct` (images, classes) a prediction is right
+    when it is any of the image's classes (multi-label sets); per class counts by `labels`."""
+    keep = labels >= 0
+    image_emb, labels = image_emb[keep], labels[keep]
+    if correct is None:
+        correct = np.arange(len(class_emb))[None, :] == labels[:, None]
+    else:
+        correct = correct[keep]
     logits = image_emb @ class_emb.T
     k = min(5, class_emb.shape[0])
-    top = np.argsort(-logits, axis=1)[:, :k]
-    hit1 = top[:, 0] == labels
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+    right = np.take_along_axis(correct, top, axis=1)
+    hit1 = right[:, 0]
     per_class = [
         float(hit1[labels == c].mean()) if np.any(labels == c) else float("nan")
         for c in range(len(class_emb))
     ]
     confused: dict = {}
-    for t, p in zip(labels[~hit1], top[~hit1, 0], strict=True):
-        confused[(int(t), int(p))] = confused.get((int(t), int(p)), 0) + 1
+    for t, pr in zip(labels[~hit1], top[~hit1, 0], strict=True):
+        confused[(int(t), int(pr))] = confused.get((int(t), int(pr)), 0) + 1
     return {
         "top1": float(hit1.mean()),
-        "top5": float(np.any(top == labels[:, None], axis=1).mean()),
+        "top5": float(right.any(axis=1).mean()),
         "macro": float(np.nanmean(per_class)),
         "per_class": per_class,
-        "confused": sorted(([a, b, n] for (a, b), n in confused.items()), key=lambda x: -x[2])[:10],
+        "confused": sorted(([a, b, n] for (a, b), n in confused.items()), key=lambda x: (-x[2], x[0], x[1]))[
+            :20
+        ],
     }
 
 
@@ -176,88 +169,185 @@ def retrieval(image_emb, text_emb, text_image: np.ndarray, ks=(1, 5, 10), chunk:
     return out
 
 
-def evaluate_folder(workdir: str, folder: str, templates: str = "photo", out: str | None = None) -> dict:
-    from train.export import load_run
+def load_model(path: str | Path, tokenizer: str | None = None) -> dict:
+    """A training workdir's latest checkpoint, or an exported open_clip directory."""
+    from train.export import load_exported, load_run
 
-    model, mcfg, step = load_run(workdir)
-    cfg = json.loads((Path(workdir) / "config.json").read_text())
-    tokenizer = tokenizers.load(cfg["data"]["tokenizer"])
-    files, labels, names = image_folder(folder)
+    path = Path(path)
+    if (path / "config.json").exists():
+        model, mcfg, step = load_run(path)
+        cfg = json.loads((path / "config.json").read_text())
+        tok = tokenizers.load(tokenizer or cfg["data"]["tokenizer"])
+        return {"model": model, "config": mcfg, "step": step, "tokenizer": tok, "run": cfg}
+    if (path / "open_clip_config.json").exists():
+        model, mcfg, tok = load_exported(path, tokenizer)
+        return {"model": model, "config": mcfg, "step": None, "tokenizer": tok, "run": {}}
+    raise ConfigError(
+        f"{path} is neither a training workdir (config.json) nor an exported model (open_clip_config.json)"
+    )
+
+
+def read_entities(path: str | None) -> dict:
+    from entitynet.records import Entity, read_jsonl
+
+    if not path:
+        return {}
+    try:
+        return {e.id: e for e in read_jsonl(path, Entity)}
+    except EntityNetError as e:
+        raise ConfigError(f"{e}; give --entities (the entities.jsonl of `entitynet kg expand`)") from None
+
+
+def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) -> dict:
     tpl = read_templates(templates)
-    images = embed(jax.jit(model.encode_image), load_images(files, mcfg.vision.image_size), 64)
-    per_template = class_embeddings(model, tokenizer, [[n] for n in names], tpl, mcfg.text.context_length)
+    per_template = class_embeddings(model, tokenizer, data.classes, tpl, mcfg.text.context_length)
     fixed_emb = per_template.mean(axis=1)
     fixed_emb /= np.linalg.norm(fixed_emb, axis=-1, keepdims=True)
-    fixed = classify(images, fixed_emb, labels)
-    singles = [classify(images, per_template[:, t], labels)["top1"] for t in range(len(tpl))]
-    best = int(np.argmax(singles))
-    result = {
-        "workdir": str(workdir),
-        "step": step,
-        "eval_set": str(folder),
-        "images": len(files),
+    fixed = classify(images, fixed_emb, data.labels, data.correct)
+    singles = [classify(images, per_template[:, t], data.labels, data.correct) for t in range(len(tpl))]
+    best = int(np.argmax([m["top1"] for m in singles]))
+    names = [c[0] for c in data.classes]
+    return {
         "classes": len(names),
+        "images": int(np.sum(data.labels >= 0)),
         "chance_top1": 1.0 / len(names),
         "templates": templates,
+        "template_count": len(tpl),
+        "names": "averaged over synonyms" if any(len(c) > 1 for c in data.classes) else "one name per class",
         "fixed_templates": {k: fixed[k] for k in ("top1", "top5", "macro")},
-        "best_single_template": {"template": tpl[best], "top1": singles[best]},
-        "per_class": dict(zip(names, fixed["per_class"], strict=True)),
+        "best_single_template": {
+            "template": tpl[best],
+            **{k: singles[best][k] for k in ("top1", "top5", "macro")},
+        },
+        # classes no image is labelled with (multi-label sets) have no accuracy of their own: None
+        "per_class": {
+            n: (None if np.isnan(a) else a) for n, a in zip(names, fixed["per_class"], strict=True)
+        },
         "confused": [[names[a], names[b], n] for a, b, n in fixed["confused"]],
     }
-    out_dir = Path(out or Path(workdir) / "eval")
+
+
+def evaluate(
+    model_path: str | Path,
+    data_fn,
+    templates: str = "openai",
+    out: str | Path | None = None,
+    tokenizer: str | None = None,
+) -> dict:
+    """Evaluate a run (or an exported model) on the evaluation set `data_fn(run_config)` returns;
+    writes results.json, report.md and plots to `out` (default MODEL/eval/<set>)."""
+    from train import report
+    from train.eval_data import pixels, slug
+
+    m = load_model(model_path, tokenizer)
+    model, mcfg = m["model"], m["config"]
+    data = data_fn(m["run"])
+    images = embed(jax.jit(model.encode_image), pixels(data, mcfg.vision.image_size), 64)
+    result = {"workdir": str(model_path), "step": m["step"], "eval_set": data.name, "images": data.size}
+    if data.labels is not None and len(data.classes) >= 2 and np.any(data.labels >= 0):
+        result["zero_shot"] = zero_shot(model, m["tokenizer"], mcfg, data, images, templates)
+    if data.texts:
+        tokens = tokenizers.encode(m["tokenizer"], data.texts, mcfg.text.context_length)
+        texts = embed(jax.jit(model.encode_text), tokens)
+        result["retrieval"] = {
+            "images": data.size,
+            "texts": len(data.texts),
+            **retrieval(images, texts, data.text_image),
+        }
+    if "zero_shot" not in result and "retrieval" not in result:
+        raise ConfigError(f"{data.name}: nothing to evaluate (fewer than two classes and no texts)")
+    out_dir = Path(out or Path(model_path) / "eval" / slug(data.name))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "results.json", result)
-    write_lines(out_dir / "report.md", report_lines(result))
+    report.write_report(result, out_dir)
+    result["report"] = str(out_dir / "report.md")
     return result
 
 
-def report_lines(r: dict) -> list[str]:
-    per = sorted(r["per_class"].items(), key=lambda kv: kv[1])
-    fx, best = r["fixed_templates"], r["best_single_template"]
-    return [
-        f"# Zero-shot evaluation: {r['eval_set']}",
-        "",
-        f"Run `{r['workdir']}` at step {r['step']}; {r['images']:,} images, {r['classes']:,} classes "
-        f"(chance top-1 {r['chance_top1']:.2%}).",
-        "",
-        "| | top-1 | top-5 | macro |",
-        "|---|---:|---:|---:|",
-        f"| fixed templates ({r['templates']}, averaged) | {fx['top1']:.2%} | {fx['top5']:.2%} | {fx['macro']:.2%} |",
-        f"| best single template (chosen on this set: optimistic) `{best['template']}` | {best['top1']:.2%} | | |",
-        "",
-        "Worst classes: " + ", ".join(f"{n} {a:.0%}" for n, a in per[:5]),
-        "",
-        "Best classes: " + ", ".join(f"{n} {a:.0%}" for n, a in per[-5:]),
-        "",
-        "Most confused (true -> predicted, count): "
-        + ", ".join(f"{a} -> {b} ({n})" for a, b, n in r["confused"][:5]),
+def data_source(args) -> callable:
+    """A function of the run's config giving the evaluation set the command line names."""
+    from train import eval_data
+
+    def make(run: dict):
+        entities_path = args.entities or run.get("data", {}).get("entities")
+        entities = read_entities(entities_path) if entities_path else {}
+        if args.imagefolder:
+            return eval_data.image_folder(args.imagefolder, entities, args.synonyms)
+        if args.tfds:
+            return eval_data.tfds_split(
+                args.tfds, args.tfds_data_dir, entities, args.synonyms, args.class_names
+            )
+        shards = args.shards or run.get("data", {}).get("shards")
+        if not shards:
+            raise ConfigError("--heldout needs the shards: give --shards (the model is not a training run)")
+        return eval_data.heldout(shards, args.split, entities, args.synonyms)
+
+    return make
+
+
+def run_from_args(args) -> list[dict]:
+    """Evaluate every --workdir; with several, also write the comparison to --out."""
+    from train import report
+
+    if len(args.workdir) > 1 and not args.out:
+        raise ConfigError("several --workdir given: say where the comparison goes with --out")
+    labels = args.label or [Path(w).name for w in args.workdir]
+    if len(labels) != len(args.workdir):
+        raise ConfigError(
+            f"{len(labels)} --label for {len(args.workdir)} --workdir; give one per run or none"
+        )
+    make = data_source(args)
+    single = len(args.workdir) == 1
+    results = [
+        evaluate(w, make, args.templates, args.out if single else None, args.tokenizer) for w in args.workdir
     ]
+    if not single:
+        path = report.write_comparison(results, labels, args.out)
+        results.append({"comparison": str(path)})
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from train.eval_flags import add_arguments
+
     ap = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--imagefolder", required=True)
-    ap.add_argument("--templates", default="photo", help="bare, photo, or a file of templates with {c}")
-    ap.add_argument("--out")
+    add_arguments(ap)
     args = ap.parse_args(argv)
     try:
-        r = evaluate_folder(args.workdir, args.imagefolder, args.templates, args.out)
+        results = run_from_args(args)
     except EntityNetError as e:
         print(f"entitynet: error: {e}", file=sys.stderr)
         return 2
-    print(summary(r))
+    for line in summary(results):
+        print(line)
     return 0
 
 
-def summary(r: dict) -> str:
-    return (
-        f"zero-shot on {r['images']:,} images of {r['classes']:,} classes: top-1 {r['fixed_templates']['top1']:.2%} "
-        f"(chance {r['chance_top1']:.2%}), top-5 {r['fixed_templates']['top5']:.2%}, "
-        f"best single template {r['best_single_template']['top1']:.2%}"
-    )
+def summary(results: list[dict]) -> list[str]:
+    lines = []
+    for r in results:
+        if "comparison" in r:
+            lines.append(f"comparison: {r['comparison']}")
+            continue
+        parts = []
+        zs = r.get("zero_shot")
+        if zs:
+            fx = zs["fixed_templates"]
+            parts.append(
+                f"zero-shot over {zs['classes']:,} classes: top-1 {fx['top1']:.2%} (chance {zs['chance_top1']:.2%}), "
+                f"top-5 {fx['top5']:.2%}, best single template {zs['best_single_template']['top1']:.2%}"
+            )
+        rt = r.get("retrieval")
+        if rt:
+            parts.append(
+                f"retrieval over {rt['texts']:,} texts: image->text R@1 {rt['image_to_text']['R@1']:.2%}, "
+                f"text->image R@1 {rt['text_to_image']['R@1']:.2%}"
+            )
+        lines.append(f"{r['workdir']} on {r['eval_set']} ({r['images']:,} images): " + "; ".join(parts))
+        lines.append(f"  report: {r['report']} (results.json and plots/ beside it)")
+    return lines
 
 
 if __name__ == "__main__":

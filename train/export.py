@@ -5,7 +5,8 @@
 
 Writes `open_clip_model.safetensors` (open_clip's parameter names and layouts) and
 `open_clip_config.json` (`embed_dim`, `vision_cfg`, `text_cfg` as open_clip's model configs spell
-them), loadable with `open_clip.model.CLIP(**config)` and `load_state_dict`.
+them), loadable with `open_clip.model.CLIP(**config)` and `load_state_dict`, and the run's
+`tokenizer.json`. `load_exported` reads such a directory back (also one made by open_clip users).
 """
 
 from __future__ import annotations
@@ -27,15 +28,21 @@ from train.model import CLIPConfig
 from train.open_clip_weights import to_open_clip
 
 
-def open_clip_config(m: CLIPConfig) -> dict:
+def open_clip_config(m: CLIPConfig, logit_bias: bool = False) -> dict:
+    """open_clip's model config for ours; `logit_bias`: the model has SigLIP's learned bias."""
     v, t = m.vision, m.text
-    if v.pool == "map" or v.posemb != "learn":
+    if v.pool != "tok" or v.posemb != "learn":
+        # open_clip's ViT always carries a class token (its "avg" pooling averages the patch tokens
+        # beside it), so only our class-token pooling with learned positions is the same network
         raise ConfigError(
-            "only class-token/average pooling with learned positions has an open_clip equivalent"
+            f"vision pool {v.pool!r} with {v.posemb} positions has no open_clip equivalent; "
+            "export works for pool 'tok' with learned positions"
         )
+    bias = {"init_logit_bias": m.init_logit_bias} if logit_bias else {}
     return {
         "embed_dim": m.embed_dim,
         "quick_gelu": m.quick_gelu,
+        **bias,
         "vision_cfg": {
             "image_size": v.image_size,
             "layers": v.layers,
@@ -43,7 +50,7 @@ def open_clip_config(m: CLIPConfig) -> dict:
             "head_width": v.width // v.heads,
             "patch_size": v.patch_size,
             "mlp_ratio": v.mlp_ratio,
-            "pool_type": "avg" if v.pool == "gap" else "tok",
+            "pool_type": "tok",
         },
         "text_cfg": {
             "context_length": t.context_length,
@@ -53,12 +60,108 @@ def open_clip_config(m: CLIPConfig) -> dict:
             "layers": t.layers,
             "mlp_ratio": t.mlp_ratio,
             "no_causal_mask": not t.causal,
-            # "eos": the first end-of-text id, as ours (CLIP's BPE puts it last, where "argmax" agrees)
-            "pool_type": "eos" if t.pool == "eot" else "last",
+            # "eos": the first end-of-text id. Ours pools there ("eot"), or at the last non-padding
+            # token ("last"), which is that same end-of-text token in every sequence our
+            # tokenizers make ([start] ids [end] padding). open_clip's own "last" is the final
+            # position, padding or not: not ours.
+            "pool_type": "eos",
             "eos_id": t.eot_id,
             "pad_id": t.pad_id,
         },
     }
+
+
+# open_clip tower options that change the network in ways train/model.py does not have
+_UNSUPPORTED = (
+    "ls_init_value",
+    "proj_bias",
+    "final_ln_after_pool",
+    "norm_kwargs",
+    "act_kwargs",
+    "qk_norm",
+    "scaled_cosine_attn",
+    "scale_heads",
+    "scale_attn_inner",
+    "scale_attn",
+    "scale_fc",
+    "no_ln_pre",
+    "patch_dropout",
+    "input_patchnorm",
+)
+
+
+def config_from_open_clip(d: dict, tokenizer=None) -> CLIPConfig:
+    """Our model config for an open_clip model config (ours as exported, or open_clip's own
+    `model_configs/*.json`); the tokenizer gives the end-of-text and padding ids it leaves out."""
+    from train.model import TextConfig, VisionConfig
+
+    try:
+        v, t = d["vision_cfg"], d["text_cfg"]
+        if v.get("timm_model_name") or t.get("hf_model_name") or isinstance(v.get("layers"), list):
+            raise ConfigError("timm, Hugging Face and ResNet towers have no counterpart in train/model.py")
+        if v.get("pool_type", "tok") != "tok" or v.get("attentional_pool") or t.get("embed_cls"):
+            raise ConfigError("only class-token pooled ViTs (open_clip's default) map onto train/model.py")
+        if t.get("pool_type", "argmax") not in ("argmax", "eos"):
+            raise ConfigError("only text towers pooled at the end-of-text token map onto train/model.py")
+        extras = [
+            f"{tower}.{k}"
+            for tower, c in (("vision_cfg", v), ("text_cfg", t))
+            for k in _UNSUPPORTED
+            if c.get(k)
+        ]
+        if extras:
+            raise ConfigError(
+                f"open_clip options without a counterpart in train/model.py: {', '.join(extras)}"
+            )
+        vision = VisionConfig(
+            image_size=int(v["image_size"]),
+            patch_size=int(v["patch_size"]),
+            width=int(v["width"]),
+            layers=int(v["layers"]),
+            heads=int(v["width"]) // int(v.get("head_width", 64)),
+            mlp_ratio=float(v.get("mlp_ratio", 4.0)),
+            pool="tok",
+        )
+        text = TextConfig(
+            vocab_size=int(t.get("vocab_size", 49408)),
+            context_length=int(t.get("context_length", 77)),
+            width=int(t["width"]),
+            heads=int(t["heads"]),
+            layers=int(t["layers"]),
+            mlp_ratio=float(t.get("mlp_ratio", 4.0)),
+            causal=not t.get("no_causal_mask", False),
+            pool="eot",
+            eot_id=int(t.get("eos_id", tokenizer.eot_id if tokenizer else 49407)),
+            pad_id=int(t.get("pad_id", tokenizer.pad_id if tokenizer else 0)),
+        )
+        return CLIPConfig(
+            embed_dim=int(d["embed_dim"]),
+            vision=vision,
+            text=text,
+            quick_gelu=bool(d.get("quick_gelu", False)),
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"not an open_clip model config (missing or bad {e})") from None
+
+
+def load_exported(directory: str | Path, tokenizer_path: str | Path | None = None):
+    """(model, config, tokenizer) of an exported directory (`entitynet export`) or any directory
+    holding an open_clip `open_clip_config.json` and `open_clip_model.safetensors`; the tokenizer
+    defaults to the `tokenizer.json` an export writes beside them."""
+    from train.model import CLIP
+    from train.open_clip_weights import load_open_clip, read_state_dict
+
+    directory = Path(directory)
+    tokenizer = tokenizers.load(tokenizer_path or directory)
+    try:
+        config = json.loads((directory / "open_clip_config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{directory}/open_clip_config.json: {e}") from None
+    mcfg = config_from_open_clip(config, tokenizer)
+    with jax.set_mesh(sharding.make_mesh({"data": -1})):
+        model = CLIP(mcfg, rngs=nnx.Rngs(0))
+        load_open_clip(model, read_state_dict(str(directory / "open_clip_model.safetensors")))
+    return model, mcfg, tokenizer
 
 
 def load_run(workdir: str | Path):
@@ -95,17 +198,20 @@ def export_open_clip(workdir: str | Path, out: str | Path) -> dict:
     from safetensors.numpy import save_file
 
     model, mcfg, step = load_run(workdir)
+    cfg = json.loads((Path(workdir) / "config.json").read_text())
+    siglip = cfg.get("loss") == "siglip"  # only SigLIP's loss uses (and open_clip keeps) the bias
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    weights = jax.device_get(to_open_clip(model))
+    weights = jax.device_get(to_open_clip(model, logit_bias=siglip))
     tmp = Path(temp_name(out / "open_clip_model.safetensors"))
     try:
         save_file(weights, str(tmp))  # safetensors writes by path: a temp name, then renamed
         tmp.replace(out / "open_clip_model.safetensors")
     finally:
         tmp.unlink(missing_ok=True)
-    config = open_clip_config(mcfg)
+    config = open_clip_config(mcfg, logit_bias=siglip)
     write_json(out / "open_clip_config.json", config)
+    tokenizers.save(tokenizers.load(cfg["data"]["tokenizer"]), out)  # so `entitynet eval` can read the export
     return {"step": step, "tensors": len(weights), "out": str(out), "config": config}
 
 

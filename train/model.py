@@ -305,11 +305,9 @@ class TextTransformer(nnx.Module):
     def __call__(self, tokens):
         cfg = self.cfg
         x = self.token_embedding(tokens) + self.positional_embedding[...].astype(self.token_embedding.dtype)
-        if cfg.causal:
-            x = self.transformer(x, causal=True)
-        else:  # bidirectional: padding is masked out as keys
-            keep = (tokens != cfg.pad_id)[:, None, None, :]
-            x = self.transformer(x, mask=keep)
+        # bidirectional (SigLIP): every position attends to every other, padding included, as in
+        # big_vision's SigLIP and open_clip's no_causal_mask, so exported towers stay the same network
+        x = self.transformer(x, causal=cfg.causal)
         x = self.ln_final(x)
         if cfg.pool == "eot":
             at = jnp.argmax(tokens == cfg.eot_id, axis=-1)

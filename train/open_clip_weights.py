@@ -53,11 +53,14 @@ def _params(model) -> list:
     return list(nnx.to_flat_state(nnx.state(model, nnx.Param)))
 
 
-def to_open_clip(model) -> dict[str, np.ndarray]:
-    """Our parameters as an open_clip state dict (float32 numpy arrays)."""
+def to_open_clip(model, logit_bias: bool = True) -> dict[str, np.ndarray]:
+    """Our parameters as an open_clip state dict (float32 numpy arrays); `logit_bias=False` leaves
+    out SigLIP's bias, which open_clip's CLIP models (trained with the softmax loss) do not have."""
     out = {}
     for path, var in _params(model):
         name, how = _their_name(path)
+        if name == "logit_bias" and not logit_bias:
+            continue
         out[name] = np.array(_convert(np.asarray(var[...], dtype=np.float32), how, True), order="C")
     return out
 

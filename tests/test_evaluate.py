@@ -1,0 +1,293 @@
+"""Zero-shot evaluation, retrieval, evaluation sets (ImageFolder, TFDS by name, the held-out split),
+reports with plots, comparisons of several runs, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from entitynet.cli import main
+from entitynet.errors import ConfigError
+from entitynet.sampleweb.render import jpeg_bytes, render
+from train import eval_data
+from train.evaluate import classify, read_templates, retrieval
+
+
+def test_zero_shot_and_retrieval_metrics_against_brute_force():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(50, 8)).astype(np.float32)
+    txt = rng.normal(size=(120, 8)).astype(np.float32)
+    owner = rng.integers(0, 50, 120)
+    owner[:50] = np.arange(50)  # every image has a text
+    got = retrieval(img, txt, owner, chunk=16)
+    s = img @ txt.T
+    t2i = [int(np.sum(s[:, j] > s[owner[j], j])) for j in range(120)]
+    i2t = [min(int(np.sum(s[i] > s[i, j])) for j in np.flatnonzero(owner == i)) for i in range(50)]
+    for k in (1, 5, 10):
+        assert got["text_to_image"][f"R@{k}"] == pytest.approx(np.mean(np.array(t2i) < k))
+        assert got["image_to_text"][f"R@{k}"] == pytest.approx(np.mean(np.array(i2t) < k))
+    assert got["text_to_image"]["median_rank"] == np.median(t2i) + 1
+    assert got["image_to_text"]["median_rank"] == np.median(i2t) + 1
+
+    labels = rng.integers(0, 6, 50)
+    labels[:3] = -1  # unlabelled images are left out
+    cls = rng.normal(size=(6, 8)).astype(np.float32)
+    r = classify(img, cls, labels)
+    pred = np.argmax(img @ cls.T, 1)
+    keep = labels >= 0
+    assert r["top1"] == pytest.approx(np.mean(pred[keep] == labels[keep]))
+    top5 = np.argsort(-(img @ cls.T), 1)[:, :5]
+    assert r["top5"] == pytest.approx(np.mean([labels[i] in top5[i] for i in np.flatnonzero(keep)]))
+    per = [np.mean(pred[keep & (labels == c)] == c) for c in range(6)]
+    assert r["per_class"] == pytest.approx(per) and r["macro"] == pytest.approx(np.mean(per))
+    # multi-label: a prediction is right when it is any of the image's classes
+    correct = np.zeros((50, 6), bool)
+    correct[np.arange(50), np.maximum(labels, 0)] = True
+    correct[:, 0] = True  # class 0 is right for every image
+    m = classify(img, cls, labels, correct)
+    assert m["top1"] == pytest.approx(np.mean((pred[keep] == labels[keep]) | (pred[keep] == 0)))
+
+
+def test_template_sets_and_files(tmp_path):
+    openai = read_templates("openai")
+    assert len(openai) == 80 == len(set(openai)) and all(t.count("{c}") == 1 for t in openai)
+    assert read_templates("bare") == ["{c}"] and len(read_templates("photo")) == 8
+    f = tmp_path / "t.txt"
+    f.write_text("a drawing of {c}\n\nart of {c}\n")
+    assert read_templates(str(f)) == ["a drawing of {c}", "art of {c}"]
+    f.write_text("no placeholder here\n")
+    with pytest.raises(ConfigError, match="each with"):
+        read_templates(str(f))
+    with pytest.raises(ConfigError, match="use openai, photo, bare"):
+        read_templates(str(tmp_path / "missing.txt"))
+
+
+def write_folder(root, entities, per_class=3, size=(40, 32)):
+    for e in entities:
+        (root / e.id).mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            (root / e.id / f"{k}.jpg").write_bytes(jpeg_bytes(render(e.lineage_ids, e.id, 500 + k, size)))
+
+
+def test_image_folder_class_names_from_the_knowledge_graph(sample_entities, tmp_path):
+    by_id = {e.id: e for e in sample_entities}
+    chosen = [e for e in sample_entities if e.aliases or e.common_names][:3]
+    assert len(chosen) == 3
+    write_folder(tmp_path / "ev", chosen)
+    # folders named by entity id: the entity's label, or all its names with synonyms
+    d = eval_data.image_folder(str(tmp_path / "ev"), by_id)
+    assert [c for c in d.classes] == [[e.label] for e in sorted(chosen, key=lambda e: e.id)]
+    syn = eval_data.image_folder(str(tmp_path / "ev"), by_id, synonyms=True)
+    assert [c[0] for c in syn.classes] == [c[0] for c in d.classes]
+    assert all(len(c) > 1 for c in syn.classes)
+    assert d.size == 9 and list(d.labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert d.load(4).size == (40, 32)
+    # labels.tsv maps folders to names or to other entity ids
+    (tmp_path / "ev" / "labels.tsv").write_text(f"{chosen[0].id}\tred fox\n{chosen[1].id}\t{chosen[2].id}\n")
+    m = eval_data.image_folder(str(tmp_path / "ev"), by_id)
+    names = dict(zip(sorted(e.id for e in chosen), [c[0] for c in m.classes], strict=True))
+    assert names[chosen[0].id] == "red fox" and names[chosen[1].id] == chosen[2].label
+    # bad input: one line each
+    (tmp_path / "ev" / "labels.tsv").write_text(f"{chosen[0].id}\tQ999999999\n")
+    with pytest.raises(ConfigError, match="Q999999999 is not an entity"):
+        eval_data.image_folder(str(tmp_path / "ev"), by_id)
+    (tmp_path / "ev" / "labels.tsv").write_text("no_such_folder\tcat\n")
+    with pytest.raises(ConfigError, match="no folder 'no_such_folder'"):
+        eval_data.image_folder(str(tmp_path / "ev"), by_id)
+    (tmp_path / "ev" / "labels.tsv").write_text("just one column\n")
+    with pytest.raises(ConfigError, match="expected folder<TAB>"):
+        eval_data.image_folder(str(tmp_path / "ev"), by_id)
+    with pytest.raises(ConfigError, match="does not exist"):
+        eval_data.image_folder(str(tmp_path / "nope"), by_id)
+    (tmp_path / "one" / "a").mkdir(parents=True)
+    (tmp_path / "one" / "b").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="at least two class folders holding images"):
+        eval_data.image_folder(str(tmp_path / "one"), {})
+    (tmp_path / "one" / "a" / "x.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "one" / "b" / "y.jpg").write_bytes(b"not a jpeg")
+    broken = eval_data.image_folder(str(tmp_path / "one"), {})
+    with pytest.raises(ConfigError, match="image 0 is not readable"):
+        eval_data.pixels(broken, 16)
+
+
+def write_tfds_classification(data_dir, name, entities, per_class=3):
+    """A prepared TFDS dataset (ArrayRecord + metadata) with Image and ClassLabel features, found by
+    name under `data_dir` as `tfds build` would leave it."""
+    import tensorflow_datasets as tfds
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    features = tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(encoding_format="jpeg"),
+            "label": tfds.features.ClassLabel(names=[e.label.replace(" ", "_") for e in entities]),
+        }
+    )
+    d = data_dir / name / "1.0.0"
+    d.mkdir(parents=True)
+    writer = ArrayRecordWriter(str(d / f"{name}-test.array_record-00000-of-00001"), "group_size:1")
+    n = 0
+    for label, e in enumerate(entities):
+        for k in range(per_class):
+            jpeg = jpeg_bytes(render(e.lineage_ids, e.id, 900 + k, (40, 40)))
+            writer.write(features.serialize_example(features.encode_example({"image": jpeg, "label": label})))
+            n += 1
+    writer.close()
+    tfds.folder_dataset.write_metadata(
+        data_dir=str(d),
+        features=features,
+        split_infos=[tfds.core.SplitInfo(name="test", shard_lengths=[n], num_bytes=0)],
+        version="1.0.0",
+        check_data=False,
+    )
+    return n
+
+
+def test_evaluate_a_run_on_an_imagefolder_tfds_and_its_heldout_split(
+    tiny_run, tiny_dataset, tmp_path, capsys
+):
+    data_dir, entities = tiny_dataset[0], tiny_dataset[1]
+    write_folder(tmp_path / "ev", entities[:6], per_class=2)
+    assert (
+        main(
+            [
+                "eval",
+                "--workdir",
+                str(tiny_run),
+                "--imagefolder",
+                str(tmp_path / "ev"),
+                "--templates",
+                "photo",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "zero-shot over 6 classes" in out and "chance 16.67%" in out
+    res_dir = tiny_run / "eval" / "ev"
+    r = json.loads((res_dir / "results.json").read_text())
+    zs = r["zero_shot"]
+    assert r["step"] == 3 and r["images"] == 12 and zs["classes"] == 6 and zs["template_count"] == 8
+    assert 0 <= zs["fixed_templates"]["top1"] <= zs["fixed_templates"]["top5"] <= 1
+    assert zs["best_single_template"]["top1"] >= max(0.0, zs["fixed_templates"]["top1"] - 1)
+    assert set(zs["per_class"]) == {e.label for e in entities[:6]}
+    report = (res_dir / "report.md").read_text()
+    assert "best single template, chosen on this set (optimistic)" in report and "fixed set: photo" in report
+    for png in ("curves.png", "per_class.png"):
+        with Image.open(res_dir / "plots" / png) as im:
+            assert im.format == "PNG" and im.width > 100
+
+    # a prepared TFDS dataset by NAME:SPLIT, class names from its ClassLabel ("_" read as spaces)
+    tfds_dir = tmp_path / "tfds"
+    n = write_tfds_classification(tfds_dir, "tiny_things", entities[:4])
+    args = [
+        "eval",
+        "--workdir",
+        str(tiny_run),
+        "--tfds",
+        "tiny_things:test",
+        "--tfds-data-dir",
+        str(tfds_dir),
+    ]
+    assert main([*args, "--templates", "bare", "--out", str(tmp_path / "t")]) == 0
+    t = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert t["eval_set"] == "tfds:tiny_things:test" and t["images"] == n
+    assert sorted(t["zero_shot"]["per_class"]) == sorted(e.label for e in entities[:4])
+    # --class-names: one line per class, names or entity ids
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"{e.id}\n" for e in entities[:4]))
+    assert main([*args, "--class-names", str(names), "--out", str(tmp_path / "t2")]) == 0
+    names.write_text("just one\n")
+    capsys.readouterr()
+    assert main([*args, "--class-names", str(names)]) == 2
+    assert "has 1 lines for 4 classes" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "eval",
+                "--workdir",
+                str(tiny_run),
+                "--tfds",
+                "no_such_set:test",
+                "--tfds-data-dir",
+                str(tfds_dir),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no_such_set:test: cannot open it" in err
+
+    # the held-out split of the run's own shards: zero-shot over its entities, retrieval over alt texts
+    assert (
+        main(
+            ["eval", "--workdir", str(tiny_run), "--heldout", "--split", "validation", "--templates", "bare"]
+        )
+        == 0
+    )
+    h = json.loads((tiny_run / "eval" / "heldout-validation" / "results.json").read_text())
+    val = [rec for rec in tiny_dataset[2] if rec.key in {x.key for x in held_records(data_dir)}]
+    assert h["images"] == len(val) and h["retrieval"]["texts"] == sum(len(x.alt_texts) for x in val)
+    assert h["zero_shot"]["classes"] == len({e for x in val for e in x.entity_ids})
+    assert "## Retrieval" in (tiny_run / "eval" / "heldout-validation" / "report.md").read_text()
+    assert main(["eval", "--workdir", str(tiny_run), "--heldout", "--split", "test"]) == 2
+    assert "no 'test' split" in capsys.readouterr().err
+
+
+def held_records(data_dir):
+    from entitynet import shards
+
+    return list(shards.iter_records(data_dir, "validation"))
+
+
+def test_an_exported_model_evaluates_like_its_run_and_runs_compare(tiny_run, tiny_dataset, tmp_path, capsys):
+    write_folder(tmp_path / "ev", tiny_dataset[1][:5], per_class=2)
+    assert main(["export", "--workdir", str(tiny_run), "--out", str(tmp_path / "export")]) == 0
+    entities = str(tiny_dataset[0] / "entities.jsonl")  # an export knows no knowledge graph
+    common = ["--imagefolder", str(tmp_path / "ev"), "--templates", "photo", "--entities", entities]
+    assert main(["eval", "--workdir", str(tiny_run), *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["eval", "--workdir", str(tmp_path / "export"), *common]) == 0
+    a = json.loads((tmp_path / "a" / "results.json").read_text())["zero_shot"]
+    b = json.loads((tmp_path / "export" / "eval" / "ev" / "results.json").read_text())["zero_shot"]
+    assert a["fixed_templates"] == pytest.approx(b["fixed_templates"], abs=1e-6)
+    assert a["per_class"] == pytest.approx(b["per_class"], abs=1e-6)
+    # several runs side by side
+    capsys.readouterr()
+    cmp = ["eval", "--workdir", str(tiny_run), "--workdir", str(tmp_path / "export"), *common]
+    assert main(cmp) == 2
+    assert "say where the comparison goes with --out" in capsys.readouterr().err
+    assert main([*cmp, "--label", "only one", "--out", str(tmp_path / "cmp")]) == 2
+    assert main([*cmp, "--label", "trained", "--label", "export", "--out", str(tmp_path / "cmp")]) == 0
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    rows = [line for line in report.splitlines() if line.startswith(("| trained |", "| export |"))]
+    assert len(rows) == 2 and rows[0].split("|")[3] == rows[1].split("|")[3]  # same top-1
+    assert f"{a['fixed_templates']['top1']:.2%}" in rows[0]
+    assert len(json.loads((tmp_path / "cmp" / "results.json").read_text())["runs"]) == 2
+    assert (tmp_path / "cmp" / "plots" / "compare.png").exists()
+    # not a model directory at all
+    assert main(["eval", "--workdir", str(tmp_path), *common]) == 2
+    assert "neither a training workdir" in capsys.readouterr().err
+
+
+def test_a_checkpoint_or_weights_of_another_model_is_one_clear_error(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["model"]["overrides"] = {"vision_width": 48, "vision_heads": 2}  # not what was trained
+    (run / "config.json").write_text(json.dumps(cfg))
+    folder = ["--imagefolder", str(tmp_path / "nope")]
+    assert main(["eval", "--workdir", str(run), *folder]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not fit the model of" in err
+    assert main(["export", "--workdir", str(tiny_run), "--out", str(tmp_path / "export")]) == 0
+    oc = json.loads((tmp_path / "export" / "open_clip_config.json").read_text())
+    oc["vision_cfg"]["width"] = 48
+    (tmp_path / "export" / "open_clip_config.json").write_text(json.dumps(oc))
+    capsys.readouterr()
+    assert main(["eval", "--workdir", str(tmp_path / "export"), *folder]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "choose the preset the checkpoint was trained with" in err

@@ -1,0 +1,241 @@
+"""Evaluation sets for zero-shot classification and retrieval, and the names of their classes.
+
+    ImageFolder   a directory of class folders; names from folder names or `labels.tsv`
+                  (folder<TAB>name or entity id)
+    TFDS          a prepared dataset by NAME:SPLIT (read with `tfds.data_source`, no TensorFlow);
+                  names from its ClassLabel feature or a --class-names file
+    held-out      a split of the run's own shards: its entities as classes (an image is right when
+                  the prediction is any of its entities) and its alt texts for retrieval
+
+A class is a list of names, display name first. A name that is an entity id of the knowledge graph
+becomes the entity's label, or with `synonyms` every name it has (label, aliases, common and taxon
+names), whose template embeddings are averaged.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from entitynet.curation.evalsets import IMAGE_SUFFIXES
+from entitynet.errors import ConfigError, EntityNetError
+from entitynet.records import Entity
+from train.input_pipeline import centre_crop, normalise
+
+ENTITY_ID = re.compile(r"^Q\d+$")
+
+
+@dataclass
+class EvalData:
+    name: str  # how reports name the set, e.g. "evalset", "tfds:oxford_flowers102:test", "heldout:test"
+    size: int  # images
+    load: Callable[[int], Image.Image]  # the i-th image
+    labels: np.ndarray | None = None  # (size,) the class of each image (the first, when several)
+    classes: list[list[str]] = field(default_factory=list)  # names of each class, display name first
+    correct: np.ndarray | None = None  # (size, classes) bool: every right answer (multi-label sets)
+    texts: list[str] = field(default_factory=list)  # retrieval captions
+    text_image: np.ndarray | None = None  # (texts,) the image each text belongs to
+
+
+def slug(name: str) -> str:
+    """A directory name for an evaluation set's results."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "eval"
+
+
+def pixels(data: EvalData, size: int, threads: int | None = None) -> np.ndarray:
+    """Every image, centre-cropped to `size` and normalised as in training: (n, size, size, 3)."""
+    out = np.zeros((data.size, size, size, 3), np.float32)
+
+    def one(i):
+        try:
+            im = data.load(i)
+            im.draft("RGB", (size, size))
+            out[i] = normalise(centre_crop(im.convert("RGB"), size))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{data.name}: image {i} is not readable: {e}") from None
+
+    with ThreadPoolExecutor(threads or os.cpu_count() or 2) as pool:
+        list(pool.map(one, range(data.size)))
+    return out
+
+
+# ---------------------------------------------------------------- class names
+
+
+def entity_names(entity: Entity, synonyms: bool) -> list[str]:
+    return entity.synonyms() if synonyms else [entity.label]
+
+
+def resolve(name: str, entities: dict[str, Entity], synonyms: bool, where: str) -> list[str]:
+    """The names of one class given as a name or an entity id (tab-separated synonyms allowed)."""
+    out: list[str] = []
+    for part in (p.strip() for p in name.split("\t")):
+        if not part:
+            continue
+        if part in entities:
+            out.extend(entity_names(entities[part], synonyms))
+        elif ENTITY_ID.match(part):
+            raise ConfigError(
+                f"{where}: {part} is not an entity of the knowledge graph given "
+                "(--entities); expand the graph that holds it or write the class name instead"
+            )
+        else:
+            out.append(part)
+    if not out:
+        raise ConfigError(f"{where}: an empty class name")
+    return list(dict.fromkeys(out))
+
+
+def read_class_names(path: str, count: int, entities: dict[str, Entity], synonyms: bool) -> list[list[str]]:
+    """A --class-names file: one line per class in label order (a name, an entity id, or
+    tab-separated synonyms)."""
+    try:
+        lines = [x for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+    except OSError as e:
+        raise ConfigError(f"class names {path}: {e.strerror}") from None
+    if len(lines) != count:
+        raise ConfigError(
+            f"class names {path} has {len(lines)} lines for {count} classes; give one line per class, in label order"
+        )
+    return [resolve(x, entities, synonyms, f"{path}:{n}") for n, x in enumerate(lines, 1)]
+
+
+# ---------------------------------------------------------------- ImageFolder
+
+
+def image_folder(path: str, entities: dict[str, Entity], synonyms: bool = False) -> EvalData:
+    root = Path(path)
+    if not root.is_dir():
+        raise ConfigError(f"evaluation folder {root} does not exist; give a directory of class folders")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    given = {f: f for f in folders}
+    mapping = root / "labels.tsv"
+    if mapping.exists():
+        for n, line in enumerate(mapping.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            folder, sep, name = line.partition("\t")
+            if not sep or not name.strip():
+                raise ConfigError(f"{mapping}:{n}: expected folder<TAB>class name or entity id")
+            if folder not in given:
+                raise ConfigError(f"{mapping}:{n}: no folder {folder!r} in {root}")
+            given[folder] = name
+    files, labels = [], []
+    for i, c in enumerate(folders):
+        for f in sorted((root / c).iterdir()):
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(f)
+                labels.append(i)
+    if len(folders) < 2 or not files:
+        raise ConfigError(
+            f"{root} is not an ImageFolder: it needs at least two class folders holding images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    classes = [resolve(given[c], entities, synonyms, f"{root}/{c}") for c in folders]
+    return EvalData(
+        name=root.name,
+        size=len(files),
+        load=lambda i: Image.open(files[i]),
+        labels=np.asarray(labels),
+        classes=classes,
+    )
+
+
+# ---------------------------------------------------------------- TFDS
+
+
+def tfds_split(
+    spec: str,
+    data_dir: str | None,
+    entities: dict[str, Entity],
+    synonyms: bool = False,
+    class_names: str | None = None,
+) -> EvalData:
+    """NAME:SPLIT of a prepared TFDS dataset (or a dataset directory DIR:SPLIT)."""
+    import tensorflow_datasets as tfds
+
+    name, _, split = spec.partition(":")
+    split = split or "test"
+    try:
+        if Path(name).is_dir():
+            builder = tfds.builder_from_directory(name)
+            source = builder.as_data_source(split)
+        else:
+            source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+            builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not there"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(
+            f"TFDS evaluation set {spec}: cannot open it ({type(e).__name__}: {first[:200]}); "
+            "prepare it with `tfds build` and give --tfds-data-dir, or check NAME:SPLIT"
+        ) from None
+    features = builder.info.features
+    image_key = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
+    label_key = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
+    if image_key is None or label_key is None:
+        raise ConfigError(f"TFDS dataset {name} needs an Image and a ClassLabel feature for zero-shot")
+    label_feature = features[label_key]
+    count = label_feature.num_classes
+    if class_names:
+        classes = read_class_names(class_names, count, entities, synonyms)
+    else:
+        names = label_feature.names
+        classes = [
+            resolve(n.replace("_", " "), entities, synonyms, f"{name} class {i}") for i, n in enumerate(names)
+        ]
+    labels = np.asarray([int(source[i][label_key]) for i in range(len(source))], np.int64)
+    return EvalData(
+        name=f"tfds:{Path(name).name}:{split}",
+        size=len(source),
+        load=lambda i: Image.fromarray(np.asarray(source[i][image_key]).squeeze()),
+        labels=labels,
+        classes=classes,
+    )
+
+
+# ---------------------------------------------------------------- held-out split of the shards
+
+
+def heldout(shards: str, split: str, entities: dict[str, Entity], synonyms: bool = False) -> EvalData:
+    """A split of the run's shards: zero-shot over the entities its images show, retrieval over
+    their alt texts (every alt text of an image is one of its captions)."""
+    from entitynet import shards as shard_io
+
+    try:
+        records = list(shard_io.iter_records(shards, split))
+    except EntityNetError as e:
+        raise ConfigError(str(e)) from None
+    if not records:
+        raise ConfigError(f"{shards} has no {split!r} split to evaluate on; give --split (e.g. validation)")
+    ids = sorted({e for r in records for e in r.entity_ids if e in entities})
+    index = {e: i for i, e in enumerate(ids)}
+    correct = np.zeros((len(records), len(ids)), bool)
+    for n, r in enumerate(records):
+        for e in r.entity_ids:
+            if e in index:
+                correct[n, index[e]] = True
+    labelled = correct.any(axis=1)
+    texts, owner = [], []
+    for n, r in enumerate(records):
+        for t in r.alt_texts:
+            texts.append(t)
+            owner.append(n)
+    jpegs = [r.jpeg for r in records]
+    return EvalData(
+        name=f"heldout:{split}",
+        size=len(records),
+        load=lambda i: Image.open(io.BytesIO(jpegs[i])),
+        labels=np.where(labelled, correct.argmax(axis=1), -1),
+        classes=[entity_names(entities[e], synonyms) for e in ids],
+        correct=correct,
+        texts=texts,
+        text_image=np.asarray(owner, np.int64),
+    )
