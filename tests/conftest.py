@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -16,6 +19,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One persistent JAX compilation cache for the whole session, set before anything imports jax, so
+# in-process compiles (every evaluation loads a checkpoint) and the training subprocesses share it.
+_OWN_CACHE = not os.environ.get("ENTITYNET_TEST_JAX_CACHE")
+JAX_CACHE = os.environ.get("ENTITYNET_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="entitynet-test-jax-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = JAX_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+if _OWN_CACHE:
+    atexit.register(shutil.rmtree, JAX_CACHE, ignore_errors=True)
 SAMPLE_KG = ROOT / "entitynet" / "data" / "sample_kg.ttl"
 SAMPLE_ROOTS = ("Q729", "Q756", "Q764")
 
@@ -190,15 +203,9 @@ def sample_entities(sample_entities_dir):
 
 
 @pytest.fixture(scope="session")
-def jax_cache(tmp_path_factory):
-    """One persistent compilation cache for the session and the training subprocesses it starts."""
-    import os
-
-    d = os.environ.get("ENTITYNET_TEST_JAX_CACHE") or str(tmp_path_factory.mktemp("jax-cache"))
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = d
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
-    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-    return d
+def jax_cache():
+    """The session's persistent compilation cache directory (set up at import, above)."""
+    return JAX_CACHE
 
 
 @pytest.fixture(scope="session")
