@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/harvest_vs_img2dataset.py
 	$(BIN)/python benchmarks/curation.py
 	$(BIN)/python benchmarks/train_vs_open_clip.py
+	$(BIN)/python benchmarks/retrieval.py
 
 clean:
 	rm -rf demo-out .pytest_cache

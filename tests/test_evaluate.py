@@ -22,7 +22,7 @@ def test_zero_shot_and_retrieval_metrics_against_brute_force():
     txt = rng.normal(size=(120, 8)).astype(np.float32)
     owner = rng.integers(0, 50, 120)
     owner[:50] = np.arange(50)  # every image has a text
-    got = retrieval(img, txt, owner, chunk=16)
+    got = retrieval(img, txt, owner, chunk=16)  # 4 chunks, the last one padded
     s = img @ txt.T
     t2i = [int(np.sum(s[:, j] > s[owner[j], j])) for j in range(120)]
     i2t = [min(int(np.sum(s[i] > s[i, j])) for j in np.flatnonzero(owner == i)) for i in range(50)]
@@ -31,6 +31,13 @@ def test_zero_shot_and_retrieval_metrics_against_brute_force():
         assert got["image_to_text"][f"R@{k}"] == pytest.approx(np.mean(np.array(i2t) < k))
     assert got["text_to_image"]["median_rank"] == np.median(t2i) + 1
     assert got["image_to_text"]["median_rank"] == np.median(i2t) + 1
+    # images without a text are left out of image->text and still compete in text->image
+    extra = rng.normal(size=(3, 8)).astype(np.float32)
+    more = retrieval(np.concatenate([img, extra]), txt, owner, chunk=16)
+    s2 = np.concatenate([img, extra]) @ txt.T
+    t2i2 = [int(np.sum(s2[:, j] > s2[owner[j], j])) for j in range(120)]
+    assert more["image_to_text"] == got["image_to_text"]
+    assert more["text_to_image"]["R@5"] == pytest.approx(np.mean(np.array(t2i2) < 5))
 
     labels = rng.integers(0, 6, 50)
     labels[:3] = -1  # unlabelled images are left out
@@ -85,6 +92,16 @@ def test_image_folder_class_names_from_the_knowledge_graph(sample_entities, tmp_
     assert all(len(c) > 1 for c in syn.classes)
     assert d.size == 9 and list(d.labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert d.load(4).size == (40, 32)
+    shapes = []
+
+    def encode(x):  # records the batch shapes; "embeds" an image as its mean pixel
+        shapes.append(x.shape)
+        return x.mean(axis=(1, 2))
+
+    emb = eval_data.image_embeddings(d, encode, 16, batch=4)
+    assert emb.shape == (9, 3) and shapes == [(4, 16, 16, 3)] * 3
+    whole = eval_data.image_embeddings(d, encode, 16, batch=64)
+    assert np.allclose(emb, whole)
     # labels.tsv maps folders to names or to other entity ids
     (tmp_path / "ev" / "labels.tsv").write_text(f"{chosen[0].id}\tred fox\n{chosen[1].id}\t{chosen[2].id}\n")
     m = eval_data.image_folder(str(tmp_path / "ev"), by_id)
@@ -110,7 +127,7 @@ def test_image_folder_class_names_from_the_knowledge_graph(sample_entities, tmp_
     (tmp_path / "one" / "b" / "y.jpg").write_bytes(b"not a jpeg")
     broken = eval_data.image_folder(str(tmp_path / "one"), {})
     with pytest.raises(ConfigError, match="image 0 is not readable"):
-        eval_data.pixels(broken, 16)
+        eval_data.image_embeddings(broken, lambda x: x.reshape(len(x), -1), 16)
 
 
 def write_tfds_classification(data_dir, name, entities, per_class=3):

@@ -50,21 +50,39 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "eval"
 
 
-def pixels(data: EvalData, size: int, threads: int | None = None) -> np.ndarray:
-    """Every image, centre-cropped to `size` and normalised as in training: (n, size, size, 3)."""
-    out = np.zeros((data.size, size, size, 3), np.float32)
+def pixels(data: EvalData, indices: range, size: int, pool: ThreadPoolExecutor) -> np.ndarray:
+    """Images `indices`, centre-cropped to `size` and normalised as in training: (n, size, size, 3)."""
+    out = np.zeros((len(indices), size, size, 3), np.float32)
 
-    def one(i):
+    def one(k: int) -> None:
+        i = indices[k]
         try:
-            im = data.load(i)
-            im.draft("RGB", (size, size))
-            out[i] = normalise(centre_crop(im.convert("RGB"), size))
+            with data.load(i) as im:
+                im.draft("RGB", (size, size))
+                out[k] = normalise(centre_crop(im.convert("RGB"), size))
         except (OSError, ValueError) as e:
             raise ConfigError(f"{data.name}: image {i} is not readable: {e}") from None
 
-    with ThreadPoolExecutor(threads or os.cpu_count() or 2) as pool:
-        list(pool.map(one, range(data.size)))
+    list(pool.map(one, range(len(indices))))
     return out
+
+
+def image_embeddings(data: EvalData, encode, size: int, batch: int = 64) -> np.ndarray:
+    """`encode` over every image, decoded batch by batch on a thread pool (memory stays at one
+    batch of pixels, whatever the size of the set); `encode` sees one batch shape."""
+    from tqdm import tqdm
+
+    out = []
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        for start in tqdm(
+            range(0, data.size, batch), desc=f"images of {data.name}", unit="batch", leave=False, disable=None
+        ):
+            idx = range(start, min(start + batch, data.size))
+            x = pixels(data, idx, size, pool)
+            if len(idx) < batch:
+                x = np.concatenate([x, np.zeros((batch - len(idx), *x.shape[1:]), x.dtype)])
+            out.append(np.asarray(encode(x))[: len(idx)])
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------- class names

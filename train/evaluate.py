@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -129,39 +130,38 @@ def classify(
     }
 
 
-def retrieval(image_emb, text_emb, text_image: np.ndarray, ks=(1, 5, 10), chunk: int = 4096) -> dict:
+def retrieval(image_emb, text_emb, text_image: np.ndarray, ks=(1, 5, 10), chunk: int = 1024) -> dict:
     """Image->text and text->image Recall@k and median rank; `text_image[j]` is the image of text j.
-    Chunked matrix products and ranks by counting on the device (no per-row Python loop)."""
-    img = jnp.asarray(image_emb)
-    txt = jnp.asarray(text_emb)
-    owner = jnp.asarray(text_image)
+
+    One pass of chunked similarity blocks (images x all texts) on the device gives both directions:
+    a rank is the number of candidates scoring above the true pair, counted, never sorted. The
+    true scores are computed first (one dot product per text); an image's own texts never count
+    against it. Images with no text are left out of image->text."""
+    img = jnp.asarray(image_emb, jnp.float32)
+    txt = jnp.asarray(text_emb, jnp.float32)
+    owner = jnp.asarray(text_image, jnp.int32)
+    n_img = img.shape[0]
+    true_t = jnp.sum(txt * img[owner], axis=1)  # each text's score with its own image
+    best_true = jax.ops.segment_max(true_t, owner, num_segments=n_img)  # -inf: an image with no text
 
     @jax.jit
-    def t2i_rank(t, own):  # rank of the true image for each text: images scoring higher than it
-        s = t @ img.T
-        true = jnp.take_along_axis(s, own[:, None], axis=1)
-        return jnp.sum(s > true, axis=1)
+    def block(rows, valid, t_count):
+        s = img[rows] @ txt.T  # (chunk, texts)
+        others = (owner[None, :] != rows[:, None]) & valid[:, None]
+        i_rank = jnp.sum((s > best_true[rows][:, None]) & others, axis=1)
+        return i_rank, t_count + jnp.sum((s > true_t[None, :]) & others, axis=0)
 
-    @jax.jit
-    def i2t_rank(i, first):  # best rank over the image's texts
-        s = i @ txt.T
-        mine = owner[None, :] == first[:, None]
-        best_true = jnp.max(jnp.where(mine, s, -jnp.inf), axis=1, keepdims=True)
-        return jnp.sum((s > best_true) & ~mine, axis=1)
-
-    t_ranks = np.concatenate(
-        [
-            np.asarray(t2i_rank(txt[i : i + chunk], owner[i : i + chunk]))
-            for i in range(0, len(text_image), chunk)
-        ]
-    )
-    ids = jnp.arange(len(image_emb))
-    i_ranks = np.concatenate(
-        [
-            np.asarray(i2t_rank(img[i : i + chunk], ids[i : i + chunk]))
-            for i in range(0, len(image_emb), chunk)
-        ]
-    )
+    chunk = min(chunk, n_img)
+    t_count = jnp.zeros(txt.shape[0], jnp.int32)
+    i_ranks = []
+    for start in range(0, n_img, chunk):
+        rows = np.arange(start, start + chunk)
+        valid = rows < n_img
+        i_rank, t_count = block(jnp.asarray(np.minimum(rows, n_img - 1)), jnp.asarray(valid), t_count)
+        i_ranks.append(np.asarray(i_rank)[valid])
+    has_text = np.isfinite(np.asarray(best_true))
+    i_ranks = np.concatenate(i_ranks)[has_text]
+    t_ranks = np.asarray(t_count)
     out = {}
     for name, ranks in (("image_to_text", i_ranks), ("text_to_image", t_ranks)):
         out[name] = {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
@@ -237,12 +237,12 @@ def evaluate(
     """Evaluate a run (or an exported model) on the evaluation set `data_fn(run_config)` returns;
     writes results.json, report.md and plots to `out` (default MODEL/eval/<set>)."""
     from train import report
-    from train.eval_data import pixels, slug
+    from train.eval_data import image_embeddings, slug
 
     m = load_model(model_path, tokenizer)
     model, mcfg = m["model"], m["config"]
     data = data_fn(m["run"])
-    images = embed(jax.jit(model.encode_image), pixels(data, mcfg.vision.image_size), 64)
+    images = image_embeddings(data, jax.jit(model.encode_image), mcfg.vision.image_size)
     result = {"workdir": str(model_path), "step": m["step"], "eval_set": data.name, "images": data.size}
     if data.labels is not None and len(data.classes) >= 2 and np.any(data.labels >= 0):
         result["zero_shot"] = zero_shot(model, m["tokenizer"], mcfg, data, images, templates)
@@ -264,7 +264,7 @@ def evaluate(
     return result
 
 
-def data_source(args) -> callable:
+def data_source(args) -> Callable:
     """A function of the run's config giving the evaluation set the command line names."""
     from train import eval_data
 

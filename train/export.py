@@ -164,6 +164,27 @@ def load_exported(directory: str | Path, tokenizer_path: str | Path | None = Non
     return model, mcfg, tokenizer
 
 
+def _key(path) -> str:
+    return ".".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _first_mismatch(metadata, state) -> str:
+    """The first parameter whose stored shape differs from the model's, checked before restoring
+    (Orbax's own error comes from background tasks and names no parameter)."""
+    stored = {
+        _key(p): tuple(m.shape)
+        for p, m in jax.tree_util.tree_leaves_with_path(getattr(metadata, "item_metadata", metadata))
+        if hasattr(m, "shape")
+    }
+    for p, leaf in jax.tree_util.tree_leaves_with_path(state):
+        name = _key(p)
+        if name in stored and stored[name] != tuple(leaf.shape):
+            return (
+                f"{name.removesuffix('.value')}: stored {stored[name]}, the config makes {tuple(leaf.shape)}"
+            )
+    return ""
+
+
 def load_run(workdir: str | Path):
     """(model, config, step) of a workdir's latest checkpoint."""
     from train.train import create_state, make_optimizer, model_config
@@ -183,9 +204,16 @@ def load_run(workdir: str | Path):
     tx, _ = make_optimizer(cfg)
     mesh = sharding.make_mesh({"data": -1})
     graphdef, state = create_state(mcfg, tx, mesh, cfg.seed)
+    path = (workdir / "checkpoints" / str(step) / "state").absolute()
     with ocp.StandardCheckpointer() as ckpt:
+        mismatch = _first_mismatch(ckpt.metadata(path), state)
+        if mismatch:
+            raise ConfigError(
+                f"the checkpoint at step {step} does not fit the model of {workdir}/config.json "
+                f"({mismatch}); it was trained with another model preset or overrides"
+            )
         try:
-            state = ckpt.restore((workdir / "checkpoints" / str(step) / "state").absolute(), state)
+            state = ckpt.restore(path, state)
         except (ValueError, KeyError) as e:
             raise ConfigError(
                 f"the checkpoint at step {step} does not fit the model of {workdir}/config.json: {e}"
