@@ -576,7 +576,6 @@ def cmd_demo(args, beam_args) -> int:
                     f"data.tokenizer={path}",
                     f"data.alt_text_chance={chance}",
                     f"total_steps={args.ablation_steps}",
-                    "progress=False",
                 ],
             )
             print(

@@ -137,11 +137,11 @@ def test_demo_prints_the_summary(capsys, tmp_path):
         "--limit-entities",
         "12",
         "--train-steps",
-        "20",
+        "12",
         "--ablation-steps",
-        "10",
+        "4",
         "--templates",
-        "photo",
+        "bare",
     )
     assert code == 0
     assert "expanded 240 entities from the sample graph" in out and "queries per kind:" in out
@@ -156,17 +156,17 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert (tmp_path / "curated" / "dataset_info.json").exists() and (
         tmp_path / "evalset" / "labels.tsv"
     ).exists()
-    assert "== 5/7 train" in out and "trained to step 20" in out and "== 6/7 evaluate" in out
+    assert "== 5/7 train" in out and "trained to step 12" in out and "== 6/7 evaluate" in out
     assert "zero-shot over" in out and "chance" in out
     report = tmp_path / "train" / "eval" / "evalset" / "report.md"
     assert report.exists() and (report.parent / "plots" / "per_class.png").exists()
     # the ablation: three text mixes on the same shards, side by side
-    assert "== 7/7 ablation" in out and (tmp_path / "train-alt" / "checkpoints" / "10").is_dir()
+    assert "== 7/7 ablation" in out and (tmp_path / "train-alt" / "checkpoints" / "4").is_dir()
     ablation = (tmp_path / "ablation" / "report.md").read_text()
     for label in ("KG + alt text (0.5)", "alt text only", "KG text only"):
         assert f"| {label} |" in ablation and label in out
     assert (tmp_path / "ablation" / "plots" / "curves.png").exists()
-    assert (tmp_path / "train" / "checkpoints" / "20").is_dir()
+    assert (tmp_path / "train" / "checkpoints" / "12").is_dir()
     assert (tmp_path / "curated" / "tokenizer.json").exists()
     # the curate command on the demo's harvest: a key subset, and one clear line for a missing eval set
     argv = [

@@ -215,7 +215,10 @@ def test_evaluate_a_run_on_an_imagefolder_tfds_and_its_heldout_split(
     # --class-names: one line per class, names or entity ids
     names = tmp_path / "names.txt"
     names.write_text("".join(f"{e.id}\n" for e in entities[:4]))
-    assert main([*args, "--class-names", str(names), "--out", str(tmp_path / "t2")]) == 0
+    known = {e.id: e for e in entities}
+    named = eval_data.tfds_split("tiny_things:test", str(tfds_dir), known, class_names=str(names))
+    assert [c[0] for c in named.classes] == [e.label for e in entities[:4]]
+    assert list(named.labels) == [i for i in range(4) for _ in range(3)] and named.load(0).size == (40, 40)
     names.write_text("just one\n")
     capsys.readouterr()
     assert main([*args, "--class-names", str(names)]) == 2
@@ -261,6 +264,8 @@ def held_records(data_dir):
 
 def test_an_exported_model_evaluates_like_its_run_and_runs_compare(tiny_run, tiny_dataset, tmp_path, capsys):
     write_folder(tmp_path / "ev", tiny_dataset[1][:5], per_class=2)
+    assert main(["export", "--workdir", str(tmp_path / "ev"), "--out", str(tmp_path / "x")]) == 2
+    assert "is not a training workdir" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["export", "--workdir", str(tiny_run), "--out", str(tmp_path / "export")]) == 0
     entities = str(tiny_dataset[0] / "entities.jsonl")  # an export knows no knowledge graph
     common = ["--imagefolder", str(tmp_path / "ev"), "--templates", "photo", "--entities", entities]

@@ -72,10 +72,10 @@ def new_model(mcfg, seed=0):
         return CLIP(mcfg, rngs=nnx.Rngs(seed))
 
 
-@pytest.mark.parametrize("quick_gelu", [False, True])
-def test_open_clip_architectures_import_with_the_same_embeddings(quick_gelu):
-    """open_clip's own ViT-S-32 config and random weights -> our config and model: same embeddings
-    (with GELU, and with the QuickGELU of OpenAI's checkpoints)."""
+def test_open_clip_architectures_import_with_the_same_embeddings():
+    """open_clip's own ViT-S-32 config (with the QuickGELU of OpenAI's checkpoints; GELU is covered
+    by the export tests) and random weights -> our config and model: same embeddings."""
+    quick_gelu = True
     torch.manual_seed(0)
     theirs_model = open_clip.create_model("ViT-S-32", pretrained=None, force_quick_gelu=quick_gelu)
     perturb(theirs_model, 1)
@@ -152,9 +152,10 @@ def test_an_exported_run_loads_in_open_clip_and_back(tiny_run, tmp_path):
     theirs_model = open_clip.model.CLIP(**config)
     result = theirs_model.load_state_dict(load_file(str(tmp_path / "export" / "open_clip_model.safetensors")))
     assert not result.missing_keys and not result.unexpected_keys
-    run_model, mcfg, _ = load_run(tiny_run)
+    assert config["vision_cfg"]["patch_size"] == 8 and config["text_cfg"]["context_length"] == 16
+    run_model, mcfg, step = load_run(tiny_run)
     back, back_cfg, tokenizer = load_exported(tmp_path / "export")
-    assert back_cfg.text == mcfg.text and back_cfg.vision == mcfg.vision
+    assert step == 3 and back_cfg.text == mcfg.text and back_cfg.vision == mcfg.vision
     texts = ["a photo of a red fox", "tiger"]
     from entitynet.text.tokenizer import encode
 
@@ -169,3 +170,6 @@ def test_an_exported_run_loads_in_open_clip_and_back(tiny_run, tmp_path):
         b_img, b_txt = ours(m, images, tokens)
         assert np.max(np.abs(a_img - b_img)) < TOL
         assert np.max(np.abs(a_txt - b_txt)) < TOL
+    # our export read back by us is the same network, bit for bit
+    for x, y in zip(ours(run_model, images, tokens), ours(back, images, tokens), strict=True):
+        assert np.array_equal(x, y)

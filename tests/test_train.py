@@ -383,31 +383,3 @@ def test_bf16_compute_keeps_float32_parameters():
         np.dtype("int32"),
         np.dtype("uint32"),
     }
-
-
-def test_export_a_run_to_open_clip_files(tiny_run, tmp_path, capsys):
-    from flax import nnx
-    from safetensors.numpy import load_file
-
-    from entitynet.cli import main
-    from train import sharding
-    from train.export import load_run
-    from train.model import CLIP
-    from train.open_clip_weights import load_open_clip
-
-    assert main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "x")]) == 2
-    assert "is not a training workdir" in capsys.readouterr().err
-    assert main(["export", "--workdir", str(tiny_run), "--out", str(tmp_path / "out")]) == 0
-    cfg = json.loads((tmp_path / "out" / "open_clip_config.json").read_text())
-    assert cfg["vision_cfg"]["patch_size"] == 8 and cfg["text_cfg"]["context_length"] == 16
-    sd = load_file(str(tmp_path / "out" / "open_clip_model.safetensors"))
-    model, mcfg, step = load_run(tiny_run)
-    assert step == 3
-    with jax.set_mesh(sharding.make_mesh({"data": -1})):
-        fresh = CLIP(mcfg, rngs=nnx.Rngs(99))
-    assert load_open_clip(fresh, sd) == []
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(2, 32, 32, 3)).astype(np.float32)
-    tokens = np.array([[2, 5, 6, 3] + [0] * 12, [2, 7, 3] + [0] * 13], dtype=np.int32)
-    a, b = model(images, tokens), fresh(images, tokens)
-    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b, strict=True))

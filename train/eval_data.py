@@ -183,37 +183,41 @@ def tfds_split(
     name, _, split = spec.partition(":")
     split = split or "test"
     try:
-        if Path(name).is_dir():
-            builder = tfds.builder_from_directory(name)
-            source = builder.as_data_source(split)
+        local = Path(name).is_dir()
+        builder = tfds.builder_from_directory(name) if local else tfds.builder(name, data_dir=data_dir)
+        features = builder.info.features
+        image_key = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
+        label_key = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
+        if image_key is None or label_key is None:
+            raise ConfigError(f"TFDS dataset {name} needs an Image and a ClassLabel feature for zero-shot")
+        # JPEG bytes, decoded by Pillow in our threads (and not at all when reading the labels)
+        decoders = {image_key: tfds.decode.SkipDecoding()}
+        if local:
+            source = builder.as_data_source(split, decoders=decoders)
         else:
-            source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-            builder = tfds.builder(name, data_dir=data_dir)
+            source = tfds.data_source(name, split=split, data_dir=data_dir, download=False, decoders=decoders)
+        labels = np.asarray([int(source[i][label_key]) for i in range(len(source))], np.int64)
+    except ConfigError:
+        raise
     except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not there"
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConfigError(
             f"TFDS evaluation set {spec}: cannot open it ({type(e).__name__}: {first[:200]}); "
             "prepare it with `tfds build` and give --tfds-data-dir, or check NAME:SPLIT"
         ) from None
-    features = builder.info.features
-    image_key = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
-    label_key = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
-    if image_key is None or label_key is None:
-        raise ConfigError(f"TFDS dataset {name} needs an Image and a ClassLabel feature for zero-shot")
     label_feature = features[label_key]
     count = label_feature.num_classes
     if class_names:
         classes = read_class_names(class_names, count, entities, synonyms)
     else:
-        names = label_feature.names
         classes = [
-            resolve(n.replace("_", " "), entities, synonyms, f"{name} class {i}") for i, n in enumerate(names)
+            resolve(n.replace("_", " "), entities, synonyms, f"{name} class {i}")
+            for i, n in enumerate(label_feature.names)
         ]
-    labels = np.asarray([int(source[i][label_key]) for i in range(len(source))], np.int64)
     return EvalData(
         name=f"tfds:{Path(name).name}:{split}",
         size=len(source),
-        load=lambda i: Image.fromarray(np.asarray(source[i][image_key]).squeeze()),
+        load=lambda i: Image.open(io.BytesIO(source[i][image_key])),
         labels=labels,
         classes=classes,
     )
