@@ -13,19 +13,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The tests also need the open_clip/PyTorch extras (parity tests), a few GB the demo does not use.
+# The tests also need the open_clip/PyTorch extras (parity tests), a few GB the demo does not use;
+# one pip run installs everything (a superset of $(STAMP), which it marks done too).
 TEST_STAMP := $(VENV)/.installed-test
-$(TEST_STAMP): $(STAMP)
+$(TEST_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,interop]'
-	touch $(TEST_STAMP)
+	touch $(STAMP) $(TEST_STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/entitynet demo --out demo-out
 
+# Two workers, whole files each (module fixtures stay together); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 lint: $(STAMP)
 	$(BIN)/ruff check entitynet beam_pipelines train configs tests benchmarks tools

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _OWN_CACHE = not os.environ.get("ENTITYNET_TEST_JAX_CACHE")
 JAX_CACHE = os.environ.get("ENTITYNET_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="entitynet-test-jax-")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = JAX_CACHE
+os.environ["ENTITYNET_TEST_JAX_CACHE"] = JAX_CACHE  # pytest-xdist workers started after this share it
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 if _OWN_CACHE:
