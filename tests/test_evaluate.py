@@ -31,6 +31,15 @@ def test_zero_shot_and_retrieval_metrics_against_brute_force():
         assert got["image_to_text"][f"R@{k}"] == pytest.approx(np.mean(np.array(i2t) < k))
     assert got["text_to_image"]["median_rank"] == np.median(t2i) + 1
     assert got["image_to_text"]["median_rank"] == np.median(i2t) + 1
+    # a duplicate text of another image ties with the true one (whatever the rounding): not above it
+    dup_txt, dup_owner = np.concatenate([txt, txt[:1]]), np.concatenate([owner, [7]])
+    dup = retrieval(img, dup_txt, dup_owner, chunk=16)
+    sd = img @ dup_txt.T
+    best = [max(sd[i, j] for j in np.flatnonzero(dup_owner == i)) for i in range(50)]
+    i2t_dup = [int(np.sum((sd[i] > best[i] + 1e-6) & (dup_owner != i))) for i in range(50)]
+    assert i2t_dup[0] == i2t[0]  # image 0 is not pushed down by the copy of its own text
+    for k in (1, 5, 10):
+        assert dup["image_to_text"][f"R@{k}"] == pytest.approx(np.mean(np.array(i2t_dup) < k))
     # images without a text are left out of image->text and still compete in text->image
     extra = rng.normal(size=(3, 8)).astype(np.float32)
     more = retrieval(np.concatenate([img, extra]), txt, owner, chunk=16)

@@ -130,13 +130,17 @@ def classify(
     }
 
 
-def retrieval(image_emb, text_emb, text_image: np.ndarray, ks=(1, 5, 10), chunk: int = 1024) -> dict:
+def retrieval(
+    image_emb, text_emb, text_image: np.ndarray, ks=(1, 5, 10), chunk: int = 1024, tie: float = 1e-6
+) -> dict:
     """Image->text and text->image Recall@k and median rank; `text_image[j]` is the image of text j.
 
     One pass of chunked similarity blocks (images x all texts) on the device gives both directions:
     a rank is the number of candidates scoring above the true pair, counted, never sorted. The
     true scores are computed first (one dot product per text); an image's own texts never count
-    against it. Images with no text are left out of image->text."""
+    against it, and a candidate must beat the true score by more than `tie` to count (identical
+    texts of different images score the same up to float rounding: a tie, in the pair's favour).
+    Images with no text are left out of image->text."""
     img = jnp.asarray(image_emb, jnp.float32)
     txt = jnp.asarray(text_emb, jnp.float32)
     owner = jnp.asarray(text_image, jnp.int32)
@@ -148,8 +152,8 @@ def retrieval(image_emb, text_emb, text_image: np.ndarray, ks=(1, 5, 10), chunk:
     def block(rows, valid, t_count):
         s = img[rows] @ txt.T  # (chunk, texts)
         others = (owner[None, :] != rows[:, None]) & valid[:, None]
-        i_rank = jnp.sum((s > best_true[rows][:, None]) & others, axis=1)
-        return i_rank, t_count + jnp.sum((s > true_t[None, :]) & others, axis=0)
+        i_rank = jnp.sum((s > best_true[rows][:, None] + tie) & others, axis=1)
+        return i_rank, t_count + jnp.sum((s > true_t[None, :] + tie) & others, axis=0)
 
     chunk = min(chunk, n_img)
     t_count = jnp.zeros(txt.shape[0], jnp.int32)

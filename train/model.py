@@ -140,12 +140,10 @@ class Attention(nnx.Module):
         self.in_proj = _linear(width, 3 * width, P_IN_HIDDEN, rngs, dtype)
         self.out_proj = _linear(width, width, P_HIDDEN_IN, rngs, dtype)
 
-    def __call__(self, x, mask=None, causal: bool = False):
+    def __call__(self, x, causal: bool = False):
         b, n, w = x.shape
         qkv = self.in_proj(x).reshape(b, n, 3, self.heads, w // self.heads)
-        out = jax.nn.dot_product_attention(
-            qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask=mask, is_causal=causal
-        )
+        out = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], is_causal=causal)
         return self.out_proj(out.reshape(b, n, w))
 
 
@@ -168,8 +166,8 @@ class ResidualBlock(nnx.Module):
         self.ln_2 = _norm(width, dtype, rngs)
         self.mlp = Mlp(width, int(width * mlp_ratio), quick_gelu, rngs=rngs, dtype=dtype)
 
-    def __call__(self, x, mask=None, causal=False):
-        x = x + self.attn(self.ln_1(x), mask, causal)
+    def __call__(self, x, causal=False):
+        x = x + self.attn(self.ln_1(x), causal)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -182,9 +180,9 @@ class Transformer(nnx.Module):
             ]
         )
 
-    def __call__(self, x, mask=None, causal=False):
+    def __call__(self, x, causal=False):
         for block in self.resblocks:
-            x = block(x, mask, causal)
+            x = block(x, causal)
         return x
 
 
