@@ -27,10 +27,9 @@ from PIL import Image
 
 from entitynet.curation.evalsets import IMAGE_SUFFIXES
 from entitynet.errors import ConfigError, EntityNetError
+from entitynet.kg.ids import is_qid
 from entitynet.records import Entity
 from train.input_pipeline import centre_crop, normalise
-
-ENTITY_ID = re.compile(r"^Q\d+$")
 
 
 @dataclass
@@ -100,7 +99,7 @@ def resolve(name: str, entities: dict[str, Entity], synonyms: bool, where: str) 
             continue
         if part in entities:
             out.extend(entity_names(entities[part], synonyms))
-        elif ENTITY_ID.match(part):
+        elif is_qid(part):
             raise ConfigError(
                 f"{where}: {part} is not an entity of the knowledge graph given "
                 "(--entities); expand the graph that holds it or write the class name instead"

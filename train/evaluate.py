@@ -17,6 +17,7 @@ separately and labelled as optimistic, for the best single template on the set. 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -191,6 +192,7 @@ def load_model(path: str | Path, tokenizer: str | None = None) -> dict:
     )
 
 
+@functools.cache  # several runs compared on one set read the same file once
 def read_entities(path: str | None) -> dict:
     from entitynet.records import Entity, read_jsonl
 

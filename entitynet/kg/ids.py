@@ -22,6 +22,11 @@ def qid(value: str, what: str = "entity id") -> str:
     return value
 
 
+def is_qid(value: str) -> bool:
+    """Whether `value` is spelled as a Wikidata item id (Q123)."""
+    return isinstance(value, str) and _QID.fullmatch(value) is not None
+
+
 def pid(value: str, what: str = "property id") -> str:
     if not isinstance(value, str) or not _PID.fullmatch(value):
         raise ConfigError(f"malformed {what} {value!r}: expected a Wikidata property id like P171")
