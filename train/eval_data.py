@@ -27,6 +27,7 @@ from PIL import Image
 
 from entitynet.curation.evalsets import IMAGE_SUFFIXES
 from entitynet.errors import ConfigError, EntityNetError
+from entitynet.images.prepare import prepare
 from entitynet.kg.ids import is_qid
 from entitynet.records import Entity
 from train.input_pipeline import centre_crop, normalise
@@ -50,16 +51,16 @@ def slug(name: str) -> str:
 
 
 def pixels(data: EvalData, indices: range, size: int, pool: ThreadPoolExecutor) -> np.ndarray:
-    """Images `indices`, centre-cropped to `size` and normalised as in training: (n, size, size, 3)."""
+    """Images `indices`, prepared as harvest prepares them (orientation, alpha matted on white ...),
+    centre-cropped to `size` and normalised as in training: (n, size, size, 3)."""
     out = np.zeros((len(indices), size, size, 3), np.float32)
 
     def one(k: int) -> None:
         i = indices[k]
         try:
             with data.load(i) as im:
-                im.draft("RGB", (size, size))
-                out[k] = normalise(centre_crop(im.convert("RGB"), size))
-        except (OSError, ValueError) as e:
+                out[k] = normalise(centre_crop(prepare(im, (size, size)), size))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise ConfigError(f"{data.name}: image {i} is not readable: {e}") from None
 
     list(pool.map(one, range(len(indices))))

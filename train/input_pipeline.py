@@ -22,6 +22,7 @@ from PIL import Image
 
 from entitynet import records, shards
 from entitynet.errors import ConfigError
+from entitynet.images.prepare import prepare
 from entitynet.records import Entity
 from entitynet.text import captions as kg_captions
 from entitynet.text.tokenizer import encode
@@ -138,9 +139,7 @@ class Prepare(grain.transforms.RandomMap):
 
     def random_map(self, record, rng: np.random.Generator):
         cfg = self.cfg
-        im = Image.open(io.BytesIO(record.jpeg))
-        im.draft("RGB", (cfg.image_size, cfg.image_size))
-        im = im.convert("RGB")
+        im = prepare(Image.open(io.BytesIO(record.jpeg)), (cfg.image_size, cfg.image_size))
         if cfg.train:
             im = random_resized_crop(im, cfg.image_size, rng, cfg.crop_scale, cfg.crop_ratio)
             text, source = self.chooser.choose(record, rng)

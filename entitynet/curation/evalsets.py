@@ -1,5 +1,5 @@
 """Evaluation sets whose images must not be trained on: loaded and hashed the way harvested images
-are (same RGB conversion, resize and 64-bit perceptual hash), so a harvested copy of an evaluation
+are (the same `images.prepare`, resize and 64-bit perceptual hash), so a harvested copy of an evaluation
 image (re-encoded, resized, slightly edited) lands within the Hamming threshold of it.
 
 An evaluation set is named by one string:
@@ -10,6 +10,7 @@ An evaluation set is named by one string:
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +35,6 @@ class EvalSet:
 def _hash_file(path: Path, opts: ImageOptions) -> int | None:
     try:
         with Image.open(path) as im:
-            im.draft("RGB", (opts.size, opts.size))
             return perceptual_hash(im, opts)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
@@ -57,15 +57,19 @@ def _image_feature(builder) -> str:
 
 
 def _tfds_hashes(builder, splits: list[str], opts: ImageOptions, threads: int) -> tuple[np.ndarray, int]:
+    import tensorflow_datasets as tfds
+
     feature = _image_feature(builder)
     hashes, bad = [], 0
     for split in splits:
-        source = builder.as_data_source(split)
+        # the encoded bytes, opened by Pillow like any other image (TFDS's own decoding drops alpha)
+        source = builder.as_data_source(split, decoders={feature: tfds.decode.SkipDecoding()})
 
         def one(i, source=source):
             try:
-                return perceptual_hash(Image.fromarray(np.asarray(source[i][feature]).squeeze()), opts)
-            except (OSError, ValueError, TypeError):
+                with Image.open(io.BytesIO(source[i][feature])) as im:
+                    return perceptual_hash(im, opts)
+            except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError):
                 return None
 
         h, b = _hash_all(range(len(source)), one, threads)

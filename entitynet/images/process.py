@@ -13,10 +13,11 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from entitynet.errors import ConfigError
 from entitynet.images.hashes import phash64, sha256
+from entitynet.images.prepare import display_size, prepare
 
 RESIZE_MODES = ("shorter", "longer", "center_crop", "none")
 # Pillow's filters scale their support when downscaling (antialiased); bilinear is ~40% cheaper than
@@ -81,19 +82,6 @@ def target_size(width: int, height: int, opts: ImageOptions) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode == "RGB":
-        return im
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA"):
-        rgba = im.convert("RGBA")
-        white = Image.new("RGB", rgba.size, (255, 255, 255))
-        white.paste(rgba, mask=rgba.getchannel("A"))
-        return white
-    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, I;16 ...
-
-
 def resize(im: Image.Image, opts: ImageOptions) -> Image.Image:
     """The resize (and centre crop) of `opts.resize_mode`, never upscaling when `only_if_bigger`."""
     tw, th = target_size(*im.size, opts) if opts.resize_mode != "none" else im.size
@@ -107,9 +95,9 @@ def resize(im: Image.Image, opts: ImageOptions) -> Image.Image:
 
 
 def perceptual_hash(im: Image.Image, opts: ImageOptions = ImageOptions()) -> int:
-    """The 64-bit perceptual hash a harvest would store for this decoded image (same RGB conversion
+    """The 64-bit perceptual hash a harvest would store for this opened image (the same preparation
     and resize), e.g. for an evaluation image to compare against harvested ones."""
-    return phash64(resize(_to_rgb(ImageOps.exif_transpose(im)), opts))
+    return phash64(resize(prepare(im, target_size(*display_size(im), opts)), opts))
 
 
 def process_image(data: bytes, opts: ImageOptions = ImageOptions()) -> ProcessedImage:
@@ -132,16 +120,10 @@ def process_image(data: bytes, opts: ImageOptions = ImageOptions()) -> Processed
         if max(w0, h0) / min(w0, h0) > opts.max_aspect:
             raise ImageRejected("bad_aspect", f"{w0}x{h0}")
         try:
-            orientation = im.getexif().get(0x0112, 1)
-            tw, th = target_size(w0, h0, opts)
-            if im.format == "JPEG" and (tw, th) != (w0, h0):
-                # DCT-domain downscale; Pillow keeps the result at least as large as asked.
-                want = (th, tw) if orientation in (5, 6, 7, 8) else (tw, th)
-                im.draft("RGB", want)
-            im.load()
-            if orientation != 1:  # exif_transpose copies the image even when nothing is to be done
-                im = ImageOps.exif_transpose(im)
-            im = _to_rgb(im)
+            shown = display_size(im)
+            target = target_size(*shown, opts)
+            # JPEGs larger than the target decode at a reduced scale (DCT domain) that still covers it
+            im = prepare(im, target if target != shown else None)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             raise ImageRejected("decode_error", str(e)) from e
     im = resize(im, opts)
