@@ -45,6 +45,11 @@ def get_config(arg=None):
     c.data.image_size = 64
     c.data.context_length = 16
     c.data.alt_text_chance = 0.5
+    # Prompt augmentation: a KG name caption ("red fox") becomes "a photo of a red fox." this often,
+    # with a template of `data.templates` (a set name or a file); evaluation then defaults to the
+    # same templates. The reference trains without (0.0).
+    c.data.template_chance = 0.25
+    c.data.templates = "openai"
     c.data.num_workers = 0
 
     c.optim = ml_collections.ConfigDict()

@@ -158,7 +158,7 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     ).exists()
     assert "== 5/7 train" in out and "trained to step 12" in out and "== 6/7 evaluate" in out
     assert "zero-shot over" in out and "chance" in out
-    report = tmp_path / "train" / "eval" / "evalset" / "report.md"
+    (report,) = (tmp_path / "train" / "eval").glob("evalset-*/report.md")
     assert report.exists() and (report.parent / "plots" / "per_class.png").exists()
     # the ablation: three text mixes on the same shards, side by side
     assert "== 7/7 ablation" in out and (tmp_path / "train-alt" / "checkpoints" / "4").is_dir()

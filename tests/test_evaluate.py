@@ -12,8 +12,9 @@ from PIL import Image
 from entitynet.cli import main
 from entitynet.errors import ConfigError
 from entitynet.sampleweb.render import jpeg_bytes, render
+from entitynet.text.templates import read_templates
 from train import eval_data
-from train.evaluate import classify, read_templates, retrieval
+from train.evaluate import classify, retrieval
 
 
 def test_zero_shot_and_retrieval_metrics_against_brute_force():
@@ -192,7 +193,7 @@ def test_evaluate_a_run_on_an_imagefolder_tfds_and_its_heldout_split(
     )
     out = capsys.readouterr().out
     assert "zero-shot over 6 classes" in out and "chance 16.67%" in out
-    res_dir = tiny_run / "eval" / "ev"
+    res_dir = result_dir(tiny_run, "ev")
     r = json.loads((res_dir / "results.json").read_text())
     zs = r["zero_shot"]
     assert r["step"] == 3 and r["images"] == 12 and zs["classes"] == 6 and zs["template_count"] == 8
@@ -256,13 +257,19 @@ def test_evaluate_a_run_on_an_imagefolder_tfds_and_its_heldout_split(
         )
         == 0
     )
-    h = json.loads((tiny_run / "eval" / "heldout-validation" / "results.json").read_text())
+    h = json.loads((result_dir(tiny_run, "heldout-validation") / "results.json").read_text())
     val = [rec for rec in tiny_dataset[2] if rec.key in {x.key for x in held_records(data_dir)}]
     assert h["images"] == len(val) and h["retrieval"]["texts"] == sum(len(x.alt_texts) for x in val)
     assert h["zero_shot"]["classes"] == len({e for x in val for e in x.entity_ids})
-    assert "## Retrieval" in (tiny_run / "eval" / "heldout-validation" / "report.md").read_text()
+    assert "## Retrieval" in (result_dir(tiny_run, "heldout-validation") / "report.md").read_text()
     assert main(["eval", "--workdir", str(tiny_run), "--heldout", "--split", "test"]) == 2
     assert "no 'test' split" in capsys.readouterr().err
+
+
+def result_dir(workdir, name):
+    """The one results directory of set `name` under WORKDIR/eval (named <name>-<digest>)."""
+    (found,) = (workdir / "eval").glob(f"{name}-????????")
+    return found
 
 
 def held_records(data_dir):
@@ -281,7 +288,7 @@ def test_an_exported_model_evaluates_like_its_run_and_runs_compare(tiny_run, tin
     assert main(["eval", "--workdir", str(tiny_run), *common, "--out", str(tmp_path / "a")]) == 0
     assert main(["eval", "--workdir", str(tmp_path / "export"), *common]) == 0
     a = json.loads((tmp_path / "a" / "results.json").read_text())["zero_shot"]
-    b = json.loads((tmp_path / "export" / "eval" / "ev" / "results.json").read_text())["zero_shot"]
+    b = json.loads((result_dir(tmp_path / "export", "ev") / "results.json").read_text())["zero_shot"]
     assert a["fixed_templates"] == pytest.approx(b["fixed_templates"], abs=1e-6)
     assert a["per_class"] == pytest.approx(b["per_class"], abs=1e-6)
     # several runs side by side
@@ -322,3 +329,92 @@ def test_a_checkpoint_or_weights_of_another_model_is_one_clear_error(tiny_run, t
     assert main(["eval", "--workdir", str(tmp_path / "export"), *folder]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "choose the preset the checkpoint was trained with" in err
+
+
+def test_label_folders_resolve_to_entities_and_class_names_work_for_every_set(sample_entities, tmp_path):
+    import dataclasses
+
+    by_id = {e.id: e for e in sample_entities}
+    chosen = [e for e in sample_entities if e.aliases or e.common_names][:3]
+    root = tmp_path / "labels"
+    for e in chosen:  # folders named by label, as a user downloads them
+        (root / e.label).mkdir(parents=True)
+        (root / e.label / "0.jpg").write_bytes(jpeg_bytes(render(e.lineage_ids, e.id, 1, (40, 32))))
+    alias = chosen[0].synonyms()[1]
+    (root / alias.replace(" ", "_")).mkdir()  # an alias, with underscores for spaces
+    (root / alias.replace(" ", "_") / "0.jpg").write_bytes((root / chosen[0].label / "0.jpg").read_bytes())
+    (root / "no such creature").mkdir()
+    (root / "no such creature" / "0.jpg").write_bytes((root / chosen[0].label / "0.jpg").read_bytes())
+
+    plain = eval_data.image_folder(str(root), by_id)
+    assert all(len(c) == 1 for c in plain.classes) and not plain.unresolved
+    syn = eval_data.image_folder(str(root), by_id, synonyms=True)
+    folders = sorted(p.name for p in root.iterdir())
+    by_folder = dict(zip(folders, syn.classes, strict=True))
+    for e in chosen:
+        assert by_folder[e.label][0] == e.label and set(e.synonyms()) <= set(by_folder[e.label])
+        assert syn.class_entities[e.label] == e.id
+    assert syn.class_entities[alias.replace(" ", "_")] == chosen[0].id
+    assert by_folder["no such creature"] == ["no such creature"]
+    assert syn.unresolved == ["'no such creature' matches no entity"]
+    line = eval_data.unresolved_line(syn.unresolved)
+    assert "\n" not in line and "1 class name(s)" in line and "labels.tsv or --class-names" in line
+
+    # two entities sharing a name: ambiguous, reported, the folder keeps its own name
+    twin = dataclasses.replace(chosen[1], id="Q990999999", aliases=(), common_names=(), taxon_names=())
+    amb = eval_data.image_folder(str(root), {**by_id, twin.id: twin}, synonyms=True)
+    assert dict(zip(folders, amb.classes, strict=True))[chosen[1].label] == [chosen[1].label]
+    assert any("is ambiguous" in u and twin.id in u for u in amb.unresolved)
+
+    # --class-names for an ImageFolder: one line per folder in sorted order
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"class {i}\tsynonym {i}\n" for i in range(len(folders))))
+    named = eval_data.image_folder(str(root), by_id, class_names=str(names))
+    assert named.classes == [[f"class {i}", f"synonym {i}"] for i in range(len(folders))]
+    names.write_text("too few\n")
+    with pytest.raises(ConfigError, match=f"has 1 lines for {len(folders)} classes"):
+        eval_data.image_folder(str(root), by_id, class_names=str(names))
+
+
+def test_results_of_two_sets_with_one_name_do_not_overwrite_each_other(
+    tiny_run, tiny_dataset, tmp_path, capsys
+):
+    entities = tiny_dataset[1]
+    write_folder(tmp_path / "a" / "ev", entities[:3], per_class=1)
+    write_folder(tmp_path / "b" / "ev", entities[3:7], per_class=1)
+    for where in ("a", "b"):
+        assert main(["eval", "--workdir", str(tiny_run), "--imagefolder", str(tmp_path / where / "ev")]) == 0
+    found = {}
+    for d in (tiny_run / "eval").glob("ev-????????"):  # other tests' sets named "ev" live here too
+        r = json.loads((d / "results.json").read_text())
+        found[r["eval_source"]] = (d, r["zero_shot"]["classes"])
+    a, b = (found[f"imagefolder:{(tmp_path / w / 'ev').resolve()}"] for w in "ab")
+    assert a[0] != b[0] and (a[1], b[1]) == (3, 4)  # both kept, each with its own classes
+
+
+def test_default_templates_are_the_runs_and_bare_names_are_reported(tiny_run, tiny_dataset, tmp_path, capsys):
+    from train.evaluate import choose_templates, training_templates
+
+    assert training_templates({"data": {"template_chance": 0.25, "templates": "photo"}}) == "photo"
+    assert training_templates({"data": {"template_chance": 0.0, "templates": "photo"}}) is None
+    assert training_templates({}) is None
+    assert choose_templates(None, {"data": {"template_chance": 0.5, "templates": "photo"}}) == "photo"
+    assert choose_templates(None, {}) == "openai"
+    assert choose_templates("bare", {"data": {"template_chance": 0.5, "templates": "photo"}}) == "bare"
+
+    write_folder(tmp_path / "ev", tiny_dataset[1][:4], per_class=2)
+    out = tmp_path / "res"
+    args = ["eval", "--workdir", str(tiny_run), "--imagefolder", str(tmp_path / "ev"), "--out", str(out)]
+    assert main([*args, "--synonyms"]) == 0
+    zs = json.loads((out / "results.json").read_text())["zero_shot"]
+    run_cfg = json.loads((tiny_run / "config.json").read_text())
+    assert run_cfg["data"]["template_chance"] > 0  # the shipped configs train with templates
+    assert zs["templates"] == run_cfg["data"]["templates"] == zs["training_templates"]
+    assert set(zs["bare_names"]) == {"top1", "top5", "macro"}
+    assert sorted(zs["class_names"]) == sorted(e.label for e in tiny_dataset[1][:4])
+    report = (out / "report.md").read_text()
+    assert "| bare class names |" in report and "## Class names" in report
+    assert "bare names top-1" in capsys.readouterr().out
+    assert main([*args, "--templates", "bare"]) == 0
+    zs = json.loads((out / "results.json").read_text())["zero_shot"]
+    assert zs["bare_names"] == zs["fixed_templates"] and zs["template_count"] == 1

@@ -132,6 +132,54 @@ def test_input_pipeline_is_deterministic_and_samples_texts_as_asked(tiny_dataset
         assert abs(kg.mean() - (1 - chance)) < 0.06, (chance, kg.mean())
 
 
+def test_kg_name_captions_are_wrapped_in_training_templates_at_the_asked_rate(sample_entities):
+    from entitynet.records import ImageRecord
+    from entitynet.text.captions import NAMING_SOURCES
+    from train.input_pipeline import TextChooser
+
+    entities = [e for e in sample_entities if e.description and e.depth > 1][:20]
+    templates = ("a photo of a {c}.", "a drawing of the {c}.")
+    records = [
+        ImageRecord(key=e.id, jpeg=b"", width=1, height=1, url="u", entity_ids=(e.id,)) for e in entities
+    ]
+
+    def texts(chance, n=3000, seed=0):
+        chooser = TextChooser(entities, alt_text_chance=0.0, template_chance=chance, templates=templates)
+        rng = np.random.default_rng(seed)
+        out = []
+        for i in range(n):
+            text, source = chooser.choose(records[i % len(records)], rng)
+            assert source == "kg"
+            out.append(text)
+        return out
+
+    def unwrap(t: str) -> str | None:
+        """The caption inside a template, or None for a text no template wraps."""
+        for prefix, suffix in (("a photo of a ", "."), ("a drawing of the ", ".")):
+            if t.startswith(prefix) and t.endswith(suffix):
+                return t[len(prefix) : -len(suffix)]
+        return None
+
+    plain = texts(0.0)
+    assert not any(unwrap(t) for t in plain)
+    # off means no extra random draw: the same stream as a chooser without templates
+    bare = TextChooser(entities, alt_text_chance=0.0)
+    rng = np.random.default_rng(0)
+    assert plain[:50] == [bare.choose(records[i % len(records)], rng)[0] for i in range(50)]
+    # naming captions (label, synonyms, parents' names) are wrapped at the asked rate; descriptions never
+    sources = {c.text: c.source for e in entities for c in bare.candidates(e.id)}
+    for chance in (0.25, 1.0):
+        got = [(unwrap(t), t) for t in texts(chance)]
+        assert all(sources[inner] in NAMING_SOURCES for inner, _ in got if inner)
+        naming = [inner is not None for inner, t in got if inner or sources[t] in NAMING_SOURCES]
+        assert abs(np.mean(naming) - chance) < 0.04, (chance, np.mean(naming))
+        assert any(sources[t] == "description" for inner, t in got if inner is None)
+    with pytest.raises(ConfigError, match="needs training templates"):
+        from train.input_pipeline import InputConfig, make_dataset
+
+        make_dataset(InputConfig(shards="x", template_chance=0.5), entities, None)
+
+
 def test_each_process_reads_its_own_slice(tiny_dataset):
     from entitynet.text import tokenizer as tokenizers
     from train.input_pipeline import InputConfig, make_dataset
@@ -248,6 +296,10 @@ def test_bad_training_config(tiny_dataset, tmp_path):
         load_cfg(data_dir, **{"optim.lrr": 1})
     with pytest.raises(ConfigError, match="expected a int"):
         load_cfg(data_dir, total_steps="many")
+    with pytest.raises(ConfigError, match="templates no-such-file: No such file"):
+        from train.train import train as _train
+
+        _train(load_cfg(data_dir, **{"data.templates": "no-such-file"}), tmp_path / "t")
     from train.train import train
 
     with pytest.raises(ConfigError, match="needs 3 devices"):

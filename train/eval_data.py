@@ -14,6 +14,7 @@ names), whose template embeddings are averaged.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -29,7 +30,7 @@ from entitynet.curation.evalsets import IMAGE_SUFFIXES
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.images.prepare import prepare
 from entitynet.kg.ids import is_qid
-from entitynet.records import Entity
+from entitynet.records import Entity, unique_texts
 from train.input_pipeline import centre_crop, normalise
 
 
@@ -43,6 +44,16 @@ class EvalData:
     correct: np.ndarray | None = None  # (size, classes) bool: every right answer (multi-label sets)
     texts: list[str] = field(default_factory=list)  # retrieval captions
     text_image: np.ndarray | None = None  # (texts,) the image each text belongs to
+    origin: str = ""  # what the set was read from (absolute path, TFDS spec + data dir)
+    class_entities: dict[str, str] = field(default_factory=dict)  # class display name -> entity id
+    unresolved: list[str] = field(default_factory=list)  # class names no single entity matched
+
+
+def result_dir(data: EvalData) -> str:
+    """The directory name of a set's results: readable name + a digest of where it came from, so two
+    sets that share a name (two `evalset` folders) never overwrite each other."""
+    digest = hashlib.sha1((data.origin or data.name).encode()).hexdigest()[:8]
+    return f"{slug(data.name)}-{digest}"
 
 
 def slug(name: str) -> str:
@@ -92,27 +103,82 @@ def entity_names(entity: Entity, synonyms: bool) -> list[str]:
     return entity.synonyms() if synonyms else [entity.label]
 
 
-def resolve(name: str, entities: dict[str, Entity], synonyms: bool, where: str) -> list[str]:
-    """The names of one class given as a name or an entity id (tab-separated synonyms allowed)."""
-    out: list[str] = []
-    for part in (p.strip() for p in name.split("\t")):
-        if not part:
-            continue
-        if part in entities:
-            out.extend(entity_names(entities[part], synonyms))
-        elif is_qid(part):
-            raise ConfigError(
-                f"{where}: {part} is not an entity of the knowledge graph given "
-                "(--entities); expand the graph that holds it or write the class name instead"
-            )
-        else:
-            out.append(part)
-    if not out:
-        raise ConfigError(f"{where}: an empty class name")
-    return list(dict.fromkeys(out))
+def _key(name: str) -> str:
+    return " ".join(name.replace("_", " ").casefold().split())
 
 
-def read_class_names(path: str, count: int, entities: dict[str, Entity], synonyms: bool) -> list[list[str]]:
+class ClassNames:
+    """Turns the classes of an evaluation set into names: entity ids become the entity's label (or,
+    with `synonyms`, every name it has); plain names (folder names, TFDS labels) are matched to the
+    knowledge graph by label, then by alias, common or taxon name, so that `synonyms` works for them
+    too. Names that match no entity, or several, stay as given and are listed in `unresolved`."""
+
+    def __init__(self, entities: dict[str, Entity], synonyms: bool):
+        self.entities, self.synonyms = entities, synonyms
+        self.by_label: dict[str, list[str]] = {}
+        self.by_name: dict[str, list[str]] = {}
+        for e in entities.values():
+            self.by_label.setdefault(_key(e.label), []).append(e.id)
+            for n in e.synonyms()[1:]:
+                ids = self.by_name.setdefault(_key(n), [])
+                if e.id not in ids:
+                    ids.append(e.id)
+        self.entity_of: dict[str, str] = {}  # display name -> entity id, for the report
+        self.unresolved: list[str] = []
+
+    def _match(self, name: str) -> tuple[str | None, str]:
+        """(entity id or None, why not)."""
+        for index in (self.by_label, self.by_name):
+            ids = index.get(_key(name), [])
+            if len(ids) == 1:
+                return ids[0], ""
+            if len(ids) > 1:
+                return None, f"{name!r} is ambiguous ({', '.join(sorted(ids)[:4])})"
+        return None, f"{name!r} matches no entity"
+
+    def resolve(self, name: str, where: str) -> list[str]:
+        """The names of one class given as a name or an entity id (tab-separated synonyms allowed)."""
+        out: list[str] = []
+        entity_id = None
+        for part in (p.strip() for p in name.split("\t")):
+            if not part:
+                continue
+            if part in self.entities:
+                entity_id = entity_id or part
+                out.extend(entity_names(self.entities[part], self.synonyms))
+            elif is_qid(part):
+                raise ConfigError(
+                    f"{where}: {part} is not an entity of the knowledge graph given "
+                    "(--entities); expand the graph that holds it or write the class name instead"
+                )
+            else:
+                out.append(part)
+                if self.entities:
+                    found, why = self._match(part)
+                    if found:
+                        entity_id = entity_id or found
+                        if self.synonyms:
+                            out.extend(self.entities[found].synonyms())
+                    elif self.synonyms:
+                        self.unresolved.append(why)
+        if not out:
+            raise ConfigError(f"{where}: an empty class name")
+        names = unique_texts(out)
+        if entity_id:
+            self.entity_of[names[0]] = entity_id
+        return names
+
+
+def unresolved_line(unresolved: list[str]) -> str:
+    """One line for the class names that kept only their own name under --synonyms."""
+    shown = "; ".join(unresolved[:5]) + (f"; and {len(unresolved) - 5} more" if len(unresolved) > 5 else "")
+    return (
+        f"{len(unresolved)} class name(s) not matched to one entity, evaluated by their own name only: "
+        f"{shown} (give entity ids in labels.tsv or --class-names to fix)"
+    )
+
+
+def read_class_names(path: str, count: int, names: ClassNames) -> list[list[str]]:
     """A --class-names file: one line per class in label order (a name, an entity id, or
     tab-separated synonyms)."""
     try:
@@ -123,13 +189,21 @@ def read_class_names(path: str, count: int, entities: dict[str, Entity], synonym
         raise ConfigError(
             f"class names {path} has {len(lines)} lines for {count} classes; give one line per class, in label order"
         )
-    return [resolve(x, entities, synonyms, f"{path}:{n}") for n, x in enumerate(lines, 1)]
+    return [names.resolve(x, f"{path}:{n}") for n, x in enumerate(lines, 1)]
+
+
+def _finish(data: EvalData, names: ClassNames) -> EvalData:
+    data.class_entities = dict(names.entity_of)
+    data.unresolved = list(names.unresolved)
+    return data
 
 
 # ---------------------------------------------------------------- ImageFolder
 
 
-def image_folder(path: str, entities: dict[str, Entity], synonyms: bool = False) -> EvalData:
+def image_folder(
+    path: str, entities: dict[str, Entity], synonyms: bool = False, class_names: str | None = None
+) -> EvalData:
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"evaluation folder {root} does not exist; give a directory of class folders")
@@ -157,14 +231,20 @@ def image_folder(path: str, entities: dict[str, Entity], synonyms: bool = False)
             f"{root} is not an ImageFolder: it needs at least two class folders holding images "
             f"({', '.join(sorted(IMAGE_SUFFIXES))})"
         )
-    classes = [resolve(given[c], entities, synonyms, f"{root}/{c}") for c in folders]
-    return EvalData(
+    names = ClassNames(entities, synonyms)
+    if class_names:
+        classes = read_class_names(class_names, len(folders), names)
+    else:
+        classes = [names.resolve(given[c], f"{root}/{c}") for c in folders]
+    data = EvalData(
         name=root.name,
         size=len(files),
         load=lambda i: Image.open(files[i]),
         labels=np.asarray(labels),
         classes=classes,
+        origin=f"imagefolder:{root.resolve()}",
     )
+    return _finish(data, names)
 
 
 # ---------------------------------------------------------------- TFDS
@@ -207,26 +287,35 @@ def tfds_split(
         ) from None
     label_feature = features[label_key]
     count = label_feature.num_classes
+    names = ClassNames(entities, synonyms)
     if class_names:
-        classes = read_class_names(class_names, count, entities, synonyms)
+        classes = read_class_names(class_names, count, names)
     else:
         classes = [
-            resolve(n.replace("_", " "), entities, synonyms, f"{name} class {i}")
-            for i, n in enumerate(label_feature.names)
+            names.resolve(n.replace("_", " "), f"{name} class {i}") for i, n in enumerate(label_feature.names)
         ]
-    return EvalData(
+    where = str(Path(name).resolve()) if Path(name).is_dir() else f"{name}@{data_dir or ''}"
+    data = EvalData(
         name=f"tfds:{Path(name).name}:{split}",
         size=len(source),
         load=lambda i: Image.open(io.BytesIO(source[i][image_key])),
         labels=labels,
         classes=classes,
+        origin=f"tfds:{where}:{split}",
     )
+    return _finish(data, names)
 
 
 # ---------------------------------------------------------------- held-out split of the shards
 
 
-def heldout(shards: str, split: str, entities: dict[str, Entity], synonyms: bool = False) -> EvalData:
+def heldout(
+    shards: str,
+    split: str,
+    entities: dict[str, Entity],
+    synonyms: bool = False,
+    class_names: str | None = None,
+) -> EvalData:
     """A split of the run's shards: zero-shot over the entities its images show, retrieval over
     their alt texts (every alt text of an image is one of its captions)."""
     from entitynet import shards as shard_io
@@ -251,13 +340,20 @@ def heldout(shards: str, split: str, entities: dict[str, Entity], synonyms: bool
             texts.append(t)
             owner.append(n)
     jpegs = [r.jpeg for r in records]
-    return EvalData(
+    names = ClassNames(entities, synonyms)
+    if class_names:
+        classes = read_class_names(class_names, len(ids), names)
+    else:
+        classes = [names.resolve(e, f"entity {e}") for e in ids]
+    data = EvalData(
         name=f"heldout:{split}",
         size=len(records),
         load=lambda i: Image.open(io.BytesIO(jpegs[i])),
         labels=np.where(labelled, correct.argmax(axis=1), -1),
-        classes=[entity_names(entities[e], synonyms) for e in ids],
+        classes=classes,
         correct=correct,
         texts=texts,
         text_image=np.asarray(owner, np.int64),
+        origin=f"heldout:{Path(shards).resolve() if '://' not in shards else shards}:{split}",
     )
+    return _finish(data, names)

@@ -31,7 +31,8 @@ def add_arguments(ap) -> None:
     ap.add_argument(
         "--class-names",
         metavar="FILE",
-        help="one line per class in label order: a name, an entity id, or tab-separated synonyms",
+        help="one line per class in label order (ImageFolder: sorted folder names; TFDS: label ids; "
+        "--heldout: sorted entity ids): a name, an entity id, or tab-separated synonyms",
     )
     ap.add_argument(
         "--entities",
@@ -44,8 +45,9 @@ def add_arguments(ap) -> None:
     )
     ap.add_argument(
         "--templates",
-        default="openai",
-        help="openai (80 ImageNet templates), photo, bare, or a file of templates with {c}",
+        default=None,
+        help="openai (80 ImageNet templates), photo, bare, or a file of templates with {c} "
+        "(default: the templates the run trained with, else openai); bare names are always reported too",
     )
     ap.add_argument(
         "--tokenizer", help="tokenizer.json or CLIP merges file (default: the run's, or the export's)"
@@ -54,5 +56,5 @@ def add_arguments(ap) -> None:
     ap.add_argument(
         "--out",
         metavar="DIR",
-        help="where results go (default WORKDIR/eval/<set>; with several runs: the comparison)",
+        help="where results go (default WORKDIR/eval/<set>-<digest of its path>; with several runs: the comparison)",
     )

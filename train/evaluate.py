@@ -8,10 +8,12 @@ written as `results.json`, `report.md` and PNG plots; several runs side by side.
         --imagefolder demo-out/evalset --out reports/ablation
     python -m train.evaluate ...   (same flags)
 
-A class embedding is the normalised mean of the normalised embeddings of every template (the 80
-OpenAI ImageNet templates by default), each averaged over the class's names (`--synonyms`: every
-name of its entity in the knowledge graph). Results are given for that fixed template set and,
-separately and labelled as optimistic, for the best single template on the set. Retrieval
+A class embedding is the normalised mean of the normalised embeddings of every template (by
+default the templates the run was trained with, `data.templates`, else the 80 OpenAI ImageNet
+templates), each averaged over the class's names (`--synonyms`: every name of its entity in the
+knowledge graph; label folders are matched to entities by their names). Results are given for
+that template set, for the bare class names beside it, and, labelled as optimistic, for the best
+single template on the set. Retrieval
 (Recall@1/5/10, median rank, several texts per image) runs as chunked matrix products on device.
 """
 
@@ -30,39 +32,7 @@ import numpy as np
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.files import write_json
 from entitynet.text import tokenizer as tokenizers
-
-TEMPLATE_SETS = ("openai", "photo", "bare")
-_PHOTO = [
-    "a photo of a {c}.",
-    "a photo of the {c}.",
-    "a close-up photo of a {c}.",
-    "a good photo of a {c}.",
-    "a photo of a small {c}.",
-    "a photo of a large {c}.",
-    "a picture of a {c}.",
-    "an image of a {c}.",
-]
-
-
-def read_templates(name_or_path: str) -> list[str]:
-    """A named template set ("openai": the 80 ImageNet templates of the CLIP paper, "photo": 8
-    photo templates, "bare": the class name alone) or a file with one template per line, each with {c}."""
-    if name_or_path == "bare":
-        return ["{c}"]
-    if name_or_path == "photo":
-        return list(_PHOTO)
-    if name_or_path == "openai":
-        path = Path(__file__).resolve().parent.parent / "entitynet" / "data" / "openai_imagenet_templates.txt"
-        return path.read_text(encoding="utf-8").splitlines()
-    try:
-        lines = [x.strip() for x in Path(name_or_path).read_text().splitlines() if x.strip()]
-    except OSError as e:
-        raise ConfigError(
-            f"templates {name_or_path}: {e.strerror}; use {', '.join(TEMPLATE_SETS)} or a file of lines with {{c}}"
-        ) from None
-    if not lines or any("{c}" not in x for x in lines):
-        raise ConfigError(f"templates file {name_or_path} needs one template per line, each with {{c}}")
-    return lines
+from entitynet.text.templates import fill, read_templates
 
 
 def embed(fn, data: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -85,7 +55,7 @@ def class_embeddings(
 ) -> np.ndarray:
     """(classes, templates, dim): each template's normalised embedding, averaged over the class's
     names and normalised again. Every text of every class goes through the encoder in one pass."""
-    texts = [t.format(c=s) for synonyms in names for t in templates for s in synonyms]
+    texts = [fill(t, s) for synonyms in names for t in templates for s in synonyms]
     z = embed(jax.jit(model.encode_text), tokenizers.encode(tokenizer, texts, context))
     out = np.zeros((len(names), len(templates), z.shape[-1]), np.float32)
     start = 0
@@ -204,14 +174,39 @@ def read_entities(path: str | None) -> dict:
         raise ConfigError(f"{e}; give --entities (the entities.jsonl of `entitynet kg expand`)") from None
 
 
+def training_templates(run: dict) -> str | None:
+    """The template set a run wrapped its KG captions in (None: it trained on bare names)."""
+    data = run.get("data", {}) if isinstance(run, dict) else {}
+    if float(data.get("template_chance", 0) or 0) <= 0:
+        return None
+    return str(data.get("templates") or "") or None
+
+
+def choose_templates(templates: str | None, run: dict) -> str:
+    """--templates, or by default the run's training templates, else the 80 OpenAI templates."""
+    return templates or training_templates(run) or "openai"
+
+
 def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) -> dict:
+    """Zero-shot accuracy with the template ensemble `templates` and, beside it, with the bare
+    class names (what a model trained without prompts has seen)."""
     tpl = read_templates(templates)
-    per_template = class_embeddings(model, tokenizer, data.classes, tpl, mcfg.text.context_length)
+    context = mcfg.text.context_length
+    per_template = class_embeddings(model, tokenizer, data.classes, tpl, context)
     fixed_emb = per_template.mean(axis=1)
     fixed_emb /= np.linalg.norm(fixed_emb, axis=-1, keepdims=True)
     fixed = classify(images, fixed_emb, data.labels, data.correct)
     singles = [classify(images, per_template[:, t], data.labels, data.correct) for t in range(len(tpl))]
     best = int(np.argmax([m["top1"] for m in singles]))
+    if tpl == ["{c}"]:
+        bare = fixed
+    else:
+        bare = classify(
+            images,
+            class_embeddings(model, tokenizer, data.classes, ["{c}"], context)[:, 0],
+            data.labels,
+            data.correct,
+        )
     names = [c[0] for c in data.classes]
     return {
         "classes": len(names),
@@ -221,6 +216,7 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) 
         "template_count": len(tpl),
         "names": "averaged over synonyms" if any(len(c) > 1 for c in data.classes) else "one name per class",
         "fixed_templates": {k: fixed[k] for k in ("top1", "top5", "macro")},
+        "bare_names": {k: bare[k] for k in ("top1", "top5", "macro")},
         "best_single_template": {
             "template": tpl[best],
             **{k: singles[best][k] for k in ("top1", "top5", "macro")},
@@ -230,28 +226,41 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) 
             n: (None if np.isnan(a) else a) for n, a in zip(names, fixed["per_class"], strict=True)
         },
         "confused": [[names[a], names[b], n] for a, b, n in fixed["confused"]],
+        "class_names": {n: list(c) for n, c in zip(names, data.classes, strict=True)},
+        "class_entities": dict(data.class_entities),
+        "unresolved": list(data.unresolved),
     }
 
 
 def evaluate(
     model_path: str | Path,
     data_fn,
-    templates: str = "openai",
+    templates: str | None = None,
     out: str | Path | None = None,
     tokenizer: str | None = None,
 ) -> dict:
     """Evaluate a run (or an exported model) on the evaluation set `data_fn(run_config)` returns;
-    writes results.json, report.md and plots to `out` (default MODEL/eval/<set>)."""
+    writes results.json, report.md and plots to `out` (default MODEL/eval/<set>-<digest of its
+    source>, so two sets of one name never share a directory). `templates`: None picks the run's
+    training templates, else the OpenAI ones."""
     from train import report
-    from train.eval_data import image_embeddings, slug
+    from train.eval_data import image_embeddings, result_dir
 
     m = load_model(model_path, tokenizer)
     model, mcfg = m["model"], m["config"]
     data = data_fn(m["run"])
     images = image_embeddings(data, jax.jit(model.encode_image), mcfg.vision.image_size)
-    result = {"workdir": str(model_path), "step": m["step"], "eval_set": data.name, "images": data.size}
+    result = {
+        "workdir": str(model_path),
+        "step": m["step"],
+        "eval_set": data.name,
+        "eval_source": data.origin,
+        "images": data.size,
+    }
     if data.labels is not None and len(data.classes) >= 2 and np.any(data.labels >= 0):
-        result["zero_shot"] = zero_shot(model, m["tokenizer"], mcfg, data, images, templates)
+        chosen = choose_templates(templates, m["run"])
+        result["zero_shot"] = zero_shot(model, m["tokenizer"], mcfg, data, images, chosen)
+        result["zero_shot"]["training_templates"] = training_templates(m["run"])
     if data.texts:
         tokens = tokenizers.encode(m["tokenizer"], data.texts, mcfg.text.context_length)
         texts = embed(jax.jit(model.encode_text), tokens)
@@ -262,7 +271,7 @@ def evaluate(
         }
     if "zero_shot" not in result and "retrieval" not in result:
         raise ConfigError(f"{data.name}: nothing to evaluate (fewer than two classes and no texts)")
-    out_dir = Path(out or Path(model_path) / "eval" / slug(data.name))
+    out_dir = Path(out or Path(model_path) / "eval" / result_dir(data))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "results.json", result)
     report.write_report(result, out_dir)
@@ -278,15 +287,21 @@ def data_source(args) -> Callable:
         entities_path = args.entities or run.get("data", {}).get("entities")
         entities = read_entities(entities_path) if entities_path else {}
         if args.imagefolder:
-            return eval_data.image_folder(args.imagefolder, entities, args.synonyms)
-        if args.tfds:
-            return eval_data.tfds_split(
+            data = eval_data.image_folder(args.imagefolder, entities, args.synonyms, args.class_names)
+        elif args.tfds:
+            data = eval_data.tfds_split(
                 args.tfds, args.tfds_data_dir, entities, args.synonyms, args.class_names
             )
-        shards = args.shards or run.get("data", {}).get("shards")
-        if not shards:
-            raise ConfigError("--heldout needs the shards: give --shards (the model is not a training run)")
-        return eval_data.heldout(shards, args.split, entities, args.synonyms)
+        else:
+            shards = args.shards or run.get("data", {}).get("shards")
+            if not shards:
+                raise ConfigError(
+                    "--heldout needs the shards: give --shards (the model is not a training run)"
+                )
+            data = eval_data.heldout(shards, args.split, entities, args.synonyms, args.class_names)
+        if data.unresolved:
+            print(f"entitynet: {data.name}: {eval_data.unresolved_line(data.unresolved)}", file=sys.stderr)
+        return data
 
     return make
 
@@ -340,10 +355,12 @@ def summary(results: list[dict]) -> list[str]:
         parts = []
         zs = r.get("zero_shot")
         if zs:
-            fx = zs["fixed_templates"]
+            fx, bare = zs["fixed_templates"], zs["bare_names"]
             parts.append(
-                f"zero-shot over {zs['classes']:,} classes: top-1 {fx['top1']:.2%} (chance {zs['chance_top1']:.2%}), "
-                f"top-5 {fx['top5']:.2%}, best single template {zs['best_single_template']['top1']:.2%}"
+                f"zero-shot over {zs['classes']:,} classes (chance {zs['chance_top1']:.2%}): "
+                f"{zs['templates']} templates top-1 {fx['top1']:.2%} / top-5 {fx['top5']:.2%}, "
+                f"bare names top-1 {bare['top1']:.2%} / top-5 {bare['top5']:.2%}, "
+                f"best single template {zs['best_single_template']['top1']:.2%}"
             )
         rt = r.get("retrieval")
         if rt:

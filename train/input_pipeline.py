@@ -5,8 +5,10 @@
     tokenise -> batch -> [multiprocess prefetch]
 
 Text is chosen at load time (DESIGN.md): with probability `alt_text_chance` one of the record's
-alt texts, otherwise a knowledge-graph caption of one of its entities, drawn with the caption
-function's weights. Every random choice uses the generator Grain gives the transform, so a seed
+alt texts, otherwise a knowledge-graph caption of one of its (pruned) entity links, drawn with the
+caption function's weights; a caption that names the entity is wrapped, with probability
+`template_chance`, in one of the training templates ("a photo of a {c}."), so that a model
+evaluated with prompts has seen prompts. Every random choice uses the generator Grain gives the transform, so a seed
 fixes the whole stream and the iterator's state (saved in every checkpoint) resumes it exactly.
 """
 
@@ -25,6 +27,7 @@ from entitynet.errors import ConfigError
 from entitynet.images.prepare import prepare
 from entitynet.records import Entity
 from entitynet.text import captions as kg_captions
+from entitynet.text.templates import fill
 from entitynet.text.tokenizer import encode
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -39,6 +42,8 @@ class InputConfig:
     image_size: int = 224
     context_length: int = 32
     alt_text_chance: float = 0.5
+    template_chance: float = 0.0  # a KG name caption wrapped in one of `templates`
+    templates: tuple[str, ...] = ()  # training prompt templates, each with {c}
     crop_scale: tuple[float, float] = (0.4, 1.0)  # the reference's RandomResizedCrop
     crop_ratio: tuple[float, float] = (0.9, 1.11)
     seed: int = 0
@@ -96,11 +101,20 @@ def normalise(im: Image.Image) -> np.ndarray:
 
 
 class TextChooser:
-    """An alt text with probability `alt_text_chance`, else a weighted KG caption of one entity."""
+    """An alt text with probability `alt_text_chance`, else a weighted KG caption of one entity,
+    a naming caption wrapped in a random template with probability `template_chance`."""
 
-    def __init__(self, entities: list[Entity], alt_text_chance: float):
+    def __init__(
+        self,
+        entities: list[Entity],
+        alt_text_chance: float,
+        template_chance: float = 0.0,
+        templates: tuple[str, ...] = (),
+    ):
         self.by_id = {e.id: e for e in entities}
         self.alt_text_chance = alt_text_chance
+        self.template_chance = template_chance if templates else 0.0
+        self.templates = tuple(templates)
 
     @functools.lru_cache(maxsize=100_000)  # noqa: B019 - one chooser per pipeline
     def candidates(self, entity_id: str):
@@ -114,7 +128,13 @@ class TextChooser:
         if record.alt_texts and (not known or rng.random() < self.alt_text_chance):
             return record.alt_texts[int(rng.integers(len(record.alt_texts)))], "alt"
         if known:
-            return kg_captions.sample(self.candidates(known[int(rng.integers(len(known)))]), rng), "kg"
+            caption = kg_captions.sample_caption(self.candidates(known[int(rng.integers(len(known)))]), rng)
+            text = caption.text
+            # no draw at all when templates are off, so such runs keep their random stream
+            if self.template_chance and caption.source in kg_captions.NAMING_SOURCES:
+                if rng.random() < self.template_chance:
+                    text = fill(self.templates[int(rng.integers(len(self.templates)))], text)
+            return text, "kg"
         return "", "alt"
 
 
@@ -156,6 +176,10 @@ def make_dataset(
     """The batched dataset for this process (iterate it; save/restore its iterator's state)."""
     if not 0 <= cfg.alt_text_chance <= 1:
         raise ConfigError(f"alt_text_chance must be within 0..1, got {cfg.alt_text_chance}")
+    if not 0 <= cfg.template_chance <= 1:
+        raise ConfigError(f"template_chance must be within 0..1, got {cfg.template_chance}")
+    if cfg.template_chance and not cfg.templates:
+        raise ConfigError("template_chance > 0 needs training templates (data.templates)")
     source = open_source(cfg.shards, cfg.split)
     # Decode one record here first: TFDS's first use imports modules under etils' lazy_imports,
     # which patches the import machinery process-wide for a moment; done in a reader thread it can
@@ -169,7 +193,8 @@ def make_dataset(
     ds = ds.map(Decode())
     if cfg.subset:
         ds = ds.filter(InSubset(subset_keys(cfg.subset, cfg.split)))
-    ds = ds.random_map(Prepare(cfg, TextChooser(entities, cfg.alt_text_chance), tokenizer))
+    chooser = TextChooser(entities, cfg.alt_text_chance, cfg.template_chance, cfg.templates)
+    ds = ds.random_map(Prepare(cfg, chooser, tokenizer))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=16))
     it = it.batch(cfg.batch_size, drop_remainder=cfg.train)
     if cfg.num_workers > 0:

@@ -108,16 +108,24 @@ def write_report(r: dict, out_dir: str | Path) -> Path:
     zs = r.get("zero_shot")
     if zs:
         fx, best = zs["fixed_templates"], zs["best_single_template"]
+        bare = zs.get("bare_names", fx)
+        trained = zs.get("training_templates")
         lines += [
             "## Zero-shot classification",
             "",
             f"{zs['classes']:,} classes (chance top-1 {zs['chance_top1']:.2%}), {zs['images']:,} labelled images; "
-            f"class names: {zs['names']}.",
+            f"class names: {zs['names']}. The run trained "
+            + (
+                f"with the `{trained}` templates on part of its KG captions."
+                if trained
+                else "on bare names (no templates)."
+            ),
             "",
             "| templates | top-1 | top-5 | macro |",
             "|---|---:|---:|---:|",
             f"| fixed set: {zs['templates']} ({zs['template_count']}, embeddings averaged) | "
             f"{fx['top1']:.2%} | {fx['top5']:.2%} | {fx['macro']:.2%} |",
+            f"| bare class names | {bare['top1']:.2%} | {bare['top5']:.2%} | {bare['macro']:.2%} |",
             f"| best single template, chosen on this set (optimistic): `{best['template']}` | "
             f"{best['top1']:.2%} | {best['top5']:.2%} | {best['macro']:.2%} |",
             "",
@@ -128,6 +136,7 @@ def write_report(r: dict, out_dir: str | Path) -> Path:
             lines += ["![most confused pairs](plots/confused.png)", ""]
             lines += ["Most confused (true -> predicted, images): "]
             lines += [", ".join(f"{a} -> {b} ({n})" for a, b, n in zs["confused"][:8]), ""]
+        lines += class_name_lines(zs)
     rt = r.get("retrieval")
     if rt:
         lines += [
@@ -149,6 +158,21 @@ def write_report(r: dict, out_dir: str | Path) -> Path:
     return out / "report.md"
 
 
+def class_name_lines(zs: dict) -> list[str]:
+    """The names each class was embedded with (and its entity), and the names no entity matched."""
+    names, entities = zs.get("class_names") or {}, zs.get("class_entities") or {}
+    if not names:
+        return []
+    out = ["## Class names", "", "| class | entity | names used |", "|---|---|---|"]
+    out += [
+        f"| {c} | {entities.get(c, '-')} | {'; '.join(ns)} |".replace("\n", " ") for c, ns in names.items()
+    ]
+    out.append("")
+    if zs.get("unresolved"):
+        out += [f"Not matched to one entity (own name only): {'; '.join(zs['unresolved'])}.", ""]
+    return out
+
+
 def comparison_rows(results: list[dict], labels: list[str]) -> list[list[str]]:
     rows = []
     for label, r in zip(labels, results, strict=True):
@@ -161,6 +185,7 @@ def comparison_rows(results: list[dict], labels: list[str]) -> list[list[str]]:
                 _pct(fx.get("top1")),
                 _pct(fx.get("top5")),
                 _pct(fx.get("macro")),
+                _pct(zs.get("bare_names", {}).get("top1")),
                 _pct(zs.get("best_single_template", {}).get("top1")),
                 _pct(rt.get("image_to_text", {}).get("R@1")),
                 _pct(rt.get("text_to_image", {}).get("R@1")),
@@ -177,8 +202,8 @@ def write_comparison(results: list[dict], labels: list[str], out_dir: str | Path
     sets = sorted({r["eval_set"] for r in results})
     lines = [f"# {title or 'Comparison'}: {', '.join(sets)}", ""]
     lines += [
-        "| run | step | top-1 | top-5 | macro | best template top-1 | image->text R@1 | text->image R@1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | step | top-1 | top-5 | macro | bare names top-1 | best template top-1 | image->text R@1 | text->image R@1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in comparison_rows(results, labels)]
     lines.append("")

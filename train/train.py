@@ -35,6 +35,7 @@ from flax import nnx
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.records import Entity, read_jsonl
 from entitynet.text import tokenizer as tokenizers
+from entitynet.text.templates import read_templates
 from train import config as config_lib
 from train import input_pipeline, losses, sharding
 from train.model import CLIP, count_params, preset
@@ -290,6 +291,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         image_size=cfg.data.image_size,
         context_length=cfg.data.context_length,
         alt_text_chance=cfg.data.alt_text_chance,
+        template_chance=float(cfg.data.get("template_chance", 0.0)),
+        templates=tuple(read_templates(cfg.data.templates)) if cfg.data.get("template_chance", 0.0) else (),
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
         subset=cfg.data.get("subset", ""),

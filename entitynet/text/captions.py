@@ -126,7 +126,16 @@ def captions(
     return _attribute(entity, query, weights)
 
 
-def sample(candidates: Sequence[Caption], rng: np.random.Generator) -> str:
+# Captions that name the entity (or its parent, or name it with an attribute): what a prompt
+# template can wrap. Descriptions are sentences of their own and stay as they are.
+NAMING_SOURCES = ("query", "synonym", "parent-synonym", "pseudo-query", "replaced-name", "attribute")
+
+
+def sample_caption(candidates: Sequence[Caption], rng: np.random.Generator) -> Caption:
     """Draw one caption by weight with the caller's generator (so the choice is reproducible)."""
     p = np.fromiter((c.weight for c in candidates), dtype=np.float64, count=len(candidates))
-    return candidates[int(rng.choice(len(candidates), p=p / p.sum()))].text
+    return candidates[int(rng.choice(len(candidates), p=p / p.sum()))]
+
+
+def sample(candidates: Sequence[Caption], rng: np.random.Generator) -> str:
+    return sample_caption(candidates, rng).text
