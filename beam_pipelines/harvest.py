@@ -45,7 +45,7 @@ from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher
 from entitynet.files import write_json
 from entitynet.records import Candidate, ImageRecord, Query
-from entitynet.search.base import SearchCache, cached_search
+from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
 
 log = logging.getLogger("entitynet.harvest")
 
@@ -275,6 +275,8 @@ def run(
         for s in stats["shards"]:
             write_json(os.path.join(shard_dir, s["file"] + ".json"), s)
         stats["per_split"] = {s: sum(c) for s, c in lengths.items()}
+        supported = spec.modifiers()
+        stats["modifiers"] = {"sent": sorted(supported), "dropped": dropped_modifiers(queries, supported)}
         datacard.write_card(local_dir, stats, labels)
         write_json(
             os.path.join(local_dir, CONFIG),

@@ -994,7 +994,8 @@ class Kit:
 
 
 def kit_key(limit_classes: int, seed: int) -> str:
-    src = json.dumps([KIT_VERSION, limit_classes, seed, [t.__dict__ for t in TAXA]], sort_keys=True, default=str)
+    # the builder's own source is part of the key: a changed builder builds a new kit
+    src = json.dumps([KIT_VERSION, limit_classes, seed, Path(__file__).read_text()], sort_keys=True)
     return hashlib.sha1(src.encode()).hexdigest()[:10]
 
 
@@ -1019,7 +1020,7 @@ def build(cache: Path = DEFAULT_CACHE, limit_classes: int = 0, seed: int = 0, lo
     eval_classes = [t for t in with_icons if any(cp in by_cp[s] for s in HELD_OUT_STYLES for cp in t.cps)]
     if limit_classes:
         eval_classes = eval_classes[:limit_classes]
-        keep = {t.label for t in eval_classes}
+        keep = {t.label for t in eval_classes} | {"animal", "plant", "fungus"}
         for t in eval_classes:
             keep |= {a.label for a in ancestors(t, by_label)}
         taxa = [t for t in taxa if t.label in keep]

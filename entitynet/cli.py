@@ -146,6 +146,22 @@ def make_queries(entities, out_dir: str, cfg, llm=None, llm_top: int = 0) -> tup
     return queries, stats
 
 
+def exclude_terms(args) -> tuple[str, ...]:
+    from entitynet.text.queries import EXCLUDE_TERMS
+
+    if args.no_exclude_terms:
+        return ()
+    if args.exclude_terms is None:
+        return EXCLUDE_TERMS
+    terms = tuple(t.strip() for t in args.exclude_terms.split(",") if t.strip())
+    if not terms or any(" " in t or t.startswith("-") for t in terms):
+        raise ConfigError(
+            f"--exclude-terms {args.exclude_terms!r}: give comma-separated single words without '-' "
+            "(e.g. drawing,clipart), or --no-exclude-terms"
+        )
+    return terms
+
+
 def cmd_queries(args, _extra) -> int:
     from entitynet.text.llm import LLMClient
     from entitynet.text.queries import QueryConfig
@@ -156,6 +172,9 @@ def cmd_queries(args, _extra) -> int:
         max_per_entity=args.max_per_entity,
         attribute_queries=not args.no_attribute_queries,
         living=any(e.kind in ("taxon", "fruit") for e in entities),
+        photo_type=None if args.photo_type.strip().lower() in ("", "none") else args.photo_type.strip(),
+        exclude_terms=exclude_terms(args),
+        or_terms=not args.no_or_terms,
     )
     llm = None
     if args.llm_endpoint:
@@ -165,7 +184,11 @@ def cmd_queries(args, _extra) -> int:
     _, stats = make_queries(entities, args.out, cfg, llm, args.llm_top)
     print(
         f"{stats['queries']:,} queries for {stats['entities']:,} entities in {stats['seconds']:.1f} s\n"
-        f"queries per kind:\n{_table(stats['per_kind'])}\nwrote {Path(args.out) / 'queries.jsonl'}"
+        f"queries per kind:\n{_table(stats['per_kind'])}\n"
+        f"modifiers: photo type {cfg.photo_type or 'none'}; exclude terms "
+        f"{' '.join(cfg.exclude_terms) or 'none'}; or-terms {'on' if cfg.or_terms else 'off'} "
+        "(each backend sends what its API can express)\n"
+        f"wrote {Path(args.out) / 'queries.jsonl'}"
     )
     return 0
 
@@ -174,7 +197,15 @@ def cmd_queries(args, _extra) -> int:
 
 
 def harvest_summary(stats: dict, out: str | Path) -> str:
-    return (
+    dropped = (stats.get("modifiers") or {}).get("dropped") or {}
+    note = (
+        "search modifiers the backend cannot express, dropped: "
+        + ", ".join(f"{k.replace('_', ' ')} ({n:,} queries)" for k, n in dropped.items())
+        + "\n"
+        if dropped
+        else ""
+    )
+    return note + (
         f"{stats['candidates']:,} candidate images, {stats['written']:,} written "
         f"({stats['success_rate']:.1%}) in {stats['seconds']:.1f} s\n"
         f"outcomes:\n{_table(stats['per_outcome'])}\n"
@@ -644,6 +675,27 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--max-per-entity", type=int, default=20)
     q.add_argument(
         "--no-attribute-queries", action="store_true", help="no shared 'attribute + natural type' queries"
+    )
+    # Search modifiers: fields of each query; every backend sends those its API can express and
+    # drops the rest (see entitynet/search/web.py), never pasting them into the query text.
+    mod = q.add_mutually_exclusive_group()
+    mod.add_argument(
+        "--exclude-terms",
+        metavar="TERMS",
+        help="comma-separated words the results must not show (default: the reference's "
+        "drawing,clipart,illustration,cartoon,vector,painting; google-cse sends them as excludeTerms)",
+    )
+    mod.add_argument("--no-exclude-terms", action="store_true", help="no exclude terms")
+    q.add_argument(
+        "--photo-type",
+        default="photo",
+        help="image type for APIs that filter by it (google-cse imgType: photo, clipart, lineart, face, "
+        "stock, animated); 'none' for no filter (default photo)",
+    )
+    q.add_argument(
+        "--no-or-terms",
+        action="store_true",
+        help="no or-terms (alternative names and the natural type that google-cse may match instead)",
     )
     q.add_argument(
         "--llm-endpoint", metavar="URL", help="OpenAI-compatible base URL (…/v1) for LLM attributes"

@@ -38,6 +38,19 @@ class SearchSpec:
         if self.backend == "pool" and not self.pool:
             raise ConfigError("the pool backend needs --pool FILE (.jsonl, .parquet, .csv or .tsv)")
 
+    def modifiers(self) -> frozenset[str]:
+        """The search modifiers this backend's API expresses (the others are dropped)."""
+        from entitynet.search import commons, pool, web
+
+        classes = {
+            "searxng": web.SearXNG,
+            "google-cse": web.GoogleCSE,
+            "brave": web.Brave,
+            "commons": commons.Commons,
+            "pool": pool.Pool,
+        }
+        return classes[self.backend].modifiers
+
     def open(self, queries: Iterable[Query] = ()):
         from entitynet.search import commons, pool, web
 

@@ -10,6 +10,7 @@ from conftest import SAMPLE_KG
 
 from entitynet.cli import main
 from entitynet.records import Entity, Query, read_jsonl, write_jsonl
+from entitynet.text.queries import EXCLUDE_TERMS
 
 
 def run(capsys, *argv):
@@ -54,10 +55,26 @@ def test_kg_expand_and_queries(capsys, tmp_path):
     queries = list(read_jsonl(tmp_path / "q" / "queries.jsonl", Query))
     saved = json.loads((tmp_path / "q" / "queries_config.json").read_text())
     assert saved["stats"]["queries"] == len(queries) > len(entities)
+    assert all(q.exclude_terms == EXCLUDE_TERMS and q.photo_type == "photo" for q in queries)
+    assert "modifiers: photo type photo; exclude terms drawing clipart" in out
     code, out, _ = run(
         capsys, "captions", "--entities", str(tmp_path / "kg" / "entities.jsonl"), "--entity", "Q140"
     )
     assert code == 0 and "Panthera leo" in out and "query" in out
+    # the search modifiers are the user's to set
+    ents = str(tmp_path / "kg" / "entities.jsonl")
+    for flags, check in (
+        (["--no-exclude-terms"], lambda q: q.exclude_terms == () and q.photo_type == "photo"),
+        (["--exclude-terms", "sketch, logo"], lambda q: q.exclude_terms == ("sketch", "logo")),
+        (["--photo-type", "none", "--no-or-terms"], lambda q: q.photo_type is None and q.or_terms == ()),
+        (["--photo-type", "clipart"], lambda q: q.photo_type == "clipart"),
+    ):
+        code, out, _ = run(capsys, "queries", "--entities", ents, "--out", str(tmp_path / "m"), *flags)
+        assert code == 0 and all(check(q) for q in read_jsonl(tmp_path / "m" / "queries.jsonl", Query)), flags
+    code, _, err = run(
+        capsys, "queries", "--entities", ents, "--out", str(tmp_path / "m"), "--exclude-terms=-x"
+    )
+    assert code == 2 and "comma-separated single words" in one_error_line(err)
 
 
 def test_malformed_kg_file_gives_its_line(capsys, tmp_path):

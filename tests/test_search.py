@@ -191,7 +191,49 @@ def test_searxng(apis):
     )
     first = apis.requests[0]["params"]
     assert first["format"] == "json" and first["categories"] == "images"
-    assert first["q"] == "red fox -drawing -cartoon"
+    # SearXNG has no exclusion parameter: the terms are dropped, not pasted into the text
+    # (engines that do not honour "-term" would read "drawing cartoon" as wanted words)
+    assert first["q"] == "red fox"
+
+
+def test_each_backend_sends_only_the_modifiers_its_api_expresses(apis, monkeypatch, tmp_path):
+    from entitynet.harvest import SearchSpec
+    from entitynet.search.base import dropped_modifiers, sendable
+
+    monkeypatch.setenv("GOOGLE_CSE_KEY", "k")
+    monkeypatch.setenv("GOOGLE_CSE_CX", "cx")
+    monkeypatch.setenv("BRAVE_API_KEY", "bk")
+    searx = SearXNG(apis.base + "/searxng", **FAST)
+    google = GoogleCSE(url=apis.base + "/google/customsearch/v1", **FAST)
+    brave = Brave(url=apis.base + "/brave/images", **FAST)
+    for backend in (searx, google, brave):
+        cached_search(backend, FOX, SearchCache(tmp_path / backend.name))
+    by_path = {r["path"]: r["params"] for r in apis.requests}
+    assert by_path["/searxng/search"]["q"] == "red fox"
+    assert by_path["/brave/images"]["q"] == "red fox" and "exclude" not in str(by_path["/brave/images"])
+    g = by_path["/google/customsearch/v1"]
+    assert (g["q"], g["excludeTerms"], g["orTerms"], g["imgType"]) == (
+        "red fox",
+        "drawing cartoon",
+        "Vulpes vulpes",
+        "photo",
+    )
+    # the cache is keyed by what is sent: for searxng, queries that differ only in what it drops share it
+    n = len(apis.requests)
+    plain = Query(id="plain", text=FOX.text, kind=FOX.kind, entity_ids=("Q8332",), photo_type=None)
+    assert [c.url for c in cached_search(searx, plain, SearchCache(tmp_path / "searxng"))] == [
+        "http://img.example/fox1.jpg",
+        "http://img.example/fox2.jpg",
+    ]
+    assert len(apis.requests) == n
+    assert sendable(FOX, google.modifiers) == FOX
+    assert dropped_modifiers([FOX, plain], searx.modifiers) == {
+        "exclude_terms": 1,
+        "or_terms": 1,
+        "photo_type": 1,
+    }
+    assert SearchSpec("google-cse").modifiers() == google.modifiers
+    assert SearchSpec("searxng", url="http://x").modifiers() == frozenset()
 
 
 def test_google_cse_maps_the_modifiers(apis, monkeypatch):

@@ -1,7 +1,12 @@
 """One small interface for every image-search backend (query in, candidates out), and the HTTP
 plumbing they share: a per-backend request rate, retries with backoff on 429/5xx and connection
 errors (honouring Retry-After), and an on-disk cache keyed by (backend, query) so a re-run does
-not search again."""
+not search again.
+
+Search modifiers (photo type, exclude terms, or-terms) reach a backend only when its API can
+express them (`SearchBackend.modifiers`); the others are dropped (`sendable`), never pasted into
+the query text: engines that do not honour "-term" read the words as wanted and fill every
+result page with exactly the clipart the terms meant to exclude."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import os
 import random
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,10 +33,34 @@ class SearchError(EntityNetError):
     """A backend that cannot be used: bad key, unreachable after retries, malformed answers."""
 
 
+MODIFIERS = ("photo_type", "exclude_terms", "or_terms")
+
+
 class SearchBackend(Protocol):
     name: str
+    modifiers: frozenset[str]  # the MODIFIERS its API expresses; the rest are dropped
 
     def search(self, query: Query) -> list[Candidate]: ...
+
+
+def sendable(query: Query, supported: frozenset[str]) -> Query:
+    """`query` with the modifiers a backend cannot express removed."""
+    return replace(
+        query,
+        photo_type=query.photo_type if "photo_type" in supported else None,
+        exclude_terms=query.exclude_terms if "exclude_terms" in supported else (),
+        or_terms=query.or_terms if "or_terms" in supported else (),
+    )
+
+
+def dropped_modifiers(queries, supported: frozenset[str]) -> dict[str, int]:
+    """modifier -> how many queries carry it although the backend cannot send it."""
+    out: dict[str, int] = {}
+    for q in queries:
+        for name in MODIFIERS:
+            if name not in supported and getattr(q, name):
+                out[name] = out.get(name, 0) + 1
+    return out
 
 
 def parse_size(text: Any) -> tuple[int, int]:
@@ -160,6 +190,8 @@ class SearchCache:
 
 
 def cached_search(backend: SearchBackend, query: Query, cache: SearchCache | None) -> list[Candidate]:
+    """The backend's answer to `query` as it can be sent (cached by what is sent)."""
+    query = sendable(query, getattr(backend, "modifiers", frozenset()))
     if cache is not None:
         hit = cache.get(backend.name, query)
         if hit is not None:

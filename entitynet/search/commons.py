@@ -31,6 +31,7 @@ def _plain(value: object) -> str:
 
 class Commons:
     name = "commons"
+    modifiers = frozenset()  # no web-search modifiers apply
 
     def __init__(
         self,

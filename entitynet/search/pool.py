@@ -61,6 +61,7 @@ def _rows(rows: Iterable[dict], path: Path) -> Iterator[tuple[str, str, str]]:
 
 class Pool:
     name = "pool"
+    modifiers = frozenset()  # no web-search modifiers apply
 
     def __init__(self, path: str | Path, queries: Iterable[Query]):
         names = [q for q in queries if q.kind in ("noun", "alias")]

@@ -1,8 +1,17 @@
 """Web image-search APIs: SearXNG (self-hosted), Google Custom Search (image search), Brave.
 
-Each maps a `Query`'s modifiers to its own API (photo type, exclude terms, or-terms) and turns
-the documented response shape into `Candidate`s. Keys come from environment variables, never
-from files that get committed or saved next to outputs.
+Each turns the documented response shape into `Candidate`s and sends the `Query` modifiers its
+API can express; the others are dropped before the request (`search.base.sendable`), never
+pasted into the query text:
+
+| modifier | google-cse | brave | searxng |
+|---|---|---|---|
+| photo type | `imgType` | dropped (no parameter) | dropped (no parameter) |
+| exclude terms | `excludeTerms` | dropped (no parameter) | dropped ("-term" is passed on to engines that may read the words as wanted) |
+| or-terms | `orTerms` | dropped | dropped |
+
+Keys come from environment variables, never from files that get committed or saved next to
+outputs.
 """
 
 from __future__ import annotations
@@ -22,10 +31,6 @@ def _env(var: str, what: str) -> str:
     return value
 
 
-def _exclusions(query: Query) -> str:
-    return " ".join(f"-{t}" for t in query.exclude_terms)
-
-
 def _list(doc: Any, key: str, backend: str) -> list:
     value = doc.get(key) if isinstance(doc, dict) else None
     if not isinstance(value, list):
@@ -37,6 +42,7 @@ class SearXNG:
     """`/search?q=…&format=json&categories=images` of a self-hosted SearXNG (JSON output enabled)."""
 
     name = "searxng"
+    modifiers = frozenset()
 
     def __init__(self, base_url: str, max_results: int = 20, requests_per_second: float = 2.0, **api):
         if not base_url.startswith(("http://", "https://")):
@@ -49,8 +55,9 @@ class SearXNG:
         out: list[Candidate] = []
         page = 1
         while len(out) < self.max_results and page <= 5:
-            q = " ".join(x for x in (query.text, _exclusions(query)) if x)
-            doc = self.api.get(self.url, {"q": q, "format": "json", "categories": "images", "pageno": page})
+            doc = self.api.get(
+                self.url, {"q": query.text, "format": "json", "categories": "images", "pageno": page}
+            )
             results = _list(doc, "results", self.name)
             if not results:
                 break
@@ -82,6 +89,7 @@ class GoogleCSE:
     """Google Custom Search JSON API with `searchType=image` (key: GOOGLE_CSE_KEY, engine: GOOGLE_CSE_CX)."""
 
     name = "google-cse"
+    modifiers = frozenset({"photo_type", "exclude_terms", "or_terms"})
     URL = "https://www.googleapis.com/customsearch/v1"
 
     def __init__(
@@ -148,6 +156,7 @@ class Brave:
     """Brave Search image API (key: BRAVE_API_KEY, sent as X-Subscription-Token)."""
 
     name = "brave"
+    modifiers = frozenset()
     URL = "https://api.search.brave.com/res/v1/images/search"
 
     def __init__(
@@ -159,10 +168,9 @@ class Brave:
         self.api = JsonApi(self.name, requests_per_second, **api)
 
     def search(self, query: Query) -> list[Candidate]:
-        q = " ".join(x for x in (query.text, _exclusions(query)) if x)
         doc = self.api.get(
             self.url,
-            {"q": q, "count": min(self.max_results, 200), "safesearch": "strict"},
+            {"q": query.text, "count": min(self.max_results, 200), "safesearch": "strict"},
             headers={"X-Subscription-Token": self.key, "Accept": "application/json"},
         )
         out = []

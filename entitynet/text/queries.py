@@ -10,7 +10,9 @@ Kinds, in priority order (a text produced by several kinds keeps the first):
   entity that has it, as the reference's living-things attribute queries are
 
 Each entity gets a budget of queries that grows with its sitelinks. Search modifiers stay
-fields (photo type, exclude terms, or-terms) for each search backend to map to its own API.
+fields (photo type, exclude terms, or-terms) that each search backend sends when its API can
+express them and drops otherwise (`entitynet queries --exclude-terms/--no-exclude-terms/
+--photo-type/--no-or-terms`; the mapping is in `entitynet/search/web.py`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class QueryConfig:
     exclude_terms: tuple[str, ...] = EXCLUDE_TERMS
     attribute_queries: bool = True
     living: bool = True  # noun queries get names and natural type as or-terms, as the reference does
+    or_terms: bool = True  # False: no query carries or-terms
 
 
 def budget(sitelinks: int, cfg: QueryConfig) -> int:
@@ -131,7 +134,7 @@ def build_queries(entities: Iterable[Entity], cfg: QueryConfig = QueryConfig()) 
                 property=c.property,
                 photo_type=cfg.photo_type,
                 exclude_terms=tuple(cfg.exclude_terms),
-                or_terms=tuple(unique_texts(c.or_terms)),
+                or_terms=tuple(unique_texts(c.or_terms)) if cfg.or_terms else (),
             )
         )
     return out
