@@ -10,7 +10,8 @@ Graph:
             ─► GroupByKey(work unit = hash of url) ─► FetchUnit (thread pool: safe fetch, decode,
                validate, resize, hash; the unit's results saved when done and reused by a re-run)
                  ├─► outcomes (one per failed candidate, with its reason)
-                 └─► GroupByKey(content key) ─► merge exact duplicates (+ "duplicate" outcomes)
+                 └─► GroupByKey(content key) ─► merge exact duplicates (+ "duplicate" outcomes),
+                      entity links with evidence, pruned (+ "unlinked" outcomes; entitynet.links)
                       ─► GroupByKey((split, shard)) ─► WriteShard (sorted by key, temp + rename)
     gather ─► harvest_stats.json (every candidate's outcome, per host, per shard); TFDS metadata
 
@@ -44,7 +45,8 @@ from entitynet import datacard, harvest, records, shards
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher
 from entitynet.files import write_json
-from entitynet.records import Candidate, ImageRecord, Query
+from entitynet.links import Linker, link_stats
+from entitynet.records import Candidate, Entity, ImageRecord, Query
 from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
 
 log = logging.getLogger("entitynet.harvest")
@@ -115,10 +117,16 @@ class FetchUnit(beam.DoFn):
 
 
 class MergeDuplicates(beam.DoFn):
+    """Exact duplicates -> one record with its entity links (pruned; unlinked images dropped)."""
+
+    def __init__(self, linker: Linker):
+        self.linker = linker
+
     def process(self, kv):
-        record, duplicates = harvest.merge_duplicates(kv[1])
-        yield record
-        for d in duplicates:
+        record, outcomes = harvest.merge_duplicates(kv[1], self.linker)
+        if record is not None:
+            yield record
+        for d in outcomes:
             yield beam.pvalue.TaggedOutput("outcomes", d)
 
 
@@ -142,6 +150,7 @@ class WriteShard(beam.DoFn):
             "entities": len({e for r in recs for e in r.entity_ids}),
             "per_entity": dict(Counter(e for r in recs for e in r.entity_ids)),
             "sizes": [[r.width, r.height] for r in recs[:2000]],
+            "links": link_stats(recs),
         }
 
 
@@ -164,6 +173,7 @@ def build(
     work_dir: str,
     staged_candidates: str,
     staged_stats: str,
+    linker: Linker,
 ) -> None:
     fractions = dict(opts.splits)
     candidates = (
@@ -185,7 +195,7 @@ def build(
     merged = (
         fetched.records
         | "ByContent" >> beam.GroupByKey()
-        | "MergeDuplicates" >> beam.ParDo(MergeDuplicates()).with_outputs("outcomes", main="records")
+        | "MergeDuplicates" >> beam.ParDo(MergeDuplicates(linker)).with_outputs("outcomes", main="records")
     )
     written = (
         merged.records
@@ -209,9 +219,13 @@ def build(
         for s in shard_stats:
             per_entity.update(s["per_entity"])
         stats["per_entity"] = dict(sorted(per_entity.items()))
+        links: Counter = Counter()
+        for s in shard_stats:
+            links.update(s["links"])
+        stats["links"] = dict(sorted(links.items()))
         stats["sizes"] = [size for s in shard_stats for size in s["sizes"]][:20000]
         stats["shards"] = sorted(
-            ({k: v for k, v in s.items() if k not in ("per_entity", "sizes")} for s in shard_stats),
+            ({k: v for k, v in s.items() if k not in ("per_entity", "sizes", "links")} for s in shard_stats),
             key=lambda s: (s["split"], s["shard"]),
         )
         stats["failures"] = sorted(
@@ -242,9 +256,11 @@ def run(
     out_dir: str,
     beam_args: list[str] | None = None,
     labels: dict[str, str] | None = None,
+    entities: list[Entity] | tuple[Entity, ...] = (),
 ) -> dict:
     """Search, fetch, process and write shards + TFDS metadata + stats + a data card under `out_dir`
-    (`labels`: entity id -> name for the card); return the stats.
+    (`labels`: entity id -> name for the card; `entities`: their names for the alt-text evidence of
+    entity links, else the noun and alias queries' texts); return the stats.
 
     `out_dir` may be remote (gs://…, any Beam filesystem): shards are written locally and copied,
     the search cache and work units live there too, and the small files the driver writes (TFDS
@@ -259,9 +275,10 @@ def run(
         staged_candidates = out.staged(CANDIDATES)
         staged_stats = out.staged(STATS)
         log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
+        linker = Linker(queries, entities or spec.entities, opts.links)
         run_pipeline(
             lambda p: build(
-                p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_candidates, staged_stats
+                p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_candidates, staged_stats, linker
             ),
             beam_args,
         )

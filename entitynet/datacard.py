@@ -23,6 +23,39 @@ def save_png(fig, path: Path) -> None:
         fig.savefig(f, format="png", dpi=90, bbox_inches="tight")
 
 
+def link_lines(links: dict, unlinked: int) -> list[str]:
+    """The entity-link statistics of the written records (see `entitynet.links`)."""
+    images = links.get("images", 0)
+    if not images:
+        return []
+
+    def per(n: int) -> str:
+        return f"{n / images:.2f}"
+
+    found, kept = links.get("links_found", 0), links.get("links_kept", 0)
+    return [
+        "## Entity links",
+        "",
+        "Every entity whose query found an image is a candidate link; a link is kept when the alt text",
+        "names the entity, or when the entity's own name query found the image near the top of its",
+        "results, unless the image was found by so many entities that it is generic.",
+        "",
+        "| | links | per image |",
+        "|---|---:|---:|",
+        f"| found by queries | {found:,} | {per(found)} |",
+        f"| kept | {kept:,} | {per(kept)} |",
+        f"| kept, the alt text names the entity | {links.get('kept_alt_text', 0):,} | |",
+        f"| kept, own name query near the top | {links.get('kept_name_query', 0):,} | |",
+        f"| dropped, image found by too many entities (generic) | {links.get('dropped_generic', 0):,} | |",
+        f"| dropped, weak evidence | {links.get('dropped_weak', 0):,} | |",
+        "",
+        f"Share of kept links the alt text supports: {links.get('kept_alt_text', 0) / max(kept, 1):.1%}. "
+        f"Generic images written (some links dropped): {links.get('generic_images', 0):,}; "
+        f"images dropped with no link kept (outcome `unlinked`): {unlinked:,}.",
+        "",
+    ]
+
+
 def write_card(
     directory: str | os.PathLike,
     stats: dict,
@@ -92,6 +125,7 @@ def write_card(
         "|---|---|",
         *[f"| {k} | {v:,} |" for k, v in outcomes.items()],
         "",
+        *link_lines(stats.get("links") or {}, outcomes.get("unlinked", 0)),
         "![images per entity](plots/images_per_entity.png)",
         "",
         "![outcomes](plots/outcomes.png)",

@@ -15,6 +15,7 @@ from entitynet.errors import ConfigError
 from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
 from entitynet.files import LOCAL, LocalStore
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
+from entitynet.links import Linker, LinkRule
 from entitynet.records import Candidate, Entity, ImageRecord, Query, image_key, merge_images
 from entitynet.search import BACKENDS
 
@@ -75,6 +76,7 @@ class HarvestOptions:
     threads: int = 16  # fetches in flight per worker
     work_units: int = 256  # candidates are fetched in this many units, each saved when done (resume)
     retry_failed: bool = False  # on a re-run, fetch again the candidates that failed transiently
+    links: LinkRule = field(default_factory=LinkRule)  # pruning of entity links (entitynet.links)
 
     def __post_init__(self):
         if not 1 <= self.work_units <= 1_000_000:
@@ -119,6 +121,7 @@ def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions
         sha256=img.sha256,
         phash=img.phash,
         urls=(candidate.url,),
+        query_ranks=candidate.ranks or (-1,) * len(candidate.query_ids),
     )
 
 
@@ -174,13 +177,27 @@ def fetch_unit(
     return results, len(candidates) - len(todo)
 
 
-def merge_duplicates(records: Iterable[ImageRecord]) -> tuple[ImageRecord, list[Outcome]]:
+def merge_duplicates(
+    records: Iterable[ImageRecord], linker: Linker | None = None
+) -> tuple[ImageRecord | None, list[Outcome]]:
     """Records with the same content key become one (the lowest URL's bytes, everything else merged);
-    the other URLs are accounted as duplicates."""
+    the other URLs are accounted as duplicates. With a `linker`, the merged record gets its entity
+    links (evidence and pruning, `entitynet.links`); one left with no kept link is dropped unless
+    the rule keeps unlinked images: (None, outcomes with "unlinked" for its URL)."""
     group = sorted(records, key=lambda r: r.url)
     first = group[0]
     merged = merge_images(first, group[1:])
     dups = [Outcome(r.url, host_of(r.url), "duplicate", f"same bytes as {first.url}") for r in group[1:]]
+    if linker is not None:
+        merged = linker.apply(merged)
+        if not merged.entity_ids and not linker.rule.keep_unlinked:
+            found = ", ".join(f"{x.entity} ({x.why})" for x in merged.links[:5])
+            detail = (
+                f"no entity link kept of {len(merged.links)}: {found}"
+                if merged.links
+                else "no entity found it"
+            )
+            return None, [Outcome(first.url, host_of(first.url), "unlinked", detail[:200]), *dups]
     return merged, dups
 
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from entitynet.errors import EntityNetError
 from entitynet.files import write_lines
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: result ranks on candidates, entity links with evidence on images
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,22 @@ class Candidate:
     query_ids: tuple[str, ...] = ()
     entity_ids: tuple[str, ...] = ()
     backend: str = ""
+    ranks: tuple[int, ...] = ()  # per query id: the URL's best 0-based rank in that query's results
+
+
+@dataclass(frozen=True)
+class EntityLink:
+    """The evidence that an image shows an entity, and the decision made on it (`entitynet.links`)."""
+
+    entity: str
+    kinds: tuple[str, ...] = ()  # kinds of the queries that found the image for this entity
+    rank: int = -1  # best 0-based rank in those queries' results (-1: unknown)
+    alt_text: bool = False  # the image's alt texts name the entity
+    why: str = ""  # kept: "alt_text" | "name_query"; dropped: "generic" | "weak"
+
+    @property
+    def kept(self) -> bool:
+        return self.why in ("alt_text", "name_query")
 
 
 @dataclass(frozen=True)
@@ -108,24 +124,62 @@ class ImageRecord:
     page_url: str = ""
     alt_texts: tuple[str, ...] = ()
     query_ids: tuple[str, ...] = ()
-    entity_ids: tuple[str, ...] = ()
+    entity_ids: tuple[str, ...] = ()  # the kept entity links: what training texts and curation use
     sha256: str = ""  # of the downloaded bytes
     phash: int = 0  # 64-bit perceptual hash of the stored image
     urls: tuple[str, ...] = ()  # every URL that served these bytes
+    query_ranks: tuple[int, ...] = ()  # aligned with query_ids: best rank in that query's results
+    links: tuple[EntityLink, ...] = ()  # every candidate link with its evidence, kept or not
 
 
 def merge_images(first: ImageRecord, others: Iterable[ImageRecord]) -> ImageRecord:
     """`first` (its key, bytes and size) carrying every URL, alt text, query id and entity id of
     `others` too: for exact duplicates (same bytes) and near-duplicates (a kept representative)."""
     group = [first, *others]
+    ranks = _best_ranks((q, rank) for r in group for q, rank in _ranked(r.query_ids, r.query_ranks))
     return replace(
         first,
         page_url=first.page_url or next((r.page_url for r in group if r.page_url), ""),
         alt_texts=tuple(sorted({t for r in group for t in r.alt_texts})),
-        query_ids=tuple(sorted({q for r in group for q in r.query_ids})),
+        query_ids=tuple(ranks),
+        query_ranks=tuple(ranks.values()),
         entity_ids=tuple(sorted({e for r in group for e in r.entity_ids})),
         urls=tuple(sorted({u for r in group for u in (r.urls or (r.url,))})),
+        links=merge_links(x for r in group for x in r.links),
     )
+
+
+def _ranked(query_ids: tuple[str, ...], ranks: tuple[int, ...]) -> Iterable[tuple[str, int]]:
+    return zip(query_ids, ranks or (-1,) * len(query_ids), strict=True)
+
+
+def _best_ranks(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """query id -> its best (lowest known, -1 unknown) rank, sorted by query id."""
+    best: dict[str, int] = {}
+    for q, rank in pairs:
+        old = best.get(q, -1)
+        best[q] = rank if old < 0 or 0 <= rank < old else old
+    return dict(sorted(best.items()))
+
+
+_WHY_ORDER = ["alt_text", "name_query", "generic", "weak", ""]  # strongest first
+
+
+def merge_links(links: Iterable[EntityLink]) -> tuple[EntityLink, ...]:
+    """One link per entity with the union of the evidence (a link kept in any part stays kept: the
+    decision is not made again without the rule; `entitynet.links.prune` does that)."""
+    by: dict[str, EntityLink] = {}
+    for x in links:
+        y = by.get(x.entity)
+        if y is None:
+            by[x.entity] = x
+            continue
+        rank = x.rank if y.rank < 0 or 0 <= x.rank < y.rank else y.rank
+        why = min(x.why, y.why, key=_WHY_ORDER.index)
+        by[x.entity] = EntityLink(
+            x.entity, tuple(sorted({*x.kinds, *y.kinds})), rank, x.alt_text or y.alt_text, why
+        )
+    return tuple(by[e] for e in sorted(by))
 
 
 def image_key(sha256_hex: str) -> str:
@@ -240,6 +294,7 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
     out = []
     for url in sorted(by_url):
         group = by_url[url]
+        ranks = _best_ranks(q for c in group for q in _ranked(c.query_ids, c.ranks))
         out.append(
             Candidate(
                 url=url,
@@ -247,9 +302,10 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
                 alt_texts=tuple(sorted({t for c in group for t in c.alt_texts if t})),
                 width=max(c.width for c in group),
                 height=max(c.height for c in group),
-                query_ids=tuple(sorted({q for c in group for q in c.query_ids})),
+                query_ids=tuple(ranks),
                 entity_ids=tuple(sorted({e for c in group for e in c.entity_ids})),
                 backend=min(c.backend for c in group),
+                ranks=tuple(ranks.values()),
             )
         )
     return out
@@ -286,6 +342,9 @@ def image_features():
             "sha256": text,
             "phash": np.int64,  # the unsigned 64-bit hash in two's complement
             "urls": texts,
+            "query_ranks": tfds.features.Sequence(np.int32),
+            # [[entity, "kind,kind", rank, alt_text 0/1, why], ...] as JSON: evidence, kept or not
+            "links": text,
         }
     )
 
@@ -296,10 +355,16 @@ def encode_image(record: ImageRecord) -> bytes:
     d = {
         name: list(getattr(record, name)) if name in _TEXT_LISTS else getattr(record, name)
         for name in _IMAGE_FIELDS
-        if name != "jpeg"
+        if name not in _ENCODED_APART
     }
     d["image"] = record.jpeg
     d["phash"] = record.phash - _U64 if record.phash >= 1 << 63 else record.phash
+    d["query_ranks"] = list(record.query_ranks)
+    d["links"] = json.dumps(
+        [[x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why] for x in record.links],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
     return features.serialize_example(features.encode_example(d))
 
 
@@ -328,11 +393,17 @@ def decode_image(data: bytes) -> ImageRecord:
         sha256=text(d["sha256"]),
         phash=int(d["phash"]) % _U64,
         urls=tuple(text(x) for x in d["urls"]),
+        query_ranks=tuple(int(x) for x in d["query_ranks"]),
+        links=tuple(
+            EntityLink(e, tuple(k for k in kinds.split(",") if k), int(rank), bool(alt), str(why))
+            for e, kinds, rank, alt, why in json.loads(text(d["links"]) or "[]")
+        ),
     )
 
 
 _IMAGE_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
 _TEXT_LISTS = ("alt_texts", "query_ids", "entity_ids", "urls")
+_ENCODED_APART = ("jpeg", "query_ranks", "links")
 
 
 def entity_sort_key(e: Entity) -> tuple[int, int, str]:
@@ -343,7 +414,9 @@ def entity_sort_key(e: Entity) -> tuple[int, int, str]:
 __all__ = [
     "Attribute",
     "Candidate",
+    "EntityLink",
     "merge_candidates",
+    "merge_links",
     "ImageRecord",
     "IMAGE_DATASET_VERSION",
     "decode_image",

@@ -59,7 +59,25 @@ def test_searxng_backend_against_the_sample_web(web):
     )
     found = SearXNG(web.base_url, max_results=40, requests_per_second=0).search(q)
     assert found and all(c.url.startswith(web.base_url + "/img/") for c in found)
-    assert sum(c.url.split("/img/")[1].startswith("Q140-") for c in found) >= len(found) // 2
+    ids = [c.url.split("/img/")[1][:-4] for c in found]
+    # ranked like an engine: pages titled with the name first, so the top is almost all lions
+    assert sum(i.startswith("Q140-") for i in ids[:10]) >= 8
+    titled = [web.by_id[i].alt.lower() for i in ids]
+    first_untitled = next(k for k, t in enumerate(titled) if "lion" not in t)
+    assert all("lion" not in t for t in titled[first_untitled:])
+    # generic pages (collages listing dozens of species) come with the name's results
+    assert any(i.startswith("g-") for i in ids) and any(i.startswith("Q140-") for i in ids[first_untitled:])
+
+
+def test_generic_pages_are_found_by_many_queries(web, sample_entities):
+    generic = [im for im in web.corpus if im.id.startswith("g-")]
+    assert 50 < len(generic) < 400 and all(im.entity_id is None and len(im.names) >= 30 for im in generic)
+    finders = {}
+    for e in sample_entities[:80]:
+        for im in web.index.search(e.label)[:20]:
+            finders.setdefault(im.id, set()).add(e.id)
+    many = [i for i, ents in finders.items() if len(ents) > 3]
+    assert many and all(i.startswith("g-") or "x-" in i for i in many)
 
 
 def test_fetching_the_sample_web_gives_every_outcome(web):

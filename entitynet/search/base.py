@@ -190,13 +190,13 @@ class SearchCache:
 
 
 def cached_search(backend: SearchBackend, query: Query, cache: SearchCache | None) -> list[Candidate]:
-    """The backend's answer to `query` as it can be sent (cached by what is sent)."""
+    """The backend's answer to `query` as it can be sent (cached by what is sent), each candidate
+    with its rank in the answer."""
     query = sendable(query, getattr(backend, "modifiers", frozenset()))
-    if cache is not None:
-        hit = cache.get(backend.name, query)
-        if hit is not None:
-            return hit
-    found = backend.search(query)
-    if cache is not None:
-        cache.put(backend.name, query, found)
-    return found
+    found = cache.get(backend.name, query) if cache is not None else None
+    if found is None:
+        found = backend.search(query)
+        if cache is not None:
+            cache.put(backend.name, query, found)
+    # a result's rank is its position in the answer (evidence for its entity links)
+    return [replace(c, ranks=(i,)) for i, c in enumerate(found)]
