@@ -1,6 +1,6 @@
 """Quality benchmark: the whole EntityNet chain on the Iconify emoji world, scored on held-out styles.
 
-    python benchmarks/quality_iconify.py                                  # full run (about 1.5 h on 2 cores)
+    python benchmarks/quality_iconify.py                                  # full run (about 45 min on 2 cores)
     python benchmarks/quality_iconify.py --limit-classes 20 --steps 50 --seeds 0   # a quick smoke run
     python benchmarks/quality_iconify.py --checkout /work/before --out /tmp/quality-before
 
@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -38,7 +39,11 @@ sys.path.insert(0, str(HERE))
 
 import iconify_world  # noqa: E402
 
-MIXES = (("kg+alt", 0.5, "KG + alt text (0.5)"), ("alt", 1.0, "alt text only (1.0)"), ("kg", 0.0, "KG only (0.0)"))
+MIXES = (
+    ("kg+alt", 0.5, "KG + alt text (0.5)"),
+    ("alt", 1.0, "alt text only (1.0)"),
+    ("kg", 0.0, "KG only (0.0)"),
+)
 TARGET_TOP1, TARGET_TOP5 = 0.25, 0.50
 
 
@@ -51,9 +56,13 @@ class Runner:
         self.logs = out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = str(checkout) + (os.pathsep + self.env["PYTHONPATH"] if self.env.get("PYTHONPATH") else "")
+        self.env["PYTHONPATH"] = str(checkout) + (
+            os.pathsep + self.env["PYTHONPATH"] if self.env.get("PYTHONPATH") else ""
+        )
         self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.times: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}  # CPU seconds of the subprocess (user + system)
+        self.last_cpu = 0.0
         self.n = 0
 
     def cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -62,14 +71,21 @@ class Runner:
         log = self.logs / f"{self.n:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.log"
         print(f"  $ {' '.join(cmd[2:])}", flush=True)
         started = time.time()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(log, "w") as f:
             f.write(" ".join(cmd) + "\n\n")
             f.flush()
-            p = subprocess.run(cmd, cwd=self.checkout, env=self.env, stdout=subprocess.PIPE, stderr=f, text=True)
+            p = subprocess.run(
+                cmd, cwd=self.checkout, env=self.env, stdout=subprocess.PIPE, stderr=f, text=True
+            )
             f.write("\n--- stdout\n" + (p.stdout or ""))
         took = time.time() - started
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
         self.times[name] = self.times.get(name, 0.0) + took
-        print(f"    {name}: {took:.1f} s (rc {p.returncode}; log {log})", flush=True)
+        self.cpu[name] = self.cpu.get(name, 0.0) + cpu
+        self.last_cpu = cpu
+        print(f"    {name}: {took:.1f} s wall, {cpu:.1f} s CPU (rc {p.returncode}; log {log})", flush=True)
         if check and p.returncode != 0:
             tail = log.read_text()[-3000:]
             raise SystemExit(f"{name} failed with status {p.returncode}:\n{tail}")
@@ -204,7 +220,10 @@ def evaluate_runs(runner: Runner, runs: dict[str, Path], kit, out: Path, mode: s
                         (w / "results.json").write_text(json.dumps(r, indent=1))
                     done = True
                 else:
-                    print(f"    grouped evaluation failed (rc {p.returncode}); evaluating run by run", flush=True)
+                    print(
+                        f"    grouped evaluation failed (rc {p.returncode}); evaluating run by run",
+                        flush=True,
+                    )
             if not done:
                 for name, w in runs.items():
                     dest = w / f"eval-{tag}"
@@ -251,31 +270,55 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="quality-iconify-out", help="where every stage writes (fresh each run)")
     ap.add_argument("--checkout", default=str(HERE.parent), help="the EntityNet checkout whose CLI runs")
     ap.add_argument("--python", default=sys.executable, help="interpreter with EntityNet's dependencies")
-    ap.add_argument("--steps", type=int, default=1500, help="training steps per run (tiny_cpu config)")
+    ap.add_argument(
+        "--steps", type=int, default=1200, help="training steps per run (tiny_cpu config; 3-5 min each)"
+    )
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     ap.add_argument("--mixes", default="kg+alt,alt,kg", help="text mixes to train: kg+alt, alt, kg")
     ap.add_argument("--limit-classes", type=int, default=0, help="a smaller kit (smoke runs)")
     ap.add_argument("--kit-seed", type=int, default=0)
-    ap.add_argument("--train-override", action="append", default=[], metavar="KEY=VALUE",
-                    help="more --config.KEY=VALUE for every training run (e.g. data.image_size=64)")
+    ap.add_argument(
+        "--train-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more --config.KEY=VALUE for every training run (e.g. data.image_size=64)",
+    )
     ap.add_argument("--eval-mode", choices=("grouped", "single"), default="grouped")
-    ap.add_argument("--search-rate", default="0", help="harvest --search-rate (0: unthrottled; the web is local)")
+    ap.add_argument(
+        "--search-rate", default="0", help="harvest --search-rate (0: unthrottled; the web is local)"
+    )
     ap.add_argument("--vocab-size", type=int, default=0, help="tokenizer --vocab-size (0: the CLI's default)")
-    ap.add_argument("--keep", action="store_true", help="reuse OUT's finished stages instead of starting afresh")
+    ap.add_argument("--render", metavar="OUT", help="only re-write OUT/quality.md from OUT/quality.json")
     args = ap.parse_args(argv)
+    if args.render:
+        report = json.loads((Path(args.render) / "quality.json").read_text())
+        kit = iconify_world.load(Path(report["kit"]["root"]))
+        mixes = [m for m in MIXES if m[0] in report["summary"]]
+        md = render_markdown(report, kit, mixes, report["seeds"])
+        (Path(args.render) / "quality.md").write_text(md)
+        print(md)
+        return 0
 
     checkout = Path(args.checkout).resolve()
     out = Path(args.out).resolve()
-    if out.exists() and not args.keep:
-        shutil.rmtree(out)
+    if out.exists():
+        shutil.rmtree(out)  # every stage starts afresh
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     mixes = [m for m in MIXES if m[0] in args.mixes.split(",")]
-    report: dict = {"checkout": str(checkout), "python": args.python, "steps": args.steps, "seeds": seeds,
-                    "train_overrides": args.train_override, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    report: dict = {
+        "checkout": str(checkout),
+        "python": args.python,
+        "steps": args.steps,
+        "seeds": seeds,
+        "train_overrides": args.train_override,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     try:
-        report["commit"] = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
-                                          capture_output=True, text=True).stdout.strip()
+        report["commit"] = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
     except OSError:
         report["commit"] = ""
     wall = time.time()
@@ -306,7 +349,9 @@ def main(argv=None) -> int:
 
     print("== queries", flush=True)
     run.cli("queries", "queries", "--entities", entities, "--out", out / "queries")
-    queries = [json.loads(x) for x in (out / "queries" / "queries.jsonl").read_text().splitlines() if x.strip()]
+    queries = [
+        json.loads(x) for x in (out / "queries" / "queries.jsonl").read_text().splitlines() if x.strip()
+    ]
     report["queries"] = {"queries": len(queries)}
     print(f"  {len(queries):,} queries", flush=True)
 
@@ -350,6 +395,7 @@ def main(argv=None) -> int:
     config = checkout / "configs" / "tiny_cpu.py"
     runs: dict[str, Path] = {}
     train_times: dict[str, float] = {}
+    train_cpu: dict[str, float] = {}
     for name, chance, _ in mixes:
         for seed in seeds:
             label = f"{name}-s{seed}"
@@ -361,8 +407,10 @@ def main(argv=None) -> int:
                     f"--config.seed={seed}", f"--config.data.alt_text_chance={chance}",
                     *[f"--config.{o}" for o in args.train_override])  # fmt: skip
             train_times[label] = time.time() - started
+            train_cpu[label] = run.last_cpu
             runs[label] = w
     report["train_seconds"] = train_times
+    report["train_cpu_seconds"] = train_cpu
 
     print("== evaluate on the held-out styles", flush=True)
     results = evaluate_runs(run, runs, kit, out, args.eval_mode)
@@ -390,10 +438,20 @@ def main(argv=None) -> int:
         for set_name in iconify_world.HELD_OUT_STYLES:
             e = summary[main_mix].get(set_name, {}).get("ensemble")
             if e:
-                checks.append((f"{main_mix} top-1 on {set_name} (ensemble) >= {TARGET_TOP1:.0%}",
-                               e["top1_mean"], e["top1_mean"] >= TARGET_TOP1))
-                checks.append((f"{main_mix} top-5 on {set_name} (ensemble) >= {TARGET_TOP5:.0%}",
-                               e["top5_mean"], e["top5_mean"] >= TARGET_TOP5))
+                checks.append(
+                    (
+                        f"{main_mix} top-1 on {set_name} (ensemble) >= {TARGET_TOP1:.0%}",
+                        e["top1_mean"],
+                        e["top1_mean"] >= TARGET_TOP1,
+                    )
+                )
+                checks.append(
+                    (
+                        f"{main_mix} top-5 on {set_name} (ensemble) >= {TARGET_TOP5:.0%}",
+                        e["top5_mean"],
+                        e["top5_mean"] >= TARGET_TOP5,
+                    )
+                )
     if "kg+alt" in summary and "alt" in summary:
         for set_name in ("merged",):
             for variant in ("ensemble", "bare"):
@@ -402,10 +460,17 @@ def main(argv=None) -> int:
                 if a and b:
                     spread = max(a["top1_std"], b["top1_std"])
                     diff = a["top1_mean"] - b["top1_mean"]
-                    checks.append((f"KG+alt above alt-only on {set_name} ({variant}) top-1 by > seed spread "
-                                   f"({spread:.2%})", diff, diff > spread))
+                    checks.append(
+                        (
+                            f"KG+alt above alt-only on {set_name} ({variant}) top-1 by > seed spread "
+                            f"({spread:.2%})",
+                            diff,
+                            diff > spread,
+                        )
+                    )
     report["checks"] = [{"check": c, "value": v, "pass": ok} for c, v, ok in checks]
     report["stage_seconds"] = run.times
+    report["stage_cpu_seconds"] = run.cpu
     report["total_seconds"] = time.time() - wall
     (out / "quality.json").write_text(json.dumps(report, indent=1, default=str))
     md = render_markdown(report, kit, mixes, seeds)
@@ -423,11 +488,15 @@ def render_markdown(report: dict, kit, mixes, seeds) -> str:
         f"Kit: {s['classes_in_kg']} KG classes ({s['classes_with_web_images']} with web pictures, "
         f"{s['eval_classes']} evaluation classes); web {s['web_images']:,} images: {s['web_taxon_images']:,} of taxa "
         f"in {', '.join(s['train_styles'])}, {s['web_distractor_images']:,} distractors, {s['web_collages']} "
-        f"collages. Held-out images: " + ", ".join(f"{k} {v}" for k, v in s["eval_images_per_set"].items())
-        + f" (classes: " + ", ".join(f"{k} {v}" for k, v in s["eval_classes_per_set"].items()) + ").",
+        f"collages. Held-out images: "
+        + ", ".join(f"{k} {v}" for k, v in s["eval_images_per_set"].items())
+        + " (classes: "
+        + ", ".join(f"{k} {v}" for k, v in s["eval_classes_per_set"].items())
+        + ").",
         "",
         f"Training: configs/tiny_cpu.py, {report['steps']} steps, seeds {', '.join(map(str, seeds))}"
-        + (f", overrides {', '.join(report['train_overrides'])}" if report["train_overrides"] else "") + ".",
+        + (f", overrides {', '.join(report['train_overrides'])}" if report["train_overrides"] else "")
+        + ".",
         f"KG expansion: {report['kg']['entities']} entities, missing kit classes: "
         f"{', '.join(report['kg']['missing']) or 'none'}. Queries: {report['queries']['queries']:,}.",
         "",
@@ -435,9 +504,14 @@ def render_markdown(report: dict, kit, mixes, seeds) -> str:
         "",
     ]
     summary = report["summary"]
-    variants = sorted({v for m in summary.values() for st in m.values() for v in st},
-                      key=lambda v: ["bare", "ensemble", "bare-syn", "ensemble-syn"].index(v)
-                      if v in ["bare", "ensemble", "bare-syn", "ensemble-syn"] else 9)
+    variants = sorted(
+        {v for m in summary.values() for st in m.values() for v in st},
+        key=lambda v: (
+            ["bare", "ensemble", "bare-syn", "ensemble-syn"].index(v)
+            if v in ["bare", "ensemble", "bare-syn", "ensemble-syn"]
+            else 9
+        ),
+    )
     head = "| text mix | eval set | " + " | ".join(f"{v} top-1 | {v} top-5" for v in variants) + " |"
     lines += [head, "|---|---|" + "---:|---:|" * len(variants)]
     for name, _, label in mixes:
@@ -448,8 +522,14 @@ def render_markdown(report: dict, kit, mixes, seeds) -> str:
             cells = []
             for v in variants:
                 e = st.get(v)
-                cells += [pct(e["top1_mean"], e["top1_std"]), pct(e["top5_mean"], e["top5_std"])] if e else ["", ""]
-            lines.append(f"| {label} | {set_name} ({st[next(iter(st))]['classes']} cl.) | " + " | ".join(cells) + " |")
+                cells += (
+                    [pct(e["top1_mean"], e["top1_std"]), pct(e["top5_mean"], e["top5_std"])]
+                    if e
+                    else ["", ""]
+                )
+            lines.append(
+                f"| {label} | {set_name} ({st[next(iter(st))]['classes']} cl.) | " + " | ".join(cells) + " |"
+            )
     lines += ["", "## Targets", "", "| check | value | result |", "|---|---:|---|"]
     for c in report["checks"]:
         lines.append(f"| {c['check']} | {c['value']:.2%} | {'PASS' if c['pass'] else 'FAIL'} |")
@@ -469,18 +549,26 @@ def render_markdown(report: dict, kit, mixes, seeds) -> str:
             f"{x['share_of_links_on_images_with_10_plus']:.2%} ({x['images_with_10_plus']:,} images) |"
         )
     h = report.get("harvest", {})
-    lines += ["", f"Harvest: {h.get('candidates', 0):,} candidates, {h.get('written', 0):,} written; "
-              f"{h.get('searches', 0):,} searches and {h.get('image_requests', 0):,} image requests served. "
-              f"Curation kept {sum((report['curate'].get('kept') or {}).values()):,} of "
-              f"{sum((report['curate'].get('read') or {}).values()):,} (removed: {report['curate'].get('removed')}; "
-              f"contamination: {report['curate'].get('contamination')}).", ""]
-    lines += ["## Stage times", "", "| stage | seconds |", "|---|---:|"]
+    lines += [
+        "",
+        f"Harvest: {h.get('candidates', 0):,} candidates, {h.get('written', 0):,} written; "
+        f"{h.get('searches', 0):,} searches and {h.get('image_requests', 0):,} image requests served. "
+        f"Curation kept {sum((report['curate'].get('kept') or {}).values()):,} of "
+        f"{sum((report['curate'].get('read') or {}).values()):,} (removed: {report['curate'].get('removed')}; "
+        f"contamination: {report['curate'].get('contamination')}).",
+        "",
+    ]
+    lines += ["## Stage times", "", "| stage | wall s | CPU s |", "|---|---:|---:|"]
+    cpu = report.get("stage_cpu_seconds", {})
     for k, v in report["stage_seconds"].items():
-        lines.append(f"| {k} | {v:.1f} |")
+        c = f"{cpu[k]:.1f}" if k in cpu else ""
+        lines.append(f"| {k} | {v:.1f} | {c} |")
     tt = list(report.get("train_seconds", {}).values())
+    tc = list(report.get("train_cpu_seconds", {}).values())
     if tt:
-        lines.append(f"| (one training run: mean {statistics.fmean(tt):.1f}, max {max(tt):.1f}) | |")
-    lines.append(f"| total | {report['total_seconds']:.1f} |")
+        c = f"{statistics.fmean(tc):.1f}, {max(tc):.1f}" if tc else ""
+        lines.append(f"| one training run (mean, max) | {statistics.fmean(tt):.1f}, {max(tt):.1f} | {c} |")
+    lines.append(f"| total | {report['total_seconds']:.1f} | |")
     lines.append("")
     return "\n".join(lines)
 

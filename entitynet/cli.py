@@ -873,7 +873,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="steps of each of the two text-mix ablation runs (0: no ablation)",
     )
-    d.add_argument("--templates", default="openai", help="zero-shot templates: openai, photo, bare or a file")
+    d.add_argument(
+        "--templates",
+        default=None,
+        help="zero-shot templates: openai, photo, bare or a file (default: the run's training templates)",
+    )
     d.set_defaults(func=cmd_demo, beam=True, t=12)  # the sample's entities have ~6-24 images each
     return p
 
