@@ -542,6 +542,24 @@ EXCLUDED_CPS = {
 # ---------------------------------------------------------------- icon sets
 
 
+class KitError(Exception):
+    """What the kit needs and is missing, in one line for the user."""
+
+
+def check_tools() -> None:
+    """npm (to fetch the icon sets) and cairosvg with Debian's libcairo2 (to rasterise them)."""
+    if shutil.which("npm") is None:
+        raise KitError(
+            "the kit fetches its icon sets with npm: install Node.js and npm (Debian: apt-get install npm)"
+        )
+    try:
+        import cairosvg  # noqa: F401  (loads libcairo when imported)
+    except ImportError:
+        raise KitError("the kit rasterises SVG with cairosvg: pip install -e '.[bench]'") from None
+    except OSError as e:
+        raise KitError(f"cairosvg cannot load the cairo library ({e}); apt-get install libcairo2") from None
+
+
 def fetch_sets(cache: Path, styles=TRAIN_STYLES + HELD_OUT_STYLES) -> dict[str, Path]:
     """`npm pack @iconify-json/NAME` into cache/npm and untar it; returns style -> package dir."""
     npm_dir = cache / "npm"
@@ -555,8 +573,12 @@ def fetch_sets(cache: Path, styles=TRAIN_STYLES + HELD_OUT_STYLES) -> dict[str, 
                 ["npm", "pack", f"@iconify-json/{style}", "--pack-destination", str(npm_dir)],
                 capture_output=True,
                 text=True,
-                check=True,
             )
+            if res.returncode != 0:
+                last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+                raise KitError(
+                    f"npm pack @iconify-json/{style} failed: {last}; is the npm registry reachable?"
+                )
             tgz = npm_dir / res.stdout.strip().splitlines()[-1]
             tmp = npm_dir / f".{style}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -1044,6 +1066,7 @@ def build(cache: Path = DEFAULT_CACHE, limit_classes: int = 0, seed: int = 0, lo
     if (root / "DONE").exists():
         return load(root)
     log(f"building the Iconify emoji world in {root}")
+    check_tools()
     started = time.time()
     pkgs = fetch_sets(cache)
     sets = {s: IconSet(s, p) for s, p in pkgs.items()}
@@ -1411,7 +1434,11 @@ def main(argv=None) -> int:
     ap.add_argument("--serve", action="store_true", help="serve the web until interrupted")
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
-    kit = build(Path(args.cache), args.limit_classes, args.seed)
+    try:
+        kit = build(Path(args.cache), args.limit_classes, args.seed)
+    except KitError as e:
+        print(f"iconify_world: error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(kit.stats, indent=2))
     print(f"kit: {kit.root}")
     if args.serve:

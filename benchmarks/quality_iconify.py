@@ -325,7 +325,11 @@ def main(argv=None) -> int:
 
     print("== kit", flush=True)
     t0 = time.time()
-    kit = iconify_world.build(Path(args.cache), args.limit_classes, args.kit_seed)
+    try:
+        kit = iconify_world.build(Path(args.cache), args.limit_classes, args.kit_seed)
+    except iconify_world.KitError as e:
+        print(f"quality_iconify: error: {e}", file=sys.stderr)
+        return 2
     report["kit"] = dict(kit.stats, root=str(kit.root))
     kit_seconds = time.time() - t0
     s = kit.stats

@@ -13,8 +13,8 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.loss = arg or "clip"
     c.seed = 0
-    c.total_steps = 200
-    c.batch_size = 64
+    c.total_steps = 900
+    c.batch_size = 128
     c.log_every = 10
     c.eval_every = 100
     c.eval_batches = 3
@@ -45,6 +45,7 @@ def get_config(arg=None):
     c.data.image_size = 64
     c.data.context_length = 16
     c.data.alt_text_chance = 0.5
+    c.data.crop_scale = (0.4, 1.0)  # RandomResizedCrop's area fraction (the reference's)
     # Prompt augmentation: a KG name caption ("red fox") becomes "a photo of a red fox." this often,
     # with a template of `data.templates` (a set name or a file); evaluation then defaults to the
     # same templates. The reference trains without (0.0).

@@ -225,7 +225,7 @@ def link_summary(links: dict) -> str:
         f"entity links: {found:,} found, {kept:,} kept ({found / images:.2f} -> {kept / images:.2f} per image; "
         f"{links.get('kept_alt_text', 0) / max(kept, 1):.0%} of kept named by the alt text); "
         f"{links.get('dropped_generic', 0):,} dropped on {links.get('generic_images', 0):,} generic images, "
-        f"{links.get('dropped_weak', 0):,} weak\n"
+        f"{links.get('dropped_contradicted', 0):,} contradicted by the alt text, {links.get('dropped_weak', 0):,} weak\n"
     )
 
 
@@ -792,7 +792,12 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument(
         "--pool", metavar="FILE", help="url+text rows (.jsonl, .parquet, .csv, .tsv) for --backend pool"
     )
-    h.add_argument("--entities", metavar="FILE", help="entities.jsonl (needed by --backend commons)")
+    h.add_argument(
+        "--entities",
+        metavar="FILE",
+        help="entities.jsonl: every name of each entity for the alt-text evidence of entity links "
+        "(without it, the noun and alias queries' texts), labels for the data card; needed by --backend commons",
+    )
     h.add_argument("--out", required=True, metavar="DIR")
     add_harvest_flags(h)
     h.set_defaults(func=cmd_harvest, beam=True)
@@ -865,11 +870,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_harvest_flags(d)
     add_curate_flags(d)
-    d.add_argument("--train-steps", type=int, default=200, help="training steps of the tiny CLIP")
+    d.add_argument("--train-steps", type=int, default=400, help="training steps of the tiny CLIP")
     d.add_argument(
         "--ablation-steps",
         type=int,
-        default=200,
+        default=400,
         metavar="N",
         help="steps of each of the two text-mix ablation runs (0: no ablation)",
     )

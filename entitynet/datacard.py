@@ -38,7 +38,8 @@ def link_lines(links: dict, unlinked: int) -> list[str]:
         "",
         "Every entity whose query found an image is a candidate link; a link is kept when the alt text",
         "names the entity, or when the entity's own name query found the image near the top of its",
-        "results, unless the image was found by so many entities that it is generic.",
+        "results, unless the image was found by so many entities that it is generic or its alt texts",
+        "name other entities instead.",
         "",
         "| | links | per image |",
         "|---|---:|---:|",
@@ -47,6 +48,7 @@ def link_lines(links: dict, unlinked: int) -> list[str]:
         f"| kept, the alt text names the entity | {links.get('kept_alt_text', 0):,} | |",
         f"| kept, own name query near the top | {links.get('kept_name_query', 0):,} | |",
         f"| dropped, image found by too many entities (generic) | {links.get('dropped_generic', 0):,} | |",
+        f"| dropped, the alt text names other entities (contradicted) | {links.get('dropped_contradicted', 0):,} | |",
         f"| dropped, weak evidence | {links.get('dropped_weak', 0):,} | |",
         "",
         f"Share of kept links the alt text supports: {links.get('kept_alt_text', 0) / max(kept, 1):.1%}. "

@@ -2,13 +2,17 @@
 keeps the links worth training on.
 
 Every entity whose query found an image is a candidate link. Its evidence (`records.EntityLink`):
-the kinds of the queries that found it, its best rank in their results, and whether the image's
-alt texts name the entity (MetaCLIP's matcher over the entity's names). How many distinct
-entities found the same image is the record's number of links. Then (`LinkRule`):
+the kinds of the queries that found it, its best rank in their results, whether the image's alt
+texts name the entity (MetaCLIP's matcher over every entity's names), and whether they name
+other entities instead. An alt text that names more than `max_finders` entities is a list
+("13 icons: dolphin, deer, ..."), not a caption, and names none. How many distinct entities found
+the same image is the record's number of links. Then (`LinkRule`):
 
 - a link the alt text supports is kept ("alt_text");
 - an image found by more than `max_finders` entities is generic (a collage, a stock "animals"
   picture, a page that lists every species): it keeps only supported links ("generic" otherwise);
+- a link whose image's alt texts name other entities and not this one is dropped
+  ("contradicted": the "lion" query's result titled "giraffe emoji");
 - a link from the entity's own name query (noun, alias, attribute-noun) within the top
   `max_rank` results is kept ("name_query");
 - anything else is dropped ("weak": e.g. found only by a shared "golden mammal" query, or deep
@@ -30,7 +34,7 @@ from entitynet.text.matching import Matcher
 
 NAME_KINDS = ("noun", "alias", "attribute-noun")  # queries that carry the entity's own name
 KEEP = ("alt_text", "name_query")  # reasons a link is kept
-DROP = ("generic", "weak")
+DROP = ("generic", "contradicted", "weak")
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,16 @@ class LinkRule:
             raise ConfigError(f"link pruning needs --link-max-rank and --link-max-finders >= 1, got {self}")
 
 
-def decide(kinds: Iterable[str], rank: int, alt_text: bool, finders: int, rule: LinkRule) -> str:
+def decide(
+    kinds: Iterable[str], rank: int, alt_text: bool, finders: int, rule: LinkRule, alt_other: bool = False
+) -> str:
     """Why a link is kept or dropped (one of KEEP or DROP)."""
     if alt_text:
         return "alt_text"
     if finders > rule.max_finders:
         return "generic"
+    if alt_other:
+        return "contradicted"
     if set(kinds) & set(NAME_KINDS) and 0 <= rank < rule.max_rank:
         return "name_query"
     return "weak"
@@ -58,7 +66,9 @@ def decide(kinds: Iterable[str], rank: int, alt_text: bool, finders: int, rule: 
 def prune(links: Iterable[EntityLink], rule: LinkRule) -> tuple[EntityLink, ...]:
     """The links with their decision made afresh (e.g. after merging the evidence of duplicates)."""
     links = tuple(links)
-    return tuple(replace(x, why=decide(x.kinds, x.rank, x.alt_text, len(links), rule)) for x in links)
+    return tuple(
+        replace(x, why=decide(x.kinds, x.rank, x.alt_text, len(links), rule, x.alt_other)) for x in links
+    )
 
 
 class Linker:
@@ -85,11 +95,14 @@ class Linker:
         self.matcher: Matcher | None = None
 
     def _match(self, texts: Iterable[str]) -> set[str]:
-        if self.matcher is None:  # built lazily: the automaton is not picklable, Beam ships the Linker
+        """Entities the alt texts name; an alt text naming more than max_finders is a list: none."""
+        if self.matcher is None:  # built lazily on each worker; the Linker travels without it
             self.matcher = Matcher(self._names, self._ids)
         found: set[str] = set()
         for t in texts:
-            found |= self.matcher.find(t)
+            named = self.matcher.find(t)
+            if len(named) <= self.rule.max_finders:
+                found |= named
         return found
 
     def __getstate__(self):
@@ -107,10 +120,14 @@ class Linker:
                 if rank >= 0 and (best < 0 or rank < best):
                     best = rank  # the best (lowest) rank of any query that found it; -1: unknown
                 evidence[e] = (kinds, best)
-        supported = self._match(alt_texts) if evidence else set()
+        named = self._match(alt_texts) if evidence else set()
         raw = [
             EntityLink(
-                entity=e, kinds=tuple(sorted(k for k in kinds if k)), rank=rank, alt_text=e in supported
+                entity=e,
+                kinds=tuple(sorted(k for k in kinds if k)),
+                rank=rank,
+                alt_text=e in named,
+                alt_other=e not in named and bool(named),
             )
             for e, (kinds, rank) in sorted(evidence.items())
         ]

@@ -101,7 +101,8 @@ class EntityLink:
     kinds: tuple[str, ...] = ()  # kinds of the queries that found the image for this entity
     rank: int = -1  # best 0-based rank in those queries' results (-1: unknown)
     alt_text: bool = False  # the image's alt texts name the entity
-    why: str = ""  # kept: "alt_text" | "name_query"; dropped: "generic" | "weak"
+    why: str = ""  # kept: "alt_text" | "name_query"; dropped: "generic" | "contradicted" | "weak"
+    alt_other: bool = False  # the alt texts name other entities, not this one
 
     @property
     def kept(self) -> bool:
@@ -162,7 +163,7 @@ def _best_ranks(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
     return dict(sorted(best.items()))
 
 
-_WHY_ORDER = ["alt_text", "name_query", "generic", "weak", ""]  # strongest first
+_WHY_ORDER = ["alt_text", "name_query", "generic", "contradicted", "weak", ""]  # strongest first
 
 
 def merge_links(links: Iterable[EntityLink]) -> tuple[EntityLink, ...]:
@@ -176,9 +177,9 @@ def merge_links(links: Iterable[EntityLink]) -> tuple[EntityLink, ...]:
             continue
         rank = x.rank if y.rank < 0 or 0 <= x.rank < y.rank else y.rank
         why = min(x.why, y.why, key=_WHY_ORDER.index)
-        by[x.entity] = EntityLink(
-            x.entity, tuple(sorted({*x.kinds, *y.kinds})), rank, x.alt_text or y.alt_text, why
-        )
+        alt = x.alt_text or y.alt_text
+        kinds = tuple(sorted({*x.kinds, *y.kinds}))
+        by[x.entity] = EntityLink(x.entity, kinds, rank, alt, why, not alt and (x.alt_other or y.alt_other))
     return tuple(by[e] for e in sorted(by))
 
 
@@ -343,7 +344,7 @@ def image_features():
             "phash": np.int64,  # the unsigned 64-bit hash in two's complement
             "urls": texts,
             "query_ranks": tfds.features.Sequence(np.int32),
-            # [[entity, "kind,kind", rank, alt_text 0/1, why], ...] as JSON: evidence, kept or not
+            # [[entity, "kind,kind", rank, alt_text 0/1, why, alt_other 0/1], ...] as JSON: evidence, kept or not
             "links": text,
         }
     )
@@ -361,7 +362,10 @@ def encode_image(record: ImageRecord) -> bytes:
     d["phash"] = record.phash - _U64 if record.phash >= 1 << 63 else record.phash
     d["query_ranks"] = list(record.query_ranks)
     d["links"] = json.dumps(
-        [[x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why] for x in record.links],
+        [
+            [x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why, int(x.alt_other)]
+            for x in record.links
+        ],
         ensure_ascii=False,
         separators=(",", ":"),
     )
@@ -395,8 +399,15 @@ def decode_image(data: bytes) -> ImageRecord:
         urls=tuple(text(x) for x in d["urls"]),
         query_ranks=tuple(int(x) for x in d["query_ranks"]),
         links=tuple(
-            EntityLink(e, tuple(k for k in kinds.split(",") if k), int(rank), bool(alt), str(why))
-            for e, kinds, rank, alt, why in json.loads(text(d["links"]) or "[]")
+            EntityLink(
+                x[0],
+                tuple(k for k in x[1].split(",") if k),
+                int(x[2]),
+                bool(x[3]),
+                str(x[4]),
+                bool(x[5]),
+            )
+            for x in json.loads(text(d["links"]) or "[]")
         ),
     )
 

@@ -291,6 +291,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         image_size=cfg.data.image_size,
         context_length=cfg.data.context_length,
         alt_text_chance=cfg.data.alt_text_chance,
+        crop_scale=tuple(cfg.data.get("crop_scale", (0.4, 1.0))),
         template_chance=float(cfg.data.get("template_chance", 0.0)),
         templates=tuple(read_templates(cfg.data.templates)) if cfg.data.get("template_chance", 0.0) else (),
         seed=cfg.seed,
