@@ -13,8 +13,8 @@ default the templates the run was trained with, `data.templates`, else the 80 Op
 templates), each averaged over the class's names (`--synonyms`: every name of its entity in the
 knowledge graph; label folders are matched to entities by their names). Results are given for
 that template set, for the bare class names beside it, and, labelled as optimistic, for the best
-single template on the set. Retrieval
-(Recall@1/5/10, median rank, several texts per image) runs as chunked matrix products on device.
+single template on the set. Retrieval (Recall@1/5/10, median rank, several texts per image) runs
+as chunked matrix products on device.
 """
 
 from __future__ import annotations
