@@ -4,8 +4,10 @@ and file I/O through Beam's FileSystems for outputs that may be remote (gs://)."
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import io
+import logging
 import os
 import shutil
 import tempfile
@@ -21,6 +23,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from entitynet import errors, records, shards
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import LOCAL, ensure_writable_dir, temp_name
+from entitynet.locks import OutputLock
+
+log = logging.getLogger("entitynet.pipelines")
 
 _USER_ERRORS = [c for _, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, EntityNetError)]
 
@@ -117,13 +122,18 @@ def store_for(path: str):
 
 
 class PipelineOutput:
-    """A driver's output directory, local or remote (gs://…). The driver writes its small files into
-    `local_dir` (the directory itself when local, a temp directory otherwise) and calls `upload()`
-    when done; files the pipeline stages with `staged(name)` and the temp directory are removed on
-    exit, whether the run succeeded or not."""
+    """A driver's output directory, local or remote (gs://…), held by this run alone (an
+    `entitynet.locks.OutputLock`, taken on entry). The driver writes its small files into
+    `local_dir` (the directory itself when local, a temp directory otherwise) and calls `finish()`
+    when done: it checks the lock is still this run's, removes what the run did not write (shards of
+    another layout, temp files of killed runs, `obsolete` names) and uploads. Files the pipeline
+    stages with `staged(name)` and the temp directory are removed on exit, whether the run succeeded
+    or not; a directory this run created and left empty is removed too."""
 
-    def __init__(self, out_dir: str, prefix: str):
+    def __init__(self, out_dir: str, prefix: str, stage: str = ""):
         self.out_dir, self.remote = out_dir, is_remote(out_dir)
+        self.stage = stage or prefix.removeprefix("entitynet-").strip("-")
+        self._created = not self.remote and not os.path.exists(out_dir)
         if self.remote:
             check_output(out_dir)
             self.local_dir = tempfile.mkdtemp(prefix=prefix)
@@ -131,6 +141,7 @@ class PipelineOutput:
             ensure_writable_dir(out_dir)
             self.local_dir = out_dir
         self.store = store_for(out_dir)
+        self.lock = OutputLock(out_dir, self.stage)
         self._stamp = f".staged-{time.time_ns()}"
         self._staged: list[str] = []
 
@@ -140,19 +151,70 @@ class PipelineOutput:
         self._staged.append(path)
         return path
 
+    def finish(self, keep: list[str] | None = None, obsolete: tuple[str, ...] = ()) -> list[str]:
+        """The run's last step, before its results are in place: the lock must still be ours; then
+        remove stale files (with `keep`, the shard files of this run's layout: every other shard
+        file goes) and `obsolete` names, and upload the local files. Returns what was removed."""
+        self.lock.check()
+        removed = remove_stale(self.out_dir, keep, obsolete, skip=set(self._staged))
+        if self.remote:
+            upload_tree(self.local_dir, self.out_dir, self.store)
+        return removed
+
     def upload(self) -> None:
         if self.remote:
             upload_tree(self.local_dir, self.out_dir, self.store)
 
     def __enter__(self) -> PipelineOutput:
+        try:
+            self.lock.__enter__()
+        except BaseException:
+            self._remove_if_empty()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
-        for leftover in self._staged:
-            if FileSystems.exists(leftover):
-                FileSystems.delete([leftover])
-        if self.remote:
-            shutil.rmtree(self.local_dir, ignore_errors=True)
+        try:
+            for leftover in self._staged:
+                if FileSystems.exists(leftover):
+                    FileSystems.delete([leftover])
+            if self.remote:
+                shutil.rmtree(self.local_dir, ignore_errors=True)
+        finally:
+            self.lock.__exit__(*exc)
+            if exc[0] is not None:
+                self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        if self._created:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.out_dir)  # only when empty
+
+
+def remove_stale(out_dir: str, keep: list[str] | None, obsolete: tuple[str, ...] = (), skip=()) -> list[str]:
+    """Remove from `out_dir` the shard files not in `keep` (None: leave shards alone), temp files of
+    killed writers, and the `obsolete` names; returns the names removed."""
+    names = _list_names(out_dir)
+    doomed = [n for n in names if n in obsolete]
+    if keep is not None:
+        doomed += [n for n in names if shards.is_shard_name(n) and n not in set(keep)]
+    doomed += [n for n in names if shards.is_temp_name(n)]
+    paths = [p for p in (FileSystems.join(out_dir, n) for n in sorted(set(doomed))) if p not in skip]
+    if paths:
+        FileSystems.delete(paths)
+        log.info("removed %d stale file(s) from %s", len(paths), out_dir)
+    return [p.rsplit("/", 1)[-1] for p in paths]
+
+
+def _list_names(directory: str) -> list[str]:
+    if not is_remote(directory):
+        try:
+            return [e.name for e in os.scandir(directory) if e.is_file()]
+        except FileNotFoundError:
+            return []
+    found = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
+    prefix = directory.rstrip("/") + "/"
+    return [m.path[len(prefix) :] for m in found if "/" not in m.path[len(prefix) :]]
 
 
 def upload_tree(local_dir: str, remote_dir: str, store: BeamStore) -> int:

@@ -43,7 +43,7 @@ from entitynet.curation import card as curation_card
 from entitynet.curation.evalsets import EvalSet, contaminated
 from entitynet.curation.metadata import EntityMetadata
 from entitynet.errors import ConfigError, EntityNetError, OutputError
-from entitynet.files import write_json, write_lines
+from entitynet.files import atomic_open, write_json, write_lines
 from entitynet.records import Entity, ImageRecord
 
 log = logging.getLogger("entitynet.curate")
@@ -307,7 +307,7 @@ def run(
         from entitynet.curation.subsets import check_roots
 
         subset = check_roots(entities, opts.subset_roots)
-    with PipelineOutput(out_dir, "entitynet-curate-") as out:
+    with PipelineOutput(out_dir, "entitynet-curate-", "curate") as out:
         local_dir = out.local_dir
         staged = out.staged(STATS)
         log.info("curating %d shards of %s into %s", len(inputs), shard_dir, out_dir)
@@ -324,9 +324,8 @@ def run(
             complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards)
         else:
             arrays = {s: keys_as_array(kept_keys.get(s, [])) for s in splits}
-            with open(os.path.join(local_dir, SUBSET + ".tmp"), "wb") as f:
+            with atomic_open(os.path.join(local_dir, SUBSET), "wb") as f:
                 np.savez(f, **arrays)
-            os.replace(os.path.join(local_dir, SUBSET + ".tmp"), os.path.join(local_dir, SUBSET))
         labels = {e.id: e.label for e in entities}
         write_lines(
             os.path.join(local_dir, COUNTS),
@@ -368,5 +367,10 @@ def run(
         )
         stats["seconds"] = round(time.time() - started, 2)
         write_json(os.path.join(local_dir, STATS), stats)
-        out.upload()
+        if opts.output == "shards":
+            out.finish(
+                keep=[n for names in shards.layout_of(lengths).values() for n in names], obsolete=(SUBSET,)
+            )
+        else:  # a subset replaces shards an earlier run wrote here
+            out.finish(keep=[], obsolete=("dataset_info.json", "features.json"))
     return stats

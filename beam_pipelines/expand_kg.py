@@ -34,10 +34,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from beam_pipelines.common import run_pipeline
+from beam_pipelines.common import PipelineOutput, run_pipeline
 from entitynet import records
 from entitynet.errors import KGError
-from entitynet.files import ensure_writable_dir
 from entitynet.kg import expand, ids
 from entitynet.kg.client import KGSource
 
@@ -354,47 +353,34 @@ def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: lis
     started = time.time()
     cfg = cfg.resolved()
     client = source.open()
-    if "://" not in out_dir:
-        ensure_writable_dir(out_dir)
-    elif not FileSystems.exists(out_dir):
-        FileSystems.mkdirs(out_dir)
-    root_links = expand.root_check(client, cfg, source.describe())
-    classes = expand.fetch_class_sets(client, cfg)
-    final = FileSystems.join(out_dir, ENTITIES)
-    stamp = f".staged-{time.time_ns()}"
-    staged = StagedPaths(final + stamp, FileSystems.join(out_dir, STATS) + stamp)
-    log.info(
-        "expanding %s from %s (%s mode); building a pipeline of %d levels",
-        source.describe(),
-        ", ".join(cfg.roots),
-        cfg.mode,
-        cfg.max_depth,
-    )
-    try:
+    with PipelineOutput(out_dir, "entitynet-expand-", "kg expand") as out:
+        root_links = expand.root_check(client, cfg, source.describe())
+        classes = expand.fetch_class_sets(client, cfg)
+        staged = StagedPaths(out.staged(ENTITIES), out.staged(STATS))
+        log.info(
+            "expanding %s from %s (%s mode); building a pipeline of %d levels",
+            source.describe(),
+            ", ".join(cfg.roots),
+            cfg.mode,
+            cfg.max_depth,
+        )
         run_pipeline(lambda p: build(p, source, cfg, root_links, classes, staged, started), beam_args)
-        with FileSystems.open(staged.stats) as f:
-            stats = json.loads(f.read())
+        stats = json.loads(out.store.read(staged.stats) or b"null")
+        if not isinstance(stats, dict):
+            raise KGError(f"the pipeline's stats file {staged.stats} is missing; re-run the expansion")
         if stats["unexplored_at_max_depth"]:
             raise KGError(
                 f"expansion reached max depth {cfg.max_depth} with {stats['unexplored_at_max_depth']} entities "
                 "below it still unexplored; raise --max-depth"
             )
         stats["seconds"] = round(time.time() - started, 2)
-        with FileSystems.create(staged.stats) as f:
-            f.write(json.dumps(stats, indent=2, sort_keys=True).encode())
-        with FileSystems.create(FileSystems.join(out_dir, CONFIG) + stamp) as f:
-            doc = {"source": source.describe(), "expand": cfg.to_dict(), "beam_args": list(beam_args or [])}
-            f.write(json.dumps(doc, indent=2, sort_keys=True).encode())
-        FileSystems.rename(
-            [staged.entities, staged.stats, FileSystems.join(out_dir, CONFIG) + stamp],
-            [final, FileSystems.join(out_dir, STATS), FileSystems.join(out_dir, CONFIG)],
-        )
-    finally:
-        leftovers = [
-            x
-            for x in (staged.entities, staged.stats, FileSystems.join(out_dir, CONFIG) + stamp)
-            if FileSystems.exists(x)
-        ]
-        if leftovers:
-            FileSystems.delete(leftovers)
+        doc = {"source": source.describe(), "expand": cfg.to_dict(), "beam_args": list(beam_args or [])}
+        out.store.write(out.store.join(out.local_dir, CONFIG), _json_bytes(doc))
+        out.store.write(out.store.join(out.local_dir, STATS), _json_bytes(stats))
+        out.finish()
+        FileSystems.rename([staged.entities], [FileSystems.join(out_dir, ENTITIES)])
     return stats
+
+
+def _json_bytes(doc) -> bytes:
+    return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -61,10 +62,13 @@ class Search(beam.DoFn):
 
     def __init__(self, spec: harvest.SearchSpec, queries: list[Query], cache_dir: str, threads: int):
         self.spec, self.queries, self.cache_dir, self.threads = spec, queries, cache_dir, threads
+        self.settings = harvest.settings_digest(
+            harvest.search_settings(spec)
+        )  # on the driver: the pool's stat
 
     def setup(self):
         self.backend = self.spec.open(self.queries)
-        self.cache = SearchCache(self.cache_dir, store_for(self.cache_dir))
+        self.cache = SearchCache(self.cache_dir, store_for(self.cache_dir), self.settings)
         self.pool = ThreadPoolExecutor(self.threads)
 
     def teardown(self):
@@ -268,10 +272,19 @@ def run(
     started = time.time()
     if not queries:
         raise EntityNetError("no queries to search for; run `entitynet queries` first")
-    with PipelineOutput(out_dir, "entitynet-harvest-") as out:
+    with PipelineOutput(out_dir, "entitynet-harvest-", "harvest") as out:
         store, local_dir = out.store, out.local_dir
         cache_dir = store.join(out_dir, "search_cache")
-        work_dir = store.join(out_dir, "fetch_work")
+        work_root = store.join(out_dir, "fetch_work")
+        work_dir = harvest.unit_dir(work_root, opts, store)
+        changed = _changed_options(store, out_dir, spec, opts)
+        if changed:
+            log.warning(
+                "options differ from the earlier harvest in %s (%s): what they decide is made again, "
+                "nothing made under the old ones is reused",
+                out_dir,
+                ", ".join(changed),
+            )
         staged_candidates = out.staged(CANDIDATES)
         staged_stats = out.staged(STATS)
         log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
@@ -285,10 +298,12 @@ def run(
         stats = json.loads(store.read(staged_stats) or b"null")
         if not isinstance(stats, dict):
             raise OutputError(f"the pipeline's stats file {staged_stats} is missing; re-run the harvest")
+        stats["options_changed"] = changed
         lengths, sizes = shard_lengths(stats["shards"], [s for s, _ in opts.splits], opts.num_shards)
         complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards)
         shard_dir = os.path.join(local_dir, "shard_stats")
         os.makedirs(shard_dir, exist_ok=True)
+        layout = shards.layout_of(lengths)
         for s in stats["shards"]:
             write_json(os.path.join(shard_dir, s["file"] + ".json"), s)
         stats["per_split"] = {s: sum(c) for s, c in lengths.items()}
@@ -300,15 +315,84 @@ def run(
             {
                 "search": {**asdict(spec), "entities": len(spec.entities)},
                 "harvest": asdict(opts),
+                "settings": {
+                    "search": harvest.search_settings(spec),
+                    "fetch": harvest.fetch_settings(opts),
+                    "fetch_digest": work_dir.rstrip("/").rsplit("/", 1)[-1],
+                },
                 "queries": len(queries),
                 "beam_args": list(beam_args or []),
             },
         )
-        _replace(staged_candidates, store.join(out_dir, CANDIDATES))
         stats["seconds"] = round(time.time() - started, 2)
         write_json(os.path.join(local_dir, STATS), stats)
-        out.upload()
+        stale = out.finish(keep=[n for names in layout.values() for n in names])
+        _remove_stale_shard_stats(local_dir, out_dir, store, layout)
+        stats["stale_removed"] = stale + _remove_other_units(work_root, work_dir)
+        _replace(staged_candidates, store.join(out_dir, CANDIDATES))
     return stats
+
+
+def _changed_options(
+    store, out_dir: str, spec: harvest.SearchSpec, opts: harvest.HarvestOptions
+) -> list[str]:
+    """The settings (dotted names) that differ from the earlier harvest in `out_dir`, if any."""
+    data = store.read(store.join(out_dir, CONFIG))
+    try:
+        old = json.loads(data)["settings"] if data else None
+    except (ValueError, KeyError, TypeError):
+        old = None
+    if not isinstance(old, dict):
+        return []
+    new = {"search": harvest.search_settings(spec), "fetch": harvest.fetch_settings(opts)}
+    return harvest.changed_settings({k: old.get(k) for k in new}, json.loads(json.dumps(new, default=str)))
+
+
+def _remove_stale_shard_stats(local_dir: str, out_dir: str, store, layout: dict) -> None:
+    """shard_stats/ keeps the files of this layout only."""
+    keep = {n + ".json" for names in layout.values() for n in names}
+    directory = store.join(out_dir, "shard_stats")
+    if is_remote(out_dir):
+        found = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
+        doomed = [m.path for m in found if m.path.rsplit("/", 1)[-1] not in keep]
+    else:
+        doomed = [os.path.join(directory, n) for n in os.listdir(directory) if n not in keep]
+    if doomed:
+        FileSystems.delete(doomed)
+
+
+def _remove_other_units(work_root: str, work_dir: str) -> list[str]:
+    """fetch_work/ keeps the units made under this run's fetch settings: units made under other
+    settings can never be reused (and old-layout unit files at its top are dropped)."""
+    current = work_dir.rstrip("/").rsplit("/", 1)[-1]
+    if is_remote(work_root):
+        found = FileSystems.match([FileSystems.join(work_root, "**")])[0].metadata_list
+        prefix = work_root.rstrip("/") + "/"
+        doomed = [
+            m.path
+            for m in found
+            if not m.path[len(prefix) :].startswith(current + "/") or shards.is_temp_name(m.path)
+        ]
+        if doomed:
+            FileSystems.delete(doomed)
+        return sorted({"fetch_work/" + p[len(prefix) :].split("/", 1)[0] for p in doomed})
+    if not os.path.isdir(work_root):
+        return []
+    removed = []
+    if os.path.isdir(os.path.join(work_root, current)):  # writes of units a killed run left half-done
+        for name in os.listdir(os.path.join(work_root, current)):
+            if shards.is_temp_name(name):
+                os.remove(os.path.join(work_root, current, name))
+    for name in sorted(os.listdir(work_root)):
+        if name == current:
+            continue
+        path = os.path.join(work_root, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(f"fetch_work/{name}")
+    return removed
 
 
 def _replace(src: str, dest: str) -> None:

@@ -4,20 +4,35 @@ at scale; tests call them directly."""
 
 from __future__ import annotations
 
-import pickle
+import hashlib
+import json
+import logging
+import os
 import urllib.parse
 import zlib
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from entitynet.errors import ConfigError
 from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
 from entitynet.files import LOCAL, LocalStore
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
 from entitynet.links import Linker, LinkRule
-from entitynet.records import Candidate, Entity, ImageRecord, Query, image_key, merge_images
+from entitynet.records import (
+    Candidate,
+    Entity,
+    ImageRecord,
+    Outcome,
+    Query,
+    decode_unit,
+    encode_unit,
+    image_key,
+    merge_images,
+)
 from entitynet.search import BACKENDS
+
+log = logging.getLogger("entitynet.harvest")
 
 
 @dataclass(frozen=True)
@@ -87,14 +102,6 @@ class HarvestOptions:
             raise ConfigError(f"split fractions must be >= 0 and sum to 1, got {dict(self.splits)}")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    url: str
-    host: str
-    outcome: str  # "written", "duplicate", or a failure reason
-    detail: str = ""
-
-
 def host_of(url: str) -> str:
     return urllib.parse.urlsplit(url).netloc or "(none)"
 
@@ -130,33 +137,81 @@ def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions
 # Candidates are fetched in units (by a hash of the URL); each unit's results are saved atomically
 # when the unit is done. A re-run loads finished units instead of fetching them again, so a run
 # killed at any point and re-run ends with the same results; shards are always written afresh
-# from all units.
+# from all units. Units live in a directory named by a digest of the options that decide their
+# content (`fetch_settings`): a re-run with other fetch or image options fetches again, never
+# reuses results made under the old ones. Search answers are cached under a digest of the search
+# settings the same way (`search_settings`).
 
 Result = ImageRecord | Outcome
+
+# FetchOptions fields that change how politely we fetch, not what a fetch gives
+_POLITENESS = ("retries", "backoff", "max_retry_wait", "per_host_concurrency", "per_host_rps")
+
+
+def fetch_settings(opts: HarvestOptions) -> dict:
+    """What decides a fetched candidate's result: the fetch policy and the image processing."""
+    fetch = {k: v for k, v in asdict(opts.fetch).items() if k not in _POLITENESS}
+    return {"fetch": fetch, "image": asdict(opts.image)}
+
+
+def search_settings(spec: SearchSpec) -> dict:
+    """What decides a search answer besides the query: backend, its endpoint, max results, and for
+    a pool the file itself (path, size, modification time)."""
+    settings: dict = {"backend": spec.backend, "url": spec.url, "max_results": spec.max_results}
+    if spec.backend == "pool":
+        try:
+            st = os.stat(spec.pool)
+            settings["pool"] = [os.path.abspath(spec.pool), st.st_size, st.st_mtime_ns]
+        except OSError:
+            settings["pool"] = [spec.pool]
+    if spec.backend == "commons":
+        settings["entities"] = settings_digest(sorted(e.id for e in spec.entities))
+    return settings
+
+
+def settings_digest(settings) -> str:
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the leaves that differ between two settings dicts (e.g. "image.size")."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
 
 
 def unit_of(url: str, units: int) -> int:
     return zlib.crc32(url.encode()) % units
 
 
+def unit_dir(work_dir: str, opts: HarvestOptions, store: LocalStore = LOCAL) -> str:
+    return store.join(work_dir, settings_digest(fetch_settings(opts)))
+
+
 def unit_path(work_dir: str, unit: int, units: int, store: LocalStore = LOCAL) -> str:
-    return store.join(work_dir, f"unit-{unit:06d}-of-{units:06d}.pkl")
+    return store.join(work_dir, f"unit-{unit:06d}-of-{units:06d}.unit")
 
 
 def load_unit(path: str, store: LocalStore = LOCAL) -> dict[str, tuple[Candidate, Result]]:
-    """url -> (candidate, result) of a finished unit; empty when there is none (or it is unreadable)."""
+    """url -> (candidate, result) of a finished unit; empty when there is none. A unit that cannot
+    be read (truncated, another schema version) is logged and fetched again."""
     data = store.read(path)
     if data is None:
         return {}
     try:
-        saved = pickle.loads(data)
-    except (EOFError, pickle.UnpicklingError, AttributeError, ValueError, TypeError, ImportError):
+        return decode_unit(data)
+    except ValueError as e:
+        log.warning("work unit %s is unusable (%s); fetching its candidates again", path, e)
         return {}
-    return saved if isinstance(saved, dict) else {}
 
 
 def save_unit(path: str, results: dict[str, tuple[Candidate, Result]], store: LocalStore = LOCAL) -> None:
-    store.write(path, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL))
+    store.write(path, encode_unit(results))
 
 
 def reusable(previous: tuple[Candidate, Result] | None, candidate: Candidate, retry_failed: bool) -> bool:

@@ -417,6 +417,71 @@ _TEXT_LISTS = ("alt_texts", "query_ids", "entity_ids", "urls")
 _ENCODED_APART = ("jpeg", "query_ranks", "links")
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one candidate URL: "written", "duplicate", or a failure reason with detail."""
+
+    url: str
+    host: str
+    outcome: str
+    detail: str = ""
+
+
+# ---------------------------------------------------------------- fetch work units
+#
+# A harvest saves each unit of fetched candidates as one file, reused by a re-run: a header line of
+# JSON (schema version, the candidates, each one's outcome or the length of its encoded record)
+# and the encoded records after it. Only our own codecs, no pickle: a unit of another version is
+# refused, never half-understood.
+
+_UNIT_MAGIC = b"ENUNIT1\n"
+
+
+def encode_unit(results: dict[str, tuple[Candidate, ImageRecord | Outcome]]) -> bytes:
+    entries, blobs = [], []
+    for url in sorted(results):
+        candidate, result = results[url]
+        entry: dict[str, Any] = {"candidate": json.loads(to_json(candidate))}
+        if isinstance(result, ImageRecord):
+            blobs.append(encode_image(result))
+            entry["record"] = len(blobs[-1])
+        else:
+            entry["outcome"] = [result.url, result.host, result.outcome, result.detail]
+        entries.append(entry)
+    header = json.dumps({"v": SCHEMA_VERSION, "entries": entries}, ensure_ascii=False).encode()
+    return _UNIT_MAGIC + len(header).to_bytes(8, "little") + header + b"".join(blobs)
+
+
+def decode_unit(data: bytes) -> dict[str, tuple[Candidate, ImageRecord | Outcome]]:
+    """The inverse of `encode_unit`; ValueError for bytes that are not a whole unit of this version."""
+    if not data.startswith(_UNIT_MAGIC) or len(data) < len(_UNIT_MAGIC) + 8:
+        raise ValueError("not a work unit of this EntityNet")
+    pos = len(_UNIT_MAGIC) + 8
+    n = int.from_bytes(data[pos - 8 : pos], "little")
+    try:
+        header = json.loads(data[pos : pos + n])
+    except ValueError as e:
+        raise ValueError(f"truncated or garbled unit header ({e})") from None
+    if not isinstance(header, dict) or header.get("v") != SCHEMA_VERSION:
+        raise ValueError(f"schema version {header.get('v') if isinstance(header, dict) else None!r}")
+    pos += n
+    out: dict[str, tuple[Candidate, ImageRecord | Outcome]] = {}
+    for entry in header["entries"]:
+        candidate = from_json(Candidate, json.dumps(entry["candidate"]))
+        if "record" in entry:
+            size = int(entry["record"])
+            if pos + size > len(data):
+                raise ValueError("truncated unit")
+            result: ImageRecord | Outcome = decode_image(data[pos : pos + size])
+            pos += size
+        else:
+            result = Outcome(*[str(x) for x in entry["outcome"]])
+        out[candidate.url] = (candidate, result)
+    if pos != len(data):
+        raise ValueError("trailing bytes after the unit's records")
+    return out
+
+
 def entity_sort_key(e: Entity) -> tuple[int, int, str]:
     """Deterministic order of entities.jsonl: most sitelinks first, then by numeric id."""
     return (-e.sitelinks, int(e.id[1:]) if e.id[1:].isdigit() else 0, e.id)
@@ -426,6 +491,9 @@ __all__ = [
     "Attribute",
     "Candidate",
     "EntityLink",
+    "Outcome",
+    "decode_unit",
+    "encode_unit",
     "merge_candidates",
     "merge_links",
     "ImageRecord",

@@ -74,16 +74,45 @@ def write_shard(path: str | os.PathLike, records: Iterable[bytes]) -> tuple[int,
 
 
 def shard_paths(directory: str | os.PathLike, split: str) -> list[Path]:
-    """The finished shards of a split (temp files and shards of another shard count ignored)."""
-    found: dict[int, list[Path]] = {}
-    for p in Path(directory).iterdir():
-        m = _SHARD.match(p.name)
-        if m and m["split"] == split:
-            found.setdefault(int(m["n"]), []).append(p)
-    if not found:
-        return []
-    n = max(found, key=lambda k: len(found[k]))
-    return sorted(found[n])
+    """The shards of a split as the dataset's own metadata (`dataset_info.json`, written last) lists
+    them, never a glob: files of another layout or another run beside them are not read. A split
+    the metadata does not list has none; a listed file that is missing is an EntityNetError."""
+    info = check_directory(directory)
+    paths = [Path(directory) / name for name in layout(info).get(split, [])]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise EntityNetError(
+            f"{directory} lacks {len(missing)} shard file(s) its dataset_info.json lists (first: "
+            f"{missing[0]}); re-run the stage that wrote it"
+        )
+    return paths
+
+
+def layout(info: dict) -> dict[str, list[str]]:
+    """split -> its shard file names, from a dataset_info dict (TFDS's shardLengths)."""
+    return layout_of({s["name"]: s.get("shardLengths", []) for s in info.get("splits", [])})
+
+
+def layout_of(shard_lengths: dict[str, list]) -> dict[str, list[str]]:
+    """split -> its shard file names, for records per (split, shard) as `write_metadata` takes them
+    (a split with no shards has no files)."""
+    return {
+        split: [shard_filename(split, i, len(lengths)) for i in range(len(lengths))]
+        for split, lengths in shard_lengths.items()
+        if lengths
+    }
+
+
+def is_shard_name(name: str) -> bool:
+    return _SHARD.match(name) is not None
+
+
+_TEMP = re.compile(r"\.(tmp-\d+-\d+|staged-\d+)$")
+
+
+def is_temp_name(name: str) -> bool:
+    """A temp file of the atomic writers (`*.tmp-<pid>-<ns>`, `*.staged-<ns>`)."""
+    return _TEMP.search(name) is not None
 
 
 def write_metadata(

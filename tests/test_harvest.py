@@ -144,7 +144,7 @@ def test_remote_output_through_beam_filesystems(harvested, small_world, tmp_path
         "harvest_config.json",
     } <= set(objects)
     assert any(k.startswith("plots/") for k in objects) and any(k.startswith("shard_stats/") for k in objects)
-    assert sum(k.startswith("fetch_work/unit-") for k in objects) > 0
+    assert sum(k.startswith("fetch_work/") and "/unit-" in k for k in objects) > 0
     assert sum(k.startswith("search_cache/searxng-") for k in objects) == len(queries)
     assert not [k for k in objects if ".tmp-" in k or ".staged-" in k]
     down = tmp_path / "down"
@@ -207,14 +207,16 @@ def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_shards(harveste
         while (
             time.monotonic() < deadline
             and len(
-                list((killed / "fetch_work").glob("unit-*.pkl")) if (killed / "fetch_work").exists() else []
+                list((killed / "fetch_work").glob("*/unit-*.unit"))
+                if (killed / "fetch_work").exists()
+                else []
             )
             < 15
         ):
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        done = len(list((killed / "fetch_work").glob("unit-*.pkl")))
+        done = len(list((killed / "fetch_work").glob("*/unit-*.unit")))
         assert 0 < done and not (killed / "dataset_info.json").exists()  # killed mid-fetch
         web.delay = 0
         again = harvest_pipeline.run(queries, spec, options(), str(killed))

@@ -133,16 +133,19 @@ class JsonApi:
 
 
 class SearchCache:
-    """Answers of a backend stored as JSON files named by a hash of (backend, query and modifiers),
-    in a local directory or, given a `store` over Beam's FileSystems, a remote one."""
+    """Answers of a backend stored as JSON files named by a hash of (backend, its `settings`, query
+    and modifiers), in a local directory or, given a `store` over Beam's FileSystems, a remote one.
+    `settings` is a digest of what else decides an answer (endpoint, max results, pool file:
+    `entitynet.harvest.search_settings`), so an answer made under other settings is never reused."""
 
-    def __init__(self, directory: str | Path, store: LocalStore = LOCAL):
-        self.dir, self.store = os.fspath(directory), store
+    def __init__(self, directory: str | Path, store: LocalStore = LOCAL, settings: str = ""):
+        self.dir, self.store, self.settings = os.fspath(directory), store, settings
 
     def _path(self, backend: str, query: Query) -> str:
         key = json.dumps(
             [
                 backend,
+                self.settings,
                 query.text,
                 query.kind,
                 query.photo_type,
