@@ -103,7 +103,10 @@ class HarvestOptions:
 
 
 def host_of(url: str) -> str:
-    return urllib.parse.urlsplit(url).netloc or "(none)"
+    try:
+        return urllib.parse.urlsplit(url).netloc or "(none)"
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return "(invalid)"
 
 
 def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions) -> ImageRecord | Outcome:

@@ -30,6 +30,10 @@ os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 if _OWN_CACHE:
     atexit.register(shutil.rmtree, JAX_CACHE, ignore_errors=True)
+# The hostile-input suite's tally (tests/hostile.py), shared with the xdist workers the same way.
+if not os.environ.get("ENTITYNET_TEST_HOSTILE_DIR"):
+    os.environ["ENTITYNET_TEST_HOSTILE_DIR"] = tempfile.mkdtemp(prefix="entitynet-test-hostile-")
+    atexit.register(shutil.rmtree, os.environ["ENTITYNET_TEST_HOSTILE_DIR"], ignore_errors=True)
 SAMPLE_KG = ROOT / "entitynet" / "data" / "sample_kg.ttl"
 SAMPLE_ROOTS = ("Q729", "Q756", "Q764")
 
@@ -38,6 +42,17 @@ def pytest_sessionfinish(session, exitstatus):
     # "no tests ran" (exit 5) must never be mistaken for a result: make it a plain failure.
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    from hostile import tally
+
+    counts = tally(os.environ["ENTITYNET_TEST_HOSTILE_DIR"])
+    if counts:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+        terminalreporter.write_line(f"hostile-input suite: {sum(counts.values())} cases tried ({kinds})")
 
 
 def free_port() -> int:

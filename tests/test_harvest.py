@@ -29,6 +29,8 @@ FETCH_REASONS = {
     "blocked_address",
     "redirect_loop",
     "bad_url",
+    "bad_encoding",
+    "robots_unavailable",
 }
 
 

@@ -7,12 +7,12 @@ import time
 import pytest
 
 from entitynet.errors import ConfigError, KGError
+from entitynet.http_policy import retry_after_seconds
 from entitynet.kg import sparql
 from entitynet.kg.client import KGSource
 from entitynet.kg.embedded import EmbeddedSparql
 from entitynet.kg.remote import RemoteSparql
 from entitynet.kg.results import parse_results
-from entitynet.retry_after import retry_after_seconds
 
 LION_QUERY = sparql.sitelinks(["Q140"])
 

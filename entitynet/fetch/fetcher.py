@@ -1,25 +1,33 @@
 """Fetch one URL safely; every call ends in a `FetchResult` with the bytes or exactly one reason.
 
+- Any string is a URL to us: one that does not parse (`http://[::1/x`, a bad port, a host IDNA
+  cannot encode) ends as `bad_url`, never as an exception.
 - The address guard runs at connection time on the resolved addresses, for the first request
   and for every redirect, and the socket connects to the address that was checked (no second
   DNS lookup for a rebinding server to exploit). A refused address is never contacted.
+- One deadline (`total_timeout`) covers the whole fetch: connect, response headers, body,
+  redirects, retries and the robots.txt fetch of the host. A watchdog shuts the socket down when
+  it passes, so a server trickling header lines or body bytes is cut off on time.
 - Headers decide before the body is read: status, `X-Robots-Tag` opt-out, `Content-Type`
   (image/*), `Content-Length` against the size cap.
-- The body is read with a size cap and a total deadline (`raw.read1` returns as bytes arrive,
-  so a server trickling a byte a second is cut off on time).
-- Redirects are followed by hand (capped, loops detected); robots.txt is consulted per host
-  (cached); retries happen only for 429, 5xx and connection errors, honouring Retry-After.
+- We advertise `Accept-Encoding: gzip, deflate` and decode those ourselves with the size cap on
+  the decompressed bytes (a gzip bomb stops at the cap); any other encoding is refused.
+- robots.txt (RFC 9309): at most 500 KiB of it is read (decompression stops there too), up to
+  five redirects are followed, 4xx means allow all, 5xx or an unreachable host means disallow for
+  now (`robots_unavailable`, or the connection error itself) and is asked again later in the run.
+- Redirects are followed by hand (capped, loops detected); retries happen only for 429, 5xx and
+  connection errors, with the backoff, rate limiter and deadline of `entitynet.http_policy`.
 - Per-host concurrency and request-rate limits keep us polite when a DoFn fetches in threads.
 """
 
 from __future__ import annotations
 
 import io
-import random
 import socket
 import threading
 import time
 import urllib.parse
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +39,14 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from entitynet import __version__
 from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, robots_allows, x_robots_opt_out
-from entitynet.retry_after import retry_after_seconds
+from entitynet.http_policy import Backoff, Deadline, DeadlinePassed, RateLimiter, retry_after_seconds
 
 # The outcome vocabulary of fetching (image processing adds its own reasons).
-TRANSIENT = ("http_429", "http_5xx", "connection_error", "timeout")
+TRANSIENT = ("http_429", "http_5xx", "connection_error", "timeout", "robots_unavailable")
+ROBOTS_MAX_BYTES = 500 << 10  # RFC 9309: parse at least 500 KiB; we read no more
+ROBOTS_MAX_REDIRECTS = 5
+ROBOTS_RETRY_SECONDS = 30.0  # an unavailable robots.txt is asked again after this long
+ACCEPT_ENCODING = "gzip, deflate"  # what `_Decoder` decodes
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,15 @@ class _Refused(Exception):
 
 # ---------------------------------------------------------------- the guarded connection
 
+_WATCH = threading.local()  # the deadline of the fetch running on this thread, and its watchdogs
+
+
+def _cut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
 
 def _guarded(base, policy: AddressPolicy):
     class Guarded(base):
@@ -103,7 +124,56 @@ def _guarded(base, policy: AddressPolicy):
             finally:
                 self._dns_host = host
 
+        def getresponse(self, *args, **kwargs):
+            # headers are read line by line, each within the read timeout: only a watchdog bounds
+            # the whole; it stays armed for the body and is disarmed when the request is done
+            deadline = getattr(_WATCH, "deadline", None)
+            if deadline is not None and self.sock is not None:
+                timer = threading.Timer(max(0.0, deadline.remaining()), _cut, (self.sock,))
+                timer.daemon = True
+                timer.start()
+                _WATCH.timers.append(timer)
+            return super().getresponse(*args, **kwargs)
+
     return Guarded
+
+
+def _disarm() -> None:
+    for timer in getattr(_WATCH, "timers", ()):
+        timer.cancel()
+    _WATCH.timers = []
+
+
+class _Decoder:
+    """Content-Encoding undone incrementally, never past `limit` decompressed bytes."""
+
+    def __init__(self, encoding: str):
+        encoding = encoding.strip().lower()
+        if encoding in ("", "identity"):
+            self._z = None
+        elif encoding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._z = zlib.decompressobj()
+        else:
+            raise _Refused("bad_encoding", f"Content-Encoding {encoding!r} (we ask for {ACCEPT_ENCODING})")
+        self._raw_deflate = encoding == "deflate"
+
+    def feed(self, chunk: bytes, room: int) -> tuple[bytes, bool]:
+        """Decoded bytes of `chunk` (at most `room`), and whether more were left over."""
+        if self._z is None:
+            return chunk[:room], len(chunk) > room
+        try:
+            out = self._z.decompress(chunk, room)
+        except zlib.error:
+            if not self._raw_deflate:
+                raise _Refused("bad_encoding", "the body is not valid gzip") from None
+            self._z, self._raw_deflate = (
+                zlib.decompressobj(-zlib.MAX_WBITS),
+                False,
+            )  # deflate without zlib header
+            out = self._z.decompress(chunk, room)
+        return out, bool(self._z.unconsumed_tail)
 
 
 class _GuardedAdapter(HTTPAdapter):
@@ -136,21 +206,14 @@ class HostLimiter:
         self._sem: dict[str, threading.BoundedSemaphore] = defaultdict(
             lambda: threading.BoundedSemaphore(concurrency)
         )
-        self._next: dict[str, float] = defaultdict(float)
-        self._interval = 1.0 / rps if rps else 0.0
+        self._rate = RateLimiter(rps)
         self._lock = threading.Lock()
 
     def acquire(self, host: str) -> None:
         with self._lock:
             sem = self._sem[host]
         sem.acquire()
-        if self._interval:
-            with self._lock:
-                now = time.monotonic()
-                slot = max(now, self._next[host])
-                self._next[host] = slot + self._interval
-            if slot > now:
-                time.sleep(slot - now)
+        self._rate.wait(host)
 
     def release(self, host: str) -> None:
         self._sem[host].release()
@@ -168,11 +231,15 @@ class Fetcher:
         self.session.trust_env = False  # no proxies from the environment: the guard must see the real peer
         self.session.headers["User-Agent"] = opts.user_agent
         self.session.headers["Accept"] = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8"
+        self.session.headers["Accept-Encoding"] = ACCEPT_ENCODING
         adapter = _GuardedAdapter(opts.address, max(16, opts.per_host_concurrency * 4))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.limiter = HostLimiter(opts.per_host_concurrency, opts.per_host_rps)
-        self._robots: dict[str, str | None] = {}
+        self.backoff = Backoff(opts.backoff, float("inf"))  # a wait over max_retry_wait gives up instead
+        # origin -> (robots.txt text, "" = allow all; or None = not now) and, for None, the refusal
+        # and when it was decided
+        self._robots: dict[str, tuple[str | None, _Refused | None, float]] = {}
         self._robots_lock = threading.Lock()
         self._robots_host_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
@@ -181,72 +248,116 @@ class Fetcher:
 
     # ------------------------------------------------------------ robots.txt
 
-    def _robots_for(self, origin: str, deadline: float) -> str | None:
-        """robots.txt of an origin: its text, "" when there is none (allow all), None for disallow all."""
+    def _robots_for(self, origin: str, deadline: Deadline) -> str:
+        """robots.txt of an origin: its text ("" when there is none: allow all). A _Refused when it
+        cannot be had now (5xx, unreachable): disallow for now, asked again after a while."""
         with self._robots_lock:
             lock = self._robots_host_locks[origin]
         with lock:
-            if origin in self._robots:
-                return self._robots[origin]
-            text: str | None
+            known = self._robots.get(origin)
+            if known is not None and (
+                known[0] is not None or time.monotonic() - known[2] < ROBOTS_RETRY_SECONDS
+            ):
+                if known[0] is None:
+                    raise known[1]
+                return known[0]
             try:
-                r = self._get(origin + "/robots.txt", deadline, stream=False)
-                if r.status_code == 200:
-                    text = r.content[: 512 << 10].decode("utf-8", "replace")
-                elif 400 <= r.status_code < 500:
-                    text = ""  # RFC 9309: no robots.txt, no restrictions
-                else:
-                    text = None  # 5xx: assume complete disallow
+                text = self._fetch_robots(origin, deadline)
             except _Refused as e:
-                if e.reason == "blocked_address":
-                    raise
-                text = None
-            except requests.RequestException:
-                text = None  # unreachable: assume complete disallow
-            self._robots[origin] = text
+                if e.reason in ("blocked_address", "timeout"):
+                    raise  # the host's own decision, or this fetch's deadline: not the host's robots.txt
+                self._robots[origin] = (None, e, time.monotonic())
+                raise
+            self._robots[origin] = (text, None, time.monotonic())
             return text
+
+    def _fetch_robots(self, origin: str, deadline: Deadline) -> str:
+        url = origin + "/robots.txt"
+        for _ in range(ROBOTS_MAX_REDIRECTS + 1):
+            try:
+                with self._get(url, deadline) as r:
+                    deadline.left("while reading the headers")
+                    if r.is_redirect:
+                        url = urllib.parse.urljoin(url, r.headers.get("Location", ""))
+                        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+                            return ""  # RFC 9309: unreachable robots.txt by redirect = unavailable, allow
+                        continue
+                    if r.status_code == 200:
+                        try:
+                            body = self._read_body(r, deadline, ROBOTS_MAX_BYTES, truncate=True)
+                        except _Refused as e:
+                            if e.reason == "bad_encoding":
+                                return ""  # unreadable: parse nothing of it, as if absent
+                            raise
+                        return body.decode("utf-8", "replace")
+                    if 400 <= r.status_code < 500:
+                        return ""  # RFC 9309: "unavailable", no restrictions
+                    raise _Refused(
+                        "robots_unavailable",
+                        f"{origin}/robots.txt answered HTTP {r.status_code}; disallowed for now",
+                    )
+                    # (3xx without Location and 1xx are handled as redirects/errors by requests)
+            except DeadlinePassed as e:
+                raise _Refused("timeout", f"{e} (robots.txt of {origin})") from None
+            except requests.exceptions.Timeout:
+                raise _Refused("timeout", f"robots.txt of {origin} timed out") from None
+            except (requests.ConnectionError, urllib3.exceptions.ProtocolError, ConnectionError) as e:
+                if deadline.remaining() <= 0:
+                    raise _Refused("timeout", f"total deadline passed (robots.txt of {origin})") from None
+                raise _Refused("connection_error", f"robots.txt of {origin}: {_why(e)}") from None
+            finally:
+                _disarm()
+        return ""  # more than five redirects: RFC 9309 lets us treat it as unavailable
 
     # ------------------------------------------------------------ one request
 
-    def _get(self, url: str, deadline: float, stream: bool = True) -> requests.Response:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Refused("timeout", "total deadline passed")
+    def _get(self, url: str, deadline: Deadline) -> requests.Response:
+        remaining = deadline.left()
         timeout = (min(self.opts.connect_timeout, remaining), min(self.opts.read_timeout, remaining))
-        return self.session.get(url, timeout=timeout, stream=stream, allow_redirects=False)
+        return self.session.get(url, timeout=timeout, stream=True, allow_redirects=False)
 
-    def _read_body(self, r: requests.Response, deadline: float) -> bytes:
+    def _read_body(
+        self, r: requests.Response, deadline: Deadline, limit: int, truncate: bool = False
+    ) -> bytes:
+        """The decoded body, at most `limit` bytes of it (more: too_large, or cut at `limit`)."""
+        decoder = _Decoder(r.headers.get("Content-Encoding", ""))
         buf = io.BytesIO()
         while True:
-            if time.monotonic() > deadline:
-                raise _Refused("timeout", "total deadline passed while reading the body")
+            deadline.left("while reading the body")
             chunk = r.raw.read1(64 << 10)
             if not chunk:
                 break
-            buf.write(chunk)
-            if buf.tell() > self.opts.max_bytes:
-                raise _Refused("too_large", f"body over {self.opts.max_bytes} bytes")
+            room = limit - buf.tell()
+            data, over = decoder.feed(chunk, room + 1)
+            buf.write(data)
+            if over or buf.tell() > limit:
+                if truncate:
+                    return buf.getvalue()[:limit]
+                raise _Refused("too_large", f"body over {limit} bytes (decoded)")
+        deadline.left("while reading the body")  # an end of the body may be the watchdog's cut
         return buf.getvalue()
 
-    def _once(self, url: str, result: FetchResult, deadline: float) -> bytes:
+    def _once(self, url: str, result: FetchResult, deadline: Deadline) -> bytes:
         visited: set[str] = set()
         current = url
         for _ in range(self.opts.max_redirects + 1):
             parts = urllib.parse.urlsplit(current)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise _Refused("bad_url", f"not an http(s) URL: {current[:200]}")
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
             if current in visited:
                 raise _Refused("redirect_loop", current[:200])
             visited.add(current)
             origin = f"{parts.scheme}://{parts.netloc}"
             if self.opts.robots_txt:
                 robots = self._robots_for(origin, deadline)
-                if robots is None or (robots and not robots_allows(robots, self.opts.agent_token, current)):
+                if robots and not robots_allows(robots, self.opts.agent_token, current):
                     raise _Refused("robots_disallowed", current[:200])
             host = parts.hostname
             self.limiter.acquire(host)
             try:
                 with self._get(current, deadline) as r:
+                    deadline.left("while reading the headers")  # the watchdog may have cut them short
                     result.status, result.final_url = r.status_code, current
                     if r.is_redirect:
                         location = r.headers.get("Location", "")
@@ -272,8 +383,9 @@ class Fetcher:
                     length = r.headers.get("Content-Length", "")
                     if length.isdigit() and int(length) > self.opts.max_bytes:
                         raise _Refused("too_large", f"Content-Length {length}")
-                    return self._read_body(r, deadline)
+                    return self._read_body(r, deadline, self.opts.max_bytes)
             finally:
+                _disarm()
                 self.limiter.release(host)
         raise _Refused("redirect_loop", f"more than {self.opts.max_redirects} redirects")
 
@@ -285,23 +397,35 @@ class Fetcher:
                 result.reason, result.detail = "too_large", f"{size} bytes"
                 return result
             result.data = path.read_bytes()
-        except OSError as e:
-            result.reason, result.detail = "http_404", f"{path}: {e.strerror}"
+        except (OSError, ValueError) as e:
+            result.reason, result.detail = "http_404", f"{path}: {getattr(e, 'strerror', None) or e}"
         return result
 
     def fetch(self, url: str) -> FetchResult:
         """Bytes of `url`, or the reason they could not (should not) be had. Never raises for a bad URL
         or a hostile server."""
         result = FetchResult(url)
+        if not isinstance(url, str) or not url:
+            result.reason, result.detail = "bad_url", "empty URL"
+            return result
         if url.startswith("file:"):
             if not self.opts.allow_file_urls:
                 result.reason, result.detail = "bad_url", "file URLs are not allowed here"
                 return result
             result.attempts = 1
             return self._file(url, result)
-        deadline = time.monotonic() + self.opts.total_timeout
+        deadline = Deadline(self.opts.total_timeout)
+        _WATCH.deadline, _WATCH.timers = deadline, []
+        try:
+            return self._attempts(url, result, deadline)
+        finally:
+            _disarm()
+            _WATCH.deadline = None
+
+    def _attempts(self, url: str, result: FetchResult, deadline: Deadline) -> FetchResult:
         for attempt in range(self.opts.retries + 1):
             result.attempts = attempt + 1
+            wait = None
             try:
                 result.data = self._once(url, result, deadline)
                 result.reason = None
@@ -309,12 +433,11 @@ class Fetcher:
             except _Refused as e:
                 result.reason, result.detail = e.reason, e.detail
                 wait = e.wait
+            except DeadlinePassed as e:
+                result.reason, result.detail = "timeout", str(e)
+                return result
             except requests.exceptions.ConnectTimeout as e:
-                result.reason, result.detail, wait = (
-                    "connection_error",
-                    f"connect timeout ({e.__class__.__name__})",
-                    None,
-                )
+                result.reason, result.detail = "connection_error", f"connect timeout ({e.__class__.__name__})"
             except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) as e:
                 result.reason, result.detail = "timeout", type(e).__name__
                 return result
@@ -324,19 +447,41 @@ class Fetcher:
                 urllib3.exceptions.ProtocolError,
                 ConnectionError,
             ) as e:
-                result.reason, result.detail, wait = "connection_error", type(e).__name__, None
-            except requests.RequestException as e:
-                result.reason, result.detail = "bad_url", type(e).__name__
+                if deadline.remaining() <= 0:  # the watchdog cut the socket
+                    result.reason, result.detail = (
+                        "timeout",
+                        f"total deadline of {deadline.seconds:g} s passed",
+                    )
+                    return result
+                result.reason, result.detail = "connection_error", _why(e)
+            except (requests.RequestException, ValueError, urllib3.exceptions.LocationValueError) as e:
+                # a URL (or a redirect's Location) that does not parse: InvalidURL, bad IPv6, bad port,
+                # a host IDNA cannot encode (UnicodeError is a ValueError)
+                result.reason, result.detail = "bad_url", f"{type(e).__name__}: {str(e)[:150]}"
                 return result
             if (
                 result.reason not in ("http_429", "http_5xx", "connection_error")
                 or attempt == self.opts.retries
             ):
                 return result
-            delay = self.opts.backoff * 2**attempt * random.uniform(0.5, 1.0)
-            if wait is not None:
-                delay = max(delay, wait)
-            if delay > self.opts.max_retry_wait or time.monotonic() + delay > deadline:
+            delay = self.backoff.delay(attempt, wait)
+            if delay > self.opts.max_retry_wait or not deadline.allows(delay):
                 return result
             time.sleep(delay)
         return result
+
+
+def _why(e: BaseException) -> str:
+    """A connection error in words: DNS failure, refused, reset, or the exception's type."""
+    text = str(e)
+    for needle, words in (
+        ("Name or service not known", "cannot resolve the host"),
+        ("nodename nor servname", "cannot resolve the host"),
+        ("Temporary failure in name resolution", "cannot resolve the host"),
+        ("Connection refused", "connection refused"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "closed without an answer"),
+    ):
+        if needle in text:
+            return words
+    return type(e).__name__

@@ -2,7 +2,10 @@
 
 - Address guard: loopback, private, link-local (cloud metadata lives there), multicast, reserved
   and unspecified addresses are refused unless the user explicitly allows a class of them; the
-  check runs on every resolved address, also after each redirect.
+  check runs on every resolved address, also after each redirect. IPv6 forms that embed an IPv4
+  address (IPv4-mapped, 6to4 `2002::/16`, Teredo `2001::/32`, NAT64 `64:ff9b::/96` and
+  `64:ff9b:1::/48`) are judged by the IPv4 address inside, by the same rules; the IETF protocol
+  block `192.0.0.0/24` and the deprecated site-local `fec0::/10` are always refused.
 - Opt-out: `X-Robots-Tag` directives (noai, noimageai, noindex, noimageindex by default), also in
   their user-agent-scoped form ("mybot: noai"), decided from the headers before the body is read;
   and robots.txt rules for our user agent.
@@ -18,6 +21,22 @@ from dataclasses import dataclass
 DEFAULT_OPT_OUT = ("noai", "noimageai", "noindex", "noimageindex")
 # Cloud metadata services that are not link-local (AWS IPv6, Alibaba Cloud).
 _METADATA = {ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")}
+_IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")  # DS-Lite, NAT64 discovery, PCP anycast, ...
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (mapped, 6to4, Teredo server and client, NAT64)."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in net for net in _NAT64):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
 
 
 @dataclass(frozen=True)
@@ -31,10 +50,22 @@ class AddressPolicy:
             ip = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return f"{address!r} is not an IP address"
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if isinstance(ip, ipaddress.IPv6Address):
+            inner = embedded_ipv4(ip)
+            if ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped  # the same host: judged as itself
+            elif inner:
+                for v4 in inner:
+                    why = self.refusal(str(v4))
+                    if why:
+                        return f"{ip} embeds {v4}: {why}"
+                return None  # a tunnel or translator form of public IPv4 addresses
+            elif ip.is_site_local:
+                return f"{ip} is a deprecated site-local address"
         if ip in _METADATA:
             return f"{ip} is a cloud metadata address"
+        if isinstance(ip, ipaddress.IPv4Address) and ip in _IETF_PROTOCOL:
+            return f"{ip} is in the IETF protocol block 192.0.0.0/24"
         if ip.is_loopback:
             return None if self.allow_loopback else f"{ip} is a loopback address"
         if ip.is_link_local:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import functools
 import http.client
-import random
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,8 +20,8 @@ from SPARQLWrapper import JSON, POST, URLENCODED, SPARQLWrapper
 
 from entitynet import __version__
 from entitynet.errors import KGError
+from entitynet.http_policy import Backoff, RateLimiter, retry_after_seconds
 from entitynet.kg.results import Row, parse_results
-from entitynet.retry_after import retry_after_seconds
 
 
 @dataclass(frozen=True)
@@ -114,24 +112,11 @@ class RemoteSparql:
         self.agent = agent or user_agent(None)
         self.read_timeout = read_timeout
         self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_wait = max_wait
-        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
-        self._next_slot = 0.0
-        self._lock = threading.Lock()
+        self.backoff = Backoff(backoff, max_wait)
+        self.limiter = RateLimiter(requests_per_second)
         self._opener = urllib.request.build_opener(
             _HTTPHandler(connect_timeout), _HTTPSHandler(connect_timeout)
         )
-
-    def _throttle(self) -> None:
-        if not self._interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            wait = self._next_slot - now
-            self._next_slot = max(now, self._next_slot) + self._interval
-        if wait > 0:
-            time.sleep(wait)
 
     def _request(self, query: str) -> urllib.request.Request:
         sw = SPARQLWrapper(self.url, agent=self.agent, returnFormat=JSON)
@@ -173,11 +158,8 @@ class RemoteSparql:
         last: _Transient | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
-                delay = min(self.max_wait, self.backoff * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                if last is not None and last.wait is not None:
-                    delay = max(delay, min(last.wait, self.max_wait))
-                time.sleep(delay)
-            self._throttle()
+                time.sleep(self.backoff.delay(attempt - 1, last.wait if last is not None else None))
+            self.limiter.wait()
             try:
                 return self._once(query)
             except _Transient as e:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,8 +23,8 @@ import requests
 from entitynet import __version__
 from entitynet.errors import EntityNetError
 from entitynet.files import LOCAL, LocalStore
+from entitynet.http_policy import Backoff, RateLimiter, retry_after_seconds
 from entitynet.records import Candidate, Query
-from entitynet.retry_after import retry_after_seconds
 
 
 class SearchError(EntityNetError):
@@ -88,24 +86,15 @@ class JsonApi:
         self.name = name
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"EntityNet/{__version__} (image-text dataset builder)"
-        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-        self.retries, self.backoff, self.timeout, self.max_wait = retries, backoff, timeout, max_wait
-
-    def _throttle(self) -> None:
-        with self._lock:
-            now = time.monotonic()
-            slot = max(now, self._next)
-            self._next = slot + self._interval
-        if slot > now:
-            time.sleep(slot - now)
+        self.limiter = RateLimiter(requests_per_second)
+        self.retries, self.timeout = retries, timeout
+        self.backoff = Backoff(backoff, max_wait)
 
     def get(self, url: str, params: dict, headers: dict | None = None) -> Any:
         last = ""
         for attempt in range(self.retries + 1):
             wait = None
-            self._throttle()
+            self.limiter.wait()
             try:
                 r = self.session.get(url, params=params, headers=headers or {}, timeout=self.timeout)
             except requests.RequestException as e:
@@ -125,8 +114,7 @@ class JsonApi:
                         "check the API key and the endpoint"
                     )
             if attempt < self.retries:
-                delay = self.backoff * 2**attempt * random.uniform(0.5, 1.0)
-                time.sleep(min(self.max_wait, max(delay, wait or 0.0)))
+                time.sleep(self.backoff.delay(attempt, wait))
         raise SearchError(
             f"{self.name} search at {url} failed after {self.retries + 1} attempts, last: {last}"
         )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import requests
 
 from entitynet.errors import ConfigError, EntityNetError
+from entitynet.http_policy import Backoff, retry_after_seconds
 from entitynet.records import Attribute, Entity
 
 CATEGORIES_ANIMAL = (
@@ -121,6 +122,7 @@ class LLMClient:
     timeout: float = 120.0
     max_retries: int = 3
     temperature: float = 0.7
+    backoff: Backoff = Backoff(1.0, 30.0)
 
     def __post_init__(self):
         if not self.base_url.startswith(("http://", "https://")):
@@ -143,10 +145,11 @@ class LLMClient:
                 "json_schema": {"name": "attributes", "strict": True, "schema": json_schema},
             },
         }
-        last = ""
+        last, wait = "", None
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(min(30.0, 0.5 * 2**attempt))
+                time.sleep(self.backoff.delay(attempt - 1, wait))
+            wait = None
             try:
                 r = self.session.post(url, json=body, timeout=(10, self.timeout))
             except requests.RequestException as e:
@@ -154,6 +157,7 @@ class LLMClient:
                 continue
             if r.status_code == 429 or r.status_code >= 500:
                 last = f"HTTP {r.status_code}"
+                wait = retry_after_seconds(r.headers.get("Retry-After"))
                 continue
             if r.status_code != 200:
                 raise EntityNetError(f"LLM endpoint {url} answered HTTP {r.status_code}: {r.text[:200]!r}")
