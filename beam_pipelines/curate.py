@@ -278,6 +278,8 @@ def _inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
     inputs = [(s, str(p)) for s in splits for p in shards.shard_paths(shard_dir, s)]
     if not inputs:
         raise EntityNetError(f"{shard_dir} holds no shard files; run `entitynet harvest` first")
+    for _, path in inputs:  # a truncated shard fails here, before anything is written
+        shards.check_shard(path)
     return inputs, splits
 
 

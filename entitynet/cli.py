@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -44,6 +45,8 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("entitynet").setLevel(logging.DEBUG if verbose else logging.INFO)
     if verbose:
         logging.getLogger().setLevel(logging.INFO)
+    else:  # a worker's failure comes back to us as an exception; Beam's logged traceback of it is noise
+        logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
 def _table(counts: dict[str, int], indent: str = "  ") -> str:
@@ -839,7 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--config", required=True, metavar="FILE[:ARG]", help="e.g. configs/tiny_cpu.py")
     tr.add_argument("--workdir", required=True, metavar="DIR")
-    tr.set_defaults(func=cmd_train, beam=True)
+    tr.set_defaults(func=cmd_train, beam=True, extra="config overrides")
 
     ev = sub.add_parser(
         "eval",
@@ -887,12 +890,63 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@functools.cache
+def beam_flags() -> frozenset[str]:
+    """Every flag Apache Beam's pipeline options define (all runners, Dataflow's included)."""
+    from apache_beam.options import pipeline_options as po
+
+    parser = argparse.ArgumentParser(add_help=False)
+    seen, todo = set(), [po.PipelineOptions]
+    while todo:
+        cls = todo.pop()
+        for sub in cls.__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+                try:
+                    sub._add_argparse_args(parser)
+                except (argparse.ArgumentError, TypeError):
+                    pass  # an option two classes both define
+    return frozenset(o for a in parser._actions for o in a.option_strings if o.startswith("--"))
+
+
+def unknown_beam_flags(extra: list[str]) -> list[str]:
+    """The flags in `extra` (what argparse left) that Beam does not define either."""
+    known = beam_flags()
+    return [a.split("=", 1)[0] for a in extra if a.startswith("--") and a.split("=", 1)[0] not in known]
+
+
+def did_you_mean(flag: str, choices) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(flag, sorted(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _all_flags(parser: argparse.ArgumentParser) -> set[str]:
+    flags = set()
+    for action in parser._actions:
+        flags.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                flags |= _all_flags(sub)
+    return flags
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "beam", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.verbose)
+    if extra and getattr(args, "extra", "beam") == "beam":
+        unknown = unknown_beam_flags(extra)
+        if unknown:
+            flag, hint = unknown[0], did_you_mean(unknown[0], _all_flags(parser) | beam_flags())
+            parser.error(
+                f"unrecognized argument {flag}{hint} (arguments after the known flags go to Apache Beam, "
+                "which does not know it either)"
+            )
     try:
         return args.func(args, extra)
     except EntityNetError as e:

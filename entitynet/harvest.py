@@ -53,6 +53,10 @@ class SearchSpec:
             raise ConfigError("the searxng backend needs --searxng-url (the base URL of your SearXNG)")
         if self.backend == "pool" and not self.pool:
             raise ConfigError("the pool backend needs --pool FILE (.jsonl, .parquet, .csv or .tsv)")
+        if not 1 <= self.max_results <= 1000:
+            raise ConfigError(f"--max-results must be within 1..1000, got {self.max_results}")
+        if not (self.requests_per_second >= 0 and self.requests_per_second < float("inf")):
+            raise ConfigError(f"--search-rate must be a finite rate >= 0, got {self.requests_per_second}")
 
     def modifiers(self) -> frozenset[str]:
         """The search modifiers this backend's API expresses (the others are dropped)."""
@@ -94,6 +98,8 @@ class HarvestOptions:
     links: LinkRule = field(default_factory=LinkRule)  # pruning of entity links (entitynet.links)
 
     def __post_init__(self):
+        if not 1 <= self.threads <= 1024:
+            raise ConfigError(f"--threads must be within 1..1024, got {self.threads}")
         if not 1 <= self.work_units <= 1_000_000:
             raise ConfigError(f"work units must be between 1 and 1000000, got {self.work_units}")
         if not 1 <= self.num_shards <= 100_000:

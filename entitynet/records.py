@@ -15,6 +15,8 @@ import functools
 import hashlib
 import json
 import os
+import types
+import typing
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -233,21 +235,55 @@ def to_json(record: Entity | Query | Candidate) -> str:
     return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
 
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _typed(value: Any, tp: Any, name: str) -> Any:
+    """`value` as field type `tp` (lists become tuples, ints floats); TypeError naming the field
+    when it is of another type: a string where a list belongs is never read as its characters."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(value, inner, name)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(f"field {name!r} must be a list, got {_shown(value)}")
+        return tuple(_typed(v, args[0], f"{name}[{i}]") for i, v in enumerate(value))
+    if tp is Attribute:
+        if not isinstance(value, dict):
+            raise TypeError(f"field {name!r} must be an object, got {_shown(value)}")
+        return _build(Attribute, value)
+    ok = {
+        str: lambda v: isinstance(v, str),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        bool: lambda v: isinstance(v, bool),
+    }[tp](value)
+    if not ok:
+        raise TypeError(f"field {name!r} must be {tp.__name__}, got {_shown(value)}")
+    return float(value) if tp is float else value
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = json.dumps(value, ensure_ascii=False, default=repr)
+    return f"{type(value).__name__} {text[:40]}"
+
+
 def _build(cls: type[T], d: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"unknown fields {sorted(unknown)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in d:
-            continue
-        value = d[f.name]
-        if f.name == "attributes":
-            value = tuple(Attribute(**a) for a in value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[f.name] = value
+    hints = _hints(cls)
+    kwargs = {
+        f.name: _typed(d[f.name], hints[f.name], f.name) for f in dataclasses.fields(cls) if f.name in d
+    }
     return cls(**kwargs)
 
 
@@ -268,7 +304,18 @@ def read_jsonl(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
     except OSError as e:
         raise EntityNetError(f"cannot read {path}: {e.strerror}") from e
     with f:
-        for lineno, line in enumerate(f, 1):
+        lineno = 0
+        while True:
+            try:
+                line = f.readline()
+            except UnicodeDecodeError as e:
+                raise EntityNetError(
+                    f"{path}:{lineno + 1}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                    "JSONL files here are UTF-8, regenerate it with this version"
+                ) from None
+            if not line:
+                break
+            lineno += 1
             if not line.strip():
                 continue
             try:
@@ -276,7 +323,7 @@ def read_jsonl(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
             except (ValueError, TypeError) as e:
                 raise EntityNetError(
                     f"{path}:{lineno}: not a valid {cls.__name__} record ({e}); regenerate the file with this version"
-                ) from e
+                ) from None
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Entity | Query | Candidate]) -> int:
@@ -484,7 +531,7 @@ def decode_unit(data: bytes) -> dict[str, tuple[Candidate, ImageRecord | Outcome
 
 def entity_sort_key(e: Entity) -> tuple[int, int, str]:
     """Deterministic order of entities.jsonl: most sitelinks first, then by numeric id."""
-    return (-e.sitelinks, int(e.id[1:]) if e.id[1:].isdigit() else 0, e.id)
+    return (-e.sitelinks, int(e.id[1:]) if e.id[1:].isascii() and e.id[1:].isdigit() else 0, e.id)
 
 
 __all__ = [

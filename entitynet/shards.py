@@ -26,7 +26,9 @@ from entitynet.records import IMAGE_DATASET_VERSION, ImageRecord, decode_image, 
 DATASET_NAME = "entitynet"
 WRITER_OPTIONS = "group_size:1,uncompressed"  # JPEG payloads do not compress; random access stays fast
 DEFAULT_SPLITS = {"train": 0.98, "validation": 0.01, "test": 0.01}
-_SHARD = re.compile(rf"^{DATASET_NAME}-(?P<split>[a-z_]+)\.array_record-(?P<i>\d{{5}})-of-(?P<n>\d{{5}})$")
+_SHARD = re.compile(
+    rf"^{DATASET_NAME}-(?P<split>[a-z_]+)\.array_record-(?P<i>[0-9]{{5}})-of-(?P<n>[0-9]{{5}})$"
+)
 
 
 def split_of(key: str, fractions: dict[str, float] = DEFAULT_SPLITS) -> str:
@@ -107,7 +109,7 @@ def is_shard_name(name: str) -> bool:
     return _SHARD.match(name) is not None
 
 
-_TEMP = re.compile(r"\.(tmp-\d+-\d+|staged-\d+)$")
+_TEMP = re.compile(r"\.(tmp-[0-9]+-[0-9]+|staged-[0-9]+)$")
 
 
 def is_temp_name(name: str) -> bool:
@@ -159,19 +161,100 @@ def check_directory(directory: str | os.PathLike) -> dict:
     return info
 
 
-def read_shard(path: str | os.PathLike) -> Iterator[ImageRecord]:
-    """Every record of one ArrayRecord shard, in file order."""
+def corrupt(path, error: BaseException) -> EntityNetError:
+    """The one line for a shard that cannot be read (truncated, garbled, not ArrayRecord)."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+    return EntityNetError(
+        f"shard {path} is truncated or corrupt ({first}); re-run the stage that wrote it "
+        "(`entitynet harvest` or `entitynet curate`) into a fresh --out"
+    )
+
+
+def open_reader(path: str | os.PathLike):
     from array_record.python.array_record_module import ArrayRecordReader
 
     try:
-        reader = ArrayRecordReader(os.fspath(path))
-    except (RuntimeError, OSError) as e:
-        raise EntityNetError(f"cannot read shard {path}: {e}; re-run the stage that wrote it") from None
+        return ArrayRecordReader(os.fspath(path))
+    except (RuntimeError, OSError, ValueError) as e:
+        raise corrupt(path, e) from None
+
+
+def read_shard(path: str | os.PathLike) -> Iterator[ImageRecord]:
+    """Every record of one ArrayRecord shard, in file order; EntityNetError naming the file when it
+    is truncated or corrupt, or holds bytes that are not records."""
+    reader = open_reader(path)
+    finished = False
     try:
         for i in range(reader.num_records()):
-            yield decode_image(reader.read([i])[0])
+            try:
+                data = reader.read([i])[0]
+                record = decode_image(data)
+            except (RuntimeError, ValueError, OSError) as e:
+                raise corrupt(path, e) from None
+            yield record
+        finished = True
     finally:
-        reader.close()
+        try:
+            reader.close()  # the reader checks the file's end when closed
+        except (RuntimeError, OSError) as e:
+            if finished:
+                raise corrupt(path, e) from None
+
+
+def check_shard(path: str | os.PathLike) -> int:
+    """The number of records of a shard whose index and end are sound; EntityNetError otherwise."""
+    reader = open_reader(path)
+    try:
+        n = reader.num_records()
+    except (RuntimeError, OSError) as e:
+        raise corrupt(path, e) from None
+    finally:
+        try:
+            reader.close()
+        except (RuntimeError, OSError) as e:
+            raise corrupt(path, e) from None
+    return n
+
+
+class CheckedSource:
+    """Grain's ArrayRecordDataSource over the given shards, checked when opened and on every read:
+    a truncated or garbled shard is an EntityNetError naming the file, not a reader traceback."""
+
+    def __init__(self, paths: list[str]):
+        import grain
+
+        self.paths, self._ends = paths, []
+        total = 0
+        for p in paths:  # the index and end of each file are read here: truncation shows now
+            total += check_shard(p)
+            self._ends.append(total)
+        try:
+            self._source = grain.sources.ArrayRecordDataSource(paths)
+        except (RuntimeError, OSError, ValueError) as e:
+            raise corrupt(", ".join(paths[:3]), e) from None
+
+    def _path_of(self, index: int) -> str:
+        import bisect
+
+        return self.paths[min(bisect.bisect_right(self._ends, index), len(self.paths) - 1)]
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index):
+        try:
+            return self._source[index]
+        except (RuntimeError, OSError) as e:
+            raise corrupt(self._path_of(int(index)), e) from None
+
+    def __getitems__(self, indices):
+        try:
+            return self._source.__getitems__(indices)
+        except (RuntimeError, OSError) as e:
+            raise corrupt(self._path_of(int(indices[0])) if len(indices) else self.paths[0], e) from None
+
+    def __repr__(self) -> str:
+        return f"CheckedSource({len(self.paths)} shards)"
 
 
 def iter_records(directory: str | os.PathLike, split: str = "train") -> Iterator[ImageRecord]:

@@ -41,13 +41,18 @@ def override(cfg: ml_collections.ConfigDict, item: str) -> None:
     if not sep:
         raise ConfigError(f"override {item!r} needs the form --config.key=value")
     *parents, leaf = key.split(".")
-    node = cfg
-    for name in parents:
-        if name not in node:
-            raise ConfigError(f"unknown config field {key!r}")
-        node = node[name]
-    if leaf not in node:
-        raise ConfigError(f"unknown config field {key!r}")
+    node, path = cfg, []
+    for i, name in enumerate([*parents, leaf]):
+        if not hasattr(node, "keys") or name not in node:
+            import difflib
+
+            here = [".".join([*path, k]) for k in (node.keys() if hasattr(node, "keys") else [])]
+            close = difflib.get_close_matches(".".join([*path, name]), here, n=1, cutoff=0.7)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown config field {key!r}{hint}")
+        path.append(name)
+        if i < len(parents):
+            node = node[name]
     old = node[leaf]
     try:
         if isinstance(old, bool):
@@ -62,6 +67,79 @@ def override(cfg: ml_collections.ConfigDict, item: str) -> None:
             value = text
         else:
             value = type(old)(ast.literal_eval(text))
-    except (ValueError, SyntaxError, TypeError) as e:
-        raise ConfigError(f"--config.{key}={text}: expected a {type(old).__name__} ({e})") from None
+    except (ValueError, SyntaxError, TypeError, OverflowError) as e:
+        raise ConfigError(f"--config.{key}={text}: expected {type(old).__name__} ({e})") from None
     node[leaf] = value  # an existing field: allowed even on a locked ConfigDict
+
+
+# ---------------------------------------------------------------- what the fields may hold
+#
+# (dotted field, kind, low, high): "int" and "float" ranges are inclusive, None for unbounded; "choice"
+# lists the values. A field a config lacks is not checked (older configs, optional fields).
+_FIELDS = [
+    ("loss", "choice", ("clip", "siglip"), None),
+    ("dtype", "choice", ("float32", "bfloat16", "float16"), None),
+    ("seed", "int", 0, None),
+    ("total_steps", "int", 1, 10**12),
+    ("batch_size", "int", 1, 10**9),
+    ("log_every", "int", 1, None),
+    ("eval_every", "int", 0, None),  # 0: no validation during training
+    ("eval_batches", "int", 0, None),
+    ("peak_flops_per_device", "float", 0.0, None),
+    ("data.image_size", "int", 8, 4096),
+    ("data.context_length", "int", 2, 4096),
+    ("data.alt_text_chance", "float", 0.0, 1.0),
+    ("data.template_chance", "float", 0.0, 1.0),
+    ("data.num_workers", "int", 0, 1024),
+    ("optim.lr", "float", 1e-12, 10.0),
+    ("optim.warmup_steps", "int", 0, None),
+    ("optim.decay_steps", "int", 0, None),
+    ("optim.end_lr_ratio", "float", 0.0, 1.0),
+    ("optim.b1", "float", 0.0, 0.999999),
+    ("optim.b2", "float", 0.0, 0.999999),
+    ("optim.eps", "float", 1e-30, 1.0),
+    ("optim.weight_decay", "float", 0.0, 10.0),
+    ("optim.clip_norm", "float", 1e-12, None),
+    ("checkpoint.every_steps", "int", 1, None),
+    ("checkpoint.keep", "int", 1, None),
+]
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for name in dotted.split("."):
+        if not hasattr(node, "keys") or name not in node:
+            return _MISSING
+        node = node[name]
+    return node
+
+
+_MISSING = object()
+
+
+def check(cfg: ml_collections.ConfigDict) -> None:
+    """Values that parse but make no sense (batch_size=0, total_steps=-5, lr=nan, loss=foo) are a
+    ConfigError naming the field, before anything is written or compiled."""
+    import math
+
+    for key, kind, low, high in _FIELDS:
+        value = _get(cfg, key)
+        if value is _MISSING:
+            continue
+        if kind == "choice":
+            if value not in low:
+                raise ConfigError(f"config field {key}={value!r}: use one of {', '.join(map(str, low))}")
+            continue
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind == "int" and not (numeric and float(value).is_integer()):
+            raise ConfigError(f"config field {key}={value!r}: expected a whole number")
+        if not numeric or not math.isfinite(value):
+            raise ConfigError(f"config field {key}={value!r}: expected a finite number")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low}" if high is None else f"within {low}..{high}"
+            raise ConfigError(f"config field {key}={value!r}: must be {bounds}")
+    scale = _get(cfg, "data.crop_scale")
+    if scale is not _MISSING and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
+        raise ConfigError(
+            f"config field data.crop_scale={tuple(scale)!r}: expected (low, high) with 0 < low <= high <= 1"
+        )

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from entitynet.errors import ConfigError, EntityNetError
-from entitynet.files import write_json
+from entitynet.files import ensure_writable_dir, write_json
 from entitynet.text import tokenizer as tokenizers
 from entitynet.text.templates import fill, read_templates
 
@@ -272,7 +272,7 @@ def evaluate(
     if "zero_shot" not in result and "retrieval" not in result:
         raise ConfigError(f"{data.name}: nothing to evaluate (fewer than two classes and no texts)")
     out_dir = Path(out or Path(model_path) / "eval" / result_dir(data))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out_dir)
     write_json(out_dir / "results.json", result)
     report.write_report(result, out_dir)
     result["report"] = str(out_dir / "report.md")

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from entitynet.errors import ConfigError, EntityNetError
-from entitynet.files import temp_name, write_json
+from entitynet.files import ensure_writable_dir, temp_name, write_json
 from entitynet.text import tokenizer as tokenizers
 from train import sharding
 from train.model import CLIPConfig
@@ -228,8 +228,7 @@ def export_open_clip(workdir: str | Path, out: str | Path) -> dict:
     model, mcfg, step = load_run(workdir)
     cfg = json.loads((Path(workdir) / "config.json").read_text())
     siglip = cfg.get("loss") == "siglip"  # only SigLIP's loss uses (and open_clip keeps) the bias
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(out)
     weights = jax.device_get(to_open_clip(model, logit_bias=siglip))
     tmp = Path(temp_name(out / "open_clip_model.safetensors"))
     try:

@@ -52,12 +52,12 @@ class InputConfig:
     train: bool = True  # False: centre crop, no shuffle, no repeat, the alt text or the entity name
 
 
-def open_source(directory: str, split: str) -> grain.sources.ArrayRecordDataSource:
+def open_source(directory: str, split: str) -> shards.CheckedSource:
     shards.check_directory(directory)
     paths = [str(p) for p in shards.shard_paths(directory, split)]
     if not paths:
         raise ConfigError(f"{directory} has no {split!r} shards; check the data path and split")
-    source = grain.sources.ArrayRecordDataSource(paths)
+    source = shards.CheckedSource(paths)
     if len(source) == 0:
         raise ConfigError(
             f"the {split!r} split of {directory} is empty; harvest more or choose another split"
@@ -184,7 +184,10 @@ def make_dataset(
     # Decode one record here first: TFDS's first use imports modules under etils' lazy_imports,
     # which patches the import machinery process-wide for a moment; done in a reader thread it can
     # hand other threads (Orbax's restore) a lazy module where they import a real one.
-    records.decode_image(source[0])
+    try:
+        records.decode_image(source[0])
+    except ValueError as e:
+        raise shards.corrupt(source.paths[0], e) from None
     ds = grain.MapDataset.source(source)[process_index::process_count]
     if cfg.train:
         ds = ds.seed(cfg.seed).shuffle().repeat(None)

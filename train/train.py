@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import time
@@ -33,6 +34,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from entitynet.errors import ConfigError, EntityNetError
+from entitynet.files import atomic_open, ensure_writable_dir
+from entitynet.locks import OutputLock
 from entitynet.records import Entity, read_jsonl
 from entitynet.text import tokenizer as tokenizers
 from entitynet.text.templates import read_templates
@@ -252,9 +255,22 @@ def compiled_flops(compiled) -> float:
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """Train (or resume) in `workdir`; returns the final metrics."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Train (or resume) in `workdir`; returns the final metrics. Holds the workdir's lock for the
+    run; a run that fails before its first checkpoint leaves no workdir it created behind."""
+    config_lib.check(cfg)
+    created = not Path(workdir).exists()
+    workdir = ensure_writable_dir(workdir)
+    try:
+        with OutputLock(str(workdir), "train"):
+            return _train(cfg, workdir)
+    except BaseException:
+        checkpoints = workdir / "checkpoints"
+        if created and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+            shutil.rmtree(workdir, ignore_errors=True)  # nothing resumable was made: leave nothing
+        raise
+
+
+def _train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict:
     if cfg.get("distributed", False):
         # several hosts: the coordinator, process count and id come from the cluster (TPU VMs, SLURM)
         # or from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
@@ -271,7 +287,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     if cfg.batch_size % nproc:
         raise ConfigError(f"batch_size {cfg.batch_size} does not split over {nproc} processes")
     if pid == 0:
-        (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2, sort_keys=True))
+        with atomic_open(workdir / "config.json") as f:
+            f.write(cfg.to_json_best_effort(indent=2, sort_keys=True))
 
     # == mesh
     mesh = sharding.make_mesh(dict(cfg.mesh))

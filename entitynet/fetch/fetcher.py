@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import io
+import math
 import socket
 import threading
 import time
@@ -38,6 +39,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from entitynet import __version__
+from entitynet.errors import ConfigError
 from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, robots_allows, x_robots_opt_out
 from entitynet.http_policy import Backoff, Deadline, DeadlinePassed, RateLimiter, retry_after_seconds
 
@@ -67,6 +69,30 @@ class FetchOptions:
     allow_file_urls: bool = False  # file:// only for local pools the user gave us
     per_host_concurrency: int = 8
     per_host_rps: float | None = None
+
+    def __post_init__(self):
+        def bad(flag, value, want):
+            raise ConfigError(f"{flag} must be {want}, got {value!r}")
+
+        for flag, value in (
+            ("--connect-timeout", self.connect_timeout),
+            ("--read-timeout", self.read_timeout),
+            ("--total-timeout", self.total_timeout),
+        ):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                bad(flag, value, "a positive number of seconds")
+        if not 0 <= self.retries <= 100:
+            bad("--fetch-retries", self.retries, "within 0..100")
+        if not 1 <= self.max_bytes:
+            bad("max_bytes", self.max_bytes, "at least 1")
+        if not 0 <= self.max_redirects <= 100:
+            bad("max_redirects", self.max_redirects, "within 0..100")
+        if not (math.isfinite(self.backoff) and self.backoff >= 0) or not self.max_retry_wait >= 0:
+            bad("backoff", (self.backoff, self.max_retry_wait), ">= 0")
+        if not 1 <= self.per_host_concurrency <= 10_000:
+            bad("--per-host-concurrency", self.per_host_concurrency, "within 1..10000")
+        if self.per_host_rps is not None and not (math.isfinite(self.per_host_rps) and self.per_host_rps > 0):
+            bad("--per-host-rps", self.per_host_rps, "a positive rate")
 
 
 @dataclass
@@ -381,7 +407,7 @@ class Fetcher:
                     if not ctype.startswith("image/"):
                         raise _Refused("not_an_image", f"Content-Type {ctype or 'missing'}")
                     length = r.headers.get("Content-Length", "")
-                    if length.isdigit() and int(length) > self.opts.max_bytes:
+                    if length.isascii() and length.isdigit() and int(length) > self.opts.max_bytes:
                         raise _Refused("too_large", f"Content-Length {length}")
                     return self._read_body(r, deadline, self.opts.max_bytes)
             finally:

@@ -10,8 +10,8 @@ from entitynet.errors import ConfigError
 WD = "http://www.wikidata.org/entity/"
 WDT = "http://www.wikidata.org/prop/direct/"
 
-_QID = re.compile(r"Q[1-9]\d*")
-_PID = re.compile(r"P[1-9]\d*")
+_QID = re.compile(r"Q[1-9][0-9]*")  # ASCII digits only: \d matches any script's digits
+_PID = re.compile(r"P[1-9][0-9]*")
 _LANG = re.compile(r"[a-zA-Z]{1,8}(-[a-zA-Z0-9]{1,8})*")
 
 

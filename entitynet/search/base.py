@@ -66,7 +66,7 @@ def parse_size(text: Any) -> tuple[int, int]:
     if not isinstance(text, str):
         return 0, 0
     parts = text.lower().replace("×", "x").replace(" ", "").split("x")
-    if len(parts) == 2 and all(p.isdigit() for p in parts):
+    if len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts):
         return int(parts[0]), int(parts[1])
     return 0, 0
 

@@ -164,10 +164,9 @@ TOKENIZER_FILE = "tokenizer.json"
 
 def save(tokenizer, directory: str | Path) -> Path:
     """`tokenizer.json` (+ the SentencePiece model) in `directory`."""
-    from entitynet.files import atomic_open, write_json
+    from entitynet.files import atomic_open, ensure_writable_dir, write_json
 
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    d = ensure_writable_dir(directory)
     if tokenizer.kind == "sentencepiece":
         with atomic_open(d / "tokenizer.model", "wb") as f:
             f.write(tokenizer.model)
