@@ -283,14 +283,6 @@ def _inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
     return inputs, splits
 
 
-def keys_as_array(keys: list[str]) -> np.ndarray:
-    """Sorted 128-bit keys as DataComp-style (hi, lo) uint64 pairs."""
-    arr = np.zeros(len(keys), dtype=[("hi", "<u8"), ("lo", "<u8")])
-    for i, k in enumerate(sorted(keys)):
-        arr[i] = (int(k[:16], 16), int(k[16:], 16))
-    return arr
-
-
 def run(
     shard_dir: str,
     entities: list[Entity],
@@ -325,9 +317,8 @@ def run(
             lengths, sizes = shard_lengths(result["shards"], splits, opts.num_shards)
             complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards)
         else:
-            arrays = {s: keys_as_array(kept_keys.get(s, [])) for s in splits}
             with atomic_open(os.path.join(local_dir, SUBSET), "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **records.encode_subset({s: kept_keys.get(s, []) for s in splits}))
         labels = {e.id: e.label for e in entities}
         write_lines(
             os.path.join(local_dir, COUNTS),

@@ -1,6 +1,7 @@
 """Errors a user can cause. The CLI prints them as one line and exits non-zero.
 
-Everything else is a bug and keeps its traceback.
+Everything else is a bug and keeps its traceback. Every user error lives here, so a runner in
+another process (Beam's workers) can rebuild it from its text (`beam_pipelines.common.user_error`).
 """
 
 
@@ -18,3 +19,7 @@ class KGError(EntityNetError):
 
 class OutputError(EntityNetError):
     """An output location cannot be written."""
+
+
+class SearchError(EntityNetError):
+    """A search backend that cannot be used: bad key, unreachable after retries, malformed answers."""

@@ -57,6 +57,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
         f.write("\n")
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
 def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> int:
     n = 0
     with atomic_open(path) as f:

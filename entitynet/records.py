@@ -416,7 +416,16 @@ def encode_image(record: ImageRecord) -> bytes:
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    return features.serialize_example(features.encode_example(d))
+    # Deterministic bytes (sorted map keys): two runs that make the same records make the same
+    # shards, byte for byte, so runs can be compared with a checksum.
+    return _serializer().get_tf_example(features.encode_example(d)).SerializeToString(deterministic=True)
+
+
+@functools.cache
+def _serializer():
+    from tensorflow_datasets.core import example_serializer
+
+    return example_serializer.ExampleSerializer(image_features().get_serialized_info())
 
 
 def decode_image(data: bytes) -> ImageRecord:
@@ -472,6 +481,84 @@ class Outcome:
     host: str
     outcome: str
     detail: str = ""
+
+
+# ---------------------------------------------------------------- search cache answers
+#
+# One cached answer of a search backend: {"v": SCHEMA_VERSION, "rows": [...]}, each row a candidate
+# without the ids of the query that asked (the same text may serve another query).
+
+_ANSWER_FIELDS = ("url", "page_url", "alt_texts", "width", "height", "backend")
+
+
+def encode_search_answer(candidates: Iterable[Candidate]) -> bytes:
+    rows = [{name: getattr(c, name) for name in _ANSWER_FIELDS} for c in candidates]
+    return json.dumps({"v": SCHEMA_VERSION, "rows": rows}, ensure_ascii=False).encode()
+
+
+def decode_search_answer(data: bytes, query_id: str, entity_ids: tuple[str, ...]) -> list[Candidate] | None:
+    """The candidates of a cached answer for query `query_id`; None when the bytes are not an answer
+    of this version (an old or garbled cache file is searched again, never half-read)."""
+    try:
+        doc = json.loads(data)
+        if (
+            not isinstance(doc, dict)
+            or doc.get("v") != SCHEMA_VERSION
+            or not isinstance(doc.get("rows"), list)
+        ):
+            return None
+        return [
+            _build(Candidate, {**row, "query_ids": [query_id], "entity_ids": list(entity_ids)})
+            for row in doc["rows"]
+            if isinstance(row, dict) and set(row) <= set(_ANSWER_FIELDS)
+        ]
+    except (ValueError, TypeError):
+        return None
+
+
+# ---------------------------------------------------------------- curation subsets
+#
+# `subset.npz` (curate --output subset): per split, the kept keys as sorted DataComp-style
+# (hi, lo) uint64 pairs, plus the schema version.
+
+
+def encode_subset(keys_per_split: dict[str, Iterable[str]]) -> dict:
+    """Arrays for `numpy.savez`: one sorted (hi, lo) array per split and `_version`."""
+    import numpy as np
+
+    arrays = {}
+    for split, keys in keys_per_split.items():
+        keys = sorted(keys)
+        arr = np.zeros(len(keys), dtype=[("hi", "<u8"), ("lo", "<u8")])
+        for i, k in enumerate(keys):
+            arr[i] = (int(k[:16], 16), int(k[16:], 16))
+        arrays[split] = arr
+    arrays["_version"] = np.asarray(SCHEMA_VERSION)
+    return arrays
+
+
+def read_subset(path: str | os.PathLike, split: str) -> frozenset[str]:
+    """The keys of one split of a subset file; EntityNetError naming the file when it is not one
+    (of this version) or lacks the split."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path) as z:
+            version = int(z["_version"]) if "_version" in z else None
+            if version != SCHEMA_VERSION:
+                raise EntityNetError(
+                    f"subset {path} has schema version {version!r}, this EntityNet reads {SCHEMA_VERSION}; "
+                    "re-run `entitynet curate --output subset`"
+                )
+            if split not in z:
+                raise EntityNetError(f"subset {path} has no split {split!r}")
+            return frozenset(f"{int(hi):016x}{int(lo):016x}" for hi, lo in z[split])
+    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+        raise EntityNetError(
+            f"cannot read subset {path} ({e}); re-run `entitynet curate --output subset`"
+        ) from None
 
 
 # ---------------------------------------------------------------- fetch work units
@@ -539,6 +626,10 @@ __all__ = [
     "Candidate",
     "EntityLink",
     "Outcome",
+    "decode_search_answer",
+    "encode_search_answer",
+    "encode_subset",
+    "read_subset",
     "decode_unit",
     "encode_unit",
     "merge_candidates",

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from beam_pipelines import curate
-from entitynet import shards
+from entitynet import records, shards
 from entitynet.curation import balance, evalsets, neardup
 from entitynet.curation.metadata import EntityMetadata
 from entitynet.curation.subsets import check_roots, entities_under
@@ -349,11 +349,15 @@ def test_same_result_from_other_sharding_and_as_a_key_subset(world, curated, tmp
     )
     subset = np.load(tmp_path / "subset" / "subset.npz")
     for split in ("train", "validation", "test"):
-        want = curate.keys_as_array([r.key for r in shards.iter_records(out, split)])
+        want = records.encode_subset({split: [r.key for r in shards.iter_records(out, split)]})[split]
         assert np.array_equal(subset[split], want)
         pairs = [(int(h), int(lo)) for h, lo in subset[split]]
         assert pairs == sorted(set(pairs))  # sorted, unique
     assert not list((tmp_path / "subset").glob("*.array_record*")) and stats["output"] == "subset"
+    assert int(subset["_version"]) == records.SCHEMA_VERSION
+    assert records.read_subset(tmp_path / "subset" / "subset.npz", "train") == {
+        r.key for r in shards.iter_records(out, "train")
+    }
 
 
 def test_subset_roots_in_the_pipeline(world, tmp_path):

@@ -185,3 +185,38 @@ def test_lock_unit(tmp_path):
     with OutputLock(str(tmp_path), "train") as taken:
         assert taken.taken_over == {}
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_two_identical_runs_write_byte_identical_shards(world, tmp_path):
+    import hashlib
+
+    entities, queries, spec, _ = world
+    sums = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        harvest_pipeline.run(queries[:20], spec, options(), str(out))
+        sums.append(
+            {
+                p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in out.iterdir()
+                if shards.is_shard_name(p.name)
+            }
+        )
+    assert sums[0] == sums[1] and len(sums[0]) == 6
+
+
+def test_a_search_cache_of_another_version_is_searched_again(world, tmp_path):
+    from entitynet.search.base import SearchCache
+
+    entities, queries, spec, _ = world
+    out = tmp_path / "out"
+    first = harvest_pipeline.run(queries[:10], spec, options(), str(out))
+    cached = sorted((out / "search_cache").iterdir())
+    assert len(cached) == 10
+    for p in cached:  # the answers as an older EntityNet stored them: a bare list of rows
+        p.write_text(json.dumps(json.loads(p.read_text())["rows"]))
+    settings = harvest.settings_digest(harvest.search_settings(spec))
+    assert SearchCache(out / "search_cache", settings=settings).get("searxng", queries[0]) is None
+    again = harvest_pipeline.run(queries[:10], spec, options(), str(out))
+    assert again["candidates"] == first["candidates"]
+    assert all(json.loads(p.read_text())["v"] == 2 for p in sorted((out / "search_cache").iterdir()))

@@ -262,6 +262,9 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bitwise_identical(tiny_datase
     a, b = losses_of(tmp_path / "straight"), losses_of(tmp_path / "killed")
     assert sorted(a) == sorted(b) == list(range(1, steps + 1))
     assert all(a[s] == b[s] for s in a), (a, b)  # bitwise: exact float equality, resumed steps included
+    rows = [json.loads(x) for x in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in rows if "loss" in r]
+    assert logged == list(range(1, steps + 1))  # the killed run's rows after its checkpoint were dropped
 
     def params(workdir):
         with ocp.StandardCheckpointer() as c:
@@ -294,7 +297,7 @@ def test_bad_training_config(tiny_dataset, tmp_path):
         config_lib.load(str(tmp_path / "nope.py"))
     with pytest.raises(ConfigError, match="unknown config field 'optim.lrr'"):
         load_cfg(data_dir, **{"optim.lrr": 1})
-    with pytest.raises(ConfigError, match="expected a int"):
+    with pytest.raises(ConfigError, match="expected int"):
         load_cfg(data_dir, total_steps="many")
     with pytest.raises(ConfigError, match="templates no-such-file: No such file"):
         from train.train import train as _train

@@ -65,13 +65,6 @@ def open_source(directory: str, split: str) -> shards.CheckedSource:
     return source
 
 
-def subset_keys(path: str, split: str) -> frozenset[str]:
-    with np.load(path) as z:
-        if split not in z:
-            raise ConfigError(f"subset {path} has no split {split!r}")
-        return frozenset(f"{int(hi):016x}{int(lo):016x}" for hi, lo in z[split])
-
-
 def random_resized_crop(
     im: Image.Image, size: int, rng: np.random.Generator, scale=(0.4, 1.0), ratio=(0.9, 1.11)
 ) -> Image.Image:
@@ -195,7 +188,7 @@ def make_dataset(
         ds = ds.seed(cfg.seed)
     ds = ds.map(Decode())
     if cfg.subset:
-        ds = ds.filter(InSubset(subset_keys(cfg.subset, cfg.split)))
+        ds = ds.filter(InSubset(records.read_subset(cfg.subset, cfg.split)))
     chooser = TextChooser(entities, cfg.alt_text_chance, cfg.template_chance, cfg.templates)
     ds = ds.random_map(Prepare(cfg, chooser, tokenizer))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=16))

@@ -13,6 +13,7 @@ checkpoint restore -> loop (metrics, evaluation, checkpoints, SIGTERM).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -211,13 +212,18 @@ def init_from_open_clip(graphdef, state, path: str):
 
 
 class Metrics:
-    """metrics.jsonl and TensorBoard events in the workdir (process 0 only)."""
+    """metrics.jsonl and TensorBoard events in the workdir (process 0 only). A run resumed from
+    step `start` first drops the rows after `start` that the interrupted run logged (the steps it
+    will run again), and a last line cut short by a kill, so every step has one row."""
 
-    def __init__(self, workdir: Path, enabled: bool):
+    def __init__(self, workdir: Path, enabled: bool, start: int = 0):
         self.enabled = enabled
         self.tb = None
         if enabled:
-            self.file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            path = workdir / "metrics.jsonl"
+            if path.exists():
+                keep_rows(path, lambda row: row.get("step", 0) <= start)
+            self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115
             try:
                 from tensorboardX import SummaryWriter
 
@@ -241,6 +247,26 @@ class Metrics:
                 self.tb.close()
 
 
+def keep_rows(path: Path, keep) -> int:
+    """Rewrite a JSONL file atomically with the rows `keep(row)` accepts (unreadable lines dropped);
+    returns how many were dropped."""
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            dropped += 1
+            continue
+        if isinstance(row, dict) and keep(row):
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        with atomic_open(path) as f:
+            f.write("".join(x + "\n" for x in kept))
+    return dropped
+
+
 def compiled_flops(compiled) -> float:
     """FLOPs of one step from XLA's cost analysis (0 when the backend does not say)."""
     try:
@@ -255,22 +281,26 @@ def compiled_flops(compiled) -> float:
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-    """Train (or resume) in `workdir`; returns the final metrics. Holds the workdir's lock for the
-    run; a run that fails before its first checkpoint leaves no workdir it created behind."""
+    """Train (or resume) in `workdir`; returns the final metrics. Process 0 holds the workdir's lock
+    for the run (the processes of one distributed run share it); a run that fails before its first
+    checkpoint leaves no workdir it created behind."""
     config_lib.check(cfg)
     created = not Path(workdir).exists()
     workdir = ensure_writable_dir(workdir)
+    pid = 0
     try:
-        with OutputLock(str(workdir), "train"):
-            return _train(cfg, workdir)
+        pid, nproc = _processes(cfg)
+        with OutputLock(str(workdir), "train") if pid == 0 else contextlib.nullcontext():
+            return _train(cfg, workdir, pid, nproc)
     except BaseException:
         checkpoints = workdir / "checkpoints"
-        if created and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        if pid == 0 and created and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
             shutil.rmtree(workdir, ignore_errors=True)  # nothing resumable was made: leave nothing
         raise
 
 
-def _train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict:
+def _processes(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
+    """(this process's index, the number of processes), after joining the others when distributed."""
     if cfg.get("distributed", False):
         # several hosts: the coordinator, process count and id come from the cluster (TPU VMs, SLURM)
         # or from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
@@ -283,7 +313,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict:
             )
         else:
             jax.distributed.initialize()
-    pid, nproc = jax.process_index(), jax.process_count()
+    return jax.process_index(), jax.process_count()
+
+
+def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) -> dict:
     if cfg.batch_size % nproc:
         raise ConfigError(f"batch_size {cfg.batch_size} does not split over {nproc} processes")
     if pid == 0:
@@ -356,7 +389,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict:
         stop["signal"] = signum
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
-    metrics_out = Metrics(workdir, pid == 0)
+    metrics_out = Metrics(workdir, pid == 0, start)
     flops, compiled = 0.0, None
     peak = float(cfg.get("peak_flops_per_device", 0.0)) * jax.device_count()
     history: dict = {}

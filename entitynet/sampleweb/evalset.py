@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from entitynet.files import write_lines
+from entitynet.files import write_bytes, write_lines
 from entitynet.sampleweb.render import jpeg_bytes, render
 from entitynet.sampleweb.server import SampleWeb
 
@@ -43,10 +43,10 @@ def write_eval_folder(
         first = served[eid]
         for k in range(per_entity):
             im = render(web.lineage.get(eid, ()), eid, 10_000_000 + 7919 * i + k, (first.width, first.height))
-            (folder / f"heldout-{k}.jpg").write_bytes(jpeg_bytes(im))
+            write_bytes(folder / f"heldout-{k}.jpg", jpeg_bytes(im))
             held += 1
         if plant_every and i % plant_every == 0:
-            (folder / "webcopy.jpg").write_bytes(near_copy(web.jpeg(first.id)))
+            write_bytes(folder / "webcopy.jpg", near_copy(web.jpeg(first.id)))
             planted += 1
         labels.append(f"{eid}\t{web.labels.get(eid, eid)}")
     write_lines(out / "labels.tsv", labels)

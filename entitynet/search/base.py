@@ -21,15 +21,10 @@ from typing import Any, Protocol
 import requests
 
 from entitynet import __version__
-from entitynet.errors import EntityNetError
+from entitynet.errors import SearchError
 from entitynet.files import LOCAL, LocalStore
 from entitynet.http_policy import Backoff, RateLimiter, retry_after_seconds
-from entitynet.records import Candidate, Query
-
-
-class SearchError(EntityNetError):
-    """A backend that cannot be used: bad key, unreachable after retries, malformed answers."""
-
+from entitynet.records import Candidate, Query, decode_search_answer, encode_search_answer
 
 MODIFIERS = ("photo_type", "exclude_terms", "or_terms")
 
@@ -145,39 +140,13 @@ class SearchCache:
         return self.store.join(self.dir, f"{backend}-{hashlib.sha1(key.encode()).hexdigest()}.json")
 
     def get(self, backend: str, query: Query) -> list[Candidate] | None:
+        """The cached answer, or None when there is none (or it is of another version, or garbled:
+        then it is searched again)."""
         data = self.store.read(self._path(backend, query))
-        try:
-            rows = json.loads(data) if data is not None else None
-        except ValueError:
-            rows = None
-        if not isinstance(rows, list):
-            return None
-        # cached answers are stored without the query's ids: the same text may serve another query
-        return [
-            Candidate(
-                **{
-                    **r,
-                    "alt_texts": tuple(r["alt_texts"]),
-                    "query_ids": (query.id,),
-                    "entity_ids": tuple(query.entity_ids),
-                }
-            )
-            for r in rows
-        ]
+        return None if data is None else decode_search_answer(data, query.id, tuple(query.entity_ids))
 
     def put(self, backend: str, query: Query, candidates: list[Candidate]) -> None:
-        rows = [
-            {
-                "url": c.url,
-                "page_url": c.page_url,
-                "alt_texts": list(c.alt_texts),
-                "width": c.width,
-                "height": c.height,
-                "backend": c.backend,
-            }
-            for c in candidates
-        ]
-        self.store.write(self._path(backend, query), json.dumps(rows, ensure_ascii=False).encode())
+        self.store.write(self._path(backend, query), encode_search_answer(candidates))
 
 
 def cached_search(backend: SearchBackend, query: Query, cache: SearchCache | None) -> list[Candidate]:
