@@ -295,6 +295,8 @@ def run(
     started = time.time()
     if not entities:
         raise EntityNetError("no entities to balance over; give the entities.jsonl the harvest was made from")
+    if os.path.abspath(out_dir.rstrip("/")) == os.path.abspath(shard_dir.rstrip("/")):
+        raise OutputError(f"--out {out_dir} is the input --shards; curate into another directory")
     inputs, splits = _inputs(shard_dir)
     subset = None
     if opts.subset_roots:

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from hostile import tried
 
 from beam_pipelines import curate as curate_pipeline
 from beam_pipelines import harvest as harvest_pipeline
@@ -46,6 +47,7 @@ def world(sample_entities):
 
 
 def test_other_image_options_are_made_again_not_reused(world, tmp_path):
+    tried("re-run or concurrent run")
     entities, queries, spec, _ = world
     out = str(tmp_path / "out")
     first = harvest_pipeline.run(queries, spec, options(size=128), out)
@@ -64,6 +66,7 @@ def test_other_image_options_are_made_again_not_reused(world, tmp_path):
 
 
 def test_allowing_loopback_after_a_refused_run_fetches_again(world, tmp_path):
+    tried("re-run or concurrent run")
     entities, queries, spec, _ = world
     out = str(tmp_path / "out")
     refused = harvest_pipeline.run(queries[:20], spec, options(loopback=False), out)
@@ -74,6 +77,7 @@ def test_allowing_loopback_after_a_refused_run_fetches_again(world, tmp_path):
 
 
 def test_other_search_settings_search_again(world, tmp_path):
+    tried("re-run or concurrent run")
     entities, queries, spec, _ = world
     out = str(tmp_path / "out")
     few = harvest_pipeline.run(queries[:20], spec, options(), out)
@@ -85,6 +89,7 @@ def test_other_search_settings_search_again(world, tmp_path):
 
 
 def test_another_shard_layout_replaces_the_old_files(world, tmp_path):
+    tried("re-run or concurrent run")
     entities, queries, spec, _ = world
     out = tmp_path / "out"
     harvest_pipeline.run(queries[:15], spec, options(num_shards=4), str(out))
@@ -114,6 +119,7 @@ def test_another_shard_layout_replaces_the_old_files(world, tmp_path):
 
 
 def test_a_reader_never_globs_files_the_metadata_does_not_list(world, tmp_path):
+    tried("re-run or concurrent run")
     entities, queries, spec, _ = world
     out = tmp_path / "out"
     harvest_pipeline.run(queries[:15], spec, options(num_shards=2), str(out))
@@ -143,6 +149,7 @@ hp.run(queries, harvest.SearchSpec(url=args["url"], max_results=8, requests_per_
 
 
 def test_a_second_run_into_the_same_output_is_refused_and_a_dead_holder_taken_over(world, tmp_path):
+    tried("re-run or concurrent run")
     entities, queries, spec, web = world
     qfile = tmp_path / "queries.jsonl"
     write_jsonl(qfile, queries)
@@ -171,6 +178,7 @@ def test_a_second_run_into_the_same_output_is_refused_and_a_dead_holder_taken_ov
 
 
 def test_lock_unit(tmp_path):
+    tried("re-run or concurrent run")
     with OutputLock(str(tmp_path), "curate") as held:
         doc = json.loads((tmp_path / LOCK_NAME).read_text())
         assert doc["pid"] == os.getpid() and doc["run_id"] == held.run_id
@@ -188,6 +196,7 @@ def test_lock_unit(tmp_path):
 
 
 def test_two_identical_runs_write_byte_identical_shards(world, tmp_path):
+    tried("re-run or concurrent run")
     import hashlib
 
     entities, queries, spec, _ = world
@@ -206,6 +215,7 @@ def test_two_identical_runs_write_byte_identical_shards(world, tmp_path):
 
 
 def test_a_search_cache_of_another_version_is_searched_again(world, tmp_path):
+    tried("re-run or concurrent run")
     from entitynet.search.base import SearchCache
 
     entities, queries, spec, _ = world
@@ -220,3 +230,47 @@ def test_a_search_cache_of_another_version_is_searched_again(world, tmp_path):
     again = harvest_pipeline.run(queries[:10], spec, options(), str(out))
     assert again["candidates"] == first["candidates"]
     assert all(json.loads(p.read_text())["v"] == 2 for p in sorted((out / "search_cache").iterdir()))
+
+
+def test_temp_files_a_killed_run_left_are_removed_by_the_next(world, tmp_path):
+    tried("re-run or concurrent run")
+    entities, queries, spec, _ = world
+    out = tmp_path / "out"
+    harvest_pipeline.run(queries[:10], spec, options(), str(out))
+    # what a SIGKILL during the shard and unit writes leaves behind
+    (out / (shards.shard_filename("train", 0, 2) + ".tmp-4242-1700000000000000000")).write_bytes(b"half")
+    (out / "candidates.jsonl.staged-1700000000000000000").write_bytes(b"half")
+    unit_dir = next((out / "fetch_work").iterdir())
+    (unit_dir / "unit-000001-of-000256.unit.tmp-4242-1700000000000000000").write_bytes(b"half")
+    harvest_pipeline.run(queries[:10], spec, options(), str(out))
+    assert not list(out.rglob("*.tmp-*")) and not list(out.rglob("*.staged-*"))
+
+
+def test_curating_into_the_harvest_itself_is_refused(world, tmp_path):
+    tried("re-run or concurrent run")
+    entities, queries, spec, _ = world
+    out = tmp_path / "out"
+    harvest_pipeline.run(queries[:10], spec, options(), str(out))
+    with pytest.raises(OutputError, match="is the input"):
+        curate_pipeline.run(str(out), entities, [], curate_pipeline.CurateOptions(), str(out) + "/")
+
+
+def test_an_object_store_lease_of_a_live_run_is_refused(tmp_path):
+    tried("re-run or concurrent run")
+    import memfs
+    from apache_beam.io.filesystems import FileSystems
+
+    memfs.clear()
+    out = "memtest://bucket/leased"
+    with OutputLock(out, "harvest") as held:
+        with (
+            pytest.raises(OutputError, match=rf"in use by harvest run {held.run_id}"),
+            OutputLock(out, "curate"),
+        ):
+            pass
+        held.check()
+        with FileSystems.create(out + "/" + LOCK_NAME) as f:  # another run overwrote the lease
+            f.write(json.dumps({"run_id": "other", "pid": os.getpid(), "host": "elsewhere"}).encode())
+        with pytest.raises(OutputError, match="lost its lock"):
+            held.check()
+    memfs.clear()
