@@ -101,6 +101,10 @@ class Site:
                     return self.send(200, gzip.compress(JPEG), headers=[("Content-Encoding", "gzip")])
                 if path == "/deflate.jpg":
                     return self.send(200, zlib.compress(JPEG), headers=[("Content-Encoding", "deflate")])
+                if path == "/rawdeflate.jpg":
+                    z = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+                    body = z.compress(JPEG) + z.flush()
+                    return self.send(200, body, headers=[("Content-Encoding", "deflate")])
                 if path == "/bomb.jpg":
                     return self.send(200, _BOMB, headers=[("Content-Encoding", "gzip")])
                 if path == "/br.jpg":
@@ -334,6 +338,7 @@ def test_refused_connection_and_dns_failure_are_named_as_such(no_dns):
     [
         ("/gzip.jpg", None),
         ("/deflate.jpg", None),
+        ("/rawdeflate.jpg", None),
         ("/bomb.jpg", "too_large"),
         ("/br.jpg", "bad_encoding"),
         ("/badgzip.jpg", "bad_encoding"),

@@ -183,7 +183,8 @@ class _Decoder:
             self._z = zlib.decompressobj()
         else:
             raise _Refused("bad_encoding", f"Content-Encoding {encoding!r} (we ask for {ACCEPT_ENCODING})")
-        self._raw_deflate = encoding == "deflate"
+        self._raw_deflate = encoding == "deflate"  # may still turn out to be raw deflate
+        self._name = encoding
 
     def feed(self, chunk: bytes, room: int) -> tuple[bytes, bool]:
         """Decoded bytes of `chunk` (at most `room`), and whether more were left over."""
@@ -193,12 +194,14 @@ class _Decoder:
             out = self._z.decompress(chunk, room)
         except zlib.error:
             if not self._raw_deflate:
-                raise _Refused("bad_encoding", "the body is not valid gzip") from None
-            self._z, self._raw_deflate = (
-                zlib.decompressobj(-zlib.MAX_WBITS),
-                False,
-            )  # deflate without zlib header
-            out = self._z.decompress(chunk, room)
+                raise _Refused("bad_encoding", f"the body is not valid {self._name}") from None
+            # "deflate" without the zlib header, as some servers send it: only at the very start
+            self._z, self._raw_deflate = zlib.decompressobj(-zlib.MAX_WBITS), False
+            try:
+                out = self._z.decompress(chunk, room)
+            except zlib.error:
+                raise _Refused("bad_encoding", "the body is not valid deflate") from None
+        self._raw_deflate = False
         return out, bool(self._z.unconsumed_tail)
 
 
