@@ -12,6 +12,8 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
+from collections import Counter
 from collections.abc import Callable
 from typing import IO
 
@@ -282,3 +284,76 @@ def complete_dataset(out_dir: str, local_dir: str, lengths: dict, sizes: dict, n
     shards.write_metadata(local_dir, lengths, sizes)
     for path in placeholders:
         os.remove(path)
+
+
+# ---------------------------------------------------------------- counts and sharded side files
+
+
+class SumCounters(beam.CombineFn):
+    """Sums `collections.Counter`s (or dicts of counts) into one dict: the way every count of a
+    pipeline here reaches the driver, never a list of the elements counted."""
+
+    def create_accumulator(self):
+        return Counter()
+
+    def add_input(self, acc, counts):
+        acc.update(counts)
+        return acc
+
+    def merge_accumulators(self, accs):
+        out = Counter()
+        for a in accs:
+            out.update(a)
+        return out
+
+    def extract_output(self, acc):
+        return dict(acc)
+
+
+def jsonl_name(kind: str, index: int, num_shards: int) -> str:
+    return f"{kind}/{kind}-{index:05d}-of-{num_shards:05d}.jsonl"
+
+
+class WriteJsonl(beam.PTransform):
+    """Elements as JSON lines in `num_shards` files `OUT/<kind>/<kind>-0000i-of-0000N.jsonl`, each
+    sorted by `key` and written atomically; outputs each written file's name. A worker holds one
+    file's lines at a time (scale `num_shards` with the data, as for the record shards)."""
+
+    def __init__(self, out_dir: str, kind: str, num_shards: int, key, line):
+        super().__init__(f"Write{kind.title()}")
+        self.out_dir, self.kind, self.num_shards, self.key, self.line = out_dir, kind, num_shards, key, line
+
+    def expand(self, pcoll):
+        n, key, line, out_dir, kind = self.num_shards, self.key, self.line, self.out_dir, self.kind
+
+        def write(kv):
+            index, items = kv
+            rows = sorted((key(x), line(x)) for x in items)
+            name = jsonl_name(kind, index, n)
+            store_for(out_dir).write(
+                FileSystems.join(out_dir, name), "".join(text + "\n" for _, text in rows).encode()
+            )
+            yield name
+
+        return (
+            pcoll
+            | "ToFile" >> beam.Map(lambda x: (zlib.crc32(key(x).encode()) % n, x))
+            | "ByFile" >> beam.GroupByKey()
+            | "Write" >> beam.FlatMap(write)
+        )
+
+
+def remove_unlisted(out_dir: str, kind: str, keep: list[str]) -> list[str]:
+    """Remove the files under `OUT/<kind>/` that `keep` does not name (another layout, a killed run)."""
+    directory = FileSystems.join(out_dir, kind)
+    if is_remote(out_dir):
+        found = [m.path for m in FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list]
+    elif os.path.isdir(directory):
+        found = [os.path.join(directory, n) for n in os.listdir(directory)]
+    else:
+        return []
+    keep_paths = {FileSystems.join(out_dir, k) for k in keep}
+    doomed = [p for p in found if p not in keep_paths]
+    if doomed:
+        FileSystems.delete(doomed)
+    return sorted(f"{kind}/{p.rsplit('/', 1)[-1]}" for p in doomed)

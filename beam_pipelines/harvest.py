@@ -6,14 +6,20 @@
 Graph:
 
     queries ─► Search (thread pool, on-disk cache per (backend, query)) ─► GroupByKey(url) ─► merge
-            ─► candidates.jsonl
+            ─► candidates/candidates-*.jsonl (sharded by URL)
             ─► GroupByKey(work unit = hash of url) ─► FetchUnit (thread pool: safe fetch, decode,
                validate, resize, hash; the unit's results saved when done and reused by a re-run)
                  ├─► outcomes (one per failed candidate, with its reason)
                  └─► GroupByKey(content key) ─► merge exact duplicates (+ "duplicate" outcomes),
                       entity links with evidence, pruned (+ "unlinked" outcomes; entitynet.links)
                       ─► GroupByKey((split, shard)) ─► WriteShard (sorted by key, temp + rename)
-    gather ─► harvest_stats.json (every candidate's outcome, per host, per shard); TFDS metadata
+    outcomes ─► outcomes/outcomes-*.jsonl (every candidate's outcome, sharded by URL)
+             ─► CombinePerKey(host) ─► hosts/hosts-*.jsonl, Top(50 hosts)
+    counters (outcomes, entities, size bins, links, reused units) ─► CombineGlobally(sum)
+    finish (the summed counters, one row per shard and side file) ─► harvest_stats.json; TFDS metadata
+
+No step holds a list of all candidates, outcomes or records: what reaches the finish is bounded
+by the number of entities, outcome kinds, size bins and files, not by the data.
 
 The DoFns are thin adapters over `entitynet.harvest`, `entitynet.fetch`, `entitynet.images` and
 `entitynet.shards`.
@@ -35,8 +41,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.common import (
     PipelineOutput,
+    SumCounters,
+    WriteJsonl,
     complete_dataset,
     is_remote,
+    remove_unlisted,
     run_pipeline,
     shard_lengths,
     store_for,
@@ -52,7 +61,7 @@ from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
 
 log = logging.getLogger("entitynet.harvest")
 
-CANDIDATES = "candidates.jsonl"
+LEGACY_CANDIDATES = "candidates.jsonl"  # one file, as runs before sharded candidates/ wrote it
 STATS = "harvest_stats.json"
 CONFIG = "harvest_config.json"
 
@@ -112,7 +121,7 @@ class FetchUnit(beam.DoFn):
             harvest.save_unit(
                 path, {c.url: (c, r) for c, r in zip(candidates, results, strict=True)}, self.store
             )
-        yield beam.pvalue.TaggedOutput("reused", reused)
+        yield beam.pvalue.TaggedOutput("reused", Counter({("reused",): reused}))
         for result in results:
             if isinstance(result, ImageRecord):
                 yield result.key, result
@@ -149,13 +158,12 @@ class WriteShard(beam.DoFn):
                     yield beam.pvalue.TaggedOutput(
                         "outcomes", harvest.Outcome(url, harvest.host_of(url), "written")
                     )
-        yield {
-            **written,
-            "entities": len({e for r in recs for e in r.entity_ids}),
-            "per_entity": dict(Counter(e for r in recs for e in r.entity_ids)),
-            "sizes": [[r.width, r.height] for r in recs[:2000]],
-            "links": link_stats(recs),
-        }
+        counts: Counter = Counter()
+        for r in recs:
+            counts.update(harvest.record_counts(r))
+        counts.update({("links", k): v for k, v in link_stats(recs).items()})
+        yield beam.pvalue.TaggedOutput("counts", counts)
+        yield {**written, "entities": sum(1 for k in counts if k[0] == "entity")}
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -175,7 +183,6 @@ def build(
     out_dir: str,
     cache_dir: str,
     work_dir: str,
-    staged_candidates: str,
     staged_stats: str,
     linker: Linker,
 ) -> None:
@@ -209,32 +216,49 @@ def build(
         )
         | "ByShard" >> beam.GroupByKey()
         | "WriteShard"
-        >> beam.ParDo(WriteShard(out_dir, opts.num_shards)).with_outputs("outcomes", main="shards")
+        >> beam.ParDo(WriteShard(out_dir, opts.num_shards)).with_outputs("outcomes", "counts", main="shards")
     )
     outcomes = (fetched.outcomes, merged.outcomes, written.outcomes) | "Outcomes" >> beam.Flatten()
 
-    def finish(_, cands, outs, shard_stats, reused):
-        with FileSystems.create(staged_candidates) as f:
-            for c in sorted(cands, key=lambda c: c.url):
-                f.write((records.to_json(c) + "\n").encode())
-        stats = harvest.summarise(outs)
-        stats["reused_from_earlier_run"] = sum(reused)
-        per_entity: Counter = Counter()
-        for s in shard_stats:
-            per_entity.update(s["per_entity"])
-        stats["per_entity"] = dict(sorted(per_entity.items()))
-        links: Counter = Counter()
-        for s in shard_stats:
-            links.update(s["links"])
-        stats["links"] = dict(sorted(links.items()))
-        stats["sizes"] = [size for s in shard_stats for size in s["sizes"]][:20000]
-        stats["shards"] = sorted(
-            ({k: v for k, v in s.items() if k not in ("per_entity", "sizes", "links")} for s in shard_stats),
-            key=lambda s: (s["split"], s["shard"]),
+    # Nothing below gathers candidates, outcomes or records: they go to sharded files, and only
+    # counters (summed by Beam) and one small stats row per file reach the finish.
+    n = opts.num_shards
+    files = [
+        candidates | WriteJsonl(out_dir, "candidates", n, lambda c: c.url, records.to_json),
+        outcomes
+        | WriteJsonl(
+            out_dir, "outcomes", n, lambda o: o.url, lambda o: json.dumps(asdict(o), ensure_ascii=False)
+        ),
+    ]
+    hosts = (
+        outcomes
+        | "ByHost" >> beam.Map(lambda o: (o.host, Counter({o.outcome: 1})))
+        | "PerHost" >> beam.CombinePerKey(SumCounters())
+        | "HostRow" >> beam.MapTuple(lambda host, c: {**harvest.host_row(host, c), "per_outcome": c})
+    )
+    files.append(
+        hosts | WriteJsonl(out_dir, "hosts", n, lambda h: h["host"], lambda h: json.dumps(h, sort_keys=True))
+    )
+    top_hosts = hosts | "TopHosts" >> beam.combiners.Top.Of(
+        harvest.TOP_HOSTS, key=lambda h: (h["urls"], h["host"])
+    )
+    counts = (
+        (outcomes | "OutcomeCounts" >> beam.Map(harvest.outcome_counts), written.counts, fetched.reused)
+        | "AllCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombineGlobally(SumCounters())
+    )
+    names = files | "AllFiles" >> beam.Flatten()
+
+    def finish(_, counts, top_hosts, shard_stats, names):
+        stats = harvest.summary(
+            counts, [{k: v for k, v in h.items() if k != "per_outcome"} for h in top_hosts]
         )
-        stats["failures"] = sorted(
-            [o.url, o.outcome, o.detail] for o in outs if o.outcome not in ("written", "duplicate")
-        )
+        stats["reused_from_earlier_run"] = counts.get(("reused",), 0)
+        stats["shards"] = sorted(shard_stats, key=lambda s: (s["split"], s["shard"]))
+        stats["files"] = {
+            kind: sorted(x for x in names if x.startswith(kind + "/"))
+            for kind in ("candidates", "outcomes", "hosts")
+        }
         with FileSystems.create(staged_stats) as f:
             f.write(json.dumps(stats, indent=2, sort_keys=True).encode())
         yield stats["candidates"]
@@ -245,10 +269,10 @@ def build(
         | "Finish"
         >> beam.FlatMap(
             finish,
-            beam.pvalue.AsList(candidates),
-            beam.pvalue.AsList(outcomes),
-            beam.pvalue.AsList(written.shards),
-            beam.pvalue.AsList(fetched.reused),
+            beam.pvalue.AsSingleton(counts),
+            beam.pvalue.AsSingleton(top_hosts),
+            beam.pvalue.AsList(written.shards),  # one small row per shard file: bounded by the layout
+            beam.pvalue.AsList(names),  # one name per side file: bounded by the layout
         )
     )
 
@@ -285,14 +309,11 @@ def run(
                 out_dir,
                 ", ".join(changed),
             )
-        staged_candidates = out.staged(CANDIDATES)
         staged_stats = out.staged(STATS)
         log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
         linker = Linker(queries, entities or spec.entities, opts.links)
         run_pipeline(
-            lambda p: build(
-                p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_candidates, staged_stats, linker
-            ),
+            lambda p: build(p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_stats, linker),
             beam_args,
         )
         stats = json.loads(store.read(staged_stats) or b"null")
@@ -326,10 +347,13 @@ def run(
         )
         stats["seconds"] = round(time.time() - started, 2)
         write_json(os.path.join(local_dir, STATS), stats)
-        stale = out.finish(keep=[n for names in layout.values() for n in names])
+        stale = out.finish(
+            keep=[n for names in layout.values() for n in names], obsolete=(LEGACY_CANDIDATES,)
+        )
         _remove_stale_shard_stats(local_dir, out_dir, store, layout)
+        for kind, names in stats["files"].items():
+            stale += remove_unlisted(out_dir, kind, names)
         stats["stale_removed"] = stale + _remove_other_units(work_root, work_dir)
-        _replace(staged_candidates, store.join(out_dir, CANDIDATES))
     return stats
 
 
@@ -393,12 +417,3 @@ def _remove_other_units(work_root: str, work_dir: str) -> list[str]:
             os.remove(path)
         removed.append(f"fetch_work/{name}")
     return removed
-
-
-def _replace(src: str, dest: str) -> None:
-    if not is_remote(src):
-        os.replace(src, dest)
-        return
-    if FileSystems.exists(dest):
-        FileSystems.delete([dest])
-    FileSystems.rename([src], [dest])

@@ -215,7 +215,8 @@ def harvest_summary(stats: dict, out: str | Path) -> str:
         f"outcomes:\n{_table(stats['per_outcome'])}\n"
         f"{link_summary(stats.get('links') or {})}"
         f"records per split:\n{_table(stats['per_split'])}\n"
-        f"wrote {out}/ (ArrayRecord shards + TFDS metadata, candidates.jsonl, harvest_stats.json, DATACARD.md)"
+        f"wrote {out}/ (ArrayRecord shards + TFDS metadata, candidates/, outcomes/, hosts/, harvest_stats.json, "
+        "DATACARD.md)"
     )
 
 

@@ -105,13 +105,22 @@ def write_card(
     save_png(fig, plots / "success_per_host.png")
     plt.close(fig)
 
-    sizes = stats.get("sizes", [])
+    bins = (stats.get("size_bins") or {}).get("counts", [])
     fig, ax = plt.subplots(figsize=(5, 4))
-    if sizes:
-        ax.scatter([w for w, _ in sizes], [h for _, h in sizes], s=4, alpha=0.4, color="#4477aa")
+    if bins:
+        most = max(n for _, _, n in bins)
+        ax.scatter(
+            [w for w, _, _ in bins],
+            [h for _, h, _ in bins],
+            s=[4 + 120 * n / most for _, _, n in bins],
+            alpha=0.5,
+            color="#4477aa",
+        )
     ax.set_xlabel("width (px)")
     ax.set_ylabel("height (px)")
-    ax.set_title("stored image sizes")
+    ax.set_title(
+        f"stored image sizes (bins of {(stats.get('size_bins') or {}).get('bin', 16)} px; area: images)"
+    )
     save_png(fig, plots / "image_sizes.png")
     plt.close(fig)
 

@@ -265,25 +265,87 @@ def merge_duplicates(
     return merged, dups
 
 
-def summarise(outcomes: Iterable[Outcome]) -> dict:
-    """Totals per outcome and success rate per host (written / all of the host's URLs)."""
-    per_outcome: Counter = Counter()
-    per_host: dict[str, Counter] = {}
-    for o in outcomes:
-        per_outcome[o.outcome] += 1
-        per_host.setdefault(o.host, Counter())[o.outcome] += 1
+# ---------------------------------------------------------------- statistics from combined counts
+#
+# The pipeline never gathers outcomes or records in one place: each worker turns what it sees into
+# small counters (`outcome_counts`, `record_counts`), Beam sums them, and `summary` makes the stats
+# from the sums. Per-candidate outcomes and candidates go to sharded JSONL files instead.
+
+SIZE_BIN = 16  # stored image sizes are counted in bins of this many pixels per side
+TOP_HOSTS = 50  # hosts named in harvest_stats.json (all of them: hosts/hosts-*.tsv)
+
+
+def outcome_counts(o: Outcome) -> Counter:
+    return Counter({("outcome", o.outcome): 1})
+
+
+def record_counts(r: ImageRecord) -> Counter:
+    """One written record's share of the counters: its entities and its size bin."""
+    c: Counter = Counter(("entity", e) for e in r.entity_ids)
+    c[("size", r.width // SIZE_BIN * SIZE_BIN, r.height // SIZE_BIN * SIZE_BIN)] += 1
+    return c
+
+
+def host_row(host: str, per_outcome: dict[str, int]) -> dict:
+    urls = sum(per_outcome.values())
+    written = per_outcome.get("written", 0)
+    return {
+        "host": host,
+        "urls": urls,
+        "written": written,
+        "success_rate": round(written / urls, 4) if urls else 0.0,
+    }
+
+
+def summary(counts: dict, top_hosts: list[dict]) -> dict:
+    """The harvest's stats from the summed counters (`outcome_counts` + `record_counts` + link
+    stats) and the hosts with the most URLs."""
+    per_outcome = Counter({k[1]: n for k, n in counts.items() if k[0] == "outcome"})
     total = sum(per_outcome.values())
+    sizes = sorted(([k[1], k[2], n] for k, n in counts.items() if k[0] == "size"), key=lambda x: (x[0], x[1]))
     return {
         "candidates": total,
         "written": per_outcome.get("written", 0),
         "success_rate": round(per_outcome.get("written", 0) / total, 4) if total else 0.0,
-        "per_outcome": dict(per_outcome.most_common()),
-        "per_host": {
-            h: {
-                "urls": sum(c.values()),
-                "written": c.get("written", 0),
-                "success_rate": round(c.get("written", 0) / sum(c.values()), 4),
-            }
-            for h, c in sorted(per_host.items())
-        },
+        "per_outcome": dict(sorted(per_outcome.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "per_entity": dict(sorted((k[1], n) for k, n in counts.items() if k[0] == "entity")),
+        "links": dict(sorted((k[1], n) for k, n in counts.items() if k[0] == "links")),
+        "size_bins": {"bin": SIZE_BIN, "counts": sizes},  # [width, height, records] per bin
+        "per_host": {h["host"]: {k: v for k, v in h.items() if k != "host"} for h in top_hosts},
     }
+
+
+def summarise(outcomes: Iterable[Outcome]) -> dict:
+    """Totals per outcome and success rate per host over an in-memory list (tests and tools; the
+    pipeline combines the same counts with `outcome_counts` and `summary`)."""
+    counts: Counter = Counter()
+    hosts: dict[str, Counter] = {}
+    for o in outcomes:
+        counts.update(outcome_counts(o))
+        hosts.setdefault(o.host, Counter())[o.outcome] += 1
+    rows = sorted((host_row(h, c) for h, c in hosts.items()), key=lambda r: (-r["urls"], r["host"]))
+    stats = summary(counts, rows)
+    return {k: stats[k] for k in ("candidates", "written", "success_rate", "per_outcome", "per_host")}
+
+
+def read_outcomes(out_dir: str) -> list[Outcome]:
+    """Every candidate's outcome from a harvest's `outcomes/` files, as its `harvest_stats.json`
+    lists them (for tests and tools; `cat OUT/outcomes/*.jsonl` reads them too)."""
+    return [Outcome(**row) for row in _listed_rows(out_dir, "outcomes")]
+
+
+def read_candidates(out_dir: str) -> list[Candidate]:
+    """Every candidate of a harvest from its `candidates/` files (for tests and tools)."""
+    from entitynet.records import from_json
+
+    return [from_json(Candidate, json.dumps(row)) for row in _listed_rows(out_dir, "candidates")]
+
+
+def _listed_rows(out_dir: str, kind: str) -> list[dict]:
+    with open(os.path.join(out_dir, "harvest_stats.json"), encoding="utf-8") as f:
+        files = json.load(f)["files"][kind]
+    rows = []
+    for name in files:
+        with open(os.path.join(out_dir, name), encoding="utf-8") as f:
+            rows += [json.loads(line) for line in f if line.strip()]
+    return rows

@@ -2,6 +2,7 @@
 TFDS and Grain, exact duplicates merged, a re-run reproducing the same shards from the search cache."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -11,7 +12,7 @@ from entitynet.errors import ConfigError, EntityNetError
 from entitynet.fetch.fetcher import FetchOptions
 from entitynet.fetch.policy import AddressPolicy
 from entitynet.images.process import REASONS
-from entitynet.records import Candidate, ImageRecord, read_jsonl
+from entitynet.records import ImageRecord
 from entitynet.sampleweb.server import SampleWeb
 from entitynet.shards import iter_records, shard_paths
 from entitynet.text.queries import build_queries
@@ -58,12 +59,15 @@ def harvested(small_world, tmp_path_factory):
 
 def test_every_candidate_has_exactly_one_outcome(harvested):
     out, stats, _, _ = harvested
-    candidates = list(read_jsonl(out / "candidates.jsonl", Candidate))
+    candidates = harvest.read_candidates(str(out))
     assert len({c.url for c in candidates}) == len(candidates) == stats["candidates"] > 50
     assert sum(stats["per_outcome"].values()) == stats["candidates"]
     assert set(stats["per_outcome"]) <= {"written", "duplicate"} | FETCH_REASONS | set(REASONS)
     assert {"written", "http_404"} <= set(stats["per_outcome"])
-    failed = {u for u, _, _ in stats["failures"]}
+    outcomes = harvest.read_outcomes(str(out))
+    assert sorted(o.url for o in outcomes) == sorted(c.url for c in candidates)  # one each
+    assert Counter(o.outcome for o in outcomes) == stats["per_outcome"]
+    failed = {o.url for o in outcomes if o.outcome not in ("written", "duplicate")}
     records = [r for split in ("train", "validation", "test") for r in iter_records(out, split)]
     written = {r.url for r in records}
     assert len(written) == stats["written"] == sum(stats["per_split"].values())
@@ -141,11 +145,12 @@ def test_remote_output_through_beam_filesystems(harvested, small_world, tmp_path
         "dataset_info.json",
         "features.json",
         "harvest_stats.json",
-        "candidates.jsonl",
         "DATACARD.md",
         "harvest_config.json",
     } <= set(objects)
     assert any(k.startswith("plots/") for k in objects) and any(k.startswith("shard_stats/") for k in objects)
+    for kind in ("candidates", "outcomes", "hosts"):
+        assert sorted(k for k in objects if k.startswith(kind + "/")) == got["files"][kind]
     assert sum(k.startswith("fetch_work/") and "/unit-" in k for k in objects) > 0
     assert sum(k.startswith("search_cache/searxng-") for k in objects) == len(queries)
     assert not [k for k in objects if ".tmp-" in k or ".staged-" in k]
@@ -306,7 +311,10 @@ def test_data_card(harvested):
             assert im.format == "PNG" and im.width > 200
     records = [r for s in ("train", "validation", "test") for r in iter_records(out, s)]
     assert sum(stats["per_entity"].values()) == sum(len(r.entity_ids) for r in records)
-    assert len(stats["sizes"]) == len(records)
+    assert sum(n for _, _, n in stats["size_bins"]["counts"]) == len(records)
+    assert Counter((r.width // 16 * 16, r.height // 16 * 16) for r in records) == {
+        (w, h): n for w, h, n in stats["size_bins"]["counts"]
+    }
 
 
 def test_the_pipeline_survives_a_hostile_web(tmp_path, small_world):
@@ -353,7 +361,11 @@ def test_the_pipeline_survives_a_hostile_web(tmp_path, small_world):
     finally:
         web.close()
     assert stats["candidates"] == len(paths) and sum(stats["per_outcome"].values()) == len(paths)
-    by_url = {u.removeprefix(web.base): reason for u, reason, _ in stats["failures"]}
+    by_url = {
+        o.url.removeprefix(web.base): o.outcome
+        for o in harvest.read_outcomes(str(tmp_path / "out"))
+        if o.outcome not in ("written", "duplicate")
+    }
     assert by_url == {
         "/404": "http_404",
         "/always500": "http_5xx",
@@ -372,3 +384,34 @@ def test_the_pipeline_survives_a_hostile_web(tmp_path, small_world):
     }
     # the same JPEG at /img.jpg, /to-img (a redirect) and /429 (after Retry-After): one record, two duplicates
     assert stats["per_outcome"]["written"] == 1 and stats["per_outcome"]["duplicate"] == 2
+
+
+def test_multi_process_runner_gives_the_same_stats_and_files(harvested, small_world, tmp_path):
+    """The counts are combined across worker processes, not gathered: the multi-process DirectRunner
+    gives the in-memory run's stats, outcome files and candidate files."""
+    out, stats, spec, port = harvested
+    entities, queries = small_world
+    other = tmp_path / "mp"
+    with SampleWeb(entities, seed=5, port=port):
+        mp = harvest_pipeline.run(
+            queries,
+            spec,
+            options(),
+            str(other),
+            ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        )
+    for key in (
+        "candidates",
+        "written",
+        "per_outcome",
+        "per_entity",
+        "links",
+        "per_split",
+        "per_host",
+        "size_bins",
+    ):
+        assert mp[key] == stats[key], key
+    assert mp["files"] == stats["files"]
+    for kind in ("candidates", "outcomes", "hosts"):
+        for name in stats["files"][kind]:
+            assert (other / name).read_bytes() == (out / name).read_bytes(), name
