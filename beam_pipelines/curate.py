@@ -20,19 +20,23 @@ The DoFns are thin adapters over `entitynet.curation`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import time
+import zlib
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.common import (
     BeamStore,
     PipelineOutput,
     complete_dataset,
+    remove_unlisted,
     run_pipeline,
     shard_lengths,
     write_shard_records,
@@ -52,6 +56,7 @@ STATS = "curation_stats.json"
 CONFIG = "curation_config.json"
 COUNTS = "entry_counts.tsv"
 SUBSET = "subset.npz"
+KEY_DIR = "subset_keys"  # the sorted key files subset.npz is merged from (kept beside it)
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,7 @@ def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: 
         kept.records
         | "KeptToBalance" >> beam.Filter(lambda sre: sre[0] in balanced_splits)
         | "KeptEntryOf" >> beam.FlatMap(lambda sre: sre[2])
-        | "CountKept" >> beam.combiners.Count.PerElement()
+        | "CountKeptEntries" >> beam.combiners.Count.PerElement()
     )
     if opts.output == "shards":
         written = (
@@ -222,7 +227,15 @@ def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: 
         )
     else:
         written = p | "NoShards" >> beam.Create([])
-    kept_keys = kept.records | "KeyOf" >> beam.Map(lambda sre: (sre[0], sre[1].key))
+    kept_per_split = (
+        kept.records
+        | "SplitOfKept" >> beam.Map(lambda sre: sre[0])
+        | "CountKept" >> (beam.combiners.Count.PerElement())
+    )
+    if opts.output == "subset":  # sorted key files, merged into subset.npz by the driver as a stream
+        key_files = kept.records | WriteKeys(out_dir, opts.num_shards)
+    else:
+        key_files = p | "NoKeyFiles" >> beam.Create([])
     natural = {e.id: e.natural_type_label or e.natural_type or "?" for e in entities}
     types = (
         kept.records
@@ -238,7 +251,8 @@ def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: 
         recs | "SplitOf" >> beam.Map(lambda sr: sr[0]) | "CountRead" >> beam.combiners.Count.PerElement()
     )
 
-    def finish(_, before, after, shard_stats, keys, types_, removed_, read_):
+    def finish(_, before, after, shard_stats, kept_, key_files_, types_, removed_, read_):
+        # every side input here is bounded by the entries, splits, reasons or files, not the data
         result = {
             "read": dict(read_),
             "removed": dict(removed_),
@@ -246,14 +260,11 @@ def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: 
             "counts_after": dict(after),
             "types": dict(types_),
             "shards": sorted(shard_stats, key=lambda s: (s["split"], s["shard"])),
-            "kept_keys": {},
+            "kept": dict(kept_),
+            "key_files": sorted(key_files_),
         }
-        for split, key in keys:
-            result["kept_keys"].setdefault(split, []).append(key)
-        for v in result["kept_keys"].values():
-            v.sort()
         BeamStore().write(staged, json.dumps(result).encode())
-        yield len(keys)
+        yield sum(result["kept"].values())
 
     (
         p
@@ -264,12 +275,84 @@ def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: 
             beam.pvalue.AsList(counts),
             beam.pvalue.AsList(counts_after),
             beam.pvalue.AsList(written),
-            beam.pvalue.AsList(kept_keys),
+            beam.pvalue.AsList(kept_per_split),
+            beam.pvalue.AsList(key_files),
             beam.pvalue.AsList(types),
             beam.pvalue.AsList(removed),
             beam.pvalue.AsList(read_counts),
         )
     )
+
+
+class WriteKeys(beam.PTransform):
+    """The kept (split, key) pairs as `num_shards` sorted text files `subset_keys/keys-*.tsv`
+    ("split<TAB>key" lines, atomic per file); outputs the file names."""
+
+    def __init__(self, out_dir: str, num_shards: int):
+        super().__init__("WriteKeys")
+        self.out_dir, self.num_shards = out_dir, num_shards
+
+    def expand(self, pcoll):
+        out_dir, n = self.out_dir, self.num_shards
+
+        def write(kv):
+            index, lines = kv
+            name = f"{KEY_DIR}/keys-{index:05d}-of-{n:05d}.tsv"
+            BeamStore().write(
+                FileSystems.join(out_dir, name), "".join(x + "\n" for x in sorted(lines)).encode()
+            )
+            yield name
+
+        return (
+            pcoll
+            | "Line" >> beam.Map(lambda sre: f"{sre[0]}\t{sre[1].key}")
+            | "ToFile" >> beam.Map(lambda line: (zlib.crc32(line.encode()) % n, line))
+            | "ByFile" >> beam.GroupByKey()
+            | "Write" >> beam.FlatMap(write)
+        )
+
+
+def merge_subset(
+    out_dir: str, key_files: list[str], kept: dict[str, int], splits: list[str], dest: str
+) -> None:
+    """subset.npz from sorted key files by a k-way streaming merge: each split's (hi, lo) array is
+    written into the archive in chunks, so the driver never holds the kept keys."""
+    import heapq
+    import zipfile
+
+    def lines(name):
+        with FileSystems.open(FileSystems.join(out_dir, name)) as f:
+            for raw in io.TextIOWrapper(f, encoding="utf-8"):
+                yield raw.rstrip("\n")
+
+    merged = heapq.merge(*(lines(n) for n in key_files))
+    dtype = np.dtype([("hi", "<u8"), ("lo", "<u8")])
+    pending = next(merged, None)
+    with atomic_open(dest, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for split in sorted(set(splits) | set(kept)):
+            n = kept.get(split, 0)
+            with z.open(f"{split}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array_header_1_0(
+                    entry,
+                    {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)},
+                )
+                chunk, written = [], 0
+                while pending is not None and pending.split("\t", 1)[0] == split:
+                    key = pending.split("\t", 1)[1]
+                    chunk.append((int(key[:16], 16), int(key[16:], 16)))
+                    if len(chunk) == 65536:
+                        entry.write(np.array(chunk, dtype=dtype).tobytes())
+                        written, chunk = written + len(chunk), []
+                    pending = next(merged, None)
+                if chunk:
+                    entry.write(np.array(chunk, dtype=dtype).tobytes())
+                    written += len(chunk)
+                if written != n:
+                    raise OutputError(
+                        f"subset keys of split {split!r}: {written} in the key files, {n} counted"
+                    )
+        with z.open("_version.npy", "w") as entry:
+            np.lib.format.write_array(entry, np.asarray(records.SCHEMA_VERSION))
 
 
 def _inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -314,13 +397,14 @@ def run(
         if not isinstance(result, dict):
             raise OutputError(f"the pipeline's result {staged} is missing; re-run the curation")
         before, after = result["counts_before"], result["counts_after"]
-        kept_keys = result.pop("kept_keys")
+
         if opts.output == "shards":
             lengths, sizes = shard_lengths(result["shards"], splits, opts.num_shards)
             complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards)
         else:
-            with atomic_open(os.path.join(local_dir, SUBSET), "wb") as f:
-                np.savez(f, **records.encode_subset({s: kept_keys.get(s, []) for s in splits}))
+            merge_subset(
+                out_dir, result["key_files"], result["kept"], splits, os.path.join(local_dir, SUBSET)
+            )
         labels = {e.id: e.label for e in entities}
         write_lines(
             os.path.join(local_dir, COUNTS),
@@ -333,7 +417,7 @@ def run(
         stats = {
             "input": shard_dir,
             "read": result["read"],
-            "kept": {s: len(kept_keys.get(s, [])) for s in splits},
+            "kept": {s: result["kept"].get(s, 0) for s in splits},
             "removed": dict(sorted(result["removed"].items())),
             "contamination": {
                 ev.name: result["removed"].get(f"contaminated:{ev.name}", 0) for ev in eval_sets
@@ -366,6 +450,8 @@ def run(
             out.finish(
                 keep=[n for names in shards.layout_of(lengths).values() for n in names], obsolete=(SUBSET,)
             )
+            remove_unlisted(out_dir, KEY_DIR, [])
         else:  # a subset replaces shards an earlier run wrote here
             out.finish(keep=[], obsolete=("dataset_info.json", "features.json"))
+            remove_unlisted(out_dir, KEY_DIR, result["key_files"])
     return stats
