@@ -26,6 +26,7 @@ import logging
 import os
 import time
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import apache_beam as beam
@@ -35,12 +36,14 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.common import (
     BeamStore,
     PipelineOutput,
+    SumCounters,
     complete_dataset,
     remove_unlisted,
     run_pipeline,
     shard_lengths,
     write_shard_records,
 )
+from beam_pipelines.neardup import Contaminated, NearDupGroups
 from entitynet import records, shards
 from entitynet.curation import balance, neardup
 from entitynet.curation import card as curation_card
@@ -124,14 +127,19 @@ class ReadShard(beam.DoFn):
 
 
 class ApplyPlan(beam.DoFn):
-    def process(self, item, the_plan):
-        split, r = item
-        names = the_plan["contaminated"].get(r.key)
-        if names:
-            for name in names:
-                yield beam.pvalue.TaggedOutput("removed", f"contaminated:{name}")
-            return
-        yield the_plan["representative"].get(r.key, r.key), (split, r)
+    """(key, {record, dirty: eval set names, rep: its group's representative}) -> the record keyed
+    by its representative, or "contaminated:<set>" removals."""
+
+    def process(self, kv):
+        _, joined = kv
+        for split, r in joined["record"]:
+            names = sorted(set(joined["dirty"]))
+            if names:
+                for name in names:
+                    yield beam.pvalue.TaggedOutput("removed", f"contaminated:{name}")
+                continue
+            reps = list(joined["rep"])
+            yield (reps[0] if reps else r.key), (split, r)
 
 
 class MergeGroup(beam.DoFn):
@@ -172,18 +180,56 @@ class WriteShard(beam.DoFn):
         yield write_shard_records(self.out_dir, split, shard, self.num_shards, recs)[1]
 
 
-def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: str, staged: str) -> None:
+def build(
+    p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: str, staged: str, total: int = 0
+) -> None:
+    """`total`: the number of input records (from the shards' metadata), to size the bands."""
     recs = p | "Shards" >> beam.Create(inputs) | "Read" >> beam.ParDo(ReadShard())
-    the_plan = (
-        recs
-        | "HashOf" >> beam.Map(lambda sr: (sr[1].key, sr[1].phash, sr[1].width * sr[1].height))
-        | "AllHashes" >> beam.combiners.ToList()
-        | "Plan" >> beam.Map(plan, eval_sets, opts)
+    # phash as a signed 64-bit int: Beam's integer coder carries no larger (neardup reads it mod 2**64)
+    hashes = recs | "HashOf" >> beam.Map(
+        lambda sr: (
+            sr[1].key,
+            sr[1].phash - (1 << 64) if sr[1].phash >= 1 << 63 else sr[1].phash,
+            sr[1].width * sr[1].height,
+        )
     )
-    applied = recs | "Apply" >> (
-        beam.ParDo(ApplyPlan(), beam.pvalue.AsSingleton(the_plan))
+    if eval_sets and sum(len(ev.hashes) for ev in eval_sets):
+        bands = neardup.choose_bands(total, sum(len(ev.hashes) for ev in eval_sets), opts.decontam_threshold)
+        dirty = (
+            hashes
+            | "KeyHash" >> beam.Map(lambda t: (t[0], t[1]))
+            | Contaminated(eval_sets, opts.decontam_threshold, bands)
+        )
+    else:
+        dirty = p | "NoEvalSets" >> beam.Create([])
+    joined_hashes = {
+        "hash": hashes | "HashByKey" >> beam.Map(lambda t: (t[0], t)),
+        "dirty": dirty,
+    } | "JoinDirty" >> beam.CoGroupByKey()
+    clean = joined_hashes | "Clean" >> beam.FlatMap(lambda kv: [] if kv[1]["dirty"] else list(kv[1]["hash"]))
+    if opts.near_dup_threshold is not None:
+        k = opts.near_dup_threshold
+        groups = clean | NearDupGroups(k, neardup.choose_bands(total, total, k))
+        reps, capped, unconverged = groups["representative"], groups["capped"], groups["unconverged"]
+    else:
+        reps = p | "NoNearDup" >> beam.Create([])
+        capped = p | "NoCapped" >> beam.Create([])
+        unconverged = p | "NoUnconverged" >> beam.Create([0])
+    applied = (
+        {"record": recs | "RecordByKey" >> beam.Map(lambda sr: (sr[1].key, sr)), "dirty": dirty, "rep": reps}
+        | "JoinPlan" >> beam.CoGroupByKey()
+        | "Apply"
+        >> beam.ParDo(ApplyPlan())
         .with_output_types(tuple[str, tuple[str, ImageRecord]])
         .with_outputs("removed", main="records")
+    )
+    neardup_counts = (
+        (
+            capped | "CappedBuckets" >> beam.Map(lambda n: Counter(capped_buckets=1, capped_members=n)),
+            unconverged | "Unconverged" >> beam.Map(lambda n: Counter(unconverged_edges=n)),
+        )
+        | "NearDupCounts" >> beam.Flatten()
+        | "SumNearDup" >> beam.CombineGlobally(SumCounters())
     )
     merged = (
         applied.records
@@ -251,7 +297,7 @@ def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: 
         recs | "SplitOf" >> beam.Map(lambda sr: sr[0]) | "CountRead" >> beam.combiners.Count.PerElement()
     )
 
-    def finish(_, before, after, shard_stats, kept_, key_files_, types_, removed_, read_):
+    def finish(_, before, after, shard_stats, kept_, key_files_, types_, removed_, read_, neardup_):
         # every side input here is bounded by the entries, splits, reasons or files, not the data
         result = {
             "read": dict(read_),
@@ -262,6 +308,9 @@ def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: 
             "shards": sorted(shard_stats, key=lambda s: (s["split"], s["shard"])),
             "kept": dict(kept_),
             "key_files": sorted(key_files_),
+            "neardup": {
+                k: neardup_.get(k, 0) for k in ("capped_buckets", "capped_members", "unconverged_edges")
+            },
         }
         BeamStore().write(staged, json.dumps(result).encode())
         yield sum(result["kept"].values())
@@ -280,6 +329,7 @@ def build(p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: 
             beam.pvalue.AsList(types),
             beam.pvalue.AsList(removed),
             beam.pvalue.AsList(read_counts),
+            beam.pvalue.AsSingleton(neardup_counts),
         )
     )
 
@@ -381,6 +431,9 @@ def run(
     if os.path.abspath(out_dir.rstrip("/")) == os.path.abspath(shard_dir.rstrip("/")):
         raise OutputError(f"--out {out_dir} is the input --shards; curate into another directory")
     inputs, splits = _inputs(shard_dir)
+    total = sum(
+        int(n) for s in shards.check_directory(shard_dir).get("splits", []) for n in s.get("shardLengths", [])
+    )
     subset = None
     if opts.subset_roots:
         from entitynet.curation.subsets import check_roots
@@ -391,7 +444,7 @@ def run(
         staged = out.staged(STATS)
         log.info("curating %d shards of %s into %s", len(inputs), shard_dir, out_dir)
         run_pipeline(
-            lambda p: build(p, inputs, entities, subset, eval_sets, opts, out_dir, staged), beam_args
+            lambda p: build(p, inputs, entities, subset, eval_sets, opts, out_dir, staged, total), beam_args
         )
         result = json.loads(out.store.read(staged) or b"null")
         if not isinstance(result, dict):
@@ -432,6 +485,7 @@ def run(
             },
             "types": dict(sorted(result["types"].items(), key=lambda kv: -kv[1])),
             "output": opts.output,
+            "neardup": result["neardup"],
         }
         curation_card.write_card(local_dir, stats, before, after, labels)
         write_json(

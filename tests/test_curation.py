@@ -391,3 +391,91 @@ def test_bad_curation_input(world, tmp_path):
     with pytest.raises(ConfigError, match="--t must be"):
         curate.CurateOptions(t=0)
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def _beam_groups(items, k, eval_sets=(), decontam_k=4):
+    import functools
+
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that
+
+    from beam_pipelines.neardup import Contaminated, NearDupGroups
+
+    _COLLECTED.clear()
+    keep = functools.partial(functools.partial, _collect)
+
+    from beam_pipelines.common import pipeline_options
+
+    with beam.Pipeline(options=pipeline_options([])) as p:
+        pc = p | beam.Create([(key, h - (1 << 64) if h >= 1 << 63 else h, px) for key, h, px in items])
+        groups = pc | NearDupGroups(k, neardup.choose_bands(len(items), len(items), k))
+        assert_that(groups["representative"], keep("reps"), label="Reps")
+        assert_that(groups["capped"], keep("capped"), label="Capped")
+        assert_that(groups["unconverged"], keep("unconverged"), label="Unconverged")
+        if eval_sets:
+            dirty = pc | beam.Map(lambda t: (t[0], t[1])) | Contaminated(eval_sets, decontam_k, 5)
+            assert_that(dirty, keep("dirty"), label="Dirty")
+    return dict(_COLLECTED)
+
+
+_COLLECTED: dict = {}
+
+
+def _collect(name, actual):  # module level: the runner pickles the matcher by reference
+    _COLLECTED[name] = sorted(actual)
+
+
+def test_beam_near_duplicate_groups_equal_the_in_memory_ones():
+    """Planted groups, a chain of 40 images each 2 bits from the next (diameter 39: the label
+    propagation must converge), 300 identical blank images, and noise."""
+    rng = np.random.default_rng(3)
+    items = []
+    for i in range(600):  # noise
+        items.append(
+            (
+                f"n{i:04d}",
+                int(rng.integers(0, 2**63)) * 2 + int(rng.integers(0, 2)),
+                int(rng.integers(1, 10**6)),
+            )
+        )
+    base = int(rng.integers(0, 2**63))
+    h = base
+    for i in range(40):  # a chain: consecutive within 2 bits, the ends far apart
+        items.append((f"c{i:04d}", h, 1000 + i))
+        h ^= 1 << (2 * i % 64) | 1 << ((2 * i + 1) % 64)
+    for i in range(300):  # blank images: one hash
+        items.append((f"b{i:04d}", 0xFFFF_0000_FFFF_0000, 500))
+    for g in range(30):  # small planted groups
+        h = int(rng.integers(0, 2**63))
+        for j in range(3):
+            items.append(
+                (f"g{g:02d}{j}", h ^ (1 << int(rng.integers(0, 64))) if j else h, int(rng.integers(1, 10**6)))
+            )
+    keys = [k for k, _, _ in items]
+    want = neardup.representatives(keys, [h for _, h, _ in items], [px for _, _, px in items], 4)
+    got = _beam_groups(items, 4)
+    assert dict(got["reps"]) == want
+    assert len({r for r in want.values()}) >= 32 and got["capped"] == [] and got["unconverged"] == [0]
+
+
+def test_beam_contamination_equals_the_in_memory_join():
+    rng = np.random.default_rng(4)
+    items = [(f"r{i:04d}", int(rng.integers(0, 2**63)) * 2 + 1, 10) for i in range(500)]
+    ev_hashes = [h ^ 0b101 for _, h, _ in items[::17]] + [int(rng.integers(0, 2**63)) for _ in range(50)]
+    ev = evalsets.EvalSet("ev", np.asarray(ev_hashes, dtype=np.uint64))
+    want = evalsets.contaminated(
+        [k for k, _, _ in items], neardup.as_hashes([h for _, h, _ in items]), [ev], 4
+    )
+    got = _beam_groups(items, 4, [ev])
+    assert sorted(got["dirty"]) == sorted((k, n) for k, names in want.items() for n in names)
+    assert len(want) == len(items[::17])
+
+
+def test_an_oversized_bucket_is_capped_and_reported(monkeypatch):
+    from beam_pipelines import neardup as beam_neardup
+
+    monkeypatch.setattr(beam_neardup, "BUCKET_CAP", 5)
+    # 12 distinct hashes sharing their low bits (one band value), two of them also exact copies
+    items = [(f"x{i:02d}", (i << 40) | 0xABC, 1) for i in range(12)] + [("x99", (3 << 40) | 0xABC, 1)]
+    got = _beam_groups(items, 4)
+    assert got["capped"] and dict(got["reps"]) == {"x03": "x03", "x99": "x03"}

@@ -177,3 +177,66 @@ def representatives(keys: list[str], hashes, pixels, k: int) -> dict[str, str]:
         for i in group:
             out[keys[i]] = keys[best]
     return out
+
+
+# ---------------------------------------------------------------- the same search as a join (Beam)
+#
+# For a pipeline that cannot hold every hash in one place: each hash is sent to the buckets of its
+# bands (`band_keys`: the exact band value, plus every value within the probe radius on the
+# probing side), buckets are grouped by key, and the pairs within `k` are verified inside each
+# bucket (`bucket_pairs`, `bucket_hits`). By the same pigeonhole argument every pair within `k`
+# meets in at least one bucket, so the pairs found are exactly `pairs_within` / `pairs_between`.
+
+
+_U64 = (1 << 64) - 1
+
+
+def band_keys(h: int, m: int, probe: bool, k: int) -> list[tuple[int, int]]:
+    """(band, value) buckets of hash `h` under `m` bands: its exact band values, and with `probe`
+    also every value within radius `k // m` of them. (Hashes may arrive as signed 64-bit ints, as
+    Beam's integer coder carries them: they are read modulo 2**64 everywhere here.)"""
+    h = int(h) & _U64
+    radius = k // m
+    out = []
+    for b, (shift, width) in enumerate(_bands(m)):
+        v = (int(h) >> shift) & ((1 << width) - 1)
+        masks = [int(x) for x in _probes(width, radius)] if probe else [0]
+        out.extend((b, v ^ mask) for mask in masks)
+    return out
+
+
+def bucket_pairs(exact: list[tuple[str, int]], probing: list[tuple[str, int]], k: int, cap: int):
+    """Pairs (a, b), a < b, of keys within `k` bits among the members of one bucket: `exact` hold
+    the bucket's value in that band, `probing` reach it by a probe. Members with the same hash are
+    chained (a star, not all pairs), so a bucket of a thousand blank images costs a thousand edges.
+    Returns (pairs, capped): over `cap` distinct hashes, only equal hashes are linked (capped=True)."""
+    by_hash: dict[int, list[str]] = {}
+    for key, h in exact:
+        by_hash.setdefault(int(h) & _U64, []).append(key)
+    pairs = set()
+    for keys in by_hash.values():
+        keys = sorted(set(keys))
+        pairs.update((keys[0], other) for other in keys[1:])
+    heads = sorted((min(keys), h) for h, keys in by_hash.items())
+    if len(heads) > cap:
+        return sorted(pairs), True
+    hs = np.asarray([h for _, h in heads], dtype=np.uint64)
+    names = [key for key, _ in heads]
+    for i in range(len(heads)):
+        close = np.flatnonzero(hamming(hs[i + 1 :], hs[i]) <= k) + i + 1
+        pairs.update((min(names[i], names[j]), max(names[i], names[j])) for j in close.tolist())
+    for key, h in probing:
+        close = np.flatnonzero(hamming(hs, np.uint64(int(h) & _U64)) <= k)
+        for j in close.tolist():
+            for other in by_hash[int(hs[j])]:
+                if other != key:
+                    pairs.add((min(key, other), max(key, other)))
+    return sorted(pairs), False
+
+
+def bucket_hits(probing: list[tuple[str, int]], index: list[int], k: int) -> list[str]:
+    """The probing keys within `k` bits of any hash of `index` (the bucket's evaluation hashes)."""
+    if not index or not probing:
+        return []
+    hs = np.asarray(sorted(set(int(h) & _U64 for h in index)), dtype=np.uint64)
+    return sorted({key for key, h in probing if (hamming(hs, np.uint64(int(h) & _U64)) <= k).any()})

@@ -1,0 +1,189 @@
+"""Near-duplicate groups and evaluation-set contamination as Beam joins, never a global list.
+
+    hashes ─► band buckets (multi-index hashing: exact band values, probe variants)
+           ─► GroupByKey(band, value) ─► pairs within k bits (equal hashes chained; an oversized
+              bucket links equal hashes only, and is counted) ─► Distinct
+           ─► connected components: rounds of min-label propagation with pointer jumping
+           ─► representative per component (largest image, then smallest key) by a combiner
+           ─► (key, representative)
+
+Contamination joins the records' buckets with the evaluation sets' hashes put in the same
+buckets (`Contaminated`). Both give exactly what `entitynet.curation.neardup.representatives` and
+`entitynet.curation.evalsets.contaminated` give in memory (tests/test_curation.py compares them);
+each worker holds one bucket, one node's neighbours or one component's label at a time.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from entitynet.curation import neardup
+
+BUCKET_CAP = 5_000  # distinct hashes compared pairwise in one bucket; above, equal hashes only
+ROUNDS = 8  # propagation + jump rounds; convergence is checked and reported (unconverged_edges)
+
+
+def _emit_buckets(item, m: int, k: int):
+    key, h = item[0], item[1]
+    for bucket in neardup.band_keys(h, m, False, k):
+        yield bucket, ("E", key, h)
+    for bucket in neardup.band_keys(h, m, True, k):
+        yield bucket, ("P", key, h)
+
+
+class NearDupGroups(beam.PTransform):
+    """(key, phash, pixels) -> (key, representative key) for every record in a group of two or
+    more within `k` bits (chained); also a "capped" output counting oversized buckets."""
+
+    def __init__(self, k: int, bands: int, label: str = "NearDup"):
+        super().__init__(label)
+        self.k, self.bands = k, bands
+
+    def expand(self, items):
+        k, m = self.k, self.bands
+
+        def pairs_of(kv):
+            _, members = kv
+            exact = [(key, h) for kind, key, h in members if kind == "E"]
+            probing = [(key, h) for kind, key, h in members if kind == "P"]
+            pairs, capped = neardup.bucket_pairs(exact, probing, k, BUCKET_CAP)
+            if capped:
+                yield beam.pvalue.TaggedOutput("capped", len(exact))
+            yield from pairs
+
+        found = (
+            items
+            | "Buckets" >> beam.FlatMap(_emit_buckets, m, k)
+            | "ByBucket" >> beam.GroupByKey()
+            | "Pairs" >> beam.FlatMap(pairs_of).with_outputs("capped", main="pairs")
+        )
+        edges = found.pairs | "DistinctPairs" >> beam.Distinct()
+        labels = components(edges)
+        pixels = items | "PixelsOf" >> beam.Map(lambda kph: (kph[0], kph[2]))
+        member_rank = (
+            {"label": labels, "pixels": pixels}
+            | "JoinPixels" >> beam.CoGroupByKey()
+            | "Ranked" >> beam.FlatMap(_ranked)
+        )
+        reps = member_rank | "Best" >> beam.CombinePerKey(min)  # (label, (-pixels, key))
+        members = member_rank | "MemberOf" >> beam.MapTuple(lambda label, rank: (label, rank[1]))
+        out = (
+            {"rep": reps, "member": members}
+            | "JoinReps" >> beam.CoGroupByKey()
+            | "RepOfMember" >> beam.FlatMap(_rep_of_members)
+        )
+        return {"representative": out, "capped": found.capped, "unconverged": unconverged(edges, labels)}
+
+
+def _ranked(kv):
+    key, joined = kv
+    if joined["label"]:
+        (label,) = joined["label"]
+        (pixels,) = joined["pixels"] or [0]
+        yield label, (-int(pixels), key)
+
+
+def _rep_of_members(kv):
+    _, joined = kv
+    ((_, rep),) = joined["rep"]
+    for key in joined["member"]:
+        yield key, rep
+
+
+def components(edges):
+    """(a, b) edges -> (node, label): the smallest node of its connected component. Min-label
+    propagation over the adjacency, each round followed by a pointer jump (a node takes its
+    label's label), so a chain of length L converges in about log2(L) rounds."""
+    both = edges | "BothWays" >> beam.FlatMap(lambda ab: [ab, (ab[1], ab[0])])
+    adjacency = both | "Adjacency" >> beam.GroupByKey()
+    labels = adjacency | "Label0" >> beam.Map(lambda kv: (kv[0], min(kv[0], *kv[1])))
+    for r in range(ROUNDS):
+        labels = (
+            {"adj": adjacency, "label": labels}
+            | f"Join{r}" >> beam.CoGroupByKey()
+            | f"Spread{r}" >> beam.FlatMap(_spread)
+            | f"Min{r}" >> beam.CombinePerKey(min)
+        )
+        labels = (
+            {
+                "members": labels | f"ByLabel{r}" >> beam.MapTuple(lambda node, label: (label, node)),
+                "label": labels,
+            }
+            | f"JoinLabel{r}" >> beam.CoGroupByKey()
+            | f"Jump{r}" >> beam.FlatMap(_jump)
+        )
+    return labels
+
+
+def unconverged(edges, labels):
+    """The edges whose two ends ended with different labels (0 when every component converged)."""
+    keyed = edges | "EdgeByA" >> beam.Map(lambda ab: (ab[0], ab[1]))
+    with_a = (
+        {"edge": keyed, "label": labels}
+        | "JoinA" >> beam.CoGroupByKey()
+        | "LabelA" >> beam.FlatMap(lambda kv: [(b, kv[1]["label"][0]) for b in kv[1]["edge"]])
+    )
+    return (
+        {"a": with_a, "label": labels}
+        | "JoinB" >> beam.CoGroupByKey()
+        | "Differ" >> beam.FlatMap(lambda kv: [1 for la in kv[1]["a"] if la != kv[1]["label"][0]])
+        | "CountDiffer" >> beam.CombineGlobally(sum)
+    )
+
+
+def _spread(kv):
+    node, joined = kv
+    (label,) = joined["label"]
+    yield node, label
+    for neighbours in joined["adj"]:
+        for n in neighbours:
+            yield n, label
+
+
+def _jump(kv):
+    label, joined = kv
+    own = joined["label"]
+    better = min(label, own[0]) if own else label
+    for node in joined["members"]:
+        yield node, better
+
+
+class Contaminated(beam.PTransform):
+    """(key, phash) of the records -> (key, evaluation set name) for each set holding an image
+    within `k` bits of it: the records probe the buckets where the sets' hashes sit exactly."""
+
+    def __init__(self, eval_sets, k: int, bands: int):
+        super().__init__("Contaminated")
+        self.eval_sets, self.k, self.bands = eval_sets, k, bands
+
+    def expand(self, items):
+        k, m = self.k, self.bands
+        index = [
+            (bucket, ("V", ev.name, int(h) - (1 << 64) if int(h) >= 1 << 63 else int(h)))
+            for ev in self.eval_sets
+            for h in ev.hashes.tolist()
+            for bucket in neardup.band_keys(h, m, False, k)
+        ]
+        probing = items | "ProbeBuckets" >> beam.FlatMap(
+            lambda kh: [(b, ("P", kh[0], kh[1])) for b in neardup.band_keys(kh[1], m, True, k)]
+        )
+        sets = items.pipeline | "EvalBuckets" >> beam.Create(index)
+
+        def hits(kv):
+            _, members = kv
+            probes = [(key, h) for kind, key, h in members if kind == "P"]
+            by_set: dict[str, list[int]] = {}
+            for kind, name, h in members:
+                if kind == "V":
+                    by_set.setdefault(name, []).append(h)
+            for name, hashes in by_set.items():
+                for key in neardup.bucket_hits(probes, hashes, k):
+                    yield key, name
+
+        return (
+            (probing, sets)
+            | "AllBuckets" >> beam.Flatten()
+            | "ByEvalBucket" >> beam.GroupByKey()
+            | "Hits" >> beam.FlatMap(hits)
+            | "DistinctHits" >> beam.Distinct()
+        )
