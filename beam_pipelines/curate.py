@@ -6,14 +6,22 @@
 Graph:
 
     shards ─► ReadShard (split, record)
-      ├─► (key, phash, pixels) ─► CombineGlobally(list) ─► Plan: near-duplicate groups (multi-index
-      │     hashing) and contaminated keys (against the evaluation sets' hashes)   [side input]
-      └─► Apply plan: drop contaminated, key by representative ─► GroupByKey ─► merge the group
+      ├─► (key, phash, pixels) ─► Contaminated: join with the evaluation sets' hashes on band
+      │     buckets ─► (key, set)                                    (beam_pipelines/neardup.py)
+      │   clean ones ─► NearDupGroups: band buckets ─► pairs within k ─► connected components
+      │     ─► (key, representative)
+      └─► CoGroupByKey(key) with both: drop contaminated, key by representative ─► GroupByKey
+          ─► merge the group
           ─► subset filter (lineage roots) ─► entries (Aho-Corasick over alt texts ∪ finding entities)
           ─► CombineGlobally(count per entry) over the balanced splits              [side input]
           ─► Balance: keep when any entry's draw < t / max(count, t)
-          ─► shards (GroupByKey (split, shard) ─► WriteShard) or a sorted key subset
-    gather ─► curation_stats.json, entry_counts.tsv, DATACARD.md, TFDS metadata
+          ─► shards (GroupByKey (split, shard) ─► WriteShard) or sorted key files merged by the
+             driver into subset.npz as a stream
+    finish (combined counts: per entry, per split, per reason, per type) ─► curation_stats.json,
+           entry_counts.tsv, DATACARD.md, TFDS metadata
+
+No step holds a list of all records, hashes or keys: the side inputs are the entry counts
+(bounded by the entities) and the evaluation sets' hashes.
 
 The DoFns are thin adapters over `entitynet.curation`.
 """
