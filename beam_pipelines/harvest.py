@@ -89,6 +89,27 @@ class Search(beam.DoFn):
                 yield c.url, c
 
 
+class ReadPool(beam.DoFn):
+    """A unit of the pool (a Parquet row group, or a whole JSONL/CSV file) -> (url, candidate) for
+    every row whose text names a query's entity; the matcher is built once per worker."""
+
+    def __init__(self, queries: list[Query]):
+        self.queries = queries
+
+    def setup(self):
+        from entitynet.search.pool import PoolMatcher
+
+        self.matcher = PoolMatcher(self.queries)
+
+    def process(self, unit):
+        from entitynet.search.pool import read_unit
+
+        for url, text, page in read_unit(tuple(unit)):
+            c = self.matcher.candidate(url, text, page)
+            if c is not None:
+                yield url, c
+
+
 class FetchUnit(beam.DoFn):
     """(unit, candidates) -> (key, ImageRecord) for good images, Outcome on "outcomes" otherwise.
 
@@ -187,13 +208,21 @@ def build(
     linker: Linker,
 ) -> None:
     fractions = dict(opts.splits)
-    candidates = (
-        p
-        | "Queries" >> beam.Create(_chunks(queries, 16))
-        | "Search" >> beam.ParDo(Search(spec, queries if spec.backend == "pool" else [], cache_dir, 8))
-        | "ByUrl" >> beam.GroupByKey()
-        | "MergeUrl" >> beam.Map(_merge_url)
-    )
+    if spec.backend == "pool":  # the pool is read in parallel, never held: no search, no cache
+        from entitynet.search.pool import pool_files, pool_units
+
+        found = (
+            p
+            | "PoolUnits" >> beam.Create(pool_units(pool_files(spec.pool)))
+            | "ReadPool" >> beam.ParDo(ReadPool(queries))
+        )
+    else:
+        found = (
+            p
+            | "Queries" >> beam.Create(_chunks(queries, 16))
+            | "Search" >> beam.ParDo(Search(spec, [], cache_dir, 8))
+        )
+    candidates = found | "ByUrl" >> beam.GroupByKey() | "MergeUrl" >> beam.Map(_merge_url)
     fetched = (
         candidates
         | "ToUnit" >> beam.Map(lambda c: (harvest.unit_of(c.url, opts.work_units), c))

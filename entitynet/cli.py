@@ -280,7 +280,7 @@ def cmd_harvest(args, beam_args) -> int:
         url=args.searxng_url or args.api_url or "",
         max_results=args.max_results,
         requests_per_second=args.search_rate,
-        pool=args.pool or "",
+        pool=tuple(args.pool or ()),
         entities=entities,
     )
     labels = {e.id: e.label for e in entities}
@@ -794,7 +794,11 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--searxng-url", metavar="URL", help="base URL of a SearXNG instance with JSON output")
     h.add_argument("--api-url", metavar="URL", help="override the API URL of google-cse, brave or commons")
     h.add_argument(
-        "--pool", metavar="FILE", help="url+text rows (.jsonl, .parquet, .csv, .tsv) for --backend pool"
+        "--pool",
+        metavar="FILE_OR_GLOB",
+        action="append",
+        help="url+text rows (.jsonl, .parquet, .csv, .tsv) for --backend pool; repeat it, or give globs "
+        "(gs://bucket/pool/*.parquet): read in parallel, a Parquet row group at a time",
     )
     h.add_argument(
         "--entities",

@@ -43,7 +43,7 @@ class SearchSpec:
     url: str = ""  # searxng base URL; override for google-cse / brave / commons API
     max_results: int = 20
     requests_per_second: float = 1.0
-    pool: str = ""  # the pool file for backend "pool"
+    pool: tuple[str, ...] | str = ()  # the pool's files and globs for backend "pool" (local or remote)
     entities: tuple[Entity, ...] = ()  # for backend "commons"
 
     def __post_init__(self):
@@ -51,6 +51,8 @@ class SearchSpec:
             raise ConfigError(f"unknown search backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.backend == "searxng" and not self.url:
             raise ConfigError("the searxng backend needs --searxng-url (the base URL of your SearXNG)")
+        if isinstance(self.pool, str):
+            object.__setattr__(self, "pool", (self.pool,) if self.pool else ())
         if self.backend == "pool" and not self.pool:
             raise ConfigError("the pool backend needs --pool FILE (.jsonl, .parquet, .csv or .tsv)")
         if not 1 <= self.max_results <= 1000:
@@ -168,11 +170,21 @@ def search_settings(spec: SearchSpec) -> dict:
     a pool the file itself (path, size, modification time)."""
     settings: dict = {"backend": spec.backend, "url": spec.url, "max_results": spec.max_results}
     if spec.backend == "pool":
-        try:
-            st = os.stat(spec.pool)
-            settings["pool"] = [os.path.abspath(spec.pool), st.st_size, st.st_mtime_ns]
-        except OSError:
-            settings["pool"] = [spec.pool]
+        from apache_beam.io.filesystems import FileSystems
+
+        from entitynet.search.pool import pool_files
+
+        files = []
+        for f in pool_files(spec.pool):
+            (meta,) = FileSystems.match([f])[0].metadata_list
+            files.append(
+                [
+                    os.path.abspath(f) if "://" not in f else f,
+                    meta.size_in_bytes,
+                    meta.last_updated_in_seconds,
+                ]
+            )
+        settings["pool"] = files
     if spec.backend == "commons":
         settings["entities"] = settings_digest(sorted(e.id for e in spec.entities))
     return settings

@@ -415,3 +415,67 @@ def test_multi_process_runner_gives_the_same_stats_and_files(harvested, small_wo
     for kind in ("candidates", "outcomes", "hosts"):
         for name in stats["files"][kind]:
             assert (other / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def _pool_world(small_world, web, directory):
+    """The sample web's images as a pool: 3 Parquet files of 2 row groups each and a JSONL file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    entities, _ = small_world
+    rows = [
+        {
+            "url": f"{web.base_url}/img/{im.id}.jpg",
+            "text": f"a photo of a {web.labels.get(im.entity_id, 'thing')}",
+        }
+        for im in web.corpus
+        if im.entity_id and not im.fault
+    ][:120]
+    rows += [{"url": f"{web.base_url}/img/none-{i}.jpg", "text": "nothing we know"} for i in range(20)]
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(3):
+        part = rows[i::4]
+        pq.write_table(
+            pa.Table.from_pylist(part), directory / f"part-{i}.parquet", row_group_size=max(1, len(part) // 2)
+        )
+    (directory / "extra.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[3::4]))
+    return rows
+
+
+def test_a_pool_of_several_files_and_globs_is_read_in_parallel_units(small_world, tmp_path):
+    import memfs
+
+    from entitynet.search.pool import Pool, pool_files, pool_units
+
+    entities, queries = small_world
+    with SampleWeb(entities, seed=5) as web:
+        rows = _pool_world(small_world, web, tmp_path / "pool")
+        patterns = (str(tmp_path / "pool" / "*.parquet"), str(tmp_path / "pool" / "extra.jsonl"))
+        assert len(pool_files(patterns)) == 4 and len(pool_units(pool_files(patterns))) >= 7  # row groups
+        spec = harvest.SearchSpec(backend="pool", pool=patterns)
+        local = harvest_pipeline.run(queries, spec, options(), str(tmp_path / "out"))
+        # the same pool on an object store (memtest://, like gs://)
+        memfs.clear()
+        for p in (tmp_path / "pool").iterdir():
+            memfs.OBJECTS[f"memtest://bucket/pool/{p.name}"] = p.read_bytes()
+        remote_spec = harvest.SearchSpec(
+            backend="pool", pool=("memtest://bucket/pool/*.parquet", "memtest://bucket/pool/extra.jsonl")
+        )
+        remote = harvest_pipeline.run(queries, remote_spec, options(), str(tmp_path / "out2"))
+        memfs.clear()
+    # what the in-memory pool search finds, query by query
+    pool = Pool(patterns[0], queries)
+    pool_jsonl = Pool(patterns[1], queries)
+    found = {c.url for q in queries for c in pool.search(q) + pool_jsonl.search(q)}
+    assert pool.rows + pool_jsonl.rows == len(rows)
+    got = {c.url for c in harvest.read_candidates(str(tmp_path / "out"))}
+    assert got == found and len(got) >= 50
+    assert {c.url for c in harvest.read_candidates(str(tmp_path / "out2"))} == got
+    assert remote["per_outcome"] == local["per_outcome"]
+    with pytest.raises(ConfigError, match="matches no file"):
+        harvest_pipeline.run(
+            queries,
+            harvest.SearchSpec(backend="pool", pool=str(tmp_path / "no*.parquet")),
+            options(),
+            str(tmp_path / "o3"),
+        )

@@ -1,10 +1,17 @@
-"""A local pool of (url, text[, page_url]) rows, as users have from LAION or DataComp, matched to
+"""A pool of (url, text[, page_url]) rows, as users have from LAION, DataComp or COYO, matched to
 the queries' names (noun and alias queries: entity names, aliases, common and taxon names) by
-MetaCLIP-style space-delimited substring matching in one Aho-Corasick pass over the pool."""
+MetaCLIP-style space-delimited substring matching in one Aho-Corasick pass over the pool.
+
+A pool is one or more files or globs (`pool_files`), local or on any Beam filesystem
+(`gs://bucket/pool/*.parquet`); the harvest reads it in units (`pool_units`: a Parquet row group,
+or a whole JSONL/CSV file) on many workers, each with its own matcher (`PoolMatcher`), so no
+process holds the pool or its matches. `Pool` is the same search over a small pool in memory
+(tests, tools)."""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -22,29 +29,97 @@ def _pick(row: dict, names: tuple[str, ...]):
     return next((row[n] for n in names if row.get(n)), None)
 
 
-def read_pool(path: str | Path) -> Iterator[tuple[str, str, str]]:
-    """(url, text, page_url) rows of a .jsonl, .parquet, .csv or .tsv file."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json"):
-            with open(p, encoding="utf-8") as f:
-                rows: Iterable[dict] = (json.loads(line) for line in f if line.strip())
-                yield from _rows(rows, p)
-        elif suffix == ".parquet":
-            import pyarrow.parquet as pq
+SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 
-            for batch in pq.ParquetFile(p).iter_batches(batch_size=65536):
-                yield from _rows(batch.to_pylist(), p)
-        elif suffix in (".csv", ".tsv"):
-            with open(p, encoding="utf-8", newline="") as f:
-                yield from _rows(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","), p)
+
+def _open(path: str):
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+
+    if "://" not in path:
+        return open(path, "rb")
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def pool_files(patterns) -> list[str]:
+    """The files of a pool given as paths and globs (local or any Beam filesystem), sorted; a
+    ConfigError naming a pattern that matches nothing or a file of an unsupported type."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    files: list[str] = []
+    for pattern in patterns:
+        try:
+            found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
+        except Exception as e:  # noqa: BLE001 - every filesystem raises its own "not found"
+            raise ConfigError(f"pool {pattern}: {e}; check the path or glob") from None
+        if not found:
+            raise ConfigError(f"pool {pattern} matches no file; check the path or glob")
+        files += found
+    for f in files:
+        if Path(f).suffix.lower() not in SUFFIXES:
+            raise ConfigError(f"pool {f}: unsupported file type; use .jsonl, .parquet, .csv or .tsv")
+    return sorted(set(files))
+
+
+def pool_units(files: list[str]) -> list[tuple[str, int]]:
+    """Units of work over the pool's files: (file, row group) for Parquet (read from its footer),
+    (file, -1) for a whole JSONL/CSV/TSV file."""
+    import pyarrow.parquet as pq
+
+    units = []
+    for f in files:
+        if f.lower().endswith(".parquet"):
+            try:
+                with _open(f) as fh:
+                    groups = pq.ParquetFile(fh).num_row_groups
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"pool {f} is not a readable Parquet file ({e})") from None
+            units += [(f, g) for g in range(groups)]
         else:
-            raise ConfigError(f"pool {p}: unsupported file type; use .jsonl, .parquet, .csv or .tsv")
+            units.append((f, -1))
+    return units
+
+
+def read_unit(unit: tuple[str, int]) -> Iterator[tuple[str, str, str]]:
+    """(url, text, page_url) rows of one unit (`pool_units`)."""
+    path, group = unit
+    suffix = Path(path).suffix.lower()
+    try:
+        with _open(path) as raw:
+            if suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                pf = pq.ParquetFile(raw)
+                names = set(pf.schema_arrow.names)
+                columns = [c for c in (*_URL, *_TEXT, *_PAGE) if c in names] or None
+                groups = [group] if group >= 0 else list(range(pf.num_row_groups))
+                for batch in pf.iter_batches(batch_size=65536, row_groups=groups, columns=columns):
+                    yield from _rows(batch.to_pylist(), path)
+            else:
+                text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                if suffix in (".jsonl", ".json"):
+                    rows: Iterable[dict] = (json.loads(line) for line in text if line.strip())
+                    yield from _rows(rows, path)
+                elif suffix in (".csv", ".tsv"):
+                    yield from _rows(csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ","), path)
+                else:
+                    raise ConfigError(
+                        f"pool {path}: unsupported file type; use .jsonl, .parquet, .csv or .tsv"
+                    )
     except OSError as e:
-        raise ConfigError(f"cannot read pool {p}: {e}") from e
-    except ValueError as e:
-        raise ConfigError(f"pool {p} is malformed: {e}") from e
+        raise ConfigError(f"cannot read pool {path}: {e}") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"pool {path} is malformed: {e}") from e
+
+
+def read_pool(path: str | Path) -> Iterator[tuple[str, str, str]]:
+    """(url, text, page_url) rows of a .jsonl, .parquet, .csv or .tsv file (all of it)."""
+    p = str(path)
+    if Path(p).suffix.lower() not in SUFFIXES:
+        raise ConfigError(f"pool {p}: unsupported file type; use .jsonl, .parquet, .csv or .tsv")
+    yield from read_unit((p, -1))
 
 
 def _rows(rows: Iterable[dict], path: Path) -> Iterator[tuple[str, str, str]]:
@@ -59,31 +134,59 @@ def _rows(rows: Iterable[dict], path: Path) -> Iterator[tuple[str, str, str]]:
         yield str(url), str(text or ""), str(_pick(row, _PAGE) or "")
 
 
+class PoolMatcher:
+    """The queries' names in one automaton: built once per worker, then row by row."""
+
+    def __init__(self, queries: Iterable[Query]):
+        names = [q for q in queries if q.kind in ("noun", "alias")]
+        self.matcher = Matcher([q.text for q in names], names)
+
+    def candidate(self, url: str, text: str, page: str) -> Candidate | None:
+        """One row as a candidate of every query whose name its text holds, else None."""
+        found = sorted(self.matcher.find(text), key=lambda q: q.id)
+        if not found:
+            return None
+        return Candidate(
+            url=url,
+            page_url=page,
+            alt_texts=(text,) if text else (),
+            query_ids=tuple(q.id for q in found),
+            entity_ids=tuple(sorted({e for q in found for e in q.entity_ids})),
+            backend=Pool.name,
+            ranks=(0,) * len(found),
+        )
+
+
 class Pool:
+    """The pool search over a small pool in memory, query by query (tests and tools)."""
+
     name = "pool"
     modifiers = frozenset()  # no web-search modifiers apply
 
-    def __init__(self, path: str | Path, queries: Iterable[Query]):
-        names = [q for q in queries if q.kind in ("noun", "alias")]
-        matcher = Matcher([q.text for q in names], names)
+    def __init__(self, path, queries: Iterable[Query]):
+        queries = list(queries)
+        matcher = PoolMatcher(queries)
+        by_id = {q.id: q for q in queries}
         self.by_query: dict[str, list[Candidate]] = {}
         self.rows = self.matched_rows = 0
-        for url, text, page in read_pool(path):
-            self.rows += 1
-            found = matcher.find(text)
-            if found:
+        for unit in pool_units(pool_files(path if not isinstance(path, Path) else str(path))):
+            for url, text, page in read_unit(unit):
+                self.rows += 1
+                c = matcher.candidate(url, text, page)
+                if c is None:
+                    continue
                 self.matched_rows += 1
-            for q in found:
-                self.by_query.setdefault(q.id, []).append(
-                    Candidate(
-                        url=url,
-                        page_url=page,
-                        alt_texts=(text,) if text else (),
-                        query_ids=(q.id,),
-                        entity_ids=q.entity_ids,
-                        backend=self.name,
+                for qid in c.query_ids:
+                    self.by_query.setdefault(qid, []).append(
+                        Candidate(
+                            url=url,
+                            page_url=page,
+                            alt_texts=c.alt_texts,
+                            query_ids=(qid,),
+                            entity_ids=by_id[qid].entity_ids,
+                            backend=self.name,
+                        )
                     )
-                )
 
     def search(self, query: Query) -> list[Candidate]:
         return list(self.by_query.get(query.id, ()))
