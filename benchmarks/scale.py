@@ -1,0 +1,248 @@
+"""Scaling benchmark: harvest and curate at three sizes; time should grow linearly and the peak
+memory of every process should stay flat.
+
+    .venv/bin/python benchmarks/scale.py                       # 5k, 20k, 80k candidates
+    .venv/bin/python benchmarks/scale.py --sizes 2000,8000     # a quick look
+
+A synthetic world: N small JPEGs (96x64, distinct bytes, 2% near copies of others) served from a
+loopback server in its own process, a pool of N url+text rows naming 1,000 synthetic entities,
+then `entitynet harvest --backend pool` and `entitynet curate` (with near-duplicate merging), each
+as its own command on the DirectRunner in multi-process mode (2 workers). While a stage runs, the
+peak resident memory of its driver and of every worker process is read from /proc.
+
+Printed per stage and size: wall time, rows/s, peak RSS of the driver and of the largest worker;
+then per stage the growth exponent of time (log time ratio over log size ratio, smallest to
+largest) and the ratio of peak memory (largest process) between the largest and smallest size.
+Targets (issue 13): exponent <= 1.1, memory ratio <= 1.25. The last line reads
+`scale: time exponent X.XX, memory ratio Y.YY` for the worst stage.
+
+Not measured here yet: the pool-matching stage at 1M/8M rows and `--balance-t` (see the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ENTITIES = 1000
+BEAM = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def image_bytes(i: int) -> bytes:
+    """A distinct 96x64 JPEG for index i; every 50th is a near copy of the one before."""
+    import numpy as np
+    from PIL import Image
+
+    base = i - 1 if i % 50 == 49 else i
+    rng = np.random.default_rng(base)
+    blocks = rng.integers(0, 256, size=(4, 6, 3), dtype=np.uint8)
+    arr = np.kron(blocks, np.ones((16, 16, 1), dtype=np.uint8))
+    if base != i:
+        arr = arr.copy()
+        arr[0, 0] ^= 1  # one pixel off: a near duplicate, not the same bytes
+    out = io.BytesIO()
+    Image.fromarray(arr).save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def serve(port_queue):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            if self.path == "/robots.txt":
+                body, ctype = b"User-agent: *\nAllow: /\n", "text/plain"
+            else:
+                try:
+                    body, ctype = image_bytes(int(self.path.rsplit("/", 1)[1].split(".")[0])), "image/jpeg"
+                except ValueError:
+                    body, ctype = b"", "text/plain"
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 512
+
+    server = Server(("127.0.0.1", 0), Handler)
+    port_queue.put(server.server_address[1])
+    server.serve_forever()
+
+
+def write_world(directory: Path, n: int, base_url: str) -> tuple[Path, Path]:
+    from entitynet.records import Entity, write_jsonl
+    from entitynet.text.queries import build_queries
+
+    entities = [Entity(id=f"Q{i + 1}", label=f"species {i:04d}", sitelinks=10) for i in range(ENTITIES)]
+    write_jsonl(directory / "entities.jsonl", entities)
+    write_jsonl(directory / "queries.jsonl", build_queries(entities))
+    with open(directory / "pool.jsonl", "w", encoding="utf-8") as f:
+        for i in range(n):
+            name = entities[(i * 7919) % ENTITIES].label
+            f.write(json.dumps({"url": f"{base_url}/img/{i}.jpg", "text": f"a photo of a {name}"}) + "\n")
+    return directory / "entities.jsonl", directory / "queries.jsonl"
+
+
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def _rss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_stage(cmd: list[str]) -> tuple[float, int, int]:
+    """Run a command; (wall seconds, peak RSS of the driver, peak RSS of its largest child)."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    peaks: dict[int, int] = {}
+    done = threading.Event()
+
+    def poll():
+        while not done.is_set():
+            for p in _tree(proc.pid):
+                peaks[p] = max(peaks.get(p, 0), _rss(p))
+            time.sleep(0.2)
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    _, err = proc.communicate()
+    done.set()
+    t.join()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {err.decode()[-2000:]}")
+    driver = peaks.pop(proc.pid, 0)
+    return time.time() - start, driver, max(peaks.values(), default=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="5000,20000,80000")
+    ap.add_argument("--keep", help="keep the outputs under this directory")
+    args = ap.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    q: multiprocessing.Queue = multiprocessing.Queue()
+    server = multiprocessing.Process(target=serve, args=(q,), daemon=True)
+    server.start()
+    base_url = f"http://127.0.0.1:{q.get(timeout=30)}"
+    work = Path(args.keep or tempfile.mkdtemp(prefix="entitynet-scale-"))
+    exe = [sys.executable, "-m", "entitynet.cli"]
+    rows = []
+    try:
+        for n in sizes:
+            d = work / f"n{n}"
+            d.mkdir(parents=True, exist_ok=True)
+            entities, queries = write_world(d, n, base_url)
+            harvest = [
+                *exe,
+                "harvest",
+                "--queries",
+                str(queries),
+                "--backend",
+                "pool",
+                "--pool",
+                str(d / "pool.jsonl"),
+                "--entities",
+                str(entities),
+                "--out",
+                str(d / "shards"),
+                "--allow-loopback",
+                "--image-size",
+                "64",
+                "--min-image-size",
+                "32",
+                "--num-shards",
+                "8",
+                "--threads",
+                "16",
+                *BEAM,
+            ]
+            curate = [
+                *exe,
+                "curate",
+                "--shards",
+                str(d / "shards"),
+                "--entities",
+                str(entities),
+                "--t",
+                "20000",
+                "--out",
+                str(d / "curated"),
+                "--num-shards",
+                "8",
+                *BEAM,
+            ]
+            for stage, cmd in (("harvest", harvest), ("curate", curate)):
+                seconds, driver, worker = run_stage(cmd)
+                rows.append({"stage": stage, "n": n, "seconds": seconds, "driver": driver, "worker": worker})
+                r = rows[-1]
+                print(
+                    f"{stage:8s} {n:>8,} candidates  {seconds:7.1f} s  {n / seconds:8.0f} rows/s  "
+                    f"peak RSS driver {driver / 2**20:6.0f} MiB, largest worker {worker / 2**20:6.0f} MiB",
+                    flush=True,
+                )
+            stats = json.loads((d / "shards" / "harvest_stats.json").read_text())
+            print(f"         (harvest wrote {stats['written']:,} of {stats['candidates']:,})", flush=True)
+    finally:
+        server.terminate()
+    worst_exp, worst_mem = 0.0, 0.0
+    print()
+    for stage in ("harvest", "curate"):
+        mine = [r for r in rows if r["stage"] == stage]
+        small, large = mine[0], mine[-1]
+        if small["n"] == large["n"]:
+            continue
+        exponent = math.log(large["seconds"] / small["seconds"]) / math.log(large["n"] / small["n"])
+        memory = max(large["driver"], large["worker"]) / max(small["driver"], small["worker"])
+        worst_exp, worst_mem = max(worst_exp, exponent), max(worst_mem, memory)
+        print(
+            f"{stage:8s} time exponent {exponent:.2f} (target <= 1.1), peak memory ratio {memory:.2f} "
+            f"(target <= 1.25) from {small['n']:,} to {large['n']:,}"
+        )
+    print(f"scale: time exponent {worst_exp:.2f}, memory ratio {worst_mem:.2f}")
+
+
+if __name__ == "__main__":
+    main()
