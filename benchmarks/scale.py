@@ -217,7 +217,6 @@ def main() -> None:
             for stage, cmd in (("harvest", harvest), ("curate", curate)):
                 seconds, driver, worker = run_stage(cmd)
                 rows.append({"stage": stage, "n": n, "seconds": seconds, "driver": driver, "worker": worker})
-                r = rows[-1]
                 print(
                     f"{stage:8s} {n:>8,} candidates  {seconds:7.1f} s  {n / seconds:8.0f} rows/s  "
                     f"peak RSS driver {driver / 2**20:6.0f} MiB, largest worker {worker / 2**20:6.0f} MiB",
