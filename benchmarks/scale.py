@@ -16,7 +16,10 @@ largest) and the ratio of peak memory (largest process) between the largest and 
 Targets (issue 13): exponent <= 1.1, memory ratio <= 1.25. The last line reads
 `scale: time exponent X.XX, memory ratio Y.YY` for the worst stage.
 
-Not measured here yet: the pool-matching stage at 1M/8M rows and `--balance-t` (see the README).
+A third line per size, "floor", is the runner's own: as many 2 KB elements through one bare
+GroupByKey. The DirectRunner holds shuffled data in its processes, so its memory grows with the
+data whatever a pipeline does; flat memory needs a runner with an external shuffle (Dataflow,
+Flink). Not measured here yet: the pool-matching stage at 1M/8M rows and `--balance-t`.
 """
 
 from __future__ import annotations
@@ -40,6 +43,19 @@ sys.path.insert(0, str(ROOT))
 
 ENTITIES = 1000
 BEAM = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+# The runner's own floor: N elements of 2 KB (about one stored image) through one GroupByKey on
+# the same runner. The DirectRunner keeps shuffled data in its own processes, so this grows with
+# N whatever the pipeline does; ours is judged beside it.
+FLOOR = """
+import os, sys, apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+n = int(sys.argv[1])
+with beam.Pipeline(options=PipelineOptions(sys.argv[2:])) as p:
+    (p | beam.Create(list(range(0, n, 1000)))
+       | beam.FlatMap(lambda s: ((i % 8, os.urandom(2000)) for i in range(s, min(s + 1000, n))))
+       | beam.GroupByKey() | beam.MapTuple(lambda k, v: (k, sum(len(x) for x in v))))
+"""
 
 
 def image_bytes(i: int) -> bytes:
@@ -214,7 +230,8 @@ def main() -> None:
                 "8",
                 *BEAM,
             ]
-            for stage, cmd in (("harvest", harvest), ("curate", curate)):
+            floor = [sys.executable, "-c", FLOOR, str(n), *BEAM]
+            for stage, cmd in (("harvest", harvest), ("curate", curate), ("floor", floor)):
                 seconds, driver, worker = run_stage(cmd)
                 rows.append({"stage": stage, "n": n, "seconds": seconds, "driver": driver, "worker": worker})
                 print(
@@ -228,14 +245,15 @@ def main() -> None:
         server.terminate()
     worst_exp, worst_mem = 0.0, 0.0
     print()
-    for stage in ("harvest", "curate"):
+    for stage in ("harvest", "curate", "floor"):
         mine = [r for r in rows if r["stage"] == stage]
         small, large = mine[0], mine[-1]
         if small["n"] == large["n"]:
             continue
         exponent = math.log(large["seconds"] / small["seconds"]) / math.log(large["n"] / small["n"])
         memory = max(large["driver"], large["worker"]) / max(small["driver"], small["worker"])
-        worst_exp, worst_mem = max(worst_exp, exponent), max(worst_mem, memory)
+        if stage != "floor":
+            worst_exp, worst_mem = max(worst_exp, exponent), max(worst_mem, memory)
         print(
             f"{stage:8s} time exponent {exponent:.2f} (target <= 1.1), peak memory ratio {memory:.2f} "
             f"(target <= 1.25) from {small['n']:,} to {large['n']:,}"
