@@ -147,7 +147,10 @@ class ApplyPlan(beam.DoFn):
                     yield beam.pvalue.TaggedOutput("removed", f"contaminated:{name}")
                 continue
             reps = list(joined["rep"])
-            yield (reps[0] if reps else r.key), (split, r)
+            if reps:
+                yield reps[0], (split, r)  # a near-duplicate group's member: merged by its representative
+            else:
+                yield beam.pvalue.TaggedOutput("single", (split, r))  # alone: no second shuffle
 
 
 class MergeGroup(beam.DoFn):
@@ -229,7 +232,7 @@ def build(
         | "Apply"
         >> beam.ParDo(ApplyPlan())
         .with_output_types(tuple[str, tuple[str, ImageRecord]])
-        .with_outputs("removed", main="records")
+        .with_outputs("removed", "single", main="records")
     )
     neardup_counts = (
         (
@@ -244,8 +247,10 @@ def build(
         | "ByGroup" >> beam.GroupByKey()
         | "Merge" >> beam.ParDo(MergeGroup()).with_outputs("removed", main="records")
     )
-    matched = merged.records | "Entries" >> beam.ParDo(Entries(entities, subset)).with_outputs(
-        "removed", main="records"
+    matched = (
+        (merged.records, applied.single)
+        | "AllRecords" >> beam.Flatten()
+        | "Entries" >> beam.ParDo(Entries(entities, subset)).with_outputs("removed", main="records")
     )
     balanced_splits = set(opts.balance_splits)
     counts = (
