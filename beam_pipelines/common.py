@@ -163,10 +163,6 @@ class PipelineOutput:
             upload_tree(self.local_dir, self.out_dir, self.store)
         return removed
 
-    def upload(self) -> None:
-        if self.remote:
-            upload_tree(self.local_dir, self.out_dir, self.store)
-
     def __enter__(self) -> PipelineOutput:
         try:
             self.lock.__enter__()
