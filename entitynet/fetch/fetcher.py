@@ -321,11 +321,10 @@ class Fetcher:
                         return body.decode("utf-8", "replace")
                     if 400 <= r.status_code < 500:
                         return ""  # RFC 9309: "unavailable", no restrictions
-                    raise _Refused(
+                    raise _Refused(  # 5xx (and a 3xx without Location): disallow for now
                         "robots_unavailable",
                         f"{origin}/robots.txt answered HTTP {r.status_code}; disallowed for now",
                     )
-                    # (3xx without Location and 1xx are handled as redirects/errors by requests)
             except DeadlinePassed as e:
                 raise _Refused("timeout", f"{e} (robots.txt of {origin})") from None
             except requests.exceptions.Timeout:
