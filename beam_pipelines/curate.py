@@ -389,7 +389,7 @@ def merge_subset(
                 yield raw.rstrip("\n")
 
     merged = heapq.merge(*(lines(n) for n in key_files))
-    dtype = np.dtype([("hi", "<u8"), ("lo", "<u8")])
+    dtype = np.dtype(records.SUBSET_DTYPE)
     pending = next(merged, None)
     with atomic_open(dest, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
         for split in sorted(set(splits) | set(kept)):
@@ -402,7 +402,7 @@ def merge_subset(
                 chunk, written = [], 0
                 while pending is not None and pending.split("\t", 1)[0] == split:
                     key = pending.split("\t", 1)[1]
-                    chunk.append((int(key[:16], 16), int(key[16:], 16)))
+                    chunk.append(records.subset_pair(key))
                     if len(chunk) == 65536:
                         entry.write(np.array(chunk, dtype=dtype).tobytes())
                         written, chunk = written + len(chunk), []
@@ -418,7 +418,8 @@ def merge_subset(
             np.lib.format.write_array(entry, np.asarray(records.SCHEMA_VERSION))
 
 
-def _inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
+def _inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str], int]:
+    """(split, shard path) pairs, the splits, and the number of records the metadata lists."""
     info = shards.check_directory(shard_dir)
     splits = sorted(s["name"] for s in info.get("splits", []))
     inputs = [(s, str(p)) for s in splits for p in shards.shard_paths(shard_dir, s)]
@@ -426,7 +427,8 @@ def _inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
         raise EntityNetError(f"{shard_dir} holds no shard files; run `entitynet harvest` first")
     for _, path in inputs:  # a truncated shard fails here, before anything is written
         shards.check_shard(path)
-    return inputs, splits
+    total = sum(int(n) for s in info.get("splits", []) for n in s.get("shardLengths", []))
+    return inputs, splits, total
 
 
 def run(
@@ -443,10 +445,7 @@ def run(
         raise EntityNetError("no entities to balance over; give the entities.jsonl the harvest was made from")
     if os.path.abspath(out_dir.rstrip("/")) == os.path.abspath(shard_dir.rstrip("/")):
         raise OutputError(f"--out {out_dir} is the input --shards; curate into another directory")
-    inputs, splits = _inputs(shard_dir)
-    total = sum(
-        int(n) for s in shards.check_directory(shard_dir).get("splits", []) for n in s.get("shardLengths", [])
-    )
+    inputs, splits, total = _inputs(shard_dir)
     subset = None
     if opts.subset_roots:
         from entitynet.curation.subsets import check_roots

@@ -69,11 +69,11 @@ CONFIG = "harvest_config.json"
 class Search(beam.DoFn):
     """A batch of queries -> (url, candidate) for every image the backend found."""
 
-    def __init__(self, spec: harvest.SearchSpec, queries: list[Query], cache_dir: str, threads: int):
+    def __init__(
+        self, spec: harvest.SearchSpec, queries: list[Query], cache_dir: str, threads: int, settings: str
+    ):
         self.spec, self.queries, self.cache_dir, self.threads = spec, queries, cache_dir, threads
-        self.settings = harvest.settings_digest(
-            harvest.search_settings(spec)
-        )  # on the driver: the pool's stat
+        self.settings = settings  # digest of `harvest.search_settings`: part of every cache key
 
     def setup(self):
         self.backend = self.spec.open(self.queries)
@@ -206,6 +206,7 @@ def build(
     work_dir: str,
     staged_stats: str,
     linker: Linker,
+    search_digest: str = "",
 ) -> None:
     fractions = dict(opts.splits)
     if spec.backend == "pool":  # the pool is read in parallel, never held: no search, no cache
@@ -220,7 +221,7 @@ def build(
         found = (
             p
             | "Queries" >> beam.Create(_chunks(queries, 16))
-            | "Search" >> beam.ParDo(Search(spec, [], cache_dir, 8))
+            | "Search" >> beam.ParDo(Search(spec, [], cache_dir, 8, search_digest))
         )
     candidates = found | "ByUrl" >> beam.GroupByKey() | "MergeUrl" >> beam.Map(_merge_url)
     fetched = (
@@ -330,7 +331,8 @@ def run(
         cache_dir = store.join(out_dir, "search_cache")
         work_root = store.join(out_dir, "fetch_work")
         work_dir = harvest.unit_dir(work_root, opts, store)
-        changed = _changed_options(store, out_dir, spec, opts)
+        settings = {"search": harvest.search_settings(spec), "fetch": harvest.fetch_settings(opts)}
+        changed = _changed_options(store, out_dir, settings)
         if changed:
             log.warning(
                 "options differ from the earlier harvest in %s (%s): what they decide is made again, "
@@ -342,7 +344,18 @@ def run(
         log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
         linker = Linker(queries, entities or spec.entities, opts.links)
         run_pipeline(
-            lambda p: build(p, queries, spec, opts, out_dir, cache_dir, work_dir, staged_stats, linker),
+            lambda p: build(
+                p,
+                queries,
+                spec,
+                opts,
+                out_dir,
+                cache_dir,
+                work_dir,
+                staged_stats,
+                linker,
+                harvest.settings_digest(settings["search"]),
+            ),
             beam_args,
         )
         stats = json.loads(store.read(staged_stats) or b"null")
@@ -365,11 +378,7 @@ def run(
             {
                 "search": {**asdict(spec), "entities": len(spec.entities)},
                 "harvest": asdict(opts),
-                "settings": {
-                    "search": harvest.search_settings(spec),
-                    "fetch": harvest.fetch_settings(opts),
-                    "fetch_digest": work_dir.rstrip("/").rsplit("/", 1)[-1],
-                },
+                "settings": {**settings, "fetch_digest": work_dir.rstrip("/").rsplit("/", 1)[-1]},
                 "queries": len(queries),
                 "beam_args": list(beam_args or []),
             },
@@ -379,16 +388,16 @@ def run(
         stale = out.finish(
             keep=[n for names in layout.values() for n in names], obsolete=(LEGACY_CANDIDATES,)
         )
-        _remove_stale_shard_stats(local_dir, out_dir, store, layout)
+        remove_unlisted(
+            out_dir, "shard_stats", [f"shard_stats/{n}.json" for names in layout.values() for n in names]
+        )
         for kind, names in stats["files"].items():
             stale += remove_unlisted(out_dir, kind, names)
         stats["stale_removed"] = stale + _remove_other_units(work_root, work_dir)
     return stats
 
 
-def _changed_options(
-    store, out_dir: str, spec: harvest.SearchSpec, opts: harvest.HarvestOptions
-) -> list[str]:
+def _changed_options(store, out_dir: str, new: dict) -> list[str]:
     """The settings (dotted names) that differ from the earlier harvest in `out_dir`, if any."""
     data = store.read(store.join(out_dir, CONFIG))
     try:
@@ -397,21 +406,7 @@ def _changed_options(
         old = None
     if not isinstance(old, dict):
         return []
-    new = {"search": harvest.search_settings(spec), "fetch": harvest.fetch_settings(opts)}
     return harvest.changed_settings({k: old.get(k) for k in new}, json.loads(json.dumps(new, default=str)))
-
-
-def _remove_stale_shard_stats(local_dir: str, out_dir: str, store, layout: dict) -> None:
-    """shard_stats/ keeps the files of this layout only."""
-    keep = {n + ".json" for names in layout.values() for n in names}
-    directory = store.join(out_dir, "shard_stats")
-    if is_remote(out_dir):
-        found = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
-        doomed = [m.path for m in found if m.path.rsplit("/", 1)[-1] not in keep]
-    else:
-        doomed = [os.path.join(directory, n) for n in os.listdir(directory) if n not in keep]
-    if doomed:
-        FileSystems.delete(doomed)
 
 
 def _remove_other_units(work_root: str, work_dir: str) -> list[str]:

@@ -327,19 +327,6 @@ def summary(counts: dict, top_hosts: list[dict]) -> dict:
     }
 
 
-def summarise(outcomes: Iterable[Outcome]) -> dict:
-    """Totals per outcome and success rate per host over an in-memory list (tests and tools; the
-    pipeline combines the same counts with `outcome_counts` and `summary`)."""
-    counts: Counter = Counter()
-    hosts: dict[str, Counter] = {}
-    for o in outcomes:
-        counts.update(outcome_counts(o))
-        hosts.setdefault(o.host, Counter())[o.outcome] += 1
-    rows = sorted((host_row(h, c) for h, c in hosts.items()), key=lambda r: (-r["urls"], r["host"]))
-    stats = summary(counts, rows)
-    return {k: stats[k] for k in ("candidates", "written", "success_rate", "per_outcome", "per_host")}
-
-
 def read_outcomes(out_dir: str) -> list[Outcome]:
     """Every candidate's outcome from a harvest's `outcomes/` files, as its `harvest_stats.json`
     lists them (for tests and tools; `cat OUT/outcomes/*.jsonl` reads them too)."""

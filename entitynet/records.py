@@ -522,17 +522,22 @@ def decode_search_answer(data: bytes, query_id: str, entity_ids: tuple[str, ...]
 # (hi, lo) uint64 pairs, plus the schema version.
 
 
+SUBSET_DTYPE = [("hi", "<u8"), ("lo", "<u8")]
+
+
+def subset_pair(key: str) -> tuple[int, int]:
+    """A 128-bit record key (32 hex digits) as the (hi, lo) pair a subset stores."""
+    return int(key[:16], 16), int(key[16:], 16)
+
+
 def encode_subset(keys_per_split: dict[str, Iterable[str]]) -> dict:
-    """Arrays for `numpy.savez`: one sorted (hi, lo) array per split and `_version`."""
+    """Arrays for `numpy.savez`: one sorted (hi, lo) array per split and `_version` (in memory;
+    `curate` writes the same layout as a stream)."""
     import numpy as np
 
     arrays = {}
     for split, keys in keys_per_split.items():
-        keys = sorted(keys)
-        arr = np.zeros(len(keys), dtype=[("hi", "<u8"), ("lo", "<u8")])
-        for i, k in enumerate(keys):
-            arr[i] = (int(k[:16], 16), int(k[16:], 16))
-        arrays[split] = arr
+        arrays[split] = np.array([subset_pair(k) for k in sorted(keys)], dtype=SUBSET_DTYPE)
     arrays["_version"] = np.asarray(SCHEMA_VERSION)
     return arrays
 

@@ -16,10 +16,12 @@ from hostile import tried
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_fetch import fetcher
+from test_harvest import FETCH_REASONS as HARVEST_FETCH_REASONS
 
 from entitynet import harvest
 from entitynet.fetch import fetcher as fetcher_module
-from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
+from entitynet.fetch.fetcher import TRANSIENT
 from entitynet.fetch.policy import AddressPolicy
 from entitynet.images.process import REASONS, ImageOptions
 from entitynet.records import Candidate, Outcome
@@ -32,20 +34,7 @@ def jpeg() -> bytes:
 
 
 JPEG = jpeg()
-FETCH_REASONS = {
-    "http_404",
-    "http_403",
-    "http_410",
-    "too_large",
-    "not_an_image",
-    "opted_out",
-    "robots_disallowed",
-    "blocked_address",
-    "redirect_loop",
-    "bad_url",
-    "bad_encoding",
-    *TRANSIENT,
-}
+FETCH_REASONS = HARVEST_FETCH_REASONS | {"http_403", "http_410", *TRANSIENT}
 
 
 class Site:
@@ -160,15 +149,6 @@ def site(request):
     s = Site(getattr(request, "param", "ok"))
     yield s
     s.close()
-
-
-def fetcher(**kw) -> Fetcher:
-    kw.setdefault("address", AddressPolicy(allow_loopback=True))
-    kw.setdefault("total_timeout", 3.0)
-    kw.setdefault("read_timeout", 1.0)
-    kw.setdefault("backoff", 0.05)
-    kw.setdefault("max_bytes", 1 << 20)
-    return Fetcher(FetchOptions(**kw))
 
 
 # ---------------------------------------------------------------- any string is a URL

@@ -11,6 +11,7 @@ import time
 
 import pytest
 from hostile import tried
+from test_harvest import KILLED_RUN
 
 from beam_pipelines import curate as curate_pipeline
 from beam_pipelines import harvest as harvest_pipeline
@@ -133,21 +134,6 @@ def test_a_reader_never_globs_files_the_metadata_does_not_list(world, tmp_path):
         all_records(out)
 
 
-LOCKED_RUN = """
-import json, sys
-from beam_pipelines import harvest as hp
-from entitynet import harvest
-from entitynet.fetch.fetcher import FetchOptions
-from entitynet.fetch.policy import AddressPolicy
-from entitynet.records import Query, from_json
-args = json.loads(sys.argv[1])
-queries = [from_json(Query, line) for line in open(args["queries"])]
-opts = harvest.HarvestOptions(fetch=FetchOptions(address=AddressPolicy(allow_loopback=True), backoff=0.01,
-                              retries=1), num_shards=2, threads=2)
-hp.run(queries, harvest.SearchSpec(url=args["url"], max_results=8, requests_per_second=0), opts, args["out"])
-"""
-
-
 def test_a_second_run_into_the_same_output_is_refused_and_a_dead_holder_taken_over(world, tmp_path):
     tried("re-run or concurrent run")
     entities, queries, spec, web = world
@@ -157,7 +143,7 @@ def test_a_second_run_into_the_same_output_is_refused_and_a_dead_holder_taken_ov
     web.delay = 0.05
     try:
         arg = json.dumps({"queries": str(qfile), "url": spec.url, "out": str(out)})
-        proc = subprocess.Popen([sys.executable, "-c", LOCKED_RUN, arg], stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, arg], stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (out / LOCK_NAME).exists():
             time.sleep(0.05)

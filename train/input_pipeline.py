@@ -53,8 +53,7 @@ class InputConfig:
 
 
 def open_source(directory: str, split: str) -> shards.CheckedSource:
-    shards.check_directory(directory)
-    paths = [str(p) for p in shards.shard_paths(directory, split)]
+    paths = [str(p) for p in shards.shard_paths(directory, split)]  # checks the directory first
     if not paths:
         raise ConfigError(f"{directory} has no {split!r} shards; check the data path and split")
     source = shards.CheckedSource(paths)
