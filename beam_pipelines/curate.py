@@ -262,7 +262,7 @@ def build(
 
     def decide(sre, counts_):
         split, r, entries = sre
-        if split not in balanced_splits or balance.keep(r.key, entries, counts_, opts.t, opts.seed):
+        if split not in balanced_splits or balance.keep(r.url, entries, counts_, opts.t, opts.seed):
             yield split, r, entries
         else:
             yield beam.pvalue.TaggedOutput("removed", "balanced_out")

@@ -52,9 +52,10 @@ from beam_pipelines.common import (
     write_shard_records,
 )
 from entitynet import datacard, harvest, records, shards
+from entitynet.curation import balance
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher
-from entitynet.files import write_json
+from entitynet.files import write_json, write_lines
 from entitynet.links import Linker, link_stats
 from entitynet.records import Candidate, Entity, ImageRecord, Query
 from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
@@ -64,6 +65,7 @@ log = logging.getLogger("entitynet.harvest")
 LEGACY_CANDIDATES = "candidates.jsonl"  # one file, as runs before sharded candidates/ wrote it
 STATS = "harvest_stats.json"
 CONFIG = "harvest_config.json"
+POOL_BALANCE = "pool_balance.tsv"  # per entry: matched pool rows before and after --balance-t
 
 
 class Search(beam.DoFn):
@@ -102,12 +104,61 @@ class ReadPool(beam.DoFn):
         self.matcher = PoolMatcher(self.queries)
 
     def process(self, unit):
-        from entitynet.search.pool import read_unit
+        from entitynet.search.pool import read_batches
 
-        for url, text, page in read_unit(tuple(unit)):
-            c = self.matcher.candidate(url, text, page)
-            if c is not None:
-                yield url, c
+        for batch in read_batches(tuple(unit)):
+            for c in self.matcher.candidates(*batch):
+                yield c.url, c
+
+
+class BalanceBeforeFetch(beam.PTransform):
+    """MetaCLIP's order for a pool: the merged candidates' entries counted over the whole pool (a
+    global combine, bounded by the entries), then each candidate kept with `curate`'s balancing
+    draw, so only the kept ones are fetched. Outputs "kept" candidates, "outcomes" of the others
+    (balanced_out, no_entry), and the per-entry counts "before" and "after" as (entry, n)."""
+
+    def __init__(self, entities: tuple[Entity, ...], t: int, seed: int):
+        super().__init__("BalanceBeforeFetch")
+        self.entities, self.t, self.seed = entities, t, seed
+
+    def expand(self, candidates):
+        t, seed = self.t, self.seed
+        with_entries = candidates | "PoolEntries" >> beam.ParDo(PoolEntries(self.entities))
+        before = (
+            with_entries
+            | "EntriesBefore" >> beam.FlatMap(lambda ce: ce[1])
+            | "CountBefore" >> beam.combiners.Count.PerElement()
+        )
+
+        def decide(ce, counts):
+            outcome = harvest.balance_candidate(ce[0], ce[1], counts, t, seed)
+            yield ce if outcome is None else beam.pvalue.TaggedOutput("outcomes", outcome)
+
+        decided = with_entries | "Draw" >> beam.ParDo(decide, beam.pvalue.AsDict(before)).with_outputs(
+            "outcomes", main="kept"
+        )
+        after = (
+            decided.kept
+            | "EntriesAfter" >> beam.FlatMap(lambda ce: ce[1])
+            | "CountAfter" >> beam.combiners.Count.PerElement()
+        )
+        kept = decided.kept | "Candidate" >> beam.Map(lambda ce: ce[0])
+        return {"kept": kept, "outcomes": decided.outcomes, "before": before, "after": after}
+
+
+class PoolEntries(beam.DoFn):
+    """candidate -> (candidate, its entries), as `curate` finds them (entitynet.curation.metadata)."""
+
+    def __init__(self, entities: tuple[Entity, ...]):
+        self.entities = entities
+
+    def setup(self):
+        from entitynet.curation.metadata import EntityMetadata
+
+        self.metadata = EntityMetadata(self.entities)
+
+    def process(self, c: Candidate):
+        yield c, self.metadata.entries(c.alt_texts, c.entity_ids)
 
 
 class FetchUnit(beam.DoFn):
@@ -196,6 +247,18 @@ def _merge_url(kv):
     return merged
 
 
+def pool_matches(p: beam.Pipeline, queries: list[Query], spec: harvest.SearchSpec):
+    """(url, candidate) for every row of the pool whose text names a query's entity: the pool's
+    units (Parquet row groups, JSONL/CSV files) read and matched in parallel."""
+    from entitynet.search.pool import pool_files, pool_units
+
+    return (
+        p
+        | "PoolUnits" >> beam.Create(pool_units(pool_files(spec.pool)))
+        | "ReadPool" >> beam.ParDo(ReadPool(queries))
+    )
+
+
 def build(
     p: beam.Pipeline,
     queries: list[Query],
@@ -210,13 +273,7 @@ def build(
 ) -> None:
     fractions = dict(opts.splits)
     if spec.backend == "pool":  # the pool is read in parallel, never held: no search, no cache
-        from entitynet.search.pool import pool_files, pool_units
-
-        found = (
-            p
-            | "PoolUnits" >> beam.Create(pool_units(pool_files(spec.pool)))
-            | "ReadPool" >> beam.ParDo(ReadPool(queries))
-        )
+        found = pool_matches(p, queries, spec)
     else:
         found = (
             p
@@ -224,8 +281,14 @@ def build(
             | "Search" >> beam.ParDo(Search(spec, [], cache_dir, 8, search_digest))
         )
     candidates = found | "ByUrl" >> beam.GroupByKey() | "MergeUrl" >> beam.Map(_merge_url)
+    to_fetch, not_fetched = candidates, p | "NothingLeftOut" >> beam.Create([])
+    before = after = p | "NoPoolBalance" >> beam.Create([])
+    if spec.balance_t:
+        balanced = candidates | BalanceBeforeFetch(spec.entities, spec.balance_t, spec.balance_seed)
+        to_fetch, not_fetched = balanced["kept"], balanced["outcomes"]
+        before, after = balanced["before"], balanced["after"]
     fetched = (
-        candidates
+        to_fetch
         | "ToUnit" >> beam.Map(lambda c: (harvest.unit_of(c.url, opts.work_units), c))
         | "ByUnit" >> beam.GroupByKey()
         | "FetchUnit"
@@ -248,7 +311,12 @@ def build(
         | "WriteShard"
         >> beam.ParDo(WriteShard(out_dir, opts.num_shards)).with_outputs("outcomes", "counts", main="shards")
     )
-    outcomes = (fetched.outcomes, merged.outcomes, written.outcomes) | "Outcomes" >> beam.Flatten()
+    outcomes = (
+        not_fetched,
+        fetched.outcomes,
+        merged.outcomes,
+        written.outcomes,
+    ) | "Outcomes" >> beam.Flatten()
 
     # Nothing below gathers candidates, outcomes or records: they go to sharded files, and only
     # counters (summed by Beam) and one small stats row per file reach the finish.
@@ -279,10 +347,14 @@ def build(
     )
     names = files | "AllFiles" >> beam.Flatten()
 
-    def finish(_, counts, top_hosts, shard_stats, names):
+    def finish(_, counts, top_hosts, shard_stats, names, before_, after_):
         stats = harvest.summary(
             counts, [{k: v for k, v in h.items() if k != "per_outcome"} for h in top_hosts]
         )
+        if spec.balance_t:  # the per-entry counts are bounded by the entities, as in `curate`
+            stats["pool_balance"] = pool_balance_stats(
+                dict(before_), dict(after_), stats["per_outcome"], spec.balance_t, spec.balance_seed
+            )
         stats["reused_from_earlier_run"] = counts.get(("reused",), 0)
         stats["shards"] = sorted(shard_stats, key=lambda s: (s["split"], s["shard"]))
         stats["files"] = {
@@ -303,8 +375,26 @@ def build(
             beam.pvalue.AsSingleton(top_hosts),
             beam.pvalue.AsList(written.shards),  # one small row per shard file: bounded by the layout
             beam.pvalue.AsList(names),  # one name per side file: bounded by the layout
+            beam.pvalue.AsList(before),  # per entry: bounded by the entities
+            beam.pvalue.AsList(after),
         )
     )
+
+
+def pool_balance_stats(before: dict, after: dict, per_outcome: dict, t: int, seed: int) -> dict:
+    """The pool's balancing before fetching: head and tail at t, the candidates kept and the fetches
+    saved, and the per-entry counts (written to pool_balance.tsv by the driver)."""
+    saved = sum(per_outcome.get(k, 0) for k in harvest.NOT_FETCHED)
+    return {
+        "t": t,
+        "seed": seed,
+        "before": balance.head_tail(before, t),
+        "after": balance.head_tail(after, t),
+        "balanced_out": per_outcome.get("balanced_out", 0),
+        "no_entry": per_outcome.get("no_entry", 0),
+        "fetches_saved": saved,
+        "counts": {e: [n, after.get(e, 0)] for e, n in before.items()},
+    }
 
 
 def run(
@@ -370,6 +460,16 @@ def run(
         for s in stats["shards"]:
             write_json(os.path.join(shard_dir, s["file"] + ".json"), s)
         stats["per_split"] = {s: sum(c) for s, c in lengths.items()}
+        if "pool_balance" in stats:
+            counts = stats["pool_balance"].pop("counts")
+            write_lines(
+                os.path.join(local_dir, POOL_BALANCE),
+                ["entity\tlabel\tbefore\tafter"]
+                + [
+                    f"{e}\t{(labels or {}).get(e, '')}\t{b}\t{a}"
+                    for e, (b, a) in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))
+                ],
+            )
         supported = spec.modifiers()
         stats["modifiers"] = {"sent": sorted(supported), "dropped": dropped_modifiers(queries, supported)}
         datacard.write_card(local_dir, stats, labels)
@@ -386,7 +486,8 @@ def run(
         stats["seconds"] = round(time.time() - started, 2)
         write_json(os.path.join(local_dir, STATS), stats)
         stale = out.finish(
-            keep=[n for names in layout.values() for n in names], obsolete=(LEGACY_CANDIDATES,)
+            keep=[n for names in layout.values() for n in names],
+            obsolete=(LEGACY_CANDIDATES,) + (() if spec.balance_t else (POOL_BALANCE,)),
         )
         remove_unlisted(
             out_dir, "shard_stats", [f"shard_stats/{n}.json" for names in layout.values() for n in names]

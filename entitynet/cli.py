@@ -209,9 +209,17 @@ def harvest_summary(stats: dict, out: str | Path) -> str:
         if dropped
         else ""
     )
+    pb = stats.get("pool_balance")
+    if pb:
+        note += (
+            f"pool balanced at t={pb['t']:,} before fetching: {pb['before']['entries']:,} entries "
+            f"({pb['before']['head_entries']:,} above t), {stats['fetched']:,} of {stats['candidates']:,} "
+            f"candidates fetched, {pb['fetches_saved']:,} fetches saved; per entry in pool_balance.tsv\n"
+        )
+    fetched = stats.get("fetched", stats["candidates"])
     return note + (
-        f"{stats['candidates']:,} candidate images, {stats['written']:,} written "
-        f"({stats['success_rate']:.1%}) in {stats['seconds']:.1f} s\n"
+        f"{stats['candidates']:,} candidate images, {fetched:,} fetched, {stats['written']:,} written "
+        f"({stats['success_rate']:.1%} of fetched) in {stats['seconds']:.1f} s\n"
         f"outcomes:\n{_table(stats['per_outcome'])}\n"
         f"{link_summary(stats.get('links') or {})}"
         f"records per split:\n{_table(stats['per_split'])}\n"
@@ -282,6 +290,8 @@ def cmd_harvest(args, beam_args) -> int:
         requests_per_second=args.search_rate,
         pool=tuple(args.pool or ()),
         entities=entities,
+        balance_t=args.balance_t,
+        balance_seed=args.balance_seed,
     )
     labels = {e.id: e.label for e in entities}
     stats = harvest_pipeline.run(
@@ -799,6 +809,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="url+text rows (.jsonl, .parquet, .csv, .tsv) for --backend pool; repeat it, or give globs "
         "(gs://bucket/pool/*.parquet): read in parallel, a Parquet row group at a time",
+    )
+    h.add_argument(
+        "--balance-t",
+        type=int,
+        default=0,
+        metavar="T",
+        help="--backend pool: MetaCLIP-balance the matched rows over the entities before fetching, so "
+        "only the kept ones are downloaded (needs --entities; the set `entitynet curate --t T` keeps)",
+    )
+    h.add_argument(
+        "--balance-seed", type=int, default=0, help="seed of the --balance-t draws (as `curate --seed`)"
     )
     h.add_argument(
         "--entities",

@@ -23,6 +23,17 @@ def save_png(fig, path: Path) -> None:
         fig.savefig(f, format="png", dpi=90, bbox_inches="tight")
 
 
+def pool_balance_lines(pb: dict | None) -> list[str]:
+    if not pb:
+        return []
+    b, a = pb["before"], pb["after"]
+    return [
+        f"- pool balanced before fetching (MetaCLIP, t={pb['t']:,}, seed {pb['seed']}): "
+        f"{b['entries']:,} entries, {b['head_entries']:,} above t; matches {b['matches']:,} -> "
+        f"{a['matches']:,}; {pb['fetches_saved']:,} fetches saved (per entry: pool_balance.tsv)",
+    ]
+
+
 def link_lines(links: dict, unlinked: int) -> list[str]:
     """The entity-link statistics of the written records (see `entitynet.links`)."""
     images = links.get("images", 0)
@@ -127,8 +138,9 @@ def write_card(
     lines = [
         f"# {title}",
         "",
-        f"- candidates: {stats.get('candidates', 0):,}; written: {stats.get('written', 0):,} "
-        f"({stats.get('success_rate', 0):.1%})",
+        f"- candidates: {stats.get('candidates', 0):,}; fetched: {stats.get('fetched', stats.get('candidates', 0)):,}; "
+        f"written: {stats.get('written', 0):,} ({stats.get('success_rate', 0):.1%} of fetched)",
+        *pool_balance_lines(stats.get("pool_balance")),
         "- records per split: " + ", ".join(f"{k} {v:,}" for k, v in stats.get("per_split", {}).items()),
         f"- entities with at least one image: {len(per_entity):,}",
         "",

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
+from entitynet.curation import balance
 from entitynet.errors import ConfigError
 from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
 from entitynet.files import LOCAL, LocalStore
@@ -44,7 +45,9 @@ class SearchSpec:
     max_results: int = 20
     requests_per_second: float = 1.0
     pool: tuple[str, ...] | str = ()  # the pool's files and globs for backend "pool" (local or remote)
-    entities: tuple[Entity, ...] = ()  # for backend "commons"
+    entities: tuple[Entity, ...] = ()  # for backend "commons", and the entries of balance_t
+    balance_t: int = 0  # pool only: MetaCLIP-balance the matched rows before fetching (0: off)
+    balance_seed: int = 0  # the balancing draws' seed (the same draws as `entitynet curate --seed`)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -59,6 +62,15 @@ class SearchSpec:
             raise ConfigError(f"--max-results must be within 1..1000, got {self.max_results}")
         if not (self.requests_per_second >= 0 and self.requests_per_second < float("inf")):
             raise ConfigError(f"--search-rate must be a finite rate >= 0, got {self.requests_per_second}")
+        if not 0 <= self.balance_t <= 10**12:
+            raise ConfigError(f"--balance-t must be within 0..10^12, got {self.balance_t}")
+        if self.balance_t and self.backend != "pool":
+            raise ConfigError(
+                "--balance-t balances a pool before fetching (--backend pool); "
+                "for other backends balance after the harvest with `entitynet curate --t`"
+            )
+        if self.balance_t and not self.entities:
+            raise ConfigError("--balance-t needs --entities (the entities.jsonl the queries were made from)")
 
     def modifiers(self) -> frozenset[str]:
         """The search modifiers this backend's API expresses (the others are dropped)."""
@@ -185,6 +197,8 @@ def search_settings(spec: SearchSpec) -> dict:
                 ]
             )
         settings["pool"] = files
+        if spec.balance_t:
+            settings["balance"] = {"t": spec.balance_t, "seed": spec.balance_seed}
     if spec.backend == "commons":
         settings["entities"] = settings_digest(sorted(e.id for e in spec.entities))
     return settings
@@ -309,16 +323,35 @@ def host_row(host: str, per_outcome: dict[str, int]) -> dict:
     }
 
 
+NOT_FETCHED = ("balanced_out", "no_entry")  # outcomes of a pool's balancing before fetching
+
+
+def balance_candidate(
+    c: Candidate, entries: tuple[str, ...], counts: dict[str, int], t: int, seed: int
+) -> Outcome | None:
+    """MetaCLIP's balancing of a pool before fetching: None when candidate `c` (its `entries`, the
+    pool's `counts` per entry) is kept, else its outcome. The draws are `curate`'s (keyed by URL),
+    so a pool of distinct images keeps the set `entitynet curate --t T --seed S` would keep."""
+    if not entries:
+        return Outcome(c.url, host_of(c.url), "no_entry", "its text names no entity's entry")
+    if balance.keep(c.url, entries, counts, t, seed):
+        return None
+    return Outcome(c.url, host_of(c.url), "balanced_out", f"t={t}")
+
+
 def summary(counts: dict, top_hosts: list[dict]) -> dict:
     """The harvest's stats from the summed counters (`outcome_counts` + `record_counts` + link
-    stats) and the hosts with the most URLs."""
+    stats) and the hosts with the most URLs. The success rate is over the candidates fetched
+    (those a pool's balancing left out were never asked for)."""
     per_outcome = Counter({k[1]: n for k, n in counts.items() if k[0] == "outcome"})
     total = sum(per_outcome.values())
+    fetched = total - sum(per_outcome.get(k, 0) for k in NOT_FETCHED)
     sizes = sorted(([k[1], k[2], n] for k, n in counts.items() if k[0] == "size"), key=lambda x: (x[0], x[1]))
     return {
         "candidates": total,
+        "fetched": fetched,
         "written": per_outcome.get("written", 0),
-        "success_rate": round(per_outcome.get("written", 0) / total, 4) if total else 0.0,
+        "success_rate": round(per_outcome.get("written", 0) / fetched, 4) if fetched else 0.0,
         "per_outcome": dict(sorted(per_outcome.items(), key=lambda kv: (-kv[1], kv[0]))),
         "per_entity": dict(sorted((k[1], n) for k, n in counts.items() if k[0] == "entity")),
         "links": dict(sorted((k[1], n) for k, n in counts.items() if k[0] == "links")),

@@ -299,14 +299,16 @@ def test_pipeline_agrees_with_the_plain_functions(world, curated):
         first = next(m for m in members if m.key == rep)
         alt = {t for m in members for t in m.alt_texts}
         ents = {e for m in members for e in m.entity_ids}
-        merged[rep] = (shards.split_of(first.key), meta.entries(alt, ents))
+        merged[rep] = (shards.split_of(first.key), meta.entries(alt, ents), first.url)
     counts = {}
-    for split, es in merged.values():
+    for split, es, _ in merged.values():
         if split == "train":
             for e in es:
                 counts[e] = counts.get(e, 0) + 1
-    expect = {
-        k: split for k, (split, es) in merged.items() if split != "train" or balance.keep(k, es, counts, T, 7)
+    expect = {  # the draws are keyed by the representative's URL
+        k: split
+        for k, (split, es, url) in merged.items()
+        if split != "train" or balance.keep(url, es, counts, T, 7)
     }
     got = {r.key: split for split in ("train", "validation", "test") for r in shards.iter_records(out, split)}
     assert got == expect

@@ -479,3 +479,76 @@ def test_a_pool_of_several_files_and_globs_is_read_in_parallel_units(small_world
             options(),
             str(tmp_path / "o3"),
         )
+
+
+def test_balance_before_fetching_keeps_what_curate_keeps(small_world, tmp_path):
+    """MetaCLIP's order for pools: `--balance-t` draws before fetching and keeps exactly the images
+    `curate --t` keeps from the whole pool with the same seed; the rest is never fetched."""
+    import io
+
+    from PIL import Image
+
+    from beam_pipelines import curate
+    from entitynet.curation import balance
+    from entitynet.curation.metadata import EntityMetadata
+
+    entities, queries = small_world
+    T, seed = 3, 11
+    splits = ("train", "validation", "test")
+    with SampleWeb(entities, seed=5) as web:
+        by_entity: dict[str, list] = {}
+        for im in web.corpus:
+            w, h = Image.open(io.BytesIO(web.jpeg(im.id))).size
+            if im.entity_id and not im.fault and min(w, h) >= 64 and max(w, h) <= 3 * min(w, h):
+                by_entity.setdefault(im.entity_id, []).append(im)  # an image the harvest writes
+        rows = []  # a long tail: the i-th entity brings 1 + 2i of its images
+        for i, (e, images) in enumerate(sorted(by_entity.items())):
+            rows += [
+                {"url": f"{web.base_url}/img/{im.id}.jpg", "text": f"a photo of a {web.labels[e]}"}
+                for im in images[: 1 + 2 * i]
+            ]
+        pool = tmp_path / "pool.jsonl"
+        pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        spec = harvest.SearchSpec(backend="pool", pool=str(pool), entities=tuple(entities))
+        full = harvest_pipeline.run(queries, spec, options(), str(tmp_path / "full"), entities=entities)
+        balanced_spec = harvest.SearchSpec(
+            backend="pool", pool=str(pool), entities=tuple(entities), balance_t=T, balance_seed=seed
+        )
+        requested = web.image_requests
+        pre = harvest_pipeline.run(
+            queries, balanced_spec, options(), str(tmp_path / "pre"), entities=entities
+        )
+        image_hits = web.image_requests - requested
+    assert full["candidates"] == len(rows), full["per_outcome"]
+    assert full["written"] == len(rows), full["per_outcome"]  # distinct images, all fetched
+    curated = curate.run(
+        str(tmp_path / "full"),
+        entities,
+        [],
+        curate.CurateOptions(t=T, seed=seed, near_dup_threshold=None, balance_splits=splits),
+        str(tmp_path / "curated"),
+    )
+    kept_by_curate = {r.url for s in splits for r in iter_records(str(tmp_path / "curated"), s)}
+    kept_before_fetch = {r.url for s in splits for r in iter_records(str(tmp_path / "pre"), s)}
+    assert kept_before_fetch == kept_by_curate
+    assert len(by_entity) // 2 < len(kept_by_curate) < len(rows) // 2  # balancing did cut the head
+    pb = pre["pool_balance"]
+    assert pb["balanced_out"] == len(rows) - len(kept_before_fetch) == curated["removed"]["balanced_out"]
+    assert pb["fetches_saved"] == pb["balanced_out"] and pre["fetched"] == len(kept_before_fetch)
+    assert image_hits == len(kept_before_fetch)  # the balanced-out rows were never requested
+    # the per-entry counts, before and after, as curate counts them
+    meta = EntityMetadata(entities)
+    counts = Counter(e for r in rows for e in meta.entries([r["text"]], []))
+    tsv = (tmp_path / "pre" / "pool_balance.tsv").read_text().splitlines()
+    assert tsv[0] == "entity\tlabel\tbefore\tafter"
+    table = {line.split("\t")[0]: line.split("\t")[2:] for line in tsv[1:]}
+    assert {e: int(b) for e, (b, _) in table.items()} == dict(counts)
+    assert pb["before"] == balance.head_tail(dict(counts), T) and pb["before"]["head_entries"] > 0
+    curated_tsv = (tmp_path / "curated" / "entry_counts.tsv").read_text().splitlines()[1:]
+    assert {e: a for e, (_, a) in table.items()} == {x.split("\t")[0]: x.split("\t")[3] for x in curated_tsv}
+    outcomes = Counter(o.outcome for o in harvest.read_outcomes(str(tmp_path / "pre")))
+    assert outcomes == {"written": len(kept_before_fetch), "balanced_out": pb["balanced_out"]}
+    with pytest.raises(ConfigError, match="--balance-t needs --entities"):
+        harvest.SearchSpec(backend="pool", pool=str(pool), balance_t=T)
+    with pytest.raises(ConfigError, match="balances a pool before fetching"):
+        harvest.SearchSpec(backend="searxng", url="http://127.0.0.1:1", balance_t=T, entities=tuple(entities))

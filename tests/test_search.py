@@ -7,6 +7,8 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from entitynet.errors import ConfigError
 from entitynet.records import Candidate, Entity, Query, merge_candidates, query_id
@@ -391,3 +393,74 @@ def test_pool_formats_and_matching(tmp_path):
     with pytest.raises(ConfigError, match="unsupported file type"):
         list(read_pool(tmp_path / "pool.xlsx"))
     assert Counter(parse_size(x) for x in ("800x600", "800 × 600", "big", None)) == {(800, 600): 2, (0, 0): 2}
+
+
+NAMES = ["red fox", "Straße", "ﬁsh", "o'brien", "İzmir cat", "c. elegans", "ant", "Vulpes vulpes"]
+PIECES = NAMES + [
+    "STRASSE",
+    "FISH",
+    "O ' BRIEN",
+    "i̇zmir\tcat",
+    "C.ELEGANS",
+    "pants",
+    "a",
+    " ",
+    "\x00",
+    "\n",
+    "-",
+    "!",
+    "ß",
+    "ﬁ",
+    "Σ",
+    "x\x1cy",
+    "redfox",
+    "RED\u00a0FOX",
+    "vulpes  vulpes",
+]
+
+
+def _pool_queries():
+    return [Query(id=f"q{i}", text=n, kind="noun", entity_ids=(f"Q{i}",)) for i, n in enumerate(NAMES)]
+
+
+def _batch_matches_rows(texts: list[str | None]) -> None:
+    import pyarrow as pa
+
+    from entitynet.search.pool import PoolMatcher
+
+    m = PoolMatcher(_pool_queries())
+    urls = [f"http://i/{i}.jpg" for i in range(len(texts))]
+    exact = [m.candidate(u, t or "", "") for u, t in zip(urls, texts, strict=True)]
+    batch = (pa.array(urls, pa.string()), pa.array(texts, pa.string()), pa.nulls(len(texts), pa.string()))
+    assert list(m.candidates(*batch)) == [c for c in exact if c is not None]
+
+
+def test_batch_matching_with_the_prefilter_finds_what_row_by_row_matching_finds():
+    """The pool's fast path (a prefilter over the whole batch in Arrow, then the exact matcher on
+    the rows it passes) against the exact matcher on every row: case folding that changes the
+    length (ß -> ss), ligatures, dotted İ, punctuation, separators and nulls inside texts."""
+    texts = [
+        "A red fox",
+        "Reading a STRASSE map",
+        "ﬁsh and chips",
+        "O'Brien's dog",
+        "redfox",
+        None,
+        "",
+        "\x00red fox\x00",
+        "i̇zmir cat",
+        "C. Elegans worm",
+        "ants",
+        "the ant.",
+        "Vulpes\nvulpes",
+        "ß" * 50,
+    ]
+    _batch_matches_rows(texts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(PIECES) | st.text(max_size=4), max_size=8).map("".join), max_size=30)
+)
+def test_batch_matching_agrees_with_row_matching_on_arbitrary_texts(texts):
+    _batch_matches_rows(texts)

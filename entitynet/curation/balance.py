@@ -3,8 +3,11 @@ them with probability `t / max(count, t)`, so the tail is kept whole and the hea
 `t`; a record is kept when the draw of any one of its entries succeeds, i.e. with probability
 `1 - prod(1 - p[e])`.
 
-Draws are a hash of (seed, record key, entry), not a random stream: the kept set depends only on the
-seed and the data, never on the runner, the sharding or the order records arrive in.
+Draws are a hash of (seed, URL, entry), not a random stream: the kept set depends only on the seed
+and the data, never on the runner, the sharding or the order records arrive in. They are keyed by
+the URL (a record's first, `ImageRecord.url`) rather than the image's content so that a pool can be
+balanced before anything is fetched (`entitynet harvest --backend pool --balance-t`) and keep the
+very set `curate` keeps afterwards.
 """
 
 from __future__ import annotations

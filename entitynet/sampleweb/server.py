@@ -35,6 +35,7 @@ class SampleWeb:
         self.by_id = {im.id: im for im in self.corpus}
         self.index = SearchIndex(self.corpus)
         self.requests = 0
+        self.image_requests = 0
         self.searches = 0
         self.delay = delay
         web = self
@@ -77,6 +78,7 @@ class SampleWeb:
                 return self.send(404, b"not found", "text/plain")
 
             def image(self, image_id: str):
+                web.image_requests += 1
                 if web.delay:
                     time.sleep(web.delay)  # a slow web, for tests that interrupt a harvest
                 im = web.by_id.get(image_id)

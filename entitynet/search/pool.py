@@ -18,7 +18,7 @@ from pathlib import Path
 
 from entitynet.errors import ConfigError
 from entitynet.records import Candidate, Query
-from entitynet.text.matching import Matcher
+from entitynet.text.matching import Matcher, Prefilter
 
 _URL = ("url", "URL", "image_url")
 _TEXT = ("text", "caption", "TEXT", "alt", "alt_text")
@@ -82,8 +82,15 @@ def pool_units(files: list[str]) -> list[tuple[str, int]]:
     return units
 
 
-def read_unit(unit: tuple[str, int]) -> Iterator[tuple[str, str, str]]:
-    """(url, text, page_url) rows of one unit (`pool_units`)."""
+BATCH = 65536  # rows per batch
+
+
+def read_batches(unit: tuple[str, int]) -> Iterator[tuple]:
+    """(urls, texts, page_urls) of one unit (`pool_units`) as pyarrow string arrays of equal length
+    (a missing text or page URL is null), a batch at a time; rows without a URL are dropped. Texts stay in Arrow: a matcher converts only
+    the rows it needs (`PoolMatcher.candidates`)."""
+    import pyarrow as pa
+
     path, group = unit
     suffix = Path(path).suffix.lower()
     try:
@@ -93,25 +100,64 @@ def read_unit(unit: tuple[str, int]) -> Iterator[tuple[str, str, str]]:
 
                 pf = pq.ParquetFile(raw)
                 names = set(pf.schema_arrow.names)
-                columns = [c for c in (*_URL, *_TEXT, *_PAGE) if c in names] or None
+                if not names & set(_URL):
+                    raise ConfigError(f"pool {path} has no url column (one of {', '.join(_URL)})")
+                columns = [c for c in (*_URL, *_TEXT, *_PAGE) if c in names]
                 groups = [group] if group >= 0 else list(range(pf.num_row_groups))
-                for batch in pf.iter_batches(batch_size=65536, row_groups=groups, columns=columns):
-                    yield from _rows(batch.to_pylist(), path)
+                for batch in pf.iter_batches(batch_size=BATCH, row_groups=groups, columns=columns):
+                    yield _columns(batch)
             else:
                 text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
                 if suffix in (".jsonl", ".json"):
                     rows: Iterable[dict] = (json.loads(line) for line in text if line.strip())
-                    yield from _rows(rows, path)
                 elif suffix in (".csv", ".tsv"):
-                    yield from _rows(csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ","), path)
+                    rows = csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ",")
                 else:
                     raise ConfigError(
                         f"pool {path}: unsupported file type; use .jsonl, .parquet, .csv or .tsv"
                     )
+                chunk: list[tuple[str, str, str]] = []
+                for row in _rows(rows, path):
+                    chunk.append(row)
+                    if len(chunk) == BATCH:
+                        yield tuple(pa.array(list(c), pa.string()) for c in zip(*chunk, strict=True))
+                        chunk = []
+                if chunk:
+                    yield tuple(pa.array(list(c), pa.string()) for c in zip(*chunk, strict=True))
     except OSError as e:
         raise ConfigError(f"cannot read pool {path}: {e}") from e
     except (ValueError, UnicodeDecodeError) as e:
         raise ConfigError(f"pool {path} is malformed: {e}") from e
+
+
+def _columns(batch) -> tuple:
+    """A Parquet batch's (url, text, page_url) string arrays: per row the first non-empty of each
+    column group (null where none); rows without a URL dropped."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def pick(names):
+        cols = [batch.column(n) for n in names if n in batch.schema.names]
+        cols = [c if c.type == pa.string() else pc.cast(c, pa.string()) for c in cols]
+        if not cols:
+            return pa.nulls(batch.num_rows, pa.string())
+        if len(cols) == 1:
+            return cols[0]
+        return pc.coalesce(*(pc.if_else(pc.equal(c, ""), pa.scalar(None, pa.string()), c) for c in cols))
+
+    url, text, page = pick(_URL), pick(_TEXT), pick(_PAGE)
+    has_url = pc.not_equal(url, "")  # null where there is none
+    if has_url.null_count or not pc.all(has_url).as_py():
+        has_url = has_url.fill_null(False)
+        url, text, page = (pc.filter(x, has_url) for x in (url, text, page))
+    return url, text, page
+
+
+def read_unit(unit: tuple[str, int]) -> Iterator[tuple[str, str, str]]:
+    """(url, text, page_url) rows of one unit (`pool_units`)."""
+    for urls, texts, pages in read_batches(unit):
+        for url, text, page in zip(urls.to_pylist(), texts.to_pylist(), pages.to_pylist(), strict=True):
+            yield url, text or "", page or ""
 
 
 def read_pool(path: str | Path) -> Iterator[tuple[str, str, str]]:
@@ -140,6 +186,15 @@ class PoolMatcher:
     def __init__(self, queries: Iterable[Query]):
         names = [q for q in queries if q.kind in ("noun", "alias")]
         self.matcher = Matcher([q.text for q in names], names)
+        self.prefilter = Prefilter(q.text for q in names)
+
+    def candidates(self, urls, texts, pages) -> Iterator[Candidate]:
+        """The candidates of a batch (`read_batches`): the prefilter's rows, matched exactly; the
+        other rows never leave Arrow."""
+        for i in self.prefilter.rows(texts):
+            c = self.candidate(urls[i].as_py(), texts[i].as_py() or "", pages[i].as_py() or "")
+            if c is not None:
+                yield c
 
     def candidate(self, url: str, text: str, page: str) -> Candidate | None:
         """One row as a candidate of every query whose name its text holds, else None."""

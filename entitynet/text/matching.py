@@ -43,3 +43,41 @@ class Matcher:
         for _, vals in self._automaton.iter(normalise(text)):
             found.update(vals)
         return found
+
+
+class Prefilter:
+    """Which texts of a batch may hold one of `names`, in one automaton pass over the whole batch.
+
+    Each name's longest token (of its normalised form) is looked for as a bare substring of the
+    case-folded texts. Normalising only pads punctuation and collapses whitespace, never changing a
+    run of word characters, so a text whose normalised form holds a name holds that token: the
+    prefilter never misses a match; it may pass texts that do not match (the exact `Matcher` then
+    decides). Case folding is per character, so the batch is folded as one string."""
+
+    SEP = "\x00"  # between texts; never part of a token
+
+    def __init__(self, names: Iterable[str]):
+        self._automaton = ahocorasick.Automaton()
+        tokens = {max(normalise(n).split(), key=len) for n in names if normalise(n).strip()}
+        for t in tokens:
+            self._automaton.add_word(t, None)
+        self.size = len(tokens)
+        if tokens:
+            self._automaton.make_automaton()
+
+    def rows(self, texts) -> list[int]:
+        """Indices of `texts` (a pyarrow string array) that may hold a name, ascending."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not self.size or not len(texts):
+            return []
+        texts = pc.replace_substring(pc.cast(texts, pa.string()).fill_null(""), self.SEP, " ")
+        joined = pc.binary_join(
+            pa.ListArray.from_arrays(pa.array([0, len(texts)], pa.int32()), texts), self.SEP
+        )
+        big = joined[0].as_py().casefold()
+        ends = np.flatnonzero(np.frombuffer(big.encode("utf-32-le"), dtype=np.uint32) == 0)
+        found = np.fromiter((end for end, _ in self._automaton.iter(big)), dtype=np.int64)
+        return np.unique(np.searchsorted(ends, found)).tolist()
