@@ -6,7 +6,10 @@
 Graph:
 
     queries ─► Search (thread pool, on-disk cache per (backend, query)) ─► GroupByKey(url) ─► merge
+      (or, for a pool: its units ─► ReadPool (prefilter + matcher per Arrow batch) ─► the same)
             ─► candidates/candidates-*.jsonl (sharded by URL)
+            ─► [pool, --balance-t] entries ─► CombineGlobally(count per entry) [side input]
+               ─► keep by curate's draws (+ "balanced_out" outcomes; never fetched)
             ─► GroupByKey(work unit = hash of url) ─► FetchUnit (thread pool: safe fetch, decode,
                validate, resize, hash; the unit's results saved when done and reused by a re-run)
                  ├─► outcomes (one per failed candidate, with its reason)
@@ -96,12 +99,14 @@ class ReadPool(beam.DoFn):
     every row whose text names a query's entity; the matcher is built once per worker."""
 
     def __init__(self, queries: list[Query]):
-        self.queries = queries
+        from entitynet.search.pool import pool_names
+
+        self.names = pool_names(queries)  # plain tuples: quick to pickle for every worker
 
     def setup(self):
         from entitynet.search.pool import PoolMatcher
 
-        self.matcher = PoolMatcher(self.queries)
+        self.matcher = PoolMatcher(self.names)
 
     def process(self, unit):
         from entitynet.search.pool import read_batches

@@ -19,7 +19,16 @@ Targets (issue 13): exponent <= 1.1, memory ratio <= 1.25. The last line reads
 A third line per size, "floor", is the runner's own: as many 2 KB elements through one bare
 GroupByKey. The DirectRunner holds shuffled data in its processes, so its memory grows with the
 data whatever a pipeline does; flat memory needs a runner with an external shuffle (Dataflow,
-Flink). Not measured here yet: the pool-matching stage at 1M/8M rows and `--balance-t`.
+Flink).
+
+The pool stages (`--pool-sizes`, default 1M and 8M rows in 16 Parquet files, 100,000 entity names,
+5% of the rows naming one, Zipf-distributed): "pool match" reads and matches the pool with the
+harvest's own transform (`beam_pipelines.harvest.pool_matches`) and counts the candidates; "pool
+balance" goes on as `harvest --backend pool --balance-t 20` does up to the fetch (merge by URL,
+count entries over the pool, draw); "pool floor" reads the same text column into Python strings
+and counts them, on the same runner. Target: pool match at least 50% of the floor's rows/s.
+
+    .venv/bin/python benchmarks/scale.py --only pool --pool-sizes 1000000,8000000
 """
 
 from __future__ import annotations
@@ -119,6 +128,108 @@ def write_world(directory: Path, n: int, base_url: str) -> tuple[Path, Path]:
     return directory / "entities.jsonl", directory / "queries.jsonl"
 
 
+POOL_ENTITIES = 100_000
+POOL_FILES = 16
+POOL_MATCH_RATE = 0.05
+POOL_T = 20
+_SYL = ["ka", "lo", "mi", "ra", "tu", "ne", "so", "vi", "pe", "da", "gu", "ri", "zo", "fa", "be", "xu"]
+_WORDS = (
+    "the a photo of in with on at beautiful stock image free vector background red blue green old new "
+    "house car dog man woman city street art design logo icon black white summer winter view close up "
+    "portrait wall paper card shirt print poster drawing illustration sale cheap best top style"
+).split()
+
+
+def _name(i: int) -> str:
+    """A synthetic binomial-like name, distinct per i (e.g. "kalomius rapeta")."""
+    a = "".join(_SYL[(i // 16**k) % 16] for k in range(3))
+    b = "".join(_SYL[(i // 16 ** (k + 3)) % 16] for k in range(2)) + _SYL[i % 7]
+    return f"{a}us {b}a"
+
+
+def write_pool(directory: Path, n: int) -> tuple[Path, Path, Path]:
+    """`n` url+text rows in POOL_FILES Parquet files (row groups of 65,536), texts of 6-10 common
+    words; POOL_MATCH_RATE of them also name one of POOL_ENTITIES entities, drawn Zipf-like."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from entitynet.records import Entity, write_jsonl
+    from entitynet.text.queries import build_queries
+
+    directory.mkdir(parents=True, exist_ok=True)
+    entities = [Entity(id=f"Q{i + 1}", label=_name(i), sitelinks=10) for i in range(POOL_ENTITIES)]
+    write_jsonl(directory / "entities.jsonl", entities)
+    write_jsonl(directory / "queries.jsonl", build_queries(entities))
+    rng = np.random.default_rng(n)
+    phrases = [" ".join(rng.choice(_WORDS, size=rng.integers(6, 11)).tolist()) for _ in range(20_000)]
+    per_file = -(-n // POOL_FILES)
+    for f in range(POOL_FILES):
+        lo, hi = f * per_file, min(n, (f + 1) * per_file)
+        texts = [phrases[j] for j in rng.integers(0, len(phrases), size=hi - lo)]
+        hits = np.flatnonzero(rng.random(hi - lo) < POOL_MATCH_RATE)
+        which = (rng.zipf(1.2, size=len(hits)) - 1) % POOL_ENTITIES
+        for i, e in zip(hits.tolist(), which.tolist(), strict=True):
+            texts[i] = f"{texts[i]} {entities[e].label}"
+        table = pa.table({"url": [f"http://pool.test/{i}.jpg" for i in range(lo, hi)], "text": texts})
+        pq.write_table(table, directory / f"part-{f:05d}.parquet", row_group_size=65536)
+    return directory / "entities.jsonl", directory / "queries.jsonl", directory / "*.parquet"
+
+
+def pool_stage(stage: str, directory: Path, beam_args: list[str]) -> None:
+    """One pool stage as its own Beam pipeline (run in a subprocess by `main`, so its processes'
+    memory can be read); writes its counts to DIRECTORY/result-STAGE.json."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from beam_pipelines.harvest import BalanceBeforeFetch, _merge_url, pool_matches
+    from entitynet.harvest import SearchSpec
+    from entitynet.records import Entity, Query, read_jsonl
+    from entitynet.search.pool import pool_files, pool_units
+
+    pattern = str(directory / "*.parquet")
+    result = directory / f"result-{stage}.json"
+
+    def save(key):
+        def write(n):
+            result.write_text(json.dumps({key: n}))
+
+        return write
+
+    with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
+        if stage == "floor":
+
+            def texts(unit):
+                import pyarrow.parquet as pq
+
+                path, group = unit
+                n = 0
+                for b in pq.ParquetFile(path).iter_batches(
+                    batch_size=65536, row_groups=[group], columns=["text"]
+                ):
+                    n += len(b.column(0).to_pylist())
+                yield n
+
+            (
+                p
+                | beam.Create(pool_units(pool_files(pattern)))
+                | beam.FlatMap(texts)
+                | beam.CombineGlobally(sum)
+                | beam.Map(save("rows"))
+            )
+            return
+        queries = list(read_jsonl(directory / "queries.jsonl", Query))
+        spec = SearchSpec(backend="pool", pool=pattern)
+        found = pool_matches(p, queries, spec)
+        if stage == "match":
+            found | beam.combiners.Count.Globally() | beam.Map(save("candidates"))
+            return
+        entities = tuple(read_jsonl(directory / "entities.jsonl", Entity))
+        candidates = found | "ByUrl" >> beam.GroupByKey() | "MergeUrl" >> beam.Map(_merge_url)
+        balanced = candidates | BalanceBeforeFetch(entities, POOL_T, 0)
+        balanced["kept"] | "CountKept" >> beam.combiners.Count.Globally() | beam.Map(save("kept"))
+
+
 def _tree(pid: int) -> list[int]:
     """pid and its descendants, from /proc."""
     children: dict[int, list[int]] = {}
@@ -176,9 +287,17 @@ def run_stage(cmd: list[str]) -> tuple[float, int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="5000,20000,80000")
+    ap.add_argument("--pool-sizes", default="1000000,8000000")
+    ap.add_argument(
+        "--only", choices=("web", "pool"), help="run only the web (harvest, curate) or pool stages"
+    )
     ap.add_argument("--keep", help="keep the outputs under this directory")
-    args = ap.parse_args()
-    sizes = [int(x) for x in args.sizes.split(",")]
+    ap.add_argument("--pool-stage", nargs=2, metavar=("STAGE", "DIR"), help=argparse.SUPPRESS)
+    args, beam_args = ap.parse_known_args()
+    if args.pool_stage:
+        return pool_stage(args.pool_stage[0], Path(args.pool_stage[1]), beam_args)
+    sizes = [int(x) for x in args.sizes.split(",")] if args.only != "pool" else []
+    pool_sizes = [int(x) for x in args.pool_sizes.split(",")] if args.only != "web" else []
     q: multiprocessing.Queue = multiprocessing.Queue()
     server = multiprocessing.Process(target=serve, args=(q,), daemon=True)
     server.start()
@@ -241,21 +360,46 @@ def main() -> None:
                 )
             stats = json.loads((d / "shards" / "harvest_stats.json").read_text())
             print(f"         (harvest wrote {stats['written']:,} of {stats['candidates']:,})", flush=True)
+        for n in pool_sizes:
+            d = work / f"pool{n}"
+            started = time.time()
+            write_pool(d, n)
+            print(f"(pool of {n:,} rows written in {time.time() - started:.0f} s)", flush=True)
+            for stage in ("floor", "match", "balance"):
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--pool-stage", stage, str(d), *BEAM]
+                seconds, driver, worker = run_stage(cmd)
+                got = json.loads((d / f"result-{stage}.json").read_text())
+                name = f"pool {stage}"
+                rows.append({"stage": name, "n": n, "seconds": seconds, "driver": driver, "worker": worker})
+                print(
+                    f"{name:13s} {n:>10,} rows  {seconds:7.1f} s  {n / seconds:9.0f} rows/s  "
+                    f"peak RSS driver {driver / 2**20:6.0f} MiB, largest worker {worker / 2**20:6.0f} MiB  {got}",
+                    flush=True,
+                )
+            by = {r["stage"]: r for r in rows if r["n"] == n and r["stage"].startswith("pool")}
+            print(
+                f"pool match {n / by['pool match']['seconds']:,.0f} rows/s = "
+                f"{by['pool floor']['seconds'] / by['pool match']['seconds']:.2f}x of reading the text column "
+                f"alone ({n / by['pool floor']['seconds']:,.0f} rows/s; target >= 0.50)",
+                flush=True,
+            )
     finally:
         server.terminate()
     worst_exp, worst_mem = 0.0, 0.0
     print()
-    for stage in ("harvest", "curate", "floor"):
+    for stage in ("harvest", "curate", "floor", "pool match", "pool balance", "pool floor"):
         mine = [r for r in rows if r["stage"] == stage]
+        if not mine:
+            continue
         small, large = mine[0], mine[-1]
         if small["n"] == large["n"]:
             continue
         exponent = math.log(large["seconds"] / small["seconds"]) / math.log(large["n"] / small["n"])
         memory = max(large["driver"], large["worker"]) / max(small["driver"], small["worker"])
-        if stage != "floor":
+        if "floor" not in stage:
             worst_exp, worst_mem = max(worst_exp, exponent), max(worst_mem, memory)
         print(
-            f"{stage:8s} time exponent {exponent:.2f} (target <= 1.1), peak memory ratio {memory:.2f} "
+            f"{stage:12s} time exponent {exponent:.2f} (target <= 1.1), peak memory ratio {memory:.2f} "
             f"(target <= 1.25) from {small['n']:,} to {large['n']:,}"
         )
     print(f"scale: time exponent {worst_exp:.2f}, memory ratio {worst_mem:.2f}")

@@ -243,29 +243,57 @@ def _hints(cls) -> dict[str, Any]:
 def _typed(value: Any, tp: Any, name: str) -> Any:
     """`value` as field type `tp` (lists become tuples, ints floats); TypeError naming the field
     when it is of another type: a string where a list belongs is never read as its characters."""
+    return _converter(tp)(value, name)
+
+
+_SCALARS = {
+    str: lambda v: isinstance(v, str),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    bool: lambda v: isinstance(v, bool),
+}
+
+
+@functools.cache
+def _converter(tp: Any):
+    """The checking conversion of one field type, made once per type (reading JSONL is hot)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _typed(value, inner, name)
+        (inner_tp,) = [a for a in args if a is not type(None)]
+        inner, optional = _converter(inner_tp), type(None) in args
+
+        def union(value, name):
+            return None if value is None and optional else inner(value, name)
+
+        return union
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TypeError(f"field {name!r} must be a list, got {_shown(value)}")
-        return tuple(_typed(v, args[0], f"{name}[{i}]") for i, v in enumerate(value))
+        item_tp = args[0]
+        item = _converter(item_tp)
+
+        def sequence(value, name):
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"field {name!r} must be a list, got {_shown(value)}")
+            if item_tp is str and all(type(v) is str for v in value):  # the common case, at C speed
+                return tuple(value)
+            return tuple(item(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+        return sequence
     if tp is Attribute:
-        if not isinstance(value, dict):
-            raise TypeError(f"field {name!r} must be an object, got {_shown(value)}")
-        return _build(Attribute, value)
-    ok = {
-        str: lambda v: isinstance(v, str),
-        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-        bool: lambda v: isinstance(v, bool),
-    }[tp](value)
-    if not ok:
-        raise TypeError(f"field {name!r} must be {tp.__name__}, got {_shown(value)}")
-    return float(value) if tp is float else value
+
+        def attribute(value, name):
+            if not isinstance(value, dict):
+                raise TypeError(f"field {name!r} must be an object, got {_shown(value)}")
+            return _build(Attribute, value)
+
+        return attribute
+    ok = _SCALARS[tp]
+
+    def scalar(value, name):
+        if not ok(value):
+            raise TypeError(f"field {name!r} must be {tp.__name__}, got {_shown(value)}")
+        return float(value) if tp is float else value
+
+    return scalar
 
 
 def _shown(value: Any) -> str:
@@ -275,16 +303,17 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {text[:40]}"
 
 
-def _build(cls: type[T], d: dict[str, Any]) -> T:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown fields {sorted(unknown)}")
+@functools.cache
+def _field_converters(cls) -> dict[str, Any]:
     hints = _hints(cls)
-    kwargs = {
-        f.name: _typed(d[f.name], hints[f.name], f.name) for f in dataclasses.fields(cls) if f.name in d
-    }
-    return cls(**kwargs)
+    return {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _build(cls: type[T], d: dict[str, Any]) -> T:
+    converters = _field_converters(cls)
+    if not converters.keys() >= d.keys():
+        raise ValueError(f"unknown fields {sorted(set(d) - set(converters))}")
+    return cls(**{name: converters[name](value, name) for name, value in d.items()})
 
 
 def from_json(cls: type[T], line: str) -> T:

@@ -426,9 +426,9 @@ def _pool_queries():
 def _batch_matches_rows(texts: list[str | None]) -> None:
     import pyarrow as pa
 
-    from entitynet.search.pool import PoolMatcher
+    from entitynet.search.pool import PoolMatcher, pool_names
 
-    m = PoolMatcher(_pool_queries())
+    m = PoolMatcher(pool_names(_pool_queries()))
     urls = [f"http://i/{i}.jpg" for i in range(len(texts))]
     exact = [m.candidate(u, t or "", "") for u, t in zip(urls, texts, strict=True)]
     batch = (pa.array(urls, pa.string()), pa.array(texts, pa.string()), pa.nulls(len(texts), pa.string()))

@@ -180,13 +180,20 @@ def _rows(rows: Iterable[dict], path: Path) -> Iterator[tuple[str, str, str]]:
         yield str(url), str(text or ""), str(_pick(row, _PAGE) or "")
 
 
+def pool_names(queries: Iterable[Query]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """What a pool is matched against: (id, text, entity ids) of the noun and alias queries (entity
+    names, aliases, common and taxon names), as plain tuples, cheap to ship to every worker."""
+    return [(q.id, q.text, tuple(q.entity_ids)) for q in queries if q.kind in ("noun", "alias")]
+
+
 class PoolMatcher:
     """The queries' names in one automaton: built once per worker, then row by row."""
 
-    def __init__(self, queries: Iterable[Query]):
-        names = [q for q in queries if q.kind in ("noun", "alias")]
-        self.matcher = Matcher([q.text for q in names], names)
-        self.prefilter = Prefilter(q.text for q in names)
+    def __init__(self, names: Iterable[tuple[str, str, tuple[str, ...]]]):
+        """`names`: (query id, name, entity ids) of the name queries (`pool_names`)."""
+        names = list(names)
+        self.matcher = Matcher([n[1] for n in names], [(n[0], n[2]) for n in names])
+        self.prefilter = Prefilter(n[1] for n in names)
 
     def candidates(self, urls, texts, pages) -> Iterator[Candidate]:
         """The candidates of a batch (`read_batches`): the prefilter's rows, matched exactly; the
@@ -198,15 +205,15 @@ class PoolMatcher:
 
     def candidate(self, url: str, text: str, page: str) -> Candidate | None:
         """One row as a candidate of every query whose name its text holds, else None."""
-        found = sorted(self.matcher.find(text), key=lambda q: q.id)
+        found = sorted(self.matcher.find(text))
         if not found:
             return None
         return Candidate(
             url=url,
             page_url=page,
             alt_texts=(text,) if text else (),
-            query_ids=tuple(q.id for q in found),
-            entity_ids=tuple(sorted({e for q in found for e in q.entity_ids})),
+            query_ids=tuple(qid for qid, _ in found),
+            entity_ids=tuple(sorted({e for _, ids in found for e in ids})),
             backend=Pool.name,
             ranks=(0,) * len(found),
         )
@@ -220,7 +227,7 @@ class Pool:
 
     def __init__(self, path, queries: Iterable[Query]):
         queries = list(queries)
-        matcher = PoolMatcher(queries)
+        matcher = PoolMatcher(pool_names(queries))
         by_id = {q.id: q for q in queries}
         self.by_query: dict[str, list[Candidate]] = {}
         self.rows = self.matched_rows = 0
