@@ -230,15 +230,15 @@ def upload_tree(local_dir: str, remote_dir: str, store: BeamStore) -> int:
 # ---------------------------------------------------------------- shard directories
 
 
-def write_to(out_dir: str, name: str, encoded) -> tuple[int, int]:
+def write_to(out_dir: str, name: str, encoded, digest=None) -> tuple[int, int]:
     """A shard into `out_dir`: in place when local; elsewhere (gs://, any Beam filesystem) written to
     a local temp file and streamed up under a temp name that is then renamed."""
     if not is_remote(out_dir):
-        return shards.write_shard(os.path.join(out_dir, name), encoded)
+        return shards.write_shard(os.path.join(out_dir, name), encoded, digest)
     local_dir = tempfile.mkdtemp(prefix="entitynet-shard-")
     try:
         local = os.path.join(local_dir, name)
-        result = shards.write_shard(local, encoded)
+        result = shards.write_shard(local, encoded, digest)
         BeamStore().upload(local, FileSystems.join(out_dir, name))
         return result
     finally:
@@ -247,11 +247,13 @@ def write_to(out_dir: str, name: str, encoded) -> tuple[int, int]:
 
 def write_shard_records(out_dir: str, split: str, shard: int, num_shards: int, recs) -> tuple[list, dict]:
     """One (split, shard) group of ImageRecords as an ArrayRecord file, sorted by key; returns the
-    sorted records and the shard's stats (split, shard, file, records, bytes)."""
+    sorted records and the shard's stats (split, shard, file, records, bytes, digest of its content)."""
     recs = sorted(recs, key=lambda r: r.key)
     name = shards.shard_filename(split, shard, num_shards)
-    count, size = write_to(out_dir, name, (records.encode_image(r) for r in recs))
-    return recs, {"split": split, "shard": shard, "file": name, "records": count, "bytes": size}
+    digest = shards.shard_digest()
+    count, size = write_to(out_dir, name, (records.encode_image(r) for r in recs), digest)
+    stats = {"split": split, "shard": shard, "file": name, "records": count, "bytes": size}
+    return recs, {**stats, "digest": digest.hexdigest()}
 
 
 def shard_lengths(shard_stats: list[dict], splits: list[str], num_shards: int) -> tuple[dict, dict]:
@@ -264,13 +266,20 @@ def shard_lengths(shard_stats: list[dict], splits: list[str], num_shards: int) -
     return lengths, sizes
 
 
-def complete_dataset(out_dir: str, local_dir: str, lengths: dict, sizes: dict, num_shards: int) -> None:
-    """Make `out_dir` a TFDS dataset: the empty shards every (split, shard) needs, and the metadata
-    (made in `local_dir`, which is `out_dir` itself when local; the caller uploads it otherwise)."""
+def complete_dataset(
+    out_dir: str, local_dir: str, lengths: dict, sizes: dict, num_shards: int, shard_stats: list[dict]
+) -> None:
+    """Make `out_dir` a TFDS dataset: the empty shards every (split, shard) needs, the metadata
+    and the content fingerprint from the writers' `shard_stats` (made in `local_dir`, which is
+    `out_dir` itself when local; the caller uploads it otherwise)."""
+    digests = {s["file"]: s["digest"] for s in shard_stats}
     for split, counts in lengths.items():
         for i, n in enumerate(counts):
             if n == 0:
-                write_to(out_dir, shards.shard_filename(split, i, num_shards), [])
+                name = shards.shard_filename(split, i, num_shards)
+                write_to(out_dir, name, [])
+                digests[name] = shards.shard_digest().hexdigest()
+    shards.write_fingerprint(local_dir, digests)
     placeholders = []
     if is_remote(out_dir):  # TFDS names the dataset from the shard files it finds: give it their names
         for split in lengths:

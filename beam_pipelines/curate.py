@@ -465,7 +465,7 @@ def run(
 
         if opts.output == "shards":
             lengths, sizes = shard_lengths(result["shards"], splits, opts.num_shards)
-            complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards)
+            complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards, result["shards"])
         else:
             merge_subset(
                 out_dir, result["key_files"], result["kept"], splits, os.path.join(local_dir, SUBSET)
@@ -518,6 +518,6 @@ def run(
             )
             remove_unlisted(out_dir, KEY_DIR, [])
         else:  # a subset replaces shards an earlier run wrote here
-            out.finish(keep=[], obsolete=("dataset_info.json", "features.json"))
+            out.finish(keep=[], obsolete=("dataset_info.json", "features.json", shards.FINGERPRINT))
             remove_unlisted(out_dir, KEY_DIR, result["key_files"])
     return stats

@@ -458,7 +458,7 @@ def run(
             raise OutputError(f"the pipeline's stats file {staged_stats} is missing; re-run the harvest")
         stats["options_changed"] = changed
         lengths, sizes = shard_lengths(stats["shards"], [s for s, _ in opts.splits], opts.num_shards)
-        complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards)
+        complete_dataset(out_dir, local_dir, lengths, sizes, opts.num_shards, stats["shards"])
         shard_dir = os.path.join(local_dir, "shard_stats")
         os.makedirs(shard_dir, exist_ok=True)
         layout = shards.layout_of(lengths)

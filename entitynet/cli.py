@@ -563,6 +563,21 @@ def demo_link_quality(web, shard_dir: Path) -> str:
     )
 
 
+def _demo_train(cfg, workdir: Path) -> dict:
+    """Train, resuming an earlier demo run's workdir only when it was made from the same curated
+    data, tokenizer and settings; otherwise (the data changed) from scratch."""
+    import shutil
+
+    from train.train import StaleCheckpoint, train
+
+    try:
+        return train(cfg, str(workdir))
+    except StaleCheckpoint:
+        print(f"{workdir}: an earlier demo run trained on other data; training again from scratch", flush=True)
+        shutil.rmtree(workdir)
+        return train(cfg, str(workdir))
+
+
 def cmd_demo(args, beam_args) -> int:
     from beam_pipelines import expand_kg
     from entitynet.kg.client import KGSource
@@ -635,7 +650,7 @@ def cmd_demo(args, beam_args) -> int:
         f"{n['kg_captions']:,} KG captions ({path})"
     )
     from train import config as config_lib
-    from train.train import summary, train
+    from train.train import summary
 
     compilation_cache()
     root = Path(__file__).resolve().parent.parent
@@ -648,7 +663,7 @@ def cmd_demo(args, beam_args) -> int:
             f"total_steps={args.train_steps}",
         ],
     )
-    print(summary(train(cfg, str(out / "train")), out / "train"))
+    print(summary(_demo_train(cfg, out / "train"), out / "train"))
     print(
         "== 6/7 evaluate: zero-shot on the sample world's held-out renders, retrieval on the test split",
         flush=True,
@@ -689,7 +704,7 @@ def cmd_demo(args, beam_args) -> int:
             print(
                 f"training {label} (data.alt_text_chance={chance}, {args.ablation_steps} steps)", flush=True
             )
-            train(run_cfg, str(out / f"train-{name}"))
+            _demo_train(run_cfg, out / f"train-{name}")
             results.append(evaluate(str(out / f"train-{name}"), evalset, args.templates))
             labels.append(label)
         if args.ablation_steps != args.train_steps:

@@ -51,8 +51,42 @@ def shard_filename(split: str, index: int, num_shards: int) -> str:
     return f"{DATASET_NAME}-{split}.array_record-{index:05d}-of-{num_shards:05d}"
 
 
-def write_shard(path: str | os.PathLike, records: Iterable[bytes]) -> tuple[int, int]:
-    """Write encoded records to `path` atomically; returns (count, bytes)."""
+FINGERPRINT = "entitynet_dataset.json"  # beside dataset_info.json: a digest of every shard's content
+
+
+def shard_digest() -> hashlib._Hash:
+    """The running digest of one shard's encoded records (in the order written)."""
+    return hashlib.blake2b(digest_size=16)
+
+
+def write_fingerprint(directory: str | os.PathLike, digests: dict[str, str]) -> str:
+    """FINGERPRINT in `directory`: one digest over every shard file's content digest (`digests`:
+    file name -> hex digest, empty shards included); what a trainer checks before resuming."""
+    lines = "".join(f"{name}\t{d}\n" for name, d in sorted(digests.items()))
+    fingerprint = hashlib.blake2b(lines.encode(), digest_size=16).hexdigest()
+    Path(directory, FINGERPRINT).write_text(
+        json.dumps({"fingerprint": fingerprint, "shards": len(digests)}) + "\n"
+    )
+    return fingerprint
+
+
+def fingerprint(directory: str | os.PathLike) -> str:
+    """What identifies the records of a shard directory: its FINGERPRINT, or for data written
+    before it existed, a digest of its dataset_info.json (the layout and counts)."""
+    try:
+        return json.loads(Path(directory, FINGERPRINT).read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        data = Path(directory, "dataset_info.json").read_bytes()
+    except OSError:
+        return ""
+    return "info-" + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def write_shard(path: str | os.PathLike, records: Iterable[bytes], digest=None) -> tuple[int, int]:
+    """Write encoded records to `path` atomically; returns (count, bytes). `digest` (hashlib), if
+    given, is fed every record as written."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
     final = os.fspath(path)
@@ -63,6 +97,9 @@ def write_shard(path: str | os.PathLike, records: Iterable[bytes]) -> tuple[int,
         try:
             for r in records:
                 writer.write(r)
+                if digest is not None:
+                    digest.update(len(r).to_bytes(8, "little"))
+                    digest.update(r)
                 count += 1
                 size += len(r)
         finally:

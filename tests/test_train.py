@@ -281,12 +281,37 @@ def test_changed_data_loader_settings_on_restore_are_a_clear_error(tiny_dataset,
 
     data_dir = tiny_dataset[0]
     train(load_cfg(data_dir, total_steps=4), tmp_path)
-    with pytest.raises(
-        ConfigError, match=r"other data-loader settings \(batch_size: checkpoint 16 vs now 8\)"
-    ):
+    with pytest.raises(ConfigError, match=r"data-loader settings \(batch_size: checkpoint 16 vs now 8\)"):
         train(load_cfg(data_dir, total_steps=6, batch_size=8), tmp_path)
     with pytest.raises(ConfigError, match="num_workers: checkpoint 0 vs now 1"):
         train(load_cfg(data_dir, total_steps=6, **{"data.num_workers": 1}), tmp_path)
+
+
+def test_a_workdir_is_not_resumed_on_data_or_a_tokenizer_that_changed_under_the_same_path(
+    tiny_dataset, jax_cache, tmp_path
+):
+    """The same --workdir and data path, but the data was curated again (another fingerprint) or
+    the tokenizer retrained: resuming would train the old model on other records or token ids."""
+    import shutil
+
+    from entitynet import shards
+    from train.train import StaleCheckpoint, train
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset[0], data)
+    digests = {p.name: "a" * 32 for p in data.iterdir() if shards.is_shard_name(p.name)}
+    shards.write_fingerprint(data, digests)
+    cfg = lambda steps: load_cfg(data, total_steps=steps, **{"data.tokenizer": str(data / "tokenizer.json")})  # noqa: E731
+    train(cfg(2), tmp_path / "run")
+    assert train(cfg(4), tmp_path / "run")["last_step"] == 4  # the same data: resumes
+    shards.write_fingerprint(data, {**digests, sorted(digests)[0]: "b" * 32})
+    with pytest.raises(StaleCheckpoint, match="data_fingerprint: checkpoint"):
+        train(cfg(6), tmp_path / "run")
+    shards.write_fingerprint(data, digests)
+    with open(data / "tokenizer.json", "ab") as f:
+        f.write(b" ")
+    with pytest.raises(StaleCheckpoint, match="tokenizer_digest: checkpoint"):
+        train(cfg(6), tmp_path / "run")
 
 
 def test_bad_training_config(tiny_dataset, tmp_path):

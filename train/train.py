@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ import optax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from entitynet import shards
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.files import atomic_open, ensure_writable_dir
 from entitynet.locks import OutputLock
@@ -141,15 +143,33 @@ def make_steps(graphdef, state, mesh, loss_kind: str):
 
 
 def data_settings(cfg, process_count: int) -> dict:
-    """What the data iterator's state depends on; recorded in checkpoints and checked on restore."""
+    """What the data iterator's state and the model depend on; recorded in checkpoints and checked
+    on restore: the loader's settings, and the content of the data (the shards' fingerprint, the
+    subset file's digest) and of the tokenizer, so a workdir is never resumed on data or a
+    vocabulary that changed under the same path."""
+    subset = str(cfg.data.get("subset", ""))
     return {
         "num_workers": int(cfg.data.num_workers),
         "process_count": int(process_count),
         "batch_size": int(cfg.batch_size),
         "seed": int(cfg.seed),
         "shards": str(cfg.data.shards),
-        "subset": str(cfg.data.get("subset", "")),
+        "subset": subset,
+        "data_fingerprint": shards.fingerprint(cfg.data.shards),
+        "subset_digest": _file_digest(subset) if subset else "",
+        "tokenizer_digest": _file_digest(str(cfg.data.tokenizer)),
     }
+
+
+def _file_digest(path: str) -> str:
+    try:
+        return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+    except OSError:
+        return ""
+
+
+class StaleCheckpoint(ConfigError):
+    """The workdir's checkpoint was made from other data, tokenizer or loader settings."""
 
 
 def checkpoint_manager(workdir: Path, cfg) -> ocp.CheckpointManager:
@@ -184,9 +204,10 @@ def restore(mngr, step: int, state, it, settings: dict):
     diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
     if diff:
         changes = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ConfigError(
-            f"the checkpoint at step {step} was written with other data-loader settings ({changes}); "
-            "resuming would silently feed different data. Use the original settings or a new --workdir"
+        raise StaleCheckpoint(
+            f"the checkpoint at step {step} was written with other data, tokenizer or data-loader settings "
+            f"({changes}); resuming would silently train on something else. Use the original data and "
+            "settings, or a new --workdir"
         )
     r = mngr.restore(
         step,
