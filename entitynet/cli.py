@@ -573,7 +573,9 @@ def _demo_train(cfg, workdir: Path) -> dict:
     try:
         return train(cfg, str(workdir))
     except StaleCheckpoint:
-        print(f"{workdir}: an earlier demo run trained on other data; training again from scratch", flush=True)
+        print(
+            f"{workdir}: an earlier demo run trained on other data; training again from scratch", flush=True
+        )
         shutil.rmtree(workdir)
         return train(cfg, str(workdir))
 
