@@ -127,6 +127,15 @@ def test_input_pipeline_is_deterministic_and_samples_texts_as_asked(tiny_dataset
     )
     assert not np.array_equal(a[0]["image"], c[0]["image"])
     assert a[0]["image"].shape == (16, 32, 32, 3) and a[0]["tokens"].dtype == np.int32
+    # images leave the host as uint8 and are normalised on the device as the host would have
+    from PIL import Image
+
+    from train.input_pipeline import normalise, to_model_input
+
+    assert a[0]["image"].dtype == np.uint8
+    on_device = np.asarray(jax.jit(to_model_input)(a[0]["image"]))
+    on_host = np.stack([normalise(Image.fromarray(x)) for x in a[0]["image"]])
+    assert on_device.dtype == np.float32 and np.allclose(on_device, on_host, atol=1e-5)
     for chance in (0.2, 0.8):
         kg = np.concatenate([x["kg_text"] for x in batches(3, n=40, chance=chance)])
         assert abs(kg.mean() - (1 - chance)) < 0.06, (chance, kg.mean())
@@ -463,3 +472,28 @@ def test_bf16_compute_keeps_float32_parameters():
         np.dtype("int32"),
         np.dtype("uint32"),
     }
+
+
+def test_loader_worker_processes_start_from_a_plain_script(tiny_dataset):
+    """Grain's worker processes read absl flags, which a plain script (not the trainer) never
+    parsed: the loader with workers must still run there (it raised UnparsedFlagAccessError)."""
+    import subprocess
+    import sys
+
+    data_dir = tiny_dataset[0]
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[2])\n"
+        "from entitynet.records import Entity, read_jsonl\n"
+        "from entitynet.text import tokenizer as tokenizers\n"
+        "from train.input_pipeline import InputConfig, make_dataset\n"
+        "d = sys.argv[1]\n"
+        "cfg = InputConfig(shards=d, batch_size=8, image_size=32, context_length=16, num_workers=1)\n"
+        "it = iter(make_dataset(cfg, list(read_jsonl(d + '/entities.jsonl', Entity)), tokenizers.load(d)))\n"
+        "b = next(it)\n"
+        "print(b['image'].shape, b['image'].dtype)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(data_dir), str(ROOT)], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1] == "(8, 32, 32, 3) uint8"

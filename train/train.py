@@ -111,7 +111,7 @@ def make_steps(graphdef, state, mesh, loss_kind: str):
     batch_sh = sharding.batch_sharding(mesh)
 
     def loss_fn(model, batch):
-        zi, zt = model(batch["image"], batch["tokens"])
+        zi, zt = model(input_pipeline.to_model_input(batch["image"]), batch["tokens"])
         loss = losses.contrastive_loss(loss_kind, zi, zt, model.logit_scale[...], model.logit_bias[...])
         return loss, (zi, zt)
 
