@@ -125,3 +125,27 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError):
         write_shard(tmp_path / shard_filename("train", 0, 1), boom())
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_training_decoder_reads_what_the_full_decoder_reads_for_its_fields():
+    """`decode_for_training` (the Example proto read directly) against `decode_image` (TFDS) on
+    records with several alt texts and entities, an empty list and non-ASCII text; garbage is a
+    ValueError like the full decoder's."""
+    from dataclasses import replace
+
+    from entitynet.records import TRAINING_FIELDS, decode_for_training, decode_image
+
+    cases = [
+        record(1),
+        replace(record(2), alt_texts=("Ährenfisch ï", "a red fox"), entity_ids=("Q1", "Q2", "Q3")),
+        replace(record(3), alt_texts=(), entity_ids=()),
+        replace(record(4), width=4000, height=3000),
+    ]
+    for r in cases:
+        data = encode_image(r)
+        fast, full = decode_for_training(data), decode_image(data)
+        for name in TRAINING_FIELDS:
+            assert getattr(fast, name) == getattr(full, name) == getattr(r, name), name
+    for garbage in (b"", b"\x00\x01garbage", encode_image(record(5))[:40]):
+        with pytest.raises(ValueError, match="not an EntityNet image record"):
+            decode_for_training(garbage)

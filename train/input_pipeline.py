@@ -144,8 +144,10 @@ class TextChooser:
 
 
 class Decode(grain.transforms.Map):
+    """Only the fields the step uses (records.TRAINING_FIELDS)."""
+
     def map(self, raw: bytes) -> records.ImageRecord:
-        return records.decode_image(raw)
+        return records.decode_for_training(raw)
 
 
 class InSubset(grain.transforms.Filter):
