@@ -352,7 +352,14 @@ def test_same_result_from_other_sharding_and_as_a_key_subset(world, curated, tmp
     subset = np.load(tmp_path / "subset" / "subset.npz")
     for split in ("train", "validation", "test"):
         want = records.encode_subset({split: [r.key for r in shards.iter_records(out, split)]})[split]
-        assert np.array_equal(subset[split], want)
+        got_pairs, want_pairs = {tuple(x) for x in subset[split].tolist()}, {tuple(x) for x in want.tolist()}
+        assert np.array_equal(subset[split], want), (
+            split,
+            len(got_pairs),
+            len(want_pairs),
+            stats["removed"],
+            _["removed"],
+        )
         pairs = [(int(h), int(lo)) for h, lo in subset[split]]
         assert pairs == sorted(set(pairs))  # sorted, unique
     assert not list((tmp_path / "subset").glob("*.array_record*")) and stats["output"] == "subset"
