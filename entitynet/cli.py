@@ -563,6 +563,22 @@ def demo_link_quality(web, shard_dir: Path) -> str:
     )
 
 
+DEMO_PORT = 47315  # the sample web's preferred port: its URLs, and so the balancing draws, stay put
+
+
+def _demo_web(entities):
+    """The sample web on DEMO_PORT when it is free, so that the demo's URLs, and with them the
+    curation's URL-keyed balancing draws and every figure after it, are the same on every run;
+    on any free port otherwise (the figures then move by a few tenths of a point)."""
+    from entitynet.sampleweb.server import SampleWeb
+
+    try:
+        return SampleWeb(entities, port=DEMO_PORT)
+    except OSError:
+        print(f"(port {DEMO_PORT} is taken: the sample web uses another, and the balancing draws with it)")
+        return SampleWeb(entities)
+
+
 def _demo_train(cfg, workdir: Path) -> dict:
     """Train, resuming an earlier demo run's workdir only when it was made from the same curated
     data, tokenizer and settings; otherwise (the data changed) from scratch."""
@@ -608,10 +624,9 @@ def cmd_demo(args, beam_args) -> int:
     from beam_pipelines import harvest as harvest_pipeline
     from entitynet.harvest import SearchSpec
     from entitynet.records import Query, read_jsonl
-    from entitynet.sampleweb.server import SampleWeb
 
     queries = list(read_jsonl(out / "queries" / "queries.jsonl", Query))
-    with SampleWeb(entities) as web:
+    with _demo_web(entities) as web:
         print(f"sample web: {len(web.corpus):,} images at {web.base_url}", flush=True)
         spec = SearchSpec(backend="searxng", url=web.base_url, max_results=20, requests_per_second=0)
         hstats = harvest_pipeline.run(
