@@ -162,8 +162,12 @@ def data_settings(cfg, process_count: int) -> dict:
 
 
 def _file_digest(path: str) -> str:
+    """Of a file's bytes; a tokenizer given as its directory: of its tokenizer.json."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / tokenizers.TOKENIZER_FILE
     try:
-        return hashlib.blake2b(Path(path).read_bytes(), digest_size=16).hexdigest()
+        return hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
     except OSError:
         return ""
 
