@@ -23,7 +23,6 @@ workers. The last line reads `input: 0 workers N img/s = P% of the one-thread ce
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import sys
@@ -35,49 +34,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def write_shards(directory: Path, n: int):
-    """`n` harvest-like records (320x256 renders of 50 entities) in one shard, and a tokenizer."""
-    from entitynet import shards
-    from entitynet.records import Entity, ImageRecord, encode_image, image_key
-    from entitynet.sampleweb.render import jpeg_bytes, render
-    from entitynet.text import tokenizer as tokenizers
-
-    entities = [Entity(id=f"Q{i + 1}", label=f"thing number {i}", sitelinks=10) for i in range(50)]
-    recs = []
-    for i in range(n):
-        e = entities[i % 50]
-        data = jpeg_bytes(render(("Q729", f"Q{i % 7}"), e.id, i, (320, 256)))
-        sha = hashlib.sha256(data).hexdigest()
-        recs.append(
-            ImageRecord(
-                key=image_key(sha),
-                jpeg=data,
-                width=320,
-                height=256,
-                url=f"http://x/{i}.jpg",
-                alt_texts=(f"a photo of {e.label}",),
-                entity_ids=(e.id,),
-                sha256=sha,
-            )
-        )
-    recs.sort(key=lambda r: r.key)
-    shards.write_shard(directory / shards.shard_filename("train", 0, 1), (encode_image(r) for r in recs))
-    shards.write_metadata(directory, {"train": [len(recs)]}, {})
-    texts = [t for r in recs for t in r.alt_texts] + [e.label for e in entities] * 3
-    tok = tokenizers.SentencePieceTokenizer.train(texts, vocab_size=200)
-    tokenizers.save(tok, directory)
-    return entities, tok
-
-
 def breakdown(directory: Path, entities, tok, size: int, n: int) -> dict[str, float]:
     """Milliseconds per record of each step, one thread, over the first `n` records."""
+    import math
+
     import numpy as np
     from PIL import Image
 
     from entitynet import records, shards
-    from entitynet.images.prepare import prepare
+    from entitynet.images.prepare import display_size, prepare
     from entitynet.text.tokenizer import encode
-    from train.input_pipeline import TextChooser, normalise, random_resized_crop
+    from train.input_pipeline import RESAMPLE, TextChooser, crop_box, normalise, resize_box
 
     source = shards.CheckedSource([str(p) for p in shards.shard_paths(directory, "train")])
     n = min(n, len(source))
@@ -94,55 +61,96 @@ def breakdown(directory: Path, entities, tok, size: int, n: int) -> dict[str, fl
     raw = timed("shard read", lambda i: source[i], range(n))
     timed("record decode, every field (not in training)", records.decode_image, raw)
     recs = timed("record decode, the step's fields", records.decode_for_training, raw)
-    ims = timed("JPEG decode", lambda r: prepare(Image.open(io.BytesIO(r.jpeg)), (size, size)), recs)
-    crops = timed("crop + resize", lambda im: random_resized_crop(im, size, rng), ims)
-    timed("float32 normalise (now on the device)", normalise, crops)
-    timed("uint8 array", np.asarray, crops)
+
+    def open_and_box(r):  # the header only: the box is drawn before any pixel is decoded
+        im = Image.open(io.BytesIO(r.jpeg))
+        w, h = display_size(im)
+        return im, (w, h), crop_box(w, h, rng)
+
+    opened = timed("JPEG header + crop box", open_and_box, recs)
+
+    def decode(item):
+        im, (w, h), (x, y, cw, ch) = item
+        return prepare(im, (math.ceil(w * size / cw), math.ceil(h * size / ch))), (w, h), (x, y, cw, ch)
+
+    decoded = timed("JPEG decode (DCT-scaled to the crop's needs)", decode, opened)
+
+    def resize(item):
+        im, (w, h), (x, y, cw, ch) = item
+        sx, sy = im.width / w, im.height / h
+        return resize_box(im, (x * sx, y * sy, (x + cw) * sx, (y + ch) * sy), size)
+
+    def resize_pillow(item):
+        im, (w, h), (x, y, cw, ch) = item
+        sx, sy = im.width / w, im.height / h
+        box = (x * sx, y * sy, (x + cw) * sx, (y + ch) * sy)
+        return np.asarray(im.resize((size, size), RESAMPLE["bilinear"], box=box))
+
+    crops = timed("crop + resize to uint8 (OpenCV up, Pillow down)", resize, decoded)
+    timed("crop + resize, Pillow only (not in training)", resize_pillow, decoded)
+    timed("float32 normalise (on the device, not here)", lambda a: normalise(Image.fromarray(a)), crops)
     texts = timed("text choice", lambda r: chooser.choose(r, rng)[0], recs)
-    timed("tokenise", lambda t: encode(tok, [t], 32)[0], texts)
+    timed("tokenise (KG captions: once each, cached)", lambda t: encode(tok, [t], 32)[0], texts)
     return steps
 
 
-def ceiling(directory: Path, size: int, n: int) -> float:
-    """Images/s of one thread doing only JPEG decode + crop + resize of the same records."""
+def ceiling(directory: Path, size: int, n: int) -> dict[str, float]:
+    """Images/s of one thread doing only JPEG decode + crop + resize of the same records (the same
+    crop boxes): as training does it (Pillow's libjpeg-turbo decode, DCT-scaled; OpenCV's resize
+    for upsampling, Pillow's antialiased one for downscaling), with Pillow alone, and, where it is
+    installed, with simplejpeg's decoder (libjpeg-turbo too, its own DCT scaling)."""
     import numpy as np
     from PIL import Image
 
     from entitynet import records, shards
-    from entitynet.images.prepare import prepare
-    from train.input_pipeline import random_resized_crop
+    from train import input_pipeline as ip
 
     source = shards.CheckedSource([str(p) for p in shards.shard_paths(directory, "train")])
     jpegs = [records.decode_image(source[i]).jpeg for i in range(min(n, len(source)))]
-    rng = np.random.default_rng(0)
-    t = time.perf_counter()
-    for data in jpegs:
-        np.asarray(random_resized_crop(prepare(Image.open(io.BytesIO(data)), (size, size)), size, rng))
-    return len(jpegs) / (time.perf_counter() - t)
+
+    def rate(decode_crop) -> float:
+        rng = np.random.default_rng(0)
+        box_of = lambda w, h: ip.crop_box(w, h, rng)  # noqa: E731
+        t = time.perf_counter()
+        for data in jpegs:
+            decode_crop(data, box_of, size)
+        return len(jpegs) / (time.perf_counter() - t)
+
+    rates = {"training's (Pillow decode, OpenCV/Pillow resize)": rate(ip.decode_crop)}
+    fast, ip._opencv = ip._opencv, lambda: None
+    try:
+        rates["Pillow only"] = rate(ip.decode_crop)
+    finally:
+        ip._opencv = fast
+    try:
+        import simplejpeg
+    except ImportError:
+        return rates
+
+    def simplejpeg_crop(data, box_of, size):
+        w, h, _, _ = simplejpeg.decode_jpeg_header(data)
+        x, y, cw, ch = box_of(w, h)
+        a = simplejpeg.decode_jpeg(
+            data, min_width=int(np.ceil(w * size / cw)), min_height=int(np.ceil(h * size / ch)), min_factor=1
+        )
+        sx, sy = a.shape[1] / w, a.shape[0] / h
+        return ip.resize_box(Image.fromarray(a), (x * sx, y * sy, (x + cw) * sx, (y + ch) * sy), size)
+
+    rates["simplejpeg decode, the same resize"] = rate(simplejpeg_crop)
+    return rates
 
 
-def loader(directory: Path, entities, tok, size: int, batch: int, workers: int, seconds: float):
-    """(images/s, bytes of one batch's images) of the training loader with `workers` processes."""
-    from train.input_pipeline import InputConfig, make_dataset
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children so far."""
+    import resource
 
-    cfg = InputConfig(
-        shards=str(directory), batch_size=batch, image_size=size, context_length=32, num_workers=workers
-    )
-    it = iter(make_dataset(cfg, entities, tok))
-    first = next(it)
-    for _ in range(2):  # warm the workers up
-        next(it)
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        n += len(next(it)["image"])
-    rate = n / (time.perf_counter() - t)
-    close = getattr(it, "close", None)
-    if close:
-        close()
-    return rate, first["image"].nbytes, first["image"].dtype
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> int:
+    from harvest_like import loader_rate, write_shards
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=64)
@@ -161,14 +169,25 @@ def main() -> int:
         share = f"{v / total:6.1%}" if k in on_host else "  (not on the host)"
         print(f"  {k:46s} {v:7.3f}  {share}")
     print(f"  {'sum of the host steps':46s} {total:7.3f}  = {1000 / total:,.0f} img/s per core")
-    top = ceiling(d, size, min(args.records, 512))
-    print(f"one-thread ceiling (JPEG decode + crop + resize only): {top:,.0f} img/s", flush=True)
+    tops = ceiling(d, size, min(args.records, 512))
+    best = max(tops, key=tops.get)
+    top = tops[best]
+    print(
+        "one-thread ceiling (JPEG decode + crop + resize only): "
+        + ", ".join(f"{k} {v:,.0f} img/s" for k, v in tops.items())
+        + f"; the fastest, {best}, is the ceiling",
+        flush=True,
+    )
     rates = {}
     for w in (0, 1, 2):
-        rate, nbytes, dtype = loader(d, entities, tok, size, args.batch, w, args.seconds)
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        rate, first = loader_rate(d, entities, tok, size, args.batch, w, args.seconds)
+        cores = (cpu_seconds() - c0) / (time.perf_counter() - t0)
         rates[w] = rate
+        nbytes, dtype = first["image"].nbytes, first["image"].dtype
         print(
-            f"loader, {w} worker process(es): {rate:,.0f} img/s; a batch's images: {nbytes / 2**20:.1f} MiB "
+            f"loader, {w} worker process(es): {rate:,.0f} img/s using {cores:.2f} cores "
+            f"({rate / max(cores, 1e-9):,.0f} img/s per busy core); a batch's images: {nbytes / 2**20:.1f} MiB "
             f"({dtype}; float32 would be {nbytes * (4 if str(dtype) == 'uint8' else 1) / 2**20:.1f} MiB)",
             flush=True,
         )

@@ -52,12 +52,14 @@ def get_config(arg=None):
     c.data.context_length = 16
     c.data.alt_text_chance = 0.5
     c.data.crop_scale = (0.4, 1.0)  # RandomResizedCrop's area fraction (the reference's)
+    c.data.resample = "bilinear"  # the crop's resize (antialiased); also bicubic, lanczos, box
     # Prompt augmentation: a KG name caption ("red fox") becomes "a photo of a red fox." this often,
     # with a template of `data.templates` (a set name or a file); evaluation then defaults to the
     # same templates. The reference trains without (0.0).
     c.data.template_chance = 0.25
     c.data.templates = "openai"
     c.data.num_workers = 0
+    c.data.device_prefetch = 2  # batches on the device ahead of the step (1: none ahead)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 2e-3

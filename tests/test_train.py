@@ -141,6 +141,161 @@ def test_input_pipeline_is_deterministic_and_samples_texts_as_asked(tiny_dataset
         assert abs(kg.mean() - (1 - chance)) < 0.06, (chance, kg.mean())
 
 
+def _detailed_jpeg(w: int, h: int, exif: bytes | None = None) -> bytes:
+    """A JPEG with detail at every scale (noise over gradients), so a coarse decode shows."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) % 256], axis=-1)
+    a = np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=95, **({"exif": exif} if exif else {}))
+    return buf.getvalue()
+
+
+def test_the_training_crop_is_decoded_at_the_crop_scale_not_coarser(monkeypatch):
+    """The JPEG is decoded at the smallest DCT scale that still leaves the crop `size` pixels: a
+    small crop of a big image is not upsampled from a 1/8 decode (as drafting the whole image to
+    the output size did), and a big crop is still decoded reduced. Boxes are in the displayed
+    (EXIF-rotated) image."""
+    import io
+
+    from PIL import Image, ImageOps
+
+    from train import input_pipeline as ip
+
+    sizes = []
+    real_prepare = ip.prepare
+
+    def spy(im, size=None):
+        out = real_prepare(im, size)
+        sizes.append(out.size)
+        return out
+
+    monkeypatch.setattr(ip, "prepare", spy)
+    data = _detailed_jpeg(1024, 768)
+    full = Image.open(io.BytesIO(data)).convert("RGB")
+
+    def err(a, b):
+        return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean())
+
+    small = (100, 50, 200, 200)  # x, y, w, h: 200 px of crop for a 64 px output
+    got = ip.decode_crop(data, lambda w, h: small, 64)
+    ref = full.resize((64, 64), Image.Resampling.BILINEAR, box=(100, 50, 300, 250))
+    assert got.shape == (64, 64, 3) and sizes[-1] == (512, 384)  # 1/2: the crop keeps 100 >= 64 px
+    coarse = real_prepare(Image.open(io.BytesIO(data)), (64, 64))  # the old draft: the image to 64
+    assert coarse.size == (128, 96)
+    old = coarse.resize((64, 64), Image.Resampling.BILINEAR, box=(12.5, 6.25, 37.5, 31.25))
+    assert err(got, ref) < 0.5 * err(old, ref), (err(got, ref), err(old, ref))
+    ip.decode_crop(data, lambda w, h: (0, 0, 1024, 768), 64)
+    assert sizes[-1] == (128, 96)  # the whole image to 64 px: 1/8 is enough
+    # EXIF orientation 6 (rotated 90 degrees): the box is in the upright image
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = _detailed_jpeg(1024, 768, exif.tobytes())
+    upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+    assert upright.size == (768, 1024)
+    box = (300, 600, 240, 240)
+    got = ip.decode_crop(data, lambda w, h: box if (w, h) == (768, 1024) else None, 64)
+    ref = upright.resize((64, 64), Image.Resampling.BILINEAR, box=(300, 600, 540, 840))
+    assert err(got, ref) < 6, err(got, ref)
+
+
+def test_opencv_upsampling_matches_pillows_bilinear(monkeypatch):
+    """The fast path (OpenCV, for crops no larger than the output) gives Pillow's bilinear result
+    to within rounding of the box to whole pixels; larger crops stay on Pillow (antialiased)."""
+    import io
+
+    from PIL import Image
+
+    from train import input_pipeline as ip
+
+    im = Image.open(io.BytesIO(_detailed_jpeg(320, 256))).convert("RGB")
+    box = (40, 30, 200, 190)  # 160 px -> 224: upsampling
+    fast = ip.resize_box(im, box, 224)
+    slow = np.asarray(im.resize((224, 224), Image.Resampling.BILINEAR, box=box))
+    diff = np.abs(fast.astype(int) - slow.astype(int))
+    assert fast.shape == slow.shape == (224, 224, 3) and fast.dtype == np.uint8
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4, (diff.mean(), diff.max())
+    calls = []
+    monkeypatch.setattr(ip, "_opencv", lambda: calls.append(1))  # None: no OpenCV
+    assert np.array_equal(ip.resize_box(im, box, 224), slow)
+    calls.clear()
+    down = ip.resize_box(im, (0, 0, 300, 250), 224)  # downscaling: Pillow, whatever is installed
+    assert np.array_equal(
+        down, np.asarray(im.resize((224, 224), Image.Resampling.BILINEAR, box=(0, 0, 300, 250)))
+    )
+
+
+def test_kg_caption_tokens_are_computed_once_per_caption(tiny_dataset):
+    from entitynet.text import tokenizer as tokenizers
+    from entitynet.text.tokenizer import encode
+    from train.input_pipeline import InputConfig, Prepare, TextChooser
+
+    data_dir, entities, _, _ = tiny_dataset
+    tok = tokenizers.load(data_dir)
+    prep = Prepare(InputConfig(shards=str(data_dir), context_length=16), TextChooser(entities, 0.5), tok)
+    a, b = prep.tokens("red fox", "kg"), prep.tokens("red fox", "kg")
+    assert a is b and not a.flags.writeable  # shared, so no batch can change another's
+    assert np.array_equal(a, encode(tok, ["red fox"], 16)[0])
+    assert prep.tokens("red fox", "alt") is not a  # alt texts are mostly unique: not kept
+
+
+def test_batches_made_in_the_reader_threads_equal_batches_made_after_a_filter(tiny_dataset, tmp_path):
+    """Without a subset, whole batches are made in Grain's reader threads; with one, records are
+    filtered first and batched after. A subset that keeps every record gives the same batches,
+    so the faster path changes nothing but the loader's speed (and what its state counts)."""
+    from entitynet import records
+    from entitynet.text import tokenizer as tokenizers
+    from train.input_pipeline import InputConfig, make_dataset, state_counts
+
+    data_dir, entities, recs, _ = tiny_dataset
+    tok = tokenizers.load(data_dir)
+    every = tmp_path / "all.npz"
+    np.savez(every, **records.encode_subset({"train": [r.key for r in recs]}))
+    base = dict(shards=str(data_dir), batch_size=8, image_size=32, context_length=16, seed=5)
+    a = iter(make_dataset(InputConfig(**base), entities, tok))
+    b = iter(make_dataset(InputConfig(**base, subset=str(every)), entities, tok))
+    for _ in range(6):  # past one epoch of the 108 training records
+        x, y = next(a), next(b)
+        assert np.array_equal(x["image"], y["image"]) and np.array_equal(x["tokens"], y["tokens"])
+    assert a.get_state() != b.get_state()  # batches against records
+    assert (state_counts(""), state_counts(str(every))) == ("batches", "records")
+
+
+def test_device_prefetch_checkpoints_the_next_batch_the_step_sees(tiny_dataset):
+    """Batches are loaded and sent ahead of the step, so the loader's own state is past batches
+    the step never saw; the prefetcher's state is at the next one it hands over, and a loader
+    restored there continues exactly where the step was."""
+    from entitynet.text import tokenizer as tokenizers
+    from train.input_pipeline import DevicePrefetch, InputConfig, make_dataset
+
+    data_dir, entities, _, _ = tiny_dataset
+    tok = tokenizers.load(data_dir)
+    cfg = InputConfig(shards=str(data_dir), batch_size=8, image_size=32, context_length=16, seed=3)
+
+    def fresh():
+        return DevicePrefetch(iter(make_dataset(cfg, entities, tok)), jax.device_put, depth=3)
+
+    it = fresh()
+    for _ in range(5):
+        first = next(it)
+    assert isinstance(first["image"], jax.Array)
+    saved, raw = it.get_state(), json.dumps(it.it.get_state(), indent=4).encode()
+    assert saved != raw  # the loader is ahead: it has loaded the three queued batches
+    expected = [next(it) for _ in range(4)]
+    resumed, skipped = fresh(), fresh()
+    resumed.set_state(saved)
+    skipped.set_state(raw)
+    got = [next(resumed) for _ in range(4)]
+    assert all(np.array_equal(x["image"], y["image"]) for x, y in zip(expected, got, strict=True))
+    assert not np.array_equal(next(skipped)["image"], expected[0]["image"])
+    assert it.snapshot().get_state() == it.get_state()
+
+
 def test_kg_name_captions_are_wrapped_in_training_templates_at_the_asked_rate(sample_entities):
     from entitynet.records import ImageRecord
     from entitynet.text.captions import NAMING_SOURCES
@@ -497,3 +652,26 @@ def test_loader_worker_processes_start_from_a_plain_script(tiny_dataset):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "(8, 32, 32, 3) uint8"
+
+
+def test_the_accelerator_check_runs_on_the_cpu():
+    """benchmarks/train_accelerator.py --smoke: the device check, kept from rotting while no device
+    is lent: a tiny model's step on synthetic and on loader-fed batches, and its summary line."""
+    import re
+
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_accelerator.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    last = r.stdout.strip().splitlines()[-1]
+    m = re.fullmatch(
+        r"accelerator: tiny on cpu: (\d+) img/s \(synthetic\), (\d+) img/s \(fed\), MFU n/a, input-bound (\d+)%",
+        last,
+    )
+    assert m, r.stdout
+    assert int(m[1]) > 0 and int(m[2]) > 0 and 0 <= int(m[3]) <= 100
+    assert "host->device copy of a batch" in r.stdout

@@ -91,6 +91,8 @@ _FIELDS = [
     ("data.alt_text_chance", "float", 0.0, 1.0),
     ("data.template_chance", "float", 0.0, 1.0),
     ("data.num_workers", "int", 0, 1024),
+    ("data.device_prefetch", "int", 1, 64),
+    ("data.resample", "choice", ("bilinear", "bicubic", "lanczos", "box"), None),
     ("optim.lr", "float", 1e-12, 10.0),
     ("optim.warmup_steps", "int", 0, None),
     ("optim.decay_steps", "int", 0, None),

@@ -158,6 +158,8 @@ def data_settings(cfg, process_count: int) -> dict:
         "data_fingerprint": shards.fingerprint(cfg.data.shards),
         "subset_digest": _file_digest(subset) if subset else "",
         "tokenizer_digest": _file_digest(str(cfg.data.tokenizer)),
+        # what the loader's saved position counts: batches, or records where a subset filters them
+        "loader_state_counts": input_pipeline.state_counts(subset),
     }
 
 
@@ -188,13 +190,17 @@ def checkpoint_manager(workdir: Path, cfg) -> ocp.CheckpointManager:
 
 
 def save(mngr, step: int, state, it, settings: dict, force: bool = False) -> bool:
+    """A checkpoint at `step` when the interval (or `force`) says so; `it` is the DevicePrefetch,
+    whose state is taken now, at the next batch the step will see."""
     import grain
 
+    if not (force or mngr.should_save(step)):
+        return False
     return mngr.save(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(it),
+            data=grain.checkpoint.CheckpointSave(it.snapshot()),
             settings=ocp.args.JsonSave(settings),
         ),
         force=force,
@@ -372,8 +378,16 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
         subset=cfg.data.get("subset", ""),
+        resample=cfg.data.get("resample", "bilinear"),
     )
-    it = iter(input_pipeline.make_dataset(icfg, entities, tokenizer, pid, nproc))
+    loader = iter(input_pipeline.make_dataset(icfg, entities, tokenizer, pid, nproc))
+    # batches reach the device `device_prefetch` steps ahead; checkpoints hold the loader's state
+    # at the next batch the step will see (DevicePrefetch.get_state), not at the last one loaded
+    it = input_pipeline.DevicePrefetch(
+        loader,
+        lambda b: sharding.global_batch(mesh, _step_fields(b)),
+        int(cfg.data.get("device_prefetch", 2)),
+    )
 
     # == model and optimizer, born sharded
     mcfg = model_config(cfg, tokenizer)
@@ -423,7 +437,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
     try:
         with jax.set_mesh(mesh):
             for step in range(start + 1, cfg.total_steps + 1):
-                batch = sharding.global_batch(mesh, _take(it))
+                batch = next(it)
                 if compiled is None:  # compile once, and read the step's FLOPs off the executable
                     compiled = train_step.lower(state, batch).compile()
                     flops = compiled_flops(compiled)
@@ -461,8 +475,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
             bar.close()
         mngr.close()
         metrics_out.close()
-        if hasattr(it, "close"):
-            it.close()
+        it.close()
     final = history[max(history)] if history else {}
     return {
         "params": n_params,
@@ -474,8 +487,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
     }
 
 
-def _take(it) -> dict:
-    b = next(it)
+def _step_fields(b: dict) -> dict:
     return {"image": b["image"], "tokens": b["tokens"]}
 
 
