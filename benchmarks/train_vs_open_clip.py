@@ -2,12 +2,15 @@
 
     .venv/bin/python benchmarks/train_vs_open_clip.py
     .venv/bin/python benchmarks/train_vs_open_clip.py --models tiny --steps 30
+    .venv/bin/python benchmarks/train_vs_open_clip.py --models S/32 --profile
 
 Same architecture (our presets have open_clip's layout and sizes: `tiny`, and `S/32` at a small
-image size), same batch, same CLIP loss, AdamW, on random inputs. open_clip and a CPU-capable torch
-live in the benchmark's own environment (benchmarks/.venv-open-clip, made when absent). Also the
-input pipeline's images/s (Grain over ArrayRecord shards: decode, crop, tokenise) against what the
-step consumes. Printed: images/s for both steps and their ratio, and the loader/step ratio.
+image size), same batch, same CLIP loss, AdamW, on random inputs (uint8 images for ours, normalised
+inside the step as in training). open_clip comes from this environment when installed (`make test`
+installs it), else from the benchmark's own (benchmarks/.venv-open-clip, made when absent). Also the
+training loader's images/s over harvest-like shards (benchmarks/harvest_like.py) against what the
+step consumes; with --profile, our step under a few XLA:CPU settings, each in a fresh process.
+Printed: images/s for both steps and their ratio, and the loader/step ratio.
 Targets (issue 5): at least 1.0x open_clip; the loader at least 2x the step.
 """
 
@@ -26,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 VENV = ROOT / "benchmarks" / ".venv-open-clip"
 
 # name -> (our preset overrides, image size, batch)
@@ -68,6 +72,12 @@ print(json.dumps({"images_per_s": a["steps"] * b / dt, "params": sum(p.numel() f
 
 
 def ensure_open_clip() -> Path:
+    """This interpreter when it has open_clip (`make test` installs it: the interop extras), else
+    the benchmark's own environment, made once."""
+    import importlib.util
+
+    if importlib.util.find_spec("open_clip") is not None:
+        return Path(sys.executable)
     python = VENV / "bin" / "python"
     if not python.exists():
         print("installing open_clip and torch into benchmarks/.venv-open-clip (once)...", flush=True)
@@ -96,7 +106,7 @@ def ours(name: str, steps: int, warmup: int) -> tuple[float, dict]:
     tokens = rng.integers(4, 49407, (batch, cfg.text.context_length)).astype(np.int32)
     tokens[:, -1] = cfg.text.eot_id
     b = sharding.global_batch(
-        mesh, {"image": rng.normal(size=(batch, size, size, 3)).astype(np.float32), "tokens": tokens}
+        mesh, {"image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), "tokens": tokens}
     )
     with jax.set_mesh(mesh):
         for _ in range(warmup):
@@ -125,46 +135,50 @@ def theirs(python: Path, arch: dict, steps: int, warmup: int) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def loader_rate(image_size: int, batch: int, seconds: float = 10.0) -> float:
-    """Images/s of the Grain input pipeline (0 workers, 2 threads) over sample-web shards."""
-    import hashlib
-
-    from entitynet import shards
-    from entitynet.records import ImageRecord, encode_image, image_key
-    from entitynet.sampleweb.render import jpeg_bytes, render
-    from entitynet.text import tokenizer as tokenizers
-    from train.input_pipeline import InputConfig, make_dataset
+def loader_rate(image_size: int, batch: int, workers: int = 0, seconds: float = 10.0) -> float:
+    """Images/s of the training loader over harvest-like shards (benchmarks/harvest_like.py)."""
+    from harvest_like import loader_rate as rate
+    from harvest_like import write_shards
 
     d = Path(tempfile.mkdtemp(prefix="entitynet-loader-"))
-    recs = []
-    for i in range(512):
-        data = jpeg_bytes(render(("Q729", f"Q{i % 7}"), f"Q{i % 50}", i, (320, 256)))
-        sha = hashlib.sha256(data).hexdigest()
-        recs.append(
-            ImageRecord(
-                key=image_key(sha),
-                jpeg=data,
-                width=320,
-                height=256,
-                url=f"http://x/{i}",
-                alt_texts=(f"a photo of thing number {i % 50}",),
-                entity_ids=(),
-                sha256=sha,
-            )
-        )
-    shards.write_shard(d / shards.shard_filename("train", 0, 1), (encode_image(r) for r in recs))
-    shards.write_metadata(d, {"train": [len(recs)]}, {})
-    tok = tokenizers.SentencePieceTokenizer.train([t for r in recs for t in r.alt_texts], vocab_size=100)
-    it = iter(
-        make_dataset(
-            InputConfig(shards=str(d), batch_size=batch, image_size=image_size, context_length=32), [], tok
-        )
+    entities, tok = write_shards(d, 512)
+    return rate(d, entities, tok, image_size, batch, workers, seconds)[0]
+
+
+# XLA:CPU settings tried on our step (issue 14's profile): each runs in its own process, since
+# XLA reads its flags once, at start-up
+XLA_VARIANTS = {
+    "default": "",
+    "no thunk runtime": "--xla_cpu_use_thunk_runtime=false",
+    "concurrency-optimised scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+    "fast min/max": "--xla_cpu_enable_fast_min_max=true",
+}
+
+
+def ours_with_flags(name: str, flags: str, steps: int, warmup: int) -> float | None:
+    """Our step's images/s in a fresh process with XLA_FLAGS=`flags`; None where XLA refuses them."""
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    code = (
+        f"import sys, json; sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+        "from train_vs_open_clip import ours\n"
+        f"print(json.dumps(ours({name!r}, {steps}, {warmup})[0]))\n"
     )
-    next(it)
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        n += len(next(it)["image"])
-    return n / (time.perf_counter() - t)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=1800)
+    if r.returncode:
+        return None
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def profile(name: str, steps: int, warmup: int) -> None:
+    print(f"{name}: our step under XLA:CPU settings (images/s, each in a fresh process):", flush=True)
+    base = None
+    for label, flags in XLA_VARIANTS.items():
+        rate = ours_with_flags(name, flags, steps, warmup)
+        if rate is None:
+            print(f"  {label:34s} not accepted by this XLA ({flags})", flush=True)
+            continue
+        base = base or rate
+        print(f"  {label:34s} {rate:8.1f}  {rate / base:.2f}x of default  {flags}", flush=True)
 
 
 def main() -> int:
@@ -172,6 +186,7 @@ def main() -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="also try XLA:CPU settings on our step")
     args = ap.parse_args()
     python = ensure_open_clip()
     print(f"CPU training steps, CLIP loss, AdamW; {os.cpu_count()} cores", flush=True)
@@ -180,13 +195,16 @@ def main() -> int:
         them = theirs(python, arch, args.steps, args.warmup)
         size, batch = arch["vision"]["image_size"], arch["batch"]
         print(f"{name} at {size}px, batch {batch} ({them['params']:,} parameters in open_clip):")
-        print(f"  ours (jax.jit)     {ours_rate:8.1f} images/s")
-        print(f"  open_clip (torch)  {them['images_per_s']:8.1f} images/s")
+        print(f"  ours (jax.jit, uint8 in)  {ours_rate:8.1f} images/s")
+        print(f"  open_clip (torch)         {them['images_per_s']:8.1f} images/s")
         print(f"  ratio ours/open_clip: {ours_rate / them['images_per_s']:.2f}x (target >= 1.0x)")
         feed = loader_rate(size, batch)
         print(
-            f"  loader (Grain, 0 workers) {feed:8.1f} images/s = {feed / ours_rate:.1f}x what our step consumes (target >= 2x)"
+            f"  loader (Grain, 0 workers) {feed:8.1f} images/s = {feed / ours_rate:.1f}x what our step consumes (target >= 2x)",
+            flush=True,
         )
+        if args.profile:
+            profile(name, args.steps, args.warmup)
     return 0
 
 

@@ -59,6 +59,7 @@ def get_config(arg=None):
     c.data.template_chance = 0.25
     c.data.templates = "openai"
     c.data.num_workers = 0
+    c.data.read_threads = 2  # Grain reader threads per process (decode, crop, tokenise, batch)
     c.data.device_prefetch = 2  # batches on the device ahead of the step (1: none ahead)
 
     c.optim = ml_collections.ConfigDict()

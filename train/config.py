@@ -92,6 +92,7 @@ _FIELDS = [
     ("data.template_chance", "float", 0.0, 1.0),
     ("data.num_workers", "int", 0, 1024),
     ("data.device_prefetch", "int", 1, 64),
+    ("data.read_threads", "int", 1, 256),
     ("data.resample", "choice", ("bilinear", "bicubic", "lanczos", "box"), None),
     ("optim.lr", "float", 1e-12, 10.0),
     ("optim.warmup_steps", "int", 0, None),

@@ -379,6 +379,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
         num_workers=cfg.data.num_workers,
         subset=cfg.data.get("subset", ""),
         resample=cfg.data.get("resample", "bilinear"),
+        read_threads=int(cfg.data.get("read_threads", 2)),
     )
     loader = iter(input_pipeline.make_dataset(icfg, entities, tokenizer, pid, nproc))
     # batches reach the device `device_prefetch` steps ahead; checkpoints hold the loader's state
