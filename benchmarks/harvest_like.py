@@ -49,14 +49,27 @@ def write_shards(directory: Path, n: int, size: tuple[int, int] = (320, 256), en
 
 
 def loader_rate(
-    directory: Path, entities, tok, size: int, batch: int, workers: int, seconds: float, context: int = 32
+    directory: Path,
+    entities,
+    tok,
+    size: int,
+    batch: int,
+    workers: int,
+    seconds: float,
+    context: int = 32,
+    read_threads: int = 2,
 ):
     """(images/s, the first batch) of the training loader (`make_dataset`, as training builds it)
     with `workers` Grain processes, after two warm-up batches."""
     from train.input_pipeline import InputConfig, make_dataset
 
     cfg = InputConfig(
-        shards=str(directory), batch_size=batch, image_size=size, context_length=context, num_workers=workers
+        shards=str(directory),
+        batch_size=batch,
+        image_size=size,
+        context_length=context,
+        num_workers=workers,
+        read_threads=read_threads,
     )
     it = iter(make_dataset(cfg, entities, tok))
     try:

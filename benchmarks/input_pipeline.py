@@ -192,6 +192,15 @@ def main() -> int:
             flush=True,
         )
     print(f"workers: 1 = {rates[1] / rates[0]:.2f}x, 2 = {rates[2] / rates[0]:.2f}x of 0 (target 2 >= 1.7x)")
+    # the same with one reader thread per process, so that 0 workers is one core's worth of work
+    # and the processes' scaling shows apart from the threads'
+    single = {}
+    for w in (0, 2):
+        single[w] = loader_rate(d, entities, tok, size, args.batch, w, args.seconds, read_threads=1)[0]
+    print(
+        f"one reader thread per process: 0 workers {single[0]:,.0f} img/s, 2 workers {single[2]:,.0f} img/s "
+        f"= {single[2] / single[0]:.2f}x"
+    )
     print(
         f"input: 0 workers {rates[0]:.0f} img/s = {rates[0] / top:.0%} of the one-thread ceiling; "
         f"2 workers = {rates[2] / rates[0]:.2f}x of 0 workers"
