@@ -4,20 +4,18 @@
     entitynet kg expand --endpoint qlever --mode living --min-sitelinks 5 --out out/kg \\
         -- --runner=DataflowRunner --project=... --region=... --temp_location=gs://...
 
-Graph (Beam graphs cannot loop, so the breadth-first search is unrolled to `max_depth` levels):
+The walk from the roots runs first, in the driver (`entitynet.kg.traverse`: one closure query,
+or level by level, `--strategy auto|closure|levels`; it waits on the endpoint, not on CPU, and
+ends at the graph's real depth). Then the pipeline fetches what the selected entities need:
 
-    roots ─► [level k: one-hop VALUES queries ─► children by hash bucket ─► GroupByKey(bucket)
-              ─► keep children not in `seen` (a set side input) ─► seen ∪= level] × max_depth
-          ─► Flatten(nodes), Flatten(edges) ─► (living) fruits of plant taxa
-          ─► one Graph (depth, root, parents) ─► selected = sitelinks >= min
-          ─► batched claims + texts of the selected, labels of their ancestors and attribute values
+    graph ─► selected = sitelinks >= min ─► batched claims + texts of the selected
+          ─► labels of their ancestors and attribute values
           ─► assemble, sort, write entities.jsonl + expand_stats.json
 
-Every query is a batch of ids in a VALUES block, so no single query has to survive a public
-endpoint's timeout. Elements are lists (a bucket of nodes, a batch of hops, a dict of details),
-not single entities, which keeps Beam's per-element cost out of the way; each DoFn splits its
-list into query batches and runs them on a small thread pool. The DoFns are thin adapters over
-`entitynet.kg.expand`.
+Every detail query is a batch of ids in a VALUES block, so no single query has to survive a public
+endpoint's timeout. Elements are lists (a batch of ids, a dict of details), not single entities,
+which keeps Beam's per-element cost out of the way; each DoFn splits its list into query batches
+and runs them on a small thread pool. The DoFns are thin adapters over `entitynet.kg.expand`.
 """
 
 from __future__ import annotations
@@ -25,19 +23,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zlib
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.common import PipelineOutput, run_pipeline
 from entitynet import records
 from entitynet.errors import KGError
-from entitynet.kg import expand, ids
+from entitynet.kg import expand, ids, traverse
 from entitynet.kg.client import KGSource
 
 log = logging.getLogger("entitynet.expand")
@@ -45,9 +41,6 @@ log = logging.getLogger("entitynet.expand")
 ENTITIES = "entities.jsonl"
 STATS = "expand_stats.json"
 CONFIG = "expand_config.json"
-
-
-Node = tuple[str, int, str, int]  # (id, BFS depth, root, sitelinks)
 
 
 class _Queries(beam.DoFn):
@@ -67,91 +60,6 @@ class _Queries(beam.DoFn):
         """fn(client, batch) for each `batch_size` slice of the ids (sorted), concurrently, in order."""
         batches = _chunks(sorted(entity_ids, key=ids.numeric), self.cfg.batch_size)
         return list(self.pool.map(lambda b: fn(self.client, b), batches))
-
-
-class OneHop(_Queries):
-    """Frontier nodes -> (bucket, [(child, sitelinks, root of the parent)]) per hash bucket of the
-    children, and every hop as a list on the "edges" output (a node's parents are all its hops,
-    not only the one that discovered it)."""
-
-    def __init__(self, source, cfg, classes: expand.ClassSets):
-        super().__init__(source, cfg)
-        self.classes = classes
-
-    def process(self, nodes: list[Node]):
-        root_of = {n[0]: n[2] for n in nodes}
-        results = self.batched(lambda c, b: expand.fetch_hops(c, self.cfg, b, self.classes), root_of)
-        buckets: dict[int, list] = defaultdict(list)
-        edges = [h for hops in results for h in hops]
-        for h in edges:
-            buckets[bucket_of(h.child, self.cfg.buckets)].append((h.child, h.sitelinks, root_of[h.parent]))
-        edges = [tuple(h) for h in edges]  # plain tuples: cheap for Beam's coder
-        yield from buckets.items()
-        if edges:
-            yield beam.pvalue.TaggedOutput("edges", edges)
-
-
-def bucket_of(entity_id: str, buckets: int) -> int:
-    return zlib.crc32(entity_id.encode()) % buckets  # not hash(): salted per process
-
-
-class NewNodes(beam.DoFn):
-    """(bucket, [[(child, sitelinks, root)]]) -> the bucket's children that are not in `seen`, as
-    nodes at this depth (root: the first configured root among their parents')."""
-
-    def __init__(self, depth: int, roots: tuple[str, ...]):
-        self.depth, self.rank = depth, {r: i for i, r in enumerate(roots)}
-
-    def process(self, kv, seen: bytes):
-        _, lists = kv
-        found: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        for items in lists:
-            for child, sitelinks, root in items:
-                found[child].append((sitelinks, root))
-        children = sorted(found)
-        known = _contains(
-            _unpack(seen), np.fromiter((ids.numeric(c) for c in children), np.int64, len(children))
-        )
-        new = []
-        for child, is_known in zip(children, known, strict=True):
-            if not is_known:
-                via = found[child]
-                root = min((r for _, r in via), key=self.rank.__getitem__)
-                new.append((child, self.depth, root, max(n for n, _ in via)))
-        if new:
-            yield new
-
-
-# The set of every id seen so far travels between levels as one bytes value: the sorted numeric
-# ids as int64. Beam copies it once per level, and copying bytes is cheap where re-encoding a
-# set of strings element by element is not.
-
-
-def _pack(numbers: np.ndarray) -> bytes:
-    return np.unique(numbers).astype(np.int64).tobytes()
-
-
-def _unpack(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype=np.int64)
-
-
-def _contains(sorted_ids: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    if not len(sorted_ids):
-        return np.zeros(len(queries), bool)
-    pos = np.minimum(np.searchsorted(sorted_ids, queries), len(sorted_ids) - 1)
-    return sorted_ids[pos] == queries
-
-
-class Products(_Queries):
-    def __init__(self, source, cfg, classes: expand.ClassSets):
-        super().__init__(source, cfg)
-        self.classes = classes
-
-    def process(self, taxa: list[str]):
-        results = self.batched(lambda c, b: expand.fetch_products(c, b, self.classes), taxa)
-        hops = [tuple(h) for part in results for h in part]
-        if hops:
-            yield hops
 
 
 class Claims(_Queries):
@@ -179,21 +87,6 @@ class Texts(_Queries):
         yield {e: (t.labels, t.aliases, t.descriptions) for e, t in found.items()}  # plain data for the coder
 
 
-def _add_level(before: bytes, level: list[list[Node]], depth: int, started: float) -> bytes:
-    """seen ∪ this level's ids; also the progress line of the expansion."""
-    new = [n[0] for nodes in level for n in nodes]
-    if not new:
-        return before
-    log.info(
-        "depth %2d: %7d new entities, %8d so far (%.1f s)",
-        depth,
-        len(new),
-        len(before) // 8 + len(new),
-        time.time() - started,
-    )
-    return _pack(np.concatenate([_unpack(before), np.fromiter(map(ids.numeric, new), np.int64, len(new))]))
-
-
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -206,16 +99,6 @@ def _gather(label: str, **pcolls):
         | label >> beam.CoGroupByKey()
         | f"{label}Lists" >> beam.Map(lambda kv: {name: list(values) for name, values in kv[1].items()})
     )
-
-
-def _graph(parts: dict, started: float) -> expand.Graph:
-    graph = expand.Graph.build(
-        (n for level in parts["nodes"] for n in level),
-        (expand.Hop(*h) for hops in parts["hops"] for h in hops),
-        (expand.Hop(*h) for hops in parts["products"] for h in hops),
-    )
-    graph.traversal_seconds = round(time.time() - started, 2)
-    return graph
 
 
 def _selected_chunks(graph: expand.Graph, cfg: expand.ExpandConfig) -> list[list[str]]:
@@ -248,8 +131,8 @@ class Assemble(beam.DoFn):
     """Everything gathered -> entities, written with their stats to staging names (the driver
     renames them after checking the stats)."""
 
-    def __init__(self, cfg: expand.ExpandConfig, staged: StagedPaths, started: float):
-        self.cfg, self.staged, self.started = cfg, staged, started
+    def __init__(self, cfg: expand.ExpandConfig, staged: StagedPaths, started: float, walked: dict):
+        self.cfg, self.staged, self.started, self.walked = cfg, staged, started, walked
 
     def process(self, parts: dict):
         (graph,) = parts["graph"]
@@ -268,7 +151,7 @@ class Assemble(beam.DoFn):
             "entities": len(entities),
             "without_label": len(selected) - len(entities),
             "max_depth_reached": max(graph.depth.values(), default=0),
-            "unexplored_at_max_depth": sum(parts["unexplored"]),
+            **self.walked,
             "per_natural_type": dict(Counter(e.natural_type_label for e in entities).most_common()),
             "per_kind": dict(Counter(e.kind for e in entities).most_common()),
             "per_root": dict(Counter(e.root for e in entities).most_common()),
@@ -286,48 +169,14 @@ def build(
     p: beam.Pipeline,
     source: KGSource,
     cfg: expand.ExpandConfig,
-    root_links: dict[str, int],
-    classes: expand.ClassSets,
+    graph: expand.Graph,
     staged: StagedPaths,
     started: float,
+    walked: dict,
 ) -> None:
-    """Add the expansion to pipeline `p`. `cfg` must be resolved; `root_links` from `expand.root_check`,
-    `classes` from `expand.fetch_class_sets`."""
-    level = p | "Roots" >> beam.Create([[(r, 0, r, root_links.get(r, 0)) for r in cfg.roots]])
-    levels, edges = [level], []
-    # Everything discovered so far as one set-valued element: one pickled set per level is far
-    # cheaper than re-reading every earlier level as a side input.
-    seen = p | "Seen0" >> beam.Create([_pack(np.array([ids.numeric(r) for r in cfg.roots]))])
-    for depth in range(1, cfg.max_depth + 2):
-        # depth max_depth+1 is only probed: anything new there means the expansion was cut short.
-        hop = beam.ParDo(OneHop(source, cfg, classes)).with_output_types(tuple[int, list])
-        hops = level | f"Hop{depth}" >> hop.with_outputs("edges", main="children")
-        level = (
-            hops.children
-            | f"Group{depth}" >> beam.GroupByKey()
-            | f"New{depth}" >> beam.ParDo(NewNodes(depth, cfg.roots), beam.pvalue.AsSingleton(seen))
-        )
-        if depth > cfg.max_depth:
-            unexplored = level | "CountUnexplored" >> beam.Map(len)
-            break
-        edges.append(hops.edges)
-        levels.append(level)
-        seen = seen | f"Seen{depth}" >> beam.Map(_add_level, beam.pvalue.AsList(level), depth, started)
-
-    nodes = levels | "AllNodes" >> beam.Flatten()
-    hops = edges | "AllEdges" >> beam.Flatten()
-    if cfg.mode == "living" and cfg.product_classes and cfg.product_roots:
-        product_roots = set(cfg.product_roots)
-        product_hops = (
-            nodes
-            | "PlantTaxa" >> beam.Map(lambda level: [n[0] for n in level if n[2] in product_roots])
-            | "Fruits" >> beam.ParDo(Products(source, cfg, classes))
-        )
-    else:
-        product_hops = p | "NoProducts" >> beam.Create([])
-
-    gathered = _gather("GatherGraph", nodes=nodes, hops=hops, products=product_hops)
-    graph = gathered | "Graph" >> beam.Map(_graph, started)
+    """Add the detail fetch and the assembly to pipeline `p`. `cfg` must be resolved; `graph` is the
+    walk's (`traverse.traverse` + `expand.Graph.build`); `walked` goes into the stats."""
+    graph = p | "Graph" >> beam.Create([graph])
     selected = graph | "Selected" >> beam.FlatMap(_selected_chunks, cfg)
     claims = selected | "Claims" >> beam.ParDo(Claims(source, cfg)).with_outputs("referenced", main="claims")
     texts = selected | "Texts" >> beam.ParDo(Texts(source, cfg, False))
@@ -337,44 +186,79 @@ def build(
         | "Labels" >> beam.ParDo(Texts(source, cfg, True))
     )
     (
-        _gather(
-            "GatherAll", graph=graph, claims=claims.claims, texts=texts, labels=labels, unexplored=unexplored
-        )
-        | "Assemble" >> beam.ParDo(Assemble(cfg, staged, started))
+        _gather("GatherAll", graph=graph, claims=claims.claims, texts=texts, labels=labels)
+        | "Assemble" >> beam.ParDo(Assemble(cfg, staged, started, walked))
     )
 
 
-def run(source: KGSource, cfg: expand.ExpandConfig, out_dir: str, beam_args: list[str] | None = None) -> dict:
+def run(
+    source: KGSource,
+    cfg: expand.ExpandConfig,
+    out_dir: str,
+    beam_args: list[str] | None = None,
+    strategy: str = "auto",
+    closure_timeout: float = 60.0,
+) -> dict:
     """Expand and write `out_dir/entities.jsonl` atomically; return the stats.
 
-    Raises an EntityNetError (one clear line) for bad roots, an unreachable or broken endpoint,
-    a malformed KG file, or an expansion cut short by `max_depth`; nothing is left half-written.
+    `strategy`: how the walk learns each level's children (`entitynet.kg.traverse`); every
+    strategy gives the same entities. Raises an EntityNetError (one clear line) for bad roots, an
+    unreachable or broken endpoint, a malformed KG file, or an expansion cut short by `max_depth`;
+    nothing is left half-written.
     """
     started = time.time()
     cfg = cfg.resolved()
+    if strategy not in traverse.STRATEGIES:
+        raise KGError(f"unknown strategy {strategy!r}: use one of {', '.join(traverse.STRATEGIES)}")
     client = source.open()
     with PipelineOutput(out_dir, "entitynet-expand-", "kg expand") as out:
         root_links = expand.root_check(client, cfg, source.describe())
         classes = expand.fetch_class_sets(client, cfg)
         staged = StagedPaths(out.staged(ENTITIES), out.staged(STATS))
         log.info(
-            "expanding %s from %s (%s mode); building a pipeline of %d levels",
+            "expanding %s from %s (%s mode, strategy %s)",
             source.describe(),
             ", ".join(cfg.roots),
             cfg.mode,
-            cfg.max_depth,
+            strategy,
         )
-        run_pipeline(lambda p: build(p, source, cfg, root_links, classes, staged, started), beam_args)
+        walked = traverse.traverse(
+            source, client, cfg, root_links, classes, strategy, closure_timeout, started
+        )
+        if walked.unexplored:
+            raise KGError(
+                f"expansion reached max depth {cfg.max_depth} with {walked.unexplored} entities "
+                "below it still unexplored; raise --max-depth"
+            )
+        graph = expand.Graph.build(
+            walked.nodes, walked.hops, traverse.product_hops(client, cfg, classes, walked.nodes)
+        )
+        graph.traversal_seconds = round(time.time() - started, 2)
+        log.info(
+            "walked %d entities by %s (%d traversal queries) in %.1f s",
+            len(graph.depth),
+            walked.strategy,
+            walked.queries,
+            graph.traversal_seconds,
+        )
+        facts = {
+            "strategy": walked.strategy,
+            "strategy_asked": strategy,
+            "closure_fallback_reason": walked.fallback_reason,
+            "traversal_queries": walked.queries,
+            "unexplored_at_max_depth": 0,
+        }
+        run_pipeline(lambda p: build(p, source, cfg, graph, staged, started, facts), beam_args)
         stats = json.loads(out.store.read(staged.stats) or b"null")
         if not isinstance(stats, dict):
             raise KGError(f"the pipeline's stats file {staged.stats} is missing; re-run the expansion")
-        if stats["unexplored_at_max_depth"]:
-            raise KGError(
-                f"expansion reached max depth {cfg.max_depth} with {stats['unexplored_at_max_depth']} entities "
-                "below it still unexplored; raise --max-depth"
-            )
         stats["seconds"] = round(time.time() - started, 2)
-        doc = {"source": source.describe(), "expand": cfg.to_dict(), "beam_args": list(beam_args or [])}
+        doc = {
+            "source": source.describe(),
+            "expand": cfg.to_dict(),
+            "strategy": strategy,
+            "beam_args": list(beam_args or []),
+        }
         out.store.write(out.store.join(out.local_dir, CONFIG), _json_bytes(doc))
         out.store.write(out.store.join(out.local_dir, STATS), _json_bytes(stats))
         out.finish()

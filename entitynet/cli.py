@@ -79,10 +79,17 @@ def expand_summary(stats: dict, source: str, min_sitelinks: int, out: Path) -> s
     return (
         f"expanded {stats['entities']:,} entities from {source} in {stats['seconds']:.1f} s "
         f"({stats['traversed']:,} traversed, {stats['products']:,} fruits, {below:,} below {min_sitelinks} "
-        f"sitelinks, depth {stats['max_depth_reached']})\n"
+        f"sitelinks, depth {stats['max_depth_reached']}; walked by {_walked(stats)})\n"
         f"entities per natural type:\n{_table(stats['per_natural_type'])}\n"
         f"wrote {out / 'entities.jsonl'}"
     )
+
+
+def _walked(stats: dict) -> str:
+    how = f"{stats.get('strategy', '?')}, {stats.get('traversal_queries', 0):,} queries"
+    if stats.get("closure_fallback_reason"):
+        how += "; the closure query did not answer"
+    return how
 
 
 def cmd_kg_expand(args, beam_args: list[str]) -> int:
@@ -99,7 +106,7 @@ def cmd_kg_expand(args, beam_args: list[str]) -> int:
         max_depth=args.max_depth,
         batch_size=args.batch_size,
     )
-    stats = expand_kg.run(source, cfg, args.out, beam_args)
+    stats = expand_kg.run(source, cfg, args.out, beam_args, args.strategy, args.closure_timeout)
     print(expand_summary(stats, source.describe(), cfg.min_sitelinks, Path(args.out)))
     return 0
 
@@ -769,6 +776,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--max-depth", type=int, default=64, help="levels below the roots (default 64)")
     ex.add_argument("--batch-size", type=int, default=200, help="ids per VALUES query (default 200)")
+    ex.add_argument(
+        "--strategy",
+        choices=("auto", "closure", "levels"),
+        default="auto",
+        help="how the walk learns the graph: one closure query, batched queries level by level, or "
+        "auto (default): the closure query, and level by level if the endpoint times out or refuses it",
+    )
+    ex.add_argument(
+        "--closure-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="auto: how long the closure query may take before the walk goes level by level (default 60)",
+    )
     ex.add_argument("--contact", metavar="EMAIL_OR_URL", help="contact for the User-Agent (Wikimedia policy)")
     ex.add_argument("--connect-timeout", type=float, default=10.0)
     ex.add_argument("--read-timeout", type=float, default=120.0)

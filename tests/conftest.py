@@ -112,7 +112,7 @@ def oxigraph_server(tmp_path_factory):
 class FaultyEndpoint:
     """A loopback SPARQL endpoint that plays a script of behaviours, one per request, then answers
     for real from the sample graph. Behaviours: ok, 429 (Retry-After: 1), 500, 503, slow, malformed,
-    html200, 400."""
+    html200, 400. `when(query)` may name a behaviour for a kind of query instead (None: the script)."""
 
     def __init__(self):
         from entitynet.kg.embedded import load_store
@@ -121,6 +121,7 @@ class FaultyEndpoint:
         self.script: list[str] = []
         self.requests: list[dict] = []
         self.slow_seconds = 3.0
+        self.when = lambda query: None
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -142,7 +143,7 @@ class FaultyEndpoint:
                         "time": time.monotonic(),
                     }
                 )
-                behaviour = endpoint.script.pop(0) if endpoint.script else "ok"
+                behaviour = endpoint.when(query) or (endpoint.script.pop(0) if endpoint.script else "ok")
                 self.respond(behaviour, query)
 
             def do_GET(self):

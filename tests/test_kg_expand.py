@@ -172,6 +172,75 @@ def test_oxigraph_server_and_embedded_file_give_identical_output(
     assert saved["expand"]["roots"] == list(SAMPLE_ROOTS) and saved["source"] == oxigraph_server
 
 
+@pytest.mark.parametrize("strategy", ["closure", "levels"])
+def test_every_strategy_gives_the_same_entities(
+    strategy, oxigraph_server, sample_kg, sample_entities_dir, tmp_path
+):
+    """One closure query or the level-by-level walk, on the embedded file and on the Oxigraph
+    server: byte-identical entities.jsonl (the shared fixture ran `auto` on the file)."""
+    reference = (sample_entities_dir[0] / "entities.jsonl").read_bytes()
+    for name, source in (
+        ("file", KGSource(kg_files=(str(sample_kg),))),
+        ("server", KGSource(endpoint=oxigraph_server)),
+    ):
+        out = tmp_path / name
+        stats = expand_kg.run(
+            source, ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(out), strategy=strategy
+        )
+        assert (out / "entities.jsonl").read_bytes() == reference, (strategy, name)
+        assert stats["strategy"] == strategy and stats["strategy_asked"] == strategy
+        # the walk ends at the graph's real depth: the levels run is one query per batch of a level
+        # that had parents, never max_depth + 1 levels of them
+        assert stats["traversal_queries"] == (1 if strategy == "closure" else stats["max_depth_reached"] + 1)
+
+
+def test_the_walk_stops_at_the_first_level_with_nothing_new():
+    from entitynet.kg.traverse import walk
+
+    edges = {
+        "Q1": [Hop("Q2", "Q1", 7), Hop("Q3", "Q1", 2)],
+        "Q2": [Hop("Q4", "Q2", 5)],
+        "Q4": [Hop("Q2", "Q4", 7)],
+    }
+    asked = []
+
+    def children_of(parents):
+        asked.append(parents)
+        return [h for p in parents for h in edges.get(p, ())]
+
+    w = walk(("Q1",), {"Q1": 9}, children_of, max_depth=64)
+    assert [n[:2] for n in w.nodes] == [("Q1", 0), ("Q2", 1), ("Q3", 1), ("Q4", 2)]
+    assert asked == [["Q1"], ["Q2", "Q3"], ["Q4"]] and w.unexplored == 0  # the cycle back to Q2 ends it
+    short = walk(("Q1",), {"Q1": 9}, children_of, max_depth=1)
+    assert short.unexplored == 1 and [n[0] for n in short.nodes] == ["Q1", "Q2", "Q3"]
+
+
+def test_auto_walks_level_by_level_when_the_closure_query_times_out(
+    faulty_endpoint, sample_entities_dir, tmp_path
+):
+    faulty_endpoint.slow_seconds = 3.0
+    faulty_endpoint.when = lambda q: "slow" if ")* ?root" in q else None
+    src = KGSource(endpoint=faulty_endpoint.url, max_retries=1, backoff=0.01)
+    stats = expand_kg.run(
+        src, ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(tmp_path), closure_timeout=1.0
+    )
+    assert stats["strategy"] == "levels" and stats["strategy_asked"] == "auto"
+    assert "timed out" in stats["closure_fallback_reason"]
+    assert (tmp_path / "entities.jsonl").read_bytes() == (
+        sample_entities_dir[0] / "entities.jsonl"
+    ).read_bytes()
+    closure = [r for r in faulty_endpoint.requests if ")* ?root" in r.get("query", "")]
+    assert len(closure) == 1  # asked once, not retried
+    with pytest.raises(KGError, match="timed out"):  # asked for by name, a timeout is an error
+        expand_kg.run(
+            KGSource(endpoint=faulty_endpoint.url, max_retries=0, read_timeout=1.0),
+            ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10),
+            str(tmp_path / "closure"),
+            strategy="closure",
+        )
+    assert not (tmp_path / "closure").exists()
+
+
 def test_world_mode_takes_subclasses_only(sample_kg, tmp_path):
     stats = expand_kg.run(
         KGSource(kg_files=(str(sample_kg),)),

@@ -58,7 +58,6 @@ class ExpandConfig:
     max_depth: int = 64
     batch_size: int = 200  # ids per VALUES query
     concurrency: int = 4  # queries in flight per worker
-    buckets: int = 32  # hash buckets per level: the parallelism of the deduplication step
 
     def resolved(self) -> ExpandConfig:
         """Defaults filled in and every identifier validated (a ConfigError names the bad one)."""
@@ -71,8 +70,6 @@ class ExpandConfig:
             raise ConfigError(f"batch size must be between 1 and 5000, got {self.batch_size}")
         if not 1 <= self.concurrency <= 64:
             raise ConfigError(f"concurrency must be between 1 and 64, got {self.concurrency}")
-        if not 1 <= self.buckets <= 100_000:
-            raise ConfigError(f"buckets must be between 1 and 100000, got {self.buckets}")
         if self.max_depth < 1:
             raise ConfigError(f"max depth must be >= 1, got {self.max_depth}")
         if not self.languages:

@@ -44,11 +44,23 @@ def children(parents: Sequence[str], via: Sequence[str], exclude_with: Sequence[
     are left out here; excluded classes are checked against `?type` by the caller, because a
     transitive path inside a filter is slow on some engines (Oxigraph evaluates it unbound).
     """
+    return _hops(_values("parent", parents), via, exclude_with)
+
+
+def closure_children(roots: Sequence[str], via: Sequence[str], exclude_with: Sequence[str] = ()) -> str:
+    """`children` for every parent below the roots at once (`?parent (via)* ?root`): the whole
+    graph's hops in one query, for endpoints that can take it. The rows are those the level
+    queries would give for any parent the walk reaches (and some below excluded nodes, which the
+    walk never reaches)."""
+    return _hops(_values("root", roots) + f"\n  ?parent ({_path(via)})* ?root .", via, exclude_with)
+
+
+def _hops(head: str, via: Sequence[str], exclude_with: Sequence[str]) -> str:
     filters = "".join(f"\n  FILTER NOT EXISTS {{ ?child wdt:{ids.pid(p)} ?_any . }}" for p in exclude_with)
     return (
         PREFIXES
         + "SELECT DISTINCT ?child ?parent ?sitelinks ?type WHERE {\n  "
-        + _values("parent", parents)
+        + head
         + f"\n  ?child {_path(via)} ?parent .{filters}"
         + "\n  OPTIONAL { "
         + SITELINKS.format(v="?child", n="?sitelinks")
