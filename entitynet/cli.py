@@ -262,6 +262,7 @@ def _harvest_options(args, allow_loopback: bool = False):
         robots_txt=not args.ignore_robots_txt,
         total_timeout=args.total_timeout,
         retries=args.fetch_retries,
+        dns_ttl=args.dns_ttl,
     )
     image = ImageOptions(
         resize_mode=args.resize_mode,
@@ -328,6 +329,12 @@ def add_harvest_flags(h: argparse.ArgumentParser) -> None:
         "--total-timeout", type=float, default=30.0, help="seconds per download, redirects included"
     )
     h.add_argument("--fetch-retries", type=int, default=2)
+    h.add_argument(
+        "--dns-ttl",
+        type=float,
+        default=300.0,
+        help="seconds a host's resolved addresses are reused (default 300)",
+    )
     h.add_argument(
         "--retry-failed",
         action="store_true",

@@ -273,3 +273,69 @@ def test_policy_functions():
     assert x_robots_opt_out(["noai"], ["entitynet"], disallowed=()) is None
     assert not robots_allows("User-agent: *\nDisallow: /", "entitynet", "http://a/x.jpg")
     assert robots_allows("", "entitynet", "http://a/x.jpg")
+
+
+# ---------------------------------------------------------------- DNS answers, cached per worker
+
+
+def test_resolver_caches_answers_and_failures_and_asks_once_per_host():
+    import socket
+
+    from entitynet.fetch.resolver import Resolver
+
+    now = [0.0]
+    asked = []
+
+    def lookup(host, port, type=None):
+        asked.append(host)
+        time.sleep(0.05)  # slow enough that concurrent callers overlap
+        if host == "nowhere.test":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.7", port))] * 2
+
+    r = Resolver(ttl=300, negative_ttl=30, lookup=lookup, clock=lambda: now[0])
+    threads = [threading.Thread(target=r.resolve, args=("Images.test", 80)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert asked == ["Images.test"]  # eight threads, one question
+    assert r.resolve("images.test", 80) == ["192.0.2.7"]  # case-insensitive, repeats dropped
+    now[0] = 299.0
+    r.resolve("images.test", 80)
+    assert len(asked) == 1
+    now[0] = 301.0  # past the TTL: asked again
+    r.resolve("images.test", 80)
+    assert len(asked) == 2
+    for _ in range(3):
+        with pytest.raises(socket.gaierror):
+            r.resolve("nowhere.test", 80)
+    assert asked.count("nowhere.test") == 1  # a failure is remembered too, for negative_ttl
+    now[0] = 332.0
+    with pytest.raises(socket.gaierror):
+        r.resolve("nowhere.test", 80)
+    assert asked.count("nowhere.test") == 2
+
+
+def test_fetch_threads_share_one_dns_answer_and_the_guard_still_checks_it(web):
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = int(web.base.rsplit(":", 1)[1])
+    asked = []
+
+    def lookup(host, p, type=None):
+        asked.append(host)
+        address = "127.0.0.1" if host == "images.test" else "10.0.0.5"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, p))]
+
+    f = fetcher(robots_txt=False)
+    f.resolver._lookup = lookup
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(f.fetch, [f"http://images.test:{port}/img.jpg"] * 16))
+    assert all(r.ok for r in results) and asked == ["images.test"]
+    assert f.resolver.lookups == 1
+    private = [f.fetch(f"http://intranet.test:{port}/img.jpg") for _ in range(2)]
+    assert [r.reason for r in private] == ["blocked_address"] * 2 and asked.count("intranet.test") == 1
+    with pytest.raises(Exception, match="--dns-ttl"):
+        FetchOptions(dns_ttl=-1)

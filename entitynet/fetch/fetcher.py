@@ -41,6 +41,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from entitynet import __version__
 from entitynet.errors import ConfigError
 from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, robots_allows, x_robots_opt_out
+from entitynet.fetch.resolver import Resolver
 from entitynet.http_policy import Backoff, Deadline, DeadlinePassed, RateLimiter, retry_after_seconds
 
 # The outcome vocabulary of fetching (image processing adds its own reasons).
@@ -69,6 +70,7 @@ class FetchOptions:
     allow_file_urls: bool = False  # file:// only for local pools the user gave us
     per_host_concurrency: int = 8
     per_host_rps: float | None = None
+    dns_ttl: float = 300.0  # how long a host's resolved addresses are reused (failures: 30 s)
 
     def __post_init__(self):
         def bad(flag, value, want):
@@ -89,6 +91,8 @@ class FetchOptions:
             bad("max_redirects", self.max_redirects, "within 0..100")
         if not (math.isfinite(self.backoff) and self.backoff >= 0) or not self.max_retry_wait >= 0:
             bad("backoff", (self.backoff, self.max_retry_wait), ">= 0")
+        if not (isinstance(self.dns_ttl, (int, float)) and math.isfinite(self.dns_ttl) and self.dns_ttl >= 0):
+            bad("--dns-ttl", self.dns_ttl, "a number of seconds >= 0")
         if not 1 <= self.per_host_concurrency <= 10_000:
             bad("--per-host-concurrency", self.per_host_concurrency, "within 1..10000")
         if self.per_host_rps is not None and not (math.isfinite(self.per_host_rps) and self.per_host_rps > 0):
@@ -131,14 +135,13 @@ def _cut(sock) -> None:
         pass
 
 
-def _guarded(base, policy: AddressPolicy):
+def _guarded(base, policy: AddressPolicy, resolver: Resolver):
     class Guarded(base):
         def _new_conn(self):
             try:
-                infos = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
+                addresses = resolver.resolve(self._dns_host, self.port)
             except socket.gaierror as e:
                 raise _Refused("connection_error", f"cannot resolve {self._dns_host}: {e}") from e
-            addresses = list(dict.fromkeys(info[4][0] for info in infos))
             for address in addresses:
                 why = policy.refusal(address)
                 if why:
@@ -206,8 +209,8 @@ class _Decoder:
 
 
 class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, policy: AddressPolicy, pool_size: int):
-        self._policy = policy
+    def __init__(self, policy: AddressPolicy, pool_size: int, resolver: Resolver):
+        self._policy, self._resolver = policy, resolver
         super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
 
     def init_poolmanager(self, *args, **kwargs):
@@ -215,12 +218,12 @@ class _GuardedAdapter(HTTPAdapter):
         http = type(
             "GuardedHTTPPool",
             (HTTPConnectionPool,),
-            {"ConnectionCls": _guarded(HTTPConnectionPool.ConnectionCls, self._policy)},
+            {"ConnectionCls": _guarded(HTTPConnectionPool.ConnectionCls, self._policy, self._resolver)},
         )
         https = type(
             "GuardedHTTPSPool",
             (HTTPSConnectionPool,),
-            {"ConnectionCls": _guarded(HTTPSConnectionPool.ConnectionCls, self._policy)},
+            {"ConnectionCls": _guarded(HTTPSConnectionPool.ConnectionCls, self._policy, self._resolver)},
         )
         self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
 
@@ -261,7 +264,8 @@ class Fetcher:
         self.session.headers["User-Agent"] = opts.user_agent
         self.session.headers["Accept"] = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8"
         self.session.headers["Accept-Encoding"] = ACCEPT_ENCODING
-        adapter = _GuardedAdapter(opts.address, max(16, opts.per_host_concurrency * 4))
+        self.resolver = Resolver(ttl=opts.dns_ttl)  # one per worker: its threads share the answers
+        adapter = _GuardedAdapter(opts.address, max(16, opts.per_host_concurrency * 4), self.resolver)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.limiter = HostLimiter(opts.per_host_concurrency, opts.per_host_rps)
