@@ -58,10 +58,31 @@ def user_error(exc: BaseException) -> EntityNetError | None:
     return None
 
 
+def local_runner(options: PipelineOptions):
+    """The runner for a pipeline whose flags name none: Beam's FnApiRunner (the direct runner's
+    batch engine, honouring --direct_running_mode and --direct_num_workers). Beam's DirectRunner
+    would first try its Prism runner, which downloads a binary from the internet on first use
+    (a one-second failure here, where there is no route; a download and another engine elsewhere)."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=info)
+
+
+def make_pipeline(beam_args: list[str] | None) -> beam.Pipeline:
+    """A pipeline on the runner the flags name, else on the local batch runner (`local_runner`)."""
+    options = pipeline_options(beam_args)
+    named = any(f == "--runner" or f.startswith("--runner=") for f in beam_args or [])
+    return beam.Pipeline(runner=None if named else local_runner(options), options=options)
+
+
 def run_pipeline(build: Callable[[beam.Pipeline], None], beam_args: list[str] | None) -> None:
     """Build and run a pipeline to completion; user errors surface as themselves."""
     try:
-        with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        with make_pipeline(beam_args) as p:
             build(p)
     except Exception as e:
         err = user_error(e)

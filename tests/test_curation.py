@@ -413,9 +413,9 @@ def _beam_groups(items, k, eval_sets=(), decontam_k=4):
     _COLLECTED.clear()
     keep = functools.partial(functools.partial, _collect)
 
-    from beam_pipelines.common import pipeline_options
+    from beam_pipelines.common import make_pipeline
 
-    with beam.Pipeline(options=pipeline_options([])) as p:
+    with make_pipeline([]) as p:
         pc = p | beam.Create([(key, h - (1 << 64) if h >= 1 << 63 else h, px) for key, h, px in items])
         groups = pc | NearDupGroups(k, neardup.choose_bands(len(items), len(items), k))
         assert_that(groups["representative"], keep("reps"), label="Reps")

@@ -314,3 +314,20 @@ def test_worker_processes_give_the_same_output(sample_kg, sample_entities_dir, t
     assert (tmp_path / "entities.jsonl").read_bytes() == (
         sample_entities_dir[0] / "entities.jsonl"
     ).read_bytes()
+
+
+def test_pipelines_run_on_the_local_runner_without_trying_prism(sample_kg, tmp_path, caplog):
+    """Beam's DirectRunner first tries its Prism runner, which downloads a binary from the
+    internet; with no --runner flag our pipelines go straight to the local batch runner."""
+    import logging
+
+    from beam_pipelines.common import make_pipeline
+
+    caplog.set_level(logging.INFO, logger="apache_beam")
+    expand_kg.run(
+        KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(tmp_path)
+    )
+    assert (tmp_path / "entities.jsonl").exists()
+    assert not [r for r in caplog.records if "prism" in r.getMessage().lower()]
+    assert type(make_pipeline([]).runner).__name__ == "FnApiRunner"
+    assert type(make_pipeline(["--runner=DirectRunner"]).runner).__name__ != "FnApiRunner"
