@@ -35,12 +35,15 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipelines.common import (
     PipelineOutput,
@@ -170,7 +173,14 @@ class FetchUnit(beam.DoFn):
     """(unit, candidates) -> (key, ImageRecord) for good images, Outcome on "outcomes" otherwise.
 
     The unit's results are saved when it is done; a re-run reuses them (see `harvest.fetch_unit`).
+    A unit's fetches go to the worker's thread pool as the unit arrives, and the unit is emitted
+    when all of them are done, so the threads move on to the next units while one waits for its
+    slowest host: on a web with a long tail (stalls until the timeout) the threads stay busy
+    instead of idling behind one stalled URL per unit. At most `MAX_PENDING` units are open at a
+    time (then the oldest is waited for), so memory does not grow with the bundle.
     """
+
+    MAX_PENDING = 16
 
     def __init__(self, opts: harvest.HarvestOptions, work_dir: str):
         self.opts, self.work_dir = opts, work_dir
@@ -178,22 +188,41 @@ class FetchUnit(beam.DoFn):
     def setup(self):
         self.store = store_for(self.work_dir)
         self.fetcher = Fetcher(self.opts.fetch)
+        records.warm_codec()  # before the fetch threads: they run while this thread emits records
         self.pool = ThreadPoolExecutor(self.opts.threads)
 
     def teardown(self):
         self.pool.shutdown(wait=False)
         self.fetcher.close()
 
-    def _fetch(self, candidates: list[Candidate]) -> list:
-        work = lambda c: harvest.fetch_and_process(self.fetcher, c, self.opts.image)  # noqa: E731
-        return list(self.pool.map(work, candidates))
+    def start_bundle(self):
+        self.pending: deque = deque()  # (unit, candidates, path, previous, todo, futures)
 
     def process(self, kv):
         unit, candidates = kv
         candidates = sorted(candidates, key=lambda c: c.url)
         path = harvest.unit_path(self.work_dir, unit, self.opts.work_units, self.store)
         previous = harvest.load_unit(path, self.store)
-        results, reused = harvest.fetch_unit(candidates, self._fetch, previous, self.opts.retry_failed)
+        todo = harvest.unit_todo(candidates, previous, self.opts.retry_failed)
+        work = lambda c: harvest.fetch_and_process(self.fetcher, c, self.opts.image)  # noqa: E731
+        futures = [self.pool.submit(work, c) for c in todo]
+        self.pending.append((candidates, path, previous, todo, futures))
+        while len(self.pending) > self.MAX_PENDING:
+            yield from self._finish(self.pending.popleft())
+        while self.pending and all(f.done() for f in self.pending[0][4]):
+            yield from self._finish(self.pending.popleft())
+
+    def finish_bundle(self):
+        while self.pending:
+            for out in self._finish(self.pending.popleft()):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, _global(out.value))
+                else:
+                    yield _global(out)
+
+    def _finish(self, item):
+        candidates, path, previous, todo, futures = item
+        results, reused = harvest.unit_results(candidates, todo, [f.result() for f in futures], previous)
         if reused < len(candidates) or len(previous) != len(candidates):
             harvest.save_unit(
                 path, {c.url: (c, r) for c, r in zip(candidates, results, strict=True)}, self.store
@@ -204,6 +233,11 @@ class FetchUnit(beam.DoFn):
                 yield result.key, result
             else:
                 yield beam.pvalue.TaggedOutput("outcomes", result)
+
+
+def _global(value) -> WindowedValue:
+    """`finish_bundle` output: in the global window, as everything in these batch pipelines."""
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
 
 
 class MergeDuplicates(beam.DoFn):

@@ -88,7 +88,15 @@ def pillow_ceiling(samples: list[bytes], seconds: float = 5.0) -> float:
     return n / (time.process_time() - t) * (os.cpu_count() or 1)
 
 
-def run_ours(urls: list[str], work: Path, mode: str) -> tuple[float, float, int]:
+def run_ours(
+    urls: list[str],
+    work: Path,
+    mode: str,
+    threads: int = 32,
+    per_host: int = 64,
+    timeout: float = 30.0,
+    robots: bool = True,
+) -> tuple[float, float, int]:
     from beam_pipelines import harvest as hp
     from entitynet import harvest
     from entitynet.fetch.fetcher import FetchOptions
@@ -100,10 +108,16 @@ def run_ours(urls: list[str], work: Path, mode: str) -> tuple[float, float, int]
     pool.write_text("\n".join(json.dumps({"url": u, "text": f"thing {i}"}) for i, u in enumerate(urls)))
     queries = [Query(id=query_id("noun", "thing"), text="thing", kind="noun", entity_ids=("Q1",))]
     opts = harvest.HarvestOptions(
-        fetch=FetchOptions(address=AddressPolicy(allow_loopback=True), per_host_concurrency=64),
+        fetch=FetchOptions(
+            address=AddressPolicy(allow_loopback=True),
+            per_host_concurrency=per_host,
+            total_timeout=timeout,
+            retries=0,
+            robots_txt=robots,
+        ),
         image=ImageOptions(size=256, quality=90),
         num_shards=4,
-        threads=32,
+        threads=threads,
         work_units=64,
     )
     t, c = time.time(), cpu_seconds()
@@ -114,7 +128,9 @@ def run_ours(urls: list[str], work: Path, mode: str) -> tuple[float, float, int]
     return time.time() - t, cpu_seconds() - c, stats["written"]
 
 
-def run_img2dataset(python: Path, urls: list[str], work: Path) -> tuple[float, float, int]:
+def run_img2dataset(
+    python: Path, urls: list[str], work: Path, threads: int = 32, timeout: float = 10.0
+) -> tuple[float, float, int]:
     listing = work / "urls.txt"
     listing.write_text("\n".join(urls))
     out = work / "i2d"
@@ -131,7 +147,7 @@ def run_img2dataset(python: Path, urls: list[str], work: Path) -> tuple[float, f
         "--processes_count",
         str(os.cpu_count() or 2),
         "--thread_count",
-        "32",
+        str(threads),
         "--image_size",
         "256",
         "--resize_mode",
@@ -145,7 +161,7 @@ def run_img2dataset(python: Path, urls: list[str], work: Path) -> tuple[float, f
         "--disallowed_header_directives",
         "[]",
         "--timeout",
-        "10",
+        str(timeout),
         "--retries",
         "0",
     ]

@@ -261,8 +261,20 @@ def fetch_unit(
 ) -> tuple[list[Result], int]:
     """Results for a unit's candidates (URL order): reused where `previous` allows, else `fetch(c)`.
     Returns the results and how many were reused."""
-    todo = [c for c in candidates if not reusable(previous.get(c.url), c, retry_failed)]
-    fresh = dict(zip((c.url for c in todo), fetch(todo), strict=True))
+    todo = unit_todo(candidates, previous, retry_failed)
+    return unit_results(candidates, todo, fetch(todo), previous)
+
+
+def unit_todo(candidates: list[Candidate], previous: dict, retry_failed: bool) -> list[Candidate]:
+    """The candidates of a unit that a saved earlier result does not answer."""
+    return [c for c in candidates if not reusable(previous.get(c.url), c, retry_failed)]
+
+
+def unit_results(
+    candidates: list[Candidate], todo: list[Candidate], fetched: list[Result], previous: dict
+) -> tuple[list[Result], int]:
+    """The unit's results in URL order from the fresh ones (`fetched`, for `todo`) and the reused."""
+    fresh = dict(zip((c.url for c in todo), fetched, strict=True))
     results = [fresh[c.url] if c.url in fresh else previous[c.url][1] for c in candidates]
     return results, len(candidates) - len(todo)
 

@@ -450,6 +450,21 @@ def encode_image(record: ImageRecord) -> bytes:
     return _serializer().get_tf_example(features.encode_example(d)).SerializeToString(deterministic=True)
 
 
+def warm_codec() -> None:
+    """Run the shard codec once. TFDS's first use imports modules under etils' lazy imports, which
+    patch the import machinery process-wide for a moment; a thread importing anything then (numpy
+    inside a fetch thread, Orbax in a restore) can fail. Call this before starting threads."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "JPEG")
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    decode_image(encode_image(ImageRecord(key=image_key(sha), jpeg=data, width=1, height=1, url="x:", sha256=sha)))
+
+
 @functools.cache
 def _serializer():
     from tensorflow_datasets.core import example_serializer
