@@ -462,7 +462,9 @@ def warm_codec() -> None:
     Image.new("RGB", (1, 1)).save(buf, "JPEG")
     data = buf.getvalue()
     sha = hashlib.sha256(data).hexdigest()
-    decode_image(encode_image(ImageRecord(key=image_key(sha), jpeg=data, width=1, height=1, url="x:", sha256=sha)))
+    decode_image(
+        encode_image(ImageRecord(key=image_key(sha), jpeg=data, width=1, height=1, url="x:", sha256=sha))
+    )
 
 
 @functools.cache
