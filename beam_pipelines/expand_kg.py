@@ -208,8 +208,7 @@ def run(
     """
     started = time.time()
     cfg = cfg.resolved()
-    if strategy not in traverse.STRATEGIES:
-        raise KGError(f"unknown strategy {strategy!r}: use one of {', '.join(traverse.STRATEGIES)}")
+    traverse.check_strategy(strategy)  # before any query
     client = source.open()
     with PipelineOutput(out_dir, "entitynet-expand-", "kg expand") as out:
         root_links = expand.root_check(client, cfg, source.describe())

@@ -85,6 +85,21 @@ def synthetic(cfg, batch: int):
     return {"image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), "tokens": tokens}
 
 
+def time_steps(step, state, batch, mesh, warmup: int, steps: int):
+    """(seconds per step, the state after) of `steps` calls of `step` after `warmup` ones."""
+    import jax
+
+    with jax.set_mesh(mesh):
+        for _ in range(warmup):
+            state, m = step(state, batch)
+        jax.block_until_ready(m)
+        t = time.perf_counter()
+        for _ in range(steps):
+            state, m = step(state, batch)
+        jax.block_until_ready(m)
+    return (time.perf_counter() - t) / steps, state
+
+
 def compile_at(train_step, state, mesh, cfg, batch: int):
     from train import sharding
 
@@ -129,15 +144,7 @@ def measure(name, overrides, size, dtype, mesh, batch, steps, peak):
         try:
             cfg, graphdef, state, train_step = build(name, overrides, size, dtype, mesh)
             compiled, b = compile_at(train_step, state, mesh, cfg, batch)
-            with jax.set_mesh(mesh):
-                for _ in range(3):
-                    state, m = compiled(state, b)
-                jax.block_until_ready(m)
-                t = time.perf_counter()
-                for _ in range(steps):
-                    state, m = compiled(state, b)
-                jax.block_until_ready(m)
-            step_s = (time.perf_counter() - t) / steps
+            step_s, state = time_steps(compiled, state, b, mesh, 3, steps)
             break
         except Exception as e:  # noqa: BLE001 - XLA's out-of-memory error has no stable type
             if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower() or batch <= 8:

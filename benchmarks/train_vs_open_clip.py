@@ -22,10 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -87,36 +84,16 @@ def ensure_open_clip() -> Path:
 
 
 def ours(name: str, steps: int, warmup: int) -> tuple[float, dict]:
-    import jax
-    import optax
+    from train_accelerator import build, synthetic, time_steps
 
     from train import sharding
-    from train.model import preset
-    from train.train import create_state, make_steps
 
     overrides, size, batch = MODELS[name]
-    cfg = preset(name, vision_image_size=size, text_vocab_size=49408, **overrides)
     mesh = sharding.make_mesh({"data": -1})
-    tx = optax.chain(
-        optax.clip_by_global_norm(1.0), optax.adamw(1e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2)
-    )
-    graphdef, state = create_state(cfg, tx, mesh, 0)
-    train_step, _ = make_steps(graphdef, state, mesh, "clip")
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(4, 49407, (batch, cfg.text.context_length)).astype(np.int32)
-    tokens[:, -1] = cfg.text.eot_id
-    b = sharding.global_batch(
-        mesh, {"image": rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8), "tokens": tokens}
-    )
-    with jax.set_mesh(mesh):
-        for _ in range(warmup):
-            state, m = train_step(state, b)
-        jax.block_until_ready(m)
-        t = time.perf_counter()
-        for _ in range(steps):
-            state, m = train_step(state, b)
-        jax.block_until_ready(m)
-    dt = time.perf_counter() - t
+    cfg, _, state, train_step = build(name, overrides, size, "float32", mesh)
+    b = sharding.global_batch(mesh, synthetic(cfg, batch))
+    step_s, _ = time_steps(train_step, state, b, mesh, warmup, steps)
+    dt = step_s * steps
     return steps * batch / dt, {
         "embed_dim": cfg.embed_dim,
         "vision": {**cfg.vision.__dict__},

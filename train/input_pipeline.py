@@ -140,20 +140,6 @@ def _opencv():
     return cv2
 
 
-def random_resized_crop(
-    im: Image.Image,
-    size: int,
-    rng: np.random.Generator,
-    scale=(0.4, 1.0),
-    ratio=(0.9, 1.11),
-    resample: str = "bilinear",
-) -> Image.Image:
-    """RandomResizedCrop of a decoded image (`decode_crop` is the training path: it picks the box
-    before decoding)."""
-    x, y, cw, ch = crop_box(*im.size, rng, scale, ratio)
-    return im.resize((size, size), RESAMPLE[resample], box=(x, y, x + cw, y + ch))
-
-
 def centre_crop(im: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
     """The centre square resized to `size` (evaluation: bicubic, as open_clip's preprocessing)."""
     x, y, side, _ = centre_box(*im.size)
@@ -240,7 +226,7 @@ class Prepare(grain.transforms.RandomMap):
     def random_map(self, record, rng: np.random.Generator):
         cfg = self.cfg
         if cfg.train:
-            box_of = functools.partial(_random_box, rng=rng, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
+            box_of = functools.partial(crop_box, rng=rng, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
             image = decode_crop(record.jpeg, box_of, cfg.image_size, cfg.resample)
             text, source = self.chooser.choose(record, rng)
         else:
@@ -260,10 +246,6 @@ class Prepare(grain.transforms.RandomMap):
         ids = encode(self.tokenizer, [text], self.cfg.context_length)[0]
         ids.setflags(write=False)  # shared by every batch that draws this caption
         return ids
-
-
-def _random_box(w: int, h: int, rng, scale, ratio) -> Box:
-    return crop_box(w, h, rng, scale, ratio)
 
 
 def make_dataset(

@@ -132,8 +132,7 @@ def traverse(
     started: float | None = None,
 ) -> Walk:
     """The walk by `strategy` (see the module docstring)."""
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    check_strategy(strategy)
     reason = ""
     if strategy in ("auto", "closure"):
         try:
@@ -161,6 +160,11 @@ def traverse(
     finally:
         pool.shutdown(wait=False)
     return dataclasses.replace(result, strategy="levels", fallback_reason=reason, queries=count[0])
+
+
+def check_strategy(strategy: str) -> None:
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
 
 
 def _impatient(source: KGSource, timeout: float) -> SparqlClient:
