@@ -35,8 +35,8 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict
 
 import apache_beam as beam
@@ -61,6 +61,7 @@ from entitynet import datacard, harvest, records, shards
 from entitynet.curation import balance
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher
+from entitynet.fetch.fetcher import host_of as fetch_host
 from entitynet.files import write_json, write_lines
 from entitynet.links import Linker, link_stats
 from entitynet.records import Candidate, Entity, ImageRecord, Query
@@ -169,18 +170,28 @@ class PoolEntries(beam.DoFn):
         yield c, self.metadata.entries(c.alt_texts, c.entity_ids)
 
 
+class _OpenUnit:
+    """A unit being fetched: its path, the next part to write, the results not yet saved, and
+    the fetches still running (future -> candidate)."""
+
+    def __init__(self, path: str, parts: int, futures: dict):
+        self.path, self.parts, self.futures = path, parts, futures
+        self.unsaved: dict = {}
+
+
 class FetchUnit(beam.DoFn):
     """(unit, candidates) -> (key, ImageRecord) for good images, Outcome on "outcomes" otherwise.
 
-    The unit's results are saved when it is done; a re-run reuses them (see `harvest.fetch_unit`).
-    A unit's fetches go to the worker's thread pool as the unit arrives, and the unit is emitted
-    when all of them are done, so the threads move on to the next units while one waits for its
-    slowest host: on a web with a long tail (stalls until the timeout) the threads stay busy
-    instead of idling behind one stalled URL per unit. At most `MAX_PENDING` units are open at a
-    time (then the oldest is waited for), so memory does not grow with the bundle.
+    A unit's fetches go to the worker's event loop as the unit arrives (up to `--in-flight`
+    requests open at once over all units, the image work on `--threads` threads), and each result
+    is emitted as soon as it is done; the results are saved in parts (`harvest.save_part`, every
+    `save_every` results and when the unit is done) and a re-run reuses them. So the loop moves on
+    to the next units while one waits for its slowest host: on a web with a long tail (stalls
+    until the timeout) the requests in flight stay many instead of idling behind one stalled URL.
+    New units are taken while fewer than twice `--in-flight` fetches are unfinished, so memory
+    does not grow with the bundle or with a unit. `big_hosts` (side input): the hosts split into
+    slots (`harvest.politeness`).
     """
-
-    MAX_PENDING = 16
 
     def __init__(self, opts: harvest.HarvestOptions, work_dir: str):
         self.opts, self.work_dir = opts, work_dir
@@ -188,51 +199,93 @@ class FetchUnit(beam.DoFn):
     def setup(self):
         self.store = store_for(self.work_dir)
         self.fetcher = Fetcher(self.opts.fetch)
-        records.warm_codec()  # before the fetch threads: they run while this thread emits records
-        self.pool = ThreadPoolExecutor(self.opts.threads)
+        records.warm_codec()  # before the image threads: they run while this thread emits records
+        self.cpu = ThreadPoolExecutor(self.opts.threads, thread_name_prefix="entitynet-image")
 
     def teardown(self):
-        self.pool.shutdown(wait=False)
         self.fetcher.close()
+        self.cpu.shutdown(wait=False)
 
     def start_bundle(self):
-        self.pending: deque = deque()  # (unit, candidates, path, previous, todo, futures)
+        self.units: list[_OpenUnit] = []
+        self.running = 0  # fetches submitted and not yet emitted
 
-    def process(self, kv):
-        unit, candidates = kv
-        candidates = sorted(candidates, key=lambda c: c.url)
+    def process(self, kv, big_hosts):
+        unit, candidates = kv[0], list(kv[1])
         path = harvest.unit_path(self.work_dir, unit, self.opts.work_units, self.store)
-        previous = harvest.load_unit(path, self.store)
+        previous, parts = harvest.load_unit(path, self.store)
         todo = harvest.unit_todo(candidates, previous, self.opts.retry_failed)
-        work = lambda c: harvest.fetch_and_process(self.fetcher, c, self.opts.image)  # noqa: E731
-        futures = [self.pool.submit(work, c) for c in todo]
-        self.pending.append((candidates, path, previous, todo, futures))
-        while len(self.pending) > self.MAX_PENDING:
-            yield from self._finish(self.pending.popleft())
-        while self.pending and all(f.done() for f in self.pending[0][4]):
-            yield from self._finish(self.pending.popleft())
+        fresh = {c.url for c in todo}
+        reused = 0
+        for c in candidates:
+            if c.url not in fresh:
+                reused += 1
+                yield from _emit(previous[c.url][1])
+        yield beam.pvalue.TaggedOutput("reused", Counter({("reused",): reused}))
+        futures = {}
+        for c in sorted(todo, key=lambda c: c.url):
+            slot, share = harvest.politeness(c.url, big_hosts)
+            work = harvest.afetch_and_process(self.fetcher, c, self.opts.image, self.cpu, slot, share)
+            futures[self.fetcher.submit(work)] = c
+        if futures:
+            self.units.append(_OpenUnit(path, parts, futures))
+            self.running += len(futures)
+        yield from self._collect(block=False)
+        while self.running > 2 * self.opts.fetch.in_flight:
+            yield from self._collect(block=True)
 
     def finish_bundle(self):
-        while self.pending:
-            for out in self._finish(self.pending.popleft()):
+        while self.units:
+            for out in self._collect(block=True):
                 if isinstance(out, beam.pvalue.TaggedOutput):
                     yield beam.pvalue.TaggedOutput(out.tag, _global(out.value))
                 else:
                     yield _global(out)
 
-    def _finish(self, item):
-        candidates, path, previous, todo, futures = item
-        results, reused = harvest.unit_results(candidates, todo, [f.result() for f in futures], previous)
-        if reused < len(candidates) or len(previous) != len(candidates):
-            harvest.save_unit(
-                path, {c.url: (c, r) for c, r in zip(candidates, results, strict=True)}, self.store
-            )
-        yield beam.pvalue.TaggedOutput("reused", Counter({("reused",): reused}))
-        for result in results:
-            if isinstance(result, ImageRecord):
-                yield result.key, result
-            else:
-                yield beam.pvalue.TaggedOutput("outcomes", result)
+    def _collect(self, block: bool):
+        """Emit the finished fetches (waiting for at least one when `block`) and save parts."""
+        if block:
+            wait([f for u in self.units for f in u.futures], return_when=FIRST_COMPLETED)
+        still = []
+        for u in self.units:
+            for f in [f for f in u.futures if f.done()]:
+                c = u.futures.pop(f)
+                result = f.result()
+                u.unsaved[c.url] = (c, result)
+                self.running -= 1
+                yield from _emit(result)
+            if len(u.unsaved) >= self.opts.save_every or (u.unsaved and not u.futures):
+                harvest.save_part(u.path, u.parts, u.unsaved, self.store)
+                u.parts, u.unsaved = u.parts + 1, {}
+            if u.futures:
+                still.append(u)
+        self.units = still
+
+
+def _emit(result):
+    if isinstance(result, ImageRecord):
+        yield result.key, result
+    else:
+        yield beam.pvalue.TaggedOutput("outcomes", result)
+
+
+class BigHosts(beam.PTransform):
+    """Candidates -> (host, slots) for the hosts with more than `harvest.HOST_UNIT_MAX` candidates:
+    counts combined per host, only the big ones kept (a side input bounded by candidates / max)."""
+
+    def __init__(self, per_host_concurrency: int):
+        super().__init__()
+        self.per_host_concurrency = per_host_concurrency
+
+    def expand(self, candidates):
+        limit = self.per_host_concurrency
+        return (
+            candidates
+            | "Host" >> beam.Map(lambda c: fetch_host(c.url))
+            | "PerHost" >> beam.combiners.Count.PerElement()
+            | "Big" >> beam.Filter(lambda kv: kv[1] > harvest.HOST_UNIT_MAX)
+            | "Slots" >> beam.MapTuple(lambda host, n: (host, harvest.slots_for(n, limit)))
+        )
 
 
 def _global(value) -> WindowedValue:
@@ -326,12 +379,14 @@ def build(
         balanced = candidates | BalanceBeforeFetch(spec.entities, spec.balance_t, spec.balance_seed)
         to_fetch, not_fetched = balanced["kept"], balanced["outcomes"]
         before, after = balanced["before"], balanced["after"]
+    big_hosts = beam.pvalue.AsDict(to_fetch | BigHosts(opts.fetch.per_host_concurrency))
     fetched = (
         to_fetch
-        | "ToUnit" >> beam.Map(lambda c: (harvest.unit_of(c.url, opts.work_units), c))
+        | "ToUnit"
+        >> beam.Map(lambda c, big: (harvest.unit_of(c.url, opts.work_units, big), c), big=big_hosts)
         | "ByUnit" >> beam.GroupByKey()
         | "FetchUnit"
-        >> beam.ParDo(FetchUnit(opts, work_dir))
+        >> beam.ParDo(FetchUnit(opts, work_dir), big_hosts=big_hosts)
         .with_output_types(tuple[str, ImageRecord])
         .with_outputs("outcomes", "reused", main="records")
     )

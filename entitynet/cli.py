@@ -263,6 +263,9 @@ def _harvest_options(args, allow_loopback: bool = False):
         total_timeout=args.total_timeout,
         retries=args.fetch_retries,
         dns_ttl=args.dns_ttl,
+        in_flight=args.in_flight,
+        per_host_concurrency=args.per_host_concurrency,
+        per_host_rps=args.per_host_rps,
     )
     image = ImageOptions(
         resize_mode=args.resize_mode,
@@ -313,7 +316,12 @@ def add_harvest_flags(h: argparse.ArgumentParser) -> None:
     h.add_argument("--max-results", type=int, default=20, help="images per query (default 20)")
     h.add_argument("--search-rate", type=float, default=1.0, help="search requests per second per worker")
     h.add_argument("--num-shards", type=int, default=4, help="ArrayRecord shards per split")
-    h.add_argument("--threads", type=int, default=16, help="fetches in flight per worker")
+    h.add_argument(
+        "--in-flight", type=int, default=128, help="requests a worker holds open at once, over all hosts"
+    )
+    h.add_argument(
+        "--threads", type=int, default=2, help="threads per worker that decode and resize the fetched images"
+    )
     h.add_argument("--resize-mode", choices=("shorter", "longer", "center_crop", "none"), default="shorter")
     h.add_argument("--image-size", type=int, default=256)
     h.add_argument("--min-image-size", type=int, default=64)
@@ -329,6 +337,13 @@ def add_harvest_flags(h: argparse.ArgumentParser) -> None:
         "--total-timeout", type=float, default=30.0, help="seconds per download, redirects included"
     )
     h.add_argument("--fetch-retries", type=int, default=2)
+    h.add_argument(
+        "--per-host-concurrency",
+        type=int,
+        default=8,
+        help="requests in flight per host, over all workers (default 8)",
+    )
+    h.add_argument("--per-host-rps", type=float, default=None, help="request starts per second per host")
     h.add_argument(
         "--dns-ttl",
         type=float,

@@ -4,6 +4,7 @@ at scale; tests call them directly."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from entitynet.curation import balance
 from entitynet.errors import ConfigError
 from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
+from entitynet.fetch.fetcher import host_of as host_name
 from entitynet.files import LOCAL, LocalStore
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
 from entitynet.links import Linker, LinkRule
@@ -106,14 +108,17 @@ class HarvestOptions:
     image: ImageOptions = field(default_factory=ImageOptions)
     num_shards: int = 4
     splits: tuple[tuple[str, float], ...] = (("train", 0.9), ("validation", 0.05), ("test", 0.05))
-    threads: int = 16  # fetches in flight per worker
-    work_units: int = 256  # candidates are fetched in this many units, each saved when done (resume)
+    threads: int = 2  # threads per worker that decode, check and resize fetched images
+    work_units: int = 256  # candidates are fetched in this many units (by host), saved in parts (resume)
+    save_every: int = 256  # results of a unit saved together (one part file); also when it is done
     retry_failed: bool = False  # on a re-run, fetch again the candidates that failed transiently
     links: LinkRule = field(default_factory=LinkRule)  # pruning of entity links (entitynet.links)
 
     def __post_init__(self):
         if not 1 <= self.threads <= 1024:
             raise ConfigError(f"--threads must be within 1..1024, got {self.threads}")
+        if not 1 <= self.save_every <= 1_000_000:
+            raise ConfigError(f"save_every must be between 1 and 1000000, got {self.save_every}")
         if not 1 <= self.work_units <= 1_000_000:
             raise ConfigError(f"work units must be between 1 and 1000000, got {self.work_units}")
         if not 1 <= self.num_shards <= 100_000:
@@ -131,7 +136,22 @@ def host_of(url: str) -> str:
 
 def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions) -> ImageRecord | Outcome:
     """One candidate to an image record (keyed by content), or its failure outcome."""
-    r = fetcher.fetch(candidate.url)
+    return to_result(candidate, fetcher.fetch(candidate.url), opts)
+
+
+async def afetch_and_process(
+    fetcher: Fetcher, candidate: Candidate, opts: ImageOptions, cpu, slot=None, share: int = 1
+) -> ImageRecord | Outcome:
+    """`fetch_and_process` on the fetcher's event loop: the image work goes to `cpu` (an executor),
+    so the loop keeps the other fetches moving while one image is decoded and resized."""
+    r = await fetcher.afetch(candidate.url, slot, share)
+    if not r.ok:
+        return to_result(candidate, r, opts)
+    return await asyncio.get_running_loop().run_in_executor(cpu, to_result, candidate, r, opts)
+
+
+def to_result(candidate: Candidate, r, opts: ImageOptions) -> ImageRecord | Outcome:
+    """A fetch's result (`FetchResult`) to the candidate's record or outcome."""
     if not r.ok:
         return Outcome(candidate.url, host_of(candidate.url), r.reason or "unknown", r.detail[:200])
     try:
@@ -157,8 +177,9 @@ def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions
 
 # ---------------------------------------------------------------- work units (resume)
 #
-# Candidates are fetched in units (by a hash of the URL); each unit's results are saved atomically
-# when the unit is done. A re-run loads finished units instead of fetching them again, so a run
+# Candidates are fetched in units (by their host, see `politeness`); a unit's results are saved
+# atomically in parts as they come (every `HarvestOptions.save_every` results, and when the unit
+# is done). A re-run loads the saved parts instead of fetching those candidates again, so a run
 # killed at any point and re-run ends with the same results; shards are always written afresh
 # from all units. Units live in a directory named by a digest of the options that decide their
 # content (`fetch_settings`): a re-run with other fetch or image options fetches again, never
@@ -168,7 +189,7 @@ def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions
 Result = ImageRecord | Outcome
 
 # FetchOptions fields that change how politely we fetch, not what a fetch gives
-_POLITENESS = ("retries", "backoff", "max_retry_wait", "per_host_concurrency", "per_host_rps")
+_POLITENESS = ("retries", "backoff", "max_retry_wait", "per_host_concurrency", "per_host_rps", "in_flight")
 
 
 def fetch_settings(opts: HarvestOptions) -> dict:
@@ -220,8 +241,32 @@ def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def unit_of(url: str, units: int) -> int:
-    return zlib.crc32(url.encode()) % units
+# Per-host politeness across workers. A host's URLs go to one work unit, so one worker fetches
+# them and its per-host limit is the host's limit over the whole run, however many workers there
+# are. A host with more candidates than `HOST_UNIT_MAX` would make one unit too big for a worker:
+# its URLs are split into `slots` (at most the per-host concurrency) by a hash of the URL, each slot
+# one unit with its share (1/slots) of the host's concurrency and rate. The few big hosts are found
+# by counting candidates per host (`big_hosts`); what reaches a worker is bounded by the number of
+# candidates over `HOST_UNIT_MAX`, not by the data.
+HOST_UNIT_MAX = 5000
+
+
+def slots_for(count: int, per_host_concurrency: int) -> int:
+    """How many slots a host with `count` candidates is split into (1 for all but big hosts)."""
+    return max(1, min(per_host_concurrency, -(-count // HOST_UNIT_MAX)))
+
+
+def politeness(url: str, big_hosts: dict[str, int]) -> tuple[tuple[str, int], int]:
+    """The URL's slot ((host, i)) and how many slots its host has."""
+    host = host_name(url)
+    share = big_hosts.get(host, 1)
+    return (host, zlib.crc32(url.encode()) % share if share > 1 else 0), share
+
+
+def unit_of(url: str, units: int, big_hosts: dict[str, int] | None = None) -> int:
+    """The work unit of a URL: by its host's slot, so each slot is fetched by one worker."""
+    (host, i), _ = politeness(url, big_hosts or {})
+    return zlib.crc32(f"{host}\0{i}".encode()) % units
 
 
 def unit_dir(work_dir: str, opts: HarvestOptions, store: LocalStore = LOCAL) -> str:
@@ -229,24 +274,35 @@ def unit_dir(work_dir: str, opts: HarvestOptions, store: LocalStore = LOCAL) -> 
 
 
 def unit_path(work_dir: str, unit: int, units: int, store: LocalStore = LOCAL) -> str:
-    return store.join(work_dir, f"unit-{unit:06d}-of-{units:06d}.unit")
+    """The unit's name; its results are saved in parts next to it (`part_path`)."""
+    return store.join(work_dir, f"unit-{unit:06d}-of-{units:06d}")
 
 
-def load_unit(path: str, store: LocalStore = LOCAL) -> dict[str, tuple[Candidate, Result]]:
-    """url -> (candidate, result) of a finished unit; empty when there is none. A unit that cannot
-    be read (truncated, another schema version) is logged and fetched again."""
-    data = store.read(path)
-    if data is None:
-        return {}
-    try:
-        return decode_unit(data)
-    except ValueError as e:
-        log.warning("work unit %s is unusable (%s); fetching its candidates again", path, e)
-        return {}
+def part_path(path: str, index: int) -> str:
+    return f"{path}.{index:05d}.unit"
 
 
-def save_unit(path: str, results: dict[str, tuple[Candidate, Result]], store: LocalStore = LOCAL) -> None:
-    store.write(path, encode_unit(results))
+def load_unit(path: str, store: LocalStore = LOCAL) -> tuple[dict[str, tuple[Candidate, Result]], int]:
+    """url -> (candidate, result) from the unit's saved parts (a later part's answer wins), and how
+    many parts there are. A part that cannot be read (another schema version, garbled) is logged
+    and its candidates are fetched again."""
+    out: dict[str, tuple[Candidate, Result]] = {}
+    index = 0
+    while (data := store.read(part_path(path, index))) is not None:
+        try:
+            out.update(decode_unit(data))
+        except ValueError as e:
+            log.warning(
+                "work unit part %s is unusable (%s); fetching its candidates again", part_path(path, index), e
+            )
+        index += 1
+    return out, index
+
+
+def save_part(
+    path: str, index: int, results: dict[str, tuple[Candidate, Result]], store: LocalStore = LOCAL
+) -> None:
+    store.write(part_path(path, index), encode_unit(results))
 
 
 def reusable(previous: tuple[Candidate, Result] | None, candidate: Candidate, retry_failed: bool) -> bool:
@@ -256,27 +312,9 @@ def reusable(previous: tuple[Candidate, Result] | None, candidate: Candidate, re
     return not (retry_failed and isinstance(result, Outcome) and result.outcome in TRANSIENT)
 
 
-def fetch_unit(
-    candidates: list[Candidate], fetch, previous: dict, retry_failed: bool
-) -> tuple[list[Result], int]:
-    """Results for a unit's candidates (URL order): reused where `previous` allows, else `fetch(c)`.
-    Returns the results and how many were reused."""
-    todo = unit_todo(candidates, previous, retry_failed)
-    return unit_results(candidates, todo, fetch(todo), previous)
-
-
 def unit_todo(candidates: list[Candidate], previous: dict, retry_failed: bool) -> list[Candidate]:
     """The candidates of a unit that a saved earlier result does not answer."""
     return [c for c in candidates if not reusable(previous.get(c.url), c, retry_failed)]
-
-
-def unit_results(
-    candidates: list[Candidate], todo: list[Candidate], fetched: list[Result], previous: dict
-) -> tuple[list[Result], int]:
-    """The unit's results in URL order from the fresh ones (`fetched`, for `todo`) and the reused."""
-    fresh = dict(zip((c.url for c in todo), fetched, strict=True))
-    results = [fresh[c.url] if c.url in fresh else previous[c.url][1] for c in candidates]
-    return results, len(candidates) - len(todo)
 
 
 def merge_duplicates(

@@ -183,7 +183,7 @@ from entitynet.records import Query, from_json
 args = json.loads(sys.argv[1])
 queries = [from_json(Query, line) for line in open(args["queries"])]
 opts = harvest.HarvestOptions(fetch=FetchOptions(address=AddressPolicy(allow_loopback=True), backoff=0.01,
-                              retries=1), num_shards=2, threads=2)
+                              retries=1), num_shards=2, threads=2, save_every=4)
 hp.run(queries, harvest.SearchSpec(url=args["url"], max_results=10, requests_per_second=0), opts, args["out"])
 """
 
@@ -604,7 +604,7 @@ def test_fetch_threads_move_on_to_other_units_while_one_waits_for_a_stalled_url(
         fn.start_bundle()
         a = [Candidate(url=f"{base}/a/stall.jpg")] + [Candidate(url=f"{base}/a/{i}.jpg") for i in range(2)]
         b = [Candidate(url=f"{base}/b/{i}.jpg") for i in range(6)]
-        out = list(fn.process((0, a))) + list(fn.process((1, b))) + list(fn.finish_bundle())
+        out = list(fn.process((0, a), {})) + list(fn.process((1, b), {})) + list(fn.finish_bundle())
         fn.teardown()
     finally:
         server.shutdown()

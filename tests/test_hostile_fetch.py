@@ -43,7 +43,7 @@ class Site:
     "redirect6" (six hops), "deny" (disallows /img)."""
 
     def __init__(self, robots: str = "ok"):
-        self.robots, self.hits = robots, {}
+        self.robots, self.hits, self.encodings = robots, {}, {}
         site = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,6 +77,7 @@ class Site:
             def do_GET(self):
                 path = self.path
                 site.hits[path] = site.hits.get(path, 0) + 1
+                site.encodings[path] = self.headers.get("Accept-Encoding")
                 if path == "/robots.txt":
                     return self.robots_txt()
                 if path.startswith("/robots-hop"):
@@ -332,8 +333,9 @@ def test_compressed_images_are_decoded_within_the_size_cap(site, path, reason):
         assert r.data == JPEG
 
 
-def test_we_advertise_only_the_encodings_we_decode():
-    assert fetcher().session.headers["Accept-Encoding"] == "gzip, deflate"
+def test_we_advertise_only_the_encodings_we_decode(site):
+    assert fetcher().fetch(site.base + "/img.jpg").ok
+    assert site.encodings["/img.jpg"] == "gzip, deflate" == fetcher_module.ACCEPT_ENCODING
 
 
 # ---------------------------------------------------------------- the address guard

@@ -227,7 +227,7 @@ def test_temp_files_a_killed_run_left_are_removed_by_the_next(world, tmp_path):
     (out / (shards.shard_filename("train", 0, 2) + ".tmp-4242-1700000000000000000")).write_bytes(b"half")
     (out / "candidates.jsonl.staged-1700000000000000000").write_bytes(b"half")
     unit_dir = next((out / "fetch_work").iterdir())
-    (unit_dir / "unit-000001-of-000256.unit.tmp-4242-1700000000000000000").write_bytes(b"half")
+    (unit_dir / "unit-000001-of-000256.00000.unit.tmp-4242-1700000000000000000").write_bytes(b"half")
     harvest_pipeline.run(queries[:10], spec, options(), str(out))
     assert not list(out.rglob("*.tmp-*")) and not list(out.rglob("*.staged-*"))
 

@@ -1,13 +1,20 @@
 """Fetch one URL safely; every call ends in a `FetchResult` with the bytes or exactly one reason.
 
+One asyncio client (aiohttp) per worker holds many requests in flight on one thread: a slow web
+(hosts answering in hundreds of milliseconds, some stalling until the deadline) keeps hundreds of
+requests open per core instead of one per thread. `Fetcher.afetch` is the coroutine;
+`Fetcher.fetch` and `Fetcher.submit` run it on the fetcher's own event loop thread for callers
+that are not async (Beam DoFns, tests).
+
 - Any string is a URL to us: one that does not parse (`http://[::1/x`, a bad port, a host IDNA
   cannot encode) ends as `bad_url`, never as an exception.
 - The address guard runs at connection time on the resolved addresses, for the first request
   and for every redirect, and the socket connects to the address that was checked (no second
-  DNS lookup for a rebinding server to exploit). A refused address is never contacted.
+  DNS lookup for a rebinding server to exploit); literal IP hosts are checked the same way. A
+  refused address is never contacted. DNS answers are cached per worker (`Resolver`, `--dns-ttl`).
 - One deadline (`total_timeout`) covers the whole fetch: connect, response headers, body,
-  redirects, retries and the robots.txt fetch of the host. A watchdog shuts the socket down when
-  it passes, so a server trickling header lines or body bytes is cut off on time.
+  redirects, retries and the robots.txt fetch of the host, so a server trickling header lines or
+  body bytes is cut off on time.
 - Headers decide before the body is read: status, `X-Robots-Tag` opt-out, `Content-Type`
   (image/*), `Content-Length` against the size cap.
 - We advertise `Accept-Encoding: gzip, deflate` and decode those ourselves with the size cap on
@@ -16,12 +23,19 @@
   five redirects are followed, 4xx means allow all, 5xx or an unreachable host means disallow for
   now (`robots_unavailable`, or the connection error itself) and is asked again later in the run.
 - Redirects are followed by hand (capped, loops detected); retries happen only for 429, 5xx and
-  connection errors, with the backoff, rate limiter and deadline of `entitynet.http_policy`.
-- Per-host concurrency and request-rate limits keep us polite when a DoFn fetches in threads.
+  connection errors, with the backoff and deadline of `entitynet.http_policy`.
+- Politeness: at most `per_host_concurrency` requests in flight and `per_host_rps` request starts
+  per second per host, and `in_flight` in all. A caller that splits a big host over several
+  workers passes `slot=(host, i)` and `share=n`: each of the n slots then gets 1/n of the host's
+  allowance, so the host never sees more than the limit from all workers together (the harvest
+  routes each slot to one work unit; `entitynet.harvest.politeness`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import errno
 import io
 import math
 import socket
@@ -29,20 +43,17 @@ import threading
 import time
 import urllib.parse
 import zlib
-from collections import defaultdict
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+import aiohttp
 
 from entitynet import __version__
 from entitynet.errors import ConfigError
 from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, robots_allows, x_robots_opt_out
 from entitynet.fetch.resolver import Resolver
-from entitynet.http_policy import Backoff, Deadline, DeadlinePassed, RateLimiter, retry_after_seconds
+from entitynet.http_policy import Backoff, Deadline, retry_after_seconds
 
 # The outcome vocabulary of fetching (image processing adds its own reasons).
 TRANSIENT = ("http_429", "http_5xx", "connection_error", "timeout", "robots_unavailable")
@@ -50,6 +61,8 @@ ROBOTS_MAX_BYTES = 500 << 10  # RFC 9309: parse at least 500 KiB; we read no mor
 ROBOTS_MAX_REDIRECTS = 5
 ROBOTS_RETRY_SECONDS = 30.0  # an unavailable robots.txt is asked again after this long
 ACCEPT_ENCODING = "gzip, deflate"  # what `_Decoder` decodes
+REDIRECTS = (301, 302, 303, 307, 308)
+READ_CHUNK = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,7 @@ class FetchOptions:
     per_host_concurrency: int = 8
     per_host_rps: float | None = None
     dns_ttl: float = 300.0  # how long a host's resolved addresses are reused (failures: 30 s)
+    in_flight: int = 128  # requests one fetcher (one worker) holds open at a time, over all hosts
 
     def __post_init__(self):
         def bad(flag, value, want):
@@ -95,6 +109,8 @@ class FetchOptions:
             bad("--dns-ttl", self.dns_ttl, "a number of seconds >= 0")
         if not 1 <= self.per_host_concurrency <= 10_000:
             bad("--per-host-concurrency", self.per_host_concurrency, "within 1..10000")
+        if not 1 <= self.in_flight <= 100_000:
+            bad("--in-flight", self.in_flight, "within 1..100000")
         if self.per_host_rps is not None and not (math.isfinite(self.per_host_rps) and self.per_host_rps > 0):
             bad("--per-host-rps", self.per_host_rps, "a positive rate")
 
@@ -123,54 +139,51 @@ class _Refused(Exception):
         self.reason, self.detail, self.wait = reason, detail, wait
 
 
+def host_of(url: str) -> str:
+    """The host name a URL's politeness limits count against (lower case; "" when none)."""
+    try:
+        return (urllib.parse.urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
 # ---------------------------------------------------------------- the guarded connection
 
-_WATCH = threading.local()  # the deadline of the fetch running on this thread, and its watchdogs
 
+class _GuardedConnector(aiohttp.TCPConnector):
+    """Resolves through the worker's `Resolver` and refuses before connecting when any address is
+    refused by the policy; the connection goes to the checked addresses (aiohttp's own DNS cache
+    and its shortcut for literal IPs are bypassed: every host, name or literal, is checked here)."""
 
-def _cut(sock) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
+    def __init__(self, policy: AddressPolicy, resolver: Resolver, **kwargs):
+        super().__init__(use_dns_cache=False, **kwargs)
+        self._policy, self._entitynet_resolver = policy, resolver
 
-
-def _guarded(base, policy: AddressPolicy, resolver: Resolver):
-    class Guarded(base):
-        def _new_conn(self):
-            try:
-                addresses = resolver.resolve(self._dns_host, self.port)
-            except socket.gaierror as e:
-                raise _Refused("connection_error", f"cannot resolve {self._dns_host}: {e}") from e
-            for address in addresses:
-                why = policy.refusal(address)
-                if why:
-                    raise _Refused("blocked_address", f"{self.host}: {why}")
-            host = self._dns_host
-            self._dns_host = addresses[0]  # connect to the address we checked
-            try:
-                return super()._new_conn()
-            finally:
-                self._dns_host = host
-
-        def getresponse(self, *args, **kwargs):
-            # headers are read line by line, each within the read timeout: only a watchdog bounds
-            # the whole; it stays armed for the body and is disarmed when the request is done
-            deadline = getattr(_WATCH, "deadline", None)
-            if deadline is not None and self.sock is not None:
-                timer = threading.Timer(max(0.0, deadline.remaining()), _cut, (self.sock,))
-                timer.daemon = True
-                timer.start()
-                _WATCH.timers.append(timer)
-            return super().getresponse(*args, **kwargs)
-
-    return Guarded
-
-
-def _disarm() -> None:
-    for timer in getattr(_WATCH, "timers", ()):
-        timer.cancel()
-    _WATCH.timers = []
+    async def _resolve_host(self, host, port, traces=None):
+        resolver = self._entitynet_resolver
+        try:
+            addresses = resolver.cached(host, port)
+            if addresses is None:
+                addresses = await asyncio.get_running_loop().run_in_executor(
+                    None, resolver.resolve, host, port
+                )
+        except (socket.gaierror, UnicodeError) as e:
+            raise _Refused("connection_error", f"cannot resolve the host {host}: {e}") from None
+        for address in addresses:
+            why = self._policy.refusal(address)
+            if why:
+                raise _Refused("blocked_address", f"{host}: {why}")
+        return [
+            {
+                "hostname": host,
+                "host": a,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in a else socket.AF_INET,
+                "proto": 0,
+                "flags": 0,
+            }
+            for a in addresses
+        ]
 
 
 class _Decoder:
@@ -208,85 +221,184 @@ class _Decoder:
         return out, bool(self._z.unconsumed_tail)
 
 
-class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, policy: AddressPolicy, pool_size: int, resolver: Resolver):
-        self._policy, self._resolver = policy, resolver
-        super().__init__(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        http = type(
-            "GuardedHTTPPool",
-            (HTTPConnectionPool,),
-            {"ConnectionCls": _guarded(HTTPConnectionPool.ConnectionCls, self._policy, self._resolver)},
-        )
-        https = type(
-            "GuardedHTTPSPool",
-            (HTTPSConnectionPool,),
-            {"ConnectionCls": _guarded(HTTPSConnectionPool.ConnectionCls, self._policy, self._resolver)},
-        )
-        self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
-
-
 # ---------------------------------------------------------------- politeness
 
 
+class _Slot:
+    __slots__ = ("sem", "interval", "next", "users")
+
+    def __init__(self, capacity: int, interval: float):
+        self.sem, self.interval, self.next, self.users = asyncio.Semaphore(capacity), interval, 0.0, 0
+
+
 class HostLimiter:
-    """At most `concurrency` requests in flight and `rps` request starts per second, per host."""
+    """Per slot (a host, or a share of one): at most `capacity` requests in flight and one start
+    per `interval` seconds. Slots exist while someone holds or waits for them, so memory follows
+    the hosts being fetched, not all hosts seen; a rate's last start is kept a little longer."""
 
     def __init__(self, concurrency: int, rps: float | None):
-        self._sem: dict[str, threading.BoundedSemaphore] = defaultdict(
-            lambda: threading.BoundedSemaphore(concurrency)
-        )
-        self._rate = RateLimiter(rps)
-        self._lock = threading.Lock()
+        self.concurrency, self.rps = concurrency, rps
+        self._slots: dict = {}
+        self._recent: dict = {}  # slot -> when its next start may be, for slots no one holds now
 
-    def acquire(self, host: str) -> None:
-        with self._lock:
-            sem = self._sem[host]
-        sem.acquire()
-        self._rate.wait(host)
+    def limits(self, share: int) -> tuple[int, float]:
+        return max(1, self.concurrency // share), (share / self.rps if self.rps else 0.0)
 
-    def release(self, host: str) -> None:
-        self._sem[host].release()
+    @asynccontextmanager
+    async def hold(self, key, share: int = 1):
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = _Slot(*self.limits(share))
+            slot.next = self._recent.pop(key, 0.0)
+        slot.users += 1
+        try:
+            async with slot.sem:
+                if slot.interval:
+                    now = time.monotonic()
+                    start = max(now, slot.next)
+                    slot.next = start + slot.interval
+                    if start > now:
+                        await asyncio.sleep(start - now)
+                yield
+        finally:
+            slot.users -= 1
+            if not slot.users:
+                del self._slots[key]
+                if slot.interval and slot.next > time.monotonic():
+                    self._recent[key] = slot.next
+                    if len(self._recent) > 10_000:
+                        now = time.monotonic()
+                        self._recent = {k: v for k, v in self._recent.items() if v > now}
+
+    def busy(self) -> int:
+        return len(self._slots)
 
 
 # ---------------------------------------------------------------- the fetcher
 
 
 class Fetcher:
-    """Thread-safe: one per DoFn instance (opened in `setup`), shared by its fetch threads."""
+    """One per worker (a DoFn opens it in `setup`). Its coroutines run on its own event loop, in a
+    thread it starts on first use; `fetch` and `submit` may be called from any thread."""
 
     def __init__(self, opts: FetchOptions = FetchOptions()):
         self.opts = opts
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxies from the environment: the guard must see the real peer
-        self.session.headers["User-Agent"] = opts.user_agent
-        self.session.headers["Accept"] = "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8"
-        self.session.headers["Accept-Encoding"] = ACCEPT_ENCODING
-        self.resolver = Resolver(ttl=opts.dns_ttl)  # one per worker: its threads share the answers
-        adapter = _GuardedAdapter(opts.address, max(16, opts.per_host_concurrency * 4), self.resolver)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self.resolver = Resolver(ttl=opts.dns_ttl)  # one per worker: its requests share the answers
         self.limiter = HostLimiter(opts.per_host_concurrency, opts.per_host_rps)
         self.backoff = Backoff(opts.backoff, float("inf"))  # a wait over max_retry_wait gives up instead
-        # origin -> (robots.txt text, "" = allow all; or None = not now) and, for None, the refusal
-        # and when it was decided
+        # origin -> (robots.txt text, "" = allow all; or None = not now), the refusal, when decided
         self._robots: dict[str, tuple[str | None, _Refused | None, float]] = {}
-        self._robots_lock = threading.Lock()
-        self._robots_host_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._robots_locks: dict[str, asyncio.Lock] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._start_lock = threading.Lock()
+        self.in_flight = 0  # requests open now, and the most at once (stats, tests)
+        self.peak_in_flight = 0
 
-    def close(self) -> None:
-        self.session.close()
+    # ------------------------------------------------------------ the loop and the session
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._start_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run():
+                    asyncio.set_event_loop(loop)
+                    loop.call_soon(ready.set)
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=run, name="entitynet-fetch", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+        return self._loop
+
+    def submit(self, coro) -> concurrent.futures.Future:
+        """Run a coroutine on the fetcher's loop; its result as a thread-safe future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def fetch(self, url: str, slot=None, share: int = 1) -> FetchResult:
+        """`afetch` for a caller that is not async: blocks this thread, not the loop."""
+        return self.submit(self.afetch(url, slot, share)).result()
+
+    def close(self, wait: bool = True) -> None:
+        """Close the connections and stop the loop's thread (a later call starts them again)."""
+        loop, thread, session = self._loop, self._thread, self._session
+        if loop is None or loop.is_closed():
+            return
+        self._loop, self._thread, self._session = None, None, None
+
+        async def shut():
+            if session is not None:
+                await session.close()
+            loop.stop()
+
+        try:
+            done = asyncio.run_coroutine_threadsafe(shut(), loop)
+        except RuntimeError:  # the loop is gone already (interpreter shutting down)
+            return
+        if wait:
+            try:
+                done.result(timeout=10)
+            except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
+                pass
+            if thread is not None:
+                thread.join(timeout=10)
+
+    def __del__(self):
+        try:
+            self.close(wait=False)
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            o = self.opts
+            connector = _GuardedConnector(
+                o.address, self.resolver, limit=0, limit_per_host=0, keepalive_timeout=15
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={
+                    "User-Agent": o.user_agent,
+                    "Accept": "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8",
+                    "Accept-Encoding": ACCEPT_ENCODING,
+                },
+                auto_decompress=False,  # `_Decoder` decodes, within the size cap
+                trust_env=False,  # no proxies from the environment: the guard must see the real peer
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=o.connect_timeout, sock_read=o.read_timeout
+                ),
+            )
+            self._gate = asyncio.Semaphore(o.in_flight)
+        return self._session
+
+    @asynccontextmanager
+    async def _get(self, url: str):
+        """One GET (no redirects followed), counted against `in_flight`."""
+        session = self._client()
+        async with self._gate:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                async with session.get(url, allow_redirects=False) as r:
+                    yield r
+            finally:
+                self.in_flight -= 1
 
     # ------------------------------------------------------------ robots.txt
 
-    def _robots_for(self, origin: str, deadline: Deadline) -> str:
+    async def _robots_for(self, origin: str) -> str:
         """robots.txt of an origin: its text ("" when there is none: allow all). A _Refused when it
         cannot be had now (5xx, unreachable): disallow for now, asked again after a while."""
-        with self._robots_lock:
-            lock = self._robots_host_locks[origin]
-        with lock:
+        lock = self._robots_locks.get(origin)
+        if lock is None:
+            lock = self._robots_locks[origin] = asyncio.Lock()
+        async with lock:
             known = self._robots.get(origin)
             if known is not None and (
                 known[0] is not None or time.monotonic() - known[2] < ROBOTS_RETRY_SECONDS
@@ -295,7 +407,7 @@ class Fetcher:
                     raise known[1]
                 return known[0]
             try:
-                text = self._fetch_robots(origin, deadline)
+                text = await self._fetch_robots(origin)
             except _Refused as e:
                 if e.reason in ("blocked_address", "timeout"):
                     raise  # the host's own decision, or this fetch's deadline: not the host's robots.txt
@@ -304,74 +416,62 @@ class Fetcher:
             self._robots[origin] = (text, None, time.monotonic())
             return text
 
-    def _fetch_robots(self, origin: str, deadline: Deadline) -> str:
+    async def _fetch_robots(self, origin: str) -> str:
         url = origin + "/robots.txt"
         for _ in range(ROBOTS_MAX_REDIRECTS + 1):
             try:
-                with self._get(url, deadline) as r:
-                    deadline.left("while reading the headers")
-                    if r.is_redirect:
-                        url = urllib.parse.urljoin(url, r.headers.get("Location", ""))
+                async with self._get(url) as r:
+                    if r.status in REDIRECTS and "Location" in r.headers:
+                        url = urllib.parse.urljoin(url, r.headers["Location"])
                         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
                             return ""  # RFC 9309: unreachable robots.txt by redirect = unavailable, allow
                         continue
-                    if r.status_code == 200:
+                    if r.status == 200:
                         try:
-                            body = self._read_body(r, deadline, ROBOTS_MAX_BYTES, truncate=True)
+                            body = await self._read_body(r, ROBOTS_MAX_BYTES, truncate=True)
                         except _Refused as e:
                             if e.reason == "bad_encoding":
                                 return ""  # unreadable: parse nothing of it, as if absent
                             raise
                         return body.decode("utf-8", "replace")
-                    if 400 <= r.status_code < 500:
+                    if 400 <= r.status < 500:
                         return ""  # RFC 9309: "unavailable", no restrictions
                     raise _Refused(  # 5xx (and a 3xx without Location): disallow for now
                         "robots_unavailable",
-                        f"{origin}/robots.txt answered HTTP {r.status_code}; disallowed for now",
+                        f"{origin}/robots.txt answered HTTP {r.status}; disallowed for now",
                     )
-            except DeadlinePassed as e:
-                raise _Refused("timeout", f"{e} (robots.txt of {origin})") from None
-            except requests.exceptions.Timeout:
+            except _Refused:
+                raise
+            except aiohttp.ServerTimeoutError:
                 raise _Refused("timeout", f"robots.txt of {origin} timed out") from None
-            except (requests.ConnectionError, urllib3.exceptions.ProtocolError, ConnectionError) as e:
-                if deadline.remaining() <= 0:
-                    raise _Refused("timeout", f"total deadline passed (robots.txt of {origin})") from None
+            except (aiohttp.ClientError, OSError, ValueError) as e:
                 raise _Refused("connection_error", f"robots.txt of {origin}: {_why(e)}") from None
-            finally:
-                _disarm()
         return ""  # more than five redirects: RFC 9309 lets us treat it as unavailable
 
     # ------------------------------------------------------------ one request
 
-    def _get(self, url: str, deadline: Deadline) -> requests.Response:
-        remaining = deadline.left()
-        timeout = (min(self.opts.connect_timeout, remaining), min(self.opts.read_timeout, remaining))
-        return self.session.get(url, timeout=timeout, stream=True, allow_redirects=False)
-
-    def _read_body(
-        self, r: requests.Response, deadline: Deadline, limit: int, truncate: bool = False
-    ) -> bytes:
+    async def _read_body(self, r: aiohttp.ClientResponse, limit: int, truncate: bool = False) -> bytes:
         """The decoded body, at most `limit` bytes of it (more: too_large, or cut at `limit`)."""
         decoder = _Decoder(r.headers.get("Content-Encoding", ""))
         buf = io.BytesIO()
         while True:
-            deadline.left("while reading the body")
-            chunk = r.raw.read1(64 << 10)
+            chunk = await r.content.read(READ_CHUNK)
             if not chunk:
                 break
             room = limit - buf.tell()
             data, over = decoder.feed(chunk, room + 1)
             buf.write(data)
             if over or buf.tell() > limit:
+                r.close()  # the rest is never read: the connection is not reused
                 if truncate:
                     return buf.getvalue()[:limit]
                 raise _Refused("too_large", f"body over {limit} bytes (decoded)")
-        deadline.left("while reading the body")  # an end of the body may be the watchdog's cut
         return buf.getvalue()
 
-    def _once(self, url: str, result: FetchResult, deadline: Deadline) -> bytes:
+    async def _once(self, url: str, result: FetchResult, slot, share: int) -> bytes:
         visited: set[str] = set()
         current = url
+        first = slot if slot is not None else host_of(url)
         for _ in range(self.opts.max_redirects + 1):
             parts = urllib.parse.urlsplit(current)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -382,43 +482,41 @@ class Fetcher:
             visited.add(current)
             origin = f"{parts.scheme}://{parts.netloc}"
             if self.opts.robots_txt:
-                robots = self._robots_for(origin, deadline)
+                robots = await self._robots_for(origin)
                 if robots and not robots_allows(robots, self.opts.agent_token, current):
                     raise _Refused("robots_disallowed", current[:200])
-            host = parts.hostname
-            self.limiter.acquire(host)
-            try:
-                with self._get(current, deadline) as r:
-                    deadline.left("while reading the headers")  # the watchdog may have cut them short
-                    result.status, result.final_url = r.status_code, current
-                    if r.is_redirect:
-                        location = r.headers.get("Location", "")
-                        current = urllib.parse.urljoin(current, location)
-                        continue
-                    if r.status_code == 429:
-                        raise _Refused("http_429", "", retry_after_seconds(r.headers.get("Retry-After")))
-                    if r.status_code >= 500:
-                        raise _Refused(
-                            "http_5xx", str(r.status_code), retry_after_seconds(r.headers.get("Retry-After"))
-                        )
-                    if r.status_code != 200:
-                        raise _Refused(f"http_{r.status_code}")
-                    # each header line separately: joined, a "bot:" scope would swallow the next line
-                    tags = r.raw.headers.getlist("X-Robots-Tag")
-                    opted = x_robots_opt_out(tags, [self.opts.agent_token], self.opts.opt_out)
-                    if opted:
-                        raise _Refused("opted_out", f"X-Robots-Tag {opted}")
-                    ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                    result.content_type = ctype
-                    if not ctype.startswith("image/"):
-                        raise _Refused("not_an_image", f"Content-Type {ctype or 'missing'}")
-                    length = r.headers.get("Content-Length", "")
-                    if length.isascii() and length.isdigit() and int(length) > self.opts.max_bytes:
-                        raise _Refused("too_large", f"Content-Length {length}")
-                    return self._read_body(r, deadline, self.opts.max_bytes)
-            finally:
-                _disarm()
-                self.limiter.release(host)
+            host = parts.hostname.lower()
+            # the URL's own slot while on its host; a redirect to another host counts against that
+            # host (in this worker)
+            on_own_host = host == (first[0] if isinstance(first, tuple) else first)
+            key, key_share = (first, share) if on_own_host else (host, 1)
+            async with self.limiter.hold(key, key_share), self._get(current) as r:
+                result.status, result.final_url = r.status, current
+                if r.status in REDIRECTS and "Location" in r.headers:
+                    current = urllib.parse.urljoin(current, r.headers["Location"])
+                    continue
+                if r.status == 429:
+                    raise _Refused("http_429", "", retry_after_seconds(r.headers.get("Retry-After")))
+                if r.status >= 500:
+                    raise _Refused(
+                        "http_5xx", str(r.status), retry_after_seconds(r.headers.get("Retry-After"))
+                    )
+                if r.status != 200:
+                    raise _Refused(f"http_{r.status}")
+                # each header line separately: joined, a "bot:" scope would swallow the next line
+                opted = x_robots_opt_out(
+                    r.headers.getall("X-Robots-Tag", []), [self.opts.agent_token], self.opts.opt_out
+                )
+                if opted:
+                    raise _Refused("opted_out", f"X-Robots-Tag {opted}")
+                ctype = r.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                result.content_type = ctype
+                if not ctype.startswith("image/"):
+                    raise _Refused("not_an_image", f"Content-Type {ctype or 'missing'}")
+                length = r.headers.get("Content-Length", "")
+                if length.isascii() and length.isdigit() and int(length) > self.opts.max_bytes:
+                    raise _Refused("too_large", f"Content-Length {length}")
+                return await self._read_body(r, self.opts.max_bytes)
         raise _Refused("redirect_loop", f"more than {self.opts.max_redirects} redirects")
 
     def _file(self, url: str, result: FetchResult) -> FetchResult:
@@ -433,9 +531,9 @@ class Fetcher:
             result.reason, result.detail = "http_404", f"{path}: {getattr(e, 'strerror', None) or e}"
         return result
 
-    def fetch(self, url: str) -> FetchResult:
+    async def afetch(self, url: str, slot=None, share: int = 1) -> FetchResult:
         """Bytes of `url`, or the reason they could not (should not) be had. Never raises for a bad URL
-        or a hostile server."""
+        or a hostile server. `slot` and `share`: see the module's note on politeness."""
         result = FetchResult(url)
         if not isinstance(url, str) or not url:
             result.reason, result.detail = "bad_url", "empty URL"
@@ -447,72 +545,66 @@ class Fetcher:
             result.attempts = 1
             return self._file(url, result)
         deadline = Deadline(self.opts.total_timeout)
-        _WATCH.deadline, _WATCH.timers = deadline, []
         try:
-            return self._attempts(url, result, deadline)
-        finally:
-            _disarm()
-            _WATCH.deadline = None
+            async with asyncio.timeout(self.opts.total_timeout):
+                await self._attempts(url, result, deadline, slot, share)
+        except TimeoutError:
+            result.data, result.reason = None, "timeout"
+            result.detail = f"total deadline of {self.opts.total_timeout:g} s passed"
+        return result
 
-    def _attempts(self, url: str, result: FetchResult, deadline: Deadline) -> FetchResult:
+    async def _attempts(self, url: str, result: FetchResult, deadline: Deadline, slot, share: int) -> None:
         for attempt in range(self.opts.retries + 1):
             result.attempts = attempt + 1
             wait = None
             try:
-                result.data = self._once(url, result, deadline)
+                result.data = await self._once(url, result, slot, share)
                 result.reason = None
-                return result
+                return
             except _Refused as e:
                 result.reason, result.detail = e.reason, e.detail
                 wait = e.wait
-            except DeadlinePassed as e:
-                result.reason, result.detail = "timeout", str(e)
-                return result
-            except requests.exceptions.ConnectTimeout as e:
+            except aiohttp.ConnectionTimeoutError as e:
                 result.reason, result.detail = "connection_error", f"connect timeout ({e.__class__.__name__})"
-            except (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError, TimeoutError) as e:
-                result.reason, result.detail = "timeout", type(e).__name__
-                return result
-            except (
-                requests.ConnectionError,
-                requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.ProtocolError,
-                ConnectionError,
-            ) as e:
-                if deadline.remaining() <= 0:  # the watchdog cut the socket
-                    result.reason, result.detail = (
-                        "timeout",
-                        f"total deadline of {deadline.seconds:g} s passed",
-                    )
-                    return result
-                result.reason, result.detail = "connection_error", _why(e)
-            except (requests.RequestException, ValueError, urllib3.exceptions.LocationValueError) as e:
-                # a URL (or a redirect's Location) that does not parse: InvalidURL, bad IPv6, bad port,
-                # a host IDNA cannot encode (UnicodeError is a ValueError)
+            except aiohttp.ServerTimeoutError as e:
+                result.reason, result.detail = "timeout", f"read timeout ({type(e).__name__})"
+                return
+            except (aiohttp.InvalidURL, ValueError) as e:
+                # a URL (or a redirect's Location) that does not parse: bad IPv6, bad port, a host
+                # IDNA cannot encode (UnicodeError is a ValueError)
                 result.reason, result.detail = "bad_url", f"{type(e).__name__}: {str(e)[:150]}"
-                return result
+                return
+            except (aiohttp.ClientError, OSError) as e:
+                result.reason, result.detail = "connection_error", _why(e)
             if (
                 result.reason not in ("http_429", "http_5xx", "connection_error")
                 or attempt == self.opts.retries
             ):
-                return result
+                return
             delay = self.backoff.delay(attempt, wait)
             if delay > self.opts.max_retry_wait or not deadline.allows(delay):
-                return result
-            time.sleep(delay)
-        return result
+                return
+            await asyncio.sleep(delay)
 
 
 def _why(e: BaseException) -> str:
     """A connection error in words: DNS failure, refused, reset, or the exception's type."""
-    text = str(e)
+    cause = getattr(e, "os_error", None) or e
+    number = getattr(cause, "errno", None)
+    if number == errno.ECONNREFUSED:
+        return "connection refused"
+    if number in (errno.ECONNRESET, errno.EPIPE):
+        return "connection reset"
+    text = f"{e} {cause}"
     for needle, words in (
         ("Name or service not known", "cannot resolve the host"),
         ("nodename nor servname", "cannot resolve the host"),
         ("Temporary failure in name resolution", "cannot resolve the host"),
         ("Connection refused", "connection refused"),
+        ("Connect call failed", "connection refused"),
         ("Connection reset", "connection reset"),
-        ("RemoteDisconnected", "closed without an answer"),
+        ("Server disconnected", "closed without an answer"),
+        ("payload is not completed", "the body ended early"),
     ):
         if needle in text:
             return words

@@ -37,6 +37,17 @@ class Resolver:
         self._pending: dict[tuple[str, int], threading.Event] = {}
         self.lookups = 0  # answers asked of the system resolver (for tests and stats)
 
+    def cached(self, host: str, port: int) -> list[str] | None:
+        """The cached answer without waiting (None when there is none): what an event loop asks
+        before it hands a lookup to a thread."""
+        key = (host.lower(), int(port))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None or hit[0] <= self._clock():
+                return None
+            self._cache.move_to_end(key)
+            return _answer(hit[1])
+
     def resolve(self, host: str, port: int) -> list[str]:
         """The host's addresses (in the resolver's order, without repeats); socket.gaierror as the
         system resolver raises it, also when the failure is cached."""
