@@ -270,21 +270,21 @@ def _emit(result):
 
 
 class BigHosts(beam.PTransform):
-    """Candidates -> (host, slots) for the hosts with more than `harvest.HOST_UNIT_MAX` candidates:
-    counts combined per host, only the big ones kept (a side input bounded by candidates / max)."""
+    """Candidates -> (host, slots) for the hosts with more than `host_unit_max` candidates: counts
+    combined per host, only the big ones kept (a side input bounded by candidates / host_unit_max)."""
 
-    def __init__(self, per_host_concurrency: int):
+    def __init__(self, opts: harvest.HarvestOptions):
         super().__init__()
-        self.per_host_concurrency = per_host_concurrency
+        self.per_host, self.unit_max = opts.fetch.per_host_concurrency, opts.host_unit_max
 
     def expand(self, candidates):
-        limit = self.per_host_concurrency
+        per_host, unit_max = self.per_host, self.unit_max
         return (
             candidates
             | "Host" >> beam.Map(lambda c: fetch_host(c.url))
             | "PerHost" >> beam.combiners.Count.PerElement()
-            | "Big" >> beam.Filter(lambda kv: kv[1] > harvest.HOST_UNIT_MAX)
-            | "Slots" >> beam.MapTuple(lambda host, n: (host, harvest.slots_for(n, limit)))
+            | "Big" >> beam.Filter(lambda kv: kv[1] > unit_max)
+            | "Slots" >> beam.MapTuple(lambda host, n: (host, harvest.slots_for(n, per_host, unit_max)))
         )
 
 
@@ -379,7 +379,7 @@ def build(
         balanced = candidates | BalanceBeforeFetch(spec.entities, spec.balance_t, spec.balance_seed)
         to_fetch, not_fetched = balanced["kept"], balanced["outcomes"]
         before, after = balanced["before"], balanced["after"]
-    big_hosts = beam.pvalue.AsDict(to_fetch | BigHosts(opts.fetch.per_host_concurrency))
+    big_hosts = beam.pvalue.AsDict(to_fetch | BigHosts(opts))
     fetched = (
         to_fetch
         | "ToUnit"

@@ -92,10 +92,11 @@ def run_ours(
     urls: list[str],
     work: Path,
     mode: str,
-    threads: int = 32,
+    threads: int = 2,  # image threads per worker (fetches: in_flight on one event loop)
     per_host: int = 64,
     timeout: float = 30.0,
     robots: bool = True,
+    in_flight: int = 128,
 ) -> tuple[float, float, int]:
     from beam_pipelines import harvest as hp
     from entitynet import harvest
@@ -114,6 +115,7 @@ def run_ours(
             total_timeout=timeout,
             retries=0,
             robots_txt=robots,
+            in_flight=in_flight,
         ),
         image=ImageOptions(size=256, quality=90),
         num_shards=4,

@@ -24,8 +24,9 @@ that are not async (Beam DoFns, tests).
   now (`robots_unavailable`, or the connection error itself) and is asked again later in the run.
 - Redirects are followed by hand (capped, loops detected); retries happen only for 429, 5xx and
   connection errors, with the backoff and deadline of `entitynet.http_policy`.
-- Politeness: at most `per_host_concurrency` requests in flight and `per_host_rps` request starts
-  per second per host, and `in_flight` in all. A caller that splits a big host over several
+- Politeness: at most `per_host_concurrency` fetches in progress and `per_host_rps` fetch starts
+  per second per host, and `in_flight` fetches in all; a fetch holds its host's place through its
+  redirects on that host, retries and robots.txt, and its deadline starts once it has the place. A caller that splits a big host over several
   workers passes `slot=(host, i)` and `share=n`: each of the n slots then gets 1/n of the host's
   allowance, so the host never sees more than the limit from all workers together (the harvest
   routes each slot to one work unit; `entitynet.harvest.politeness`).
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import errno
 import io
 import math
@@ -43,7 +45,6 @@ import threading
 import time
 import urllib.parse
 import zlib
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,7 +245,7 @@ class HostLimiter:
     def limits(self, share: int) -> tuple[int, float]:
         return max(1, self.concurrency // share), (share / self.rps if self.rps else 0.0)
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def hold(self, key, share: int = 1):
         slot = self._slots.get(key)
         if slot is None:
@@ -308,7 +309,10 @@ class Fetcher:
                 def run():
                     asyncio.set_event_loop(loop)
                     loop.call_soon(ready.set)
-                    loop.run_forever()
+                    try:
+                        loop.run_forever()
+                    finally:
+                        loop.close()
 
                 self._thread = threading.Thread(target=run, name="entitynet-fetch", daemon=True)
                 self._thread.start()
@@ -334,10 +338,11 @@ class Fetcher:
         async def shut():
             if session is not None:
                 await session.close()
-            loop.stop()
 
         try:
             done = asyncio.run_coroutine_threadsafe(shut(), loop)
+            # stopped only once the future is answered (stopping inside `shut` would leave it unset)
+            done.add_done_callback(lambda _: loop.call_soon_threadsafe(loop.stop))
         except RuntimeError:  # the loop is gone already (interpreter shutting down)
             return
         if wait:
@@ -377,18 +382,16 @@ class Fetcher:
             self._gate = asyncio.Semaphore(o.in_flight)
         return self._session
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def _get(self, url: str):
-        """One GET (no redirects followed), counted against `in_flight`."""
-        session = self._client()
-        async with self._gate:
-            self.in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-            try:
-                async with session.get(url, allow_redirects=False) as r:
-                    yield r
-            finally:
-                self.in_flight -= 1
+        """One GET (no redirects followed)."""
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            async with self._client().get(url, allow_redirects=False) as r:
+                yield r
+        finally:
+            self.in_flight -= 1
 
     # ------------------------------------------------------------ robots.txt
 
@@ -468,10 +471,9 @@ class Fetcher:
                 raise _Refused("too_large", f"body over {limit} bytes (decoded)")
         return buf.getvalue()
 
-    async def _once(self, url: str, result: FetchResult, slot, share: int) -> bytes:
+    async def _once(self, url: str, result: FetchResult, own_host: str) -> bytes:
         visited: set[str] = set()
         current = url
-        first = slot if slot is not None else host_of(url)
         for _ in range(self.opts.max_redirects + 1):
             parts = urllib.parse.urlsplit(current)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -485,12 +487,11 @@ class Fetcher:
                 robots = await self._robots_for(origin)
                 if robots and not robots_allows(robots, self.opts.agent_token, current):
                     raise _Refused("robots_disallowed", current[:200])
+            # the fetch holds its own host's slot (`afetch`); a redirect to another host waits for
+            # that host's (in this worker)
             host = parts.hostname.lower()
-            # the URL's own slot while on its host; a redirect to another host counts against that
-            # host (in this worker)
-            on_own_host = host == (first[0] if isinstance(first, tuple) else first)
-            key, key_share = (first, share) if on_own_host else (host, 1)
-            async with self.limiter.hold(key, key_share), self._get(current) as r:
+            other = self.limiter.hold(host) if host != own_host else contextlib.nullcontext()
+            async with other, self._get(current) as r:
                 result.status, result.final_url = r.status, current
                 if r.status in REDIRECTS and "Location" in r.headers:
                     current = urllib.parse.urljoin(current, r.headers["Location"])
@@ -544,21 +545,27 @@ class Fetcher:
                 return result
             result.attempts = 1
             return self._file(url, result)
-        deadline = Deadline(self.opts.total_timeout)
-        try:
-            async with asyncio.timeout(self.opts.total_timeout):
-                await self._attempts(url, result, deadline, slot, share)
-        except TimeoutError:
-            result.data, result.reason = None, "timeout"
-            result.detail = f"total deadline of {self.opts.total_timeout:g} s passed"
+        # politeness first: the deadline starts once the host's slot and a place in flight are ours,
+        # so a fetch queued behind its host's other URLs does not run out of time while it waits
+        slot = slot if slot is not None else host_of(url)
+        own_host = slot[0] if isinstance(slot, tuple) else slot
+        self._client()
+        async with self.limiter.hold(slot, share), self._gate:
+            deadline = Deadline(self.opts.total_timeout)
+            try:
+                async with asyncio.timeout(self.opts.total_timeout):
+                    await self._attempts(url, result, deadline, own_host)
+            except TimeoutError:
+                result.data, result.reason = None, "timeout"
+                result.detail = f"total deadline of {self.opts.total_timeout:g} s passed"
         return result
 
-    async def _attempts(self, url: str, result: FetchResult, deadline: Deadline, slot, share: int) -> None:
+    async def _attempts(self, url: str, result: FetchResult, deadline: Deadline, own_host: str) -> None:
         for attempt in range(self.opts.retries + 1):
             result.attempts = attempt + 1
             wait = None
             try:
-                result.data = await self._once(url, result, slot, share)
+                result.data = await self._once(url, result, own_host)
                 result.reason = None
                 return
             except _Refused as e:
