@@ -188,10 +188,13 @@ class FetchUnit(beam.DoFn):
     `save_every` results and when the unit is done) and a re-run reuses them. So the loop moves on
     to the next units while one waits for its slowest host: on a web with a long tail (stalls
     until the timeout) the requests in flight stay many instead of idling behind one stalled URL.
-    New units are taken while fewer than twice `--in-flight` fetches are unfinished, so memory
+    New units are taken until the loop has all its places in flight taken and twice as many
+    fetches queued (or `QUEUED_MAX` times as many queued behind their hosts' limits), so memory
     does not grow with the bundle or with a unit. `big_hosts` (side input): the hosts split into
     slots (`harvest.politeness`).
     """
+
+    QUEUED_MAX = 32
 
     def __init__(self, opts: harvest.HarvestOptions, work_dir: str):
         self.opts, self.work_dir = opts, work_dir
@@ -231,8 +234,18 @@ class FetchUnit(beam.DoFn):
             self.units.append(_OpenUnit(path, parts, futures))
             self.running += len(futures)
         yield from self._collect(block=False)
-        while self.running > 2 * self.opts.fetch.in_flight:
+        while self._full():
             yield from self._collect(block=True)
+
+    def _full(self) -> bool:
+        """Whether to wait before taking another unit: the fetches queued are plenty (twice
+        --in-flight) and the loop has every place in flight taken; or queued behind their hosts'
+        limits, they are many (`QUEUED_MAX` x --in-flight: another unit brings other hosts, which
+        may have places free, but memory stays bounded)."""
+        in_flight = self.opts.fetch.in_flight
+        if self.running > self.QUEUED_MAX * in_flight:
+            return True
+        return self.running > 2 * in_flight and self.fetcher.active >= in_flight
 
     def finish_bundle(self):
         while self.units:

@@ -339,3 +339,31 @@ def test_fetch_threads_share_one_dns_answer_and_the_guard_still_checks_it(web):
     assert [r.reason for r in private] == ["blocked_address"] * 2 and asked.count("intranet.test") == 1
     with pytest.raises(Exception, match="--dns-ttl"):
         FetchOptions(dns_ttl=-1)
+
+
+# ---------------------------------------------------------------- many requests on one event loop
+
+
+def test_one_loop_holds_many_requests_within_the_host_and_total_limits():
+    """64 fetches submitted at once to two hosts: the server sees at most `per_host_concurrency`
+    per host and `in_flight` in all, and reaches those limits (the loop does not serialise); a
+    slot with a share of 2 gets half the host's places; queued fetches do not time out while
+    they wait for a place (the deadline starts with the fetch)."""
+    from loopback_hosts import CountingHosts
+
+    web = CountingHosts(hosts=2, delay=0.2)
+    try:
+        f = fetcher(per_host_concurrency=6, in_flight=10, robots_txt=False, total_timeout=1.0)
+        futures = [f.submit(f.afetch(web.url(1 + i % 2, i))) for i in range(64)]
+        results = [x.result() for x in futures]
+        assert all(r.ok for r in results), {r.reason for r in results}  # 64 x 0.2 s / 10 > 1 s deadline
+        assert max(web.peak.values()) <= 6 and sum(web.peak.values()) >= 10, web.peak
+        assert f.peak_in_flight == 10
+        web.peak.clear()
+        host = "127.0.0.1"
+        futures = [f.submit(f.afetch(web.url(1, 1000 + i), (host, 0), 2)) for i in range(12)]
+        assert all(x.result().ok for x in futures)
+        assert web.peak[host] == 3, web.peak  # 6 // 2
+        f.close()
+    finally:
+        web.close()

@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 import pytest
+from loopback_hosts import CountingHosts
 
 from beam_pipelines import harvest as harvest_pipeline
 from entitynet import harvest
@@ -194,7 +195,6 @@ def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_shards(harveste
     import signal
     import subprocess
     import sys
-    import time
 
     from entitynet.records import write_jsonl
 
@@ -560,7 +560,6 @@ def test_fetch_threads_move_on_to_other_units_while_one_waits_for_a_stalled_url(
     stalls, the second unit's URLs are fetched, and both units come out, each with its results."""
     import io
     import threading
-    import time
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from apache_beam.utils.windowed_value import WindowedValue
@@ -619,76 +618,6 @@ def test_fetch_threads_move_on_to_other_units_while_one_waits_for_a_stalled_url(
     assert sorted(r.url.split("/", 3)[3] for r in recs) == sorted(
         ["a/stall.jpg", "a/0.jpg", "a/1.jpg"] + [f"b/{i}.jpg" for i in range(6)]
     )
-
-
-class CountingHosts:
-    """One HTTP server per address (127.0.0.1, .2, ...: distinct hosts to the fetcher) that counts,
-    on the server side, the requests in flight per host and the most at once."""
-
-    def __init__(self, hosts: int, delay: float):
-        import io
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        import numpy as np
-        from PIL import Image
-
-        self.peak: Counter = Counter()
-        self.now: Counter = Counter()
-        self.served = 0
-        lock = threading.Lock()
-        counting = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                if self.path == "/robots.txt":
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                host = self.server.server_address[0]
-                with lock:
-                    counting.now[host] += 1
-                    counting.peak[host] = max(counting.peak[host], counting.now[host])
-                time.sleep(delay)
-                buf = io.BytesIO()
-                i = int(self.path.rsplit("/", 1)[1].split(".")[0])
-                pixels = np.random.default_rng(i).integers(0, 255, (10, 12, 3), dtype=np.uint8)
-                Image.fromarray(pixels).resize((96, 80)).save(buf, "JPEG")  # distinct content per URL
-                body = buf.getvalue()
-                with lock:
-                    counting.now[host] -= 1
-                    counting.served += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.servers = []
-        for k in range(1, hosts + 1):
-            server = ThreadingHTTPServer((f"127.0.0.{k}", self.port), Handler)
-            server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            self.servers.append(server)
-
-    def url(self, host: int, i: int) -> str:
-        return f"http://127.0.0.{host}:{self.port}/img/{i}.jpg"
-
-    def close(self):
-        for s in self.servers:
-            s.shutdown()
-            s.server_close()
 
 
 def test_per_host_limits_hold_over_all_workers_counted_by_the_server(small_world, tmp_path):

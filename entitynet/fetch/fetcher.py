@@ -294,6 +294,7 @@ class Fetcher:
         self._thread: threading.Thread | None = None
         self._session: aiohttp.ClientSession | None = None
         self._start_lock = threading.Lock()
+        self.active = 0  # fetches holding their host's place now (at most opts.in_flight)
         self.in_flight = 0  # requests open now, and the most at once (stats, tests)
         self.peak_in_flight = 0
 
@@ -551,6 +552,7 @@ class Fetcher:
         own_host = slot[0] if isinstance(slot, tuple) else slot
         self._client()
         async with self.limiter.hold(slot, share), self._gate:
+            self.active += 1
             deadline = Deadline(self.opts.total_timeout)
             try:
                 async with asyncio.timeout(self.opts.total_timeout):
@@ -558,6 +560,8 @@ class Fetcher:
             except TimeoutError:
                 result.data, result.reason = None, "timeout"
                 result.detail = f"total deadline of {self.opts.total_timeout:g} s passed"
+            finally:
+                self.active -= 1
         return result
 
     async def _attempts(self, url: str, result: FetchResult, deadline: Deadline, own_host: str) -> None:
