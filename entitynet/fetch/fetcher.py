@@ -64,6 +64,7 @@ ROBOTS_RETRY_SECONDS = 30.0  # an unavailable robots.txt is asked again after th
 ACCEPT_ENCODING = "gzip, deflate"  # what `_Decoder` decodes
 REDIRECTS = (301, 302, 303, 307, 308)
 READ_CHUNK = 64 << 10
+DNS_THREADS = 32  # lookups of new hosts at once, per worker
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,11 @@ class Fetcher:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
+
+                # DNS lookups not in the cache run here (getaddrinfo blocks): many hosts resolve at once
+                loop.set_default_executor(
+                    concurrent.futures.ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="entitynet-dns")
+                )
 
                 def run():
                     asyncio.set_event_loop(loop)
