@@ -283,21 +283,21 @@ def _emit(result):
 
 
 class BigHosts(beam.PTransform):
-    """Candidates -> (host, slots) for the hosts with more than `host_unit_max` candidates: counts
-    combined per host, only the big ones kept (a side input bounded by candidates / host_unit_max)."""
+    """Candidates -> (host, slots) for the hosts with more than `host_split` candidates: counts
+    combined per host, only the big ones kept (a side input bounded by candidates / host_split)."""
 
     def __init__(self, opts: harvest.HarvestOptions):
         super().__init__()
-        self.per_host, self.unit_max = opts.fetch.per_host_concurrency, opts.host_unit_max
+        self.per_host, self.split = opts.fetch.per_host_concurrency, opts.host_split
 
     def expand(self, candidates):
-        per_host, unit_max = self.per_host, self.unit_max
+        per_host, split = self.per_host, self.split
         return (
             candidates
             | "Host" >> beam.Map(lambda c: fetch_host(c.url))
             | "PerHost" >> beam.combiners.Count.PerElement()
-            | "Big" >> beam.Filter(lambda kv: kv[1] > unit_max)
-            | "Slots" >> beam.MapTuple(lambda host, n: (host, harvest.slots_for(n, per_host, unit_max)))
+            | "Big" >> beam.Filter(lambda kv: kv[1] > split)
+            | "Slots" >> beam.MapTuple(lambda host, n: (host, harvest.slots_for(n, per_host, split)))
         )
 
 

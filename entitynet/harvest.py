@@ -111,15 +111,15 @@ class HarvestOptions:
     threads: int = 2  # threads per worker that decode, check and resize fetched images
     work_units: int = 256  # candidates are fetched in this many units (by host), saved in parts (resume)
     save_every: int = 256  # results of a unit saved together (one part file); also when it is done
-    host_unit_max: int = 5000  # a host with more candidates is split into slots (`politeness`)
+    host_split: int = 1000  # a host with more candidates is split into slots of this many (`politeness`)
     retry_failed: bool = False  # on a re-run, fetch again the candidates that failed transiently
     links: LinkRule = field(default_factory=LinkRule)  # pruning of entity links (entitynet.links)
 
     def __post_init__(self):
         if not 1 <= self.threads <= 1024:
             raise ConfigError(f"--threads must be within 1..1024, got {self.threads}")
-        if not 1 <= self.host_unit_max <= 100_000_000:
-            raise ConfigError(f"host_unit_max must be between 1 and 100000000, got {self.host_unit_max}")
+        if not 1 <= self.host_split <= 100_000_000:
+            raise ConfigError(f"host_split must be between 1 and 100000000, got {self.host_split}")
         if not 1 <= self.save_every <= 1_000_000:
             raise ConfigError(f"save_every must be between 1 and 1000000, got {self.save_every}")
         if not 1 <= self.work_units <= 1_000_000:
@@ -246,18 +246,20 @@ def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 # Per-host politeness across workers. A host's URLs go to one work unit, so one worker fetches
 # them and its per-host limit is the host's limit over the whole run, however many workers there
-# are. A host with more candidates than `HarvestOptions.host_unit_max` would make one unit too big
-# for a worker: its URLs are split into `slots` (at most the per-host concurrency) by a hash of the
-# URL, each slot one unit with its share (1/slots) of the host's concurrency and rate. The few big
-# hosts are found by counting candidates per host (`BigHosts` in the pipeline); what reaches a
-# worker is bounded by the number of candidates over `host_unit_max`, not by the data. (A host
-# with more than per-host concurrency x host_unit_max candidates still gets that many slots only:
-# its units are bigger, its politeness stays exact.)
+# are. A host with more than `HarvestOptions.host_split` candidates is split into `slots` (one per
+# `host_split` candidates, at most the per-host concurrency) by a hash of the URL, each slot one
+# unit with its share (1/slots) of the host's concurrency and rate: its fetching and image work
+# spread over the workers (a harvest from one CDN or from Wikimedia Commons is not one worker's
+# job) and no unit holds more than `host_split` candidates. The big hosts are found by counting
+# candidates per host (`BigHosts` in the pipeline); what reaches a worker is bounded by the number
+# of candidates over `host_split`, not by the data. (A host with more than per-host concurrency x
+# host_split candidates still gets that many slots only: its units are bigger, its politeness
+# stays exact.)
 
 
-def slots_for(count: int, per_host_concurrency: int, unit_max: int) -> int:
+def slots_for(count: int, per_host_concurrency: int, split: int) -> int:
     """How many slots a host with `count` candidates is split into (1 for all but big hosts)."""
-    return max(1, min(per_host_concurrency, -(-count // unit_max)))
+    return max(1, min(per_host_concurrency, -(-count // split)))
 
 
 def politeness(url: str, big_hosts: dict[str, int]) -> tuple[tuple[str, int], int]:

@@ -635,7 +635,7 @@ def test_per_host_limits_hold_over_all_workers_counted_by_the_server(small_world
         fetch = FetchOptions(
             address=AddressPolicy(allow_loopback=True), per_host_concurrency=3, in_flight=64, retries=0
         )
-        opts = harvest.HarvestOptions(fetch=fetch, num_shards=2, host_unit_max=8)
+        opts = harvest.HarvestOptions(fetch=fetch, num_shards=2, host_split=8)
         assert harvest.slots_for(30, 3, 8) == 3 and harvest.slots_for(8, 3, 8) == 1
         stats = harvest_pipeline.run(
             queries,
