@@ -33,10 +33,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import shutil
 import time
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import apache_beam as beam
@@ -172,10 +173,10 @@ class PoolEntries(beam.DoFn):
 
 class _OpenUnit:
     """A unit being fetched: its path, the next part to write, the results not yet saved, and
-    the fetches still running (future -> candidate)."""
+    how many of its fetches are still running."""
 
-    def __init__(self, path: str, parts: int, futures: dict):
-        self.path, self.parts, self.futures = path, parts, futures
+    def __init__(self, path: str, parts: int, left: int):
+        self.path, self.parts, self.left = path, parts, left
         self.unsaved: dict = {}
 
 
@@ -210,7 +211,7 @@ class FetchUnit(beam.DoFn):
         self.cpu.shutdown(wait=False)
 
     def start_bundle(self):
-        self.units: list[_OpenUnit] = []
+        self.done: queue.SimpleQueue = queue.SimpleQueue()  # (unit, candidate, future) as each ends
         self.running = 0  # fetches submitted and not yet emitted
 
     def process(self, kv, big_hosts):
@@ -225,14 +226,14 @@ class FetchUnit(beam.DoFn):
                 reused += 1
                 yield from _emit(previous[c.url][1])
         yield beam.pvalue.TaggedOutput("reused", Counter({("reused",): reused}))
-        futures = {}
-        for c in sorted(todo, key=lambda c: c.url):
-            slot, share = harvest.politeness(c.url, big_hosts)
-            work = harvest.afetch_and_process(self.fetcher, c, self.opts.image, self.cpu, slot, share)
-            futures[self.fetcher.submit(work)] = c
-        if futures:
-            self.units.append(_OpenUnit(path, parts, futures))
-            self.running += len(futures)
+        if todo:
+            open_unit = _OpenUnit(path, parts, len(todo))
+            for c in sorted(todo, key=lambda c: c.url):
+                slot, share = harvest.politeness(c.url, big_hosts)
+                work = harvest.afetch_and_process(self.fetcher, c, self.opts.image, self.cpu, slot, share)
+                future = self.fetcher.submit(work)
+                future.add_done_callback(lambda f, u=open_unit, c=c: self.done.put((u, c, f)))
+            self.running += len(todo)
         yield from self._collect(block=False)
         while self._full():
             yield from self._collect(block=True)
@@ -248,7 +249,7 @@ class FetchUnit(beam.DoFn):
         return self.running > 2 * in_flight and self.fetcher.active >= in_flight
 
     def finish_bundle(self):
-        while self.units:
+        while self.running:
             for out in self._collect(block=True):
                 if isinstance(out, beam.pvalue.TaggedOutput):
                     yield beam.pvalue.TaggedOutput(out.tag, _global(out.value))
@@ -256,23 +257,22 @@ class FetchUnit(beam.DoFn):
                     yield _global(out)
 
     def _collect(self, block: bool):
-        """Emit the finished fetches (waiting for at least one when `block`) and save parts."""
-        if block:
-            wait([f for u in self.units for f in u.futures], return_when=FIRST_COMPLETED)
-        still = []
-        for u in self.units:
-            for f in [f for f in u.futures if f.done()]:
-                c = u.futures.pop(f)
-                result = f.result()
-                u.unsaved[c.url] = (c, result)
-                self.running -= 1
-                yield from _emit(result)
-            if len(u.unsaved) >= self.opts.save_every or (u.unsaved and not u.futures):
+        """Emit the finished fetches (waiting for one first when `block`) and save parts."""
+        ended = [self.done.get()] if block and self.running else []
+        while True:
+            try:
+                ended.append(self.done.get_nowait())
+            except queue.Empty:
+                break
+        for u, c, future in ended:
+            result = future.result()
+            u.unsaved[c.url] = (c, result)
+            u.left -= 1
+            self.running -= 1
+            yield from _emit(result)
+            if len(u.unsaved) >= self.opts.save_every or (u.unsaved and not u.left):
                 harvest.save_part(u.path, u.parts, u.unsaved, self.store)
                 u.parts, u.unsaved = u.parts + 1, {}
-            if u.futures:
-                still.append(u)
-        self.units = still
 
 
 def _emit(result):
