@@ -183,7 +183,8 @@ def main() -> int:
     )
     for k in runs:
         cpu = statistics.median(r[1] for r in runs[k])
-        print(f"{k:11s} {med[k]:7.1f} img/s, {cpu:5.1f} CPU-ms/img")
+        peak = max(r[3]["peak_total"] for r in runs[k])
+        print(f"{k:11s} {med[k]:7.1f} img/s, {cpu:5.1f} CPU-ms/img, peak {peak} requests in flight")
     print(
         f"slow web: ours {med['ours']:.0f} img/s, img2dataset {med['img2dataset']:.0f} img/s, "
         f"ratio {med['ours'] / med['img2dataset']:.2f}x, per-host limit exceeded {exceeded} times"
