@@ -365,5 +365,6 @@ def test_one_loop_holds_many_requests_within_the_host_and_total_limits():
         assert all(x.result().ok for x in futures)
         assert web.peak[host] == 3, web.peak  # 6 // 2
         f.close()
+        assert f.fetch(web.url(2, 2000)).ok  # a closed fetcher starts a new loop when used again
     finally:
         web.close()

@@ -341,6 +341,9 @@ class Fetcher:
         if loop is None or loop.is_closed():
             return
         self._loop, self._thread, self._session = None, None, None
+        # asyncio locks and semaphores belong to their loop: a later loop gets fresh ones
+        self._robots_locks = {}
+        self.limiter = HostLimiter(self.opts.per_host_concurrency, self.opts.per_host_rps)
 
         async def shut():
             if session is not None:
