@@ -10,8 +10,11 @@ Graph:
             ─► candidates/candidates-*.jsonl (sharded by URL)
             ─► [pool, --balance-t] entries ─► CombineGlobally(count per entry) [side input]
                ─► keep by curate's draws (+ "balanced_out" outcomes; never fetched)
-            ─► GroupByKey(work unit = hash of url) ─► FetchUnit (thread pool: safe fetch, decode,
-               validate, resize, hash; the unit's results saved when done and reused by a re-run)
+            ─► CombinePerKey(count per host) ─► big hosts (> host_split candidates) [side input]
+            ─► GroupByKey(work unit = hash of host, or of a big host's slot) ─► FetchUnit (one
+               event loop per worker: safe fetch with per-host limits; image threads: decode,
+               validate, resize, hash; results emitted as they end, saved in parts, reused by a
+               re-run)
                  ├─► outcomes (one per failed candidate, with its reason)
                  └─► GroupByKey(content key) ─► merge exact duplicates (+ "duplicate" outcomes),
                       entity links with evidence, pruned (+ "unlinked" outcomes; entitynet.links)
