@@ -330,8 +330,10 @@ def main() -> None:
                 "32",
                 "--num-shards",
                 "8",
-                "--threads",
-                "16",
+                "--in-flight",
+                "64",
+                "--per-host-concurrency",
+                "64",  # one loopback host: let it take what the threaded fetcher gave it
                 *BEAM,
             ]
             curate = [
