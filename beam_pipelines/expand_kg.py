@@ -8,7 +8,7 @@ The walk from the roots runs first, in the driver (`entitynet.kg.traverse`: one 
 or level by level, `--strategy auto|closure|levels`; it waits on the endpoint, not on CPU, and
 ends at the graph's real depth). Then the pipeline fetches what the selected entities need:
 
-    graph ─► selected = sitelinks >= min ─► batched claims + texts of the selected (one pool)
+    graph ─► selected = sitelinks >= min ─► batched claims + texts of the selected
           ─► labels of their ancestors and attribute values
           ─► assemble, sort, write entities.jsonl + expand_stats.json
 
@@ -62,34 +62,29 @@ class _Queries(beam.DoFn):
         return list(self.pool.map(lambda b: fn(self.client, b), batches))
 
 
-class Details(_Queries):
-    """A list of ids -> their statements (main output, one dict) and texts ("texts", one dict),
-    plus the items the statements name ("referenced"). The claims and texts batches of the list
-    share one pool, so neither kind waits for the other to finish."""
+class Claims(_Queries):
+    """A list of ids -> one dict id -> statements, plus the items they name on "referenced"."""
 
     def process(self, entity_ids: list[str]):
-        batches = _chunks(sorted(entity_ids, key=ids.numeric), self.cfg.batch_size)
-        claims_parts = [self.pool.submit(expand.fetch_claims, self.client, self.cfg, b) for b in batches]
-        texts_parts = [self.pool.submit(expand.fetch_texts, self.client, self.cfg, b) for b in batches]
         claims: expand.Claims = {}
-        for part in claims_parts:
-            claims.update(part.result())
-        texts: dict[str, expand.Texts] = {}
-        for part in texts_parts:
-            texts.update(part.result())
+        for part in self.batched(lambda c, b: expand.fetch_claims(c, self.cfg, b), entity_ids):
+            claims.update(part)
         yield claims
-        yield beam.pvalue.TaggedOutput("texts", texts)
         yield beam.pvalue.TaggedOutput("referenced", sorted(expand.referenced_ids(claims, self.cfg)))
 
 
-class Labels(_Queries):
-    """A list of ids -> one dict id -> Texts with their labels only."""
+class Texts(_Queries):
+    def __init__(self, source, cfg, labels_only: bool):
+        super().__init__(source, cfg)
+        self.labels_only = labels_only
 
     def process(self, entity_ids: list[str]):
         found: dict[str, expand.Texts] = {}
-        for part in self.batched(lambda c, b: expand.fetch_texts(c, self.cfg, b, True), entity_ids):
+        for part in self.batched(
+            lambda c, b: expand.fetch_texts(c, self.cfg, b, self.labels_only), entity_ids
+        ):
             found.update(part)
-        yield found
+        yield {e: (t.labels, t.aliases, t.descriptions) for e, t in found.items()}  # plain data for the coder
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -144,7 +139,7 @@ class Assemble(beam.DoFn):
         selected = graph.selected(self.cfg.min_sitelinks)
         texts: dict = {}
         for d in parts["labels"] + parts["texts"]:
-            texts.update(d)
+            texts.update((e, expand.Texts(*t)) for e, t in d.items())
         claims: dict = {}
         for d in parts["claims"]:
             claims.update(d)
@@ -183,16 +178,15 @@ def build(
     walk's (`traverse.traverse` + `expand.Graph.build`); `walked` goes into the stats."""
     graph = p | "Graph" >> beam.Create([graph])
     selected = graph | "Selected" >> beam.FlatMap(_selected_chunks, cfg)
-    details = selected | "Details" >> beam.ParDo(Details(source, cfg)).with_outputs(
-        "texts", "referenced", main="claims"
-    )
+    claims = selected | "Claims" >> beam.ParDo(Claims(source, cfg)).with_outputs("referenced", main="claims")
+    texts = selected | "Texts" >> beam.ParDo(Texts(source, cfg, False))
     labels = (
-        _gather("GatherNeeded", graph=graph, referenced=details.referenced)
+        _gather("GatherNeeded", graph=graph, referenced=claims.referenced)
         | "NeededLabels" >> beam.FlatMap(_needed_labels, cfg)
-        | "Labels" >> beam.ParDo(Labels(source, cfg))
+        | "Labels" >> beam.ParDo(Texts(source, cfg, True))
     )
     (
-        _gather("GatherAll", graph=graph, claims=details.claims, texts=details.texts, labels=labels)
+        _gather("GatherAll", graph=graph, claims=claims.claims, texts=texts, labels=labels)
         | "Assemble" >> beam.ParDo(Assemble(cfg, staged, started, walked))
     )
 

@@ -4,8 +4,8 @@ Two ways to learn each level's children, one walk over them, so both give the sa
 
 - `levels`: one batched `VALUES` query per `batch_size` parents of the frontier (several in flight),
   level after level. Every query stays small, which public endpoints (WDQS) need.
-- `closure`: one query per root for every edge below it (`?parent (via)* ?root . ?child via
-  ?parent`, the roots' queries side by side), then the same walk over the answers. On an endpoint that can take it (Oxigraph, QLever, a file)
+- `closure`: one query for every edge below the roots (`?parent (via)* ?root . ?child via ?parent`),
+  then the same walk over the answer. On an endpoint that can take it (Oxigraph, QLever, a file)
   it replaces thousands of round trips with one.
 - `auto` (the default) asks the closure query with a timeout and walks level by level when the
   endpoint times out or refuses; the stats record which one ran.
@@ -112,12 +112,9 @@ def by_levels(client: SparqlClient, cfg: expand.ExpandConfig, classes: expand.Cl
 def closure_hops(
     client: SparqlClient, cfg: expand.ExpandConfig, classes: expand.ClassSets
 ) -> dict[str, list]:
-    """Every hop below the roots from one closure query per root (run side by side; their rows
-    parsed together, so a node under two roots is one node), by parent (excluded children dropped
-    as the level queries drop them: the same parsing over the same rows)."""
-    queries = [sparql.closure_children((root,), cfg.via, cfg.exclude_with) for root in cfg.roots]
-    with ThreadPoolExecutor(max(1, min(len(queries), cfg.concurrency))) as pool:
-        rows = [row for answer in pool.map(client.select, queries) for row in answer]
+    """Every hop below the roots from one closure query, by parent (excluded children dropped as
+    the level queries drop them: the same parsing over the same rows)."""
+    rows = client.select(sparql.closure_children(cfg.roots, cfg.via, cfg.exclude_with))
     by_parent: dict[str, list[expand.Hop]] = defaultdict(list)
     for h in expand.parse_hops(rows, classes.excluded):
         by_parent[h.parent].append(h)
@@ -156,7 +153,7 @@ def traverse(
                 cfg.max_depth,
                 started,
             )
-            return dataclasses.replace(result, strategy="closure", queries=len(cfg.roots))
+            return dataclasses.replace(result, strategy="closure", queries=1)
     children_of, count, pool = by_levels(client, cfg, classes)
     try:
         result = walk(cfg.roots, root_links, children_of, cfg.max_depth, started)
