@@ -64,8 +64,7 @@ from beam_pipelines.common import (
 from entitynet import datacard, harvest, records, shards
 from entitynet.curation import balance
 from entitynet.errors import EntityNetError, OutputError
-from entitynet.fetch.fetcher import Fetcher
-from entitynet.fetch.fetcher import host_of as fetch_host
+from entitynet.fetch.fetcher import Fetcher, host_name
 from entitynet.files import write_json, write_lines
 from entitynet.links import Linker, link_stats
 from entitynet.records import Candidate, Entity, ImageRecord, Query
@@ -297,7 +296,7 @@ class BigHosts(beam.PTransform):
         per_host, split = self.per_host, self.split
         return (
             candidates
-            | "Host" >> beam.Map(lambda c: fetch_host(c.url))
+            | "Host" >> beam.Map(lambda c: host_name(c.url))
             | "PerHost" >> beam.combiners.Count.PerElement()
             | "Big" >> beam.Filter(lambda kv: kv[1] > split)
             | "Slots" >> beam.MapTuple(lambda host, n: (host, harvest.slots_for(n, per_host, split)))

@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 from entitynet.curation import balance
 from entitynet.errors import ConfigError
-from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions
-from entitynet.fetch.fetcher import host_of as host_name
+from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions, host_name
 from entitynet.files import LOCAL, LocalStore
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
 from entitynet.links import Linker, LinkRule

@@ -141,7 +141,7 @@ class _Refused(Exception):
         self.reason, self.detail, self.wait = reason, detail, wait
 
 
-def host_of(url: str) -> str:
+def host_name(url: str) -> str:
     """The host name a URL's politeness limits count against (lower case; "" when none)."""
     try:
         return (urllib.parse.urlsplit(url).hostname or "").lower()
@@ -557,7 +557,7 @@ class Fetcher:
             return self._file(url, result)
         # politeness first: the deadline starts once the host's slot and a place in flight are ours,
         # so a fetch queued behind its host's other URLs does not run out of time while it waits
-        slot = slot if slot is not None else host_of(url)
+        slot = slot if slot is not None else host_name(url)
         own_host = slot[0] if isinstance(slot, tuple) else slot
         self._client()
         async with self.limiter.hold(slot, share), self._gate:
