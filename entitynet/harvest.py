@@ -249,7 +249,7 @@ def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
 # `host_split` candidates, at most the per-host concurrency) by a hash of the URL, each slot one
 # unit with its share (1/slots) of the host's concurrency and rate: its fetching and image work
 # spread over the workers (a harvest from one CDN or from Wikimedia Commons is not one worker's
-# job) and no unit holds more than `host_split` candidates. The big hosts are found by counting
+# job) and no host puts more than `host_split` candidates into one unit. The big hosts are found by counting
 # candidates per host (`BigHosts` in the pipeline); what reaches a worker is bounded by the number
 # of candidates over `host_split`, not by the data. (A host with more than per-host concurrency x
 # host_split candidates still gets that many slots only: its units are bigger, its politeness
