@@ -625,7 +625,7 @@ def test_per_host_limits_hold_over_all_workers_counted_by_the_server(small_world
     slots: no host ever sees more than --per-host-concurrency requests at once (counted by the
     server), and the big host does get that many (its slots run side by side)."""
     entities, queries = small_world
-    web = CountingHosts(hosts=3, delay=0.15)
+    web = CountingHosts(hosts=3, delay=0.3)
     try:
         urls = [web.url(1, i) for i in range(30)] + [
             web.url(h, 100 * h + i) for h in (2, 3) for i in range(8)
