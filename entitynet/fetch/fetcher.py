@@ -26,8 +26,8 @@ that are not async (Beam DoFns, tests).
   connection errors, with the backoff and deadline of `entitynet.http_policy`.
 - Politeness: at most `per_host_concurrency` fetches in progress and `per_host_rps` fetch starts
   per second per host, and `in_flight` fetches in all; a fetch holds its host's place through its
-  redirects on that host, retries and robots.txt, and its deadline starts once it has the place. A caller that splits a big host over several
-  workers passes `slot=(host, i)` and `share=n`: each of the n slots then gets 1/n of the host's
+  redirects on that host, retries and robots.txt, and its deadline starts once it has the place.
+  A caller that splits a big host over several workers passes `slot=(host, i)` and `share=n`: each of the n slots then gets 1/n of the host's
   allowance, so the host never sees more than the limit from all workers together (the harvest
   routes each slot to one work unit; `entitynet.harvest.politeness`).
 """
@@ -86,7 +86,7 @@ class FetchOptions:
     per_host_concurrency: int = 8
     per_host_rps: float | None = None
     dns_ttl: float = 300.0  # how long a host's resolved addresses are reused (failures: 30 s)
-    in_flight: int = 128  # requests one fetcher (one worker) holds open at a time, over all hosts
+    in_flight: int = 128  # fetches one fetcher (one worker) has in progress at a time, over all hosts
 
     def __post_init__(self):
         def bad(flag, value, want):
@@ -272,9 +272,6 @@ class HostLimiter:
                         now = time.monotonic()
                         self._recent = {k: v for k, v in self._recent.items() if v > now}
 
-    def busy(self) -> int:
-        return len(self._slots)
-
 
 # ---------------------------------------------------------------- the fetcher
 
@@ -287,6 +284,7 @@ class Fetcher:
         self.opts = opts
         self.resolver = Resolver(ttl=opts.dns_ttl)  # one per worker: its requests share the answers
         self.limiter = HostLimiter(opts.per_host_concurrency, opts.per_host_rps)
+        self._gate = asyncio.Semaphore(opts.in_flight)  # places in flight, over all hosts
         self.backoff = Backoff(opts.backoff, float("inf"))  # a wait over max_retry_wait gives up instead
         # origin -> (robots.txt text, "" = allow all; or None = not now), the refusal, when decided
         self._robots: dict[str, tuple[str | None, _Refused | None, float]] = {}
@@ -344,6 +342,7 @@ class Fetcher:
         # asyncio locks and semaphores belong to their loop: a later loop gets fresh ones
         self._robots_locks = {}
         self.limiter = HostLimiter(self.opts.per_host_concurrency, self.opts.per_host_rps)
+        self._gate = asyncio.Semaphore(self.opts.in_flight)
 
         async def shut():
             if session is not None:
@@ -389,7 +388,6 @@ class Fetcher:
                     total=None, sock_connect=o.connect_timeout, sock_read=o.read_timeout
                 ),
             )
-            self._gate = asyncio.Semaphore(o.in_flight)
         return self._session
 
     @contextlib.asynccontextmanager
@@ -559,7 +557,6 @@ class Fetcher:
         # so a fetch queued behind its host's other URLs does not run out of time while it waits
         slot = slot if slot is not None else host_name(url)
         own_host = slot[0] if isinstance(slot, tuple) else slot
-        self._client()
         async with self.limiter.hold(slot, share), self._gate:
             self.active += 1
             deadline = Deadline(self.opts.total_timeout)
