@@ -273,8 +273,30 @@ def write_shard_records(out_dir: str, split: str, shard: int, num_shards: int, r
     name = shards.shard_filename(split, shard, num_shards)
     digest = shards.shard_digest()
     count, size = write_to(out_dir, name, (records.encode_image(r) for r in recs), digest)
+    write_attribution(out_dir, name, recs)
+    per_license, per_source = shards.license_counts(recs)
     stats = {"split": split, "shard": shard, "file": name, "records": count, "bytes": size}
+    stats.update(per_license=per_license, per_source=per_source)
     return recs, {**stats, "digest": digest.hexdigest()}
+
+
+def write_attribution(out_dir: str, shard_name: str, recs) -> None:
+    """The shard's attribution file (`shards.attribution_lines`), written atomically."""
+    data = ("\n".join(shards.attribution_lines(recs)) + "\n").encode()
+    store_for(out_dir).write(FileSystems.join(out_dir, shards.attribution_name(shard_name)), data)
+
+
+def attribution_files(layout: dict[str, list[str]]) -> list[str]:
+    """The attribution files a dataset of this layout holds (one per shard file)."""
+    return [shards.attribution_name(n) for names in layout.values() for n in names]
+
+
+def sum_shard_counts(shard_stats: list[dict], field: str) -> dict[str, int]:
+    """A per-shard count (`per_license`, `per_source`) summed over the shards, largest first."""
+    total: Counter = Counter()
+    for s in shard_stats:
+        total.update(s.get(field) or {})
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def shard_lengths(shard_stats: list[dict], splits: list[str], num_shards: int) -> tuple[dict, dict]:
@@ -299,6 +321,7 @@ def complete_dataset(
             if n == 0:
                 name = shards.shard_filename(split, i, num_shards)
                 write_to(out_dir, name, [])
+                write_attribution(out_dir, name, [])
                 digests[name] = shards.shard_digest().hexdigest()
     shards.write_fingerprint(local_dir, digests)
     placeholders = []

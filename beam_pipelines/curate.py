@@ -45,10 +45,12 @@ from beam_pipelines.common import (
     BeamStore,
     PipelineOutput,
     SumCounters,
+    attribution_files,
     complete_dataset,
     remove_unlisted,
     run_pipeline,
     shard_lengths,
+    sum_shard_counts,
     write_shard_records,
 )
 from beam_pipelines.neardup import Contaminated, NearDupGroups
@@ -499,6 +501,9 @@ def run(
             "output": opts.output,
             "neardup": result["neardup"],
         }
+        if opts.output == "shards":  # the kept records per licence and source (from the shard writers)
+            stats["per_license"] = sum_shard_counts(result["shards"], "per_license")
+            stats["per_source"] = sum_shard_counts(result["shards"], "per_source")
         curation_card.write_card(local_dir, stats, before, after, labels)
         write_json(
             os.path.join(local_dir, CONFIG),
@@ -513,11 +518,12 @@ def run(
         stats["seconds"] = round(time.time() - started, 2)
         write_json(os.path.join(local_dir, STATS), stats)
         if opts.output == "shards":
-            out.finish(
-                keep=[n for names in shards.layout_of(lengths).values() for n in names], obsolete=(SUBSET,)
-            )
+            layout = shards.layout_of(lengths)
+            out.finish(keep=[n for names in layout.values() for n in names], obsolete=(SUBSET,))
             remove_unlisted(out_dir, KEY_DIR, [])
+            remove_unlisted(out_dir, shards.ATTRIBUTION_DIR, attribution_files(layout))
         else:  # a subset replaces shards an earlier run wrote here
             out.finish(keep=[], obsolete=("dataset_info.json", "features.json", shards.FINGERPRINT))
             remove_unlisted(out_dir, KEY_DIR, result["key_files"])
+            remove_unlisted(out_dir, shards.ATTRIBUTION_DIR, [])
     return stats

@@ -53,6 +53,7 @@ from beam_pipelines.common import (
     PipelineOutput,
     SumCounters,
     WriteJsonl,
+    attribution_files,
     complete_dataset,
     is_remote,
     remove_unlisted,
@@ -88,7 +89,7 @@ class Search(beam.DoFn):
         self.settings = settings  # digest of `harvest.search_settings`: part of every cache key
 
     def setup(self):
-        self.backend = self.spec.open(self.queries)
+        self.backends = self.spec.open_all(self.queries)
         self.cache = SearchCache(self.cache_dir, store_for(self.cache_dir), self.settings)
         self.pool = ThreadPoolExecutor(self.threads)
 
@@ -96,7 +97,8 @@ class Search(beam.DoFn):
         self.pool.shutdown(wait=False)
 
     def process(self, batch: list[Query]):
-        for found in self.pool.map(lambda q: cached_search(self.backend, q, self.cache), batch):
+        asks = [(b, q) for q in batch for b in self.backends]
+        for found in self.pool.map(lambda bq: cached_search(bq[0], bq[1], self.cache), asks):
             for c in found:
                 yield c.url, c
 
@@ -121,6 +123,96 @@ class ReadPool(beam.DoFn):
         for batch in read_batches(tuple(unit)):
             for c in self.matcher.candidates(*batch):
                 yield c.url, c
+
+
+class GbifArchive(beam.PTransform):
+    """A GBIF Darwin Core Archive -> (url, candidate) for every still image of an occurrence of an
+    entity's taxon: occurrence.txt and multimedia.txt streamed on two workers and joined on gbifID
+    (nothing holds the archive; a worker holds one occurrence's media at a time)."""
+
+    def __init__(self, spec: harvest.SearchSpec):
+        super().__init__("GbifArchive")
+        from entitynet.search.gbif import archive_keys
+
+        self.path, self.keys = spec.gbif_archive, archive_keys(spec.entities)
+
+    def expand(self, p):
+        from entitynet.search import gbif
+
+        path, keys = self.path, self.keys
+        occurrences = (
+            p
+            | "Occurrences" >> beam.Create([path])
+            | "ReadOccurrences" >> beam.FlatMap(lambda f: gbif.read_occurrences(f, keys))
+        )
+        media = (
+            p | "Multimedia" >> beam.Create([path]) | "ReadMultimedia" >> beam.FlatMap(gbif.read_multimedia)
+        )
+        return (
+            {"occurrence": occurrences, "media": media}
+            | "JoinOnGbifId" >> beam.CoGroupByKey()
+            | "MediaCandidates"
+            >> beam.FlatMap(
+                lambda kv: ((c.url, c) for c in gbif.archive_candidates(kv[1]["occurrence"], kv[1]["media"]))
+            )
+        )
+
+
+class INaturalistOpenData(beam.PTransform):
+    """iNaturalist's open-data files -> (url, candidate) for every photo of a research-grade
+    observation of an entity's taxon: observations and photos joined on the observation uuid, the
+    photos then joined with their observers (for the credit); taxon names are a side input bounded
+    by the entities."""
+
+    def __init__(self, spec: harvest.SearchSpec):
+        super().__init__("INaturalistOpenData")
+        from entitynet.search.inaturalist import FILES, data_file, taxon_entities
+
+        self.files = {name: data_file(spec.inaturalist_data, name) for name in FILES[:3]}
+        try:
+            self.files["observers"] = data_file(spec.inaturalist_data, "observers")
+        except EntityNetError:
+            self.files["observers"] = ""  # credits then name no observer
+        self.taxa, self.size = taxon_entities(spec.entities), spec.photo_size
+        self.base = spec.endpoint("inaturalist-open-data")
+
+    def expand(self, p):
+        from entitynet.search import inaturalist as inat
+
+        files, taxa, size, base = self.files, self.taxa, self.size, self.base
+
+        def read(name, fn):
+            return p | f"File-{name}" >> beam.Create([files[name]]) | f"Read-{name}" >> beam.FlatMap(fn)
+
+        observations = read("observations", lambda f: inat.read_observations(f, taxa))
+        photos = read("photos", inat.read_photos)
+        names = beam.pvalue.AsDict(read("taxa", lambda f: inat.read_taxa(f, taxa)))
+
+        def joined(kv):
+            for entity, taxon in kv[1]["observation"]:
+                for photo in kv[1]["photo"]:
+                    yield photo["observer_id"], (entity, taxon, photo)
+
+        pending = (
+            {"observation": observations, "photo": photos}
+            | "JoinOnObservation" >> beam.CoGroupByKey()
+            | "PhotosOfTaxa" >> beam.FlatMap(joined)
+        )
+        observers = read("observers", inat.read_observers) if files["observers"] else p | beam.Create([])
+
+        def credited(kv, names):
+            who = next(iter(kv[1]["observer"]), "")
+            for entity, taxon, photo in kv[1]["photo"]:
+                c = inat.photo_candidate(
+                    entity, taxon, photo, names, size, who, base or inat.OPEN_DATA_PHOTOS
+                )
+                yield c.url, c
+
+        return (
+            {"photo": pending, "observer": observers}
+            | "JoinOnObserver" >> beam.CoGroupByKey()
+            | "PhotoCandidates" >> beam.FlatMap(credited, names)
+        )
 
 
 class BalanceBeforeFetch(beam.PTransform):
@@ -379,21 +471,38 @@ def build(
     search_digest: str = "",
 ) -> None:
     fractions = dict(opts.splits)
-    if spec.backend == "pool":  # the pool is read in parallel, never held: no search, no cache
-        found = pool_matches(p, queries, spec)
-    else:
-        found = (
+    found = []
+    if spec.query_backends:
+        found.append(
             p
             | "Queries" >> beam.Create(_chunks(queries, 16))
             | "Search" >> beam.ParDo(Search(spec, [], cache_dir, 8, search_digest))
         )
-    candidates = found | "ByUrl" >> beam.GroupByKey() | "MergeUrl" >> beam.Map(_merge_url)
+    if "pool" in spec.backends:  # the pool is read in parallel, never held: no search, no cache
+        found.append(pool_matches(p, queries, spec))
+    if "gbif-archive" in spec.backends:
+        found.append(p | GbifArchive(spec))
+    if "inaturalist-open-data" in spec.backends:
+        found.append(p | INaturalistOpenData(spec))
+    candidates = (
+        found
+        | "AllSources" >> beam.Flatten()
+        | "ByUrl" >> beam.GroupByKey()
+        | "MergeUrl" >> beam.Map(_merge_url)
+    )
     to_fetch, not_fetched = candidates, p | "NothingLeftOut" >> beam.Create([])
     before = after = p | "NoPoolBalance" >> beam.Create([])
     if spec.balance_t:
         balanced = candidates | BalanceBeforeFetch(spec.entities, spec.balance_t, spec.balance_seed)
         to_fetch, not_fetched = balanced["kept"], balanced["outcomes"]
         before, after = balanced["before"], balanced["after"]
+    allowed = opts.license_filter
+    if allowed.active:  # licences are known before the download: excluded ones are never fetched
+        licensed = to_fetch | "Licenses" >> beam.ParDo(_licensed, allowed).with_outputs(
+            "outcomes", main="kept"
+        )
+        to_fetch = licensed.kept
+        not_fetched = (not_fetched, licensed.outcomes) | "NotFetched" >> beam.Flatten()
     big_hosts = beam.pvalue.AsDict(to_fetch | BigHosts(opts))
     fetched = (
         to_fetch
@@ -488,6 +597,11 @@ def build(
             beam.pvalue.AsList(after),
         )
     )
+
+
+def _licensed(c: Candidate, allowed):
+    outcome = harvest.license_outcome(c, allowed)
+    yield c if outcome is None else beam.pvalue.TaggedOutput("outcomes", outcome)
 
 
 def pool_balance_stats(before: dict, after: dict, per_outcome: dict, t: int, seed: int) -> dict:
@@ -601,6 +715,7 @@ def run(
         remove_unlisted(
             out_dir, "shard_stats", [f"shard_stats/{n}.json" for names in layout.values() for n in names]
         )
+        stale += remove_unlisted(out_dir, shards.ATTRIBUTION_DIR, attribution_files(layout))
         for kind, names in stats["files"].items():
             stale += remove_unlisted(out_dir, kind, names)
         stats["stale_removed"] = stale + _remove_other_units(work_root, work_dir)

@@ -229,9 +229,21 @@ def harvest_summary(stats: dict, out: str | Path) -> str:
         f"({stats['success_rate']:.1%} of fetched) in {stats['seconds']:.1f} s\n"
         f"outcomes:\n{_table(stats['per_outcome'])}\n"
         f"{link_summary(stats.get('links') or {})}"
+        f"{license_summary(stats)}"
         f"records per split:\n{_table(stats['per_split'])}\n"
-        f"wrote {out}/ (ArrayRecord shards + TFDS metadata, candidates/, outcomes/, hosts/, harvest_stats.json, "
-        "DATACARD.md)"
+        f"wrote {out}/ (ArrayRecord shards + TFDS metadata, attribution/, candidates/, outcomes/, hosts/, "
+        "harvest_stats.json, DATACARD.md)"
+    )
+
+
+def license_summary(stats: dict) -> str:
+    """Records per licence and per source, one line each (empty when nothing was written)."""
+    per_license, per_source = stats.get("per_license") or {}, stats.get("per_source") or {}
+    if not per_license:
+        return ""
+    return (
+        "records per licence: " + ", ".join(f"{k} {n:,}" for k, n in per_license.items()) + "\n"
+        "records per source: " + ", ".join(f"{k} {n:,}" for k, n in per_source.items()) + "\n"
     )
 
 
@@ -242,7 +254,8 @@ def link_summary(links: dict) -> str:
     found, kept = links.get("links_found", 0), links.get("links_kept", 0)
     return (
         f"entity links: {found:,} found, {kept:,} kept ({found / images:.2f} -> {kept / images:.2f} per image; "
-        f"{links.get('kept_alt_text', 0) / max(kept, 1):.0%} of kept named by the alt text); "
+        f"{links.get('kept_alt_text', 0) / max(kept, 1):.0%} of kept named by the alt text, "
+        f"{links.get('kept_identifier', 0) / max(kept, 1):.0%} by identifier); "
         f"{links.get('dropped_generic', 0):,} dropped on {links.get('generic_images', 0):,} generic images, "
         f"{links.get('dropped_contradicted', 0):,} contradicted by the alt text, {links.get('dropped_weak', 0):,} weak\n"
     )
@@ -281,6 +294,8 @@ def _harvest_options(args, allow_loopback: bool = False):
         num_shards=args.num_shards,
         threads=args.threads,
         retry_failed=args.retry_failed,
+        licenses=args.licenses,
+        exclude_licenses=args.exclude_licenses,
         links=LinkRule(
             max_rank=args.link_max_rank, max_finders=args.link_max_finders, keep_unlinked=args.keep_unlinked
         ),
@@ -303,6 +318,13 @@ def cmd_harvest(args, beam_args) -> int:
         entities=entities,
         balance_t=args.balance_t,
         balance_seed=args.balance_seed,
+        endpoints=tuple(_endpoints(args.endpoint)),
+        contact=args.contact or os.environ.get("ENTITYNET_CONTACT", ""),
+        category_depth=args.category_depth,
+        thumb_width=args.thumb_width,
+        photo_size=args.photo_size,
+        gbif_archive=args.gbif_archive or "",
+        inaturalist_data=args.inaturalist_data or "",
     )
     labels = {e.id: e.label for e in entities}
     stats = harvest_pipeline.run(
@@ -310,6 +332,16 @@ def cmd_harvest(args, beam_args) -> int:
     )
     print(harvest_summary(stats, args.out.rstrip("/")))
     return 0
+
+
+def _endpoints(given) -> list[tuple[str, str]]:
+    out = []
+    for item in given or ():
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise ConfigError(f"--endpoint {item!r}: write it as BACKEND=URL, e.g. gbif=https://api.gbif.org")
+        out.append((name.strip(), url.strip()))
+    return out
 
 
 def add_harvest_flags(h: argparse.ArgumentParser) -> None:
@@ -364,6 +396,21 @@ def add_harvest_flags(h: argparse.ArgumentParser) -> None:
         "--allow-loopback", action="store_true", help="fetch from 127.0.0.0/8 (local test servers)"
     )
     h.add_argument("--allow-private", action="store_true", help="fetch from private networks (an intranet)")
+    h.add_argument(
+        "--licenses",
+        default="",
+        metavar="FAMILIES",
+        help="keep only images under these licence families, e.g. cc0,cc-by,cc-by-sa (families: "
+        "cc0, cc-by, cc-by-sa, cc-by-nc, cc-by-nc-sa, cc-by-nd, cc-by-nc-nd, public-domain, unknown); "
+        "the others are never fetched (outcome license_excluded)",
+    )
+    h.add_argument(
+        "--exclude-licenses",
+        default="",
+        metavar="FAMILIES",
+        help="leave out these licence families; '*-nc' leaves out every non-commercial one, '*-nd' "
+        "every no-derivatives one",
+    )
     h.add_argument(
         "--link-max-rank",
         type=int,
@@ -427,7 +474,8 @@ def curate_summary(stats: dict, out: str | Path) -> str:
         f"balancing at t={stats['balance']['t']:,}: {b['entries']:,} entries, {b['head_entries']:,} above t; "
         f"matches {b['matches']:,} -> {a['matches']:,}\n"
         f"decontamination:{contamination or ' no evaluation set given'}\n"
-        f"wrote {out}/ ({'shards + TFDS metadata' if stats['output'] == 'shards' else 'subset.npz'}, "
+        f"{license_summary(stats)}"
+        f"wrote {out}/ ({'shards + TFDS metadata, attribution/' if stats['output'] == 'shards' else 'subset.npz'}, "
         "entry_counts.tsv, curation_stats.json, DATACARD.md)"
     )
 
@@ -874,10 +922,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument("--queries", required=True, metavar="FILE")
     h.add_argument(
-        "--backend", choices=("searxng", "google-cse", "brave", "commons", "pool"), default="searxng"
+        "--backend",
+        default="searxng",
+        metavar="NAME[,NAME...]",
+        help="where images come from, one or several comma-separated, merged into one dataset: "
+        "searxng, google-cse, brave (web search), commons (P18 images), commons-category, gbif, "
+        "inaturalist (photos by the entities' identifiers), pool, gbif-archive, inaturalist-open-data "
+        "(files read whole) (default searxng)",
     )
     h.add_argument("--searxng-url", metavar="URL", help="base URL of a SearXNG instance with JSON output")
-    h.add_argument("--api-url", metavar="URL", help="override the API URL of google-cse, brave or commons")
+    h.add_argument("--api-url", metavar="URL", help="with one backend: override its API URL")
+    h.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="BACKEND=URL",
+        help="override one backend's API URL (repeatable), e.g. gbif=http://127.0.0.1:8080",
+    )
+    h.add_argument(
+        "--contact",
+        metavar="EMAIL_OR_URL",
+        help="who runs the harvest, sent in the User-Agent as Wikimedia, GBIF and iNaturalist ask "
+        "(default: $ENTITYNET_CONTACT)",
+    )
+    h.add_argument(
+        "--category-depth",
+        type=int,
+        default=1,
+        help="commons-category: levels of subcategories listed below the entity's category (default 1)",
+    )
+    h.add_argument(
+        "--thumb-width",
+        type=int,
+        default=512,
+        help="commons-category: width of the thumbnail fetched (default 512)",
+    )
+    h.add_argument(
+        "--photo-size",
+        choices=("square", "small", "medium", "large", "original"),
+        default="medium",
+        help="inaturalist: photo size fetched (medium: 500 px; default medium)",
+    )
+    h.add_argument(
+        "--gbif-archive", metavar="FILE.zip", help="gbif-archive: a GBIF Darwin Core Archive download"
+    )
+    h.add_argument(
+        "--inaturalist-data",
+        metavar="DIR",
+        help="inaturalist-open-data: the directory of observations.csv.gz, photos.csv.gz, taxa.csv.gz "
+        "(and observers.csv.gz for credits)",
+    )
     h.add_argument(
         "--pool",
         metavar="FILE_OR_GLOB",

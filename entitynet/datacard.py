@@ -34,6 +34,24 @@ def pool_balance_lines(pb: dict | None) -> list[str]:
     ]
 
 
+def license_lines(per_license: dict | None, per_source: dict | None) -> list[str]:
+    """Records per licence and per source, and where the attribution rows are."""
+    if not per_license and not per_source:
+        return []
+    total = sum((per_license or {}).values())
+    lines = ["## Licences and sources", "", "| licence | records | share |", "|---|---:|---:|"]
+    lines += [f"| {k} | {n:,} | {n / max(total, 1):.1%} |" for k, n in (per_license or {}).items()]
+    lines += ["", "| source | records |", "|---|---:|"]
+    lines += [f"| {k} | {n:,} |" for k, n in (per_source or {}).items()]
+    return lines + [
+        "",
+        "`unknown`: no licence was given (web search results): ask the rights holder before publishing. "
+        "Every record's URL, page, licence and whom to credit: `attribution/*.tsv` (one file per shard). "
+        "An image found by two sources counts in both source rows.",
+        "",
+    ]
+
+
 def link_lines(links: dict, unlinked: int) -> list[str]:
     """The entity-link statistics of the written records (see `entitynet.links`)."""
     images = links.get("images", 0)
@@ -47,8 +65,8 @@ def link_lines(links: dict, unlinked: int) -> list[str]:
     return [
         "## Entity links",
         "",
-        "Every entity whose query found an image is a candidate link; a link is kept when the alt text",
-        "names the entity, or when the entity's own name query found the image near the top of its",
+        "Every entity whose query found an image is a candidate link; a link is kept when the source",
+        "links the image to the entity by identifier, when the alt text names the entity, or when the entity's own name query found the image near the top of its",
         "results, unless the image was found by so many entities that it is generic or its alt texts",
         "name other entities instead.",
         "",
@@ -56,6 +74,7 @@ def link_lines(links: dict, unlinked: int) -> list[str]:
         "|---|---:|---:|",
         f"| found by queries | {found:,} | {per(found)} |",
         f"| kept | {kept:,} | {per(kept)} |",
+        f"| kept, the source links it by identifier (taxon id, category) | {links.get('kept_identifier', 0):,} | |",
         f"| kept, the alt text names the entity | {links.get('kept_alt_text', 0):,} | |",
         f"| kept, own name query near the top | {links.get('kept_name_query', 0):,} | |",
         f"| dropped, image found by too many entities (generic) | {links.get('dropped_generic', 0):,} | |",
@@ -149,6 +168,7 @@ def write_card(
         *[f"| {k} | {v:,} |" for k, v in outcomes.items()],
         "",
         *link_lines(stats.get("links") or {}, outcomes.get("unlinked", 0)),
+        *license_lines(stats.get("per_license"), stats.get("per_source")),
         "![images per entity](plots/images_per_entity.png)",
         "",
         "![outcomes](plots/outcomes.png)",

@@ -20,85 +20,179 @@ from entitynet.errors import ConfigError
 from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions, host_name
 from entitynet.files import LOCAL, LocalStore
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
+from entitynet.licenses import UNKNOWN, LicenseFilter
 from entitynet.links import Linker, LinkRule
 from entitynet.records import (
     Candidate,
     Entity,
     ImageRecord,
     Outcome,
+    Provenance,
     Query,
     decode_unit,
     encode_unit,
     image_key,
     merge_images,
 )
-from entitynet.search import BACKENDS
+from entitynet.search import BACKENDS, NEEDS_ENTITIES, SOURCE_BACKENDS
 
 log = logging.getLogger("entitynet.harvest")
 
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """Which backend and how to reach it; picklable, so workers can open the backend themselves."""
+    """Which backends and how to reach them; picklable, so workers can open the backends themselves.
+
+    `backend` is one name or several, comma-separated (`searxng,gbif`): every query goes to each
+    query backend, the source backends (a pool, a GBIF archive, iNaturalist open data) are read
+    whole, and their candidates are merged by URL into one dataset."""
 
     backend: str = "searxng"
-    url: str = ""  # searxng base URL; override for google-cse / brave / commons API
-    max_results: int = 20
+    url: str = ""  # searxng base URL; with one backend, its API URL (google-cse, brave, commons, ...)
+    max_results: int = 20  # per query, and per entity for the identifier backends
     requests_per_second: float = 1.0
     pool: tuple[str, ...] | str = ()  # the pool's files and globs for backend "pool" (local or remote)
-    entities: tuple[Entity, ...] = ()  # for backend "commons", and the entries of balance_t
+    entities: tuple[Entity, ...] = ()  # for the identifier backends, and the entries of balance_t
     balance_t: int = 0  # pool only: MetaCLIP-balance the matched rows before fetching (0: off)
     balance_seed: int = 0  # the balancing draws' seed (the same draws as `entitynet curate --seed`)
+    endpoints: tuple[tuple[str, str], ...] = ()  # (backend, API URL) overrides, several backends
+    contact: str = ""  # e-mail or URL for the User-Agent (Wikimedia, GBIF, iNaturalist etiquette)
+    category_depth: int = 1  # commons-category: levels of subcategories listed below the category
+    thumb_width: int = 512  # commons-category: width of the thumbnail fetched
+    photo_size: str = "medium"  # inaturalist: square|small|medium|large|original
+    gbif_archive: str = ""  # gbif-archive: a GBIF Darwin Core Archive download (.zip)
+    inaturalist_data: str = ""  # inaturalist-open-data: the directory of its metadata files
 
     def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"unknown search backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
-        if self.backend == "searxng" and not self.url:
+        names = self.backends
+        for name in names:
+            if name not in BACKENDS:
+                raise ConfigError(f"unknown search backend {name!r}: use one of {', '.join(BACKENDS)}")
+        if not names or len(set(names)) != len(names):
+            raise ConfigError(f"--backend {self.backend!r}: name each backend once, comma-separated")
+        for name, _ in self.endpoints:
+            if name not in names:
+                raise ConfigError(f"--endpoint {name}=...: {name} is not among --backend {self.backend}")
+        if "searxng" in names and not self.endpoint("searxng"):
             raise ConfigError("the searxng backend needs --searxng-url (the base URL of your SearXNG)")
         if isinstance(self.pool, str):
             object.__setattr__(self, "pool", (self.pool,) if self.pool else ())
-        if self.backend == "pool" and not self.pool:
+        if "pool" in names and not self.pool:
             raise ConfigError("the pool backend needs --pool FILE (.jsonl, .parquet, .csv or .tsv)")
+        if "gbif-archive" in names and not self.gbif_archive:
+            raise ConfigError(
+                "the gbif-archive backend needs --gbif-archive FILE.zip (a Darwin Core Archive)"
+            )
+        if "inaturalist-open-data" in names and not self.inaturalist_data:
+            raise ConfigError(
+                "the inaturalist-open-data backend needs --inaturalist-data DIR (its metadata files)"
+            )
+        needs = [n for n in names if n in NEEDS_ENTITIES]
+        if needs and not self.entities:
+            raise ConfigError(f"--backend {', '.join(needs)} needs --entities (their identifiers and images)")
         if not 1 <= self.max_results <= 1000:
             raise ConfigError(f"--max-results must be within 1..1000, got {self.max_results}")
         if not (self.requests_per_second >= 0 and self.requests_per_second < float("inf")):
             raise ConfigError(f"--search-rate must be a finite rate >= 0, got {self.requests_per_second}")
+        if not 0 <= self.category_depth <= 10:
+            raise ConfigError(f"--category-depth must be within 0..10, got {self.category_depth}")
+        if not 16 <= self.thumb_width <= 4096:
+            raise ConfigError(f"--thumb-width must be within 16..4096, got {self.thumb_width}")
         if not 0 <= self.balance_t <= 10**12:
             raise ConfigError(f"--balance-t must be within 0..10^12, got {self.balance_t}")
-        if self.balance_t and self.backend != "pool":
+        if self.balance_t and names != ("pool",):
             raise ConfigError(
-                "--balance-t balances a pool before fetching (--backend pool); "
+                "--balance-t balances a pool before fetching (--backend pool alone); "
                 "for other backends balance after the harvest with `entitynet curate --t`"
             )
         if self.balance_t and not self.entities:
             raise ConfigError("--balance-t needs --entities (the entities.jsonl the queries were made from)")
 
-    def modifiers(self) -> frozenset[str]:
-        """The search modifiers this backend's API expresses (the others are dropped)."""
-        from entitynet.search import commons, pool, web
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(b.strip() for b in self.backend.split(",") if b.strip())
 
-        classes = {
-            "searxng": web.SearXNG,
-            "google-cse": web.GoogleCSE,
-            "brave": web.Brave,
-            "commons": commons.Commons,
-            "pool": pool.Pool,
-        }
-        return classes[self.backend].modifiers
+    @property
+    def query_backends(self) -> tuple[str, ...]:
+        """The backends asked query by query (the others are read whole: `SOURCE_BACKENDS`)."""
+        return tuple(b for b in self.backends if b not in SOURCE_BACKENDS)
+
+    def endpoint(self, name: str) -> str:
+        """The API URL of backend `name`: --endpoint NAME=URL, else --searxng-url / --api-url."""
+        given = dict(self.endpoints).get(name)
+        if given:
+            return given
+        if name == "searxng" or (len(self.query_backends) == 1 and name in self.query_backends):
+            return self.url
+        return ""
+
+    def modifiers(self) -> frozenset[str]:
+        """The search modifiers at least one of the backends' APIs expresses (each backend drops
+        those it cannot express)."""
+        return frozenset().union(*(backend_class(b).modifiers for b in self.backends))
 
     def open(self, queries: Iterable[Query] = ()):
-        from entitynet.search import commons, pool, web
+        """The first query backend (or the pool's search over `queries`)."""
+        return self.open_all(queries)[0]
+
+    def open_all(self, queries: Iterable[Query] = ()) -> list:
+        """Every query backend, opened (a pool alone: its in-memory search, for tests and tools)."""
+        from entitynet.search import commons, commons_category, gbif, inaturalist, pool, web
 
         rate = {"requests_per_second": self.requests_per_second}
-        if self.backend == "searxng":
-            return web.SearXNG(self.url, max_results=self.max_results, **rate)
-        if self.backend == "google-cse":
-            return web.GoogleCSE(max_results=self.max_results, url=self.url or None, **rate)
-        if self.backend == "brave":
-            return web.Brave(max_results=self.max_results, url=self.url or None, **rate)
-        if self.backend == "commons":
-            return commons.Commons(self.entities, api_url=self.url or commons.COMMONS_API, **rate)
-        return pool.Pool(self.pool, queries)
+        ident = {"max_results": self.max_results, "contact": self.contact, **rate}
+        out = []
+        for name in self.query_backends or self.backends[:1]:
+            url = self.endpoint(name) or None
+            if name == "searxng":
+                out.append(web.SearXNG(url, max_results=self.max_results, **rate))
+            elif name == "google-cse":
+                out.append(web.GoogleCSE(max_results=self.max_results, url=url, **rate))
+            elif name == "brave":
+                out.append(web.Brave(max_results=self.max_results, url=url, **rate))
+            elif name == "commons":
+                out.append(commons.Commons(self.entities, api_url=url or commons.COMMONS_API, **rate))
+            elif name == "commons-category":
+                out.append(
+                    commons_category.CommonsCategory(
+                        self.entities,
+                        api_url=url or commons_category.COMMONS_API,
+                        depth=self.category_depth,
+                        width=self.thumb_width,
+                        **ident,
+                    )
+                )
+            elif name == "gbif":
+                out.append(gbif.Gbif(self.entities, api_url=url or gbif.GBIF_API, **ident))
+            elif name == "inaturalist":
+                out.append(
+                    inaturalist.INaturalist(
+                        self.entities,
+                        api_url=url or inaturalist.INATURALIST_API,
+                        size=self.photo_size,
+                        **ident,
+                    )
+                )
+            elif name == "pool":
+                out.append(pool.Pool(self.pool, queries))
+            else:
+                raise ConfigError(f"{name} is read whole by the harvest, not searched query by query")
+        return out
+
+
+def backend_class(name: str):
+    from entitynet.search import commons, commons_category, gbif, inaturalist, pool, web
+
+    return {
+        "searxng": web.SearXNG,
+        "google-cse": web.GoogleCSE,
+        "brave": web.Brave,
+        "commons": commons.Commons,
+        "commons-category": commons_category.CommonsCategory,
+        "gbif": gbif.Gbif,
+        "inaturalist": inaturalist.INaturalist,
+        "pool": pool.Pool,
+    }.get(name, pool.Pool)  # the other source backends take no modifiers either
 
 
 @dataclass(frozen=True)
@@ -113,8 +207,15 @@ class HarvestOptions:
     host_split: int = 1000  # a host with more candidates is split into slots of this many (`politeness`)
     retry_failed: bool = False  # on a re-run, fetch again the candidates that failed transiently
     links: LinkRule = field(default_factory=LinkRule)  # pruning of entity links (entitynet.links)
+    licenses: str = ""  # licence families to keep, comma-separated (`entitynet.licenses`; "": all)
+    exclude_licenses: str = ""  # licence families (or `*-nc` patterns) to leave out
+
+    @property
+    def license_filter(self) -> LicenseFilter:
+        return LicenseFilter.parse(self.licenses, self.exclude_licenses)
 
     def __post_init__(self):
+        self.license_filter  # noqa: B018 - a family we do not know is a ConfigError now, not in a worker
         if not 1 <= self.threads <= 1024:
             raise ConfigError(f"--threads must be within 1..1024, got {self.threads}")
         if not 1 <= self.host_split <= 100_000_000:
@@ -174,7 +275,25 @@ def to_result(candidate: Candidate, r, opts: ImageOptions) -> ImageRecord | Outc
         phash=img.phash,
         urls=(candidate.url,),
         query_ranks=candidate.ranks or (-1,) * len(candidate.query_ids),
+        license=candidate.license or UNKNOWN,
+        license_url=candidate.license_url,
+        attribution=candidate.attribution,
+        provenance=(provenance_of(candidate),),
+        id_entities=candidate.id_entities,
     )
+
+
+def provenance_of(c: Candidate) -> Provenance:
+    return Provenance(c.backend, c.url, c.page_url, c.license or UNKNOWN, c.license_url, c.attribution)
+
+
+def license_outcome(c: Candidate, allowed: LicenseFilter) -> Outcome | None:
+    """None when the candidate's licence passes `--licenses`/`--exclude-licenses`, else its outcome
+    (never fetched: a licence is known before the download)."""
+    lic = c.license or UNKNOWN
+    if allowed.allows(lic):
+        return None
+    return Outcome(c.url, host_of(c.url), "license_excluded", f"{lic} from {c.backend or 'the source'}")
 
 
 # ---------------------------------------------------------------- work units (resume)
@@ -201,30 +320,51 @@ def fetch_settings(opts: HarvestOptions) -> dict:
 
 
 def search_settings(spec: SearchSpec) -> dict:
-    """What decides a search answer besides the query: backend, its endpoint, max results, and for
-    a pool the file itself (path, size, modification time)."""
+    """What decides a search answer besides the query: backends, their endpoints, max results, the
+    identifier backends' own options and entities, and for the sources read whole the files
+    themselves (path, size, modification time)."""
+    names = spec.backends
     settings: dict = {"backend": spec.backend, "url": spec.url, "max_results": spec.max_results}
-    if spec.backend == "pool":
-        from apache_beam.io.filesystems import FileSystems
-
+    if spec.endpoints:
+        settings["endpoints"] = sorted(spec.endpoints)
+    if "pool" in names:
         from entitynet.search.pool import pool_files
 
-        files = []
-        for f in pool_files(spec.pool):
-            (meta,) = FileSystems.match([f])[0].metadata_list
-            files.append(
-                [
-                    os.path.abspath(f) if "://" not in f else f,
-                    meta.size_in_bytes,
-                    meta.last_updated_in_seconds,
-                ]
-            )
-        settings["pool"] = files
+        settings["pool"] = [_file_stamp(f) for f in pool_files(spec.pool)]
         if spec.balance_t:
             settings["balance"] = {"t": spec.balance_t, "seed": spec.balance_seed}
-    if spec.backend == "commons":
-        settings["entities"] = settings_digest(sorted(e.id for e in spec.entities))
+    if "commons-category" in names:
+        settings["commons_category"] = {"depth": spec.category_depth, "width": spec.thumb_width}
+    if "inaturalist" in names or "inaturalist-open-data" in names:
+        settings["photo_size"] = spec.photo_size
+    if "gbif-archive" in names:
+        settings["gbif_archive"] = _file_stamp(spec.gbif_archive)
+    if "inaturalist-open-data" in names:
+        from entitynet.search.inaturalist import FILES, data_file
+
+        settings["inaturalist_data"] = [_file_stamp(data_file(spec.inaturalist_data, f)) for f in FILES[:3]]
+    if any(n in NEEDS_ENTITIES for n in names):
+        settings["entities"] = settings_digest(sorted(_entity_sources(e) for e in spec.entities))
     return settings
+
+
+def _entity_sources(e: Entity) -> list[str]:
+    return [e.id, e.image, e.commons_category, e.gbif_id, e.inaturalist_id]
+
+
+def _file_stamp(path: str) -> list:
+    """(path, size, modification time) of a local or remote file: a changed file is searched again."""
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        (meta,) = FileSystems.match([path])[0].metadata_list
+    except Exception as e:  # noqa: BLE001 - every filesystem raises its own "not found"
+        raise ConfigError(f"{path}: cannot read it ({e}); check the path") from None
+    return [
+        os.path.abspath(path) if "://" not in path else path,
+        meta.size_in_bytes,
+        meta.last_updated_in_seconds,
+    ]
 
 
 def settings_digest(settings) -> str:
@@ -363,6 +503,8 @@ def outcome_counts(o: Outcome) -> Counter:
 def record_counts(r: ImageRecord) -> Counter:
     """One written record's share of the counters: its entities and its size bin."""
     c: Counter = Counter(("entity", e) for e in r.entity_ids)
+    c[("license", r.license)] += 1
+    c.update(("source", s) for s in r.sources)
     c[("size", r.width // SIZE_BIN * SIZE_BIN, r.height // SIZE_BIN * SIZE_BIN)] += 1
     return c
 
@@ -378,7 +520,8 @@ def host_row(host: str, per_outcome: dict[str, int]) -> dict:
     }
 
 
-NOT_FETCHED = ("balanced_out", "no_entry")  # outcomes of a pool's balancing before fetching
+# outcomes of candidates never fetched: a pool's balancing, the licence filter
+NOT_FETCHED = ("balanced_out", "no_entry", "license_excluded")
 
 
 def balance_candidate(
@@ -409,10 +552,17 @@ def summary(counts: dict, top_hosts: list[dict]) -> dict:
         "success_rate": round(per_outcome.get("written", 0) / fetched, 4) if fetched else 0.0,
         "per_outcome": dict(sorted(per_outcome.items(), key=lambda kv: (-kv[1], kv[0]))),
         "per_entity": dict(sorted((k[1], n) for k, n in counts.items() if k[0] == "entity")),
+        "per_license": _by_count(counts, "license"),
+        "per_source": _by_count(counts, "source"),  # an image found by two sources counts in both
         "links": dict(sorted((k[1], n) for k, n in counts.items() if k[0] == "links")),
         "size_bins": {"bin": SIZE_BIN, "counts": sizes},  # [width, height, records] per bin
         "per_host": {h["host"]: {k: v for k, v in h.items() if k != "host"} for h in top_hosts},
     }
+
+
+def _by_count(counts: dict, kind: str) -> dict[str, int]:
+    found = ((k[1], n) for k, n in counts.items() if k[0] == kind)
+    return dict(sorted(found, key=lambda kv: (-kv[1], kv[0])))
 
 
 def read_outcomes(out_dir: str) -> list[Outcome]:

@@ -1,5 +1,5 @@
 """Image licences as short SPDX-like ids, from the ways sources write them, and the filter that
-`harvest --licenses` / `--exclude-licenses` will apply (issue 16; no backend records licences yet).
+`harvest --licenses` / `--exclude-licenses` applies to candidates before they are fetched.
 
 Sources spell a licence many ways: Wikimedia Commons' `extmetadata` gives "CC BY-SA 4.0",
 "CC0", "Public domain"; GBIF gives a URL ("http://creativecommons.org/licenses/by-nc/4.0/legalcode")
@@ -88,6 +88,25 @@ def family(spdx: str) -> str:
     return name if name in FAMILIES else UNKNOWN
 
 
+# most open first: of two copies of the same bytes, a record keeps the more open licence
+_OPENNESS = (
+    "cc0",
+    PUBLIC_DOMAIN,
+    "cc-by",
+    "cc-by-sa",
+    "cc-by-nd",
+    "cc-by-nc",
+    "cc-by-nc-sa",
+    "cc-by-nc-nd",
+    UNKNOWN,
+)
+
+
+def openness(spdx: str) -> int:
+    """0 for the most open family (CC0) up to the last for `unknown`: a sort key."""
+    return _OPENNESS.index(family(spdx or UNKNOWN))
+
+
 @dataclass(frozen=True)
 class LicenseFilter:
     """Which licence families a harvest keeps (`include` empty: all), minus `exclude`."""
@@ -103,8 +122,12 @@ class LicenseFilter:
             frozenset(_families(exclude, "--exclude-licenses", patterns=True)),
         )
 
+    @property
+    def active(self) -> bool:
+        return bool(self.include or self.exclude)
+
     def allows(self, spdx: str) -> bool:
-        f = family(spdx)
+        f = family(spdx or UNKNOWN)
         return (not self.include or f in self.include) and f not in self.exclude
 
 

@@ -8,6 +8,8 @@ other entities instead. An alt text that names more than `max_finders` entities 
 ("13 icons: dolphin, deer, ..."), not a caption, and names none. How many distinct entities found
 the same image is the record's number of links. Then (`LinkRule`):
 
+- a link the source makes by identifier (a GBIF or iNaturalist taxon id, a Commons category:
+  `ImageRecord.id_entities`) is kept ("identifier"): the subject is known, not guessed;
 - a link the alt text supports is kept ("alt_text");
 - an image found by more than `max_finders` entities is generic (a collage, a stock "animals"
   picture, a page that lists every species): it keeps only supported links ("generic" otherwise);
@@ -33,7 +35,7 @@ from entitynet.records import Entity, EntityLink, ImageRecord, Query
 from entitynet.text.matching import Matcher
 
 NAME_KINDS = ("noun", "alias", "attribute-noun")  # queries that carry the entity's own name
-KEEP = ("alt_text", "name_query")  # reasons a link is kept
+KEEP = ("identifier", "alt_text", "name_query")  # reasons a link is kept
 DROP = ("generic", "contradicted", "weak")
 
 
@@ -49,9 +51,17 @@ class LinkRule:
 
 
 def decide(
-    kinds: Iterable[str], rank: int, alt_text: bool, finders: int, rule: LinkRule, alt_other: bool = False
+    kinds: Iterable[str],
+    rank: int,
+    alt_text: bool,
+    finders: int,
+    rule: LinkRule,
+    alt_other: bool = False,
+    identifier: bool = False,
 ) -> str:
     """Why a link is kept or dropped (one of KEEP or DROP)."""
+    if identifier:
+        return "identifier"
     if alt_text:
         return "alt_text"
     if finders > rule.max_finders:
@@ -67,7 +77,8 @@ def prune(links: Iterable[EntityLink], rule: LinkRule) -> tuple[EntityLink, ...]
     """The links with their decision made afresh (e.g. after merging the evidence of duplicates)."""
     links = tuple(links)
     return tuple(
-        replace(x, why=decide(x.kinds, x.rank, x.alt_text, len(links), rule, x.alt_other)) for x in links
+        replace(x, why=decide(x.kinds, x.rank, x.alt_text, len(links), rule, x.alt_other, x.identifier))
+        for x in links
     )
 
 
@@ -109,9 +120,14 @@ class Linker:
         return {**self.__dict__, "matcher": None}
 
     def links(
-        self, query_ids: Iterable[str], ranks: Iterable[int], alt_texts: Iterable[str]
+        self,
+        query_ids: Iterable[str],
+        ranks: Iterable[int],
+        alt_texts: Iterable[str],
+        id_entities: Iterable[str] = (),
     ) -> tuple[EntityLink, ...]:
-        evidence: dict[str, tuple[set[str], int]] = {}
+        by_id = set(id_entities)
+        evidence: dict[str, tuple[set[str], int]] = {e: (set(), -1) for e in by_id}
         for qid, rank in zip(query_ids, ranks, strict=True):
             kind, ids = self.queries.get(qid, ("", ()))
             for e in ids:
@@ -128,6 +144,7 @@ class Linker:
                 rank=rank,
                 alt_text=e in named,
                 alt_other=e not in named and bool(named),
+                identifier=e in by_id,
             )
             for e, (kinds, rank) in sorted(evidence.items())
         ]
@@ -136,7 +153,7 @@ class Linker:
     def apply(self, record: ImageRecord) -> ImageRecord:
         """The record with its links and, as `entity_ids`, the kept ones."""
         ranks = record.query_ranks or (-1,) * len(record.query_ids)
-        links = self.links(record.query_ids, ranks, record.alt_texts)
+        links = self.links(record.query_ids, ranks, record.alt_texts, record.id_entities)
         return replace(record, links=links, entity_ids=kept_ids(links))
 
 
@@ -146,7 +163,8 @@ def kept_ids(links: Iterable[EntityLink]) -> tuple[str, ...]:
 
 def link_stats(records: Iterable[ImageRecord]) -> dict[str, int]:
     """Counters over records' links (to be summed across shards)."""
-    out = {"images": 0, "links_found": 0, "links_kept": 0, "kept_alt_text": 0, "kept_name_query": 0}
+    out = {"images": 0, "links_found": 0, "links_kept": 0}
+    out.update({f"kept_{k}": 0 for k in KEEP})
     out.update({f"dropped_{d}": 0 for d in DROP})
     out["generic_images"] = 0
     for r in records:

@@ -24,7 +24,10 @@ from typing import Any, TypeVar
 from entitynet.errors import EntityNetError
 from entitynet.files import write_lines
 
-SCHEMA_VERSION = 2  # 2: result ranks on candidates, entity links with evidence on images
+# 2: result ranks on candidates, entity links with evidence on images
+# 3: source identifiers on entities (Commons category, GBIF, iNaturalist, EOL); licence and
+#    provenance on candidates and images; entity links by identifier
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class Entity:
     image: str = ""  # P18 file URL
     attributes: tuple[Attribute, ...] = ()
     kind: str = "entity"  # "taxon", "class" or "fruit" in living mode; "class" in world mode
+    commons_category: str = ""  # P373, e.g. "Vulpes vulpes"
+    gbif_id: str = ""  # P846, GBIF taxon key
+    inaturalist_id: str = ""  # P3151, iNaturalist taxon id
+    eol_id: str = ""  # P830, Encyclopedia of Life page id
 
     def synonyms(self) -> list[str]:
         """Names of the entity, label first, without case-insensitive duplicates."""
@@ -93,6 +100,10 @@ class Candidate:
     entity_ids: tuple[str, ...] = ()
     backend: str = ""
     ranks: tuple[int, ...] = ()  # per query id: the URL's best 0-based rank in that query's results
+    license: str = ""  # short id (`entitynet.licenses.normalize`); "" or "unknown": not known
+    license_url: str = ""
+    attribution: str = ""  # author / rights holder, as the source credits them
+    id_entities: tuple[str, ...] = ()  # entities the source links to the image by identifier (exact)
 
 
 @dataclass(frozen=True)
@@ -105,10 +116,23 @@ class EntityLink:
     alt_text: bool = False  # the image's alt texts name the entity
     why: str = ""  # kept: "alt_text" | "name_query"; dropped: "generic" | "contradicted" | "weak"
     alt_other: bool = False  # the alt texts name other entities, not this one
+    identifier: bool = False  # the source links the image to the entity by identifier (taxon id, category)
 
     @property
     def kept(self) -> bool:
-        return self.why in ("alt_text", "name_query")
+        return self.why in ("identifier", "alt_text", "name_query")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where one URL of an image came from and under which licence (one per URL of a record)."""
+
+    source: str  # the backend that found it: searxng, commons-category, gbif, inaturalist, ...
+    url: str
+    page_url: str = ""  # the page to credit (file page, occurrence, observation)
+    license: str = "unknown"
+    license_url: str = ""
+    attribution: str = ""
 
 
 @dataclass(frozen=True)
@@ -133,6 +157,21 @@ class ImageRecord:
     urls: tuple[str, ...] = ()  # every URL that served these bytes
     query_ranks: tuple[int, ...] = ()  # aligned with query_ids: best rank in that query's results
     links: tuple[EntityLink, ...] = ()  # every candidate link with its evidence, kept or not
+    license: str = "unknown"  # of these bytes: the most open licence any source gives them
+    license_url: str = ""
+    attribution: str = ""  # whom to credit under `license`
+    provenance: tuple[Provenance, ...] = ()  # every URL's source and licence (merged records: all)
+    id_entities: tuple[str, ...] = ()  # entities a source linked by identifier (evidence for links)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(sorted({p.source for p in self.provenance}))
+
+
+def _openness(license: str) -> int:
+    from entitynet.licenses import openness
+
+    return openness(license)
 
 
 def merge_images(first: ImageRecord, others: Iterable[ImageRecord]) -> ImageRecord:
@@ -140,6 +179,8 @@ def merge_images(first: ImageRecord, others: Iterable[ImageRecord]) -> ImageReco
     `others` too: for exact duplicates (same bytes) and near-duplicates (a kept representative)."""
     group = [first, *others]
     ranks = _best_ranks((q, rank) for r in group for q, rank in _ranked(r.query_ids, r.query_ranks))
+    # the bytes kept are first's: its licence, or a more open one another copy of the same bytes has
+    lic = min((r for r in group if r.sha256 == first.sha256), key=lambda r: _openness(r.license))
     return replace(
         first,
         page_url=first.page_url or next((r.page_url for r in group if r.page_url), ""),
@@ -149,7 +190,16 @@ def merge_images(first: ImageRecord, others: Iterable[ImageRecord]) -> ImageReco
         entity_ids=tuple(sorted({e for r in group for e in r.entity_ids})),
         urls=tuple(sorted({u for r in group for u in (r.urls or (r.url,))})),
         links=merge_links(x for r in group for x in r.links),
+        license=lic.license,
+        license_url=lic.license_url,
+        attribution=lic.attribution,
+        provenance=tuple(sorted({p for r in group for p in r.provenance}, key=_provenance_key)),
+        id_entities=tuple(sorted({e for r in group for e in r.id_entities})),
     )
+
+
+def _provenance_key(p: Provenance) -> tuple:
+    return (p.url, p.source, p.page_url, p.license, p.license_url, p.attribution)
 
 
 def _ranked(query_ids: tuple[str, ...], ranks: tuple[int, ...]) -> Iterable[tuple[str, int]]:
@@ -165,7 +215,15 @@ def _best_ranks(pairs: Iterable[tuple[str, int]]) -> dict[str, int]:
     return dict(sorted(best.items()))
 
 
-_WHY_ORDER = ["alt_text", "name_query", "generic", "contradicted", "weak", ""]  # strongest first
+_WHY_ORDER = [
+    "identifier",
+    "alt_text",
+    "name_query",
+    "generic",
+    "contradicted",
+    "weak",
+    "",
+]  # strongest first
 
 
 def merge_links(links: Iterable[EntityLink]) -> tuple[EntityLink, ...]:
@@ -181,7 +239,8 @@ def merge_links(links: Iterable[EntityLink]) -> tuple[EntityLink, ...]:
         why = min(x.why, y.why, key=_WHY_ORDER.index)
         alt = x.alt_text or y.alt_text
         kinds = tuple(sorted({*x.kinds, *y.kinds}))
-        by[x.entity] = EntityLink(x.entity, kinds, rank, alt, why, not alt and (x.alt_other or y.alt_other))
+        other = not alt and (x.alt_other or y.alt_other)
+        by[x.entity] = EntityLink(x.entity, kinds, rank, alt, why, other, x.identifier or y.identifier)
     return tuple(by[e] for e in sorted(by))
 
 
@@ -372,6 +431,8 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
     for url in sorted(by_url):
         group = by_url[url]
         ranks = _best_ranks(q for c in group for q in _ranked(c.query_ids, c.ranks))
+        # the backend credited is the one with the most open licence for the URL
+        lead = min(group, key=lambda c: (_openness(c.license), c.backend))
         out.append(
             Candidate(
                 url=url,
@@ -381,8 +442,12 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
                 height=max(c.height for c in group),
                 query_ids=tuple(ranks),
                 entity_ids=tuple(sorted({e for c in group for e in c.entity_ids})),
-                backend=min(c.backend for c in group),
+                backend=lead.backend,
                 ranks=tuple(ranks.values()),
+                license=lead.license,
+                license_url=lead.license_url,
+                attribution=lead.attribution,
+                id_entities=tuple(sorted({e for c in group for e in c.id_entities})),
             )
         )
     return out
@@ -420,8 +485,16 @@ def image_features():
             "phash": np.int64,  # the unsigned 64-bit hash in two's complement
             "urls": texts,
             "query_ranks": tfds.features.Sequence(np.int32),
-            # [[entity, "kind,kind", rank, alt_text 0/1, why, alt_other 0/1], ...] as JSON: evidence, kept or not
+            # [[entity, "kind,kind", rank, alt_text 0/1, why, alt_other 0/1, identifier 0/1], ...] as
+            # JSON: evidence, kept or not
             "links": text,
+            "sources": texts,  # the backends of its URLs (from provenance; for readers)
+            "license": text,
+            "license_url": text,
+            "attribution": text,
+            # [[source, url, page_url, license, license_url, attribution], ...] as JSON
+            "provenance": text,
+            "id_entities": texts,
         }
     )
 
@@ -439,9 +512,15 @@ def encode_image(record: ImageRecord) -> bytes:
     d["query_ranks"] = list(record.query_ranks)
     d["links"] = json.dumps(
         [
-            [x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why, int(x.alt_other)]
+            [x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why, int(x.alt_other), int(x.identifier)]
             for x in record.links
         ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    d["sources"] = list(record.sources)
+    d["provenance"] = json.dumps(
+        [[p.source, p.url, p.page_url, p.license, p.license_url, p.attribution] for p in record.provenance],
         ensure_ascii=False,
         separators=(",", ":"),
     )
@@ -508,9 +587,15 @@ def decode_image(data: bytes) -> ImageRecord:
                 bool(x[3]),
                 str(x[4]),
                 bool(x[5]),
+                bool(x[6]),
             )
             for x in json.loads(text(d["links"]) or "[]")
         ),
+        license=text(d["license"]),
+        license_url=text(d["license_url"]),
+        attribution=text(d["attribution"]),
+        provenance=tuple(Provenance(*[str(v) for v in p]) for p in json.loads(text(d["provenance"]) or "[]")),
+        id_entities=tuple(text(x) for x in d["id_entities"]),
     )
 
 
@@ -539,8 +624,8 @@ def decode_for_training(data: bytes) -> ImageRecord:
 
 
 _IMAGE_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
-_TEXT_LISTS = ("alt_texts", "query_ids", "entity_ids", "urls")
-_ENCODED_APART = ("jpeg", "query_ranks", "links")
+_TEXT_LISTS = ("alt_texts", "query_ids", "entity_ids", "urls", "id_entities")
+_ENCODED_APART = ("jpeg", "query_ranks", "links", "provenance")
 
 
 @dataclass(frozen=True)
@@ -558,7 +643,18 @@ class Outcome:
 # One cached answer of a search backend: {"v": SCHEMA_VERSION, "rows": [...]}, each row a candidate
 # without the ids of the query that asked (the same text may serve another query).
 
-_ANSWER_FIELDS = ("url", "page_url", "alt_texts", "width", "height", "backend")
+_ANSWER_FIELDS = (
+    "url",
+    "page_url",
+    "alt_texts",
+    "width",
+    "height",
+    "backend",
+    "license",
+    "license_url",
+    "attribution",
+    "id_entities",
+)
 
 
 def encode_search_answer(candidates: Iterable[Candidate]) -> bytes:
@@ -701,6 +797,7 @@ __all__ = [
     "Candidate",
     "EntityLink",
     "Outcome",
+    "Provenance",
     "decode_search_answer",
     "encode_search_answer",
     "encode_subset",

@@ -54,6 +54,43 @@ def shard_filename(split: str, index: int, num_shards: int) -> str:
 FINGERPRINT = "entitynet_dataset.json"  # beside dataset_info.json: a digest of every shard's content
 
 
+ATTRIBUTION_DIR = "attribution"  # one TSV per shard file: the credit every record is owed
+ATTRIBUTION_HEADER = "key\turl\tpage_url\tlicense\tlicense_url\tattribution\tsources"
+
+
+def attribution_name(shard_name: str) -> str:
+    """`attribution/<shard file>.tsv`: the attribution rows of one shard."""
+    return f"{ATTRIBUTION_DIR}/{shard_name}.tsv"
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.replace("\t", " ").split())
+
+
+def attribution_lines(records: Iterable[ImageRecord]) -> Iterator[str]:
+    """The attribution file of a shard: a header and one row per record (key, the URL and page
+    whose licence the record carries, licence, licence URL, whom to credit, every source)."""
+    yield ATTRIBUTION_HEADER
+    for r in records:
+        credit = next(
+            (p for p in r.provenance if p.license == r.license and p.attribution == r.attribution), None
+        )
+        url, page = (credit.url, credit.page_url) if credit else (r.url, r.page_url)
+        cells = (r.key, url, page, r.license, r.license_url, r.attribution, ",".join(r.sources))
+        yield "\t".join(_cell(c) for c in cells)
+
+
+def license_counts(records: Iterable[ImageRecord]) -> tuple[dict[str, int], dict[str, int]]:
+    """Records per licence and per source (an image with two sources counts in both)."""
+    per_license: dict[str, int] = {}
+    per_source: dict[str, int] = {}
+    for r in records:
+        per_license[r.license] = per_license.get(r.license, 0) + 1
+        for s in r.sources:
+            per_source[s] = per_source.get(s, 0) + 1
+    return per_license, per_source
+
+
 def shard_digest() -> hashlib._Hash:
     """The running digest of one shard's encoded records (in the order written)."""
     return hashlib.blake2b(digest_size=16)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from entitynet.datacard import pyplot, save_png
+from entitynet.datacard import license_lines, pyplot, save_png
 from entitynet.files import atomic_open
 
 
@@ -102,6 +102,7 @@ def write_card(
     else:
         lines.append("No evaluation set was given (`--decontaminate`): zero-shot numbers may be inflated.")
     lines += ["", "## Natural types", "", "![natural types](plots/natural_types.png)", ""]
+    lines += license_lines(stats.get("per_license"), stats.get("per_source"))
     card = out / "DATACARD.md"
     with atomic_open(card) as f:
         f.write("\n".join(lines))

@@ -36,9 +36,18 @@ LIVING_EXCLUDE = ("Q5", "Q24334299", "Q795052", "Q4886")
 # with --natural-type)
 LIVING_NATURAL_TYPES = ("Q7377", "Q5113", "Q10811", "Q10908", "Q152", "Q1390", "Q10884", "Q764")
 FRUIT_CLASSES = ("Q3314483", "Q1364")  # fruit (food), fruit (botany)
+# the entity's identifiers in the open image sources (Entity field -> Wikidata property): Commons
+# category, GBIF taxon key, iNaturalist taxon id, Encyclopedia of Life id
+SOURCE_ID_PROPERTIES = {
+    "commons_category": "P373",
+    "gbif_id": "P846",
+    "inaturalist_id": "P3151",
+    "eol_id": "P830",
+}
 # colour, has part, made from material, uses, has use, has characteristic
 ATTRIBUTE_PROPERTIES = ("P462", "P527", "P186", "P2283", "P366", "P1552")
-CLAIM_PROPERTIES = ("P225", "P1843", "P105", "P18")  # taxon name, common name, rank, image
+# taxon name, common name, rank, image
+CLAIM_PROPERTIES = ("P225", "P1843", "P105", "P18", *SOURCE_ID_PROPERTIES.values())
 
 
 @dataclass(frozen=True)
@@ -446,9 +455,16 @@ def assemble(
                 image=images[0] if images else "",
                 attributes=tuple(attributes),
                 kind=kind,
+                **{name: _first_text(props.get(p, ())) for name, p in SOURCE_ID_PROPERTIES.items()},
             )
         )
     return sorted(out, key=entity_sort_key)
+
+
+def _first_text(values) -> str:
+    """The smallest plain value of an identifier property (deterministic when there are several)."""
+    texts = sorted(v if isinstance(v, str) else v[0] for v in values if v)
+    return texts[0].strip() if texts else ""
 
 
 def root_check(client: SparqlClient, cfg: ExpandConfig, source: str) -> dict[str, int]:

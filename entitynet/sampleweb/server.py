@@ -4,6 +4,11 @@ with SampleWeb(entities) as web:      # picks a free port
     web.base_url                      # http://127.0.0.1:PORT
     # GET /search?q=red+fox&format=json&categories=images&pageno=1
     # GET /img/<id>.jpg   (rendered on demand; some are dead, faulty or opted out)
+    # the open archives, in their APIs' shapes (entitynet.sampleweb.archives):
+    # GET /w/api.php?action=query&list=categorymembers|prop=imageinfo, action=wbgetentities
+    # GET /v1/occurrence/search?taxonKey=K&mediaType=StillImage   (GBIF)
+    # GET /v1/observations?taxon_id=T&quality_grade=research&id_above=N   (iNaturalist)
+    # GET /photos/<id>/<size>.jpg   (iNaturalist's photo URLs)
 """
 
 from __future__ import annotations
@@ -13,10 +18,12 @@ import json
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from entitynet.records import Entity
+from entitynet.sampleweb import archives
 from entitynet.sampleweb.corpus import SearchIndex, WebImage, build_corpus
 from entitynet.sampleweb.render import jpeg_bytes, render
 
@@ -26,13 +33,28 @@ ROBOTS = b"User-agent: *\nDisallow: /private/\n"
 
 class SampleWeb:
     def __init__(
-        self, entities: Iterable[Entity], seed: int = 0, port: int = 0, delay: float = 0.0, **corpus
+        self,
+        entities: Iterable[Entity],
+        seed: int = 0,
+        port: int = 0,
+        delay: float = 0.0,
+        archive_photos: int = 3,
+        api_page: int = 500,
+        **corpus,
     ):
         entities = list(entities)
+        self.entities = {e.id: e for e in entities}
         self.lineage = {e.id: e.lineage_ids for e in entities}
         self.labels = {e.id: e.label for e in entities}
         self.corpus = build_corpus(entities, seed=seed, **corpus)
         self.by_id = {im.id: im for im in self.corpus}
+        # photos per source and identifier; api_page caps every API page (tests force paging)
+        self.archives = archives.build_archives(entities, seed=seed, per_entity=archive_photos)
+        self.by_id.update(
+            (p.image.id, p.image) for ps in self.archives.values() for x in ps.values() for p in x
+        )
+        self.api_page = api_page
+        self.api_requests: Counter = Counter()  # per API: gbif, inaturalist, commons
         self.index = SearchIndex(self.corpus)
         self.requests = 0
         self.image_requests = 0
@@ -69,6 +91,20 @@ class SampleWeb:
                     )
                 if url.path.startswith("/img/") and url.path.endswith(".jpg"):
                     return self.image(url.path[5:-4])
+                api = {
+                    "/w/api.php": "commons",
+                    "/v1/occurrence/search": "gbif",
+                    "/v1/observations": "inaturalist",
+                }
+                if url.path in api:
+                    name = api[url.path]
+                    web.api_requests[name] += 1
+                    params = dict(urllib.parse.parse_qsl(url.query))
+                    return self.send(
+                        200, web.api_json(name, params, self.headers.get("Host", "")), "application/json"
+                    )
+                if url.path.startswith("/photos/") and url.path.endswith(".jpg") and url.path.count("/") == 3:
+                    return self.image(url.path.split("/")[2])
                 if url.path.startswith("/page/"):
                     im = web.by_id.get(url.path[6:])
                     if im:
@@ -126,6 +162,19 @@ class SampleWeb:
                 "results": [self._result(im, base) for im in chunk],
             }
         ).encode()
+
+    def api_json(self, name: str, params: dict, host: str) -> bytes:
+        base = f"http://{host}" if host else self.base_url
+        answer = {
+            "commons": archives.commons_answer,
+            "gbif": archives.gbif_answer,
+            "inaturalist": archives.inaturalist_answer,
+        }[name]
+        try:
+            doc = answer(self.archives[name], self.entities, params, base, self.api_page)
+        except ValueError as e:  # a malformed number in the request: the APIs answer 400 JSON
+            doc = {"error": {"code": "badvalue", "info": str(e)}}
+        return json.dumps(doc).encode()
 
     @staticmethod
     def _result(im: WebImage, base: str) -> dict:

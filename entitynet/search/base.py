@@ -66,6 +66,13 @@ def parse_size(text: Any) -> tuple[int, int]:
     return 0, 0
 
 
+def user_agent(contact: str = "") -> str:
+    """An identifying User-Agent, as Wikimedia's, GBIF's and iNaturalist's API etiquette asks: the
+    tool, its version and how to reach whoever runs it (`--contact`: an e-mail address or URL)."""
+    who = f"; {contact}" if contact else "; set --contact to say who runs it"
+    return f"EntityNet/{__version__} (image-text dataset builder{who}) python-requests/{requests.__version__}"
+
+
 class JsonApi:
     """GET JSON from one API with a request rate, retries and clear errors."""
 
@@ -77,10 +84,11 @@ class JsonApi:
         backoff: float = 1.0,
         timeout: float = 20.0,
         max_wait: float = 60.0,
+        contact: str = "",
     ):
         self.name = name
         self.session = requests.Session()
-        self.session.headers["User-Agent"] = f"EntityNet/{__version__} (image-text dataset builder)"
+        self.session.headers["User-Agent"] = user_agent(contact)
         self.limiter = RateLimiter(requests_per_second)
         self.retries, self.timeout = retries, timeout
         self.backoff = Backoff(backoff, max_wait)
