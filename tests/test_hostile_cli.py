@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 
 from entitynet import cli
 from entitynet.errors import EntityNetError
-from entitynet.records import Candidate, Entity, Query, from_json, read_jsonl, to_json, write_jsonl
+from entitynet.records import (
+    SCHEMA_VERSION,
+    Candidate,
+    Entity,
+    Query,
+    from_json,
+    read_jsonl,
+    to_json,
+    write_jsonl,
+)
 from entitynet.shards import shard_paths
 
 
@@ -313,7 +322,7 @@ def _is(value, tp) -> bool:
 def test_any_json_object_is_a_typed_record_or_one_clear_error(tmp_path_factory, case):
     tried("property: arbitrary JSON record")
     cls, fields = case
-    line = json.dumps({"v": 2, **fields})
+    line = json.dumps({"v": SCHEMA_VERSION, **fields})
     try:
         record = from_json(cls, line)
     except (ValueError, TypeError) as e:

@@ -67,7 +67,9 @@ def test_query_id_is_stable_and_normalised():
 
 def test_malformed_line_names_file_and_line(tmp_path):
     path = tmp_path / "entities.jsonl"
-    path.write_text(to_json(lion()) + "\n" + '{"v": 2, "id": "Q2", "colour": "red"}\n')
+    path.write_text(
+        to_json(lion()) + "\n" + '{"v": ' + str(SCHEMA_VERSION) + ', "id": "Q2", "colour": "red"}\n'
+    )
     with pytest.raises(EntityNetError, match=r"entities.jsonl:2: not a valid Entity"):
         list(read_jsonl(path, Entity))
 

@@ -21,7 +21,7 @@ from entitynet.fetch.fetcher import FetchOptions
 from entitynet.fetch.policy import AddressPolicy
 from entitynet.images.process import ImageOptions
 from entitynet.locks import LOCK_NAME, OutputLock
-from entitynet.records import write_jsonl
+from entitynet.records import SCHEMA_VERSION, write_jsonl
 from entitynet.sampleweb.server import SampleWeb
 from entitynet.text.queries import build_queries
 
@@ -215,7 +215,9 @@ def test_a_search_cache_of_another_version_is_searched_again(world, tmp_path):
     assert SearchCache(out / "search_cache", settings=settings).get("searxng", queries[0]) is None
     again = harvest_pipeline.run(queries[:10], spec, options(), str(out))
     assert again["candidates"] == first["candidates"]
-    assert all(json.loads(p.read_text())["v"] == 2 for p in sorted((out / "search_cache").iterdir()))
+    assert all(
+        json.loads(p.read_text())["v"] == SCHEMA_VERSION for p in sorted((out / "search_cache").iterdir())
+    )
 
 
 def test_temp_files_a_killed_run_left_are_removed_by_the_next(world, tmp_path):

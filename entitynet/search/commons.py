@@ -2,31 +2,25 @@
 
 For each noun query, every entity of the query that has a P18 image yields one candidate: the
 file (scaled by Commons to `width`), its file page, and as text the file's description and
-object name from the MediaWiki API (extmetadata), or its file name when the API is off.
+object name from the MediaWiki API (extmetadata), or its file name when the API is off; its
+licence and author from the same extmetadata (`unknown` when the API is off).
 """
 
 from __future__ import annotations
 
-import html
-import re
 import urllib.parse
 from collections.abc import Iterable
 
+from entitynet.licenses import UNKNOWN, normalize
 from entitynet.records import Candidate, Entity, Query
 from entitynet.search.base import JsonApi
-
-COMMONS_API = "https://commons.wikimedia.org/w/api.php"
-_TAG = re.compile(r"<[^>]+>")
+from entitynet.search.commons_category import COMMONS_API, meta_value
 
 
 def file_name(image_url: str) -> str:
     """`…/Special:FilePath/Lion_waiting.jpg` -> `Lion waiting.jpg`."""
     tail = urllib.parse.unquote(image_url.rsplit("/", 1)[-1])
     return tail.replace("_", " ")
-
-
-def _plain(value: object) -> str:
-    return " ".join(html.unescape(_TAG.sub(" ", str(value))).split()) if value else ""
 
 
 class Commons:
@@ -45,9 +39,11 @@ class Commons:
         self.api_url, self.width = api_url, width
         self.api = JsonApi(self.name, requests_per_second, **api) if api_url else None
 
-    def file_texts(self, title: str) -> tuple[str, ...]:
+    def file_meta(self, title: str) -> tuple[tuple[str, ...], str, str, str]:
+        """(texts, licence, licence URL, author) of a file from its extmetadata."""
+        fallback = (title.removeprefix("File:").rsplit(".", 1)[0],)
         if self.api is None:
-            return (title.removeprefix("File:").rsplit(".", 1)[0],)
+            return fallback, UNKNOWN, "", ""
         doc = self.api.get(
             self.api_url,
             {
@@ -61,15 +57,19 @@ class Commons:
         )
         pages = (doc.get("query") or {}).get("pages") if isinstance(doc, dict) else None
         pages = pages.values() if isinstance(pages, dict) else pages or []
-        texts = []
+        texts, lic, lic_url, artist = [], UNKNOWN, "", ""
         for page in pages:
             for info in page.get("imageinfo") or []:
                 meta = info.get("extmetadata") or {}
                 for field in ("ImageDescription", "ObjectName"):
-                    text = _plain((meta.get(field) or {}).get("value"))
+                    text = meta_value(meta, field)
                     if text:
                         texts.append(text)
-        return tuple(dict.fromkeys(texts)) or (title.removeprefix("File:").rsplit(".", 1)[0],)
+                if lic == UNKNOWN:
+                    lic = normalize(meta_value(meta, "LicenseShortName"))
+                    lic_url = meta_value(meta, "LicenseUrl")
+                    artist = meta_value(meta, "Artist") or meta_value(meta, "Credit")
+        return tuple(dict.fromkeys(texts)) or fallback, lic, lic_url, artist
 
     def search(self, query: Query) -> list[Candidate]:
         if query.kind != "noun":
@@ -84,15 +84,20 @@ class Commons:
             url = "https://commons.wikimedia.org/wiki/Special:FilePath/" + urllib.parse.quote(
                 name.replace(" ", "_")
             )
+            texts, lic, lic_url, artist = self.file_meta(title)
             out.append(
                 Candidate(
                     url=f"{url}?width={self.width}",
                     page_url="https://commons.wikimedia.org/wiki/"
                     + urllib.parse.quote(title.replace(" ", "_"), safe=":/"),
-                    alt_texts=self.file_texts(title),
+                    alt_texts=texts,
                     query_ids=(query.id,),
                     entity_ids=(e,),
                     backend=self.name,
+                    license=lic,
+                    license_url=lic_url,
+                    attribution=artist,
+                    id_entities=(e,),  # the item's own image (P18): the link is exact
                 )
             )
         return out
