@@ -5,11 +5,14 @@
 
 Graph:
 
-    queries ─► Search (thread pool, on-disk cache per (backend, query)) ─► GroupByKey(url) ─► merge
-      (or, for a pool: its units ─► ReadPool (prefilter + matcher per Arrow batch) ─► the same)
-            ─► candidates/candidates-*.jsonl (sharded by URL)
+    queries ─► Search (every query backend; thread pool, on-disk cache per (backend, query))
+      + pool: its units ─► ReadPool (prefilter + matcher per Arrow batch)
+      + gbif-archive: occurrence.txt, multimedia.txt streamed ─► CoGroupByKey(gbifID)
+      + inaturalist-open-data: observations, photos ─► CoGroupByKey(observation) ─► CoGroupByKey(observer)
+            ─► Flatten ─► GroupByKey(url) ─► merge ─► candidates/candidates-*.jsonl (sharded by URL)
             ─► [pool, --balance-t] entries ─► CombineGlobally(count per entry) [side input]
                ─► keep by curate's draws (+ "balanced_out" outcomes; never fetched)
+            ─► [--licenses / --exclude-licenses] keep the allowed licences (+ "license_excluded")
             ─► CombinePerKey(count per host) ─► big hosts (> host_split candidates) [side input]
             ─► GroupByKey(work unit = hash of host, or of a big host's slot) ─► FetchUnit (one
                event loop per worker: safe fetch with per-host limits; image threads: decode,
@@ -18,7 +21,8 @@ Graph:
                  ├─► outcomes (one per failed candidate, with its reason)
                  └─► GroupByKey(content key) ─► merge exact duplicates (+ "duplicate" outcomes),
                       entity links with evidence, pruned (+ "unlinked" outcomes; entitynet.links)
-                      ─► GroupByKey((split, shard)) ─► WriteShard (sorted by key, temp + rename)
+                      ─► GroupByKey((split, shard)) ─► WriteShard (sorted by key, temp + rename;
+                         its attribution/<shard>.tsv and records per licence and source)
     outcomes ─► outcomes/outcomes-*.jsonl (every candidate's outcome, sharded by URL)
              ─► CombinePerKey(host) ─► hosts/hosts-*.jsonl, Top(50 hosts)
     counters (outcomes, entities, size bins, links, reused units) ─► CombineGlobally(sum)

@@ -210,7 +210,7 @@ def cmd_queries(args, _extra) -> int:
 def harvest_summary(stats: dict, out: str | Path) -> str:
     dropped = (stats.get("modifiers") or {}).get("dropped") or {}
     note = (
-        "search modifiers the backend cannot express, dropped: "
+        "search modifiers no backend of this harvest can express, dropped: "
         + ", ".join(f"{k.replace('_', ' ')} ({n:,} queries)" for k, n in dropped.items())
         + "\n"
         if dropped
@@ -238,7 +238,12 @@ def harvest_summary(stats: dict, out: str | Path) -> str:
 
 def license_summary(stats: dict) -> str:
     """Records per licence and per source, one line each (empty when nothing was written)."""
-    per_license, per_source = stats.get("per_license") or {}, stats.get("per_source") or {}
+    from entitynet.datacard import by_count
+
+    per_license, per_source = (
+        by_count(stats.get("per_license") or {}),
+        by_count(stats.get("per_source") or {}),
+    )
     if not per_license:
         return ""
     return (
@@ -631,7 +636,7 @@ def demo_link_quality(web, shard_dir: Path) -> str:
 
     splits = json.loads((shard_dir / "dataset_info.json").read_text()).get("splits", [])
     recs = itertools.chain.from_iterable(shards.iter_records(shard_dir, s["name"]) for s in splits)
-    q = link_quality(web.corpus, web.lineage, recs)
+    q = link_quality(web.by_id.values(), web.lineage, recs)  # web images and archive photos
     b, a = q["before"], q["after"]
     return (
         f"entity links against the sample web's truth, over the {a['images']:,} written images: "
@@ -696,7 +701,11 @@ def cmd_demo(args, beam_args) -> int:
         f"{qstats['queries']:,} queries for {qstats['entities']:,} entities\n"
         f"queries per kind:\n{_table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
-    print("== 3/7 harvest: search the sample web on 127.0.0.1, fetch, process, write shards", flush=True)
+    print(
+        "== 3/7 harvest: search the sample web and its GBIF and iNaturalist APIs on 127.0.0.1, fetch, "
+        "process, write shards",
+        flush=True,
+    )
     from beam_pipelines import curate
     from beam_pipelines import harvest as harvest_pipeline
     from entitynet.harvest import SearchSpec
@@ -704,8 +713,20 @@ def cmd_demo(args, beam_args) -> int:
 
     queries = list(read_jsonl(out / "queries" / "queries.jsonl", Query))
     with _demo_web(entities) as web:
-        print(f"sample web: {len(web.corpus):,} images at {web.base_url}", flush=True)
-        spec = SearchSpec(backend="searxng", url=web.base_url, max_results=20, requests_per_second=0)
+        photos = {s: sum(len(x) for x in web.archives[s].values()) for s in ("gbif", "inaturalist")}
+        print(
+            f"sample web: {len(web.corpus):,} images at {web.base_url}; its archives: {photos['gbif']:,} "
+            f"GBIF occurrence photos, {photos['inaturalist']:,} iNaturalist observation photos",
+            flush=True,
+        )
+        spec = SearchSpec(
+            backend="searxng,gbif,inaturalist",  # web search + two open archives, one dataset
+            url=web.base_url,
+            max_results=20,
+            requests_per_second=0,
+            entities=tuple(entities),
+            endpoints=(("gbif", web.base_url), ("inaturalist", web.base_url)),
+        )
         hstats = harvest_pipeline.run(
             queries,
             spec,

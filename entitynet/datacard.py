@@ -34,15 +34,21 @@ def pool_balance_lines(pb: dict | None) -> list[str]:
     ]
 
 
+def by_count(counts: dict[str, int]) -> dict[str, int]:
+    """Largest first, then by name (stats files store their keys sorted by name)."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def license_lines(per_license: dict | None, per_source: dict | None) -> list[str]:
     """Records per licence and per source, and where the attribution rows are."""
     if not per_license and not per_source:
         return []
-    total = sum((per_license or {}).values())
+    per_license, per_source = by_count(per_license or {}), by_count(per_source or {})
+    total = sum(per_license.values())
     lines = ["## Licences and sources", "", "| licence | records | share |", "|---|---:|---:|"]
-    lines += [f"| {k} | {n:,} | {n / max(total, 1):.1%} |" for k, n in (per_license or {}).items()]
+    lines += [f"| {k} | {n:,} | {n / max(total, 1):.1%} |" for k, n in per_license.items()]
     lines += ["", "| source | records |", "|---|---:|"]
-    lines += [f"| {k} | {n:,} |" for k, n in (per_source or {}).items()]
+    lines += [f"| {k} | {n:,} |" for k, n in per_source.items()]
     return lines + [
         "",
         "`unknown`: no licence was given (web search results): ask the rights holder before publishing. "

@@ -263,6 +263,12 @@ def test_harvest_flag_ranges_and_typos_after_the_known_flags(bad, tmp_path, caps
         (["--threads", "0"], "--threads must be within 1..1024, got 0"),
         (["--fetch-retries", "-1"], "--fetch-retries must be within 0..100, got -1"),
         (["--total-timeout", "0"], "--total-timeout must be a positive number"),
+        (["--licenses", "cc0,cc-bysa"], "unknown licence family 'cc-bysa' (did you mean cc-by-sa?)"),
+        (["--exclude-licenses", "*-zz"], "'*-zz' matches no licence family"),
+        (["--backend", "searxng,gbif"], "--backend gbif needs --entities"),
+        (["--backend", "searxng,bing"], "unknown search backend 'bing'"),
+        (["--endpoint", "gbif"], "--endpoint 'gbif': write it as BACKEND=URL"),
+        (["--endpoint", "gbif=http://x"], "gbif is not among --backend searxng"),
     ):
         tried("command line")
         # the queries file is empty: the flag must be refused before that is noticed

@@ -15,10 +15,14 @@ from entitynet.sampleweb.corpus import WebImage
 
 
 def image_id(url: str) -> str | None:
-    """The corpus id in an image URL of the sample web (`…/img/<id>.jpg`)."""
+    """The corpus id in an image URL of the sample web (`…/img/<id>.jpg`, or an archive photo's
+    `…/photos/<id>/<size>.jpg`)."""
     path = urllib.parse.urlsplit(url).path
     if path.startswith("/img/") and path.endswith(".jpg"):
         return path[5:-4]
+    parts = path.split("/")
+    if len(parts) == 4 and parts[1] == "photos" and parts[3].endswith(".jpg"):
+        return parts[2]
     return None
 
 

@@ -123,6 +123,19 @@ class JsonApi:
         )
 
 
+def by_identifier(query: Query, identifiers: dict[str, str], find) -> list[Candidate]:
+    """An identifier backend's answer: `find(identifier, query, entity)` for every entity of a noun
+    query that has an identifier (Commons category, GBIF key, iNaturalist id). Other query kinds
+    get nothing: each entity's images come once, from its own noun query."""
+    if query.kind != "noun":
+        return []
+    out: list[Candidate] = []
+    for e in query.entity_ids:
+        if identifiers.get(e):
+            out += find(identifiers[e], query, e)
+    return out
+
+
 class SearchCache:
     """Answers of a backend stored as JSON files named by a hash of (backend, its `settings`, query
     and modifiers), in a local directory or, given a `store` over Beam's FileSystems, a remote one.

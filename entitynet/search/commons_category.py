@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from entitynet.errors import SearchError
 from entitynet.licenses import normalize
 from entitynet.records import Candidate, Entity, Query, unique_texts
-from entitynet.search.base import JsonApi
+from entitynet.search.base import JsonApi, by_identifier
 
 COMMONS_API = "https://commons.wikimedia.org/w/api.php"
 _TAG = re.compile(r"<[^>]+>")
@@ -199,11 +199,6 @@ class CommonsCategory:
         return out
 
     def search(self, query: Query) -> list[Candidate]:
-        if query.kind != "noun":
-            return []
-        out: list[Candidate] = []
-        for e in query.entity_ids:
-            category = self.categories.get(e)
-            if category:
-                out += self.file_candidates(self.members(category), query, e)
-        return out
+        return by_identifier(
+            query, self.categories, lambda c, q, e: self.file_candidates(self.members(c), q, e)
+        )

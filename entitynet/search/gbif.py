@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from entitynet.errors import ConfigError, SearchError
 from entitynet.licenses import normalize
 from entitynet.records import Candidate, Entity, Query, unique_texts
-from entitynet.search.base import JsonApi
+from entitynet.search.base import JsonApi, by_identifier
 
 GBIF_API = "https://api.gbif.org"
 PAGE = 300  # the API's largest page
@@ -107,13 +107,7 @@ class Gbif:
         return out
 
     def search(self, query: Query) -> list[Candidate]:
-        if query.kind != "noun":
-            return []
-        out: list[Candidate] = []
-        for e in query.entity_ids:
-            if self.keys.get(e):
-                out += self.images(self.keys[e], query, e)
-        return out
+        return by_identifier(query, self.keys, self.images)
 
 
 # ---------------------------------------------------------------- Darwin Core Archive (offline)

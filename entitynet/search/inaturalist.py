@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from entitynet.errors import ConfigError, SearchError
 from entitynet.licenses import normalize
 from entitynet.records import Candidate, Entity, Query, unique_texts
-from entitynet.search.base import JsonApi
+from entitynet.search.base import JsonApi, by_identifier
 
 INATURALIST_API = "https://api.inaturalist.org"
 OPEN_DATA_PHOTOS = "https://inaturalist-open-data.s3.amazonaws.com/photos"
@@ -122,13 +122,7 @@ class INaturalist:
         return out
 
     def search(self, query: Query) -> list[Candidate]:
-        if query.kind != "noun":
-            return []
-        out: list[Candidate] = []
-        for e in query.entity_ids:
-            if self.taxa.get(e):
-                out += self.photos(self.taxa[e], query, e)
-        return out
+        return by_identifier(query, self.taxa, self.photos)
 
 
 # ---------------------------------------------------------------- open-data files (offline)
