@@ -128,6 +128,27 @@ class BeamStore:
         with open(local, "rb") as f:
             self.write_from(f, path)
 
+    def exists(self, path: str) -> bool:
+        return FileSystems.exists(path)
+
+    def delete(self, path: str) -> None:
+        FileSystems.delete([path])
+
+    def match(self, pattern: str) -> list[str]:
+        """The files a path or glob names on any Beam filesystem, sorted; a ConfigError naming the
+        pattern when its filesystem cannot list it."""
+        try:
+            return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        except Exception as e:  # noqa: BLE001 - every filesystem raises its own "not found"
+            raise errors.ConfigError(f"{pattern}: {e}; check the path or glob") from None
+
+    def open(self, path: str):
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+    def stat(self, path: str) -> tuple[int, float]:
+        (meta,) = FileSystems.match([path])[0].metadata_list
+        return meta.size_in_bytes, meta.last_updated_in_seconds
+
 
 def check_output(path: str) -> None:
     """A remote output's filesystem must be known to Beam (gs:// needs apache-beam[gcp]); one clear line."""
@@ -164,7 +185,7 @@ class PipelineOutput:
             ensure_writable_dir(out_dir)
             self.local_dir = out_dir
         self.store = store_for(out_dir)
-        self.lock = OutputLock(out_dir, self.stage)
+        self.lock = OutputLock(out_dir, self.stage, self.store)
         self._stamp = f".staged-{time.time_ns()}"
         self._staged: list[str] = []
 

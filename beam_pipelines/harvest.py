@@ -54,6 +54,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipelines.common import (
+    BeamStore,
     PipelineOutput,
     SumCounters,
     WriteJsonl,
@@ -124,7 +125,7 @@ class ReadPool(beam.DoFn):
     def process(self, unit):
         from entitynet.search.pool import read_batches
 
-        for batch in read_batches(tuple(unit)):
+        for batch in read_batches(tuple(unit), BeamStore()):
             for c in self.matcher.candidates(*batch):
                 yield c.url, c
 
@@ -457,7 +458,7 @@ def pool_matches(p: beam.Pipeline, queries: list[Query], spec: harvest.SearchSpe
 
     return (
         p
-        | "PoolUnits" >> beam.Create(pool_units(pool_files(spec.pool)))
+        | "PoolUnits" >> beam.Create(pool_units(pool_files(spec.pool, BeamStore()), BeamStore()))
         | "ReadPool" >> beam.ParDo(ReadPool(queries))
     )
 
@@ -648,7 +649,10 @@ def run(
         cache_dir = store.join(out_dir, "search_cache")
         work_root = store.join(out_dir, "fetch_work")
         work_dir = harvest.unit_dir(work_root, opts, store)
-        settings = {"search": harvest.search_settings(spec), "fetch": harvest.fetch_settings(opts)}
+        settings = {
+            "search": harvest.search_settings(spec, BeamStore()),
+            "fetch": harvest.fetch_settings(opts),
+        }
         changed = _changed_options(store, out_dir, settings)
         if changed:
             log.warning(

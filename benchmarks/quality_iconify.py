@@ -48,7 +48,7 @@ TARGET_TOP1, TARGET_TOP5 = 0.25, 0.50
 
 
 class Runner:
-    """Runs `PYTHON -m entitynet.cli ...` of one checkout, logging and timing every call."""
+    """Runs `PYTHON -m entitynet_cli ...` of one checkout, logging and timing every call."""
 
     def __init__(self, python: str, checkout: Path, out: Path):
         self.python = python
@@ -67,7 +67,7 @@ class Runner:
 
     def cli(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         self.n += 1
-        cmd = [self.python, "-m", "entitynet.cli", *map(str, args)]
+        cmd = [self.python, "-m", "entitynet_cli", *map(str, args)]
         log = self.logs / f"{self.n:03d}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.log"
         print(f"  $ {' '.join(cmd[2:])}", flush=True)
         started = time.time()
@@ -93,7 +93,7 @@ class Runner:
 
     def has_flag(self, *words: str) -> bool:
         p = subprocess.run(
-            [self.python, "-m", "entitynet.cli", *words[:-1], "--help"],
+            [self.python, "-m", "entitynet_cli", *words[:-1], "--help"],
             cwd=self.checkout, env=self.env, capture_output=True, text=True,
         )  # fmt: skip
         return words[-1] in p.stdout

@@ -303,7 +303,7 @@ def main() -> None:
     server.start()
     base_url = f"http://127.0.0.1:{q.get(timeout=30)}"
     work = Path(args.keep or tempfile.mkdtemp(prefix="entitynet-scale-"))
-    exe = [sys.executable, "-m", "entitynet.cli"]
+    exe = [sys.executable, "-m", "entitynet_cli"]
     rows = []
     try:
         for n in sizes:

@@ -6,6 +6,7 @@ A reader never sees a half-written file, and a re-run replaces instead of duplic
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import time
@@ -13,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from entitynet.errors import OutputError
+from entitynet.errors import ConfigError, OutputError
 
 
 def temp_name(path: str | os.PathLike) -> str:
@@ -91,6 +92,36 @@ class LocalStore:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         with atomic_open(path, "wb") as f:
             f.write(data)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def delete(self, path: str) -> None:
+        os.remove(path)
+
+    def match(self, pattern: str) -> list[str]:
+        """The files a path or glob names, sorted."""
+        _local_only(pattern)
+        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+
+    def open(self, path: str):
+        """The file opened for binary reading."""
+        _local_only(path)
+        return open(path, "rb")
+
+    def stat(self, path: str) -> tuple[int, float]:
+        """(size in bytes, modification time) of a file; OSError when there is none."""
+        _local_only(path)
+        st = os.stat(path)
+        return st.st_size, st.st_mtime
+
+
+def _local_only(path: str) -> None:
+    if "://" in path:
+        raise ConfigError(
+            f"{path}: a remote path is read through the pipelines' filesystems (Beam), not the local disk; "
+            "pass it to a pipeline command, or copy it locally"
+        )
 
 
 LOCAL = LocalStore()

@@ -319,10 +319,11 @@ def fetch_settings(opts: HarvestOptions) -> dict:
     return {"fetch": fetch, "image": asdict(opts.image)}
 
 
-def search_settings(spec: SearchSpec) -> dict:
+def search_settings(spec: SearchSpec, store: LocalStore = LOCAL) -> dict:
     """What decides a search answer besides the query: backends, their endpoints, max results, the
     identifier backends' own options and entities, and for the sources read whole the files
-    themselves (path, size, modification time)."""
+    themselves (path, size, modification time; read through `store`: the local disk, or the
+    pipelines' store over any Beam filesystem)."""
     names = spec.backends
     settings: dict = {"backend": spec.backend, "url": spec.url, "max_results": spec.max_results}
     if spec.endpoints:
@@ -330,7 +331,7 @@ def search_settings(spec: SearchSpec) -> dict:
     if "pool" in names:
         from entitynet.search.pool import pool_files
 
-        settings["pool"] = [_file_stamp(f) for f in pool_files(spec.pool)]
+        settings["pool"] = [_file_stamp(f, store) for f in pool_files(spec.pool, store)]
         if spec.balance_t:
             settings["balance"] = {"t": spec.balance_t, "seed": spec.balance_seed}
     if "commons-category" in names:
@@ -338,11 +339,13 @@ def search_settings(spec: SearchSpec) -> dict:
     if "inaturalist" in names or "inaturalist-open-data" in names:
         settings["photo_size"] = spec.photo_size
     if "gbif-archive" in names:
-        settings["gbif_archive"] = _file_stamp(spec.gbif_archive)
+        settings["gbif_archive"] = _file_stamp(spec.gbif_archive, store)
     if "inaturalist-open-data" in names:
         from entitynet.search.inaturalist import FILES, data_file
 
-        settings["inaturalist_data"] = [_file_stamp(data_file(spec.inaturalist_data, f)) for f in FILES[:3]]
+        settings["inaturalist_data"] = [
+            _file_stamp(data_file(spec.inaturalist_data, f), store) for f in FILES[:3]
+        ]
     if any(n in NEEDS_ENTITIES for n in names):
         settings["entities"] = settings_digest(sorted(_entity_sources(e) for e in spec.entities))
     return settings
@@ -352,19 +355,13 @@ def _entity_sources(e: Entity) -> list[str]:
     return [e.id, e.image, e.commons_category, e.gbif_id, e.inaturalist_id]
 
 
-def _file_stamp(path: str) -> list:
-    """(path, size, modification time) of a local or remote file: a changed file is searched again."""
-    from apache_beam.io.filesystems import FileSystems
-
+def _file_stamp(path: str, store: LocalStore) -> list:
+    """(path, size, modification time) of a file: a changed file is searched again."""
     try:
-        (meta,) = FileSystems.match([path])[0].metadata_list
-    except Exception as e:  # noqa: BLE001 - every filesystem raises its own "not found"
+        size, mtime = store.stat(path)
+    except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: cannot read it ({e}); check the path") from None
-    return [
-        os.path.abspath(path) if "://" not in path else path,
-        meta.size_in_bytes,
-        meta.last_updated_in_seconds,
-    ]
+    return [os.path.abspath(path) if "://" not in path else path, size, mtime]
 
 
 def settings_digest(settings) -> str:

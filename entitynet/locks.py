@@ -50,10 +50,18 @@ def _describe(holder: dict) -> str:
 class OutputLock:
     """`with OutputLock(out_dir, "harvest"):` — held for the run, released (removed) on exit."""
 
-    def __init__(self, out_dir: str, stage: str):
+    def __init__(self, out_dir: str, stage: str, store=None):
+        """`store`: for a remote `out_dir` (gs://, any object store) the pipelines' store over Beam's
+        filesystems (exists, read, write, delete, join), through which the lease is kept."""
         self.out_dir, self.stage = out_dir, stage
         self.remote = "://" in out_dir
-        self.path = _join_remote(out_dir, LOCK_NAME) if self.remote else os.path.join(out_dir, LOCK_NAME)
+        if self.remote and store is None:
+            raise OutputError(
+                f"{out_dir}: a remote output is written by the pipeline commands (harvest, curate), "
+                "which reach object stores; give a local directory here"
+            )
+        self.store = store
+        self.path = store.join(out_dir, LOCK_NAME) if self.remote else os.path.join(out_dir, LOCK_NAME)
         self.run_id = uuid.uuid4().hex[:12]
         self.taken_over: dict | None = None  # the stale holder this run replaced, if any
         self._held = False
@@ -124,27 +132,21 @@ class OutputLock:
     # ------------------------------------------------------------ remote (lease)
 
     def _read_remote(self) -> dict | None | bool:
-        from apache_beam.io.filesystems import FileSystems
-
-        if not FileSystems.exists(self.path):
+        if not self.store.exists(self.path):
             return False
         try:
-            with FileSystems.open(self.path) as f:
-                doc = json.loads(f.read() or b"null")
-        except (OSError, ValueError):
+            doc = json.loads(self.store.read(self.path) or b"null")
+        except ValueError:
             return None
         return doc if isinstance(doc, dict) else None
 
     def _acquire_remote(self) -> None:
-        from apache_beam.io.filesystems import FileSystems
-
         holder = self._read_remote()
         if holder is not False:
             if not self._stale(holder):
                 raise self._refuse(holder)
             self.taken_over = holder or {}
-        with FileSystems.create(self.path) as f:
-            f.write(self._doc())
+        self.store.write(self.path, self._doc())
 
     def check(self) -> None:
         """Before results are renamed into place: the lease (remote) or lock (local) still names this run."""
@@ -175,10 +177,8 @@ class OutputLock:
             return
         if isinstance(holder, dict) and holder.get("run_id") == self.run_id:
             if self.remote:
-                from apache_beam.io.filesystems import FileSystems
-
                 with contextlib.suppress(Exception):
-                    FileSystems.delete([self.path])
+                    self.store.delete(self.path)
             else:
                 with contextlib.suppress(OSError):
                     os.remove(self.path)
@@ -189,9 +189,3 @@ def _quiet(read):
         return read()
     except FileNotFoundError:
         return False
-
-
-def _join_remote(directory: str, name: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
-    return FileSystems.join(directory, name)

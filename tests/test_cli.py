@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_KG
 
-from entitynet.cli import main
 from entitynet.records import Entity, Query, read_jsonl, write_jsonl
 from entitynet.text.queries import EXCLUDE_TERMS
+from entitynet_cli.main import main
 
 
 def run(capsys, *argv):

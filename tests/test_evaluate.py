@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from entitynet.cli import main
 from entitynet.errors import ConfigError
 from entitynet.sampleweb.render import jpeg_bytes, render
 from entitynet.text.templates import read_templates
+from entitynet_cli.main import main
 from train import eval_data
 from train.evaluate import classify, retrieval
 

@@ -1,6 +1,6 @@
 """Hostile input at the command line: each bad input ends in exit 2 and one `entitynet: error:`
 line naming it, with no traceback and no output directory left behind. Table-driven; the cases
-run in-process through `entitynet.cli.main`."""
+run in-process through `entitynet_cli.main.main`."""
 
 import dataclasses
 import json
@@ -12,7 +12,6 @@ from hostile import tried
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from entitynet import cli
 from entitynet.errors import EntityNetError
 from entitynet.records import (
     SCHEMA_VERSION,
@@ -25,6 +24,8 @@ from entitynet.records import (
     write_jsonl,
 )
 from entitynet.shards import shard_paths
+from entitynet_cli import main as cli
+from entitynet_cli.common import unknown_beam_flags
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +282,7 @@ def test_harvest_flag_ranges_and_typos_after_the_known_flags(bad, tmp_path, caps
     err = capsys.readouterr().err
     assert "unrecognized argument --allow-loopbak (did you mean --allow-loopback?)" in err
     assert not (tmp_path / "o").exists()
-    assert cli.unknown_beam_flags(["--runner=DirectRunner", "--project", "p", "--direct_num_workers=2"]) == []
+    assert unknown_beam_flags(["--runner=DirectRunner", "--project", "p", "--direct_num_workers=2"]) == []
 
 
 def test_the_codec_keeps_good_records_and_types(bad, tmp_path):

@@ -248,12 +248,16 @@ def test_an_object_store_lease_of_a_live_run_is_refused(tmp_path):
     import memfs
     from apache_beam.io.filesystems import FileSystems
 
+    from beam_pipelines.common import BeamStore
+
     memfs.clear()
     out = "memtest://bucket/leased"
-    with OutputLock(out, "harvest") as held:
+    with pytest.raises(OutputError, match="remote output is written by the pipeline commands"):
+        OutputLock(out, "train")  # no store: the library alone cannot reach object stores
+    with OutputLock(out, "harvest", BeamStore()) as held:
         with (
             pytest.raises(OutputError, match=rf"in use by harvest run {held.run_id}"),
-            OutputLock(out, "curate"),
+            OutputLock(out, "curate", BeamStore()),
         ):
             pass
         held.check()

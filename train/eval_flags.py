@@ -25,7 +25,7 @@ def add_arguments(ap) -> None:
         action="store_true",
         help="a split of the run's shards: zero-shot over its entities, retrieval over its alt texts",
     )
-    ap.add_argument("--split", default="test", help="split for --heldout (default test)")
+    ap.add_argument("--split", default="test", help="split for --heldout")
     ap.add_argument("--shards", help="shards for --heldout (default: the run's data.shards)")
     ap.add_argument("--tfds-data-dir", help="TFDS data directory for --tfds NAME:SPLIT")
     ap.add_argument(

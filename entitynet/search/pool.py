@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from entitynet.errors import ConfigError
+from entitynet.files import LOCAL, LocalStore
 from entitynet.records import Candidate, Query
 from entitynet.text.matching import Matcher, Prefilter
 
@@ -32,28 +33,15 @@ def _pick(row: dict, names: tuple[str, ...]):
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".tsv")
 
 
-def _open(path: str):
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-
-    if "://" not in path:
-        return open(path, "rb")
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def pool_files(patterns) -> list[str]:
-    """The files of a pool given as paths and globs (local or any Beam filesystem), sorted; a
-    ConfigError naming a pattern that matches nothing or a file of an unsupported type."""
-    from apache_beam.io.filesystems import FileSystems
-
+def pool_files(patterns, store: LocalStore = LOCAL) -> list[str]:
+    """The files of a pool given as paths and globs, sorted (`store`: the local disk, or the
+    pipelines' store over any Beam filesystem); a ConfigError naming a pattern that matches
+    nothing or a file of an unsupported type."""
     if isinstance(patterns, str):
         patterns = (patterns,)
     files: list[str] = []
     for pattern in patterns:
-        try:
-            found = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
-        except Exception as e:  # noqa: BLE001 - every filesystem raises its own "not found"
-            raise ConfigError(f"pool {pattern}: {e}; check the path or glob") from None
+        found = store.match(pattern)
         if not found:
             raise ConfigError(f"pool {pattern} matches no file; check the path or glob")
         files += found
@@ -63,7 +51,7 @@ def pool_files(patterns) -> list[str]:
     return sorted(set(files))
 
 
-def pool_units(files: list[str]) -> list[tuple[str, int]]:
+def pool_units(files: list[str], store: LocalStore = LOCAL) -> list[tuple[str, int]]:
     """Units of work over the pool's files: (file, row group) for Parquet (read from its footer),
     (file, -1) for a whole JSONL/CSV/TSV file."""
     import pyarrow.parquet as pq
@@ -72,7 +60,7 @@ def pool_units(files: list[str]) -> list[tuple[str, int]]:
     for f in files:
         if f.lower().endswith(".parquet"):
             try:
-                with _open(f) as fh:
+                with store.open(f) as fh:
                     groups = pq.ParquetFile(fh).num_row_groups
             except (OSError, ValueError) as e:
                 raise ConfigError(f"pool {f} is not a readable Parquet file ({e})") from None
@@ -85,7 +73,7 @@ def pool_units(files: list[str]) -> list[tuple[str, int]]:
 BATCH = 65536  # rows per batch
 
 
-def read_batches(unit: tuple[str, int]) -> Iterator[tuple]:
+def read_batches(unit: tuple[str, int], store: LocalStore = LOCAL) -> Iterator[tuple]:
     """(urls, texts, page_urls) of one unit (`pool_units`) as pyarrow string arrays of equal length
     (a missing text or page URL is null), a batch at a time; rows without a URL are dropped. Texts stay in Arrow: a matcher converts only
     the rows it needs (`PoolMatcher.candidates`)."""
@@ -94,7 +82,7 @@ def read_batches(unit: tuple[str, int]) -> Iterator[tuple]:
     path, group = unit
     suffix = Path(path).suffix.lower()
     try:
-        with _open(path) as raw:
+        with store.open(path) as raw:
             if suffix == ".parquet":
                 import pyarrow.parquet as pq
 

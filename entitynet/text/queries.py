@@ -17,7 +17,11 @@ express them and drops otherwise (`entitynet queries --exclude-terms/--no-exclud
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -138,3 +142,38 @@ def build_queries(entities: Iterable[Entity], cfg: QueryConfig = QueryConfig()) 
             )
         )
     return out
+
+
+def make_queries(entities, out_dir: str, cfg, llm=None, llm_top: int = 0) -> tuple[list, dict]:
+    """The queries stage: queries for `entities` (with LLM attributes for the `llm_top` entities with
+    most sitelinks when an `llm` is given) written to `out_dir/queries.jsonl`, and its config and stats
+    to `queries_config.json`; returns the queries and the stats."""
+    from tqdm import tqdm
+
+    from entitynet.files import ensure_writable_dir, write_json
+    from entitynet.records import write_jsonl
+
+    out = ensure_writable_dir(out_dir)
+    started = time.time()
+    llm_stats = {}
+    if llm is not None and llm_top > 0:
+        ranked = sorted(range(len(entities)), key=lambda i: -entities[i].sitelinks)[:llm_top]
+        failed = 0
+        for i in tqdm(ranked, desc="LLM attributes", unit="entity", file=sys.stderr):
+            attrs = llm.attributes(entities[i])
+            if attrs is None:
+                failed += 1
+                continue
+            entities[i] = dataclasses.replace(entities[i], attributes=entities[i].attributes + tuple(attrs))
+        llm_stats = {"llm_entities": len(ranked), "llm_failed": failed}
+    queries = build_queries(entities, cfg)
+    write_jsonl(out / "queries.jsonl", queries)
+    stats = {
+        "entities": len(entities),
+        "queries": len(queries),
+        "per_kind": dict(Counter(q.kind for q in queries).most_common()),
+        "seconds": round(time.time() - started, 2),
+        **llm_stats,
+    }
+    write_json(out / "queries_config.json", {"queries": dataclasses.asdict(cfg), "stats": stats})
+    return queries, stats

@@ -193,3 +193,24 @@ def load(path: str | Path):
     if meta.get("kind") == "clip_bpe":
         return ClipBpeTokenizer(meta["merges"])
     raise ConfigError(f"{p}: unknown tokenizer kind {meta.get('kind')!r}")
+
+
+def train_tokenizer(
+    shards_dir: str, entities, vocab_size: int, out_dir: str | None = None
+) -> tuple[str, dict]:
+    """A SentencePiece model on the shards' alt texts and the entities' KG captions, saved next to
+    the shards (or in `out_dir`); returns its path and counts."""
+    from entitynet.shards import check_directory, iter_records
+    from entitynet.text.captions import captions
+
+    info = check_directory(shards_dir)
+    texts = [
+        t for s in info.get("splits", []) for r in iter_records(shards_dir, s["name"]) for t in r.alt_texts
+    ]
+    by_id = {e.id: e for e in entities}
+    kg = [c.text for e in entities for c in captions(e, None, [by_id[p] for p in e.parents if p in by_id])]
+    if not texts and not kg:
+        raise ConfigError(f"no texts to train a tokenizer on in {shards_dir}; harvest first")
+    tok = SentencePieceTokenizer.train(texts + kg, vocab_size=vocab_size)
+    path = save(tok, out_dir or shards_dir)
+    return str(path), {"alt_texts": len(texts), "kg_captions": len(kg), "vocab_size": tok.vocab_size}

@@ -1,0 +1,5 @@
+import sys
+
+from entitynet_cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""`entitynet curate`: balance, deduplicate and decontaminate shards (beam_pipelines/curate.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from entitynet_cli.common import load_entities, log, table
+from entitynet_cli.harvest import license_summary
+
+
+def curate_summary(stats: dict, out: str | Path) -> str:
+    b, a = stats["balance"]["before"], stats["balance"]["after"]
+    read, kept = sum(stats["read"].values()), sum(stats["kept"].values())
+    contamination = "".join(
+        f"\n  {name}: {n:,} harvested images within the threshold of its {stats['eval_sets'][name]['images']:,}"
+        for name, n in stats["contamination"].items()
+    )
+    return (
+        f"{read:,} records read, {kept:,} kept in {stats['seconds']:.1f} s "
+        f"(per split: {', '.join(f'{s} {n:,}' for s, n in stats['kept'].items())})\n"
+        f"removed:\n{table(stats['removed']) if stats['removed'] else '  nothing'}\n"
+        f"balancing at t={stats['balance']['t']:,}: {b['entries']:,} entries, {b['head_entries']:,} above t; "
+        f"matches {b['matches']:,} -> {a['matches']:,}\n"
+        f"decontamination:{contamination or ' no evaluation set given'}\n"
+        f"{license_summary(stats)}"
+        f"wrote {out}/ ({'shards + TFDS metadata, attribution/' if stats['output'] == 'shards' else 'subset.npz'}, "
+        "entry_counts.tsv, curation_stats.json, DATACARD.md)"
+    )
+
+
+def curate_options(args):
+    from beam_pipelines.curate import CurateOptions
+
+    return CurateOptions(
+        t=args.t,
+        seed=args.seed,
+        near_dup_threshold=None if args.no_near_dup else args.near_dup_threshold,
+        decontam_threshold=args.decontam_threshold,
+        subset_roots=tuple(args.subset_root or ()),
+        balance_splits=tuple(args.balance_split or ("train",)),
+        output=args.output,
+        num_shards=args.num_shards,
+    )
+
+
+def load_eval_sets(specs, tfds_data_dir):
+    from entitynet.curation import evalsets
+
+    found = []
+    for spec in specs or ():
+        ev = evalsets.load(spec, tfds_data_dir=tfds_data_dir)
+        log.info("evaluation set %s: %d images hashed (%d unreadable)", spec, len(ev.hashes), ev.unreadable)
+        found.append(ev)
+    return found
+
+
+def cmd_curate(args, beam_args) -> int:
+    from beam_pipelines import curate
+
+    opts = curate_options(args)
+    entities = load_entities(args.entities)
+    eval_sets = load_eval_sets(args.decontaminate, args.tfds_data_dir)
+    stats = curate.run(args.shards, entities, eval_sets, opts, args.out, beam_args)
+    print(curate_summary(stats, args.out.rstrip("/")))
+    return 0
+
+
+def add_curate_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--t", type=int, default=20_000, help="MetaCLIP's per-entry threshold")
+    p.add_argument("--seed", type=int, default=0, help="seed of the balancing draws")
+    p.add_argument(
+        "--near-dup-threshold",
+        type=int,
+        default=4,
+        metavar="BITS",
+        help="Hamming distance of near-duplicates",
+    )
+    p.add_argument("--no-near-dup", action="store_true", help="do not merge near-duplicates")
+    p.add_argument(
+        "--decontam-threshold", type=int, default=4, metavar="BITS", help="Hamming distance to an eval image"
+    )
+    p.add_argument(
+        "--subset-root",
+        action="append",
+        metavar="QID",
+        help="keep records with an entity below this root (repeatable), e.g. Q729 Q756",
+    )
+    p.add_argument(
+        "--balance-split", action="append", metavar="SPLIT", help="splits to balance (default: train)"
+    )
+    p.add_argument("--output", choices=("shards", "subset"), default="shards")

@@ -1,0 +1,238 @@
+"""`entitynet harvest`: search, fetch and process images into shards (beam_pipelines/harvest.py)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from entitynet.errors import ConfigError
+from entitynet_cli.common import load_entities, table
+
+
+def harvest_summary(stats: dict, out: str | Path) -> str:
+    dropped = (stats.get("modifiers") or {}).get("dropped") or {}
+    note = (
+        "search modifiers no backend of this harvest can express, dropped: "
+        + ", ".join(f"{k.replace('_', ' ')} ({n:,} queries)" for k, n in dropped.items())
+        + "\n"
+        if dropped
+        else ""
+    )
+    pb = stats.get("pool_balance")
+    if pb:
+        note += (
+            f"pool balanced at t={pb['t']:,} before fetching: {pb['before']['entries']:,} entries "
+            f"({pb['before']['head_entries']:,} above t), {stats['fetched']:,} of {stats['candidates']:,} "
+            f"candidates fetched, {pb['fetches_saved']:,} fetches saved; per entry in pool_balance.tsv\n"
+        )
+    fetched = stats.get("fetched", stats["candidates"])
+    return note + (
+        f"{stats['candidates']:,} candidate images, {fetched:,} fetched, {stats['written']:,} written "
+        f"({stats['success_rate']:.1%} of fetched) in {stats['seconds']:.1f} s\n"
+        f"outcomes:\n{table(stats['per_outcome'])}\n"
+        f"{link_summary(stats.get('links') or {})}"
+        f"{license_summary(stats)}"
+        f"records per split:\n{table(stats['per_split'])}\n"
+        f"wrote {out}/ (ArrayRecord shards + TFDS metadata, attribution/, candidates/, outcomes/, hosts/, "
+        "harvest_stats.json, DATACARD.md)"
+    )
+
+
+def license_summary(stats: dict) -> str:
+    """Records per licence and per source, one line each (empty when nothing was written)."""
+    from entitynet.datacard import by_count
+
+    per_license, per_source = (
+        by_count(stats.get("per_license") or {}),
+        by_count(stats.get("per_source") or {}),
+    )
+    if not per_license:
+        return ""
+    return (
+        "records per licence: " + ", ".join(f"{k} {n:,}" for k, n in per_license.items()) + "\n"
+        "records per source: " + ", ".join(f"{k} {n:,}" for k, n in per_source.items()) + "\n"
+    )
+
+
+def link_summary(links: dict) -> str:
+    images = links.get("images", 0)
+    if not images:
+        return ""
+    found, kept = links.get("links_found", 0), links.get("links_kept", 0)
+    return (
+        f"entity links: {found:,} found, {kept:,} kept ({found / images:.2f} -> {kept / images:.2f} per image; "
+        f"{links.get('kept_alt_text', 0) / max(kept, 1):.0%} of kept named by the alt text, "
+        f"{links.get('kept_identifier', 0) / max(kept, 1):.0%} by identifier); "
+        f"{links.get('dropped_generic', 0):,} dropped on {links.get('generic_images', 0):,} generic images, "
+        f"{links.get('dropped_contradicted', 0):,} contradicted by the alt text, {links.get('dropped_weak', 0):,} weak\n"
+    )
+
+
+def harvest_options(args, allow_loopback: bool = False):
+    from entitynet.fetch.fetcher import FetchOptions
+    from entitynet.fetch.policy import AddressPolicy
+    from entitynet.harvest import HarvestOptions
+    from entitynet.images.process import ImageOptions
+    from entitynet.links import LinkRule
+
+    fetch = FetchOptions(
+        address=AddressPolicy(
+            allow_loopback=allow_loopback or args.allow_loopback, allow_private=args.allow_private
+        ),
+        robots_txt=not args.ignore_robots_txt,
+        total_timeout=args.total_timeout,
+        retries=args.fetch_retries,
+        dns_ttl=args.dns_ttl,
+        in_flight=args.in_flight,
+        per_host_concurrency=args.per_host_concurrency,
+        per_host_rps=args.per_host_rps,
+    )
+    image = ImageOptions(
+        resize_mode=args.resize_mode,
+        size=args.image_size,
+        min_side=args.min_image_size,
+        max_aspect=args.max_aspect_ratio,
+        quality=args.jpeg_quality,
+        resample=args.resample,
+    )
+    return HarvestOptions(
+        fetch=fetch,
+        image=image,
+        num_shards=args.num_shards,
+        threads=args.threads,
+        retry_failed=args.retry_failed,
+        licenses=args.licenses,
+        exclude_licenses=args.exclude_licenses,
+        links=LinkRule(
+            max_rank=args.link_max_rank, max_finders=args.link_max_finders, keep_unlinked=args.keep_unlinked
+        ),
+    )
+
+
+def cmd_harvest(args, beam_args) -> int:
+    from beam_pipelines import harvest as harvest_pipeline
+    from entitynet.harvest import SearchSpec
+    from entitynet.records import Query, read_jsonl
+
+    queries = list(read_jsonl(args.queries, Query))
+    entities = tuple(load_entities(args.entities)) if args.entities else ()
+    spec = SearchSpec(
+        backend=args.backend,
+        url=args.searxng_url or args.api_url or "",
+        max_results=args.max_results,
+        requests_per_second=args.search_rate,
+        pool=tuple(args.pool or ()),
+        entities=entities,
+        balance_t=args.balance_t,
+        balance_seed=args.balance_seed,
+        endpoints=tuple(_endpoints(args.endpoint)),
+        contact=args.contact or os.environ.get("ENTITYNET_CONTACT", ""),
+        category_depth=args.category_depth,
+        thumb_width=args.thumb_width,
+        photo_size=args.photo_size,
+        gbif_archive=args.gbif_archive or "",
+        inaturalist_data=args.inaturalist_data or "",
+    )
+    labels = {e.id: e.label for e in entities}
+    stats = harvest_pipeline.run(
+        queries, spec, harvest_options(args), args.out, beam_args, labels, entities=entities
+    )
+    print(harvest_summary(stats, args.out.rstrip("/")))
+    return 0
+
+
+def _endpoints(given) -> list[tuple[str, str]]:
+    out = []
+    for item in given or ():
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise ConfigError(f"--endpoint {item!r}: write it as BACKEND=URL, e.g. gbif=https://api.gbif.org")
+        out.append((name.strip(), url.strip()))
+    return out
+
+
+def add_harvest_flags(h: argparse.ArgumentParser) -> None:
+    h.add_argument("--max-results", type=int, default=20, help="images per query")
+    h.add_argument("--search-rate", type=float, default=1.0, help="search requests per second per worker")
+    h.add_argument("--num-shards", type=int, default=4, help="ArrayRecord shards per split")
+    h.add_argument(
+        "--in-flight", type=int, default=128, help="requests a worker holds open at once, over all hosts"
+    )
+    h.add_argument(
+        "--threads", type=int, default=2, help="threads per worker that decode and resize the fetched images"
+    )
+    h.add_argument("--resize-mode", choices=("shorter", "longer", "center_crop", "none"), default="shorter")
+    h.add_argument("--image-size", type=int, default=256)
+    h.add_argument("--min-image-size", type=int, default=64)
+    h.add_argument("--max-aspect-ratio", type=float, default=3.0)
+    h.add_argument("--jpeg-quality", type=int, default=90)
+    h.add_argument(
+        "--resample",
+        choices=("bilinear", "bicubic", "lanczos", "box"),
+        default="bilinear",
+        help="resize filter (antialiased when downscaling)",
+    )
+    h.add_argument(
+        "--total-timeout", type=float, default=30.0, help="seconds per download, redirects included"
+    )
+    h.add_argument("--fetch-retries", type=int, default=2)
+    h.add_argument(
+        "--per-host-concurrency",
+        type=int,
+        default=8,
+        help="requests in flight per host, over all workers",
+    )
+    h.add_argument("--per-host-rps", type=float, default=None, help="request starts per second per host")
+    h.add_argument(
+        "--dns-ttl",
+        type=float,
+        default=300.0,
+        help="seconds a host's resolved addresses are reused",
+    )
+    h.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="re-run: fetch again only candidates that failed transiently (429, 5xx, timeouts, connection)",
+    )
+    h.add_argument(
+        "--ignore-robots-txt",
+        action="store_true",
+        help="do not consult robots.txt (opt-out headers still count)",
+    )
+    h.add_argument(
+        "--allow-loopback", action="store_true", help="fetch from 127.0.0.0/8 (local test servers)"
+    )
+    h.add_argument("--allow-private", action="store_true", help="fetch from private networks (an intranet)")
+    h.add_argument(
+        "--licenses",
+        default="",
+        metavar="FAMILIES",
+        help="keep only images under these licence families, e.g. cc0,cc-by,cc-by-sa (families: "
+        "cc0, cc-by, cc-by-sa, cc-by-nc, cc-by-nc-sa, cc-by-nd, cc-by-nc-nd, public-domain, unknown); "
+        "the others are never fetched (outcome license_excluded)",
+    )
+    h.add_argument(
+        "--exclude-licenses",
+        default="",
+        metavar="FAMILIES",
+        help="leave out these licence families; '*-nc' leaves out every non-commercial one, '*-nd' "
+        "every no-derivatives one",
+    )
+    h.add_argument(
+        "--link-max-rank",
+        type=int,
+        default=20,
+        help="an entity's own name query links an image found within its top N results",
+    )
+    h.add_argument(
+        "--link-max-finders",
+        type=int,
+        default=3,
+        help="an image found by more entities than this keeps only the links its alt text supports",
+    )
+    h.add_argument(
+        "--keep-unlinked",
+        action="store_true",
+        help="keep images whose entity links were all pruned (they train on their alt texts only)",
+    )
