@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench coverage clean install
+.PHONY: demo test test-fast lint bench coverage clean install
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,9 +32,14 @@ TEST_WORKERS ?= 2
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
+# The unit tests without the end-to-end runs (marked `slow`): a few minutes.
+test-fast: $(TEST_STAMP)
+	$(BIN)/python -m pytest tests -m "not slow" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
+LINTED := entitynet entitynet_cli beam_pipelines train configs tests benchmarks tools
 lint: $(STAMP)
-	$(BIN)/ruff check entitynet beam_pipelines train configs tests benchmarks tools
-	$(BIN)/ruff format --check entitynet beam_pipelines train configs tests benchmarks tools
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 coverage: $(TEST_STAMP)
 	$(BIN)/coverage run -m pytest tests -q

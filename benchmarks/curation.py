@@ -26,10 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from entitynet.curation import neardup  # noqa: E402
-from entitynet.curation.metadata import EntityMetadata  # noqa: E402
-from entitynet.records import Entity  # noqa: E402
-from entitynet.text.matching import normalise  # noqa: E402
+from entitynet.curation import neardup
+from entitynet.curation.metadata import EntityMetadata
+from entitynet.records import Entity
+from entitynet.text.matching import normalise
 
 SYLLABLES = "ka lo mi ra tu ne si po da ve li mo ru sa te bi no ga zu fe".split()
 FILLER = "a photo of the in on with and my at best new free image picture view close up".split()

@@ -36,12 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from beam_pipelines import expand_kg  # noqa: E402
-from entitynet.kg import expand, sparql  # noqa: E402
-from entitynet.kg.client import KGSource  # noqa: E402
-from entitynet.kg.expand import ExpandConfig, fetch_class_sets  # noqa: E402
-from entitynet.kg.remote import RemoteSparql  # noqa: E402
-from entitynet.records import Entity, read_jsonl  # noqa: E402
+from beam_pipelines import expand_kg
+from entitynet.kg import expand, sparql
+from entitynet.kg.client import KGSource
+from entitynet.kg.expand import ExpandConfig, fetch_class_sets
+from entitynet.kg.remote import RemoteSparql
+from entitynet.records import Entity, read_jsonl
 
 WD, WDT = "http://www.wikidata.org/entity/", "http://www.wikidata.org/prop/direct/"
 RDFS = "http://www.w3.org/2000/01/rdf-schema#label"

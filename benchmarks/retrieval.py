@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from train.evaluate import retrieval  # noqa: E402
+from train.evaluate import retrieval
 
 
 def embeddings(images: int, per_image: int, dim: int, seed: int = 0):

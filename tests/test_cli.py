@@ -145,6 +145,7 @@ def test_console_script_exit_code():
     )
 
 
+@pytest.mark.slow
 def test_demo_prints_the_summary(capsys, tmp_path):
     code, out, _ = run(
         capsys,

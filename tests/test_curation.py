@@ -334,6 +334,7 @@ def test_pipeline_agrees_with_the_plain_functions(world, curated):
     }
 
 
+@pytest.mark.slow
 def test_same_result_from_other_sharding_and_as_a_key_subset(world, curated, tmp_path):
     entities, recs, *_, eval_dir, shard_dir = world
     out, _ = curated
@@ -434,6 +435,7 @@ def _collect(name, actual):  # module level: the runner pickles the matcher by r
     _COLLECTED[name] = sorted(actual)
 
 
+@pytest.mark.slow
 def test_beam_near_duplicate_groups_equal_the_in_memory_ones():
     """Planted groups, a chain of 40 images each 2 bits from the next (diameter 39: the label
     propagation must converge), 300 identical blank images, and noise."""

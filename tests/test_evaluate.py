@@ -172,6 +172,7 @@ def write_tfds_classification(data_dir, name, entities, per_class=3):
     return n
 
 
+@pytest.mark.slow
 def test_evaluate_a_run_on_an_imagefolder_tfds_and_its_heldout_split(
     tiny_run, tiny_dataset, tmp_path, capsys
 ):
@@ -278,6 +279,7 @@ def held_records(data_dir):
     return list(shards.iter_records(data_dir, "validation"))
 
 
+@pytest.mark.slow
 def test_an_exported_model_evaluates_like_its_run_and_runs_compare(tiny_run, tiny_dataset, tmp_path, capsys):
     write_folder(tmp_path / "ev", tiny_dataset[1][:5], per_class=2)
     assert main(["export", "--workdir", str(tmp_path / "ev"), "--out", str(tmp_path / "x")]) == 2
@@ -309,6 +311,7 @@ def test_an_exported_model_evaluates_like_its_run_and_runs_compare(tiny_run, tin
     assert "neither a training workdir" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_checkpoint_or_weights_of_another_model_is_one_clear_error(tiny_run, tmp_path, capsys):
     import shutil
 
@@ -376,6 +379,7 @@ def test_label_folders_resolve_to_entities_and_class_names_work_for_every_set(sa
         eval_data.image_folder(str(root), by_id, class_names=str(names))
 
 
+@pytest.mark.slow
 def test_results_of_two_sets_with_one_name_do_not_overwrite_each_other(
     tiny_run, tiny_dataset, tmp_path, capsys
 ):

@@ -127,6 +127,7 @@ def test_retry_failed_refetches_only_transient_failures(harvested, small_world):
     assert again["per_outcome"] == stats["per_outcome"]  # the sample web's 500s are permanent
 
 
+@pytest.mark.slow
 def test_remote_output_through_beam_filesystems(harvested, small_world, tmp_path):
     """`--out` on an object store (here memtest://, in memory, like gs://): the same shards as a local
     run, readable once copied down; a re-run finds its search cache and work units there."""
@@ -190,6 +191,7 @@ hp.run(queries, harvest.SearchSpec(url=args["url"], max_results=10, requests_per
 """
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_point_then_rerun_gives_the_uninterrupted_shards(harvested, small_world, tmp_path):
     import os
     import signal
@@ -387,6 +389,7 @@ def test_the_pipeline_survives_a_hostile_web(tmp_path, small_world):
     assert stats["per_outcome"]["written"] == 1 and stats["per_outcome"]["duplicate"] == 2
 
 
+@pytest.mark.slow
 def test_multi_process_runner_gives_the_same_stats_and_files(harvested, small_world, tmp_path):
     """The counts are combined across worker processes, not gathered: the multi-process DirectRunner
     gives the in-memory run's stats, outcome files and candidate files."""
@@ -443,6 +446,7 @@ def _pool_world(small_world, web, directory):
     return rows
 
 
+@pytest.mark.slow
 def test_a_pool_of_several_files_and_globs_is_read_in_parallel_units(small_world, tmp_path):
     import memfs
 
@@ -482,6 +486,7 @@ def test_a_pool_of_several_files_and_globs_is_read_in_parallel_units(small_world
         )
 
 
+@pytest.mark.slow
 def test_balance_before_fetching_keeps_what_curate_keeps(small_world, tmp_path):
     """MetaCLIP's order for pools: `--balance-t` draws before fetching and keeps exactly the images
     `curate --t` keeps from the whole pool with the same seed; the rest is never fetched."""
@@ -620,6 +625,7 @@ def test_fetch_threads_move_on_to_other_units_while_one_waits_for_a_stalled_url(
     )
 
 
+@pytest.mark.slow
 def test_per_host_limits_hold_over_all_workers_counted_by_the_server(small_world, tmp_path):
     """Two worker processes, many requests in flight each, and a host big enough to be split into
     slots: no host ever sees more than --per-host-concurrency requests at once (counted by the

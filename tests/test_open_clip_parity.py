@@ -72,6 +72,7 @@ def new_model(mcfg, seed=0):
         return CLIP(mcfg, rngs=nnx.Rngs(seed))
 
 
+@pytest.mark.slow
 def test_open_clip_architectures_import_with_the_same_embeddings():
     """open_clip's own ViT-S-32 config (with the QuickGELU of OpenAI's checkpoints; GELU is covered
     by the export tests) and random weights -> our config and model: same embeddings."""
@@ -95,6 +96,7 @@ def test_open_clip_architectures_import_with_the_same_embeddings():
 
 
 @pytest.mark.parametrize("variant", ["clip", "siglip"])
+@pytest.mark.slow
 def test_our_models_export_to_open_clip_with_the_same_embeddings(variant):
     """Ours (random weights) -> open_clip state dict + config -> open_clip.model.CLIP: same embeddings."""
     overrides = dict(
@@ -140,6 +142,7 @@ def test_models_without_an_open_clip_equivalent_are_refused():
         config_from_open_clip({**b32, "text_cfg": {**b32["text_cfg"], "proj_bias": True}})
 
 
+@pytest.mark.slow
 def test_an_exported_run_loads_in_open_clip_and_back(tiny_run, tmp_path):
     """A trained checkpoint exported by `export_open_clip`: open_clip builds it from the written
     config and weights; `load_exported` reads the directory back; all three embed alike."""

@@ -47,6 +47,7 @@ def world(sample_entities):
         yield entities, build_queries(entities), spec, web
 
 
+@pytest.mark.slow
 def test_other_image_options_are_made_again_not_reused(world, tmp_path):
     tried("re-run or concurrent run")
     entities, queries, spec, _ = world
@@ -77,6 +78,7 @@ def test_allowing_loopback_after_a_refused_run_fetches_again(world, tmp_path):
     assert "fetch.fetch.address.allow_loopback" in allowed["options_changed"]
 
 
+@pytest.mark.slow
 def test_other_search_settings_search_again(world, tmp_path):
     tried("re-run or concurrent run")
     entities, queries, spec, _ = world
@@ -89,6 +91,7 @@ def test_other_search_settings_search_again(world, tmp_path):
     assert more["candidates"] > few["candidates"]
 
 
+@pytest.mark.slow
 def test_another_shard_layout_replaces_the_old_files(world, tmp_path):
     tried("re-run or concurrent run")
     entities, queries, spec, _ = world
@@ -134,6 +137,7 @@ def test_a_reader_never_globs_files_the_metadata_does_not_list(world, tmp_path):
         all_records(out)
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_output_is_refused_and_a_dead_holder_taken_over(world, tmp_path):
     tried("re-run or concurrent run")
     entities, queries, spec, web = world
@@ -181,6 +185,7 @@ def test_lock_unit(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_two_identical_runs_write_byte_identical_shards(world, tmp_path):
     tried("re-run or concurrent run")
     import hashlib
@@ -200,6 +205,7 @@ def test_two_identical_runs_write_byte_identical_shards(world, tmp_path):
     assert sums[0] == sums[1] and len(sums[0]) == 6
 
 
+@pytest.mark.slow
 def test_a_search_cache_of_another_version_is_searched_again(world, tmp_path):
     tried("re-run or concurrent run")
     from entitynet.search.base import SearchCache

@@ -514,6 +514,7 @@ def test_gbif_archive_harvest(mixed_harvest):
     assert stats["written"] == len(records) == sum(1 for p in truth.values() if p.source == "gbif")
 
 
+@pytest.mark.slow
 def test_provenance_survives_curation_and_reads_through_tfds_and_grain(mixed_harvest, world):
     import grain
     import tensorflow_datasets as tfds

@@ -48,6 +48,7 @@ def losses_of(workdir) -> dict[int, float]:
 # ---------------------------------------------------------------- losses
 
 
+@pytest.mark.slow
 def test_losses_equal_their_formulas_and_reach_temperature_and_bias():
     import jax.numpy as jnp
 
@@ -362,6 +363,7 @@ def test_each_process_reads_its_own_slice(tiny_dataset):
 # ---------------------------------------------------------------- the trainer
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_a_fixed_batch():
     import optax
 
@@ -385,6 +387,7 @@ def test_tiny_model_overfits_a_fixed_batch():
     assert float(m["accuracy"]) >= 0.95 and float(m["loss"]) < 0.5
 
 
+@pytest.mark.slow
 def test_one_device_and_an_eight_device_mesh_give_the_same_losses(tiny_dataset, jax_cache, tmp_path):
     data_dir = tiny_dataset[0]
     no_ckpt = {"checkpoint.every_steps": 100}
@@ -404,6 +407,7 @@ def test_one_device_and_an_eight_device_mesh_give_the_same_losses(tiny_dataset, 
     assert max(abs(moved[s] - one[s]) for s in (6, 7)) < 1e-4, (moved, one)
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_resume_is_bitwise_identical(tiny_dataset, jax_cache, tmp_path):
     import orbax.checkpoint as ocp
 
@@ -440,6 +444,7 @@ def test_sigkill_after_a_checkpoint_then_resume_is_bitwise_identical(tiny_datase
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(leaves_a, leaves_b, strict=True))
 
 
+@pytest.mark.slow
 def test_changed_data_loader_settings_on_restore_are_a_clear_error(tiny_dataset, jax_cache, tmp_path):
     from train.train import train
 
@@ -451,6 +456,7 @@ def test_changed_data_loader_settings_on_restore_are_a_clear_error(tiny_dataset,
         train(load_cfg(data_dir, total_steps=6, **{"data.num_workers": 1}), tmp_path)
 
 
+@pytest.mark.slow
 def test_a_workdir_is_not_resumed_on_data_or_a_tokenizer_that_changed_under_the_same_path(
     tiny_dataset, jax_cache, tmp_path
 ):
@@ -498,6 +504,7 @@ def test_bad_training_config(tiny_dataset, tmp_path):
         train(load_cfg(data_dir, **{"mesh.data": 3}), tmp_path / "w")
 
 
+@pytest.mark.slow
 def test_two_processes_on_loopback_train_one_model(tiny_dataset, jax_cache, tmp_path):
     """jax.distributed over 127.0.0.1 (CPU collectives through gloo): each process feeds its own slice
     of the data, both see the same global loss, and the checkpoint holds both iterators' states."""
@@ -541,6 +548,7 @@ def test_shipped_configs_load(spec):
     preset(cfg.model.preset, **dict(cfg.model.overrides))
 
 
+@pytest.mark.slow
 def test_open_clip_weights_round_trip_and_initialise_training(tiny_dataset, jax_cache, tmp_path):
     """Export to open_clip's layout and back is exact; a run initialised from such a file starts from
     those weights (checked after one step at learning rate 0). open_clip itself reproduces our
@@ -583,6 +591,7 @@ def test_open_clip_weights_round_trip_and_initialise_training(tiny_dataset, jax_
         load_open_clip(other, {k: v for k, v in sd.items() if k != "visual.proj"})
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, jax_cache, tmp_path):
     data_dir = tiny_dataset[0]
     proc = run_train(
@@ -600,6 +609,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_dataset, jax_cache, t
     assert saved and max(saved) >= 3 and max(saved) == max(losses_of(tmp_path))
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_float32_parameters():
     import optax
 
@@ -629,6 +639,7 @@ def test_bf16_compute_keeps_float32_parameters():
     }
 
 
+@pytest.mark.slow
 def test_loader_worker_processes_start_from_a_plain_script(tiny_dataset):
     """Grain's worker processes read absl flags, which a plain script (not the trainer) never
     parsed: the loader with workers must still run there (it raised UnparsedFlagAccessError)."""
@@ -654,6 +665,7 @@ def test_loader_worker_processes_start_from_a_plain_script(tiny_dataset):
     assert r.stdout.strip().splitlines()[-1] == "(8, 32, 32, 3) uint8"
 
 
+@pytest.mark.slow
 def test_the_accelerator_check_runs_on_the_cpu():
     """benchmarks/train_accelerator.py --smoke: the device check, kept from rotting while no device
     is lent: a tiny model's step on synthetic and on loader-fed batches, and its summary line."""

@@ -254,7 +254,7 @@ class Metrics:
             path = workdir / "metrics.jsonl"
             if path.exists():
                 keep_rows(path, lambda row: row.get("step", 0) <= start)
-            self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115
+            self.file = open(path, "a", encoding="utf-8")
             try:
                 from tensorboardX import SummaryWriter
 
