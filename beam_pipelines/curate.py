@@ -35,7 +35,7 @@ import os
 import time
 import zlib
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import apache_beam as beam
 import numpy as np
@@ -57,9 +57,10 @@ from beam_pipelines.neardup import Contaminated, NearDupGroups
 from entitynet import records, shards
 from entitynet.curation import balance, neardup
 from entitynet.curation import card as curation_card
-from entitynet.curation.evalsets import EvalSet, contaminated
+from entitynet.curation.evalsets import EvalSet
 from entitynet.curation.metadata import EntityMetadata
-from entitynet.errors import ConfigError, EntityNetError, OutputError
+from entitynet.curation.plan import CurateOptions, merge_group
+from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import atomic_open, write_json, write_lines
 from entitynet.records import Entity, ImageRecord
 
@@ -70,60 +71,6 @@ CONFIG = "curation_config.json"
 COUNTS = "entry_counts.tsv"
 SUBSET = "subset.npz"
 KEY_DIR = "subset_keys"  # the sorted key files subset.npz is merged from (kept beside it)
-
-
-@dataclass(frozen=True)
-class CurateOptions:
-    t: int = 20_000  # MetaCLIP's per-entry threshold
-    seed: int = 0
-    near_dup_threshold: int | None = 4  # Hamming distance over 64-bit pHashes; None: no near-dup merge
-    decontam_threshold: int = 4
-    subset_roots: tuple[str, ...] = ()
-    balance_splits: tuple[str, ...] = ("train",)  # other splits are deduplicated and decontaminated only
-    output: str = "shards"  # or "subset": a sorted key list per split instead of new shards
-    num_shards: int = 4
-
-    def __post_init__(self):
-        if self.t < 1:
-            raise ConfigError(f"--t must be at least 1, got {self.t}")
-        if self.output not in ("shards", "subset"):
-            raise ConfigError(f"unknown --output {self.output!r}: use shards or subset")
-        for k in (self.near_dup_threshold, self.decontam_threshold):
-            if k is not None and not 0 <= k <= 32:
-                raise ConfigError(f"Hamming thresholds must be within 0..32, got {k}")
-        if self.num_shards < 1:
-            raise ConfigError("--num-shards must be at least 1")
-
-
-# ---------------------------------------------------------------- plain steps the DoFns call
-
-
-def plan(items: list[tuple[str, int, int]], eval_sets: list[EvalSet], opts: CurateOptions) -> dict:
-    """From every record's (key, phash, pixels): which keys are contaminated (-> eval set names) and
-    which belong to a near-duplicate group (-> the group's representative)."""
-    items = sorted(items)
-    keys = [k for k, _, _ in items]
-    hashes = neardup.as_hashes([h for _, h, _ in items])
-    dirty = contaminated(keys, hashes, eval_sets, opts.decontam_threshold)
-    clean = [i for i, k in enumerate(keys) if k not in dirty]
-    reps = {}
-    if opts.near_dup_threshold is not None and clean:
-        reps = neardup.representatives(
-            [keys[i] for i in clean],
-            hashes[clean],
-            [items[i][2] for i in clean],
-            opts.near_dup_threshold,
-        )
-    return {"contaminated": dirty, "representative": reps}
-
-
-def merge_group(rep_key: str, members: list[tuple[str, ImageRecord]]) -> tuple[str, ImageRecord, int]:
-    """A near-duplicate group as one record: the representative's image and split, everything else
-    merged; returns (split, record, how many merged away)."""
-    members = sorted(members, key=lambda m: m[1].key)
-    first = next(m for m in members if m[1].key == rep_key)
-    others = [r for _, r in members if r.key != rep_key]
-    return first[0], records.merge_images(first[1], others), len(others)
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -30,7 +30,7 @@ def curate_summary(stats: dict, out: str | Path) -> str:
 
 
 def curate_options(args):
-    from beam_pipelines.curate import CurateOptions
+    from entitynet.curation.plan import CurateOptions
 
     return CurateOptions(
         t=args.t,

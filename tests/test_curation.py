@@ -15,6 +15,7 @@ from beam_pipelines import curate
 from entitynet import records, shards
 from entitynet.curation import balance, evalsets, neardup
 from entitynet.curation.metadata import EntityMetadata
+from entitynet.curation.plan import CurateOptions
 from entitynet.curation.subsets import check_roots, entities_under
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.images.process import ImageOptions, perceptual_hash
@@ -275,7 +276,7 @@ def test_subsets_follow_lineage(world):
 def curated(world, tmp_path_factory):
     entities, recs, dups, originals, contaminants, eval_dir, shard_dir = world
     out = tmp_path_factory.mktemp("curated")
-    opts = curate.CurateOptions(t=T, seed=7, num_shards=2)
+    opts = CurateOptions(t=T, seed=7, num_shards=2)
     stats = curate.run(str(shard_dir), entities, [evalsets.load(str(eval_dir))], opts, str(out))
     return out, stats
 
@@ -341,7 +342,7 @@ def test_same_result_from_other_sharding_and_as_a_key_subset(world, curated, tmp
     reshard = tmp_path / "reshard"
     reshard.mkdir()
     write_harvest(reshard, list(reversed(recs)), num_shards=5)
-    opts = curate.CurateOptions(t=T, seed=7, output="subset")
+    opts = CurateOptions(t=T, seed=7, output="subset")
     stats = curate.run(
         str(reshard),
         entities,
@@ -372,7 +373,7 @@ def test_same_result_from_other_sharding_and_as_a_key_subset(world, curated, tmp
 
 def test_subset_roots_in_the_pipeline(world, tmp_path):
     entities, *_, shard_dir = world
-    opts = curate.CurateOptions(t=10_000, subset_roots=("Q756",), near_dup_threshold=None)
+    opts = CurateOptions(t=10_000, subset_roots=("Q756",), near_dup_threshold=None)
     stats = curate.run(str(shard_dir), entities, [], opts, str(tmp_path / "plants"))
     plants = {e.id for e in entities[15:]}
     kept = [
@@ -386,7 +387,7 @@ def test_subset_roots_in_the_pipeline(world, tmp_path):
 
 def test_bad_curation_input(world, tmp_path):
     entities, *_, shard_dir = world
-    opts = curate.CurateOptions()
+    opts = CurateOptions()
     (tmp_path / "empty").mkdir()
     with pytest.raises(EntityNetError, match="holds no harvest shards"):
         curate.run(str(tmp_path / "empty"), entities, [], opts, str(tmp_path / "o1"))
@@ -399,7 +400,7 @@ def test_bad_curation_input(world, tmp_path):
     with pytest.raises(EntityNetError, match="no entities"):
         curate.run(str(shard_dir), [], [], opts, str(tmp_path / "o3"))
     with pytest.raises(ConfigError, match="--t must be"):
-        curate.CurateOptions(t=0)
+        CurateOptions(t=0)
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 

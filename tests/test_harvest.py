@@ -10,6 +10,7 @@ from loopback_hosts import CountingHosts
 
 from beam_pipelines import harvest as harvest_pipeline
 from entitynet import harvest
+from entitynet.curation.plan import CurateOptions
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.fetch.fetcher import FetchOptions
 from entitynet.fetch.policy import AddressPolicy
@@ -531,7 +532,7 @@ def test_balance_before_fetching_keeps_what_curate_keeps(small_world, tmp_path):
         str(tmp_path / "full"),
         entities,
         [],
-        curate.CurateOptions(t=T, seed=seed, near_dup_threshold=None, balance_splits=splits),
+        CurateOptions(t=T, seed=seed, near_dup_threshold=None, balance_splits=splits),
         str(tmp_path / "curated"),
     )
     kept_by_curate = {r.url for s in splits for r in iter_records(str(tmp_path / "curated"), s)}

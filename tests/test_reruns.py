@@ -16,6 +16,7 @@ from test_harvest import KILLED_RUN
 from beam_pipelines import curate as curate_pipeline
 from beam_pipelines import harvest as harvest_pipeline
 from entitynet import harvest, shards
+from entitynet.curation.plan import CurateOptions
 from entitynet.errors import OutputError
 from entitynet.fetch.fetcher import FetchOptions
 from entitynet.fetch.policy import AddressPolicy
@@ -110,13 +111,13 @@ def test_another_shard_layout_replaces_the_old_files(world, tmp_path):
     # curate reads what the metadata lists, and a curate re-run with another layout or output kind
     # leaves nothing of the old one
     cur = tmp_path / "curated"
-    c4 = curate_pipeline.run(str(out), entities, [], curate_pipeline.CurateOptions(num_shards=3), str(cur))
+    c4 = curate_pipeline.run(str(out), entities, [], CurateOptions(num_shards=3), str(cur))
     assert sum(c4["read"].values()) == stats["written"]
-    curate_pipeline.run(str(out), entities, [], curate_pipeline.CurateOptions(num_shards=1), str(cur))
+    curate_pipeline.run(str(out), entities, [], CurateOptions(num_shards=1), str(cur))
     assert sorted(p.name for p in cur.iterdir() if shards.is_shard_name(p.name)) == sorted(
         shards.shard_filename(s, 0, 1) for s in SPLITS
     )
-    curate_pipeline.run(str(out), entities, [], curate_pipeline.CurateOptions(output="subset"), str(cur))
+    curate_pipeline.run(str(out), entities, [], CurateOptions(output="subset"), str(cur))
     left = {p.name for p in cur.iterdir()}
     assert "subset.npz" in left and not any(shards.is_shard_name(n) for n in left)
     assert "dataset_info.json" not in left
@@ -246,7 +247,7 @@ def test_curating_into_the_harvest_itself_is_refused(world, tmp_path):
     out = tmp_path / "out"
     harvest_pipeline.run(queries[:10], spec, options(), str(out))
     with pytest.raises(OutputError, match="is the input"):
-        curate_pipeline.run(str(out), entities, [], curate_pipeline.CurateOptions(), str(out) + "/")
+        curate_pipeline.run(str(out), entities, [], CurateOptions(), str(out) + "/")
 
 
 def test_an_object_store_lease_of_a_live_run_is_refused(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 from beam_pipelines import curate as curate_pipeline
 from beam_pipelines import harvest as harvest_pipeline
 from entitynet import harvest
+from entitynet.curation.plan import CurateOptions
 from entitynet.errors import ConfigError, SearchError
 from entitynet.fetch.fetcher import FetchOptions
 from entitynet.fetch.policy import AddressPolicy
@@ -521,7 +522,7 @@ def test_provenance_survives_curation_and_reads_through_tfds_and_grain(mixed_har
 
     root, _, _, _ = mixed_harvest
     entities, _ = world
-    opts = curate_pipeline.CurateOptions(t=2, num_shards=2)
+    opts = CurateOptions(t=2, num_shards=2)
     stats = curate_pipeline.run(str(root / "shards"), entities, [], opts, str(root / "curated"))
     kept = [r for s in ("train", "validation", "test") for r in iter_records(root / "curated", s)]
     assert (
