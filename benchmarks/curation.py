@@ -1,4 +1,4 @@
-"""Benchmark: curation's two hot spots, each against the naive way (issue 4).
+"""Benchmark: curation's two hot spots, each against the naive way.
 
     .venv/bin/python benchmarks/curation.py
     .venv/bin/python benchmarks/curation.py --texts 100000 --entries 50000 --hashes 1000000

@@ -14,7 +14,7 @@ had more in flight than `--per-host` (our fetcher's per-host limit over all proc
 img2dataset has none). The runs alternate
 `--repeats` times with pauses; medians are reported. Its last line reads
 `slow web: ours N img/s, img2dataset N img/s, ratio N.NNx, per-host limit exceeded N times`.
-Target (issue 15): at least 1.5x img2dataset's images/s, the per-host limit never exceeded.
+Target: at least 1.5x img2dataset's images/s, the per-host limit never exceeded.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ upscaling) and write JPEG quality 90. img2dataset is installed into its own envi
 pausing between runs so closed sockets drain; printed: every run's images/s, and for the median
 run of each: images/s, their ratio, CPU-ms per image, and this machine's Pillow
 decode+resize+encode ceiling measured in the same run.
-Targets (issue 3): at least 1.0x img2dataset and 70% of the ceiling; aim for 1.5x.
+Targets: at least 1.0x img2dataset and 70% of the ceiling; aim for 1.5x.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ are written to a temp directory. Then, in one run:
 - the loader (`train.input_pipeline.make_dataset`, as training builds it) at 0, 1 and 2 Grain
   worker processes, and the bytes per batch it hands the device (uint8 against float32).
 
-Targets (issue 14): 0 workers at least 80% of the one-thread ceiling; 2 workers at least 1.7x 0
+Targets: 0 workers at least 80% of the one-thread ceiling; 2 workers at least 1.7x 0
 workers. The last line reads `input: 0 workers N img/s = P% of the one-thread ceiling; 2 workers
 = S.SSx of 0 workers`.
 """

@@ -16,7 +16,7 @@ with coordinates). It loads the graph into an `oxigraph` server on 127.0.0.1 and
 
 It checks that all three find the same entity set and that both of ours write identical files,
 and prints entities/s and the ratios, and a floor: the detail queries alone (what any expansion
-that fetches the same details from this server pays, without the walk or Beam). Targets (issue 15): auto's whole expansion within 2x of the
+that fetches the same details from this server pays, without the walk or Beam). Targets: auto's whole expansion within 2x of the
 single query, the levels walk within 3x. The last line reads
 `kg: auto N.NNx, levels traversal N.NNx of the closure query`.
 """

@@ -1,4 +1,4 @@
-"""Benchmark: retrieval metrics at evaluation scale (issue 6: 25k images x 125k texts in minutes
+"""Benchmark: retrieval metrics at evaluation scale (25k images x 125k texts in minutes
 on a CPU), against the way open_clip's training loop computes them.
 
     .venv/bin/python benchmarks/retrieval.py

@@ -13,7 +13,7 @@ peak resident memory of its driver and of every worker process is read from /pro
 Printed per stage and size: wall time, rows/s, peak RSS of the driver and of the largest worker;
 then per stage the growth exponent of time (log time ratio over log size ratio, smallest to
 largest) and the ratio of peak memory (largest process) between the largest and smallest size.
-Targets (issue 13): exponent <= 1.1, memory ratio <= 1.25. The last line reads
+Targets: exponent <= 1.1, memory ratio <= 1.25. The last line reads
 `scale: time exponent X.XX, memory ratio Y.YY` for the worst stage.
 
 A third line per size, "floor", is the runner's own: as many 2 KB elements through one bare

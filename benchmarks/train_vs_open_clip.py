@@ -11,7 +11,7 @@ installs it), else from the benchmark's own (benchmarks/.venv-open-clip, made wh
 training loader's images/s over harvest-like shards (benchmarks/harvest_like.py) against what the
 step consumes; with --profile, our step under a few XLA:CPU settings, each in a fresh process.
 Printed: images/s for both steps and their ratio, and the loader/step ratio.
-Targets (issue 5): at least 1.0x open_clip; the loader at least 2x the step.
+Targets: at least 1.0x open_clip; the loader at least 2x the step.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def loader_rate(image_size: int, batch: int, workers: int = 0, seconds: float = 
     return rate(d, entities, tok, image_size, batch, workers, seconds)[0]
 
 
-# XLA:CPU settings tried on our step (issue 14's profile): each runs in its own process, since
+# XLA:CPU settings tried on our step (a profile of it): each runs in its own process, since
 # XLA reads its flags once, at start-up
 XLA_VARIANTS = {
     "default": "",

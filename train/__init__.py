@@ -1,1 +1,2 @@
-"""Training, evaluation and export (Flax NNX, Grain, Orbax): arrives with issues 5 and 6."""
+"""Training, evaluation and export: a Flax NNX CLIP on Grain input, sharded with jax.jit over a device
+mesh, checkpointed with Orbax; zero-shot and retrieval evaluation; open_clip export and import."""

@@ -7,7 +7,7 @@
     -> batch (in the reader threads, unless a subset filters) -> [worker processes]
     -> [DevicePrefetch: the next batches already on the device, in train.py]
 
-Text is chosen at load time (DESIGN.md): with probability `alt_text_chance` one of the record's
+Text is chosen at load time (records carry no baked-in caption): with probability `alt_text_chance` one of the record's
 alt texts, otherwise a knowledge-graph caption of one of its (pruned) entity links, drawn with the
 caption function's weights; a caption that names the entity is wrapped, with probability
 `template_chance`, in one of the training templates ("a photo of a {c}."), so that a model
