@@ -537,7 +537,17 @@ def test_two_processes_on_loopback_train_one_model(tiny_dataset, jax_cache, tmp_
 
 
 @pytest.mark.parametrize(
-    "spec", ["tiny_cpu.py", "tiny_cpu.py:siglip", "vit_b32_entitynet.py", "vit_b16_livingthings.py:1e6"]
+    "spec",
+    [
+        "tiny_cpu.py",
+        "tiny_cpu.py:siglip",
+        "tiny_cpu.py:loss=siglip",
+        "vit_b32_entitynet.py",
+        "vit_b32_entitynet.py:images=2e6",
+        "vit_b32_entitynet.py:runlocal=True",
+        "vit_b16_livingthings.py:1e6",
+        "vit_b16_livingthings.py:images=1e6,runlocal=true",
+    ],
 )
 def test_shipped_configs_load(spec):
     from train import config as config_lib
@@ -546,6 +556,29 @@ def test_shipped_configs_load(spec):
     cfg = config_lib.load(str(ROOT / "configs" / spec))
     assert cfg.total_steps > 0 and cfg.optim.warmup_steps < cfg.total_steps and cfg.loss in ("clip", "siglip")
     preset(cfg.model.preset, **dict(cfg.model.overrides))
+
+
+def test_configs_share_a_base_not_the_demo_and_read_named_arguments():
+    import ast
+
+    from train import config as config_lib
+
+    for path in (ROOT / "configs").glob("*.py"):  # no recipe derives from the demo's config
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "configs.tiny_cpu" not in imported, path.name
+    b32 = config_lib.load(str(ROOT / "configs" / "vit_b32_entitynet.py") + ":images=8192000")
+    assert b32.total_steps == 18 * 1000 and b32.optim.warmup_steps == 2 * 1000
+    assert not any(str(v).startswith("gs://") for v in b32.data.values())  # the trainer reads files
+    local = config_lib.load(str(ROOT / "configs" / "vit_b32_entitynet.py") + ":runlocal=True")
+    assert (local.total_steps, local.batch_size, local.model.preset) == (10, 8, "tiny")
+    assert local.optim.lr == b32.optim.lr and local.data.context_length == b32.data.context_length
+    for bad, message in (
+        ("imgs=5", "unknown config argument 'imgs'"),
+        ("runlocal=maybe", "not true or false"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            config_lib.load(str(ROOT / "configs" / "vit_b32_entitynet.py") + ":" + bad)
 
 
 @pytest.mark.slow

@@ -1,0 +1,107 @@
+"""What every training config shares: `base()`, the ConfigDict every field of a run lives in with
+neutral defaults (each config file sets what it means), and `parse_arg`, big_vision's habit of
+named config arguments (`--config FILE:images=10000000,runlocal=True`).
+
+Data paths are local or mounted paths (the trainer reads files, as Grain does): mount a bucket
+first (`gcsfuse BUCKET /mnt/entitynet`), then point `data.*` at it.
+"""
+
+import ml_collections
+
+MOUNT = "/mnt/entitynet"  # where the big configs expect a harvest's outputs (a mounted bucket)
+
+
+def parse_arg(arg, **defaults) -> ml_collections.ConfigDict:
+    """`"a=1,b=x"` (or a bare value, for the first name) -> the named values, cast to the type of
+    each default; an unknown name or a value of another type is a ValueError naming it."""
+    out = ml_collections.ConfigDict(defaults)
+    if not arg:
+        return out
+    first = next(iter(defaults))
+    for item in str(arg).split(","):
+        name, sep, text = item.partition("=")
+        if not sep:
+            name, text = first, item
+        name = name.strip()
+        if name not in defaults:
+            raise ValueError(f"unknown config argument {name!r}; this config takes {', '.join(defaults)}")
+        kind = type(defaults[name])
+        if kind is bool:
+            if text.strip().lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"config argument {name}={text!r} is not true or false")
+            out[name] = text.strip().lower() in ("true", "1")
+        elif kind is int:
+            out[name] = int(float(text))  # 33e6 reads as 33000000
+        else:
+            out[name] = kind(text)
+    return out
+
+
+def base() -> ml_collections.ConfigDict:
+    """Every field a run has, at neutral defaults (a small CLIP on CPU-sized batches)."""
+    c = ml_collections.ConfigDict()
+    c.loss = "clip"
+    c.seed = 0
+    c.total_steps = 1000
+    c.batch_size = 128
+    c.log_every = 10
+    c.eval_every = 100
+    c.eval_batches = 3
+    c.dtype = "float32"
+    c.peak_flops_per_device = 0.0  # set to the accelerator's peak to see MFU
+    c.progress = True
+    c.init_from = ""  # an open_clip checkpoint (.safetensors, or .pt/.bin with torch) to fine-tune
+    c.distributed = False  # True: jax.distributed.initialize() (several hosts or processes)
+
+    c.model = ml_collections.ConfigDict({"preset": "tiny", "overrides": {}})
+
+    c.data = ml_collections.ConfigDict()
+    c.data.shards = ""
+    c.data.entities = ""
+    c.data.tokenizer = ""
+    c.data.subset = ""
+    c.data.image_size = 64
+    c.data.context_length = 16
+    c.data.alt_text_chance = 0.5
+    c.data.crop_scale = (0.4, 1.0)  # RandomResizedCrop's area fraction (the reference's)
+    c.data.resample = "bilinear"  # the crop's resize (antialiased); also bicubic, lanczos, box
+    # Prompt augmentation: a KG name caption ("red fox") becomes "a photo of a red fox." this often,
+    # with a template of `data.templates` (a set name or a file); evaluation then defaults to the
+    # same templates. The reference trains without (0.0).
+    c.data.template_chance = 0.25
+    c.data.templates = "openai"
+    c.data.num_workers = 0
+    c.data.read_threads = 1  # Grain reader threads per process (decode, crop, tokenise, batch)
+    c.data.device_prefetch = 2  # batches on the device ahead of the step (1: none ahead)
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 2e-3
+    c.optim.warmup_steps = 20
+    c.optim.decay_steps = 0  # length of the cosine; 0: total_steps
+    c.optim.end_lr_ratio = 0.05
+    c.optim.b1, c.optim.b2, c.optim.eps = 0.9, 0.98, 1e-6
+    c.optim.weight_decay = 0.2
+    c.optim.clip_norm = 1.0
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.checkpoint = ml_collections.ConfigDict({"every_steps": 100, "keep": 2, "async": True})
+    return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The same recipe shrunk to a few steps of a tiny model on a laptop (big_vision's `runlocal`):
+    to check a big config's wiring before a real run. The data paths stay as given."""
+    c.total_steps = 10
+    c.batch_size = 8
+    c.log_every = 1
+    c.eval_every = 5
+    c.eval_batches = 1
+    c.dtype = "float32"
+    c.model = ml_collections.ConfigDict({"preset": "tiny", "overrides": {}})
+    c.data.image_size = 64
+    c.data.num_workers = 0
+    c.data.read_threads = 1
+    c.optim.warmup_steps = 2
+    c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
+    c.checkpoint = ml_collections.ConfigDict({"every_steps": 5, "keep": 1, "async": False})
+    return c
