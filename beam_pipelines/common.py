@@ -22,7 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from entitynet import errors, records, shards
+from entitynet import datacard, errors, records, shards
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import LOCAL, ensure_writable_dir, temp_name
 from entitynet.locks import OutputLock
@@ -317,7 +317,7 @@ def sum_shard_counts(shard_stats: list[dict], field: str) -> dict[str, int]:
     total: Counter = Counter()
     for s in shard_stats:
         total.update(s.get(field) or {})
-    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
+    return datacard.by_count(total)
 
 
 def shard_lengths(shard_stats: list[dict], splits: list[str], num_shards: int) -> tuple[dict, dict]:

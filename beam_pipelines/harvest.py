@@ -65,6 +65,7 @@ from beam_pipelines.common import (
     run_pipeline,
     shard_lengths,
     store_for,
+    sum_shard_counts,
     write_shard_records,
 )
 from entitynet import datacard, harvest, records, shards
@@ -691,6 +692,9 @@ def run(
         for s in stats["shards"]:
             write_json(os.path.join(shard_dir, s["file"] + ".json"), s)
         stats["per_split"] = {s: sum(c) for s, c in lengths.items()}
+        # records per licence and source, counted by the shard writers (an image of two sources counts in both)
+        stats["per_license"] = sum_shard_counts(stats["shards"], "per_license")
+        stats["per_source"] = sum_shard_counts(stats["shards"], "per_source")
         if "pool_balance" in stats:
             counts = stats["pool_balance"].pop("counts")
             write_lines(

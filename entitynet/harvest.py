@@ -131,10 +131,6 @@ class SearchSpec:
         those it cannot express)."""
         return frozenset().union(*(backend_class(b).modifiers for b in self.backends))
 
-    def open(self, queries: Iterable[Query] = ()):
-        """The first query backend (or the pool's search over `queries`)."""
-        return self.open_all(queries)[0]
-
     def open_all(self, queries: Iterable[Query] = ()) -> list:
         """Every query backend, opened (a pool alone: its in-memory search, for tests and tools)."""
         from entitynet.search import commons, commons_category, gbif, inaturalist, pool, web
@@ -500,8 +496,6 @@ def outcome_counts(o: Outcome) -> Counter:
 def record_counts(r: ImageRecord) -> Counter:
     """One written record's share of the counters: its entities and its size bin."""
     c: Counter = Counter(("entity", e) for e in r.entity_ids)
-    c[("license", r.license)] += 1
-    c.update(("source", s) for s in r.sources)
     c[("size", r.width // SIZE_BIN * SIZE_BIN, r.height // SIZE_BIN * SIZE_BIN)] += 1
     return c
 
@@ -549,17 +543,10 @@ def summary(counts: dict, top_hosts: list[dict]) -> dict:
         "success_rate": round(per_outcome.get("written", 0) / fetched, 4) if fetched else 0.0,
         "per_outcome": dict(sorted(per_outcome.items(), key=lambda kv: (-kv[1], kv[0]))),
         "per_entity": dict(sorted((k[1], n) for k, n in counts.items() if k[0] == "entity")),
-        "per_license": _by_count(counts, "license"),
-        "per_source": _by_count(counts, "source"),  # an image found by two sources counts in both
         "links": dict(sorted((k[1], n) for k, n in counts.items() if k[0] == "links")),
         "size_bins": {"bin": SIZE_BIN, "counts": sizes},  # [width, height, records] per bin
         "per_host": {h["host"]: {k: v for k, v in h.items() if k != "host"} for h in top_hosts},
     }
-
-
-def _by_count(counts: dict, kind: str) -> dict[str, int]:
-    found = ((k[1], n) for k, n in counts.items() if k[0] == kind)
-    return dict(sorted(found, key=lambda kv: (-kv[1], kv[0])))
 
 
 def read_outcomes(out_dir: str) -> list[Outcome]:

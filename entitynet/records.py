@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from entitynet.errors import EntityNetError
 from entitynet.files import write_lines
+from entitynet.licenses import openness
 
 # 2: result ranks on candidates, entity links with evidence on images
 # 3: source identifiers on entities (Commons category, GBIF, iNaturalist, EOL); licence and
@@ -168,19 +169,13 @@ class ImageRecord:
         return tuple(sorted({p.source for p in self.provenance}))
 
 
-def _openness(license: str) -> int:
-    from entitynet.licenses import openness
-
-    return openness(license)
-
-
 def merge_images(first: ImageRecord, others: Iterable[ImageRecord]) -> ImageRecord:
     """`first` (its key, bytes and size) carrying every URL, alt text, query id and entity id of
     `others` too: for exact duplicates (same bytes) and near-duplicates (a kept representative)."""
     group = [first, *others]
     ranks = _best_ranks((q, rank) for r in group for q, rank in _ranked(r.query_ids, r.query_ranks))
     # the bytes kept are first's: its licence, or a more open one another copy of the same bytes has
-    lic = min((r for r in group if r.sha256 == first.sha256), key=lambda r: _openness(r.license))
+    lic = min((r for r in group if r.sha256 == first.sha256), key=lambda r: openness(r.license))
     return replace(
         first,
         page_url=first.page_url or next((r.page_url for r in group if r.page_url), ""),
@@ -432,7 +427,7 @@ def merge_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
         group = by_url[url]
         ranks = _best_ranks(q for c in group for q in _ranked(c.query_ids, c.ranks))
         # the backend credited is the one with the most open licence for the URL
-        lead = min(group, key=lambda c: (_openness(c.license), c.backend))
+        lead = min(group, key=lambda c: (openness(c.license), c.backend))
         out.append(
             Candidate(
                 url=url,

@@ -302,8 +302,6 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if text == "%(default)s":
-            return "default: %(default)s"
         if (
             "default" in text
             or action.default is None
@@ -325,7 +323,7 @@ def with_defaults_shown(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
             and action.default is not None
             and action.default is not False
         ):
-            action.help = "%(default)s"  # a flag without help text still shows its default
+            action.help = "default: %(default)s"  # a flag without help text still shows its default
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 with_defaults_shown(sub)
