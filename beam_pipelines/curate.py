@@ -45,10 +45,12 @@ from beam_pipelines.common import (
     BeamStore,
     PipelineOutput,
     SumCounters,
+    WriteJsonl,
     attribution_files,
     complete_dataset,
     remove_unlisted,
     run_pipeline,
+    shard_inputs,
     shard_lengths,
     sum_shard_counts,
     write_shard_records,
@@ -62,13 +64,14 @@ from entitynet.curation.metadata import EntityMetadata
 from entitynet.curation.plan import CurateOptions, merge_group
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import atomic_open, write_json, write_lines
-from entitynet.records import Entity, ImageRecord
+from entitynet.records import Entity, ImageRecord, Removal
 
 log = logging.getLogger("entitynet.curate")
 
-STATS = "curation_stats.json"
+STATS = shards.CURATION_STATS
 CONFIG = "curation_config.json"
-COUNTS = "entry_counts.tsv"
+COUNTS = shards.ENTRY_COUNTS
+REMOVED_DIR = shards.REMOVED_DIR
 SUBSET = "subset.npz"
 KEY_DIR = "subset_keys"  # the sorted key files subset.npz is merged from (kept beside it)
 
@@ -84,16 +87,18 @@ class ReadShard(beam.DoFn):
 
 
 class ApplyPlan(beam.DoFn):
-    """(key, {record, dirty: eval set names, rep: its group's representative}) -> the record keyed
-    by its representative, or "contaminated:<set>" removals."""
+    """(key, {record, dirty: (eval set name, image ref), rep: its group's representative}) -> the
+    record keyed by its representative, or a "contaminated:<set>" Removal per set."""
 
     def process(self, kv):
         _, joined = kv
         for split, r in joined["record"]:
-            names = sorted(set(joined["dirty"]))
-            if names:
-                for name in names:
-                    yield beam.pvalue.TaggedOutput("removed", f"contaminated:{name}")
+            hits = sorted(set(joined["dirty"]))
+            if hits:
+                for name, ref in hits:
+                    yield beam.pvalue.TaggedOutput(
+                        "removed", Removal(r.key, f"contaminated:{name}", ref, r.entity_ids)
+                    )
                 continue
             reps = list(joined["rep"])
             if reps:
@@ -104,9 +109,13 @@ class ApplyPlan(beam.DoFn):
 
 class MergeGroup(beam.DoFn):
     def process(self, kv):
-        split, merged, gone = merge_group(kv[0], list(kv[1]))
-        for _ in range(gone):
-            yield beam.pvalue.TaggedOutput("removed", "near_duplicate")
+        members = list(kv[1])
+        split, merged, _ = merge_group(kv[0], members)
+        for _, r in members:
+            if r.key != kv[0]:
+                yield beam.pvalue.TaggedOutput(
+                    "removed", Removal(r.key, "near_duplicate", kv[0], r.entity_ids)
+                )
         yield split, merged
 
 
@@ -122,11 +131,11 @@ class Entries(beam.DoFn):
     def process(self, item):
         split, r = item
         if self.subset is not None and not self.subset & set(r.entity_ids):
-            yield beam.pvalue.TaggedOutput("removed", "outside_subset")
+            yield beam.pvalue.TaggedOutput("removed", Removal(r.key, "outside_subset", "", r.entity_ids))
             return
         entries = self.metadata.entries(r.alt_texts, r.entity_ids)
         if not entries:
-            yield beam.pvalue.TaggedOutput("removed", "no_entry")
+            yield beam.pvalue.TaggedOutput("removed", Removal(r.key, "no_entry", "", r.entity_ids))
             return
         yield split, r, entries
 
@@ -214,7 +223,9 @@ def build(
         if split not in balanced_splits or balance.keep(r.url, entries, counts_, opts.t, opts.seed):
             yield split, r, entries
         else:
-            yield beam.pvalue.TaggedOutput("removed", "balanced_out")
+            yield beam.pvalue.TaggedOutput(
+                "removed", Removal(r.key, "balanced_out", ",".join(entries), r.entity_ids)
+            )
 
     kept = matched.records | "Balance" >> beam.ParDo(decide, beam.pvalue.AsDict(counts)).with_outputs(
         "removed", main="records"
@@ -250,16 +261,21 @@ def build(
         | "TypeOf" >> beam.FlatMap(lambda sre: {natural.get(e, "?") for e in sre[2]})
         | "CountTypes" >> beam.combiners.Count.PerElement()
     )
+    removals = (applied.removed, merged.removed, matched.removed, kept.removed) | "Removed" >> beam.Flatten()
     removed = (
-        (applied.removed, merged.removed, matched.removed, kept.removed)
-        | "Removed" >> beam.Flatten()
+        removals
+        | "ReasonOf" >> beam.Map(lambda rm: rm.reason)
         | "CountRemoved" >> beam.combiners.Count.PerElement()
+    )
+    # every removed record with its reason, sharded by key (the explorer shows why each went)
+    removed_files = removals | WriteJsonl(
+        out_dir, REMOVED_DIR, opts.num_shards, lambda rm: f"{rm.key}\t{rm.reason}", records.to_json
     )
     read_counts = (
         recs | "SplitOf" >> beam.Map(lambda sr: sr[0]) | "CountRead" >> beam.combiners.Count.PerElement()
     )
 
-    def finish(_, before, after, shard_stats, kept_, key_files_, types_, removed_, read_, neardup_):
+    def finish(_, before, after, shard_stats, kept_, key_files_, types_, removed_, read_, neardup_, rm_files):
         # every side input here is bounded by the entries, splits, reasons or files, not the data
         result = {
             "read": dict(read_),
@@ -270,6 +286,7 @@ def build(
             "shards": sorted(shard_stats, key=lambda s: (s["split"], s["shard"])),
             "kept": dict(kept_),
             "key_files": sorted(key_files_),
+            "removed_files": sorted(rm_files),
             "neardup": {
                 k: neardup_.get(k, 0) for k in ("capped_buckets", "capped_members", "unconverged_edges")
             },
@@ -292,6 +309,7 @@ def build(
             beam.pvalue.AsList(removed),
             beam.pvalue.AsList(read_counts),
             beam.pvalue.AsSingleton(neardup_counts),
+            beam.pvalue.AsList(removed_files),
         )
     )
 
@@ -367,19 +385,6 @@ def merge_subset(
             np.lib.format.write_array(entry, np.asarray(records.SCHEMA_VERSION))
 
 
-def _inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str], int]:
-    """(split, shard path) pairs, the splits, and the number of records the metadata lists."""
-    info = shards.check_directory(shard_dir)
-    splits = sorted(s["name"] for s in info.get("splits", []))
-    inputs = [(s, str(p)) for s in splits for p in shards.shard_paths(shard_dir, s)]
-    if not inputs:
-        raise EntityNetError(f"{shard_dir} holds no shard files; run `entitynet harvest` first")
-    for _, path in inputs:  # a truncated shard fails here, before anything is written
-        shards.check_shard(path)
-    total = sum(int(n) for s in info.get("splits", []) for n in s.get("shardLengths", []))
-    return inputs, splits, total
-
-
 def run(
     shard_dir: str,
     entities: list[Entity],
@@ -394,7 +399,7 @@ def run(
         raise EntityNetError("no entities to balance over; give the entities.jsonl the harvest was made from")
     if os.path.abspath(out_dir.rstrip("/")) == os.path.abspath(shard_dir.rstrip("/")):
         raise OutputError(f"--out {out_dir} is the input --shards; curate into another directory")
-    inputs, splits, total = _inputs(shard_dir)
+    inputs, splits, total = shard_inputs(shard_dir)
     subset = None
     if opts.subset_roots:
         from entitynet.curation.subsets import check_roots
@@ -447,6 +452,7 @@ def run(
             "types": dict(sorted(result["types"].items(), key=lambda kv: -kv[1])),
             "output": opts.output,
             "neardup": result["neardup"],
+            "files": {REMOVED_DIR: result["removed_files"]},
         }
         if opts.output == "shards":  # the kept records per licence and source (from the shard writers)
             stats["per_license"] = sum_shard_counts(result["shards"], "per_license")
@@ -469,8 +475,10 @@ def run(
             out.finish(keep=[n for names in layout.values() for n in names], obsolete=(SUBSET,))
             remove_unlisted(out_dir, KEY_DIR, [])
             remove_unlisted(out_dir, shards.ATTRIBUTION_DIR, attribution_files(layout))
+            remove_unlisted(out_dir, REMOVED_DIR, result["removed_files"])
         else:  # a subset replaces shards an earlier run wrote here
             out.finish(keep=[], obsolete=("dataset_info.json", "features.json", shards.FINGERPRINT))
             remove_unlisted(out_dir, KEY_DIR, result["key_files"])
             remove_unlisted(out_dir, shards.ATTRIBUTION_DIR, [])
+            remove_unlisted(out_dir, REMOVED_DIR, result["removed_files"])
     return stats

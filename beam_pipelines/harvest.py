@@ -80,7 +80,7 @@ from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
 log = logging.getLogger("entitynet.harvest")
 
 LEGACY_CANDIDATES = "candidates.jsonl"  # one file, as runs before sharded candidates/ wrote it
-STATS = "harvest_stats.json"
+STATS = shards.HARVEST_STATS
 CONFIG = "harvest_config.json"
 POOL_BALANCE = "pool_balance.tsv"  # per entry: matched pool rows before and after --balance-t
 

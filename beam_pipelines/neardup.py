@@ -149,8 +149,9 @@ def _jump(kv):
 
 
 class Contaminated(beam.PTransform):
-    """(key, phash) of the records -> (key, evaluation set name) for each set holding an image
-    within `k` bits of it: the records probe the buckets where the sets' hashes sit exactly."""
+    """(key, phash) of the records -> (key, (evaluation set name, image ref)) for each set holding an
+    image within `k` bits of it (the nearest such image of the set): the records probe the buckets
+    where the sets' hashes sit exactly."""
 
     def __init__(self, eval_sets, k: int, bands: int):
         super().__init__("Contaminated")
@@ -159,9 +160,9 @@ class Contaminated(beam.PTransform):
     def expand(self, items):
         k, m = self.k, self.bands
         index = [
-            (bucket, ("V", ev.name, int(h) - (1 << 64) if int(h) >= 1 << 63 else int(h)))
+            (bucket, ("V", ev.name, (int(h) - (1 << 64) if int(h) >= 1 << 63 else int(h), ev.ref(i))))
             for ev in self.eval_sets
-            for h in ev.hashes.tolist()
+            for i, h in enumerate(ev.hashes.tolist())
             for bucket in neardup.band_keys(h, m, False, k)
         ]
         probing = items | "ProbeBuckets" >> beam.FlatMap(
@@ -172,18 +173,20 @@ class Contaminated(beam.PTransform):
         def hits(kv):
             _, members = kv
             probes = [(key, h) for kind, key, h in members if kind == "P"]
-            by_set: dict[str, list[int]] = {}
-            for kind, name, h in members:
+            by_set: dict[str, list[tuple[int, str]]] = {}
+            for kind, name, entry in members:
                 if kind == "V":
-                    by_set.setdefault(name, []).append(h)
-            for name, hashes in by_set.items():
-                for key in neardup.bucket_hits(probes, hashes, k):
-                    yield key, name
+                    by_set.setdefault(name, []).append(entry)
+            for name, entries in by_set.items():
+                for key, dist, ref in neardup.bucket_matches(probes, entries, k):
+                    yield (key, name), (dist, ref)
 
+        # one image per (record, set): a record in several buckets keeps the nearest, then smallest ref
         return (
             (probing, sets)
             | "AllBuckets" >> beam.Flatten()
             | "ByEvalBucket" >> beam.GroupByKey()
             | "Hits" >> beam.FlatMap(hits)
-            | "DistinctHits" >> beam.Distinct()
+            | "OnePerSet" >> beam.CombinePerKey(min)
+            | "KeyOfHit" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1][1])))
         )

@@ -278,7 +278,7 @@ def _fields(cls) -> tuple[str, ...]:
 _FIELDS = {cls: _fields(cls) for cls in (Attribute, Entity, Query, Candidate)}
 
 
-def to_json(record: Entity | Query | Candidate) -> str:
+def to_json(record: Entity | Query | Candidate | Removal) -> str:
     # json writes tuples as lists; only nested records need turning into dicts.
     d: dict[str, Any] = {"v": SCHEMA_VERSION}
     for name in _FIELDS[type(record)]:
@@ -631,6 +631,22 @@ class Outcome:
     host: str
     outcome: str
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class Removal:
+    """Why curation left one harvested record out: `reason` is "near_duplicate" (`detail`: the key
+    of the record it was merged into), "contaminated:<set>" (`detail`: the evaluation image it is
+    within the threshold of), "balanced_out", "outside_subset" or "no_entry". One JSON line each in
+    a curated dataset's `removed/removed-*.jsonl`."""
+
+    key: str
+    reason: str
+    detail: str = ""
+    entity_ids: tuple[str, ...] = ()
+
+
+_FIELDS[Removal] = _fields(Removal)  # written and read with to_json / read_jsonl, versioned
 
 
 # ---------------------------------------------------------------- search cache answers

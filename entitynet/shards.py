@@ -56,6 +56,12 @@ FINGERPRINT = "entitynet_dataset.json"  # beside dataset_info.json: a digest of 
 
 ATTRIBUTION_DIR = "attribution"  # one TSV per shard file: the credit every record is owed
 ATTRIBUTION_HEADER = "key\turl\tpage_url\tlicense\tlicense_url\tattribution\tsources"
+# what the harvest and the curation write beside their shards (the pipelines write them, the
+# explorer and the CLI read them)
+HARVEST_STATS = "harvest_stats.json"
+CURATION_STATS = "curation_stats.json"
+ENTRY_COUNTS = "entry_counts.tsv"  # curated: entity, label, records before and after
+REMOVED_DIR = "removed"  # curated: removed/removed-*.jsonl, one `records.Removal` a line
 
 
 def attribution_name(shard_name: str) -> str:

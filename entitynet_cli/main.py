@@ -9,6 +9,7 @@
         --decontaminate eval/imagefolder --out out/curated
     entitynet tokenizer train --shards out/curated --entities out/kg/entities.jsonl
     entitynet train --config configs/tiny_cpu.py --workdir runs/tiny --config.total_steps=500
+    entitynet explore out/curated --entities out/kg/entities.jsonl --eval runs/tiny
     entitynet demo --out demo-out
 
 Errors a user can cause print one line and exit 2; anything else is a bug with a traceback.
@@ -24,6 +25,7 @@ from entitynet.errors import EntityNetError
 from entitynet_cli.common import all_flags, beam_flags, did_you_mean, setup_logging, unknown_beam_flags
 from entitynet_cli.curate import add_curate_flags, cmd_curate
 from entitynet_cli.demo import cmd_demo
+from entitynet_cli.explore import add_parser as add_explore
 from entitynet_cli.harvest import add_harvest_flags, cmd_harvest
 from entitynet_cli.kg import cmd_kg_expand
 from entitynet_cli.queries import cmd_captions, cmd_queries
@@ -268,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex2.add_argument("--format", choices=("open_clip",), default="open_clip")
     ex2.add_argument("--out", required=True, metavar="DIR")
     ex2.set_defaults(func=cmd_export, beam=False)
+
+    add_explore(sub)
 
     d = sub.add_parser("demo", help="run the whole chain on the shipped sample")
     d.add_argument("--out", default="demo-out", metavar="DIR")

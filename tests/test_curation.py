@@ -479,8 +479,12 @@ def test_beam_contamination_equals_the_in_memory_join():
         [k for k, _, _ in items], neardup.as_hashes([h for _, h, _ in items]), [ev], 4
     )
     got = _beam_groups(items, 4, [ev])
-    assert sorted(got["dirty"]) == sorted((k, n) for k, names in want.items() for n in names)
+    assert sorted((k, n) for k, (n, _) in got["dirty"]) == sorted(
+        (k, n) for k, names in want.items() for n in names
+    )
     assert len(want) == len(items[::17])
+    # each record names the evaluation image it is near: the i-th planted copy is the image of item 17i
+    assert all(k == items[17 * int(ref)][0] for k, (_, ref) in got["dirty"])
 
 
 def test_an_oversized_bucket_is_capped_and_reported(monkeypatch):

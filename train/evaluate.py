@@ -91,6 +91,9 @@ def classify(
     for t, pr in zip(labels[~hit1], top[~hit1, 0], strict=True):
         confused[(int(t), int(pr))] = confused.get((int(t), int(pr)), 0) + 1
     return {
+        "top": top,  # (kept images, k) class indices, best first (for the per-image predictions)
+        "top_scores": np.take_along_axis(logits, top, axis=1),
+        "right": hit1,
         "top1": float(hit1.mean()),
         "top5": float(right.any(axis=1).mean()),
         "macro": float(np.nanmean(per_class)),
@@ -187,9 +190,10 @@ def choose_templates(templates: str | None, run: dict) -> str:
     return templates or training_templates(run) or "openai"
 
 
-def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) -> dict:
+def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) -> tuple[dict, list[dict]]:
     """Zero-shot accuracy with the template ensemble `templates` and, beside it, with the bare
-    class names (what a model trained without prompts has seen)."""
+    class names (what a model trained without prompts has seen); and each labelled image's
+    top-5 under the ensemble (`predictions`)."""
     tpl = read_templates(templates)
     context = mcfg.text.context_length
     per_template = class_embeddings(model, tokenizer, data.classes, tpl, context)
@@ -208,6 +212,16 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) 
             data.correct,
         )
     names = [c[0] for c in data.classes]
+    indices = np.flatnonzero(data.labels >= 0)
+    predictions = [
+        {
+            "i": int(i),
+            "label": names[int(data.labels[i])],
+            "right": bool(ok),
+            "top5": [[names[int(c)], round(float(v), 4)] for c, v in zip(top, scores, strict=True)],
+        }
+        for i, top, scores, ok in zip(indices, fixed["top"], fixed["top_scores"], fixed["right"], strict=True)
+    ]
     return {
         "classes": len(names),
         "images": int(np.sum(data.labels >= 0)),
@@ -229,7 +243,59 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) 
         "class_names": {n: list(c) for n, c in zip(names, data.classes, strict=True)},
         "class_entities": dict(data.class_entities),
         "unresolved": list(data.unresolved),
-    }
+    }, predictions
+
+
+EXAMPLES_PER_CLASS = 12  # images per class kept as thumbnails beside the results (the explorer's)
+
+
+def choose_examples(
+    predictions: list[dict], confused: list, per_class: int = EXAMPLES_PER_CLASS
+) -> list[int]:
+    """The images to keep thumbnails of: per class its misclassified images first, then right
+    ones, `per_class` in all; and for each confused pair (a, b) one image of a taken for b."""
+    by_class: dict[str, list[dict]] = {}
+    for p in predictions:
+        by_class.setdefault(p["label"], []).append(p)
+    chosen = set()
+    for rows in by_class.values():
+        rows = sorted(rows, key=lambda p: (p["right"], p["i"]))
+        chosen.update(p["i"] for p in rows[:per_class])
+    for a, b, _ in confused:
+        taken = [p["i"] for p in by_class.get(a, []) if not p["right"] and p["top5"][0][0] == b]
+        if taken and not chosen & set(taken):
+            chosen.add(taken[0])
+    return sorted(chosen)
+
+
+def write_examples(data, predictions: list[dict], chosen: list[int], out_dir: Path) -> None:
+    """predictions.jsonl (one line per labelled image; `example` names its thumbnail when it has
+    one) and the thumbnails, examples/<i>.jpg."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from entitynet.files import write_bytes, write_lines
+    from entitynet.images.thumbnail import thumbnail
+
+    def one(i: int) -> None:
+        try:
+            with data.load(i) as im:
+                write_bytes(out_dir / "examples" / f"{i}.jpg", thumbnail(im))
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ConfigError(f"{data.name}: image {i} is not readable: {e}") from None
+
+    (out_dir / "examples").mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, chosen))
+    keep = set(chosen)
+    write_lines(
+        out_dir / "predictions.jsonl",
+        (
+            json.dumps(
+                {**p, "example": f"examples/{p['i']}.jpg" if p["i"] in keep else ""}, ensure_ascii=False
+            )
+            for p in predictions
+        ),
+    )
 
 
 def evaluate(
@@ -257,9 +323,10 @@ def evaluate(
         "eval_source": data.origin,
         "images": data.size,
     }
+    predictions = None
     if data.labels is not None and len(data.classes) >= 2 and np.any(data.labels >= 0):
         chosen = choose_templates(templates, m["run"])
-        result["zero_shot"] = zero_shot(model, m["tokenizer"], mcfg, data, images, chosen)
+        result["zero_shot"], predictions = zero_shot(model, m["tokenizer"], mcfg, data, images, chosen)
         result["zero_shot"]["training_templates"] = training_templates(m["run"])
     if data.texts:
         tokens = tokenizers.encode(m["tokenizer"], data.texts, mcfg.text.context_length)
@@ -273,6 +340,10 @@ def evaluate(
         raise ConfigError(f"{data.name}: nothing to evaluate (fewer than two classes and no texts)")
     out_dir = Path(out or Path(model_path) / "eval" / result_dir(data))
     ensure_writable_dir(out_dir)
+    if predictions is not None:
+        write_examples(
+            data, predictions, choose_examples(predictions, result["zero_shot"]["confused"]), out_dir
+        )
     write_json(out_dir / "results.json", result)
     report.write_report(result, out_dir)
     result["report"] = str(out_dir / "report.md")

@@ -30,6 +30,10 @@ class EvalSet:
     name: str
     hashes: np.ndarray  # uint64, one per readable image
     unreadable: int = 0
+    refs: tuple[str, ...] = ()  # aligned with hashes: the image's path in the set, or "split/index"
+
+    def ref(self, i: int) -> str:
+        return self.refs[i] if i < len(self.refs) else str(i)
 
 
 def _hash_file(path: Path, opts: ImageOptions) -> int | None:
@@ -40,11 +44,12 @@ def _hash_file(path: Path, opts: ImageOptions) -> int | None:
         return None
 
 
-def _hash_all(items, fn, threads: int) -> tuple[np.ndarray, int]:
+def _hash_all(items, fn, threads: int, ref=str) -> tuple[np.ndarray, int, list[str]]:
+    """The hashes of the readable items, how many were not, and `ref(item)` of each readable one."""
     with ThreadPoolExecutor(threads) as pool:
         found = list(pool.map(fn, items))
-    good = [h for h in found if h is not None]
-    return np.asarray(good, dtype=np.uint64), len(found) - len(good)
+    good = [(h, ref(item)) for item, h in zip(items, found, strict=True) if h is not None]
+    return np.asarray([h for h, _ in good], dtype=np.uint64), len(found) - len(good), [r for _, r in good]
 
 
 def _image_feature(builder) -> str:
@@ -56,11 +61,13 @@ def _image_feature(builder) -> str:
     raise ConfigError(f"TFDS dataset {builder.info.name} has no image feature to decontaminate against")
 
 
-def _tfds_hashes(builder, splits: list[str], opts: ImageOptions, threads: int) -> tuple[np.ndarray, int]:
+def _tfds_hashes(
+    builder, splits: list[str], opts: ImageOptions, threads: int
+) -> tuple[np.ndarray, int, list[str]]:
     import tensorflow_datasets as tfds
 
     feature = _image_feature(builder)
-    hashes, bad = [], 0
+    hashes, bad, refs = [], 0, []
     for split in splits:
         # the encoded bytes, opened by Pillow like any other image (TFDS's own decoding drops alpha)
         source = builder.as_data_source(split, decoders={feature: tfds.decode.SkipDecoding()})
@@ -72,10 +79,11 @@ def _tfds_hashes(builder, splits: list[str], opts: ImageOptions, threads: int) -
             except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError):
                 return None
 
-        h, b = _hash_all(range(len(source)), one, threads)
+        h, b, r = _hash_all(range(len(source)), one, threads, lambda i, split=split: f"{split}/{i}")
         hashes.append(h)
         bad += b
-    return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), bad
+        refs += r
+    return (np.concatenate(hashes) if hashes else np.zeros(0, np.uint64)), bad, refs
 
 
 def load(spec: str, opts: ImageOptions | None = None, tfds_data_dir: str | None = None) -> EvalSet:
@@ -88,13 +96,13 @@ def load(spec: str, opts: ImageOptions | None = None, tfds_data_dir: str | None 
         name, _, split = spec[5:].partition(":")
         try:
             builder = tfds.builder(name, data_dir=tfds_data_dir)
-            hashes, bad = _tfds_hashes(builder, [split or "test"], opts, threads)
+            hashes, bad, refs = _tfds_hashes(builder, [split or "test"], opts, threads)
         except Exception as e:  # noqa: BLE001 - tfds raises many kinds for "not there"
             raise ConfigError(
                 f"evaluation set {spec}: cannot read it from TFDS ({type(e).__name__}: {str(e).splitlines()[0]}); "
                 "prepare it first (tfds build) or give --tfds-data-dir"
             ) from None
-        return EvalSet(spec, hashes, bad)
+        return EvalSet(spec, hashes, bad, tuple(refs))
     path = Path(spec)
     if not path.is_dir():
         raise ConfigError(
@@ -105,13 +113,15 @@ def load(spec: str, opts: ImageOptions | None = None, tfds_data_dir: str | None 
         import tensorflow_datasets as tfds
 
         builder = tfds.builder_from_directory(str(path))
-        hashes, bad = _tfds_hashes(builder, sorted(builder.info.splits), opts, threads)
-        return EvalSet(spec, hashes, bad)
+        hashes, bad, refs = _tfds_hashes(builder, sorted(builder.info.splits), opts, threads)
+        return EvalSet(spec, hashes, bad, tuple(refs))
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ConfigError(f"evaluation set {spec} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    hashes, bad = _hash_all(files, lambda f: _hash_file(f, opts), threads)
-    return EvalSet(spec, hashes, bad)
+    hashes, bad, refs = _hash_all(
+        files, lambda f: _hash_file(f, opts), threads, lambda f: f.relative_to(path).as_posix()
+    )
+    return EvalSet(spec, hashes, bad, tuple(refs))
 
 
 def contaminated(keys: list[str], hashes, eval_sets: list[EvalSet], k: int) -> dict[str, list[str]]:

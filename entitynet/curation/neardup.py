@@ -184,7 +184,7 @@ def representatives(keys: list[str], hashes, pixels, k: int) -> dict[str, str]:
 # For a pipeline that cannot hold every hash in one place: each hash is sent to the buckets of its
 # bands (`band_keys`: the exact band value, plus every value within the probe radius on the
 # probing side), buckets are grouped by key, and the pairs within `k` are verified inside each
-# bucket (`bucket_pairs`, `bucket_hits`). By the same pigeonhole argument every pair within `k`
+# bucket (`bucket_pairs`, `bucket_matches`). By the same pigeonhole argument every pair within `k`
 # meets in at least one bucket, so the pairs found are exactly `pairs_within` / `pairs_between`.
 
 
@@ -234,9 +234,20 @@ def bucket_pairs(exact: list[tuple[str, int]], probing: list[tuple[str, int]], k
     return sorted(pairs), False
 
 
-def bucket_hits(probing: list[tuple[str, int]], index: list[int], k: int) -> list[str]:
-    """The probing keys within `k` bits of any hash of `index` (the bucket's evaluation hashes)."""
+def bucket_matches(
+    probing: list[tuple[str, int]], index: list[tuple[int, str]], k: int
+) -> list[tuple[str, int, str]]:
+    """(key, distance, ref) for each probing key within `k` bits of an entry of `index` ((hash, ref)
+    pairs of the bucket's evaluation images): the nearest entry, the smallest ref on a tie."""
     if not index or not probing:
         return []
-    hs = np.asarray(sorted(set(int(h) & _U64 for h in index)), dtype=np.uint64)
-    return sorted({key for key, h in probing if (hamming(hs, np.uint64(int(h) & _U64)) <= k).any()})
+    entries = sorted((int(h) & _U64, ref) for h, ref in index)
+    hs = np.asarray([h for h, _ in entries], dtype=np.uint64)
+    out = []
+    for key, h in probing:
+        d = hamming(hs, np.uint64(int(h) & _U64))
+        near = np.flatnonzero(d <= k)
+        if len(near):
+            best = min(near, key=lambda i: (d[i], entries[i][1]))
+            out.append((key, int(d[best]), entries[best][1]))
+    return sorted(set(out))

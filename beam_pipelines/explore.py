@@ -1,0 +1,292 @@
+"""Explore: a harvest or a curated dataset as a static site to look at, entity by entity (Beam).
+
+    entitynet explore demo-out/curated --entities demo-out/kg/entities.jsonl \\
+        --queries demo-out/queries/queries.jsonl --eval demo-out/train --out demo-out/explorer
+
+Graph:
+
+    harvest shards ─► Thumb (a JPEG thumbnail per record, written beside the site; the record
+                     goes on without its image bytes)
+    [curated] curated shards ─► keys (+ "after" counts);  removed/*.jsonl ─► (key, Removal)
+        ─► CoGroupByKey(key) ─► View (entitynet.explore.rows: the image's row, its counts)
+        ─► CombinePerKey(count per (entity, status)) [side input, bounded by the entities]
+        ─► ((entity, status, page by key digest), row) ─► GroupByKey ─► WritePage (sorted by key)
+    candidates/*.jsonl + outcomes/*.jsonl ─► CoGroupByKey(url) ─► counts per entity and outcome
+    counts ─► CombineGlobally(sum) ─► finish: data/index.js (one row per entity + the summary)
+
+A worker holds one page of rows at a time; only counts reach the finish. The site is a local
+directory (the DirectRunner's workers share its disk).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import apache_beam as beam
+
+from beam_pipelines.common import SumCounters, run_pipeline, shard_inputs
+from entitynet import records, shards
+from entitynet.errors import ConfigError
+from entitynet.explore import evals, rows, site
+from entitynet.files import LOCAL
+from entitynet.images.thumbnail import THUMB_SIZE, thumbnail
+from entitynet.locks import OutputLock
+from entitynet.records import Candidate, Entity, Outcome, Removal
+
+log = logging.getLogger("entitynet.explore")
+
+
+class Thumb(beam.DoFn):
+    """(split, record) -> (key, record without its image bytes), its thumbnail written (kept when
+    an earlier build of the site made it: thumbnails are content keyed)."""
+
+    def __init__(self, site_dir: str, size: int):
+        self.site_dir, self.size = site_dir, size
+
+    def process(self, item):
+        _, r = item
+        path = os.path.join(self.site_dir, site.thumb_path(r.key, self.size))
+        if not os.path.exists(path):
+            try:
+                LOCAL.write(path, thumbnail(r.jpeg, self.size))
+            except (OSError, ValueError, SyntaxError):
+                pass  # the page shows the record without its picture
+        yield r.key, dataclasses.replace(r, jpeg=b"")
+
+
+class ReadShard(beam.DoFn):
+    def process(self, item):
+        split, path = item
+        for r in shards.read_shard(path):
+            yield split, r
+
+
+class View(beam.DoFn):
+    """(key, {record, kept, removed}) -> ((entity, status), row) for each entity the record is
+    linked to; its counts on "counts"."""
+
+    def __init__(self, size: int, curated: bool, queries: dict[str, str]):
+        self.size, self.curated, self.queries = size, curated, queries
+
+    def process(self, kv):
+        _, joined = kv
+        removals = list(joined["removed"])
+        for r in joined["record"]:
+            kept = bool(list(joined["kept"])) if self.curated else None
+            row = rows.image_row(r, site.thumb_path(r.key, self.size), kept, removals, self.queries)
+            yield beam.pvalue.TaggedOutput("counts", rows.record_counts(r, kept, removals))
+            status = rows.status_of(r, kept)
+            for e in r.entity_ids:
+                yield (e, status), row
+
+
+def _lines(p, label: str, paths: list[str], parse):
+    if not paths:
+        return p | f"No{label}" >> beam.Create([])
+    return (
+        p
+        | f"{label}Files" >> beam.Create(paths)
+        | f"Read{label}" >> beam.io.ReadAllFromText()
+        | f"Parse{label}" >> beam.Map(parse)
+    )
+
+
+def build(
+    p, inputs: dict, entities: list[Entity], queries: dict, opts: dict, out_dir: str, staged: str
+) -> None:
+    size, page_size, curated = opts["thumb_size"], opts["page_size"], bool(inputs["curated"])
+    recs = (
+        p
+        | "HarvestShards" >> beam.Create(inputs["harvest"])
+        | "ReadHarvest" >> beam.ParDo(ReadShard())
+        | "Thumb" >> beam.ParDo(Thumb(out_dir, size))
+    )
+    curated_recs = (
+        p | "CuratedShards" >> beam.Create(inputs["curated"]) | "ReadCurated" >> beam.ParDo(ReadShard())
+    )
+    kept = curated_recs | "KeptKey" >> beam.Map(lambda sr: (sr[1].key, True))
+    removed = _lines(p, "Removed", inputs["removed"], lambda line: records.from_json(Removal, line)) | (
+        "RemovedByKey" >> beam.Map(lambda rm: (rm.key, rm))
+    )
+    viewed = (
+        {"record": recs, "kept": kept, "removed": removed}
+        | "JoinStatus" >> beam.CoGroupByKey()
+        | "View"
+        >> beam.ParDo(View(size, curated, queries))
+        .with_output_types(tuple[tuple[str, str], dict])
+        .with_outputs("counts", main="rows")
+    )
+    per_page = viewed.rows | "CountPerEntity" >> beam.combiners.Count.PerKey()
+
+    def to_page(item, pages):
+        (e, status), row = item
+        return (e, status, site.page_of(row["key"], site.pages_of(pages[(e, status)], page_size))), row
+
+    def write_page(kv):
+        (e, status, page), page_rows = kv
+        name = site.page_path(e, status, page)
+        body = {
+            "entity": e,
+            "status": status,
+            "page": page,
+            "rows": sorted(page_rows, key=lambda r: r["key"]),
+        }
+        site.write_data(LOCAL, out_dir, name, body)
+        yield name
+
+    (
+        viewed.rows
+        | "ToPage" >> beam.Map(to_page, beam.pvalue.AsDict(per_page))
+        | "ByPage" >> beam.GroupByKey()
+        | "WritePage" >> beam.FlatMap(write_page)
+    )
+
+    def as_candidate(line):
+        c = records.from_json(Candidate, line)
+        return c.url, c
+
+    def as_outcome(line):
+        o = Outcome(**json.loads(line))
+        return o.url, o
+
+    def candidate_counts(kv):
+        _, joined = kv
+        outcomes = list(joined["outcome"])
+        for c in joined["candidate"]:
+            yield rows.candidate_counts(c, outcomes[0] if outcomes else None)
+
+    found = (
+        {
+            "candidate": _lines(p, "Candidates", inputs["candidates"], as_candidate),
+            "outcome": _lines(p, "Outcomes", inputs["outcomes"], as_outcome),
+        }
+        | "JoinOutcomes" >> beam.CoGroupByKey()
+        | "CandidateCounts" >> beam.FlatMap(candidate_counts)
+    )
+    after = curated_recs | "AfterCounts" >> beam.Map(lambda sr: rows.curated_counts(sr[1]))
+    counts = (
+        (viewed.counts, found, after)
+        | "AllCounts" >> beam.Flatten()
+        | "Sum" >> beam.CombineGlobally(SumCounters())
+    )
+
+    def finish(_, counts_, pages_):
+        pages = {key: site.pages_of(n, page_size) for key, n in pages_.items()}
+        index = rows.entity_index(entities, counts_, pages, inputs["entries"])
+        LOCAL.write(staged, json.dumps(index, ensure_ascii=False).encode())
+        yield len(index)
+
+    (
+        p
+        | "Finally" >> beam.Create([None])
+        | "Finish" >> beam.FlatMap(finish, beam.pvalue.AsSingleton(counts), beam.pvalue.AsDict(per_page))
+    )
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read the {what} ({e}); run that stage again") from None
+
+
+def inputs_of(data_dir: str) -> tuple[dict, dict]:
+    """What a build reads, from the dataset's own metadata: (inputs, summary). A curated dataset
+    names its harvest (`curation_stats.json`'s input)."""
+    root = Path(data_dir)
+    if "://" in data_dir:
+        raise ConfigError(
+            f"{data_dir}: the explorer reads a local dataset; copy it locally (gsutil -m cp -r)"
+        )
+    curation = root / shards.CURATION_STATS
+    summary: dict = {"dir": str(root.resolve())}
+    if curation.is_file():
+        cstats = _read_json(curation, "curation stats")
+        if cstats.get("output") != "shards":
+            raise ConfigError(f"{data_dir} is a curated subset (subset.npz), not shards; explore its harvest")
+        harvest_dir = Path(cstats["input"])
+        curated_inputs, _, _ = shard_inputs(str(root))
+        entries = {}
+        counts_file = root / shards.ENTRY_COUNTS
+        if counts_file.is_file():
+            for line in counts_file.read_text(encoding="utf-8").splitlines()[1:]:
+                e, _, before, after = line.split("\t")
+                entries[e] = (int(before), int(after))
+        removed = [str(root / n) for n in cstats.get("files", {}).get(shards.REMOVED_DIR, [])]
+        summary["curation"] = {
+            k: cstats.get(k)
+            for k in ("read", "kept", "removed", "contamination", "per_license", "per_source")
+        }
+    elif (root / shards.HARVEST_STATS).is_file():
+        harvest_dir, curated_inputs, entries, removed = root, [], None, []
+    else:
+        raise ConfigError(
+            f"{data_dir} is neither a harvest ({shards.HARVEST_STATS}) nor a curated dataset "
+            f"({shards.CURATION_STATS}); give the --out of `entitynet harvest` or `entitynet curate`"
+        )
+    hstats = _read_json(harvest_dir / shards.HARVEST_STATS, "harvest stats")
+    harvest_inputs, _, total = shard_inputs(str(harvest_dir))
+    files = hstats.get("files", {})
+    summary["harvest_dir"] = str(harvest_dir.resolve())
+    summary["kind"] = "curated" if curated_inputs else "harvest"
+    summary["harvest"] = {
+        k: hstats.get(k) for k in ("candidates", "fetched", "written", "success_rate", "per_outcome")
+    } | {"records": total, "per_license": hstats.get("per_license"), "per_source": hstats.get("per_source")}
+    inputs = {
+        "harvest": harvest_inputs,
+        "curated": curated_inputs,
+        "removed": removed,
+        "entries": entries,
+        "candidates": [str(harvest_dir / n) for n in files.get("candidates", [])],
+        "outcomes": [str(harvest_dir / n) for n in files.get("outcomes", [])],
+    }
+    return inputs, summary
+
+
+def run(
+    data_dir: str,
+    entities: list[Entity],
+    out_dir: str,
+    queries: dict[str, str] | None = None,
+    eval_paths: list[str] = (),
+    thumb_size: int = THUMB_SIZE,
+    page_size: int = site.PAGE_SIZE,
+    beam_args: list[str] | None = None,
+) -> dict:
+    """Build the explorer site of `data_dir` into `out_dir`; returns what it holds."""
+    started = time.time()
+    inputs, summary = inputs_of(data_dir)
+    result_dirs = [d for path in eval_paths for d in evals.eval_dirs(path)]  # checked before any work
+    if os.path.abspath(out_dir) in {os.path.abspath(data_dir), summary["harvest_dir"]}:
+        raise ConfigError(f"--out {out_dir} is the dataset itself; give a directory of its own")
+    opts = {"thumb_size": thumb_size, "page_size": page_size}
+    built_from = {"dataset": summary["dir"], "harvest": summary["harvest_dir"], **opts}
+    site.check_target(out_dir)
+    with OutputLock(out_dir, "explore", LOCAL):
+        site.prepare(out_dir, built_from)
+        staged = os.path.join(out_dir, f".index-{time.time_ns()}.json")
+        try:
+            run_pipeline(
+                lambda p: build(p, inputs, entities, queries or {}, opts, out_dir, staged), beam_args
+            )
+            index = json.loads(Path(staged).read_text(encoding="utf-8"))
+        finally:
+            Path(staged).unlink(missing_ok=True)
+        evaluations = [evals.add_evaluation(out_dir, d) for d in result_dirs]
+        site.write_data(LOCAL, out_dir, "data/evals.js", evaluations)
+        summary.update(opts, entities=len(index), evaluations=len(evaluations))
+        site.write_data(LOCAL, out_dir, "data/index.js", {"summary": summary, "entities": index})
+        site.finish(out_dir, built_from)
+    return {
+        "site": out_dir,
+        "index": os.path.join(out_dir, "index.html"),
+        "entities": len(index),
+        "images": summary["harvest"]["records"],
+        "evaluations": len(evaluations),
+        "seconds": round(time.time() - started, 1),
+    }

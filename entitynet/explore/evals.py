@@ -1,0 +1,105 @@
+"""An evaluation's pages in the explorer: per class its accuracy and its example images with their
+top-5 predictions, and the most confused pairs as image pairs.
+
+Reads what `entitynet eval` writes: `results.json`, `predictions.jsonl` (one labelled image a
+line) and `examples/<i>.jpg` (a few thumbnails per class). What the site holds of it is bounded
+by the classes (the examples), not by the size of the set.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from entitynet.errors import ConfigError
+from entitynet.explore.site import slug, write_data
+from entitynet.files import LocalStore
+
+
+def eval_dirs(path: str) -> list[Path]:
+    """The evaluation result directories under `path`: itself when it holds results.json, else
+    its subdirectories that do (a run's `eval/`, or a workdir)."""
+    root = Path(path)
+    if (root / "results.json").is_file():
+        return [root]
+    for base in (root, root / "eval"):
+        found = sorted(p.parent for p in base.glob("*/results.json"))
+        if found:
+            return found
+    raise ConfigError(
+        f"--eval {path}: no results.json in it or its subdirectories; run `entitynet eval` first, "
+        "and give its output directory or the run's workdir"
+    )
+
+
+def add_evaluation(site: str, result_dir: Path) -> dict:
+    """Copy one evaluation into the site; returns its row in the list of evaluations."""
+    try:
+        result = json.loads((result_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{result_dir}/results.json is not readable ({e}); evaluate again") from None
+    zs = result.get("zero_shot")
+    name = f"{result.get('eval_set', result_dir.name)} ({result_dir.name})"
+    key = slug(f"{Path(str(result.get('workdir', ''))).name}-{result_dir.name}")
+    row = {
+        "slug": key,
+        "name": name,
+        "workdir": result.get("workdir", ""),
+        "step": result.get("step"),
+        "images": result.get("images"),
+        "zero_shot": {k: zs["fixed_templates"][k] for k in ("top1", "top5", "macro")} if zs else None,
+        "retrieval": result.get("retrieval"),
+    }
+    classes: dict[str, dict] = {}
+    confused_imgs: dict[tuple[str, str], str] = {}
+    dest = Path(site) / "eval" / key
+    predictions = result_dir / "predictions.jsonl"
+    if zs and predictions.is_file():
+        names = list(zs["per_class"])
+        for n in names:
+            classes[n] = {
+                "name": n,
+                "entity": zs.get("class_entities", {}).get(n, ""),
+                "accuracy": zs["per_class"][n],
+                "images": 0,
+                "examples": [],
+            }
+        pairs = {(a, b) for a, b, _ in zs.get("confused", [])}
+        with predictions.open(encoding="utf-8") as f:
+            for line in f:  # one image at a time; only the ones with thumbnails are kept
+                p = json.loads(line)
+                c = classes.get(p["label"])
+                if c is None:
+                    continue
+                c["images"] += 1
+                if not p.get("example"):
+                    continue
+                src = result_dir / p["example"]
+                if not src.is_file():
+                    continue
+                img = f"eval/{key}/{p['i']}.jpg"
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dest / f"{p['i']}.jpg")
+                c["examples"].append({"img": img, "right": p["right"], "top5": p["top5"]})
+                pair = (p["label"], p["top5"][0][0])
+                if not p["right"] and pair in pairs:
+                    confused_imgs.setdefault(pair, img)
+        for c in classes.values():
+            c["examples"].sort(key=lambda x: (x["right"], x["img"]))
+    # a confused pair shows an image of a taken for b beside an image of b (a right one if any)
+    firsts = {
+        n: next((x["img"] for x in sorted(c["examples"], key=lambda x: not x["right"])), "")
+        for n, c in classes.items()
+    }
+    confused = [
+        {"a": a, "b": b, "count": n, "a_img": confused_imgs.get((a, b), ""), "b_img": firsts.get(b, "")}
+        for a, b, n in (zs or {}).get("confused", [])
+    ]
+    write_data(
+        LocalStore(),
+        site,
+        f"data/eval/{key}.js",
+        {**row, "classes": list(classes.values()), "confused": confused},
+    )
+    return row

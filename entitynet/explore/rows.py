@@ -1,0 +1,149 @@
+"""What the explorer shows of one record, one candidate and one entity: plain functions that the
+explore pipeline maps over the data, and that the tests call directly.
+
+Counts are `Counter`s keyed by tuples, summed over the data by the pipeline:
+    ("images", entity)             harvested records linked to the entity
+    ("kept", entity)               of those, kept by the curation
+    ("removed", entity, reason)    of those, removed, by reason
+    ("after", entity)              curated records linked to the entity (merged records included)
+    ("link", entity, why)          candidate links of the entity's records, by decision
+    ("candidates", entity)         candidate URLs that named the entity
+    ("outcome", entity, outcome)   what became of those candidates
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from entitynet.explore.site import slug
+from entitynet.links import KEEP
+from entitynet.records import Candidate, Entity, ImageRecord, Outcome, Removal
+
+MAX_TEXTS = 8  # alt texts shown per image
+MAX_TEXT = 300  # characters per alt text
+
+
+def _short(text: str, n: int = MAX_TEXT) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def image_row(
+    record: ImageRecord,
+    thumb: str,
+    kept: bool | None,
+    removals: Iterable[Removal] = (),
+    queries: dict[str, str] | None = None,
+) -> dict:
+    """One image as the entity pages show it. `kept`: None for a harvest not curated. `queries`:
+    query id -> text, to show the texts that found it (else their ids)."""
+    queries = queries or {}
+    ranks = dict(zip(record.query_ids, record.query_ranks, strict=False))
+    return {
+        "key": record.key,
+        "thumb": thumb,
+        "size": [record.width, record.height],
+        "url": record.url,
+        "urls": len(record.urls),
+        "page": record.page_url,
+        "texts": [_short(t) for t in record.alt_texts[:MAX_TEXTS]],
+        "more_texts": max(0, len(record.alt_texts) - MAX_TEXTS),
+        "license": record.license,
+        "license_url": record.license_url,
+        "attribution": _short(record.attribution, 160),
+        "sources": list(record.sources),
+        "queries": [[queries.get(q, q), ranks.get(q, -1)] for q in record.query_ids[:12]],
+        "links": [
+            {
+                "entity": x.entity,
+                "why": x.why,
+                "kept": x.why in KEEP,
+                "kinds": list(x.kinds),
+                "rank": x.rank,
+                "alt_text": x.alt_text,
+                "identifier": x.identifier,
+            }
+            for x in record.links
+        ],
+        "entities": list(record.entity_ids),
+        "status": "harvested" if kept is None else "kept" if kept else "removed",
+        "removed": [
+            {"reason": r.reason, "detail": r.detail} for r in sorted(removals, key=lambda r: r.reason)
+        ],
+    }
+
+
+def record_counts(record: ImageRecord, kept: bool | None, removals: Iterable[Removal] = ()) -> Counter:
+    """The counts one harvested record adds (see the module docstring)."""
+    c: Counter = Counter()
+    reasons = sorted({r.reason for r in removals})
+    for e in record.entity_ids:
+        c["images", e] += 1
+        if kept:
+            c["kept", e] += 1
+        for reason in reasons:
+            c["removed", e, reason] += 1
+    for x in record.links:
+        c["link", x.entity, x.why] += 1
+    return c
+
+
+def curated_counts(record: ImageRecord) -> Counter:
+    return Counter(("after", e) for e in record.entity_ids)
+
+
+def candidate_counts(candidate: Candidate, outcome: Outcome | None) -> Counter:
+    """The counts of one candidate URL and what became of it ("unknown" when the harvest wrote no
+    outcome for it)."""
+    c: Counter = Counter()
+    for e in candidate.entity_ids:
+        c["candidates", e] += 1
+        c["outcome", e, outcome.outcome if outcome else "unknown"] += 1
+    return c
+
+
+def status_of(record: ImageRecord, kept: bool | None) -> str:
+    return "kept" if kept or kept is None else "removed"
+
+
+def entity_index(entities: Iterable[Entity], counts: dict, pages: dict, entries: dict | None) -> list[dict]:
+    """The index rows: one per entity that has images or candidates. `pages`: (entity, status) ->
+    page count; `entries`: entity -> (before, after) of the curation's balancing entries."""
+    per: dict[str, dict] = {}
+    for key, n in counts.items():
+        kind, e = key[0], key[1]
+        row = per.setdefault(e, {"removed": {}, "links": {}, "outcomes": {}})
+        if kind in ("images", "kept", "after", "candidates"):
+            row[kind] = row.get(kind, 0) + n
+        elif kind == "removed":
+            row["removed"][key[2]] = n
+        elif kind == "link":
+            row["links"][key[2]] = n
+        elif kind == "outcome":
+            row["outcomes"][key[2]] = n
+    rows = []
+    for ent in entities:
+        if ent.id not in per and not (entries and ent.id in entries):
+            continue
+        row = per.get(ent.id, {"removed": {}, "links": {}, "outcomes": {}})
+        rows.append(
+            {
+                "id": ent.id,
+                "label": ent.label,
+                "description": ent.description[:200],
+                "type": ent.natural_type_label or ent.natural_type,
+                "lineage": list(ent.lineage),
+                "rank": ent.rank,
+                "images": row.get("images", 0),
+                "kept": row.get("kept", 0),
+                "after": row.get("after", 0),
+                "candidates": row.get("candidates", 0),
+                "removed": dict(sorted(row["removed"].items())),
+                "links": dict(sorted(row["links"].items())),
+                "outcomes": dict(sorted(row["outcomes"].items(), key=lambda kv: (-kv[1], kv[0]))),
+                "entries": list(entries[ent.id]) if entries and ent.id in entries else None,
+                "pages": {s: pages.get((ent.id, s), 0) for s in ("kept", "removed")},
+                "slug": slug(ent.id),
+            }
+        )
+    return rows

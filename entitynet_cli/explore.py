@@ -1,0 +1,97 @@
+"""`entitynet explore`: a harvest or curated dataset (and a run's evaluations) as a static site
+(beam_pipelines/explore.py)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from entitynet.errors import ConfigError
+from entitynet_cli.common import load_entities
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    e = sub.add_parser(
+        "explore",
+        help="a static site to look at a dataset entity by entity, and at evaluations class by class",
+        description="Write a self-contained site (HTML, a little JavaScript, JPEG thumbnails) for a harvest "
+        "or curated dataset: an index of entities with their counts and link statistics, a page per entity "
+        "with every image, its texts, licence, the queries and evidence that linked it and why curation "
+        "removed it; and with --eval, per class the held-out images with their top-5 predictions and the "
+        "most confused pairs. Open DIR/index.html from disk, or --serve it. Arguments after the known flags "
+        "are passed to Apache Beam.",
+    )
+    e.add_argument("dataset", metavar="DIR", help="the --out of `entitynet harvest` or `entitynet curate`")
+    e.add_argument("--entities", required=True, metavar="FILE", help="the entities.jsonl of the dataset")
+    e.add_argument(
+        "--queries", metavar="FILE", help="queries.jsonl, to show the queries that found each image"
+    )
+    e.add_argument(
+        "--eval",
+        action="append",
+        metavar="DIR",
+        help="an `entitynet eval` output directory, or a run's workdir (all its evaluations); repeatable",
+    )
+    e.add_argument("--out", metavar="DIR", help="where to write the site (default: DATASET/../explorer)")
+    e.add_argument("--thumb-size", type=int, default=160, help="the longer side of the thumbnails, in pixels")
+    e.add_argument("--page-size", type=int, default=60, help="images per page of an entity")
+    e.add_argument("--serve", action="store_true", help="then serve the site on 127.0.0.1 until interrupted")
+    e.add_argument("--port", type=int, default=8765, help="the --serve port (0: any free port)")
+    e.set_defaults(func=cmd_explore, beam=True)
+    return e
+
+
+def default_site(dataset: str) -> str:
+    return str(Path(dataset).resolve().parent / "explorer")
+
+
+def explore_summary(result: dict) -> str:
+    return (
+        f"explorer: {result['entities']:,} entities, {result['images']:,} images, "
+        f"{result['evaluations']} evaluation(s) in {result['seconds']:.1f} s\n"
+        f"open {Path(result['index']).resolve()} in a browser (it works from disk), "
+        "or `entitynet explore ... --serve`"
+    )
+
+
+def cmd_explore(args, beam_args) -> int:
+    from beam_pipelines import explore
+
+    if not 16 <= args.thumb_size <= 1024:
+        raise ConfigError(f"--thumb-size {args.thumb_size}: give 16 to 1024 pixels")
+    if args.page_size < 1:
+        raise ConfigError(f"--page-size {args.page_size}: give at least 1")
+    queries = None
+    if args.queries:
+        from entitynet.records import Query, read_jsonl
+
+        queries = {q.id: q.text for q in read_jsonl(args.queries, Query)}
+    out = args.out or default_site(args.dataset)
+    result = explore.run(
+        args.dataset,
+        load_entities(args.entities),
+        out,
+        queries,
+        args.eval or [],
+        args.thumb_size,
+        args.page_size,
+        beam_args,
+    )
+    print(explore_summary(result))
+    if args.serve:
+        from entitynet.explore.serve import server
+
+        try:
+            srv = server(out, args.port)
+        except OSError as e:
+            raise ConfigError(
+                f"--port {args.port}: cannot listen on 127.0.0.1 ({e.strerror}); give another"
+            ) from None
+        print(f"serving {out} at http://127.0.0.1:{srv.server_address[1]}/ (Ctrl-C stops)", flush=True)
+        try:
+            srv.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            srv.server_close()
+    return 0
