@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench coverage clean install
+.PHONY: demo test test-fast lint typecheck bench coverage clean install browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/entitynet demo --out demo-out
 
+# The explorer's browser test drives Debian's chromium through chromium-driver (apt-get, as root or
+# with sudo). When they cannot be installed, that test fails and says why; the rest still runs.
+browser:
+	-tools/install_browser.sh
+
 # Two workers, whole files each (module fixtures stay together); TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The unit tests without the end-to-end runs (marked `slow`): a few minutes.

@@ -137,9 +137,11 @@ def build(
             "rows": sorted(page_rows, key=lambda r: r["key"]),
         }
         site.write_data(LOCAL, out_dir, name, body)
-        yield name
+        yield (e, status), page
 
-    (
+    # the pages written: a page the key digests left empty is not (bounded by the pages, a small
+    # fraction of the records, as the shard file lists are)
+    written = (
         viewed.rows
         | "ToPage" >> beam.Map(to_page, beam.pvalue.AsDict(per_page))
         | "ByPage" >> beam.GroupByKey()
@@ -175,8 +177,11 @@ def build(
         | "Sum" >> beam.CombineGlobally(SumCounters())
     )
 
-    def finish(_, counts_, pages_):
-        pages = {key: site.pages_of(n, page_size) for key, n in pages_.items()}
+    def finish(_, counts_, written_):
+        pages: dict = {}
+        for key, page in written_:
+            pages.setdefault(key, []).append(page)
+        pages = {key: sorted(v) for key, v in pages.items()}
         index = rows.entity_index(entities, counts_, pages, inputs["entries"])
         LOCAL.write(staged, json.dumps(index, ensure_ascii=False).encode())
         yield len(index)
@@ -184,7 +189,7 @@ def build(
     (
         p
         | "Finally" >> beam.Create([None])
-        | "Finish" >> beam.FlatMap(finish, beam.pvalue.AsSingleton(counts), beam.pvalue.AsDict(per_page))
+        | "Finish" >> beam.FlatMap(finish, beam.pvalue.AsSingleton(counts), beam.pvalue.AsList(written))
     )
 
 

@@ -10,6 +10,7 @@ from entitynet.text.queries import make_queries
 from entitynet.text.tokenizer import train_tokenizer
 from entitynet_cli.common import SAMPLE_ROOTS, compilation_cache, load_entities, sample_kg_path, table
 from entitynet_cli.curate import curate_options, curate_summary, load_eval_sets
+from entitynet_cli.explore import explore_summary
 from entitynet_cli.harvest import harvest_options, harvest_summary
 from entitynet_cli.kg import expand_summary
 
@@ -74,11 +75,11 @@ def cmd_demo(args, beam_args) -> int:
     started = time.time()
     out = Path(args.out)
     kg = sample_kg_path()
-    print(f"== 1/7 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    print(f"== 1/8 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
-    print("== 2/7 queries: search queries for every entity", flush=True)
+    print("== 2/8 queries: search queries for every entity", flush=True)
     entities = load_entities(str(out / "kg" / "entities.jsonl"))
     if args.limit_entities:
         entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
@@ -89,7 +90,7 @@ def cmd_demo(args, beam_args) -> int:
         f"queries per kind:\n{table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
     print(
-        "== 3/7 harvest: search the sample web and its GBIF and iNaturalist APIs on 127.0.0.1, fetch, "
+        "== 3/8 harvest: search the sample web and its GBIF and iNaturalist APIs on 127.0.0.1, fetch, "
         "process, write shards",
         flush=True,
     )
@@ -128,7 +129,7 @@ def cmd_demo(args, beam_args) -> int:
         from entitynet.sampleweb.evalset import write_eval_folder
 
         print(
-            "== 4/7 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
+            "== 4/8 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
             flush=True,
         )
         ev = write_eval_folder(web, out / "evalset")
@@ -145,7 +146,7 @@ def cmd_demo(args, beam_args) -> int:
         beam_args,
     )
     print(curate_summary(cstats, out / "curated"))
-    print("== 5/7 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
+    print("== 5/8 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
     path, n = train_tokenizer(str(out / "curated"), entities, 1000)
     print(
         f"tokenizer: {n['vocab_size']:,} SentencePiece pieces from {n['alt_texts']:,} alt texts and "
@@ -167,7 +168,7 @@ def cmd_demo(args, beam_args) -> int:
     )
     print(summary(_demo_train(cfg, out / "train"), out / "train"))
     print(
-        "== 6/7 evaluate: zero-shot on the sample world's held-out renders, retrieval on the test split",
+        "== 6/8 evaluate: zero-shot on the sample world's held-out renders, retrieval on the test split",
         flush=True,
     )
     from train.eval_data import heldout, image_folder
@@ -185,7 +186,7 @@ def cmd_demo(args, beam_args) -> int:
         print(line)
     if args.ablation_steps:
         print(
-            "== 7/7 ablation: the same shards, three text mixes (KG captions + alt texts, alt texts only, "
+            "== 7/8 ablation: the same shards, three text mixes (KG captions + alt texts, alt texts only, "
             "KG captions only)",
             flush=True,
         )
@@ -216,6 +217,19 @@ def cmd_demo(args, beam_args) -> int:
             fx = r["zero_shot"]["fixed_templates"]
             print(f"  {label:<22} top-1 {fx['top1']:6.2%}  top-5 {fx['top5']:6.2%}  macro {fx['macro']:6.2%}")
         print(f"ablation report: {report_path}")
+    print("== 8/8 explore: the curated dataset and the evaluations as a static site", flush=True)
+    from beam_pipelines import explore
+
+    site = explore.run(
+        str(out / "curated"),
+        entities,
+        str(out / "explorer"),
+        {q.id: q.text for q in queries},
+        [str(out / "train")],
+        beam_args=beam_args,
+    )
+    print(explore_summary(site))
     print(f"report: {main_result['report']}")
+    print(f"explorer: {Path(site['index']).resolve()}")
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0

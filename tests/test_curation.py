@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -317,6 +318,20 @@ def test_pipeline_agrees_with_the_plain_functions(world, curated):
     assert stats["contamination"] == {str(eval_dir): 3}
     assert stats["removed"]["balanced_out"] == len(merged) - len(expect)
     assert sum(stats["kept"].values()) == len(expect)
+    # every removed record is in removed/*.jsonl with why: merged into which representative,
+    # near which evaluation image, balanced out under which entries
+    from entitynet.records import Removal, read_jsonl
+
+    removals = [rm for name in stats["files"]["removed"] for rm in read_jsonl(out / name, Removal)]
+    assert Counter(rm.reason for rm in removals) == Counter(stats["removed"])
+    assert {rm.key for rm in removals} | set(got) == {r.key for r in recs}  # nothing unaccounted for
+    for rm in removals:
+        if rm.reason == "near_duplicate":
+            assert rm.detail == reps[rm.key] and rm.detail != rm.key
+        elif rm.reason.startswith("contaminated:"):
+            assert rm.key in dirty and (eval_dir / rm.detail).is_file()
+        elif rm.reason == "balanced_out":
+            assert set(rm.detail.split(",")) == set(merged[rm.key][1])
     # the surviving originals carry their copies' texts and entities
     for r in originals:
         if r.key in got:

@@ -56,7 +56,8 @@ def pages_of(count: int, page_size: int) -> int:
 def page_of(key: str, pages: int) -> int:
     """The page a record goes to among an entity's `pages`: by its key's digest, so each page is
     written from its own group of rows (no worker holds an entity's whole list) and a re-run puts
-    every record on the same page."""
+    every record on the same page. Pages hold about the page size each; one may stay empty (and
+    is not written: the index lists the pages there are)."""
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % pages
 
 

@@ -168,7 +168,8 @@ function entityPage() {
 
 function imagePages(row, status, thumbSize, labels) {
   const section = document.getElementById(status);
-  const pages = row.pages[status];
+  const numbers = row.pages[status]; // the page files there are
+  const pages = numbers.length;
   const pager = section.querySelector(".pager");
   const grid = section.querySelector(".grid");
   if (!pages) { grid.appendChild(el("p", { class: "muted" }, "none")); return; }
@@ -178,7 +179,7 @@ function imagePages(row, status, thumbSize, labels) {
   const next = el("button", { class: "next" }, "next →");
   pager.append(prev, info, next);
   function show() {
-    const name = `data/e/${row.slug}/${status}-${page}.js`;
+    const name = `data/e/${row.slug}/${status}-${numbers[page]}.js`;
     EXPLORER.load(name).then((data) => {
       grid.textContent = "";
       for (const r of data.rows) grid.appendChild(card(r, thumbSize, labels));
