@@ -46,6 +46,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
+# mypy over the library (configured in pyproject.toml)
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
+
 coverage: $(TEST_STAMP)
 	$(BIN)/coverage run -m pytest tests -q
 	$(BIN)/coverage report
