@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import uuid
+from typing import Literal
 
 from entitynet.errors import OutputError
 
@@ -115,6 +116,7 @@ class OutputLock:
                 except FileNotFoundError:
                     continue  # released meanwhile
                 if not self._stale(holder):
+                    assert holder is not None  # _stale() is True for an unreadable (None) holder
                     raise self._refuse(holder) from None
                 self.taken_over = holder or {}
                 with contextlib.suppress(FileNotFoundError):
@@ -131,7 +133,7 @@ class OutputLock:
 
     # ------------------------------------------------------------ remote (lease)
 
-    def _read_remote(self) -> dict | None | bool:
+    def _read_remote(self) -> dict | None | Literal[False]:
         if not self.store.exists(self.path):
             return False
         try:
@@ -144,6 +146,7 @@ class OutputLock:
         holder = self._read_remote()
         if holder is not False:
             if not self._stale(holder):
+                assert holder is not None  # _stale() is True for an unreadable (None) holder
                 raise self._refuse(holder)
             self.taken_over = holder or {}
         self.store.write(self.path, self._doc())

@@ -90,3 +90,27 @@ def add_curate_flags(p: argparse.ArgumentParser) -> None:
         "--balance-split", action="append", metavar="SPLIT", help="splits to balance (default: train)"
     )
     p.add_argument("--output", choices=("shards", "subset"), default="shards")
+
+
+def add_parser(sub) -> None:
+    """The `curate` subcommand."""
+    cu = sub.add_parser(
+        "curate",
+        help="balance, deduplicate and decontaminate harvest shards",
+        description="MetaCLIP balancing over the knowledge graph's entities, near-duplicate merging and "
+        "evaluation-set decontamination of harvest shards. Arguments after the known flags are passed to "
+        "Apache Beam.",
+    )
+    cu.add_argument("--shards", required=True, metavar="DIR", help="a harvest output directory")
+    cu.add_argument("--entities", required=True, metavar="FILE", help="the entities.jsonl of the harvest")
+    cu.add_argument(
+        "--decontaminate",
+        action="append",
+        metavar="PATH_OR_TFDS",
+        help="evaluation set: ImageFolder dir, TFDS dataset dir, or tfds:NAME[:SPLIT] (repeatable)",
+    )
+    cu.add_argument("--tfds-data-dir", metavar="DIR", help="where tfds:NAME datasets are prepared")
+    cu.add_argument("--num-shards", type=int, default=4, help="shards per split of the output")
+    cu.add_argument("--out", required=True, metavar="DIR")
+    add_curate_flags(cu)
+    cu.set_defaults(func=cmd_curate, beam=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 from entitynet.text.queries import make_queries
 from entitynet.text.tokenizer import train_tokenizer
 from entitynet_cli.common import SAMPLE_ROOTS, compilation_cache, load_entities, sample_kg_path, table
-from entitynet_cli.curate import curate_options, curate_summary, load_eval_sets
+from entitynet_cli.curate import add_curate_flags, curate_options, curate_summary, load_eval_sets
 from entitynet_cli.explore import explore_summary
-from entitynet_cli.harvest import harvest_options, harvest_summary
+from entitynet_cli.harvest import add_harvest_flags, harvest_options, harvest_summary
 from entitynet_cli.kg import expand_summary
 
 
@@ -233,3 +233,32 @@ def cmd_demo(args, beam_args) -> int:
     print(f"explorer: {Path(site['index']).resolve()}")
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
+
+
+def add_parser(sub) -> None:
+    """The `demo` subcommand."""
+    d = sub.add_parser("demo", help="run the whole chain on the shipped sample")
+    d.add_argument("--out", default="demo-out", metavar="DIR")
+    d.add_argument(
+        "--limit-entities",
+        type=int,
+        default=0,
+        metavar="N",
+        help="queries and harvest for the N entities with most sitelinks only (a quick look)",
+    )
+    add_harvest_flags(d)
+    add_curate_flags(d)
+    d.add_argument("--train-steps", type=int, default=400, help="training steps of the tiny CLIP")
+    d.add_argument(
+        "--ablation-steps",
+        type=int,
+        default=400,
+        metavar="N",
+        help="steps of each of the two text-mix ablation runs (0: no ablation)",
+    )
+    d.add_argument(
+        "--templates",
+        default=None,
+        help="zero-shot templates: openai, photo, bare or a file (default: the run's training templates)",
+    )
+    d.set_defaults(func=cmd_demo, beam=True, t=12)  # the sample's entities have ~6-24 images each

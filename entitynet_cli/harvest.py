@@ -236,3 +236,91 @@ def add_harvest_flags(h: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep images whose entity links were all pruned (they train on their alt texts only)",
     )
+
+
+def add_parser(sub) -> None:
+    """The `harvest` subcommand."""
+    h = sub.add_parser(
+        "harvest",
+        help="search, fetch and process images into shards",
+        description="Search images for queries.jsonl, fetch them safely, process them and write ArrayRecord "
+        "shards with TFDS metadata. Arguments after the known flags are passed to Apache Beam.",
+    )
+    h.add_argument("--queries", required=True, metavar="FILE")
+    h.add_argument(
+        "--backend",
+        default="searxng",
+        metavar="NAME[,NAME...]",
+        help="where images come from, one or several comma-separated, merged into one dataset: "
+        "searxng, google-cse, brave (web search), commons (P18 images), commons-category, gbif, "
+        "inaturalist (photos by the entities' identifiers), pool, gbif-archive, inaturalist-open-data "
+        "(files read whole)",
+    )
+    h.add_argument("--searxng-url", metavar="URL", help="base URL of a SearXNG instance with JSON output")
+    h.add_argument("--api-url", metavar="URL", help="with one backend: override its API URL")
+    h.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="BACKEND=URL",
+        help="override one backend's API URL (repeatable), e.g. gbif=http://127.0.0.1:8080",
+    )
+    h.add_argument(
+        "--contact",
+        metavar="EMAIL_OR_URL",
+        help="who runs the harvest, sent in the User-Agent as Wikimedia, GBIF and iNaturalist ask "
+        "(default: $ENTITYNET_CONTACT)",
+    )
+    h.add_argument(
+        "--category-depth",
+        type=int,
+        default=1,
+        help="commons-category: levels of subcategories listed below the entity's category",
+    )
+    h.add_argument(
+        "--thumb-width",
+        type=int,
+        default=512,
+        help="commons-category: width of the thumbnail fetched",
+    )
+    h.add_argument(
+        "--photo-size",
+        choices=("square", "small", "medium", "large", "original"),
+        default="medium",
+        help="inaturalist: photo size fetched (medium: 500 px; default medium)",
+    )
+    h.add_argument(
+        "--gbif-archive", metavar="FILE.zip", help="gbif-archive: a GBIF Darwin Core Archive download"
+    )
+    h.add_argument(
+        "--inaturalist-data",
+        metavar="DIR",
+        help="inaturalist-open-data: the directory of observations.csv.gz, photos.csv.gz, taxa.csv.gz "
+        "(and observers.csv.gz for credits)",
+    )
+    h.add_argument(
+        "--pool",
+        metavar="FILE_OR_GLOB",
+        action="append",
+        help="url+text rows (.jsonl, .parquet, .csv, .tsv) for --backend pool; repeat it, or give globs "
+        "(gs://bucket/pool/*.parquet): read in parallel, a Parquet row group at a time",
+    )
+    h.add_argument(
+        "--balance-t",
+        type=int,
+        default=0,
+        metavar="T",
+        help="--backend pool: MetaCLIP-balance the matched rows over the entities before fetching, so "
+        "only the kept ones are downloaded (needs --entities; the set `entitynet curate --t T` keeps)",
+    )
+    h.add_argument(
+        "--balance-seed", type=int, default=0, help="seed of the --balance-t draws (as `curate --seed`)"
+    )
+    h.add_argument(
+        "--entities",
+        metavar="FILE",
+        help="entities.jsonl: every name of each entity for the alt-text evidence of entity links "
+        "(without it, the noun and alias queries' texts), labels for the data card; needed by --backend commons",
+    )
+    h.add_argument("--out", required=True, metavar="DIR")
+    add_harvest_flags(h)
+    h.set_defaults(func=cmd_harvest, beam=True)

@@ -56,3 +56,51 @@ def cmd_kg_expand(args, beam_args: list[str]) -> int:
     stats = expand_kg.run(source, cfg, args.out, beam_args, args.strategy, args.closure_timeout)
     print(expand_summary(stats, source.describe(), cfg.min_sitelinks, Path(args.out)))
     return 0
+
+
+def add_parser(sub) -> None:
+    """The `kg expand` subcommand."""
+    kg = sub.add_parser("kg", help="knowledge-graph stage").add_subparsers(dest="kg_command", required=True)
+    ex = kg.add_parser(
+        "expand",
+        help="expand roots into entities.jsonl",
+        description="Expand a knowledge graph into entities.jsonl. Arguments after the known flags "
+        "(e.g. --runner=DataflowRunner ...) are passed to Apache Beam.",
+    )
+    src = ex.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--kg-file", action="append", metavar="PATH", help=".ttl, .nt or .nt.gz file (repeatable)"
+    )
+    src.add_argument("--endpoint", metavar="URL", help="SPARQL endpoint URL, or a preset: wikidata, qlever")
+    ex.add_argument("--mode", choices=("living", "world"), default="living")
+    ex.add_argument(
+        "--root", action="append", metavar="QID", help="root entity (repeatable; default by mode)"
+    )
+    ex.add_argument("--min-sitelinks", type=int, default=5)
+    ex.add_argument("--language", action="append", metavar="LANG", help="label languages in order")
+    ex.add_argument(
+        "--natural-type", action="append", metavar="QID", help="natural-type candidates (repeatable)"
+    )
+    ex.add_argument("--max-depth", type=int, default=64, help="levels below the roots")
+    ex.add_argument("--batch-size", type=int, default=200, help="ids per VALUES query")
+    ex.add_argument(
+        "--strategy",
+        choices=("auto", "closure", "levels"),
+        default="auto",
+        help="how the walk learns the graph: one closure query, batched queries level by level, or "
+        "auto : the closure query, and level by level if the endpoint times out or refuses it",
+    )
+    ex.add_argument(
+        "--closure-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="auto: how long the closure query may take before the walk goes level by level",
+    )
+    ex.add_argument("--contact", metavar="EMAIL_OR_URL", help="contact for the User-Agent (Wikimedia policy)")
+    ex.add_argument("--connect-timeout", type=float, default=10.0)
+    ex.add_argument("--read-timeout", type=float, default=120.0)
+    ex.add_argument("--retries", type=int, default=5)
+    ex.add_argument("--requests-per-second", type=float, help="request rate per worker (presets are polite)")
+    ex.add_argument("--out", required=True, metavar="DIR")
+    ex.set_defaults(func=cmd_kg_expand, beam=True)

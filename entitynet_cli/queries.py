@@ -78,3 +78,52 @@ def cmd_captions(args, _extra) -> int:
     for c in sorted(captions(e, query, parents), key=lambda c: -c.weight):
         print(f"{c.weight:6.3f}  {c.source:<18}  {c.text}")
     return 0
+
+
+def add_parser(sub) -> None:
+    """The `queries` and `captions` subcommands."""
+    q = sub.add_parser("queries", help="search queries from entities.jsonl")
+    q.add_argument("--entities", required=True, metavar="FILE")
+    q.add_argument("--out", required=True, metavar="DIR")
+    q.add_argument("--base-budget", type=int, default=3, help="queries per entity before the sitelinks bonus")
+    q.add_argument("--max-per-entity", type=int, default=20)
+    q.add_argument(
+        "--no-attribute-queries", action="store_true", help="no shared 'attribute + natural type' queries"
+    )
+    # Search modifiers: fields of each query; every backend sends those its API can express and
+    # drops the rest (see entitynet/search/web.py), never pasting them into the query text.
+    mod = q.add_mutually_exclusive_group()
+    mod.add_argument(
+        "--exclude-terms",
+        metavar="TERMS",
+        help="comma-separated words the results must not show (default: the reference's "
+        "drawing,clipart,illustration,cartoon,vector,painting; google-cse sends them as excludeTerms)",
+    )
+    mod.add_argument("--no-exclude-terms", action="store_true", help="no exclude terms")
+    q.add_argument(
+        "--photo-type",
+        default="photo",
+        help="image type for APIs that filter by it (google-cse imgType: photo, clipart, lineart, face, "
+        "stock, animated); 'none' for no filter",
+    )
+    q.add_argument(
+        "--no-or-terms",
+        action="store_true",
+        help="no or-terms (alternative names and the natural type that google-cse may match instead)",
+    )
+    q.add_argument(
+        "--llm-endpoint", metavar="URL", help="OpenAI-compatible base URL (…/v1) for LLM attributes"
+    )
+    q.add_argument("--llm-model", metavar="NAME")
+    q.add_argument("--llm-key-env", metavar="VAR", help="environment variable holding the API key")
+    q.add_argument(
+        "--llm-top", type=int, default=500, help="LLM attributes for the N entities with most sitelinks"
+    )
+    q.set_defaults(func=cmd_queries, beam=False)
+
+    c = sub.add_parser("captions", help="show the weighted training texts of one entity")
+    c.add_argument("--entities", required=True, metavar="FILE")
+    c.add_argument("--entity", required=True, metavar="QID")
+    c.add_argument("--query", help="an attribute-noun query text (default: the entity's noun query)")
+    c.add_argument("--attribute", help="the attribute inside --query")
+    c.set_defaults(func=cmd_captions, beam=False)

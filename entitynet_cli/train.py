@@ -50,3 +50,42 @@ def cmd_export(args, _) -> int:
         "and open_clip_config.json"
     )
     return 0
+
+
+def add_parser(sub) -> None:
+    """The `tokenizer train`, `train`, `eval` and `export` subcommands."""
+    tk = sub.add_parser("tokenizer", help="text tokenizer").add_subparsers(dest="tok_command", required=True)
+    tt = tk.add_parser("train", help="train a SentencePiece model on a harvest's texts")
+    tt.add_argument("--shards", required=True, metavar="DIR", help="harvest or curation output")
+    tt.add_argument("--entities", required=True, metavar="FILE", help="entities.jsonl (for KG captions)")
+    tt.add_argument("--vocab-size", type=int, default=8000)
+    tt.add_argument("--out", metavar="DIR", help="where to save tokenizer.json (default: next to the shards)")
+    tt.set_defaults(func=cmd_tokenizer_train, beam=False)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a CLIP from a config",
+        description="Train (or resume) a CLIP in a workdir. Config fields are overridden with "
+        "--config.key=value after the known flags.",
+    )
+    tr.add_argument("--config", required=True, metavar="FILE[:ARG]", help="e.g. configs/tiny_cpu.py")
+    tr.add_argument("--workdir", required=True, metavar="DIR")
+    tr.set_defaults(func=cmd_train, beam=True, extra="config overrides")
+
+    ev = sub.add_parser(
+        "eval",
+        help="zero-shot classification and retrieval of a run (or an exported model)",
+        description="Evaluate a run's latest checkpoint on an ImageFolder, a prepared TFDS dataset or "
+        "a held-out split of its shards; writes results.json, report.md and plots. Several --workdir: "
+        "a side-by-side comparison in --out.",
+    )
+    from train.eval_flags import add_arguments
+
+    add_arguments(ev)
+    ev.set_defaults(func=cmd_eval, beam=False)
+
+    ex2 = sub.add_parser("export", help="export a run's latest checkpoint (open_clip)")
+    ex2.add_argument("--workdir", required=True, metavar="DIR")
+    ex2.add_argument("--format", choices=("open_clip",), default="open_clip")
+    ex2.add_argument("--out", required=True, metavar="DIR")
+    ex2.set_defaults(func=cmd_export, beam=False)

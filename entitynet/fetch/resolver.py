@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import cast
 
 
 class Resolver:
@@ -66,7 +67,10 @@ class Resolver:
         try:
             try:
                 infos = (self._lookup or socket.getaddrinfo)(host, port, type=socket.SOCK_STREAM)
-                found: list[str] | socket.gaierror = list(dict.fromkeys(info[4][0] for info in infos))
+                # SOCK_STREAM answers are AF_INET/AF_INET6: the sockaddr's first item is the address string
+                found: list[str] | socket.gaierror = list(
+                    dict.fromkeys(cast(str, info[4][0]) for info in infos)
+                )
                 expiry = self._clock() + self.ttl
             except socket.gaierror as e:
                 found, expiry = e, self._clock() + self.negative_ttl
