@@ -9,14 +9,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from loopback import LoopbackHandler, LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -124,16 +123,9 @@ class FaultyEndpoint:
         self.when = lambda query: None
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(LoopbackHandler):
             def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length).decode()
+                body = self.read_body().decode()
                 query = urllib.parse.parse_qs(body).get("query", [""])[0]
                 endpoint.requests.append(
                     {
@@ -150,24 +142,15 @@ class FaultyEndpoint:
                 endpoint.requests.append(
                     {"method": "GET", "headers": dict(self.headers), "time": time.monotonic()}
                 )
-                self.send(405, b"use POST")
-
-            def send(self, status, payload: bytes, ctype="text/plain", headers=()):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(payload)))
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
+                self.send(405, b"use POST", "text/plain")
 
             def respond(self, behaviour, query):
                 import pyoxigraph as ox
 
                 if behaviour == "429":
-                    return self.send(429, b"too many requests", headers=[("Retry-After", "1")])
+                    return self.send(429, b"too many requests", "text/plain", headers=[("Retry-After", "1")])
                 if behaviour in ("500", "503", "400"):
-                    return self.send(int(behaviour), f"error {behaviour}\nline two".encode())
+                    return self.send(int(behaviour), f"error {behaviour}\nline two".encode(), "text/plain")
                 if behaviour == "slow":
                     time.sleep(endpoint.slow_seconds)
                 if behaviour == "malformed":
@@ -177,18 +160,25 @@ class FaultyEndpoint:
                 payload = endpoint.store.query(query).serialize(format=ox.QueryResultsFormat.JSON)
                 self.send(200, payload, "application/sparql-results+json")
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 128
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sparql"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = LoopbackServer(Handler)
+        self.url = f"{self.server.base}/sparql"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
+
+
+@pytest.fixture
+def loopback():
+    """`loopback(Handler, host=..., port=...)` starts a `LoopbackServer`; all close after the test."""
+    servers: list[LoopbackServer] = []
+
+    def start(handler, **kw) -> LoopbackServer:
+        servers.append(LoopbackServer(handler, **kw))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import socket
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
+from loopback import LoopbackHandler, LoopbackServer
 from PIL import Image
 
 
@@ -22,18 +22,10 @@ class CountingHosts:
         lock = threading.Lock()
         counting = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
+        class Handler(LoopbackHandler):
             def do_GET(self):
                 if self.path == "/robots.txt":
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                    return self.send(404, b"", "text/plain")
                 host = self.server.server_address[0]
                 with lock:
                     counting.now[host] += 1
@@ -47,26 +39,16 @@ class CountingHosts:
                 with lock:
                     counting.now[host] -= 1
                     counting.served += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "image/jpeg")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                return self.send(200, body)
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.servers = []
-        for k in range(1, hosts + 1):
-            server = ThreadingHTTPServer((f"127.0.0.{k}", self.port), Handler)
-            server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-            self.servers.append(server)
+        self.servers = [LoopbackServer(Handler, f"127.0.0.{k}", self.port) for k in range(1, hosts + 1)]
 
     def url(self, host: int, i: int) -> str:
         return f"http://127.0.0.{host}:{self.port}/img/{i}.jpg"
 
     def close(self):
         for s in self.servers:
-            s.shutdown()
-            s.server_close()
+            s.close()

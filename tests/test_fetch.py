@@ -4,9 +4,9 @@ import io
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import LoopbackHandler, LoopbackServer
 from PIL import Image
 
 from entitynet.fetch.fetcher import Fetcher, FetchOptions
@@ -29,23 +29,7 @@ class HostileWeb:
         self.hits: Counter = Counter()
         web = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def log_message(self, *a):
-                pass
-
-            def send(self, status, body=b"", ctype="image/jpeg", headers=(), length=None):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body) if length is None else length))
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.end_headers()
-                if body:
-                    self.wfile.write(body)
-
+        class Handler(LoopbackHandler):
             def do_GET(self):
                 path = self.path
                 web.hits[path] += 1
@@ -128,20 +112,11 @@ class HostileWeb:
                     return self.send(200, JPEG, headers=[("X-Robots-Tag", "entitynet: noimageai")])
                 return self.send(404, b"", "text/plain")
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 256
-
-            def handle_error(self, request, client_address):
-                pass  # clients hanging up on purpose (size caps, deadlines) are not errors here
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler)
+        self.base = self.server.base
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture(scope="module")

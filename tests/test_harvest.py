@@ -561,14 +561,14 @@ def test_balance_before_fetching_keeps_what_curate_keeps(small_world, tmp_path):
         harvest.SearchSpec(backend="searxng", url="http://127.0.0.1:1", balance_t=T, entities=tuple(entities))
 
 
-def test_fetch_threads_move_on_to_other_units_while_one_waits_for_a_stalled_url(tmp_path):
+def test_fetch_threads_move_on_to_other_units_while_one_waits_for_a_stalled_url(tmp_path, loopback):
     """A worker's threads do not idle behind a unit's slowest URL: while one URL of the first unit
     stalls, the second unit's URLs are fetched, and both units come out, each with its results."""
     import io
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from apache_beam.utils.windowed_value import WindowedValue
+    from loopback import LoopbackHandler
     from PIL import Image
 
     from entitynet.records import Candidate
@@ -580,41 +580,25 @@ def test_fetch_threads_move_on_to_other_units_while_one_waits_for_a_stalled_url(
         Image.new("RGB", (96, 80), (i * 20 % 256, 90, 160)).save(buf, "JPEG")
         return buf.getvalue()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *a):
-            pass
-
+    class Handler(LoopbackHandler):
         def do_GET(self):
             with lock:
                 log.append(("start", self.path, time.monotonic()))
             if self.path == "/a/stall.jpg":
                 time.sleep(1.5)
-            body = jpeg(len(self.path))
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send(200, jpeg(len(self.path)))
             with lock:
                 log.append(("end", self.path, time.monotonic()))
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        opts = options(threads=4)
-        fn = harvest_pipeline.FetchUnit(opts, str(tmp_path))
-        fn.setup()
-        fn.start_bundle()
-        a = [Candidate(url=f"{base}/a/stall.jpg")] + [Candidate(url=f"{base}/a/{i}.jpg") for i in range(2)]
-        b = [Candidate(url=f"{base}/b/{i}.jpg") for i in range(6)]
-        out = list(fn.process((0, a), {})) + list(fn.process((1, b), {})) + list(fn.finish_bundle())
-        fn.teardown()
-    finally:
-        server.shutdown()
-        server.server_close()
+    base = loopback(Handler).base
+    opts = options(threads=4)
+    fn = harvest_pipeline.FetchUnit(opts, str(tmp_path))
+    fn.setup()
+    fn.start_bundle()
+    a = [Candidate(url=f"{base}/a/stall.jpg")] + [Candidate(url=f"{base}/a/{i}.jpg") for i in range(2)]
+    b = [Candidate(url=f"{base}/b/{i}.jpg") for i in range(6)]
+    out = list(fn.process((0, a), {})) + list(fn.process((1, b), {})) + list(fn.finish_bundle())
+    fn.teardown()
     stall_end = next(t for kind, path, t in log if kind == "end" and path == "/a/stall.jpg")
     b_done = [t for kind, path, t in log if kind == "end" and path.startswith("/b/")]
     assert len(b_done) == 6 and max(b_done) < stall_end  # unit b was fetched during a's stall

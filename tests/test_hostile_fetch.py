@@ -5,16 +5,15 @@ address. Each case ends in bytes or exactly one documented reason, within the de
 import gzip
 import io
 import socket
-import threading
 import time
 import tracemalloc
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hostile import tried
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from loopback import LoopbackHandler, LoopbackServer
 from PIL import Image
 from test_fetch import fetcher
 from test_harvest import FETCH_REASONS as HARVEST_FETCH_REASONS
@@ -46,21 +45,7 @@ class Site:
         self.robots, self.hits, self.encodings = robots, {}, {}
         site = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def send(self, status, body=b"", ctype="image/jpeg", headers=()):
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(LoopbackHandler):
             def trickle_headers(self, seconds):
                 self.wfile.write(b"HTTP/1.1 200 OK\r\n")
                 end = time.monotonic() + seconds
@@ -127,19 +112,11 @@ class Site:
                     return self.send(301, b"", "text/plain", [("Location", "/robots-hop-1")])
                 raise AssertionError(kind)
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address):
-                pass
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler)
+        self.base = self.server.base
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 _BOMB = gzip.compress(b"#" * (64 << 20), compresslevel=9)  # 64 MiB of comment in ~64 KiB

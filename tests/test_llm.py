@@ -1,10 +1,9 @@
 """LLM attributes against a loopback server that speaks the OpenAI chat-completions protocol."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import LoopbackHandler, LoopbackServer
 
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.records import Entity
@@ -41,12 +40,9 @@ class ChatServer:
         self.answers, self.requests = list(answers), []
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
+        class Handler(LoopbackHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.loads(self.read_body())
                 outer.requests.append(
                     {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
                 )
@@ -64,20 +60,13 @@ class ChatServer:
                         ],
                     }
                 )
-                data = payload.encode() if status == 200 else b'{"error": "busy"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, payload if status == 200 else {"error": "busy"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler)
+        self.url = f"{self.server.base}/v1"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

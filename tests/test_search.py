@@ -1,14 +1,13 @@
 """Search backends against a loopback server that answers in each API's documented shape."""
 
 import json
-import threading
 import urllib.parse
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loopback import LoopbackHandler, LoopbackServer
 
 from entitynet.errors import ConfigError
 from entitynet.records import Candidate, Entity, Query, merge_candidates, query_id
@@ -34,37 +33,24 @@ class Apis:
         self.script: list[str] = []
         apis = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def reply(self, status, doc, headers=()):
-                body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in headers:
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(LoopbackHandler):
             def do_GET(self):
                 url = urllib.parse.urlsplit(self.path)
-                q = dict(urllib.parse.parse_qsl(url.query))
+                q = self.params
                 apis.requests.append({"path": url.path, "params": q, "headers": dict(self.headers)})
                 step = apis.script.pop(0) if apis.script else "ok"
                 if step == "429":
-                    return self.reply(429, {"error": "slow down"}, [("Retry-After", "1")])
+                    return self.send_json(429, {"error": "slow down"}, [("Retry-After", "1")])
                 if step == "html":
-                    return self.reply(200, b"<html>maintenance</html>")
+                    return self.send_json(200, b"<html>maintenance</html>")
                 if step == "403":
-                    return self.reply(403, {"error": "invalid key"})
+                    return self.send_json(403, {"error": "invalid key"})
                 if url.path == "/wrongshape/search":
-                    return self.reply(200, {"answer": 42})
+                    return self.send_json(200, {"answer": 42})
                 if url.path == "/searxng/search":
                     if q.get("pageno") != "1":
-                        return self.reply(200, {"query": q["q"], "results": []})
-                    return self.reply(
+                        return self.send_json(200, {"query": q["q"], "results": []})
+                    return self.send_json(
                         200,
                         {
                             "query": q["q"],
@@ -91,8 +77,8 @@ class Apis:
                     )
                 if url.path == "/google/customsearch/v1":
                     if q.get("start") != "1":
-                        return self.reply(200, {"kind": "customsearch#search"})
-                    return self.reply(
+                        return self.send_json(200, {"kind": "customsearch#search"})
+                    return self.send_json(
                         200,
                         {
                             "kind": "customsearch#search",
@@ -111,7 +97,7 @@ class Apis:
                         },
                     )
                 if url.path == "/brave/images":
-                    return self.reply(
+                    return self.send_json(
                         200,
                         {
                             "type": "images",
@@ -136,7 +122,7 @@ class Apis:
                         },
                     )
                 if url.path == "/commons/api.php":
-                    return self.reply(
+                    return self.send_json(
                         200,
                         {
                             "batchcomplete": True,
@@ -161,15 +147,13 @@ class Apis:
                             },
                         },
                     )
-                return self.reply(404, {"error": "no such API"})
+                return self.send_json(404, {"error": "no such API"})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler)
+        self.base = self.server.base
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @pytest.fixture

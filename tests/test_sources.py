@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import glob
 import json
-import threading
-import urllib.parse
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from loopback import LoopbackHandler, LoopbackServer
 
 from beam_pipelines import curate as curate_pipeline
 from beam_pipelines import harvest as harvest_pipeline
@@ -123,39 +121,20 @@ class ScriptedApi:
         self.script, self.requests = list(script), []
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
+        class Handler(LoopbackHandler):
             def do_GET(self):
-                url = urllib.parse.urlsplit(self.path)
-                api.requests.append((url.path, dict(urllib.parse.parse_qsl(url.query)), dict(self.headers)))
+                api.requests.append((self.url_path, self.params, dict(self.headers)))
                 status, body, headers = api.script.pop(0) if api.script else (500, "script ended", {})
-                data = (
-                    body
-                    if isinstance(body, bytes)
-                    else (body if isinstance(body, str) else json.dumps(body)).encode()
-                )
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(status, body, headers)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = LoopbackServer(Handler)
+        self.url = self.server.base
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 def ok(body):
