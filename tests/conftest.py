@@ -220,37 +220,15 @@ def tiny_dataset(tmp_path_factory, sample_entities):
     """A small harvest-format dataset of sample-web renders: 12 entities x 12 images (64x48),
     alt texts naming the entity, a SentencePiece tokenizer and the entities file next to it."""
     import numpy as np
+    from factories import rendered
 
     from entitynet import shards
-    from entitynet.images.hashes import phash64
-    from entitynet.records import ImageRecord, encode_image, image_key, write_jsonl
-    from entitynet.sampleweb.render import jpeg_bytes, render
+    from entitynet.records import encode_image, write_jsonl
     from entitynet.text import tokenizer as tokenizers
 
     out = tmp_path_factory.mktemp("tiny-dataset")
     entities = [e for e in sample_entities if e.depth > 0][:12]
-    recs = []
-    for e in entities:
-        for k in range(12):
-            im = render(e.lineage_ids, e.id, k, (64, 48))
-            data = jpeg_bytes(im)
-            import hashlib
-
-            sha = hashlib.sha256(data).hexdigest()
-            recs.append(
-                ImageRecord(
-                    key=image_key(sha),
-                    jpeg=data,
-                    width=64,
-                    height=48,
-                    url=f"http://t/{e.id}/{k}.jpg",
-                    alt_texts=(f"a photo of a {e.label}",),
-                    entity_ids=(e.id,),
-                    sha256=sha,
-                    phash=phash64(im),
-                    urls=(f"http://t/{e.id}/{k}.jpg",),
-                )
-            )
+    recs = [rendered(e, k) for e in entities for k in range(12)]
     splits = {"train": 0.75, "validation": 0.25}
     by = {}
     for r in recs:

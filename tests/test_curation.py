@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from factories import record
 from PIL import Image
 
 from beam_pipelines import curate
@@ -20,7 +21,7 @@ from entitynet.curation.plan import CurateOptions
 from entitynet.curation.subsets import check_roots, entities_under
 from entitynet.errors import ConfigError, EntityNetError
 from entitynet.images.process import ImageOptions, perceptual_hash
-from entitynet.records import Entity, ImageRecord, encode_image
+from entitynet.records import Entity, encode_image
 
 N_ENTITIES = 30
 T = 40
@@ -72,16 +73,15 @@ def world(tmp_path_factory):
             if n % 7 == 0:
                 alt += f" next to beast number {(n % N_ENTITIES) + 1}"
             recs.append(
-                ImageRecord(
-                    key=_key(n),
+                record(
+                    _key(n),
+                    f"http://h/{n}.jpg",
                     jpeg=jpeg,
                     width=64,
                     height=48,
-                    url=f"http://h/{n}.jpg",
                     alt_texts=(alt,),
                     entity_ids=(e.id,),
                     phash=int(rng.integers(0, 2**63, dtype=np.uint64)) * 2 + 1,
-                    urls=(f"http://h/{n}.jpg",),
                 )
             )
             n += 1
@@ -90,16 +90,15 @@ def world(tmp_path_factory):
     dups = []
     for j, r in enumerate(tail[:6]):
         dups.append(
-            ImageRecord(
-                key=_key(10_000 + j),
+            record(
+                _key(10_000 + j),
+                f"http://copy/{j}.jpg",
                 jpeg=jpeg,
                 width=32,
                 height=24,
-                url=f"http://copy/{j}.jpg",
                 alt_texts=(f"copy {j}",),
                 entity_ids=(entities[-1].id,),
                 phash=r.phash ^ 0b101,
-                urls=(f"http://copy/{j}.jpg",),
             )
         )
     # an evaluation ImageFolder, and harvested copies of three of its images (1 bit off)
@@ -111,16 +110,15 @@ def world(tmp_path_factory):
         (eval_dir / "cls" / f"{j}.jpg").write_bytes(data)
         eval_hashes.append(perceptual_hash(Image.open(io.BytesIO(data)), ImageOptions()))
     contaminants = [
-        ImageRecord(
-            key=_key(20_000 + j),
+        record(
+            _key(20_000 + j),
+            f"http://leak/{j}.jpg",
             jpeg=jpeg,
             width=64,
             height=48,
-            url=f"http://leak/{j}.jpg",
             alt_texts=(f"creature{N_ENTITIES}",),
             entity_ids=(entities[-1].id,),
             phash=eval_hashes[j] ^ 1,
-            urls=(f"http://leak/{j}.jpg",),
         )
         for j in range(3)
     ]

@@ -24,7 +24,7 @@ from entitynet.errors import ConfigError, OutputError
 from entitynet.explore import site as site_lib
 from entitynet.fetch.fetcher import FetchOptions
 from entitynet.fetch.policy import AddressPolicy
-from entitynet.records import ImageRecord, Removal, encode_image, image_key, read_jsonl
+from entitynet.records import ImageRecord, Removal, encode_image, read_jsonl
 from entitynet.sampleweb.evalset import write_eval_folder
 from entitynet.sampleweb.server import SampleWeb
 from entitynet.text.queries import build_queries
@@ -429,30 +429,21 @@ def test_the_site_in_a_real_browser(world, driver, tmp_path):
 def test_hostile_texts_stay_text_in_the_browser(driver, tmp_path, sample_entities):
     """Alt texts and URLs come from the web: markup in them is shown, never run, and a javascript:
     URL is not made a link."""
-    import hashlib
-
+    from factories import rendered
     from selenium.webdriver.common.by import By
 
     from entitynet.records import EntityLink
-    from entitynet.sampleweb.render import jpeg_bytes, render
 
     e = sample_entities[1]
     data_dir = tmp_path / "harvest"
-    im = render(e.lineage_ids, e.id, 0, (64, 48))
-    jpeg = jpeg_bytes(im)
-    sha = hashlib.sha256(jpeg).hexdigest()
     evil = "<img src=x onerror=\"document.title='pwned'\"></script><b>bold</b>"
-    rec = ImageRecord(
-        key=image_key(sha),
-        jpeg=jpeg,
-        width=64,
-        height=48,
+    rec = rendered(
+        e,
+        0,
         url="javascript:document.title='pwned'",
         page_url="javascript:alert(1)",
         alt_texts=(evil,),
-        entity_ids=(e.id,),
         links=(EntityLink(e.id, why="alt_text", alt_text=True),),
-        sha256=sha,
         attribution=evil,
     )
     split = shards.split_of(rec.key)

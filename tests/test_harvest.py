@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 import pytest
+from factories import record
 from loopback_hosts import CountingHosts
 
 from beam_pipelines import harvest as harvest_pipeline
@@ -263,28 +264,15 @@ def test_exact_duplicates_are_merged(small_world, tmp_path):
 
 
 def test_merge_duplicates_function():
-    a = ImageRecord(
-        key="k",
+    a = record("k", "http://b/x", jpeg=b"1", alt_texts=("b",), query_ids=("q2",), entity_ids=("Q2",))
+    b = record(
+        "k",
+        "http://a/x",
         jpeg=b"1",
-        width=1,
-        height=1,
-        url="http://b/x",
-        alt_texts=("b",),
-        query_ids=("q2",),
-        entity_ids=("Q2",),
-        urls=("http://b/x",),
-    )
-    b = ImageRecord(
-        key="k",
-        jpeg=b"1",
-        width=1,
-        height=1,
-        url="http://a/x",
         page_url="http://a/",
         alt_texts=("a",),
         query_ids=("q1",),
         entity_ids=("Q1",),
-        urls=("http://a/x",),
     )
     merged, dups = harvest.merge_duplicates([a, b])
     assert merged.url == "http://a/x" and merged.alt_texts == ("a", "b") and merged.entity_ids == ("Q1", "Q2")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from factories import record
 from PIL import Image
 
 from entitynet.curation import evalsets
 from entitynet.images.prepare import prepare
 from entitynet.images.process import ImageOptions, process_image, target_size
-from entitynet.records import ImageRecord
 from train import eval_data
 from train.input_pipeline import InputConfig, Prepare, TextChooser
 
@@ -169,6 +169,6 @@ def test_training_input_sees_the_clean_pixels(case, train):
     prep = Prepare(cfg, TextChooser([], 0.5), _Bytes())
     out = []
     for data in (hostile, clean_png):
-        record = ImageRecord(key="k", jpeg=data, width=W, height=H, url="u", alt_texts=("a fox",))
-        out.append(prep.random_map(record, np.random.default_rng(7))["image"])
+        rec = record(jpeg=data, width=W, height=H, alt_texts=("a fox",))
+        out.append(prep.random_map(rec, np.random.default_rng(7))["image"])
     assert np.array_equal(out[0], out[1])

@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from factories import record
 
 from beam_pipelines import harvest as harvest_pipeline
 from entitynet import harvest, shards
@@ -18,7 +19,6 @@ from entitynet.links import Linker, LinkRule, decide, kept_ids, link_stats, prun
 from entitynet.records import (
     Entity,
     EntityLink,
-    ImageRecord,
     Query,
     decode_image,
     encode_image,
@@ -84,16 +84,12 @@ def test_linker_gathers_the_evidence_and_prunes():
     by_queries = Linker([NOUN_FOX, q("alias", "Vulpes vulpes", FOX.id)])
     assert by_queries.links((NOUN_FOX.id,), (30,), ["a Vulpes vulpes"])[0].alt_text
     # apply(): evidence on the record, kept links as entity_ids
-    rec = ImageRecord(
-        key="k",
-        jpeg=b"",
-        width=1,
-        height=1,
-        url="u",
+    rec = record(
         alt_texts=("stock photo",),
         query_ids=ids[:2],
         query_ranks=(3, 15),
         entity_ids=(FOX.id, WOLF.id),
+        urls=(),
     )
     got = linker.apply(rec)
     assert got.entity_ids == (FOX.id,)  # by rank; the wolf's result was too deep
@@ -111,16 +107,17 @@ def test_links_survive_the_shard_codec_and_merge_with_duplicates():
     a = EntityLink(FOX.id, ("noun",), 4, False, "name_query")
     b = EntityLink(FOX.id, ("alias",), 2, True, "alt_text")
     c = EntityLink(WOLF.id, ("attribute",), 7, False, "contradicted", alt_other=True)
-    r1 = ImageRecord(
-        key="k1",
+    r1 = record(
+        "k1",
+        "http://a/1",
         jpeg=b"\xff\xd8x",
         width=2,
         height=2,
-        url="http://a/1",
         query_ids=("q1", "q2"),
         query_ranks=(4, 9),
         links=(a, c),
         entity_ids=(FOX.id,),
+        urls=(),
     )
     r2 = replace(r1, key="k2", url="http://b/2", query_ids=("q2", "q3"), query_ranks=(1, 2), links=(b,))
     assert decode_image(encode_image(r1)) == r1
@@ -135,27 +132,20 @@ def test_links_survive_the_shard_codec_and_merge_with_duplicates():
 
 def test_an_image_with_no_kept_link_is_dropped_and_accounted():
     linker = Linker([NOUN_FOX], [FOX])
-    rec = ImageRecord(
-        key="k",
-        jpeg=b"",
-        width=1,
-        height=1,
-        url="http://x/1.jpg",
-        alt_texts=("IMG_1234",),
-        query_ids=(NOUN_FOX.id,),
-        query_ranks=(40,),
+    rec = record(
+        url="http://x/1.jpg", alt_texts=("IMG_1234",), query_ids=(NOUN_FOX.id,), query_ranks=(40,), urls=()
     )
     dup = replace(rec, url="http://y/2.jpg")
-    record, outcomes = harvest.merge_duplicates([rec, dup], linker)
-    assert record is None
+    merged, outcomes = harvest.merge_duplicates([rec, dup], linker)
+    assert merged is None
     assert [(o.url, o.outcome) for o in outcomes] == [
         ("http://x/1.jpg", "unlinked"),
         ("http://y/2.jpg", "duplicate"),
     ]
     assert "no entity link kept of 1: Q8332 (weak)" in outcomes[0].detail
     keep = Linker([NOUN_FOX], [FOX], LinkRule(keep_unlinked=True))
-    record, outcomes = harvest.merge_duplicates([rec, dup], keep)
-    assert record is not None and record.entity_ids == () and [o.outcome for o in outcomes] == ["duplicate"]
+    merged, outcomes = harvest.merge_duplicates([rec, dup], keep)
+    assert merged is not None and merged.entity_ids == () and [o.outcome for o in outcomes] == ["duplicate"]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from factories import record as make_record
 from PIL import Image
 
 from entitynet.errors import EntityNetError
@@ -27,16 +28,17 @@ def record(i: int) -> ImageRecord:
     out = io.BytesIO()
     Image.new("RGB", (32 + i % 5, 24), (i % 255, 10, 200)).save(out, "JPEG")
     key = image_key(hashlib.sha256(str(i).encode()).hexdigest())
-    return ImageRecord(
-        key=key,
+    return make_record(
+        key,
+        f"http://x/{i}.jpg",
         jpeg=out.getvalue(),
         width=32 + i % 5,
         height=24,
-        url=f"http://x/{i}.jpg",
         alt_texts=(f"image {i}",),
         entity_ids=("Q140",),
         query_ids=("q",),
         phash=i * 7919,
+        urls=(),
     )
 
 

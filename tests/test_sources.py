@@ -10,6 +10,7 @@ import json
 import zipfile
 
 import pytest
+from factories import record
 from loopback import LoopbackHandler, LoopbackServer
 
 from beam_pipelines import curate as curate_pipeline
@@ -523,8 +524,8 @@ def test_provenance_survives_curation_and_reads_through_tfds_and_grain(mixed_har
 
 
 def _record(key: str, sha: str, url: str, lic: str, source: str, who: str) -> ImageRecord:
-    return ImageRecord(
-        key=key, jpeg=b"x", width=1, height=1, url=url, sha256=sha, urls=(url,), license=lic, attribution=who,
+    return record(
+        key, url, jpeg=b"x", sha256=sha, license=lic, attribution=who,
         provenance=(Provenance(source, url, f"{url}/page", lic, "", who),),
     )  # fmt: skip
 

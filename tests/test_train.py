@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import ROOT, load_cfg, tiny_overrides
+from factories import record
 
 from entitynet.errors import ConfigError
 
@@ -298,15 +299,12 @@ def test_device_prefetch_checkpoints_the_next_batch_the_step_sees(tiny_dataset):
 
 
 def test_kg_name_captions_are_wrapped_in_training_templates_at_the_asked_rate(sample_entities):
-    from entitynet.records import ImageRecord
     from entitynet.text.captions import NAMING_SOURCES
     from train.input_pipeline import TextChooser
 
     entities = [e for e in sample_entities if e.description and e.depth > 1][:20]
     templates = ("a photo of a {c}.", "a drawing of the {c}.")
-    records = [
-        ImageRecord(key=e.id, jpeg=b"", width=1, height=1, url="u", entity_ids=(e.id,)) for e in entities
-    ]
+    records = [record(e.id, entity_ids=(e.id,)) for e in entities]
 
     def texts(chance, n=3000, seed=0):
         chooser = TextChooser(entities, alt_text_chance=0.0, template_chance=chance, templates=templates)
