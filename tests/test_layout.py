@@ -85,7 +85,8 @@ def test_library_imports_neither_beam_nor_jax_when_loaded():
 
 def test_an_empty_selection_fails_instead_of_passing(tmp_path):
     (tmp_path / "test_nothing.py").write_text("def helper():\n    pass\n")
-    (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    for name in ("conftest.py", "loopback.py"):  # the suite's conftest, with what it imports
+        (tmp_path / name).write_text((ROOT / "tests" / name).read_text())
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
         capture_output=True,
