@@ -14,6 +14,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, TypedDict
 
 from entitynet.curation import balance
 from entitynet.errors import ConfigError
@@ -36,7 +37,19 @@ from entitynet.records import (
 )
 from entitynet.search import BACKENDS, NEEDS_ENTITIES, SOURCE_BACKENDS
 
+if TYPE_CHECKING:
+    from entitynet.search.base import SearchBackend
+
 log = logging.getLogger("entitynet.harvest")
+
+
+class _Rate(TypedDict):
+    requests_per_second: float
+
+
+class _Ident(_Rate):
+    max_results: int
+    contact: str
 
 
 @dataclass(frozen=True)
@@ -131,16 +144,17 @@ class SearchSpec:
         those it cannot express)."""
         return frozenset().union(*(backend_class(b).modifiers for b in self.backends))
 
-    def open_all(self, queries: Iterable[Query] = ()) -> list:
+    def open_all(self, queries: Iterable[Query] = ()) -> list[SearchBackend]:
         """Every query backend, opened (a pool alone: its in-memory search, for tests and tools)."""
         from entitynet.search import commons, commons_category, gbif, inaturalist, pool, web
 
-        rate = {"requests_per_second": self.requests_per_second}
-        ident = {"max_results": self.max_results, "contact": self.contact, **rate}
-        out = []
+        rate: _Rate = {"requests_per_second": self.requests_per_second}
+        ident: _Ident = {"max_results": self.max_results, "contact": self.contact, **rate}
+        out: list[SearchBackend] = []
         for name in self.query_backends or self.backends[:1]:
             url = self.endpoint(name) or None
             if name == "searxng":
+                assert url is not None  # __post_init__ refuses searxng without a URL
                 out.append(web.SearXNG(url, max_results=self.max_results, **rate))
             elif name == "google-cse":
                 out.append(web.GoogleCSE(max_results=self.max_results, url=url, **rate))

@@ -103,7 +103,7 @@ class Linker:
             for n in ns:
                 self._names.append(n)
                 self._ids.append(e)
-        self.matcher: Matcher | None = None
+        self.matcher: Matcher[str] | None = None
 
     def _match(self, texts: Iterable[str]) -> set[str]:
         """Entities the alt texts name; an alt text naming more than max_finders is a list: none."""

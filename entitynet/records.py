@@ -275,7 +275,7 @@ def _fields(cls) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-_FIELDS = {cls: _fields(cls) for cls in (Attribute, Entity, Query, Candidate)}
+_FIELDS: dict[type, tuple[str, ...]] = {cls: _fields(cls) for cls in (Attribute, Entity, Query, Candidate)}
 
 
 def to_json(record: Entity | Query | Candidate | Removal) -> str:
@@ -358,13 +358,16 @@ def _shown(value: Any) -> str:
 
 
 @functools.cache
-def _field_converters(cls) -> dict[str, Any]:
+def _field_converters(cls: type) -> dict[str, Any]:
     hints = _hints(cls)
     return {f.name: _converter(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
 def _build(cls: type[T], d: dict[str, Any]) -> T:
-    converters = _field_converters(cls)
+    # held as a plain `type`: mypy checks a dataclass's instance __hash__ against Hashable for the
+    # class object itself and refuses it as a cache key
+    record_cls: type = cls
+    converters = _field_converters(record_cls)
     if not converters.keys() >= d.keys():
         raise ValueError(f"unknown fields {sorted(set(d) - set(converters))}")
     return cls(**{name: converters[name](value, name) for name, value in d.items()})

@@ -97,7 +97,7 @@ def license_counts(records: Iterable[ImageRecord]) -> tuple[dict[str, int], dict
     return per_license, per_source
 
 
-def shard_digest() -> hashlib._Hash:
+def shard_digest() -> hashlib.blake2b:
     """The running digest of one shard's encoded records (in the order written)."""
     return hashlib.blake2b(digest_size=16)
 

@@ -27,7 +27,7 @@ def as_hashes(values) -> np.ndarray:
     return np.asarray(values, dtype=np.uint64).reshape(-1)
 
 
-def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def hamming(a: np.ndarray, b: np.ndarray | np.uint64) -> np.ndarray:
     return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
 
 
@@ -197,7 +197,7 @@ def band_keys(h: int, m: int, probe: bool, k: int) -> list[tuple[int, int]]:
     Beam's integer coder carries them: they are read modulo 2**64 everywhere here.)"""
     h = int(h) & _U64
     radius = k // m
-    out = []
+    out: list[tuple[int, int]] = []
     for b, (shift, width) in enumerate(_bands(m)):
         v = (int(h) >> shift) & ((1 << width) - 1)
         masks = [int(x) for x in _probes(width, radius)] if probe else [0]
@@ -213,7 +213,7 @@ def bucket_pairs(exact: list[tuple[str, int]], probing: list[tuple[str, int]], k
     by_hash: dict[int, list[str]] = {}
     for key, h in exact:
         by_hash.setdefault(int(h) & _U64, []).append(key)
-    pairs = set()
+    pairs: set[tuple[str, str]] = set()
     for keys in by_hash.values():
         keys = sorted(set(keys))
         pairs.update((keys[0], other) for other in keys[1:])

@@ -287,7 +287,7 @@ class Fetcher:
         self._gate = asyncio.Semaphore(opts.in_flight)  # places in flight, over all hosts
         self.backoff = Backoff(opts.backoff, float("inf"))  # a wait over max_retry_wait gives up instead
         # origin -> (robots.txt text, "" = allow all; or None = not now), the refusal, when decided
-        self._robots: dict[str, tuple[str | None, _Refused | None, float]] = {}
+        self._robots: dict[str, tuple[str, None, float] | tuple[None, _Refused, float]] = {}
         self._robots_locks: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -105,7 +105,7 @@ def process_image(data: bytes, opts: ImageOptions = ImageOptions()) -> Processed
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(io.BytesIO(data))
+            im: Image.Image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as e:
             raise ImageRejected("not_an_image") from e
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

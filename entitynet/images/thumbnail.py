@@ -15,8 +15,8 @@ def thumbnail(image: bytes | Image.Image, size: int = THUMB_SIZE, quality: int =
     """`image` (encoded bytes or an opened image) upright, in RGB, its longer side at most `size`,
     as JPEG bytes. Raises what Pillow raises for a broken image."""
     if isinstance(image, bytes):
-        with Image.open(io.BytesIO(image)) as im:
-            return thumbnail(im, size, quality)
+        with Image.open(io.BytesIO(image)) as opened:
+            return thumbnail(opened, size, quality)
     im = prepare(image, (size, size))
     im.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()

@@ -48,6 +48,7 @@ class KGSource:
             raise ConfigError(
                 f"unknown endpoint {self.endpoint!r}: give an http(s) URL or one of {', '.join(PRESETS)}"
             )
+        assert self.endpoint is not None  # None would have been refused just above
         return self.endpoint, self.requests_per_second
 
     def open(self) -> SparqlClient:

@@ -6,6 +6,7 @@ import gzip
 import os
 import threading
 from pathlib import Path
+from typing import IO, cast
 
 import pyoxigraph as ox
 
@@ -20,7 +21,7 @@ _FORMATS = {
 
 # One loaded store per set of files per process: Beam creates a DoFn instance per stage,
 # and each would otherwise parse the whole graph again.
-_STORES: dict[tuple, ox.Store] = {}
+_STORES: dict[tuple[tuple[str, int, int], ...], ox.Store] = {}
 _LOCK = threading.Lock()
 
 
@@ -40,14 +41,14 @@ def _format_of(path: Path) -> tuple[ox.RdfFormat, bool]:
 def load_store(paths: list[str] | tuple[str, ...]) -> ox.Store:
     """A read-only-by-convention in-memory store holding every triple of `paths`."""
     files = [Path(p) for p in paths]
-    key = []
+    stats: list[tuple[str, int, int]] = []
     for p in files:
         try:
             st = p.stat()
         except OSError as e:
             raise KGError(f"cannot read knowledge-graph file {p}: {e.strerror}") from e
-        key.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
-    key = tuple(key)
+        stats.append((str(p.resolve()), st.st_size, st.st_mtime_ns))
+    key = tuple(stats)
     with _LOCK:
         store = _STORES.get(key)
         if store is None:
@@ -57,7 +58,8 @@ def load_store(paths: list[str] | tuple[str, ...]) -> ox.Store:
                 try:
                     if gz:
                         with gzip.open(p, "rb") as f:
-                            store.bulk_load(input=f, format=fmt)
+                            # the stub's IO[bytes] is narrower than the binary file objects it reads
+                            store.bulk_load(input=cast(IO[bytes], f), format=fmt)
                     else:
                         store.bulk_load(path=str(p), format=fmt)
                 except SyntaxError as e:
@@ -79,8 +81,10 @@ class EmbeddedSparql:
 
     def select(self, query: str) -> list[Row]:
         try:
-            solutions = self.store.query(query)
+            # select() is given SELECT queries, whose results are QuerySolutions
+            solutions = cast(ox.QuerySolutions, self.store.query(query))
         except SyntaxError as e:  # our query builders produce valid SPARQL: this is a bug
             raise RuntimeError(f"invalid SPARQL generated: {e}\n{query}") from e
         payload = solutions.serialize(format=ox.QueryResultsFormat.JSON)
+        assert payload is not None  # serialize() without an output returns the bytes
         return parse_results(payload, self.source)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from entitynet.errors import ConfigError
 from entitynet.kg import ids, sparql
 from entitynet.kg.client import SparqlClient
-from entitynet.kg.results import Row
+from entitynet.kg.results import Row, Term
 from entitynet.records import Attribute, Entity, entity_sort_key, unique_texts
 
 LIVING_ROOTS = ("Q729", "Q756")  # animal, plant
@@ -138,7 +138,7 @@ def _int(term) -> int:
 
 
 def fetch_class_sets(client: SparqlClient, cfg: ExpandConfig) -> ClassSets:
-    def closed(classes: tuple[str, ...]) -> frozenset[str]:
+    def closed(classes: tuple[str, ...] | None) -> frozenset[str]:
         if not classes:
             return frozenset()
         found = {_id(r.get("c")) for r in client.select(sparql.subclasses(classes))}
@@ -149,7 +149,9 @@ def fetch_class_sets(client: SparqlClient, cfg: ExpandConfig) -> ClassSets:
 
 
 def parse_hops(
-    rows: Iterable[Row], excluded: frozenset[str] = frozenset(), required: frozenset[str] | None = None
+    rows: Iterable[Mapping[str, Term | None]],
+    excluded: frozenset[str] = frozenset(),
+    required: frozenset[str] | None = None,
 ) -> list[Hop]:
     """Rows of `sparql.children` as hops. Rows that do not name two items are ignored; a child
     whose P31/P279 types meet `excluded` is dropped, and so is one with no type in `required`."""
@@ -173,6 +175,7 @@ def parse_hops(
 
 
 def fetch_hops(client: SparqlClient, cfg: ExpandConfig, parents: list[str], classes: ClassSets) -> list[Hop]:
+    assert cfg.exclude_with is not None  # the traversal runs on a resolved() config
     rows = client.select(sparql.children(parents, cfg.via, cfg.exclude_with))
     return parse_hops(rows, classes.excluded)
 
@@ -253,8 +256,8 @@ def parse_claims(rows: Iterable[Row]) -> Claims:
             value = (v.value, v.lang.lower())
         out.setdefault(e, {}).setdefault(p.value, []).append(value)
     for props in out.values():
-        for p, values in props.items():
-            props[p] = sorted(set(values), key=lambda x: (str(type(x)), x))
+        for prop, values in props.items():
+            props[prop] = sorted(set(values), key=lambda x: (str(type(x)), x))
     return out
 
 
@@ -268,7 +271,7 @@ def fetch_claims(client: SparqlClient, cfg: ExpandConfig, entity_ids: list[str])
 
 def referenced_ids(claims: Claims, cfg: ExpandConfig) -> set[str]:
     """Items named by attribute and rank statements: their labels are needed too."""
-    out = set()
+    out: set[str] = set()
     for props in claims.values():
         for p in (*cfg.attribute_properties, "P105"):
             out.update(v for v in props.get(p, ()) if isinstance(v, str) and v.startswith("Q"))
@@ -405,6 +408,7 @@ def assemble(
     search for or to caption them with.
     """
     langs = cfg.languages
+    assert cfg.natural_types is not None  # entities are assembled with a resolved() config
     out = []
     for e in selected:
         t = texts.get(e, Texts())

@@ -58,7 +58,8 @@ def walk(
     parents that reached it there, its sitelinks the largest any hop reported."""
     rank = {r: i for i, r in enumerate(roots)}
     frontier: list[Node] = [(r, 0, r, root_links.get(r, 0)) for r in roots]
-    nodes, hops, seen = list(frontier), [], set(roots)
+    nodes, seen = list(frontier), set(roots)
+    hops: list[expand.Hop] = []
     started = time.time() if started is None else started
     for depth in range(1, max_depth + 2):
         root_of = {n[0]: n[2] for n in frontier}
@@ -114,6 +115,7 @@ def closure_hops(
 ) -> dict[str, list]:
     """Every hop below the roots from one closure query, by parent (excluded children dropped as
     the level queries drop them: the same parsing over the same rows)."""
+    assert cfg.exclude_with is not None  # the traversal runs on a resolved() config
     rows = client.select(sparql.closure_children(cfg.roots, cfg.via, cfg.exclude_with))
     by_parent: dict[str, list[expand.Hop]] = defaultdict(list)
     for h in expand.parse_hops(rows, classes.excluded):

@@ -71,7 +71,8 @@ def _alt(e: Entity, rng: np.random.Generator, others: list[Entity]) -> str:
         return str(rng.choice(CONTEXT)).format(n=n)
     if u < 0.95:
         return f"{e.natural_type_label}: {e.label}" if e.natural_type_label else e.label
-    return rng.choice(others).label if others else e.label  # wrong
+    # numpy's stub takes no list of arbitrary objects; choice() returns one of them
+    return rng.choice(others).label if others else e.label  # type: ignore[arg-type]  # wrong
 
 
 def _size(rng: np.random.Generator) -> tuple[int, int]:
@@ -137,7 +138,8 @@ def build_corpus(
     for k in range(int(n_entity_images * distractor_share)):
         alt = str(rng.choice(CONTEXT)).format(n=int(rng.integers(1000, 9999)))
         if rng.random() < 0.3 and entities:  # a distractor that mentions a name: web noise
-            alt = f"{alt} {rng.choice(entities).label}"
+            # numpy's stub takes no list of arbitrary objects; choice() returns one of them
+            alt = f"{alt} {rng.choice(entities).label}"  # type: ignore[arg-type]
         w, h = _size(rng)
         out.append(WebImage(f"x-{k:05d}", None, int(rng.integers(2**31)), alt, w, h, "", alt))
     return out

@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from entitynet.files import write_bytes, write_lines
+from entitynet.sampleweb.corpus import WebImage
 from entitynet.sampleweb.render import jpeg_bytes, render
 from entitynet.sampleweb.server import SampleWeb
 
@@ -30,7 +31,7 @@ def write_eval_folder(
 ) -> dict:
     """Write the ImageFolder; returns {"images": n, "held_out": n, "planted": n, "entities": n}."""
     out = Path(out_dir)
-    served = {}
+    served: dict[str, WebImage] = {}
     for im in web.corpus:
         if im.entity_id and not im.fault:
             served.setdefault(im.entity_id, im)
@@ -42,8 +43,10 @@ def write_eval_folder(
         folder.mkdir(parents=True, exist_ok=True)
         first = served[eid]
         for k in range(per_entity):
-            im = render(web.lineage.get(eid, ()), eid, 10_000_000 + 7919 * i + k, (first.width, first.height))
-            write_bytes(folder / f"heldout-{k}.jpg", jpeg_bytes(im))
+            rendered = render(
+                web.lineage.get(eid, ()), eid, 10_000_000 + 7919 * i + k, (first.width, first.height)
+            )
+            write_bytes(folder / f"heldout-{k}.jpg", jpeg_bytes(rendered))
             held += 1
         if plant_every and i % plant_every == 0:
             write_bytes(folder / "webcopy.jpg", near_copy(web.jpeg(first.id)))

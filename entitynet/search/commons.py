@@ -25,7 +25,7 @@ def file_name(image_url: str) -> str:
 
 class Commons:
     name = "commons"
-    modifiers = frozenset()  # no web-search modifiers apply
+    modifiers: frozenset[str] = frozenset()  # no web-search modifiers apply
 
     def __init__(
         self,
@@ -44,6 +44,7 @@ class Commons:
         fallback = (title.removeprefix("File:").rsplit(".", 1)[0],)
         if self.api is None:
             return fallback, UNKNOWN, "", ""
+        assert self.api_url is not None  # self.api is opened only with an api_url
         doc = self.api.get(
             self.api_url,
             {

@@ -79,7 +79,7 @@ def _pages(doc: dict) -> list[dict]:
 
 class CommonsCategory:
     name = "commons-category"
-    modifiers = frozenset()  # a category listing takes no web-search modifiers
+    modifiers: frozenset[str] = frozenset()  # a category listing takes no web-search modifiers
 
     def __init__(
         self,
@@ -127,7 +127,7 @@ class CommonsCategory:
                             if sub not in seen:
                                 seen.add(sub)
                                 below.append(sub)
-                    cont = doc.get("continue") if isinstance(doc.get("continue"), dict) else {}
+                    cont = got if isinstance(got := doc.get("continue"), dict) else {}
                     if not cont:
                         break
             level = below
@@ -143,7 +143,7 @@ class CommonsCategory:
             doc = self.api.get(
                 {"action": "wbgetentities", "ids": "|".join(f"M{p}" for p in chunk), "props": "labels"}
             )
-            entities = doc.get("entities") if isinstance(doc.get("entities"), dict) else {}
+            entities = got if isinstance(got := doc.get("entities"), dict) else {}
             for mid, ent in entities.items():
                 labels = ent.get("labels") if isinstance(ent, dict) else None
                 if isinstance(labels, dict) and mid[1:].isdigit():
@@ -173,7 +173,7 @@ class CommonsCategory:
         for pageid, page, info in infos:
             if not str(info.get("mime", "image/")).startswith("image/"):
                 continue  # videos, PDFs and sounds live in categories too
-            meta = info.get("extmetadata") if isinstance(info.get("extmetadata"), dict) else {}
+            meta = got if isinstance(got := info.get("extmetadata"), dict) else {}
             title = str(page.get("title", ""))
             texts = [
                 *captions.get(pageid, []),

@@ -67,7 +67,7 @@ def media_candidate(
 
 class Gbif:
     name = "gbif"
-    modifiers = frozenset()
+    modifiers: frozenset[str] = frozenset()
 
     def __init__(
         self,

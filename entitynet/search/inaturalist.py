@@ -47,7 +47,7 @@ def sized(url: str, size: str) -> str:
 
 class INaturalist:
     name = "inaturalist"
-    modifiers = frozenset()
+    modifiers: frozenset[str] = frozenset()
 
     def __init__(
         self,
@@ -98,7 +98,7 @@ class INaturalist:
         return out
 
     def _observation(self, obs: dict, query: Query, entity: str) -> list[Candidate]:
-        taxon = obs.get("taxon") if isinstance(obs.get("taxon"), dict) else {}
+        taxon = got if isinstance(got := obs.get("taxon"), dict) else {}
         texts = unique_texts([str(taxon.get("preferred_common_name") or ""), str(taxon.get("name") or "")])
         page = OBSERVATION_PAGE.format(obs.get("id")) if obs.get("id") else str(obs.get("uri") or "")
         out = []

@@ -156,7 +156,7 @@ def read_pool(path: str | Path) -> Iterator[tuple[str, str, str]]:
     yield from read_unit((p, -1))
 
 
-def _rows(rows: Iterable[dict], path: Path) -> Iterator[tuple[str, str, str]]:
+def _rows(rows: Iterable[dict], path: str) -> Iterator[tuple[str, str, str]]:
     for i, row in enumerate(rows, 1):
         if not isinstance(row, dict):
             raise ValueError(f"row {i} is not an object")
@@ -211,7 +211,7 @@ class Pool:
     """The pool search over a small pool in memory, query by query (tests and tools)."""
 
     name = "pool"
-    modifiers = frozenset()  # no web-search modifiers apply
+    modifiers: frozenset[str] = frozenset()  # no web-search modifiers apply
 
     def __init__(self, path, queries: Iterable[Query]):
         queries = list(queries)

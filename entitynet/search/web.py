@@ -42,7 +42,7 @@ class SearXNG:
     """`/search?q=…&format=json&categories=images` of a self-hosted SearXNG (JSON output enabled)."""
 
     name = "searxng"
-    modifiers = frozenset()
+    modifiers: frozenset[str] = frozenset()
 
     def __init__(self, base_url: str, max_results: int = 20, requests_per_second: float = 2.0, **api):
         if not base_url.startswith(("http://", "https://")):
@@ -156,7 +156,7 @@ class Brave:
     """Brave Search image API (key: BRAVE_API_KEY, sent as X-Subscription-Token)."""
 
     name = "brave"
-    modifiers = frozenset()
+    modifiers: frozenset[str] = frozenset()
     URL = "https://api.search.brave.com/res/v1/images/search"
 
     def __init__(
@@ -175,9 +175,7 @@ class Brave:
         )
         out = []
         for r in _list(doc, "results", self.name):
-            props = (
-                r.get("properties") if isinstance(r, dict) and isinstance(r.get("properties"), dict) else {}
-            )
+            props = got if isinstance(r, dict) and isinstance(got := r.get("properties"), dict) else {}
             src = props.get("url")
             if not isinstance(src, str) or not src.startswith(("http://", "https://")):
                 continue

@@ -94,7 +94,9 @@ def parse_attributes(content: str, entity: Entity, categories: tuple[str, ...]) 
         if not isinstance(it, dict):
             continue
         cat, attr, query = it.get("category"), it.get("attribute"), it.get("query")
-        if not all(isinstance(x, str) for x in (cat, attr, query)) or cat not in categories:
+        if not (isinstance(cat, str) and isinstance(attr, str) and isinstance(query, str)):
+            continue
+        if cat not in categories:
             continue
         attr, query = " ".join(attr.split()), " ".join(query.split())
         if not attr or not query or len(attr) > MAX_CHARS or len(query) > MAX_CHARS:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 import ahocorasick
 
 _PUNCT = re.compile(r"([^\w\s])")
+
+V = TypeVar("V")
 
 
 def normalise(text: str) -> str:
@@ -20,12 +23,12 @@ def normalise(text: str) -> str:
     return " " + " ".join(_PUNCT.sub(r" \1 ", text.casefold()).split()) + " "
 
 
-class Matcher:
+class Matcher(Generic[V]):
     """Finds which of `names` occur in a text. `names[i]` maps to `values[i]` (e.g. an entity id)."""
 
-    def __init__(self, names: Iterable[str], values: Iterable[object]):
+    def __init__(self, names: Iterable[str], values: Iterable[V]):
         self._automaton = ahocorasick.Automaton()
-        slots: dict[str, list[object]] = {}
+        slots: dict[str, list[V]] = {}
         for name, value in zip(names, values, strict=True):
             key = normalise(name)
             if key.strip():
@@ -36,10 +39,10 @@ class Matcher:
         if slots:
             self._automaton.make_automaton()
 
-    def find(self, text: str) -> set[object]:
+    def find(self, text: str) -> set[V]:
         if not self.size:
             return set()
-        found: set[object] = set()
+        found: set[V] = set()
         for _, vals in self._automaton.iter(normalise(text)):
             found.update(vals)
         return found

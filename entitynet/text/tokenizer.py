@@ -136,7 +136,7 @@ class ClipBpeTokenizer:
 
     def ids(self, text: str) -> list[int]:
         text = " ".join(html.unescape(html.unescape(text)).split()).lower()
-        out = []
+        out: list[int] = []
         for piece in _SPLIT.findall(text):
             mapped = "".join(self.byte_map[b] for b in piece.encode("utf-8"))
             out.extend(self.encoder[t] for t in self._bpe(mapped))
