@@ -35,6 +35,7 @@ from entitynet.errors import ConfigError
 from entitynet.explore import evals, rows, site
 from entitynet.files import LOCAL
 from entitynet.images.thumbnail import THUMB_SIZE, thumbnail
+from entitynet.links import KEEP
 from entitynet.locks import OutputLock
 from entitynet.records import Candidate, Entity, Outcome, Removal
 
@@ -80,7 +81,7 @@ class View(beam.DoFn):
             kept = bool(list(joined["kept"])) if self.curated else None
             row = rows.image_row(r, site.thumb_path(r.key, self.size), kept, removals, self.queries)
             yield beam.pvalue.TaggedOutput("counts", rows.record_counts(r, kept, removals))
-            status = rows.status_of(r, kept)
+            status = rows.status_of(kept)
             for e in r.entity_ids:
                 yield (e, status), row
 
@@ -284,7 +285,7 @@ def run(
             Path(staged).unlink(missing_ok=True)
         evaluations = [evals.add_evaluation(out_dir, d) for d in result_dirs]
         site.write_data(LOCAL, out_dir, "data/evals.js", evaluations)
-        summary.update(opts, entities=len(index), evaluations=len(evaluations))
+        summary.update(opts, entities=len(index), evaluations=len(evaluations), kept_links=list(KEEP))
         site.write_data(LOCAL, out_dir, "data/index.js", {"summary": summary, "entities": index})
         site.finish(out_dir, built_from)
     return {

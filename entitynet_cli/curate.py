@@ -25,7 +25,7 @@ def curate_summary(stats: dict, out: str | Path) -> str:
         f"decontamination:{contamination or ' no evaluation set given'}\n"
         f"{license_summary(stats)}"
         f"wrote {out}/ ({'shards + TFDS metadata, attribution/' if stats['output'] == 'shards' else 'subset.npz'}, "
-        "entry_counts.tsv, curation_stats.json, DATACARD.md)"
+        "removed/ (why each removed record went), entry_counts.tsv, curation_stats.json, DATACARD.md)"
     )
 
 

@@ -102,7 +102,8 @@ def candidate_counts(candidate: Candidate, outcome: Outcome | None) -> Counter:
     return c
 
 
-def status_of(record: ImageRecord, kept: bool | None) -> str:
+def status_of(kept: bool | None) -> str:
+    """The grid an image goes to: "kept" (also every image of a harvest not curated) or "removed"."""
     return "kept" if kept or kept is None else "removed"
 
 

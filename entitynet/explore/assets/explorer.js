@@ -58,7 +58,7 @@ function fail(err) {
   document.body.appendChild(el("p", { class: "removed", id: "error" }, String(err && err.message ? err.message : err)));
 }
 
-const KEPT_WHY = ["identifier", "alt_text", "name_query"];
+let KEPT_WHY = []; // the link decisions that keep a link (entitynet.links.KEEP), from the index
 function linksKept(row) { return KEPT_WHY.reduce((a, w) => a + (row.links[w] || 0), 0); }
 function failed(row) { return sum(row.outcomes) - (row.outcomes.written || 0) - (row.outcomes.duplicate || 0); }
 
@@ -67,6 +67,7 @@ function failed(row) { return sum(row.outcomes) - (row.outcomes.written || 0) - 
 function indexPage() {
   Promise.all([EXPLORER.load("data/index.js"), EXPLORER.load("data/evals.js")]).then(([index, evals]) => {
     const s = index.summary;
+    KEPT_WHY = s.kept_links;
     const h = s.harvest || {};
     const parts = [
       `${s.kind === "curated" ? "curated dataset" : "harvest"} ${s.dir}`,
@@ -133,6 +134,7 @@ function entityPage() {
   const wanted = param("e");
   EXPLORER.load("data/index.js").then((index) => {
     const s = index.summary;
+    KEPT_WHY = s.kept_links;
     const row = index.entities.find((r) => r.slug === wanted);
     if (!row) throw new Error(`no entity ${wanted} in this site`);
     const labels = Object.fromEntries(index.entities.map((r) => [r.id, r.label]));
