@@ -42,13 +42,9 @@ def cmd_eval(args, _) -> int:
 
 
 def cmd_export(args, _) -> int:
-    from train.export import export_open_clip
+    from train.export import export_open_clip, export_summary
 
-    r = export_open_clip(args.workdir, args.out)
-    print(
-        f"exported step {r['step']} ({r['tensors']} tensors) to {r['out']}/open_clip_model.safetensors "
-        "and open_clip_config.json"
-    )
+    print(export_summary(export_open_clip(args.workdir, args.out, args.repo_id, args.license)))
     return 0
 
 
@@ -84,8 +80,17 @@ def add_parser(sub) -> None:
     add_arguments(ev)
     ev.set_defaults(func=cmd_eval, beam=False)
 
-    ex2 = sub.add_parser("export", help="export a run's latest checkpoint (open_clip)")
+    ex2 = sub.add_parser(
+        "export",
+        help="export a run's latest checkpoint for open_clip (local-dir: and hf-hub: layout, model card)",
+    )
     ex2.add_argument("--workdir", required=True, metavar="DIR")
     ex2.add_argument("--format", choices=("open_clip",), default="open_clip")
     ex2.add_argument("--out", required=True, metavar="DIR")
+    ex2.add_argument(
+        "--repo-id",
+        metavar="ORG/NAME",
+        help="the Hub repository it will be published as (names its tokenizer; default: the --out name)",
+    )
+    ex2.add_argument("--license", default="other", help="the licence the model card declares for the weights")
     ex2.set_defaults(func=cmd_export, beam=False)

@@ -326,7 +326,7 @@ def test_a_checkpoint_or_weights_of_another_model_is_one_clear_error(tiny_run, t
     assert err.count("\n") == 1 and "does not fit the model of" in err
     assert main(["export", "--workdir", str(tiny_run), "--out", str(tmp_path / "export")]) == 0
     oc = json.loads((tmp_path / "export" / "open_clip_config.json").read_text())
-    oc["vision_cfg"]["width"] = 48
+    oc["model_cfg"]["vision_cfg"]["width"] = 48
     (tmp_path / "export" / "open_clip_config.json").write_text(json.dumps(oc))
     capsys.readouterr()
     assert main(["eval", "--workdir", str(tmp_path / "export"), *folder]) == 2

@@ -151,8 +151,9 @@ def test_an_exported_run_loads_in_open_clip_and_back(tiny_run, tmp_path):
     from train.export import load_run
 
     export_open_clip(tiny_run, tmp_path / "export")
-    config = json.loads((tmp_path / "export" / "open_clip_config.json").read_text())
-    theirs_model = open_clip.model.CLIP(**config)
+    config = json.loads((tmp_path / "export" / "open_clip_config.json").read_text())["model_cfg"]
+    theirs_model = open_clip.model.CLIP(**{k: v for k, v in config.items()})
+    config = {**config, "text_cfg": {k: v for k, v in config["text_cfg"].items() if k != "hf_tokenizer_name"}}
     result = theirs_model.load_state_dict(load_file(str(tmp_path / "export" / "open_clip_model.safetensors")))
     assert not result.missing_keys and not result.unexpected_keys
     assert config["vision_cfg"]["patch_size"] == 8 and config["text_cfg"]["context_length"] == 16
@@ -176,3 +177,181 @@ def test_an_exported_run_loads_in_open_clip_and_back(tiny_run, tmp_path):
     # our export read back by us is the same network, bit for bit
     for x, y in zip(ours(run_model, images, tokens), ours(back, images, tokens), strict=True):
         assert np.array_equal(x, y)
+
+
+# ---------------------------------------------------------------- open_clip's own loaders
+
+
+def open_clip_bpe() -> str:
+    """The CLIP BPE vocabulary open_clip ships inside its package."""
+    import os
+
+    return os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz")
+
+
+@pytest.fixture(scope="module")
+def bpe_run(tiny_dataset, jax_cache, tmp_path_factory):
+    """A 2-step run of the tiny model with the CLIP BPE tokenizer (vocabulary 49,408)."""
+    from conftest import load_cfg
+
+    from train.train import train
+
+    workdir = tmp_path_factory.mktemp("bpe-run") / "run"
+    cfg = load_cfg(tiny_dataset[0], total_steps=2, **{"data.tokenizer": open_clip_bpe()})
+    train(cfg, workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def eval_folder(tiny_dataset, tmp_path_factory):
+    """An ImageFolder of the tiny dataset's renders (64 x 48: not square, so the resize and the
+    centre crop are exercised), 3 per entity, folders named by entity id."""
+    _, entities, recs, _ = tiny_dataset
+    root = tmp_path_factory.mktemp("oc-evalset")
+    for e in entities:
+        mine = [r for r in recs if r.entity_ids == (e.id,)][:3]
+        (root / e.id).mkdir()
+        for i, r in enumerate(mine):
+            (root / e.id / f"{i}.jpg").write_bytes(r.jpeg)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sentencepiece", "clip_bpe"])
+def test_open_clip_loads_an_export_in_one_line(kind, tiny_run, bpe_run, tiny_dataset, eval_folder, tmp_path):
+    """`create_model_and_transforms("local-dir:...")` + `get_tokenizer("local-dir:...")`: open_clip's
+    preprocessing, tokenizer and towers give our evaluation's inputs, token ids and embeddings."""
+    from PIL import Image
+
+    from entitynet.text.tokenizer import encode
+    from train.eval_data import image_folder, pixels
+    from train.export import exported_tokenizer
+
+    run = tiny_run if kind == "sentencepiece" else bpe_run
+    out = tmp_path / "export"
+    export_open_clip(run, out)
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+        "README.md",
+        "entitynet_tokenizer.json",
+    } <= names
+    if kind == "sentencepiece":
+        assert {"tokenizer.json", "tokenizer_config.json"} <= names
+    else:
+        assert "bpe_simple_vocab_16e6.txt.gz" in names and "tokenizer.json" not in names
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+    assert isinstance(
+        tokenizer,
+        open_clip.tokenizer.HFTokenizer if kind == "sentencepiece" else open_clip.tokenizer.SimpleTokenizer,
+    )
+    model.eval()
+    ours_model, mcfg, ours_tok = load_exported(out)
+    assert ours_tok.kind == kind and exported_tokenizer(out).kind == kind
+    texts = ["a photo of a red fox", "Tiger!", "the  African lion,  Panthera leo", "x " * 40]
+    theirs_ids = tokenizer(texts).numpy()
+    ours_ids = encode(ours_tok, texts, mcfg.text.context_length)
+    assert np.array_equal(theirs_ids, ours_ids)
+    data = image_folder(str(eval_folder), {e.id: e for e in tiny_dataset[1]})
+    files = sorted(eval_folder.rglob("*.jpg"))[:5]
+    with Image.open(files[0]) as im:
+        assert im.size == (64, 48)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        ours_px = pixels(data, range(5), mcfg.vision.image_size, pool)
+    theirs_px = torch.stack(
+        [preprocess(Image.open(data_file)) for data_file in sorted(eval_folder.rglob("*.jpg"))[:5]]
+    )
+    assert np.max(np.abs(theirs_px.numpy().transpose(0, 2, 3, 1) - ours_px)) < 1e-5  # the same inputs
+    with torch.no_grad():
+        a_img = model.encode_image(theirs_px, normalize=True).numpy()
+        a_txt = model.encode_text(torch.from_numpy(theirs_ids), normalize=True).numpy()
+    b_img, b_txt = ours(ours_model, ours_px, ours_ids)
+    assert np.max(np.abs(a_img - b_img)) < TOL and np.max(np.abs(a_txt - b_txt)) < TOL
+
+
+@pytest.mark.slow
+def test_zero_shot_with_open_clips_api_equals_ours(tiny_run, tiny_dataset, eval_folder, tmp_path):
+    """The exported model's zero-shot top-1 on an ImageFolder, computed with nothing but open_clip
+    (its preprocessing, tokenizer, towers), equals `entitynet eval`'s on the same set."""
+    from PIL import Image
+
+    from entitynet.text.templates import fill, read_templates
+    from train.eval_data import image_folder
+    from train.evaluate import evaluate
+
+    out = tmp_path / "export"
+    export_open_clip(tiny_run, out)
+    known = {e.id: e for e in tiny_dataset[1]}
+    result = evaluate(str(out), lambda run: image_folder(str(eval_folder), known), "photo", tmp_path / "ev")
+    zs = result["zero_shot"]
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{out}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{out}")
+    model.eval()
+    folders = sorted(p.name for p in eval_folder.iterdir())  # class i is folder i, as ours reads them
+    names = list(zs["class_names"].values())
+    templates = read_templates("photo")
+    with torch.no_grad():
+        weights = []
+        for synonyms in names:
+            z = model.encode_text(
+                tokenizer([fill(t, n) for t in templates for n in synonyms]), normalize=True
+            )
+            mean = z.reshape(len(templates), len(synonyms), -1).mean(1)  # synonyms, then templates
+            mean = mean / mean.norm(dim=-1, keepdim=True)
+            mean = mean.mean(0)
+            weights.append(mean / mean.norm())
+        weights = torch.stack(weights)
+        right = 0
+        for i, c in enumerate(folders):
+            for f in sorted((eval_folder / c).iterdir()):
+                img = model.encode_image(preprocess(Image.open(f))[None], normalize=True)
+                right += int((img @ weights.T).argmax()) == i
+    total = sum(1 for _ in eval_folder.rglob("*.jpg"))
+    assert total == zs["images"] and right / total == pytest.approx(zs["fixed_templates"]["top1"], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_an_open_clip_directory_is_evaluated_and_fine_tuned_from(
+    tiny_run, tiny_dataset, eval_folder, tmp_path, capsys
+):
+    """The other way: a directory in open_clip's Hub layout (as `hf-hub:` models are) is read by
+    `entitynet eval --workdir` and is a `--config.init_from` for training."""
+    from conftest import load_cfg
+
+    from entitynet_cli.main import main
+    from train.export import load_run
+    from train.train import train
+
+    out = tmp_path / "hub-model"
+    export_open_clip(tiny_run, out, repo_id="someone/tiny-clip", license="cc-by-4.0")
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: open_clip\nlicense: cc-by-4.0\n")
+    assert 'create_model_and_transforms("hf-hub:someone/tiny-clip")' in card and "## Training data" in card
+    config = json.loads((out / "open_clip_config.json").read_text())
+    assert config["model_cfg"]["text_cfg"]["hf_tokenizer_name"] == "someone/tiny-clip"
+    entities = str(tiny_dataset[0] / "entities.jsonl")
+    argv = ["eval", "--workdir", str(out), "--imagefolder", str(eval_folder), "--entities", entities]
+    argv += ["--templates", "photo"]
+    assert main([*argv, "--out", str(tmp_path / "with-ours")]) == 0
+    (out / "entitynet_tokenizer.json").unlink()  # as a Hub model has it: Hugging Face's tokenizer only
+    (out / "tokenizer.model").unlink()
+    code = main([*argv, "--out", str(tmp_path / "hub")])
+    assert code == 0 and "zero-shot over 12 classes" in capsys.readouterr().out
+    a, b = (
+        json.loads((tmp_path / d / "results.json").read_text())["zero_shot"] for d in ("with-ours", "hub")
+    )
+    assert a["per_class"] == b["per_class"] and a["fixed_templates"] == b["fixed_templates"]
+    # fine-tuning from it starts from its weights: one step away from them, far from a fresh start
+    train(load_cfg(tiny_dataset[0], total_steps=1, init_from=str(out)), tmp_path / "tuned")
+    train(load_cfg(tiny_dataset[0], total_steps=1, seed=7), tmp_path / "fresh")
+    mcfg = load_run(tiny_run)[1]
+    images, tokens = inputs(mcfg.vision.image_size, mcfg.text.context_length, mcfg.text.vocab_size, 2, 3, 0)
+    base = ours(load_run(tiny_run)[0], images, tokens)
+    tuned = ours(load_run(tmp_path / "tuned")[0], images, tokens)
+    fresh = ours(load_run(tmp_path / "fresh")[0], images, tokens)
+    for b, t, f in zip(base, tuned, fresh, strict=True):
+        assert np.max(np.abs(t - b)) < np.max(np.abs(f - b)) / 2

@@ -42,3 +42,34 @@ def test_clip_bpe_applies_merges_by_rank(tmp_path):
         tokenizers.load(tmp_path / "empty.txt")
     with pytest.raises(ConfigError, match="run `entitynet tokenizer train` first"):
         tokenizers.load(tmp_path / "nothing")
+
+
+def test_the_hugging_face_file_gives_our_token_ids(tmp_path):
+    """A SentencePiece model as tokenizer.json + tokenizer_config.json: the `tokenizers` library
+    (what open_clip's HFTokenizer loads through transformers) gives [start] pieces [end] padding as
+    `encode` does, lower-casing, NFKC, whitespace runs, unknown characters and truncation included;
+    read back as our HfTokenizer it encodes alike."""
+    from tokenizers import Tokenizer
+
+    from entitynet.text.hf_tokenizer import write_hf_tokenizer
+    from entitynet.text.tokenizer import SentencePieceTokenizer, encode, load
+
+    corpus = ["a photo of a red fox", "the african lion panthera leo", "house cat on a sofa", "tiger"] * 40
+    sp = SentencePieceTokenizer.train(corpus, vocab_size=60)
+    texts = [
+        "a photo of a red fox",
+        "Tiger!",
+        "the  African   lion,\tPanthera leo ",
+        "ﬁne Ⅻ café",  # NFKC: fi ligature, roman numeral
+        "日本の狐",  # not in the vocabulary: <unk>
+        "red fox " * 30,  # cut before [end]
+        "",
+    ]
+    write_hf_tokenizer(sp.model, 12, tmp_path)
+    hf = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    ours = encode(sp, texts, 12)
+    assert [e.ids for e in hf.encode_batch(texts)] == ours.tolist()
+    assert ours[4].tolist().count(SentencePieceTokenizer.unk_id) >= 1 and ours[5][-1] == sp.eot_id
+    back = load(tmp_path / "tokenizer.json")
+    assert back.kind == "hf" and (back.sot_id, back.eot_id, back.pad_id) == (sp.sot_id, sp.eot_id, sp.pad_id)
+    assert encode(back, texts, 12).tolist() == ours.tolist()

@@ -70,7 +70,7 @@ def pixels(data: EvalData, indices: range, size: int, pool: ThreadPoolExecutor) 
         i = indices[k]
         try:
             with data.load(i) as im:
-                out[k] = normalise(centre_crop(prepare(im, (size, size)), size))
+                out[k] = normalise(centre_crop(prepare(im), size))  # full decode: as open_clip sees it
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise ConfigError(f"{data.name}: image {i} is not readable: {e}") from None
 

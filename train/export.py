@@ -1,12 +1,26 @@
-"""Export a training run's latest checkpoint to open_clip: a state dict and its model config.
+"""Export a training run's latest checkpoint in the layout open_clip's `local-dir:` and `hf-hub:`
+loaders read, and that `huggingface_hub.upload_folder` publishes as it is.
 
-    entitynet export --workdir runs/tiny --format open_clip --out exported/tiny
+    entitynet export --workdir runs/tiny --out exported/tiny [--repo-id ORG/NAME] [--license cc-by-4.0]
     python -m train.export --workdir runs/tiny --out exported/tiny
 
-Writes `open_clip_model.safetensors` (open_clip's parameter names and layouts) and
-`open_clip_config.json` (`embed_dim`, `vision_cfg`, `text_cfg` as open_clip's model configs spell
-them), loadable with `open_clip.model.CLIP(**config)` and `load_state_dict`, and the run's
-`tokenizer.json`. `load_exported` reads such a directory back (also one made by open_clip users).
+    model, _, preprocess = open_clip.create_model_and_transforms("local-dir:exported/tiny")
+    tokenizer = open_clip.get_tokenizer("local-dir:exported/tiny")
+
+The directory:
+    open_clip_config.json         {"model_cfg": embed_dim, vision_cfg, text_cfg (context length,
+                                  end-of-text and padding ids, pooling), quick_gelu;
+                                  "preprocess_cfg": our evaluation preprocessing}
+    open_clip_model.safetensors   the weights, open_clip's names and layouts
+    tokenizer.json, tokenizer_config.json   SentencePiece runs: the tokenizer in Hugging Face's format
+                                  (text_cfg.hf_tokenizer_name names it), giving our token ids
+    bpe_simple_vocab_16e6.txt.gz  CLIP-BPE runs: the vocabulary (open_clip's default tokenizer is the same)
+    entitynet_tokenizer.json (+ tokenizer.model)   the run's tokenizer as EntityNet reads it
+    README.md                     a model card in the Hub's format: loading snippet, training data
+                                  (from the data card), config, evaluation results
+
+`load_exported` reads such a directory back, and any open_clip directory of this layout (or the
+older flat config) whose towers our model has.
 """
 
 from __future__ import annotations
@@ -26,6 +40,45 @@ from entitynet.text import tokenizer as tokenizers
 from train import sharding
 from train.model import CLIPConfig
 from train.open_clip_weights import to_open_clip
+
+WEIGHTS = "open_clip_model.safetensors"
+CONFIG = "open_clip_config.json"
+OUR_TOKENIZER = "entitynet_tokenizer.json"  # the name HF loaders expect, tokenizer.json, is theirs here
+BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+
+
+def preprocess_cfg(image_size: int) -> dict:
+    """open_clip's preprocessing config for our evaluation preprocessing (train/input_pipeline.py:
+    the shorter side resized to the model's size with bicubic resampling, the centre square cut,
+    CLIP's mean and std), so that open_clip's transforms give our inputs."""
+    from train.input_pipeline import CLIP_MEAN, CLIP_STD
+
+    return {
+        "size": image_size,
+        "mode": "RGB",
+        "mean": [float(x) for x in CLIP_MEAN],
+        "std": [float(x) for x in CLIP_STD],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+        "fill_color": 0,
+    }
+
+
+def weights_in(path: str | Path) -> str:
+    """The weights file of `path`: itself, or the checkpoint an open_clip directory holds."""
+    p = Path(path)
+    if not p.is_dir():
+        return str(p)
+    for name in (WEIGHTS, "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin"):
+        if (p / name).is_file():
+            return str(p / name)
+    raise ConfigError(f"{p} holds no open_clip weights ({WEIGHTS} or open_clip_pytorch_model.bin)")
+
+
+def model_cfg_of(config: dict) -> dict:
+    """The model config of an `open_clip_config.json`: its `model_cfg` (the Hub layout), or the
+    file itself (open_clip's own model_configs/*.json, and exports before the Hub layout)."""
+    return config.get("model_cfg", config) if isinstance(config, dict) else config
 
 
 def open_clip_config(m: CLIPConfig, logit_bias: bool = False) -> dict:
@@ -96,6 +149,7 @@ def config_from_open_clip(d: dict, tokenizer=None) -> CLIPConfig:
     from train.model import TextConfig, VisionConfig
 
     try:
+        d = model_cfg_of(d)
         v, t = d["vision_cfg"], d["text_cfg"]
         if v.get("timm_model_name") or t.get("hf_model_name") or isinstance(v.get("layers"), list):
             raise ConfigError("timm, Hugging Face and ResNet towers have no counterpart in train/model.py")
@@ -144,23 +198,41 @@ def config_from_open_clip(d: dict, tokenizer=None) -> CLIPConfig:
         raise ConfigError(f"not an open_clip model config (missing or bad {e})") from None
 
 
+def exported_tokenizer(directory: Path, tokenizer_path: str | Path | None = None):
+    """The tokenizer of an export directory: `tokenizer_path` when given; else ours
+    (entitynet_tokenizer.json, or tokenizer.json in exports before the Hub layout); else the
+    Hugging Face tokenizer.json that text_cfg.hf_tokenizer_name points to; else the CLIP BPE
+    vocabulary file beside the weights."""
+    if tokenizer_path:
+        return tokenizers.load(tokenizer_path)
+    if (directory / OUR_TOKENIZER).is_file():
+        return tokenizers.load(directory / OUR_TOKENIZER)
+    if (directory / tokenizers.TOKENIZER_FILE).is_file():
+        return tokenizers.load(directory / tokenizers.TOKENIZER_FILE)  # ours (older) or Hugging Face's
+    if (directory / BPE_FILE).is_file():
+        return tokenizers.load(directory / BPE_FILE)
+    raise ConfigError(
+        f"{directory} has no tokenizer; give --tokenizer (for OpenAI/LAION CLIP checkpoints, open_clip's "
+        f"{BPE_FILE}: python -c 'import open_clip, os; print(os.path.dirname(open_clip.__file__))')"
+    )
+
+
 def load_exported(directory: str | Path, tokenizer_path: str | Path | None = None):
     """(model, config, tokenizer) of an exported directory (`entitynet export`) or any directory
-    holding an open_clip `open_clip_config.json` and `open_clip_model.safetensors`; the tokenizer
-    defaults to the `tokenizer.json` an export writes beside them."""
+    holding an open_clip `open_clip_config.json` and its weights (see `exported_tokenizer`)."""
     from train.model import CLIP
     from train.open_clip_weights import load_open_clip, read_state_dict
 
     directory = Path(directory)
-    tokenizer = tokenizers.load(tokenizer_path or directory)
+    tokenizer = exported_tokenizer(directory, tokenizer_path)
     try:
-        config = json.loads((directory / "open_clip_config.json").read_text())
+        config = json.loads((directory / CONFIG).read_text())
     except (OSError, ValueError) as e:
-        raise ConfigError(f"{directory}/open_clip_config.json: {e}") from None
+        raise ConfigError(f"{directory}/{CONFIG}: {e}") from None
     mcfg = config_from_open_clip(config, tokenizer)
     with jax.set_mesh(sharding.make_mesh({"data": -1})):
         model = CLIP(mcfg, rngs=nnx.Rngs(0))
-        load_open_clip(model, read_state_dict(str(directory / "open_clip_model.safetensors")))
+        load_open_clip(model, read_state_dict(weights_in(directory)))
     return model, mcfg, tokenizer
 
 
@@ -222,24 +294,65 @@ def load_run(workdir: str | Path):
     return model, mcfg, step
 
 
-def export_open_clip(workdir: str | Path, out: str | Path) -> dict:
+def export_open_clip(
+    workdir: str | Path, out: str | Path, repo_id: str | None = None, license: str = "other"
+) -> dict:
+    """Export the run in `workdir` to `out` (see the module docstring). `repo_id`: the Hub repository
+    it will be published as (named as its tokenizer for `hf-hub:` loading; default: the directory's
+    name); `license`: the licence the card declares for the weights."""
+    import shutil
+
     from safetensors.numpy import save_file
+
+    from train.model_card import write_card
 
     model, mcfg, step = load_run(workdir)
     cfg = json.loads((Path(workdir) / "config.json").read_text())
     siglip = cfg.get("loss") == "siglip"  # only SigLIP's loss uses (and open_clip keeps) the bias
     out = ensure_writable_dir(out)
     weights = jax.device_get(to_open_clip(model, logit_bias=siglip))
-    tmp = Path(temp_name(out / "open_clip_model.safetensors"))
+    tmp = Path(temp_name(out / WEIGHTS))
     try:
         save_file(weights, str(tmp))  # safetensors writes by path: a temp name, then renamed
-        tmp.replace(out / "open_clip_model.safetensors")
+        tmp.replace(out / WEIGHTS)
     finally:
         tmp.unlink(missing_ok=True)
-    config = open_clip_config(mcfg, logit_bias=siglip)
-    write_json(out / "open_clip_config.json", config)
-    tokenizers.save(tokenizers.load(cfg["data"]["tokenizer"]), out)  # so `entitynet eval` can read the export
-    return {"step": step, "tensors": len(weights), "out": str(out), "config": config}
+    model_cfg = open_clip_config(mcfg, logit_bias=siglip)
+    tok = tokenizers.load(cfg["data"]["tokenizer"])
+    for stale in (tokenizers.TOKENIZER_FILE, "tokenizer_config.json", BPE_FILE, "tokenizer.model"):
+        (out / stale).unlink(missing_ok=True)  # an earlier export of another run's tokenizer
+    if tok.kind == "sentencepiece":
+        from entitynet.text.hf_tokenizer import write_hf_tokenizer
+
+        write_hf_tokenizer(tok.model, mcfg.text.context_length, out)
+        model_cfg["text_cfg"]["hf_tokenizer_name"] = repo_id or Path(out).resolve().name
+        tokenizers.save(tok, out, OUR_TOKENIZER)
+    else:  # CLIP BPE: open_clip's default tokenizer is this one; the vocabulary goes along
+        copy = Path(temp_name(out / BPE_FILE))
+        shutil.copyfile(tok.merges_path, copy)
+        copy.replace(out / BPE_FILE)
+        tokenizers.save(tokenizers.load(out / BPE_FILE), out, OUR_TOKENIZER)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg(mcfg.vision.image_size)}
+    write_json(out / CONFIG, config)
+    card = write_card(Path(workdir), cfg, out, config, step, repo_id, license)
+    return {"step": step, "tensors": len(weights), "out": str(out), "config": config, "card": card}
+
+
+def loading_snippet(out: str | Path) -> str:
+    """The lines an open_clip user runs to load an export."""
+    d = Path(out).resolve()
+    return (
+        "import open_clip\n"
+        f'model, _, preprocess = open_clip.create_model_and_transforms("local-dir:{d}")\n'
+        f'tokenizer = open_clip.get_tokenizer("local-dir:{d}")'
+    )
+
+
+def export_summary(r: dict) -> str:
+    return (
+        f"exported step {r['step']} ({r['tensors']} tensors) to {r['out']}/: {WEIGHTS}, {CONFIG}, the tokenizer, "
+        f"README.md (model card)\nload it with open_clip:\n{loading_snippet(r['out'])}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,15 +361,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--repo-id", help="the Hub repository it will be published as (ORG/NAME)")
+    ap.add_argument("--license", default="other", help="the weights' licence for the model card")
     args = ap.parse_args(argv)
     try:
-        r = export_open_clip(args.workdir, args.out)
+        r = export_open_clip(args.workdir, args.out, args.repo_id, args.license)
     except EntityNetError as e:
         print(f"entitynet: error: {e}", file=sys.stderr)
         return 2
-    print(
-        f"exported step {r['step']} ({r['tensors']} tensors) to {r['out']}/open_clip_model.safetensors + open_clip_config.json"
-    )
+    print(export_summary(r))
     return 0
 
 

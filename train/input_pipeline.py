@@ -141,9 +141,18 @@ def _opencv():
 
 
 def centre_crop(im: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
-    """The centre square resized to `size` (evaluation: bicubic, as open_clip's preprocessing)."""
-    x, y, side, _ = centre_box(*im.size)
-    return im.resize((size, size), RESAMPLE[resample], box=(x, y, x + side, y + side))
+    """Evaluation's crop, open_clip's (and torchvision's) `Resize(size)` + `CenterCrop(size)`
+    pixel for pixel: the shorter side resized to `size` (bicubic), then the centre square, its
+    offset rounded as torchvision rounds it. An export declares it as its preprocess_cfg."""
+    w, h = im.size
+    if w <= h:
+        nw, nh = size, int(size * h / w)
+    else:
+        nw, nh = int(size * w / h), size
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), RESAMPLE[resample])
+    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+    return im.crop((left, top, left + size, top + size))
 
 
 def normalise(im: Image.Image) -> np.ndarray:

@@ -229,9 +229,13 @@ def restore(mngr, step: int, state, it, settings: dict):
 
 
 def init_from_open_clip(graphdef, state, path: str):
-    """The model's weights from an open_clip checkpoint (fine-tuning); the optimizer starts fresh."""
+    """The model's weights from an open_clip checkpoint (fine-tuning); the optimizer starts fresh.
+    `path`: a weights file, or a directory in open_clip's `local-dir:` / `hf-hub:` layout (an
+    `entitynet export`, a downloaded Hub model) holding one."""
+    from train.export import weights_in
     from train.open_clip_weights import load_open_clip, read_state_dict
 
+    path = weights_in(path)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     model, opt = nnx.merge(graphdef, state)
     unused = load_open_clip(model, read_state_dict(path))

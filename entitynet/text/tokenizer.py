@@ -162,8 +162,52 @@ def encode(tokenizer, texts: Iterable[str], context_length: int) -> np.ndarray:
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def save(tokenizer, directory: str | Path) -> Path:
-    """`tokenizer.json` (+ the SentencePiece model) in `directory`."""
+class HfTokenizer:
+    """A Hugging Face `tokenizer.json` (+ `tokenizer_config.json` naming its start, end and padding
+    tokens), as open_clip models published with `text_cfg.hf_tokenizer_name` carry; `ids()` gives
+    the pieces without the special tokens, which `encode` adds as for our own tokenizers."""
+
+    kind = "hf"
+
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer
+
+        try:
+            self.tok = Tokenizer.from_file(str(path))
+            config = json.loads((path.parent / "tokenizer_config.json").read_text())
+        except (OSError, ValueError, Exception) as e:  # noqa: BLE001 - the tokenizers library raises Exception
+            raise ConfigError(
+                f"cannot read the Hugging Face tokenizer {path} (+ tokenizer_config.json): {e}"
+            ) from None
+
+        def token_id(name: str) -> int:
+            token = config.get(name)
+            token = token.get("content") if isinstance(token, dict) else token
+            i = self.tok.token_to_id(token) if isinstance(token, str) else None
+            if i is None:
+                raise ConfigError(f"{path.parent}/tokenizer_config.json names no {name} in the vocabulary")
+            return i
+
+        self.sot_id, self.eot_id, self.pad_id = (
+            token_id("bos_token"),
+            token_id("eos_token"),
+            token_id("pad_token"),
+        )
+        self.tok.no_padding()  # `encode` pads and cuts; the file's own settings would do it twice
+        self.tok.no_truncation()
+        self.vocab_size = self.tok.get_vocab_size()
+        self.path = str(path)
+
+    def ids(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+def save(tokenizer, directory: str | Path, filename: str = TOKENIZER_FILE) -> Path:
+    """`tokenizer.json` (or `filename`; + the SentencePiece model) in `directory`. A CLIP BPE
+    vocabulary inside `directory` is named relative to it (the directory can move)."""
     from entitynet.files import atomic_open, ensure_writable_dir, write_json
 
     d = ensure_writable_dir(directory)
@@ -171,10 +215,18 @@ def save(tokenizer, directory: str | Path) -> Path:
         with atomic_open(d / "tokenizer.model", "wb") as f:
             f.write(tokenizer.model)
         meta = {"kind": tokenizer.kind, "model": "tokenizer.model", "vocab_size": tokenizer.vocab_size}
+    elif tokenizer.kind == "clip_bpe":
+        merges = Path(tokenizer.merges_path).resolve()
+        inside = merges.parent == d.resolve()
+        meta = {
+            "kind": tokenizer.kind,
+            "merges": merges.name if inside else str(merges),
+            "vocab_size": tokenizer.vocab_size,
+        }
     else:
-        meta = {"kind": tokenizer.kind, "merges": tokenizer.merges_path, "vocab_size": tokenizer.vocab_size}
-    write_json(d / TOKENIZER_FILE, meta)
-    return d / TOKENIZER_FILE
+        raise ConfigError(f"a {tokenizer.kind} tokenizer is saved by its own library, not as {filename}")
+    write_json(d / filename, meta)
+    return d / filename
 
 
 def load(path: str | Path):
@@ -188,10 +240,14 @@ def load(path: str | Path):
         meta = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read tokenizer {p}: {e}; run `entitynet tokenizer train` first") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{p}: not a tokenizer file")
     if meta.get("kind") == "sentencepiece":
         return SentencePieceTokenizer((p.parent / meta["model"]).read_bytes())
     if meta.get("kind") == "clip_bpe":
-        return ClipBpeTokenizer(meta["merges"])
+        return ClipBpeTokenizer(p.parent / meta["merges"])  # an absolute path stays itself
+    if "kind" not in meta and isinstance(meta.get("model"), dict):  # Hugging Face's tokenizer.json
+        return HfTokenizer(p)
     raise ConfigError(f"{p}: unknown tokenizer kind {meta.get('kind')!r}")
 
 
