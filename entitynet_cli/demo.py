@@ -75,11 +75,11 @@ def cmd_demo(args, beam_args) -> int:
     started = time.time()
     out = Path(args.out)
     kg = sample_kg_path()
-    print(f"== 1/8 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    print(f"== 1/9 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
-    print("== 2/8 queries: search queries for every entity", flush=True)
+    print("== 2/9 queries: search queries for every entity", flush=True)
     entities = load_entities(str(out / "kg" / "entities.jsonl"))
     if args.limit_entities:
         entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
@@ -90,7 +90,7 @@ def cmd_demo(args, beam_args) -> int:
         f"queries per kind:\n{table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
     print(
-        "== 3/8 harvest: search the sample web and its GBIF and iNaturalist APIs on 127.0.0.1, fetch, "
+        "== 3/9 harvest: search the sample web and its GBIF and iNaturalist APIs on 127.0.0.1, fetch, "
         "process, write shards",
         flush=True,
     )
@@ -129,7 +129,7 @@ def cmd_demo(args, beam_args) -> int:
         from entitynet.sampleweb.evalset import write_eval_folder
 
         print(
-            "== 4/8 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
+            "== 4/9 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
             flush=True,
         )
         ev = write_eval_folder(web, out / "evalset")
@@ -146,7 +146,7 @@ def cmd_demo(args, beam_args) -> int:
         beam_args,
     )
     print(curate_summary(cstats, out / "curated"))
-    print("== 5/8 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
+    print("== 5/9 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
     path, n = train_tokenizer(str(out / "curated"), entities, 1000)
     print(
         f"tokenizer: {n['vocab_size']:,} SentencePiece pieces from {n['alt_texts']:,} alt texts and "
@@ -168,7 +168,7 @@ def cmd_demo(args, beam_args) -> int:
     )
     print(summary(_demo_train(cfg, out / "train"), out / "train"))
     print(
-        "== 6/8 evaluate: zero-shot on the sample world's held-out renders, retrieval on the test split",
+        "== 6/9 evaluate: zero-shot on the sample world's held-out renders, retrieval on the test split",
         flush=True,
     )
     from train.eval_data import heldout, image_folder
@@ -186,7 +186,7 @@ def cmd_demo(args, beam_args) -> int:
         print(line)
     if args.ablation_steps:
         print(
-            "== 7/8 ablation: the same shards, three text mixes (KG captions + alt texts, alt texts only, "
+            "== 7/9 ablation: the same shards, three text mixes (KG captions + alt texts, alt texts only, "
             "KG captions only)",
             flush=True,
         )
@@ -217,7 +217,14 @@ def cmd_demo(args, beam_args) -> int:
             fx = r["zero_shot"]["fixed_templates"]
             print(f"  {label:<22} top-1 {fx['top1']:6.2%}  top-5 {fx['top5']:6.2%}  macro {fx['macro']:6.2%}")
         print(f"ablation report: {report_path}")
-    print("== 8/8 explore: the curated dataset and the evaluations as a static site", flush=True)
+    print(
+        "== 8/9 export: the trained model in open_clip's local-dir / hf-hub layout, with its model card",
+        flush=True,
+    )
+    from train.export import export_open_clip, export_summary
+
+    print(export_summary(export_open_clip(out / "train", out / "export")))
+    print("== 9/9 explore: the curated dataset and the evaluations as a static site", flush=True)
     from beam_pipelines import explore
 
     site = explore.run(
