@@ -78,6 +78,7 @@ def card(
     model_cfg, pre = config["model_cfg"], config["preprocess_cfg"]
     v, t = model_cfg["vision_cfg"], model_cfg["text_cfg"]
     name = repo_id or out.resolve().name
+    where = f"hf-hub:{repo_id}" if repo_id else "local-dir:PATH"  # no repository named: where it lies
     data = cfg.get("data", {})
     tokenizer = "SentencePiece (Hugging Face `tokenizer.json`)" if t.get("hf_tokenizer_name") else "CLIP BPE"
     header = [
@@ -103,8 +104,13 @@ def card(
         "```python",
         "import open_clip",
         "",
-        f'model, _, preprocess = open_clip.create_model_and_transforms("hf-hub:{name}")  # or "local-dir:PATH"',
-        f'tokenizer = open_clip.get_tokenizer("hf-hub:{name}")',
+        f'model, _, preprocess = open_clip.create_model_and_transforms("{where}")',
+        f'tokenizer = open_clip.get_tokenizer("{where}")',
+        *(
+            []
+            if repo_id
+            else ["# PATH: this directory; once uploaded to the Hub, hf-hub:ORG/NAME (export with --repo-id)"]
+        ),
         "```",
         "",
         "## Training data",

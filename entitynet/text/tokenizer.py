@@ -175,7 +175,7 @@ class HfTokenizer:
         try:
             self.tok = Tokenizer.from_file(str(path))
             config = json.loads((path.parent / "tokenizer_config.json").read_text())
-        except (OSError, ValueError, Exception) as e:  # noqa: BLE001 - the tokenizers library raises Exception
+        except Exception as e:  # noqa: BLE001 - besides OSError and ValueError, tokenizers raises Exception
             raise ConfigError(
                 f"cannot read the Hugging Face tokenizer {path} (+ tokenizer_config.json): {e}"
             ) from None
