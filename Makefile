@@ -38,7 +38,7 @@ test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The unit tests without the end-to-end runs (marked `slow`): a few minutes.
-test-fast: $(TEST_STAMP)
+test-fast: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest tests -m "not slow" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 LINTED := entitynet entitynet_cli beam_pipelines train configs tests benchmarks tools
