@@ -434,7 +434,7 @@ def run(
             ],
         )
         stats = {
-            "input": shard_dir,
+            "input": shard_dir if "://" in shard_dir else os.path.abspath(shard_dir),
             "read": result["read"],
             "kept": {s: result["kept"].get(s, 0) for s in splits},
             "removed": dict(sorted(result["removed"].items())),

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from beam_pipelines.common import SumCounters, run_pipeline, shard_inputs
+from beam_pipelines.common import SumCounters, run_pipeline
 from entitynet import records, shards
 from entitynet.errors import ConfigError
 from entitynet.explore import evals, rows, site
 from entitynet.files import LOCAL
+from entitynet.harvest import NOT_FETCHED
 from entitynet.images.thumbnail import THUMB_SIZE, thumbnail
 from entitynet.links import KEEP
 from entitynet.locks import OutputLock
@@ -54,9 +55,11 @@ class Thumb(beam.DoFn):
         path = os.path.join(self.site_dir, site.thumb_path(r.key, self.size))
         if not os.path.exists(path):
             try:
-                LOCAL.write(path, thumbnail(r.jpeg, self.size))
+                small = thumbnail(r.jpeg, self.size)
             except (OSError, ValueError, SyntaxError):
-                pass  # the page shows the record without its picture
+                small = None  # an image Pillow cannot decode: the page shows the record without it
+            if small is not None:
+                LOCAL.write(path, small)  # a full disk or a permission error stops the build
         yield r.key, dataclasses.replace(r, jpeg=b"")
 
 
@@ -138,11 +141,9 @@ def build(
             "rows": sorted(page_rows, key=lambda r: r["key"]),
         }
         site.write_data(LOCAL, out_dir, name, body)
-        yield (e, status), page
+        yield name
 
-    # the pages written: a page the key digests left empty is not (bounded by the pages, a small
-    # fraction of the records, as the shard file lists are)
-    written = (
+    (
         viewed.rows
         | "ToPage" >> beam.Map(to_page, beam.pvalue.AsDict(per_page))
         | "ByPage" >> beam.GroupByKey()
@@ -178,11 +179,8 @@ def build(
         | "Sum" >> beam.CombineGlobally(SumCounters())
     )
 
-    def finish(_, counts_, written_):
-        pages: dict = {}
-        for key, page in written_:
-            pages.setdefault(key, []).append(page)
-        pages = {key: sorted(v) for key, v in pages.items()}
+    def finish(_, counts_, pages_):  # both bounded by the entities
+        pages = {key: site.pages_of(n, page_size) for key, n in pages_.items()}
         index = rows.entity_index(entities, counts_, pages, inputs["entries"])
         LOCAL.write(staged, json.dumps(index, ensure_ascii=False).encode())
         yield len(index)
@@ -190,7 +188,7 @@ def build(
     (
         p
         | "Finally" >> beam.Create([None])
-        | "Finish" >> beam.FlatMap(finish, beam.pvalue.AsSingleton(counts), beam.pvalue.AsList(written))
+        | "Finish" >> beam.FlatMap(finish, beam.pvalue.AsSingleton(counts), beam.pvalue.AsDict(per_page))
     )
 
 
@@ -199,6 +197,18 @@ def _read_json(path: Path, what: str) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: cannot read the {what} ({e}); run that stage again") from None
+
+
+def shard_files(directory: Path) -> list[tuple[str, str]]:
+    """(split, path) of every shard the dataset's metadata lists, checked; none for an empty one
+    (a curation that kept nothing still has its removals to show)."""
+    info = shards.check_directory(directory)
+    found = [
+        (s["name"], str(p)) for s in info.get("splits", []) for p in shards.shard_paths(directory, s["name"])
+    ]
+    for _, path in found:
+        shards.check_shard(path)
+    return found
 
 
 def inputs_of(data_dir: str) -> tuple[dict, dict]:
@@ -215,8 +225,14 @@ def inputs_of(data_dir: str) -> tuple[dict, dict]:
         cstats = _read_json(curation, "curation stats")
         if cstats.get("output") != "shards":
             raise ConfigError(f"{data_dir} is a curated subset (subset.npz), not shards; explore its harvest")
-        harvest_dir = Path(cstats["input"])
-        curated_inputs, _, _ = shard_inputs(str(root))
+        found = shards.harvest_of(root, str(cstats.get("input", "")))
+        if found is None:
+            raise ConfigError(
+                f"{data_dir}: the harvest it was curated from ({cstats.get('input')}) is not there any more; "
+                "give the harvest's directory to `entitynet explore` instead, or move it back"
+            )
+        harvest_dir = found
+        curated_inputs = shard_files(root)
         entries = {}
         counts_file = root / shards.ENTRY_COUNTS
         if counts_file.is_file():
@@ -236,10 +252,12 @@ def inputs_of(data_dir: str) -> tuple[dict, dict]:
             f"({shards.CURATION_STATS}); give the --out of `entitynet harvest` or `entitynet curate`"
         )
     hstats = _read_json(harvest_dir / shards.HARVEST_STATS, "harvest stats")
-    harvest_inputs, _, total = shard_inputs(str(harvest_dir))
+    harvest_inputs = shard_files(harvest_dir)
+    info = shards.check_directory(harvest_dir)
+    total = sum(int(n) for s in info.get("splits", []) for n in s.get("shardLengths", []))
     files = hstats.get("files", {})
     summary["harvest_dir"] = str(harvest_dir.resolve())
-    summary["kind"] = "curated" if curated_inputs else "harvest"
+    summary["kind"] = "curated" if curation.is_file() else "harvest"
     summary["harvest"] = {
         k: hstats.get(k) for k in ("candidates", "fetched", "written", "success_rate", "per_outcome")
     } | {"records": total, "per_license": hstats.get("per_license"), "per_source": hstats.get("per_source")}
@@ -267,7 +285,8 @@ def run(
     """Build the explorer site of `data_dir` into `out_dir`; returns what it holds."""
     started = time.time()
     inputs, summary = inputs_of(data_dir)
-    result_dirs = [d for path in eval_paths for d in evals.eval_dirs(path)]  # checked before any work
+    # checked before any work; one page per evaluation even when given twice
+    result_dirs = list(dict.fromkeys(d.resolve() for path in eval_paths for d in evals.eval_dirs(path)))
     if os.path.abspath(out_dir) in {os.path.abspath(data_dir), summary["harvest_dir"]}:
         raise ConfigError(f"--out {out_dir} is the dataset itself; give a directory of its own")
     opts = {"thumb_size": thumb_size, "page_size": page_size}
@@ -283,9 +302,16 @@ def run(
             index = json.loads(Path(staged).read_text(encoding="utf-8"))
         finally:
             Path(staged).unlink(missing_ok=True)
+        site.fill_pages(LOCAL, out_dir, index)  # one stat per page, nothing held
         evaluations = [evals.add_evaluation(out_dir, d) for d in result_dirs]
         site.write_data(LOCAL, out_dir, "data/evals.js", evaluations)
-        summary.update(opts, entities=len(index), evaluations=len(evaluations), kept_links=list(KEEP))
+        summary.update(
+            opts,
+            entities=len(index),
+            evaluations=len(evaluations),
+            kept_links=list(KEEP),
+            not_fetched=list(NOT_FETCHED),
+        )
         site.write_data(LOCAL, out_dir, "data/index.js", {"summary": summary, "entities": index})
         site.finish(out_dir, built_from)
     return {

@@ -64,6 +64,18 @@ ENTRY_COUNTS = "entry_counts.tsv"  # curated: entity, label, records before and 
 REMOVED_DIR = "removed"  # curated: removed/removed-*.jsonl, one `records.Removal` a line
 
 
+def harvest_of(curated: str | os.PathLike, recorded: str) -> Path | None:
+    """The harvest a curated dataset was made from, by the path its curation_stats.json records
+    (absolute; curations before that recorded it as typed, relative to where curate ran: then
+    looked for beside the curated dataset, and from here); None when it is not there."""
+    path, curated = Path(recorded), Path(curated)
+    candidates = [path] if path.is_absolute() else [curated.parent / path.name, curated.parent / path, path]
+    for c in candidates:
+        if recorded and (c / HARVEST_STATS).is_file():
+            return c
+    return None
+
+
 def attribution_name(shard_name: str) -> str:
     """`attribution/<shard file>.tsv`: the attribution rows of one shard."""
     return f"{ATTRIBUTION_DIR}/{shard_name}.tsv"

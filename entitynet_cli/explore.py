@@ -33,8 +33,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="an `entitynet eval` output directory, or a run's workdir (all its evaluations); repeatable",
     )
     e.add_argument("--out", metavar="DIR", help="where to write the site (default: DATASET/../explorer)")
-    e.add_argument("--thumb-size", type=int, default=160, help="the longer side of the thumbnails, in pixels")
-    e.add_argument("--page-size", type=int, default=60, help="images per page of an entity")
+    from entitynet.explore.site import PAGE_SIZE
+    from entitynet.images.thumbnail import THUMB_SIZE
+
+    e.add_argument(
+        "--thumb-size", type=int, default=THUMB_SIZE, help="the longer side of the thumbnails, in pixels"
+    )
+    e.add_argument("--page-size", type=int, default=PAGE_SIZE, help="images per page of an entity")
     e.add_argument("--serve", action="store_true", help="then serve the site on 127.0.0.1 until interrupted")
     e.add_argument("--port", type=int, default=8765, help="the --serve port (0: any free port)")
     e.set_defaults(func=cmd_explore, beam=True)

@@ -283,7 +283,10 @@ def write_examples(data, predictions: list[dict], chosen: list[int], out_dir: Pa
         except (OSError, ValueError, SyntaxError) as e:
             raise ConfigError(f"{data.name}: image {i} is not readable: {e}") from None
 
-    (out_dir / "examples").mkdir(parents=True, exist_ok=True)
+    import shutil
+
+    shutil.rmtree(out_dir / "examples", ignore_errors=True)  # an earlier evaluation's choice
+    (out_dir / "examples").mkdir(parents=True)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(one, chosen))
     keep = set(chosen)

@@ -35,7 +35,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from entitynet.errors import ConfigError, EntityNetError
-from entitynet.files import ensure_writable_dir, temp_name, write_json
+from entitynet.files import ensure_writable_dir, temp_name, write_bytes, write_json
 from entitynet.text import tokenizer as tokenizers
 from train import sharding
 from train.model import CLIPConfig
@@ -45,6 +45,9 @@ WEIGHTS = "open_clip_model.safetensors"
 CONFIG = "open_clip_config.json"
 OUR_TOKENIZER = "entitynet_tokenizer.json"  # the name HF loaders expect, tokenizer.json, is theirs here
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+# SHA-256 of that file's text as OpenAI published it (and open_clip ships it): the one
+# vocabulary open_clip's default tokenizer knows
+CLIP_BPE_SHA256 = "67603cfda2e032ad77b5f8808af37789d590db664b26df8705d2bf8b3c553fc8"
 
 
 def preprocess_cfg(image_size: int) -> dict:
@@ -200,8 +203,8 @@ def config_from_open_clip(d: dict, tokenizer=None) -> CLIPConfig:
 
 def exported_tokenizer(directory: Path, tokenizer_path: str | Path | None = None):
     """The tokenizer of an export directory: `tokenizer_path` when given; else ours
-    (entitynet_tokenizer.json, or tokenizer.json in exports before the Hub layout); else the
-    Hugging Face tokenizer.json that text_cfg.hf_tokenizer_name points to; else the CLIP BPE
+    (entitynet_tokenizer.json); else tokenizer.json (ours in exports before the Hub layout, or
+    Hugging Face's, as Hub models with text_cfg.hf_tokenizer_name carry it); else the CLIP BPE
     vocabulary file beside the weights."""
     if tokenizer_path:
         return tokenizers.load(tokenizer_path)
@@ -300,7 +303,7 @@ def export_open_clip(
     """Export the run in `workdir` to `out` (see the module docstring). `repo_id`: the Hub repository
     it will be published as (named as its tokenizer for `hf-hub:` loading; default: the directory's
     name); `license`: the licence the card declares for the weights."""
-    import shutil
+    import hashlib
 
     from safetensors.numpy import save_file
 
@@ -319,6 +322,7 @@ def export_open_clip(
         tmp.unlink(missing_ok=True)
     model_cfg = open_clip_config(mcfg, logit_bias=siglip)
     tok = tokenizers.load(cfg["data"]["tokenizer"])
+    warnings: list[str] = []
     for stale in (tokenizers.TOKENIZER_FILE, "tokenizer_config.json", BPE_FILE, "tokenizer.model"):
         (out / stale).unlink(missing_ok=True)  # an earlier export of another run's tokenizer
     if tok.kind == "sentencepiece":
@@ -327,15 +331,30 @@ def export_open_clip(
         write_hf_tokenizer(tok.model, mcfg.text.context_length, out)
         model_cfg["text_cfg"]["hf_tokenizer_name"] = repo_id or Path(out).resolve().name
         tokenizers.save(tok, out, OUR_TOKENIZER)
-    else:  # CLIP BPE: open_clip's default tokenizer is this one; the vocabulary goes along
-        copy = Path(temp_name(out / BPE_FILE))
-        shutil.copyfile(tok.merges_path, copy)
-        copy.replace(out / BPE_FILE)
+    else:  # CLIP BPE: open_clip's default tokenizer is this one; the vocabulary goes along, gzipped
+        import gzip
+
+        data = Path(tok.merges_path).read_bytes()
+        if not data.startswith(b"\x1f\x8b"):
+            data = gzip.compress(data, mtime=0)
+        write_bytes(out / BPE_FILE, data)
         tokenizers.save(tokenizers.load(out / BPE_FILE), out, OUR_TOKENIZER)
+        if hashlib.sha256(gzip.decompress(data)).hexdigest() != CLIP_BPE_SHA256:
+            warnings.append(
+                f"{tok.merges_path} is not the CLIP BPE vocabulary open_clip ships: open_clip's default "
+                "tokenizer will not give this run's token ids (entitynet eval on the export will)"
+            )
     config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg(mcfg.vision.image_size)}
     write_json(out / CONFIG, config)
     card = write_card(Path(workdir), cfg, out, config, step, repo_id, license)
-    return {"step": step, "tensors": len(weights), "out": str(out), "config": config, "card": card}
+    return {
+        "step": step,
+        "tensors": len(weights),
+        "out": str(out),
+        "config": config,
+        "card": card,
+        "warnings": warnings,
+    }
 
 
 def loading_snippet(out: str | Path) -> str:
@@ -352,6 +371,7 @@ def export_summary(r: dict) -> str:
     return (
         f"exported step {r['step']} ({r['tensors']} tensors) to {r['out']}/: {WEIGHTS}, {CONFIG}, the tokenizer, "
         f"README.md (model card)\nload it with open_clip:\n{loading_snippet(r['out'])}"
+        + "".join(f"\nwarning: {w}" for w in r.get("warnings", ()))
     )
 
 

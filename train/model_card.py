@@ -30,7 +30,10 @@ def data_lines(shards: Path) -> list[str]:
     curation, harvest = _read(shards / "curation_stats.json"), _read(shards / "harvest_stats.json")
     lines = [f"- Shards: `{shards}`"]
     if curation:
-        harvest = _read(Path(str(curation.get("input", ""))) / "harvest_stats.json") or harvest
+        from entitynet.shards import harvest_of
+
+        source = harvest_of(shards, str(curation.get("input", "")))
+        harvest = _read(source / "harvest_stats.json") if source else harvest
         kept = sum((curation.get("kept") or {}).values())
         lines.append(
             f"- Curated with MetaCLIP balancing over the knowledge graph's entities (t = "

@@ -8,13 +8,13 @@ by the classes (the examples), not by the size of the set.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
 from pathlib import Path
 
 from entitynet.errors import ConfigError
 from entitynet.explore.site import slug, write_data
-from entitynet.files import LocalStore
+from entitynet.files import LOCAL
 
 
 def eval_dirs(path: str) -> list[Path]:
@@ -41,7 +41,9 @@ def add_evaluation(site: str, result_dir: Path) -> dict:
         raise ConfigError(f"{result_dir}/results.json is not readable ({e}); evaluate again") from None
     zs = result.get("zero_shot")
     name = f"{result.get('eval_set', result_dir.name)} ({result_dir.name})"
-    key = slug(f"{Path(str(result.get('workdir', ''))).name}-{result_dir.name}")
+    # readable, and unique per results directory (two runs named alike, one set, never share a page)
+    digest = hashlib.sha1(str(result_dir.resolve()).encode()).hexdigest()[:8]
+    key = slug(f"{Path(str(result.get('workdir', ''))).name}-{result_dir.name}-{digest}")
     row = {
         "slug": key,
         "name": name,
@@ -55,23 +57,27 @@ def add_evaluation(site: str, result_dir: Path) -> dict:
     confused_imgs: dict[tuple[str, str], str] = {}
     dest = Path(site) / "eval" / key
     predictions = result_dir / "predictions.jsonl"
-    if zs and predictions.is_file():
+    if zs:  # every class with its accuracy; the examples from predictions.jsonl when there is one
         names = list(zs["per_class"])
         for n in names:
             classes[n] = {
                 "name": n,
                 "entity": zs.get("class_entities", {}).get(n, ""),
                 "accuracy": zs["per_class"][n],
-                "images": 0,
+                "images": None,  # counted from predictions.jsonl (evaluations before it have none)
                 "examples": [],
             }
+    if zs and predictions.is_file():
+        for each in classes.values():
+            each["images"] = 0
         pairs = {(a, b) for a, b, _ in zs.get("confused", [])}
         with predictions.open(encoding="utf-8") as f:
             for line in f:  # one image at a time; only the ones with thumbnails are kept
                 p = json.loads(line)
-                c = classes.get(p["label"])
-                if c is None:
+                found = classes.get(p["label"])
+                if found is None:
                     continue
+                c = found
                 c["images"] += 1
                 if not p.get("example"):
                     continue
@@ -79,8 +85,7 @@ def add_evaluation(site: str, result_dir: Path) -> dict:
                 if not src.is_file():
                     continue
                 img = f"eval/{key}/{p['i']}.jpg"
-                dest.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(src, dest / f"{p['i']}.jpg")
+                LOCAL.write(str(dest / f"{p['i']}.jpg"), src.read_bytes())
                 c["examples"].append({"img": img, "right": p["right"], "top5": p["top5"]})
                 pair = (p["label"], p["top5"][0][0])
                 if not p["right"] and pair in pairs:
@@ -97,7 +102,7 @@ def add_evaluation(site: str, result_dir: Path) -> dict:
         for a, b, n in (zs or {}).get("confused", [])
     ]
     write_data(
-        LocalStore(),
+        LOCAL,
         site,
         f"data/eval/{key}.js",
         {**row, "classes": list(classes.values()), "confused": confused},

@@ -109,7 +109,7 @@ def status_of(kept: bool | None) -> str:
 
 def entity_index(entities: Iterable[Entity], counts: dict, pages: dict, entries: dict | None) -> list[dict]:
     """The index rows: one per entity that has images or candidates. `pages`: (entity, status) ->
-    the numbers of its page files; `entries`: entity -> (before, after) of the curation's balancing entries."""
+    its number of pages; `entries`: entity -> (before, after) of the curation's balancing entries."""
     per: dict[str, dict] = {}
     for key, n in counts.items():
         kind, e = key[0], key[1]
@@ -143,7 +143,7 @@ def entity_index(entities: Iterable[Entity], counts: dict, pages: dict, entries:
                 "links": dict(sorted(row["links"].items())),
                 "outcomes": dict(sorted(row["outcomes"].items(), key=lambda kv: (-kv[1], kv[0]))),
                 "entries": list(entries[ent.id]) if entries and ent.id in entries else None,
-                "pages": {s: pages.get((ent.id, s), []) for s in ("kept", "removed")},
+                "pages": {s: pages.get((ent.id, s), 0) for s in ("kept", "removed")},
                 "slug": slug(ent.id),
             }
         )

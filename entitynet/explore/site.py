@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from entitynet.errors import OutputError
+from entitynet.files import LOCAL
 
 MARKER = "explorer.json"
 BUILDING = ".building"  # written first, removed last: the site of a build that did not finish
@@ -56,8 +57,8 @@ def pages_of(count: int, page_size: int) -> int:
 def page_of(key: str, pages: int) -> int:
     """The page a record goes to among an entity's `pages`: by its key's digest, so each page is
     written from its own group of rows (no worker holds an entity's whole list) and a re-run puts
-    every record on the same page. Pages hold about the page size each; one may stay empty (and
-    is not written: the index lists the pages there are)."""
+    every record on the same page. Pages hold about the page size each; one the digests leave
+    empty is written empty afterwards (`fill_pages`)."""
     return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % pages
 
 
@@ -94,20 +95,39 @@ def prepare(site: str, built_from: dict) -> None:
     """Make the (checked, locked) `site` ready for a build: an earlier site's data and evaluation
     pages go, its thumbnails stay for reuse."""
     root = Path(site)
-    root.joinpath(BUILDING).write_text(json.dumps(built_from, indent=2, sort_keys=True))
+    LOCAL.write(str(root / BUILDING), json.dumps(built_from, indent=2, sort_keys=True).encode())
     (root / MARKER).unlink(missing_ok=True)  # written again last: a killed build is not a site
     for sub in ("data", "eval"):
         shutil.rmtree(root / sub, ignore_errors=True)
     for name in ASSETS:
-        (root / name).write_bytes(resources.files("entitynet.explore").joinpath("assets", name).read_bytes())
+        LOCAL.write(
+            str(root / name), resources.files("entitynet.explore").joinpath("assets", name).read_bytes()
+        )
+
+
+def fill_pages(store, site: str, index: list[dict]) -> int:
+    """Write the pages the key digests left empty (an entity's images spread over its pages by
+    digest, so a page of a small entity may get none): every page an index row counts exists.
+    Returns how many were empty."""
+    empty = 0
+    for row in index:
+        for status in STATUSES:
+            for page in range(row["pages"][status]):
+                name = page_path(row["id"], status, page)
+                if not store.exists(store.join(site, name)):
+                    write_data(
+                        store, site, name, {"entity": row["id"], "status": status, "page": page, "rows": []}
+                    )
+                    empty += 1
+    return empty
 
 
 def finish(site: str, built_from: dict) -> None:
+    """The marker first, then `.building` goes: a kill between them leaves a site that is still
+    recognised as one (and rebuilt); then thumbnails of another size are pruned."""
     root = Path(site)
+    LOCAL.write(str(root / MARKER), json.dumps(built_from, indent=2, sort_keys=True).encode())
     (root / BUILDING).unlink(missing_ok=True)
     for old in root.glob("thumbs-*"):  # thumbnails of another size are never shown again
         if old.name != f"thumbs-{built_from['thumb_size']}":
             shutil.rmtree(old, ignore_errors=True)
-    tmp = root / (MARKER + ".tmp")
-    tmp.write_text(json.dumps(built_from, indent=2, sort_keys=True))
-    tmp.replace(root / MARKER)

@@ -245,7 +245,10 @@ def load(path: str | Path):
     if meta.get("kind") == "sentencepiece":
         return SentencePieceTokenizer((p.parent / meta["model"]).read_bytes())
     if meta.get("kind") == "clip_bpe":
-        return ClipBpeTokenizer(p.parent / meta["merges"])  # an absolute path stays itself
+        merges = p.parent / meta["merges"]  # an absolute path stays itself
+        if not merges.exists():  # files written before paths were relative to them: as given
+            merges = Path(meta["merges"])
+        return ClipBpeTokenizer(merges)
     if "kind" not in meta and isinstance(meta.get("model"), dict):  # Hugging Face's tokenizer.json
         return HfTokenizer(p)
     raise ConfigError(f"{p}: unknown tokenizer kind {meta.get('kind')!r}")

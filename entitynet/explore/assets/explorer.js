@@ -19,7 +19,11 @@ const EXPLORER = (() => {
       if (!first) return;
       const s = document.createElement("script");
       s.src = name;
-      s.onerror = () => reject(new Error("cannot load " + name + ": is the site complete?"));
+      s.onerror = () => {
+        delete waiting[name]; // a later load tries again
+        s.remove();
+        reject(new Error("cannot load " + name + ": is the site complete?"));
+      };
       document.head.appendChild(s);
     });
   }
@@ -59,8 +63,14 @@ function fail(err) {
 }
 
 let KEPT_WHY = []; // the link decisions that keep a link (entitynet.links.KEEP), from the index
+let NOT_FETCHED = []; // outcomes of candidates never asked for (entitynet.harvest.NOT_FETCHED)
 function linksKept(row) { return KEPT_WHY.reduce((a, w) => a + (row.links[w] || 0), 0); }
-function failed(row) { return sum(row.outcomes) - (row.outcomes.written || 0) - (row.outcomes.duplicate || 0); }
+// candidates fetched and not written: every outcome but written, duplicate and the never-fetched ones
+function failed(row) {
+  const skip = ["written", "duplicate", "unknown", ...NOT_FETCHED];
+  return Object.entries(row.outcomes).reduce((a, [o, n]) => a + (skip.includes(o) ? 0 : n), 0);
+}
+function words(s) { return s.replace(/_/g, " "); }
 
 // ------------------------------------------------------------------ index
 
@@ -68,6 +78,7 @@ function indexPage() {
   Promise.all([EXPLORER.load("data/index.js"), EXPLORER.load("data/evals.js")]).then(([index, evals]) => {
     const s = index.summary;
     KEPT_WHY = s.kept_links;
+    NOT_FETCHED = s.not_fetched || [];
     const h = s.harvest || {};
     const parts = [
       `${s.kind === "curated" ? "curated dataset" : "harvest"} ${s.dir}`,
@@ -135,6 +146,7 @@ function entityPage() {
   EXPLORER.load("data/index.js").then((index) => {
     const s = index.summary;
     KEPT_WHY = s.kept_links;
+    NOT_FETCHED = s.not_fetched || [];
     const row = index.entities.find((r) => r.slug === wanted);
     if (!row) throw new Error(`no entity ${wanted} in this site`);
     const labels = Object.fromEntries(index.entities.map((r) => [r.id, r.label]));
@@ -148,7 +160,7 @@ function entityPage() {
     const stats = [["images harvested", row.images, "stat-images"]];
     if (curated) {
       stats.push(["kept by curation", row.kept, "stat-kept"]);
-      for (const [reason, n] of Object.entries(row.removed)) stats.push([`removed: ${reason.replace("_", " ")}`, n, "stat-removed-" + reason.replace(/[^a-z_]/g, "_")]);
+      for (const [reason, n] of Object.entries(row.removed)) stats.push([`removed: ${words(reason)}`, n, "stat-removed-" + reason.replace(/[^a-z_]/g, "_")]);
       stats.push(["curated records linked (merged copies included)", row.after, "stat-after"]);
       if (row.entries) stats.push(["balancing entries before → after", `${fmt(row.entries[0])} → ${fmt(row.entries[1])}`, "stat-entries"]);
     }
@@ -156,9 +168,9 @@ function entityPage() {
     const tb = document.querySelector("#stats tbody");
     for (const [name, n, id] of stats) tb.appendChild(el("tr", {}, el("td", {}, name), el("td", { class: "n", id }, typeof n === "number" ? fmt(n) : n)));
     const lb = document.querySelector("#links tbody");
-    for (const [why, n] of Object.entries(row.links)) lb.appendChild(el("tr", {}, el("td", {}, `${KEPT_WHY.includes(why) ? "kept" : "dropped"}: ${why.replace("_", " ")}`), el("td", { class: "n" }, fmt(n))));
+    for (const [why, n] of Object.entries(row.links)) lb.appendChild(el("tr", {}, el("td", {}, `${KEPT_WHY.includes(why) ? "kept" : "dropped"}: ${words(why)}`), el("td", { class: "n" }, fmt(n))));
     const ob = document.querySelector("#outcomes tbody");
-    for (const [o, n] of Object.entries(row.outcomes)) ob.appendChild(el("tr", { "data-outcome": o }, el("td", {}, o.replace(/_/g, " ")), el("td", { class: "n" }, fmt(n))));
+    for (const [o, n] of Object.entries(row.outcomes)) ob.appendChild(el("tr", { "data-outcome": o }, el("td", {}, words(o)), el("td", { class: "n" }, fmt(n))));
     if (!curated) {
       document.getElementById("kept-title").textContent = "Harvested images";
       document.getElementById("removed").hidden = true;
@@ -170,8 +182,7 @@ function entityPage() {
 
 function imagePages(row, status, thumbSize, labels) {
   const section = document.getElementById(status);
-  const numbers = row.pages[status]; // the page files there are
-  const pages = numbers.length;
+  const pages = row.pages[status];
   const pager = section.querySelector(".pager");
   const grid = section.querySelector(".grid");
   if (!pages) { grid.appendChild(el("p", { class: "muted" }, "none")); return; }
@@ -181,7 +192,7 @@ function imagePages(row, status, thumbSize, labels) {
   const next = el("button", { class: "next" }, "next →");
   pager.append(prev, info, next);
   function show() {
-    const name = `data/e/${row.slug}/${status}-${numbers[page]}.js`;
+    const name = `data/e/${row.slug}/${status}-${page}.js`;
     EXPLORER.load(name).then((data) => {
       grid.textContent = "";
       for (const r of data.rows) grid.appendChild(card(r, thumbSize, labels));
@@ -202,7 +213,7 @@ function card(r, thumbSize, labels) {
   const c = el("div", { class: "card", "data-key": r.key });
   c.appendChild(el("img", { class: "thumb", src: r.thumb, alt: r.texts[0] || r.key, loading: "lazy", width: null }));
   for (const rm of r.removed) {
-    const why = el("div", { class: "removed" }, "removed: " + rm.reason.replace(/_/g, " "));
+    const why = el("div", { class: "removed" }, "removed: " + words(rm.reason));
     if (rm.reason === "near_duplicate") {
       why.append(" of ", el("img", { class: "thumb rep", src: thumbOf(rm.detail, thumbSize), alt: rm.detail, title: rm.detail, style: "max-height:60px;display:inline" }));
     } else if (rm.reason.startsWith("contaminated:")) {
@@ -221,7 +232,7 @@ function card(r, thumbSize, labels) {
     c.appendChild(el("div", {}, "links: ", r.links.map((x) => el("span", {
       class: "tag" + (x.kept ? "" : " dropped"),
       title: `${x.why}; queries: ${x.kinds.join(", ") || "none"}; rank ${x.rank}; alt text names it: ${x.alt_text}; by identifier: ${x.identifier}`,
-    }, `${labels[x.entity] || x.entity} (${x.why.replace("_", " ")})`))));
+    }, `${labels[x.entity] || x.entity} (${words(x.why)})`))));
   }
   return c;
 }
@@ -230,13 +241,19 @@ function card(r, thumbSize, labels) {
 
 function evalPage() {
   const wanted = param("set");
-  EXPLORER.load(`data/eval/${wanted}.js`).then((ev) => {
+  // only an evaluation this site lists: the name becomes a script path
+  EXPLORER.load("data/evals.js").then((evals) => {
+    const known = evals.find((e) => e.slug === wanted);
+    if (!known) throw new Error(`no evaluation ${wanted} in this site`);
+    return EXPLORER.load(`data/eval/${known.slug}.js`);
+  }).then((ev) => {
     document.getElementById("title").textContent = ev.name;
     const zs = ev.zero_shot;
     document.getElementById("scores").textContent = [
       ev.workdir, `step ${fmt(ev.step)}`, `${fmt(ev.images)} images`,
       zs ? `zero-shot top-1 ${pct(zs.top1)}, top-5 ${pct(zs.top5)}, macro ${pct(zs.macro)}` : "no zero-shot classes",
-    ].join(" · ");
+      ev.retrieval ? `retrieval over ${fmt(ev.retrieval.texts)} texts: image→text R@1 ${pct(ev.retrieval.image_to_text["R@1"])}, text→image R@1 ${pct(ev.retrieval.text_to_image["R@1"])}` : "",
+    ].filter(Boolean).join(" · ");
     const pairs = document.getElementById("confused");
     for (const p of ev.confused) {
       pairs.appendChild(el("div", { class: "pair" },
@@ -251,7 +268,7 @@ function evalPage() {
     const keys = {
       accuracy: (a, b) => acc(a) - acc(b),
       name: (a, b) => a.name.localeCompare(b.name),
-      images: (a, b) => b.images - a.images,
+      images: (a, b) => (b.images || 0) - (a.images || 0),
     };
     function render() {
       const box = document.getElementById("classes");
@@ -260,7 +277,7 @@ function evalPage() {
       const shown = ev.classes.filter((c) => c.name.toLowerCase().includes(w)).sort((a, b) => keys[sort.value](a, b) || a.name.localeCompare(b.name));
       for (const c of shown.slice(0, 200)) {
         box.appendChild(el("div", { class: "class", "data-class": c.name },
-          el("h3", {}, c.name, " ", el("span", { class: "muted" }, `${pct(c.accuracy)} of ${fmt(c.images)} images right${c.entity ? " · " + c.entity : ""}`)),
+          el("h3", {}, c.name, " ", el("span", { class: "muted" }, `${pct(c.accuracy)} right${c.images === null ? "" : ` of ${fmt(c.images)} images`}${c.entity ? " · " + c.entity : ""}`)),
           el("div", { class: "grid" }, c.examples.map((x) => el("div", { class: "card " + (x.right ? "right" : "wrong") },
             el("img", { class: "thumb", src: x.img, alt: c.name, loading: "lazy" }),
             el("ol", { class: "top5" }, x.top5.map(([name, score]) => el("li", { class: name === c.name ? "truth" : "" }, `${name} (${score.toFixed(3)})`))))))));
