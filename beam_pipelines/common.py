@@ -429,14 +429,25 @@ def remove_unlisted(out_dir: str, kind: str, keep: list[str]) -> list[str]:
     return sorted(f"{kind}/{p.rsplit('/', 1)[-1]}" for p in doomed)
 
 
-def shard_inputs(shard_dir: str) -> tuple[list[tuple[str, str]], list[str], int]:
-    """(split, shard path) pairs, the splits, and the number of records the metadata lists."""
+def shard_inputs(shard_dir: str, allow_empty: bool = False) -> tuple[list[tuple[str, str]], list[str], int]:
+    """(split, shard path) pairs, the splits, and the number of records the metadata lists;
+    `allow_empty`: a dataset without shard files is no error (the explorer still shows a
+    curation's removals)."""
     info = shards.check_directory(shard_dir)
     splits = sorted(s["name"] for s in info.get("splits", []))
     inputs = [(s, str(p)) for s in splits for p in shards.shard_paths(shard_dir, s)]
-    if not inputs:
+    if not inputs and not allow_empty:
         raise EntityNetError(f"{shard_dir} holds no shard files; run `entitynet harvest` first")
     for _, path in inputs:  # a truncated shard fails here, before anything is written
         shards.check_shard(path)
     total = sum(int(n) for s in info.get("splits", []) for n in s.get("shardLengths", []))
     return inputs, splits, total
+
+
+class ReadShard(beam.DoFn):
+    """(split, shard path) -> (split, record) for every record of the shard."""
+
+    def process(self, item):
+        split, path = item
+        for r in shards.read_shard(path):
+            yield split, r

@@ -44,6 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_pipelines.common import (
     BeamStore,
     PipelineOutput,
+    ReadShard,
     SumCounters,
     WriteJsonl,
     attribution_files,
@@ -77,13 +78,6 @@ KEY_DIR = "subset_keys"  # the sorted key files subset.npz is merged from (kept 
 
 
 # ---------------------------------------------------------------- the pipeline
-
-
-class ReadShard(beam.DoFn):
-    def process(self, item):
-        split, path = item
-        for r in shards.read_shard(path):
-            yield split, r
 
 
 class ApplyPlan(beam.DoFn):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from beam_pipelines.common import SumCounters, run_pipeline
+from beam_pipelines.common import ReadShard, SumCounters, run_pipeline, shard_inputs
 from entitynet import records, shards
 from entitynet.errors import ConfigError
 from entitynet.explore import evals, rows, site
@@ -61,13 +61,6 @@ class Thumb(beam.DoFn):
             if small is not None:
                 LOCAL.write(path, small)  # a full disk or a permission error stops the build
         yield r.key, dataclasses.replace(r, jpeg=b"")
-
-
-class ReadShard(beam.DoFn):
-    def process(self, item):
-        split, path = item
-        for r in shards.read_shard(path):
-            yield split, r
 
 
 class View(beam.DoFn):
@@ -199,18 +192,6 @@ def _read_json(path: Path, what: str) -> dict:
         raise ConfigError(f"{path}: cannot read the {what} ({e}); run that stage again") from None
 
 
-def shard_files(directory: Path) -> list[tuple[str, str]]:
-    """(split, path) of every shard the dataset's metadata lists, checked; none for an empty one
-    (a curation that kept nothing still has its removals to show)."""
-    info = shards.check_directory(directory)
-    found = [
-        (s["name"], str(p)) for s in info.get("splits", []) for p in shards.shard_paths(directory, s["name"])
-    ]
-    for _, path in found:
-        shards.check_shard(path)
-    return found
-
-
 def inputs_of(data_dir: str) -> tuple[dict, dict]:
     """What a build reads, from the dataset's own metadata: (inputs, summary). A curated dataset
     names its harvest (`curation_stats.json`'s input)."""
@@ -232,7 +213,7 @@ def inputs_of(data_dir: str) -> tuple[dict, dict]:
                 "give the harvest's directory to `entitynet explore` instead, or move it back"
             )
         harvest_dir = found
-        curated_inputs = shard_files(root)
+        curated_inputs, _, _ = shard_inputs(str(root), allow_empty=True)
         entries = {}
         counts_file = root / shards.ENTRY_COUNTS
         if counts_file.is_file():
@@ -252,9 +233,7 @@ def inputs_of(data_dir: str) -> tuple[dict, dict]:
             f"({shards.CURATION_STATS}); give the --out of `entitynet harvest` or `entitynet curate`"
         )
     hstats = _read_json(harvest_dir / shards.HARVEST_STATS, "harvest stats")
-    harvest_inputs = shard_files(harvest_dir)
-    info = shards.check_directory(harvest_dir)
-    total = sum(int(n) for s in info.get("splits", []) for n in s.get("shardLengths", []))
+    harvest_inputs, _, total = shard_inputs(str(harvest_dir), allow_empty=True)
     files = hstats.get("files", {})
     summary["harvest_dir"] = str(harvest_dir.resolve())
     summary["kind"] = "curated" if curation.is_file() else "harvest"

@@ -12,7 +12,6 @@ truncation keeps room for both (the pieces are cut, as ours are).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from entitynet.errors import ConfigError
@@ -84,7 +83,16 @@ class _Spec:
 
 def sentencepiece_to_hf(model: bytes, context_length: int):
     """A `tokenizers.Tokenizer` that tokenizes as our SentencePieceTokenizer + `encode` do."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     m = _Spec(model)
     if m.model_type != 1:  # 1: unigram (the only kind `tokenizer train` makes)
@@ -106,8 +114,6 @@ def sentencepiece_to_hf(model: bytes, context_length: int):
     tok.post_processor = processors.TemplateProcessing(
         single=f"{start} $A {end}", special_tokens=[(start, Ours.sot_id), (end, Ours.eot_id)]
     )
-    from tokenizers import AddedToken
-
     tok.add_special_tokens([AddedToken(t, special=True) for t in (pieces[Ours.unk_id][0], start, end, pad)])
     tok.enable_truncation(context_length)
     tok.enable_padding(pad_id=Ours.pad_id, pad_token=pad, length=context_length)
@@ -123,16 +129,16 @@ def write_hf_tokenizer(model: bytes, context_length: int, directory: str | Path)
     d = Path(directory)
     with atomic_open(d / HF_TOKENIZER_FILE, "w") as f:
         f.write(tok.to_str(pretty=True))
-    names = json.loads(tok.to_str())["model"]["vocab"]
+
     write_json(
         d / HF_TOKENIZER_CONFIG,
         {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "model_max_length": context_length,
-            "bos_token": names[Ours.sot_id][0],
-            "eos_token": names[Ours.eot_id][0],
-            "pad_token": names[Ours.pad_id][0],
-            "unk_token": names[Ours.unk_id][0],
+            "bos_token": tok.id_to_token(Ours.sot_id),
+            "eos_token": tok.id_to_token(Ours.eot_id),
+            "pad_token": tok.id_to_token(Ours.pad_id),
+            "unk_token": tok.id_to_token(Ours.unk_id),
             "padding_side": "right",
             "truncation_side": "right",
             "clean_up_tokenization_spaces": False,
