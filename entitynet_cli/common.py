@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 
 from entitynet.errors import EntityNetError
+from entitynet.printable import printable
 
 log = logging.getLogger("entitynet")
 
@@ -23,9 +24,20 @@ def sample_kg_path() -> str:
     return str(resources.files("entitynet") / "data" / "sample_kg.ttl")
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters escaped (`entitynet.printable`): a warning may quote a
+    label, a URL or a host name."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+
 def setup_logging(verbose: bool) -> None:
     # Beam and Google client libraries log warnings at import that say nothing to our users.
     logging.basicConfig(level=logging.ERROR, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler:  # ours (basicConfig's), not a test harness's
+            handler.setFormatter(PrintableFormatter("%(message)s"))
     logging.getLogger("entitynet").setLevel(logging.DEBUG if verbose else logging.INFO)
     if verbose:
         logging.getLogger().setLevel(logging.INFO)

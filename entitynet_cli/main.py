@@ -22,6 +22,7 @@ import sys
 
 from entitynet import __version__
 from entitynet.errors import EntityNetError
+from entitynet.printable import PrintableStream, printable
 from entitynet_cli.common import all_flags, beam_flags, did_you_mean, setup_logging, unknown_beam_flags
 from entitynet_cli.curate import add_parser as add_curate
 from entitynet_cli.demo import add_parser as add_demo
@@ -90,11 +91,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"unrecognized argument {flag}{hint} (arguments after the known flags go to Apache Beam, "
                 "which does not know it either)"
             )
+    # what a command prints may quote labels, texts, URLs and files: control characters are shown
+    # escaped, never sent to the terminal (`entitynet.printable`)
+    stdout, sys.stdout = sys.stdout, PrintableStream(sys.stdout)
     try:
         return args.func(args, extra)
     except EntityNetError as e:
-        print(f"entitynet: error: {e}", file=sys.stderr)
+        print(f"entitynet: error: {printable(str(e), newlines=False)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("entitynet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout = stdout

@@ -80,6 +80,12 @@ class EmbeddedSparql:
         self.store = load_store(paths)
 
     def select(self, query: str) -> list[Row]:
+        payload = self._serialized(query)
+        return parse_results(payload, self.source)
+
+    def _serialized(self, query: str) -> bytes:
+        # pyoxigraph's solutions may only be dropped on the thread that made them: they live only in
+        # this frame, never in one an error's traceback keeps (a parse error is raised from `select`)
         try:
             # select() is given SELECT queries, whose results are QuerySolutions
             solutions = cast(ox.QuerySolutions, self.store.query(query))
@@ -87,4 +93,4 @@ class EmbeddedSparql:
             raise RuntimeError(f"invalid SPARQL generated: {e}\n{query}") from e
         payload = solutions.serialize(format=ox.QueryResultsFormat.JSON)
         assert payload is not None  # serialize() without an output returns the bytes
-        return parse_results(payload, self.source)
+        return payload

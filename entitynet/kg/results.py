@@ -7,6 +7,7 @@ produce identical rows for identical data.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, NamedTuple
 
 from entitynet.errors import KGError
@@ -28,6 +29,16 @@ _INTS = {
     )
 }
 _FLOATS = {XSD + t for t in ("double", "float", "decimal")}
+# the integers a graph gives us are counts and ids: 30 digits is far beyond any, and Python's int()
+# of thousands of digits is slow and then refused (sys.int_info.default_max_str_digits)
+_INTEGER = re.compile(r"[+-]?[0-9]{1,30}")
+_DECIMAL = re.compile(
+    r"[+-]?([0-9]{1,300}(\.[0-9]{0,300})?|\.[0-9]{1,300})([eE][+-]?[0-9]{1,4})?|[+-]?INF|NaN"
+)
+
+
+class BadLiteral(ValueError):
+    """A typed literal whose text is not a value of its datatype that we can use."""
 
 
 class Term(NamedTuple):
@@ -51,13 +62,28 @@ def _cast(binding: dict[str, Any]) -> Term:
     if kind in ("literal", "typed-literal"):
         dtype = binding.get("datatype")
         if dtype in _INTS:
+            if not _INTEGER.fullmatch(value.strip()):
+                raise BadLiteral(dtype, value)
             return Term(int(value), "literal")
         if dtype in _FLOATS:
+            if not _DECIMAL.fullmatch(value.strip()):
+                raise BadLiteral(dtype, value)
             return Term(float(value), "literal")
         if dtype == XSD + "boolean":
             return Term(value in ("true", "1"), "literal")
         return Term(value, "literal", binding.get("xml:lang"))
     raise ValueError(f"unknown binding type {kind!r}")
+
+
+def _cast_named(var: str, binding: dict[str, Any], row: dict) -> Term:
+    try:
+        return _cast(binding)
+    except BadLiteral as e:
+        # the row's first IRI names what the value is about (the entity), where there is one
+        about = next(
+            (b.get("value") for b in row.values() if isinstance(b, dict) and b.get("type") == "uri"), ""
+        )
+        raise BadLiteral(var, str(about)[:200], *e.args) from None
 
 
 def parse_results(payload: bytes | str, source: str) -> list[Row]:
@@ -67,7 +93,18 @@ def parse_results(payload: bytes | str, source: str) -> list[Row]:
         bindings = doc["results"]["bindings"]
         if not isinstance(bindings, list):
             raise ValueError("results.bindings is not a list")
-        return [{var: _cast(b) for var, b in row.items()} for row in bindings]
+        return [{var: _cast_named(var, b, row) for var, b in row.items()} for row in bindings]
+    except BadLiteral as e:
+        var, subject, dtype, value = e.args
+        dtype = dtype.replace(XSD, "xsd:")
+        shown = value if len(value) <= 40 else f"{value[:20]}...{value[-8:]} ({len(value)} characters)"
+        want = (
+            "an integer of at most 30 digits" if dtype.replace("xsd:", XSD) in _INTS else "a decimal number"
+        )
+        raise KGError(
+            f"{source}: the {dtype} literal {shown!r} (?{var}{' of ' + subject if subject else ''}) is not "
+            f"{want}; fix that value in the knowledge graph"
+        ) from None
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         head = payload[:80] if isinstance(payload, str) else payload[:80].decode("utf-8", "replace")
         raise KGError(
