@@ -76,6 +76,7 @@ from entitynet.files import write_json, write_lines
 from entitynet.links import Linker, link_stats
 from entitynet.records import Candidate, Entity, ImageRecord, Query
 from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
+from entitynet.urls import public_url
 
 log = logging.getLogger("entitynet.harvest")
 
@@ -432,9 +433,7 @@ class WriteShard(beam.DoFn):
         for r in recs:
             for url in r.urls:
                 if url == r.url:
-                    yield beam.pvalue.TaggedOutput(
-                        "outcomes", harvest.Outcome(url, harvest.host_of(url), "written")
-                    )
+                    yield beam.pvalue.TaggedOutput("outcomes", harvest.outcome(url, "written"))
         counts: Counter = Counter()
         for r in recs:
             counts.update(harvest.record_counts(r))
@@ -502,13 +501,12 @@ def build(
         balanced = candidates | BalanceBeforeFetch(spec.entities, spec.balance_t, spec.balance_seed)
         to_fetch, not_fetched = balanced["kept"], balanced["outcomes"]
         before, after = balanced["before"], balanced["after"]
-    allowed = opts.license_filter
-    if allowed.active:  # licences are known before the download: excluded ones are never fetched
-        licensed = to_fetch | "Licenses" >> beam.ParDo(_licensed, allowed).with_outputs(
-            "outcomes", main="kept"
-        )
-        to_fetch = licensed.kept
-        not_fetched = (not_fetched, licensed.outcomes) | "NotFetched" >> beam.Flatten()
+    # decided before the download, never fetched: URLs with credentials, licences left out
+    checked = to_fetch | "PreFetch" >> beam.ParDo(_prefetch, opts.license_filter).with_outputs(
+        "outcomes", main="kept"
+    )
+    to_fetch = checked.kept
+    not_fetched = (not_fetched, checked.outcomes) | "NotFetched" >> beam.Flatten()
     big_hosts = beam.pvalue.AsDict(to_fetch | BigHosts(opts))
     fetched = (
         to_fetch
@@ -546,7 +544,14 @@ def build(
     # counters (summed by Beam) and one small stats row per file reach the finish.
     n = opts.num_shards
     files = [
-        candidates | WriteJsonl(out_dir, "candidates", n, lambda c: c.url, records.to_json),
+        candidates
+        | WriteJsonl(
+            out_dir,
+            "candidates",
+            n,
+            lambda c: public_url(c.url),
+            lambda c: records.to_json(harvest.public_candidate(c)),
+        ),
         outcomes
         | WriteJsonl(
             out_dir, "outcomes", n, lambda o: o.url, lambda o: json.dumps(asdict(o), ensure_ascii=False)
@@ -605,8 +610,8 @@ def build(
     )
 
 
-def _licensed(c: Candidate, allowed):
-    outcome = harvest.license_outcome(c, allowed)
+def _prefetch(c: Candidate, allowed):
+    outcome = harvest.prefetch_outcome(c, allowed)
     yield c if outcome is None else beam.pvalue.TaggedOutput("outcomes", outcome)
 
 

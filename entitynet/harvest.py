@@ -9,11 +9,12 @@ import hashlib
 import json
 import logging
 import os
+import re
 import urllib.parse
 import zlib
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, TypedDict
 
 from entitynet.curation import balance
@@ -36,6 +37,7 @@ from entitynet.records import (
     merge_images,
 )
 from entitynet.search import BACKENDS, NEEDS_ENTITIES, SOURCE_BACKENDS
+from entitynet.urls import has_credentials, public_url, without_credentials
 
 if TYPE_CHECKING:
     from entitynet.search.base import SearchBackend
@@ -241,10 +243,26 @@ class HarvestOptions:
 
 
 def host_of(url: str) -> str:
+    """The host (and port) a URL's outcome is counted under; never its userinfo."""
     try:
-        return urllib.parse.urlsplit(url).netloc or "(none)"
+        return urllib.parse.urlsplit(without_credentials(url)).netloc or "(none)"
     except ValueError:  # e.g. an unclosed IPv6 bracket
         return "(invalid)"
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+
+
+def outcome(url: str, reason: str, detail: str = "") -> Outcome:
+    """A candidate's outcome as it is written: its URL and any URL quoted in the detail made public
+    (`entitynet.urls.public_url`: no credentials, no secret parameters)."""
+    detail = _URL_IN_TEXT.sub(lambda m: public_url(m.group(0)), detail)
+    return Outcome(public_url(url), host_of(url), reason, detail[:200])
+
+
+def public_candidate(c: Candidate) -> Candidate:
+    """`c` as the candidates files show it (its URLs made public)."""
+    return replace(c, url=public_url(c.url), page_url=public_url(c.page_url))
 
 
 def fetch_and_process(fetcher: Fetcher, candidate: Candidate, opts: ImageOptions) -> ImageRecord | Outcome:
@@ -266,24 +284,24 @@ async def afetch_and_process(
 def to_result(candidate: Candidate, r, opts: ImageOptions) -> ImageRecord | Outcome:
     """A fetch's result (`FetchResult`) to the candidate's record or outcome."""
     if not r.ok:
-        return Outcome(candidate.url, host_of(candidate.url), r.reason or "unknown", r.detail[:200])
+        return outcome(candidate.url, r.reason or "unknown", r.detail)
     try:
         img = process_image(r.data, opts)
     except ImageRejected as e:
-        return Outcome(candidate.url, host_of(candidate.url), e.reason, str(e)[:200])
+        return outcome(candidate.url, e.reason, str(e))
     return ImageRecord(
         key=image_key(img.sha256),
         jpeg=img.jpeg,
         width=img.width,
         height=img.height,
-        url=candidate.url,
-        page_url=candidate.page_url,
+        url=public_url(candidate.url),
+        page_url=public_url(candidate.page_url),
         alt_texts=candidate.alt_texts,
         query_ids=candidate.query_ids,
         entity_ids=candidate.entity_ids,
         sha256=img.sha256,
         phash=img.phash,
-        urls=(candidate.url,),
+        urls=(public_url(candidate.url),),
         query_ranks=candidate.ranks or (-1,) * len(candidate.query_ids),
         license=candidate.license or UNKNOWN,
         license_url=candidate.license_url,
@@ -294,16 +312,28 @@ def to_result(candidate: Candidate, r, opts: ImageOptions) -> ImageRecord | Outc
 
 
 def provenance_of(c: Candidate) -> Provenance:
-    return Provenance(c.backend, c.url, c.page_url, c.license or UNKNOWN, c.license_url, c.attribution)
+    return Provenance(
+        c.backend,
+        public_url(c.url),
+        public_url(c.page_url),
+        c.license or UNKNOWN,
+        c.license_url,
+        c.attribution,
+    )
 
 
-def license_outcome(c: Candidate, allowed: LicenseFilter) -> Outcome | None:
-    """None when the candidate's licence passes `--licenses`/`--exclude-licenses`, else its outcome
-    (never fetched: a licence is known before the download)."""
+def prefetch_outcome(c: Candidate, allowed: LicenseFilter) -> Outcome | None:
+    """None when the candidate may be fetched, else its outcome (never fetched): a URL with
+    credentials (`bad_url`: they are never sent, `entitynet.urls`), a licence that
+    `--licenses`/`--exclude-licenses` leaves out (known before the download)."""
+    if has_credentials(c.url):
+        return outcome(
+            c.url, "bad_url", "the URL holds a user name or password (user:password@), which are never sent"
+        )
     lic = c.license or UNKNOWN
     if allowed.allows(lic):
         return None
-    return Outcome(c.url, host_of(c.url), "license_excluded", f"{lic} from {c.backend or 'the source'}")
+    return outcome(c.url, "license_excluded", f"{lic} from {c.backend or 'the source'}")
 
 
 # ---------------------------------------------------------------- work units (resume)
@@ -479,7 +509,7 @@ def merge_duplicates(
     group = sorted(records, key=lambda r: r.url)
     first = group[0]
     merged = merge_images(first, group[1:])
-    dups = [Outcome(r.url, host_of(r.url), "duplicate", f"same bytes as {first.url}") for r in group[1:]]
+    dups = [outcome(r.url, "duplicate", f"same bytes as {first.url}") for r in group[1:]]
     if linker is not None:
         merged = linker.apply(merged)
         if not merged.entity_ids and not linker.rule.keep_unlinked:
@@ -489,7 +519,7 @@ def merge_duplicates(
                 if merged.links
                 else "no entity found it"
             )
-            return None, [Outcome(first.url, host_of(first.url), "unlinked", detail[:200]), *dups]
+            return None, [outcome(first.url, "unlinked", detail), *dups]
     return merged, dups
 
 
@@ -536,10 +566,11 @@ def balance_candidate(
     pool's `counts` per entry) is kept, else its outcome. The draws are `curate`'s (keyed by URL),
     so a pool of distinct images keeps the set `entitynet curate --t T --seed S` would keep."""
     if not entries:
-        return Outcome(c.url, host_of(c.url), "no_entry", "its text names no entity's entry")
-    if balance.keep(c.url, entries, counts, t, seed):
+        return outcome(c.url, "no_entry", "its text names no entity's entry")
+    # keyed by the URL the record would carry, as curate's draws are
+    if balance.keep(public_url(c.url), entries, counts, t, seed):
         return None
-    return Outcome(c.url, host_of(c.url), "balanced_out", f"t={t}")
+    return outcome(c.url, "balanced_out", f"t={t}")
 
 
 def summary(counts: dict, top_hosts: list[dict]) -> dict:
