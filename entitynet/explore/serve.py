@@ -40,7 +40,7 @@ class SiteHandler(http.server.SimpleHTTPRequestHandler):
 
     def _host_allowed(self) -> bool:
         host = (self.headers.get("Host") or "").strip().lower()
-        port = self.server.server_address[1]
+        port = self.server.server_address[1]  # type: ignore[index]  # an AF_INET (host, port) pair
         allowed = {f"{name}:{port}" for name in LOOPBACK_NAMES}
         if port == 80:
             allowed.update(LOOPBACK_NAMES)
