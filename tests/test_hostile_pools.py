@@ -137,6 +137,11 @@ CASES = [
         _csv("junk.jsonl", '{"url": "http://i/1.jpg", "text": \n'),
         "line 1 is not JSON",
     ),
+    (
+        "csv with a quote left open",
+        _csv("open.csv", 'url,text\n"http://i/1.jpg,a red fox\nhttp://i/2.jpg,a red fox\n'),
+        "open.csv is malformed: line 3: unexpected end of data",
+    ),
     ("csv not UTF-8", _bytes("latin.csv", b"url,text\nhttp://i/1.jpg,caf\xe9\n"), "not a readable csv file"),
     ("empty csv", _bytes("empty.csv", b""), []),
     ("empty jsonl", _bytes("empty.jsonl", b""), []),
@@ -239,6 +244,19 @@ def test_hostile_pool_files(tmp_path, name, write, wanted):
         assert wanted in message and path.name in message and "\n" not in message, message
     else:
         assert _read(path) == wanted
+
+
+def test_a_directory_or_a_pipe_as_a_pool_is_refused_before_reading(tmp_path):
+    import os
+
+    from entitynet.search.pool import pool_files
+
+    (tmp_path / "dir.jsonl").mkdir()
+    os.mkfifo(tmp_path / "pipe.jsonl")  # reading it would block the harvest for ever
+    for name, words in (("dir.jsonl", "is a directory"), ("pipe.jsonl", "is not a regular file")):
+        tried("pool file")
+        with pytest.raises(ConfigError, match=words):
+            pool_files(str(tmp_path / name))
 
 
 def test_a_pool_without_a_text_column_stops_the_harvest_in_one_line(tmp_path, capsys):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -56,14 +57,28 @@ def pool_files(patterns, store: LocalStore = LOCAL) -> list[str]:
         patterns = (patterns,)
     files: list[str] = []
     for pattern in patterns:
+        _regular_file(pattern)
         found = store.match(pattern)
         if not found:
             raise ConfigError(f"pool {pattern} matches no file; check the path or glob")
         files += found
     for f in files:
+        _regular_file(f)
         if Path(f).suffix.lower() not in SUFFIXES:
             raise ConfigError(f"pool {f}: unsupported file type; use .jsonl, .parquet, .csv or .tsv")
     return sorted(set(files))
+
+
+def _regular_file(path: str) -> None:
+    """A ConfigError for a local path that exists but is not a regular file (reading a pipe would
+    block the harvest for ever)."""
+    if "://" in path or not os.path.exists(path) or os.path.isfile(path):
+        return
+    if os.path.isdir(path):
+        raise ConfigError(
+            f"pool {path} is a directory; give its files, or a glob such as {path.rstrip('/')}/*.parquet"
+        )
+    raise ConfigError(f"pool {path} is not a regular file (a pipe, a device); give a file")
 
 
 def pool_units(files: list[str], store: LocalStore = LOCAL) -> list[tuple[str, int]]:
@@ -156,7 +171,8 @@ def _csv_rows(raw, suffix: str):
         csv.field_size_limit(CSV_FIELD_LIMIT)
     # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the first column's name
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-    return csv.reader(text, delimiter="\t" if suffix == ".tsv" else ",")
+    # strict: a quote left open is an error, not a row that swallows the rest of the file
+    return csv.reader(text, delimiter="\t" if suffix == ".tsv" else ",", strict=True)
 
 
 def _csv_table(raw, suffix: str, path: str) -> Iterator[tuple[str, str, str]]:
