@@ -9,17 +9,31 @@ or a throttle behaves the same wherever it happens:
   above `cap`.
 - `RateLimiter`: request starts per second, per key (a host, an API), spaced evenly; thread-safe.
 - `Deadline`: a wall-clock budget for a whole operation (connect, headers, body, redirects,
-  robots.txt), asked for the time left before every blocking step.
+  robots.txt, retries), asked for the time left before every blocking step.
+- `request`: one HTTP request of the blocking clients (SPARQL, search APIs, LLM), its whole
+  answer read under a `Deadline` and a size cap (`ResponseTooLarge`). A socket timeout is per
+  read, so a server trickling a byte a second would never trip it: a watchdog shuts the
+  request's sockets down when the deadline passes (headers or body, whatever it is waiting
+  for), and the body is read as it arrives, stopping at the cap without holding more. Sessions
+  from `session()` carry the watchdog's hook. (The image fetcher is asyncio and bounds the same
+  way with `asyncio.timeout` and this `Deadline`.)
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import random
+import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+import requests
+import urllib3
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -90,3 +104,218 @@ class Deadline:
     def allows(self, delay: float) -> bool:
         """Whether waiting `delay` seconds still leaves time for another attempt."""
         return time.monotonic() + delay < self.end
+
+
+# ---------------------------------------------------------------- bounded answers
+
+READ_CHUNK = 64 << 10
+
+
+class ResponseTooLarge(Exception):
+    """An answer over its size cap; reading stopped there (the caller names the fix)."""
+
+    def __init__(self, limit: int, seen: int, announced: bool = False):
+        super().__init__(
+            f"the answer announced {seen:,} bytes, over the cap of {size_text(limit)}"
+            if announced
+            else f"the answer grew past the cap of {size_text(limit)} (reading stopped there)"
+        )
+        self.limit, self.seen, self.announced = limit, seen, announced
+
+
+def size_text(n: int) -> str:
+    """Bytes in words: 268435456 -> "256 MiB"."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):g} {unit}"
+    return f"{n} bytes"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole HTTP answer, read within its deadline and size cap."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+    url: str
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def first_line(self, limit: int = 300) -> str:
+        lines = self.body[:limit].decode("utf-8", "replace").strip().splitlines()
+        return lines[0] if lines else ""
+
+
+class _Watch:
+    """The connections one request uses; `fire` shuts their sockets down (from the timer thread),
+    which ends any read blocked on them at once."""
+
+    def __init__(self) -> None:
+        self.connections: list = []
+        self.fired = False
+        self._lock = threading.Lock()
+
+    def add(self, connection) -> None:
+        with self._lock:
+            self.connections.append(connection)
+
+    def fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            connections = list(self.connections)
+        for c in connections:
+            sock = getattr(c, "sock", None)
+            if sock is not None:
+                try:  # the plain socket's shutdown, also under TLS: no TLS alert, no half-state
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+_watching = threading.local()  # the _Watch of the request this thread is making, if any
+
+
+class _Watched:
+    """A urllib3 connection that puts itself under the watch of the request this thread makes."""
+
+    def request(self, *args, **kwargs):
+        watch = getattr(_watching, "watch", None)
+        if watch is not None:
+            watch.add(self)
+        return super().request(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _WatchedPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOLS = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if hasattr(manager, "pool_classes_by_scheme"):
+            manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
+
+
+def session(user_agent: str | None = None, max_redirects: int = 5) -> requests.Session:
+    """A requests session whose requests `request` can cut off at their deadline."""
+    s = requests.Session()
+    adapter = _WatchedAdapter()
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    s.max_redirects = max_redirects
+    if user_agent:
+        s.headers["User-Agent"] = user_agent
+    return s
+
+
+def read_body(raw: urllib3.BaseHTTPResponse, deadline: Deadline, max_bytes: int) -> bytes:
+    """The decoded body of a streamed urllib3 response, as its bytes arrive; ResponseTooLarge as
+    soon as more than `max_bytes` came (or were announced), DeadlinePassed when time is up."""
+    length = raw.headers.get("Content-Length", "")
+    if length.isascii() and length.isdigit() and int(length) > max_bytes:
+        raise ResponseTooLarge(max_bytes, int(length), announced=True)
+    buf = bytearray()
+    while True:
+        if deadline.remaining() <= 0:
+            raise DeadlinePassed(f"total deadline of {deadline.seconds:g} s passed while reading the answer")
+        chunk = raw.read1(READ_CHUNK, decode_content=True)  # returns as bytes arrive
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise ResponseTooLarge(max_bytes, len(buf))
+
+
+def request(
+    http: requests.Session,
+    method: str,
+    url: str,
+    *,
+    deadline: Deadline,
+    max_bytes: int,
+    connect_timeout: float = 10.0,
+    read_timeout: float = 60.0,
+    **kwargs,
+) -> Answer:
+    """One request (`http` from `session()`) and its whole answer, within `deadline` and
+    `max_bytes`. Raises DeadlinePassed, ResponseTooLarge, or requests' own errors."""
+    left = deadline.left(f"before asking {url}")
+    watch = _Watch()
+    outer = getattr(_watching, "watch", None)
+    _watching.watch = watch
+    timer = threading.Timer(left, watch.fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        r = http.request(
+            method,
+            url,
+            stream=True,
+            timeout=(min(connect_timeout, left), min(read_timeout, left)),
+            **kwargs,
+        )
+        try:
+            body = read_body(r.raw, deadline, max_bytes)
+        except urllib3.exceptions.ReadTimeoutError as e:  # as requests names them when it reads
+            raise requests.ReadTimeout(e) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise requests.ConnectionError(e) from e
+        finally:
+            r.close()  # after a whole body the connection is back in the pool; otherwise dropped
+        return Answer(r.status_code, r.headers, body, r.url)
+    except (DeadlinePassed, ResponseTooLarge):
+        raise
+    except Exception as e:
+        if watch.fired or deadline.remaining() <= 0:  # the watchdog's doing: say so, not "reset"
+            raise DeadlinePassed(f"total deadline of {deadline.seconds:g} s passed") from e
+        raise
+    finally:
+        timer.cancel()
+        _watching.watch = outer
+
+
+def why(e: BaseException) -> str:
+    """A failed request in a few words: timed out, refused, unresolvable, cut off; else its type."""
+    if isinstance(e, requests.ConnectTimeout):
+        return "connect timed out"
+    if isinstance(e, requests.ReadTimeout):
+        return "timed out"
+    text = str(e)
+    for needle, words in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "cannot resolve the host"),
+        ("NameResolutionError", "cannot resolve the host"),
+        ("Temporary failure in name resolution", "cannot resolve the host"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "closed without an answer"),
+        ("IncompleteRead", "the answer ended early"),
+        ("timed out", "timed out"),
+    ):
+        if needle in text:
+            return words
+    return type(e).__name__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from entitynet_cli.common import table
@@ -16,9 +17,16 @@ def _kg_source(args):
         contact=args.contact,
         connect_timeout=args.connect_timeout,
         read_timeout=args.read_timeout,
+        total_timeout=args.total_timeout,
+        max_response_bytes=_mib(args.max_response_mb),
         max_retries=args.retries,
         requests_per_second=args.requests_per_second,
     )
+
+
+def _mib(value: float) -> int:
+    """--max-response-mb in bytes (what is not a finite number becomes 0, which is refused)."""
+    return int(value * (1 << 20)) if math.isfinite(value) else 0
 
 
 def expand_summary(stats: dict, source: str, min_sitelinks: int, out: Path) -> str:
@@ -99,7 +107,21 @@ def add_parser(sub) -> None:
     )
     ex.add_argument("--contact", metavar="EMAIL_OR_URL", help="contact for the User-Agent (Wikimedia policy)")
     ex.add_argument("--connect-timeout", type=float, default=10.0)
-    ex.add_argument("--read-timeout", type=float, default=120.0)
+    ex.add_argument("--read-timeout", type=float, default=120.0, help="seconds per socket read")
+    ex.add_argument(
+        "--total-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="the most one query may take, answer and retries included (a trickling endpoint is cut off)",
+    )
+    ex.add_argument(
+        "--max-response-mb",
+        type=float,
+        default=256.0,
+        metavar="MB",
+        help="the largest answer one query may get (MiB); a larger one is refused as it arrives",
+    )
     ex.add_argument("--retries", type=int, default=5)
     ex.add_argument("--requests-per-second", type=float, help="request rate per worker (presets are polite)")
     ex.add_argument("--out", required=True, metavar="DIR")

@@ -348,3 +348,85 @@ def test_protocol_block_and_site_local_are_refused_even_with_private_allowed(add
 @pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700::1111", "2002:0808:0808::1", "64:ff9b::808:808"])
 def test_public_addresses_pass(address):
     assert AddressPolicy().refusal(address) is None
+
+
+# ---------------------------------------------------------------- credentials in URLs are never sent
+
+
+class Recorder(LoopbackHandler):
+    """Records every request's path and Authorization header; /to-creds redirects to a URL with
+    credentials, and robots.txt does too when `robots_to_creds` is set."""
+
+    hits: list = []
+    robots_to_creds = False
+
+    def do_GET(self):
+        cls = type(self)
+        cls.hits.append((self.path, self.headers.get("Authorization")))
+        creds = f"http://user:secret-pw@127.0.0.1:{self.server.server_address[1]}"
+        if self.path == "/robots.txt":
+            if cls.robots_to_creds:
+                return self.send(301, b"", "text/plain", [("Location", creds + "/real-robots.txt")])
+            return self.send(200, b"User-agent: *\nAllow: /\n", "text/plain")
+        if self.path == "/to-creds":
+            return self.send(302, b"", "text/plain", [("Location", creds + "/x.jpg")])
+        if self.path in ("/x.jpg", "/real-robots.txt"):
+            return self.send(200, JPEG if self.path == "/x.jpg" else b"User-agent: *\nDisallow: /\n")
+        return self.send(404, b"", "text/plain")
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    """One recording server for the module (starting and stopping one costs half a second)."""
+    handler = type("Recorded", (Recorder,), {"hits": []})
+    with LoopbackServer(handler) as server:
+        yield server, handler
+
+
+def recorder(recorded, robots_to_creds: bool = False):
+    server, handler = recorded
+    handler.hits.clear()
+    handler.robots_to_creds = robots_to_creds
+    return server, handler.hits
+
+
+@pytest.mark.parametrize(
+    "authority",
+    [
+        "user:secret-pw@{host}",
+        "user@{host}",
+        ":secret-pw@{host}",
+        "@{host}",
+        "u%40x:secret-pw@{host}",
+        "user:secret-pw@{host}@{host}",
+        "{host}\\@user:secret-pw",
+    ],
+)
+def test_a_url_with_credentials_is_refused_before_any_request(recorded, authority):
+    tried("credentials in URL")
+    server, hits = recorder(recorded)
+    url = "http://" + authority.format(host=f"127.0.0.1:{server.port}") + "/x.jpg"
+    r = fetcher().fetch(url)
+    assert r.reason == "bad_url" and "credentials in URLs are never sent" in r.detail, (r.reason, r.detail)
+    assert "secret-pw" not in r.detail and r.data is None
+    got = harvest.fetch_and_process(fetcher(), Candidate(url=url), ImageOptions())
+    assert isinstance(got, Outcome) and got.outcome == "bad_url" and "secret-pw" not in got.detail
+    assert hits == []  # not even robots.txt was asked for
+
+
+def test_a_redirect_to_a_url_with_credentials_is_refused(recorded):
+    tried("credentials in URL")
+    server, hits = recorder(recorded)
+    r = fetcher().fetch(server.base + "/to-creds")
+    assert r.reason == "bad_url" and "credentials in URLs are never sent" in r.detail, (r.reason, r.detail)
+    assert "secret-pw" not in r.detail
+    assert [p for p, _ in hits] == ["/robots.txt", "/to-creds"]  # the Location was never requested
+    assert all(auth is None for _, auth in hits)
+
+
+def test_a_robots_txt_redirect_with_credentials_is_not_followed(recorded):
+    tried("credentials in URL")
+    server, hits = recorder(recorded, robots_to_creds=True)
+    r = fetcher().fetch(server.base + "/x.jpg")
+    assert r.ok, (r.reason, r.detail)  # robots.txt unavailable by redirect: no restrictions
+    assert [p for p, _ in hits] == ["/robots.txt", "/x.jpg"] and all(auth is None for _, auth in hits)

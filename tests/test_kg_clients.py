@@ -3,8 +3,11 @@
 import gzip
 import shutil
 import time
+import tracemalloc
 
 import pytest
+from hostile import tried
+from hostile_answers import hostile_answers, reset
 
 from entitynet.errors import ConfigError, KGError
 from entitynet.http_policy import retry_after_seconds
@@ -198,3 +201,80 @@ def test_retry_after_forms():
     assert retry_after_seconds("7") == 7.0
     assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
     assert 0 <= retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") < 1
+
+
+# ---------------------------------------------------------------- hostile endpoints: time and size
+
+
+@pytest.fixture(scope="module")
+def hostile_module():
+    with hostile_answers() as server:
+        yield server
+
+
+@pytest.fixture
+def hostile(hostile_module):
+    reset(hostile_module)
+    return hostile_module
+
+
+@pytest.mark.parametrize("path", ["/trickle-body", "/trickle-headers"])
+def test_a_trickling_endpoint_is_cut_off_at_the_total_deadline(hostile, path):
+    tried("sparql")
+    client = fast_client(hostile.base + path, read_timeout=5.0, total_timeout=1.5)  # 2 retries allowed
+    t = time.monotonic()
+    with pytest.raises(KGError) as e:
+        client.select(LION_QUERY)
+    elapsed = time.monotonic() - t
+    assert elapsed < 2.5, elapsed  # the server would trickle for 25-30 s; each read comes within 5 s
+    message = str(e.value)
+    assert "\n" not in message and hostile.base + path in message
+    assert "total timeout of 1.5 s" in message and "--total-timeout" in message
+
+
+def test_an_endless_answer_stops_at_the_size_cap_without_being_held(hostile):
+    tried("sparql")
+    client = fast_client(hostile.base + "/endless", max_bytes=1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(KGError) as e:
+            client.select(LION_QUERY)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(e.value)
+    assert "\n" not in message and "grew past the cap of 1 MiB" in message and "--max-response-mb" in message
+    assert hostile.handler.done.wait(10)  # the server saw the client hang up
+    sent = sum(hostile.handler.sent)
+    assert sent < 48 << 20, sent  # of 256 MiB offered: the cap plus what socket buffers held
+    assert peak < 16 << 20, peak  # never more than about the cap in memory
+    # not retried: the same query would get the same answer
+    with pytest.raises(KGError, match="announced 314,572,800 bytes, over the cap of 256 MiB"):
+        fast_client(hostile.base + "/announced").select(LION_QUERY)
+
+
+def test_limits_are_checked_and_passed_on(faulty_endpoint):
+    with pytest.raises(ConfigError, match="--total-timeout must be a positive number"):
+        KGSource(endpoint=faulty_endpoint.url, total_timeout=0)
+    with pytest.raises(ConfigError, match="--max-response-mb must be positive"):
+        KGSource(endpoint=faulty_endpoint.url, max_response_bytes=0)
+    client = KGSource(endpoint=faulty_endpoint.url, total_timeout=7, max_response_bytes=64).open()
+    assert (client.total_timeout, client.max_bytes) == (7, 64)
+    with pytest.raises(KGError, match=r"announced \d+ bytes, over the cap of 64 bytes \(--max-response-mb\)"):
+        client.select(LION_QUERY)  # the sample graph's answer is larger than that
+
+
+def test_kg_expand_ends_a_trickling_endpoint_in_one_line(hostile, tmp_path, capsys):
+    tried("sparql")
+    from beam_pipelines import expand_kg  # noqa: F401 - imported before the clock starts
+    from entitynet_cli import main as cli
+
+    t = time.monotonic()
+    rc = cli.main(
+        ["kg", "expand", "--endpoint", hostile.base + "/trickle-body", "--total-timeout", "1.5"]
+        + ["--read-timeout", "5", "--out", str(tmp_path / "kg")]
+    )
+    elapsed = time.monotonic() - t
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert "total timeout of 1.5 s" in err and "--total-timeout" in err and elapsed < 3.0, elapsed

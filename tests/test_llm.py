@@ -1,8 +1,11 @@
 """LLM attributes against a loopback server that speaks the OpenAI chat-completions protocol."""
 
 import json
+import time
 
 import pytest
+from hostile import tried
+from hostile_answers import hostile_answers, reset
 from loopback import LoopbackHandler, LoopbackServer
 
 from entitynet.errors import ConfigError, EntityNetError
@@ -134,3 +137,32 @@ def test_unreachable_endpoint_and_bad_config():
         LLMClient("localhost:8000", "m")
     with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR"):
         LLMClient("http://127.0.0.1:1/v1", "m", api_key_env="NO_SUCH_KEY_VAR")
+
+
+@pytest.fixture(scope="module")
+def hostile_module():
+    with hostile_answers() as server:
+        yield server
+
+
+@pytest.fixture
+def hostile(hostile_module):
+    reset(hostile_module)
+    return hostile_module
+
+
+def test_a_trickling_or_endless_llm_is_cut_off(hostile):
+    tried("llm", 3)
+    server = hostile
+    for path in ("/trickle-body/v1", "/trickle-headers/v1"):
+        t = time.monotonic()
+        with pytest.raises(EntityNetError) as e:
+            LLMClient(server.base + path, "m", timeout=5.0, total_timeout=1.5).attributes(LION)
+        assert time.monotonic() - t < 2.5  # the server would trickle for 25-30 s
+        assert "gave no whole answer within the total timeout of 1.5 s" in str(e.value)
+    with pytest.raises(
+        EntityNetError,
+        match=r"grew past the cap of 1 MiB \(reading stopped there\), far more than a list of attributes",
+    ):
+        LLMClient(server.base + "/endless/v1", "m", max_bytes=1 << 20).attributes(LION)
+    assert server.handler.done.wait(10) and sum(server.handler.sent) < 48 << 20

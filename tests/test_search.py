@@ -1,17 +1,20 @@
 """Search backends against a loopback server that answers in each API's documented shape."""
 
 import json
+import time
 import urllib.parse
 from collections import Counter
 
 import pytest
+from hostile import tried
+from hostile_answers import hostile_answers, reset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from loopback import LoopbackHandler, LoopbackServer
 
 from entitynet.errors import ConfigError
 from entitynet.records import Candidate, Entity, Query, merge_candidates, query_id
-from entitynet.search.base import SearchCache, SearchError, cached_search, parse_size
+from entitynet.search.base import JsonApi, SearchCache, SearchError, cached_search, parse_size
 from entitynet.search.commons import Commons, file_name
 from entitynet.search.pool import Pool, read_pool
 from entitynet.search.web import Brave, GoogleCSE, SearXNG
@@ -448,3 +451,45 @@ def test_batch_matching_with_the_prefilter_finds_what_row_by_row_matching_finds(
 )
 def test_batch_matching_agrees_with_row_matching_on_arbitrary_texts(texts):
     _batch_matches_rows(texts)
+
+
+# ---------------------------------------------------------------- hostile APIs: time and size
+
+
+@pytest.fixture(scope="module")
+def hostile_module():
+    with hostile_answers() as server:
+        yield server
+
+
+@pytest.fixture
+def hostile(hostile_module):
+    reset(hostile_module)
+    return hostile_module
+
+
+def test_a_trickling_api_is_cut_off_at_the_total_deadline(hostile):
+    tried("search api", 2)
+    server = hostile
+    for path in ("/trickle-body", "/trickle-headers"):
+        backend = SearXNG(server.base + path, requests_per_second=0, timeout=5.0, total_timeout=1.5)
+        t = time.monotonic()
+        with pytest.raises(SearchError) as e:
+            backend.search(FOX)
+        assert time.monotonic() - t < 2.5  # the server would trickle for 25-30 s
+        assert "gave no whole answer within its total timeout of 1.5 s" in str(e.value)
+        assert "\n" not in str(e.value)
+
+
+def test_an_endless_api_answer_stops_at_the_size_cap(hostile):
+    tried("search api", 2)
+    server = hostile
+    api = JsonApi("test", requests_per_second=0, max_bytes=1 << 20)
+    with pytest.raises(
+        SearchError,
+        match=r"grew past the cap of 1 MiB \(reading stopped there\) for one page of results; ask for fewer",
+    ):
+        api.get(server.base + "/endless/search", {"q": "fox"})
+    assert server.handler.done.wait(10) and sum(server.handler.sent) < 48 << 20
+    with pytest.raises(SearchError, match="announced 314,572,800 bytes, over the cap of 32 MiB"):
+        JsonApi("test", requests_per_second=0).get(server.base + "/announced/search", {})

@@ -19,9 +19,14 @@ that are not async (Beam DoFns, tests).
   (image/*), `Content-Length` against the size cap.
 - We advertise `Accept-Encoding: gzip, deflate` and decode those ourselves with the size cap on
   the decompressed bytes (a gzip bomb stops at the cap); any other encoding is refused.
-- robots.txt (RFC 9309): at most 500 KiB of it is read (decompression stops there too), up to
-  five redirects are followed, 4xx means allow all, 5xx or an unreachable host means disallow for
-  now (`robots_unavailable`, or the connection error itself) and is asked again later in the run.
+- robots.txt (RFC 9309, `entitynet.fetch.robots`): at most 500 KiB of it is read (decompression
+  stops there too), up to five redirects are followed, 4xx means allow all, 5xx or an unreachable
+  host means disallow for now (`robots_unavailable`, or the connection error itself) and is asked
+  again later in the run. It is parsed once per origin (scheme, host, port; never the userinfo)
+  and the parsed rules are kept, and matched against the path and query as they are sent.
+- Credentials in URLs are never sent: a URL whose authority has userinfo (`user:password@`), the
+  first one or any redirect's Location, ends as `bad_url` before any request (aiohttp would turn
+  it into a Basic `Authorization` header), and no detail repeats the userinfo.
 - Redirects are followed by hand (capped, loops detected); retries happen only for 429, 5xx and
   connection errors, with the backoff and deadline of `entitynet.http_policy`.
 - Politeness: at most `per_host_concurrency` fetches in progress and `per_host_rps` fetch starts
@@ -40,6 +45,7 @@ import contextlib
 import errno
 import io
 import math
+import re
 import socket
 import threading
 import time
@@ -49,10 +55,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import yarl
 
 from entitynet import __version__
 from entitynet.errors import ConfigError
-from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, robots_allows, x_robots_opt_out
+from entitynet.fetch import robots as robots_txt
+from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, x_robots_opt_out
 from entitynet.fetch.resolver import Resolver
 from entitynet.http_policy import Backoff, Deadline, retry_after_seconds
 
@@ -139,6 +147,32 @@ class _Refused(Exception):
     def __init__(self, reason: str, detail: str = "", wait: float | None = None):
         super().__init__(detail or reason)
         self.reason, self.detail, self.wait = reason, detail, wait
+
+
+_USERINFO = re.compile(r"(?<=//)[^/?#\s]*@")
+# the detail of a refused URL with userinfo: the URL itself is not repeated (it holds the password)
+CREDENTIALS_REFUSED = "the URL has userinfo (user:password@): credentials in URLs are never sent"
+
+
+def redact_userinfo(text: str) -> str:
+    """`text` with the userinfo of every URL in it replaced by `***` (no password in a detail)."""
+    return _USERINFO.sub("***@", text)
+
+
+def has_userinfo(url: str) -> bool:
+    """Whether the URL's authority carries userinfo (`user@`, `user:password@`, even an empty `@`)."""
+    return "@" in urllib.parse.urlsplit(url).netloc
+
+
+def robots_origin(parts: urllib.parse.SplitResult) -> str:
+    """The origin a robots.txt belongs to: scheme, lower-case host and port, never the userinfo
+    (`http://u:p@Example.com:80` and `http://example.com` share one)."""
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 def host_name(url: str) -> str:
@@ -286,8 +320,9 @@ class Fetcher:
         self.limiter = HostLimiter(opts.per_host_concurrency, opts.per_host_rps)
         self._gate = asyncio.Semaphore(opts.in_flight)  # places in flight, over all hosts
         self.backoff = Backoff(opts.backoff, float("inf"))  # a wait over max_retry_wait gives up instead
-        # origin -> (robots.txt text, "" = allow all; or None = not now), the refusal, when decided
-        self._robots: dict[str, tuple[str, None, float] | tuple[None, _Refused, float]] = {}
+        # origin -> (its parsed robots.txt rules for us; or None = not now), the refusal, when decided
+        self._robots: dict[str, tuple[robots_txt.Rules, None, float] | tuple[None, _Refused, float]] = {}
+        self.robots_parsed = 0  # robots.txt files parsed (once per origin; stats, tests)
         self._robots_locks: dict[str, asyncio.Lock] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -393,6 +428,9 @@ class Fetcher:
     @contextlib.asynccontextmanager
     async def _get(self, url: str):
         """One GET (no redirects followed)."""
+        u = yarl.URL(url)
+        if u.raw_user is not None or u.raw_password is not None:  # every caller checked; never send one
+            raise _Refused("bad_url", CREDENTIALS_REFUSED)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
@@ -403,8 +441,8 @@ class Fetcher:
 
     # ------------------------------------------------------------ robots.txt
 
-    async def _robots_for(self, origin: str) -> str:
-        """robots.txt of an origin: its text ("" when there is none: allow all). A _Refused when it
+    async def _robots_for(self, origin: str) -> robots_txt.Rules:
+        """Our rules from an origin's robots.txt, parsed once (none: allow all). A _Refused when it
         cannot be had now (5xx, unreachable): disallow for now, asked again after a while."""
         lock = self._robots_locks.get(origin)
         if lock is None:
@@ -418,35 +456,41 @@ class Fetcher:
                     raise known[1]
                 return known[0]
             try:
-                text = await self._fetch_robots(origin)
+                body = await self._fetch_robots(origin)
             except _Refused as e:
                 if e.reason in ("blocked_address", "timeout"):
                     raise  # the host's own decision, or this fetch's deadline: not the host's robots.txt
                 self._robots[origin] = (None, e, time.monotonic())
                 raise
-            self._robots[origin] = (text, None, time.monotonic())
-            return text
+            rules = robots_txt.ALLOW_ALL
+            if body:
+                self.robots_parsed += 1
+                rules = robots_txt.parse(body).for_agent(self.opts.agent_token)
+            self._robots[origin] = (rules, None, time.monotonic())
+            return rules
 
-    async def _fetch_robots(self, origin: str) -> str:
+    async def _fetch_robots(self, origin: str) -> bytes:
+        """The robots.txt body (at most ROBOTS_MAX_BYTES of it); b"" when there is none (allow all)."""
         url = origin + "/robots.txt"
         for _ in range(ROBOTS_MAX_REDIRECTS + 1):
             try:
                 async with self._get(url) as r:
                     if r.status in REDIRECTS and "Location" in r.headers:
                         url = urllib.parse.urljoin(url, r.headers["Location"])
-                        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-                            return ""  # RFC 9309: unreachable robots.txt by redirect = unavailable, allow
+                        if urllib.parse.urlsplit(url).scheme not in ("http", "https") or has_userinfo(url):
+                            # RFC 9309: a robots.txt unreachable by redirect is unavailable (allow);
+                            # one behind credentials is not followed (they are never sent)
+                            return b""
                         continue
                     if r.status == 200:
                         try:
-                            body = await self._read_body(r, ROBOTS_MAX_BYTES, truncate=True)
+                            return await self._read_body(r, ROBOTS_MAX_BYTES, truncate=True)
                         except _Refused as e:
                             if e.reason == "bad_encoding":
-                                return ""  # unreadable: parse nothing of it, as if absent
+                                return b""  # unreadable: parse nothing of it, as if absent
                             raise
-                        return body.decode("utf-8", "replace")
                     if 400 <= r.status < 500:
-                        return ""  # RFC 9309: "unavailable", no restrictions
+                        return b""  # RFC 9309: "unavailable", no restrictions
                     raise _Refused(  # 5xx (and a 3xx without Location): disallow for now
                         "robots_unavailable",
                         f"{origin}/robots.txt answered HTTP {r.status}; disallowed for now",
@@ -457,7 +501,7 @@ class Fetcher:
                 raise _Refused("timeout", f"robots.txt of {origin} timed out") from None
             except (aiohttp.ClientError, OSError, ValueError) as e:
                 raise _Refused("connection_error", f"robots.txt of {origin}: {_why(e)}") from None
-        return ""  # more than five redirects: RFC 9309 lets us treat it as unavailable
+        return b""  # more than five redirects: RFC 9309 lets us treat it as unavailable
 
     # ------------------------------------------------------------ one request
 
@@ -484,16 +528,18 @@ class Fetcher:
         current = url
         for _ in range(self.opts.max_redirects + 1):
             parts = urllib.parse.urlsplit(current)
+            if "@" in parts.netloc:  # before anything that repeats the URL in a detail
+                raise _Refused("bad_url", CREDENTIALS_REFUSED)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise _Refused("bad_url", f"not an http(s) URL: {current[:200]}")
             parts.port  # noqa: B018 - raises ValueError for a port out of range
             if current in visited:
                 raise _Refused("redirect_loop", current[:200])
             visited.add(current)
-            origin = f"{parts.scheme}://{parts.netloc}"
             if self.opts.robots_txt:
-                robots = await self._robots_for(origin)
-                if robots and not robots_allows(robots, self.opts.agent_token, current):
+                rules = await self._robots_for(robots_origin(parts))
+                # matched against the path as it is sent (yarl resolves dot segments, re-quotes)
+                if rules.rules and not rules.allows(yarl.URL(current).raw_path_qs):
                     raise _Refused("robots_disallowed", current[:200])
             # the fetch holds its own host's slot (`afetch`); a redirect to another host waits for
             # that host's (in this worker)
@@ -568,6 +614,7 @@ class Fetcher:
                 result.detail = f"total deadline of {self.opts.total_timeout:g} s passed"
             finally:
                 self.active -= 1
+        result.detail = redact_userinfo(result.detail)  # an error text may quote a URL
         return result
 
     async def _attempts(self, url: str, result: FetchResult, deadline: Deadline, own_host: str) -> None:

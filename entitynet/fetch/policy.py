@@ -8,15 +8,16 @@
   block `192.0.0.0/24` and the deprecated site-local `fec0::/10` are always refused.
 - Opt-out: `X-Robots-Tag` directives (noai, noimageai, noindex, noimageindex by default), also in
   their user-agent-scoped form ("mybot: noai"), decided from the headers before the body is read;
-  and robots.txt rules for our user agent.
+  and robots.txt rules for our user agent (RFC 9309: `entitynet.fetch.robots`).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import urllib.robotparser
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from entitynet.fetch import robots
 
 DEFAULT_OPT_OUT = ("noai", "noimageai", "noindex", "noimageindex")
 # Cloud metadata services that are not link-local (AWS IPv6, Alibaba Cloud).
@@ -111,8 +112,8 @@ def x_robots_opt_out(
     return None
 
 
-def robots_allows(robots_txt: str, agent: str, url: str) -> bool:
-    """Whether robots.txt lets `agent` fetch `url` (Python's parser; an empty file allows all)."""
-    parser = urllib.robotparser.RobotFileParser()
-    parser.parse(robots_txt.splitlines())
-    return parser.can_fetch(agent, url)
+def robots_allows(robots_txt: str | bytes, agent: str, url: str) -> bool:
+    """Whether robots.txt lets `agent` fetch `url` (RFC 9309, `entitynet.fetch.robots`; an empty
+    file allows all). Parses the file on every call: a crawler parses once per host and asks
+    `robots.parse(text).for_agent(agent)` instead."""
+    return robots.parse(robots_txt).allows(agent, robots.target_of(url))

@@ -1,7 +1,8 @@
 """One small interface for every image-search backend (query in, candidates out), and the HTTP
 plumbing they share: a per-backend request rate, retries with backoff on 429/5xx and connection
-errors (honouring Retry-After), and an on-disk cache keyed by (backend, query) so a re-run does
-not search again.
+errors (honouring Retry-After), one total deadline per call (answer, retries and waits) and a
+size cap on each answer (`entitynet.http_policy.request`), and an on-disk cache keyed by
+(backend, query) so a re-run does not search again.
 
 Search modifiers (photo type, exclude terms, or-terms) reach a backend only when its API can
 express them (`SearchBackend.modifiers`); the others are dropped (`sendable`), never pasted into
@@ -23,10 +24,22 @@ import requests
 from entitynet import __version__
 from entitynet.errors import SearchError
 from entitynet.files import LOCAL, LocalStore
-from entitynet.http_policy import Backoff, RateLimiter, retry_after_seconds
+from entitynet.http_policy import (
+    Backoff,
+    Deadline,
+    DeadlinePassed,
+    RateLimiter,
+    ResponseTooLarge,
+    request,
+    retry_after_seconds,
+    session,
+    why,
+)
 from entitynet.records import Candidate, Query, decode_search_answer, encode_search_answer
 
 MODIFIERS = ("photo_type", "exclude_terms", "or_terms")
+TOTAL_TIMEOUT = 120.0  # seconds for one call of an API: its answer, retries and their waits
+MAX_ANSWER_BYTES = 32 << 20  # one page of results is kilobytes; MediaWiki's largest are a few MiB
 
 
 class SearchBackend(Protocol):
@@ -74,7 +87,8 @@ def user_agent(contact: str = "") -> str:
 
 
 class JsonApi:
-    """GET JSON from one API with a request rate, retries and clear errors."""
+    """GET JSON from one API with a request rate, retries, a total deadline, a size cap and clear
+    errors."""
 
     def __init__(
         self,
@@ -85,41 +99,70 @@ class JsonApi:
         timeout: float = 20.0,
         max_wait: float = 60.0,
         contact: str = "",
+        total_timeout: float = TOTAL_TIMEOUT,
+        max_bytes: int = MAX_ANSWER_BYTES,
     ):
         self.name = name
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = user_agent(contact)
+        self.session = session(user_agent(contact))
         self.limiter = RateLimiter(requests_per_second)
         self.retries, self.timeout = retries, timeout
+        self.total_timeout, self.max_bytes = total_timeout, max_bytes
         self.backoff = Backoff(backoff, max_wait)
 
     def get(self, url: str, params: dict, headers: dict | None = None) -> Any:
         last = ""
+        deadline = Deadline(self.total_timeout)
         for attempt in range(self.retries + 1):
             wait = None
             self.limiter.wait()
             try:
-                r = self.session.get(url, params=params, headers=headers or {}, timeout=self.timeout)
+                r = request(
+                    self.session,
+                    "GET",
+                    url,
+                    params=params,
+                    headers=headers or {},
+                    deadline=deadline,
+                    max_bytes=self.max_bytes,
+                    connect_timeout=self.timeout,
+                    read_timeout=self.timeout,
+                )
+            except ResponseTooLarge as e:
+                raise SearchError(
+                    f"{self.name} search at {url}: {e} for one page of results; "
+                    "ask for fewer results per page (max_results)"
+                ) from None
+            except DeadlinePassed:
+                raise self._late(url, last) from None
             except requests.RequestException as e:
-                last = f"connection failed ({type(e).__name__})"
+                last = f"connection failed ({why(e)})"
             else:
-                if r.status_code == 200:
+                if r.status == 200:
                     try:
                         return r.json()
                     except ValueError:
                         last = "answer is not JSON"
-                elif r.status_code == 429 or r.status_code >= 500:
-                    last = f"HTTP {r.status_code}"
+                elif r.status == 429 or r.status >= 500:
+                    last = f"HTTP {r.status}"
                     wait = retry_after_seconds(r.headers.get("Retry-After"))
                 else:
                     raise SearchError(
-                        f"{self.name} search at {url} answered HTTP {r.status_code} ({r.text[:120]!r}); "
+                        f"{self.name} search at {url} answered HTTP {r.status} ({r.text()[:120]!r}); "
                         "check the API key and the endpoint"
                     )
             if attempt < self.retries:
-                time.sleep(self.backoff.delay(attempt, wait))
+                delay = self.backoff.delay(attempt, wait)
+                if not deadline.allows(delay):
+                    raise self._late(url, last)
+                time.sleep(delay)
         raise SearchError(
             f"{self.name} search at {url} failed after {self.retries + 1} attempts, last: {last}"
+        )
+
+    def _late(self, url: str, last: str) -> SearchError:
+        return SearchError(
+            f"{self.name} search at {url} gave no whole answer within its total timeout of "
+            f"{self.total_timeout:g} s" + (f" (last: {last})" if last else "") + "; retry later"
         )
 
 

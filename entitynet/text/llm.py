@@ -4,6 +4,9 @@ chat-completions endpoint (vLLM, Ollama, llama.cpp server, hosted APIs). Off by 
 The request asks for JSON constrained by a JSON schema (`response_format.type = json_schema`);
 the answer is validated again here, since not every server enforces the schema. The categories
 follow the reference implementation (7 for animals, 6 for plants and other things).
+
+Each call has one total deadline (the answer, retries and their waits) and a size cap on the
+answer (`entitynet.http_policy.request`): a server that trickles or streams without end is cut off.
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ from dataclasses import dataclass
 import requests
 
 from entitynet.errors import ConfigError, EntityNetError
-from entitynet.http_policy import Backoff, retry_after_seconds
+from entitynet.http_policy import (
+    Backoff,
+    Deadline,
+    DeadlinePassed,
+    ResponseTooLarge,
+    request,
+    retry_after_seconds,
+    session,
+    why,
+)
 from entitynet.records import Attribute, Entity
 
 CATEGORIES_ANIMAL = (
@@ -121,15 +133,17 @@ class LLMClient:
     base_url: str
     model: str
     api_key_env: str | None = None
-    timeout: float = 120.0
+    timeout: float = 120.0  # per socket read: a model may think a while before its first byte
     max_retries: int = 3
     temperature: float = 0.7
     backoff: Backoff = Backoff(1.0, 30.0)
+    total_timeout: float = 600.0  # one call: the answer, retries and their waits
+    max_bytes: int = 16 << 20  # one answer: a list of attributes is a few KiB
 
     def __post_init__(self):
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"--llm-endpoint {self.base_url!r} is not an http(s) URL")
-        self.session = requests.Session()
+        self.session = session()
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
@@ -148,26 +162,54 @@ class LLMClient:
             },
         }
         last, wait = "", None
+        deadline = Deadline(self.total_timeout)
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(self.backoff.delay(attempt - 1, wait))
+                delay = self.backoff.delay(attempt - 1, wait)
+                if not deadline.allows(delay):
+                    raise self._late(url, last)
+                time.sleep(delay)
             wait = None
             try:
-                r = self.session.post(url, json=body, timeout=(10, self.timeout))
+                r = request(
+                    self.session,
+                    "POST",
+                    url,
+                    json=body,
+                    allow_redirects=False,  # a redirected POST loses its body (and maybe the key)
+                    deadline=deadline,
+                    max_bytes=self.max_bytes,
+                    connect_timeout=10.0,
+                    read_timeout=self.timeout,
+                )
+            except ResponseTooLarge as e:
+                raise EntityNetError(
+                    f"LLM endpoint {url}: {e}, far more than a list of attributes; "
+                    "check that --llm-endpoint is an OpenAI-compatible chat-completions API"
+                ) from None
+            except DeadlinePassed:
+                raise self._late(url, last) from None
             except requests.RequestException as e:
-                last = f"connection failed ({type(e).__name__})"
+                last = f"connection failed ({why(e)})"
                 continue
-            if r.status_code == 429 or r.status_code >= 500:
-                last = f"HTTP {r.status_code}"
+            if r.status == 429 or r.status >= 500:
+                last = f"HTTP {r.status}"
                 wait = retry_after_seconds(r.headers.get("Retry-After"))
                 continue
-            if r.status_code != 200:
-                raise EntityNetError(f"LLM endpoint {url} answered HTTP {r.status_code}: {r.text[:200]!r}")
+            if r.status != 200:
+                raise EntityNetError(f"LLM endpoint {url} answered HTTP {r.status}: {r.text()[:200]!r}")
             try:
                 return r.json()["choices"][0]["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError):
                 last = "not a chat-completions response"
         raise EntityNetError(f"LLM endpoint {url} failed after {self.max_retries + 1} attempts, last: {last}")
+
+    def _late(self, url: str, last: str) -> EntityNetError:
+        return EntityNetError(
+            f"LLM endpoint {url} gave no whole answer within the total timeout of {self.total_timeout:g} s"
+            + (f" (last: {last})" if last else "")
+            + "; check the server, or use a faster model"
+        )
 
     def attributes(self, entity: Entity, tries: int = 3) -> list[Attribute] | None:
         """Attributes for one entity, or None when the model gave no valid answer in `tries`."""
