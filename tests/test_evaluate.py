@@ -112,11 +112,12 @@ def test_image_folder_class_names_from_the_knowledge_graph(sample_entities, tmp_
     assert emb.shape == (9, 3) and shapes == [(4, 16, 16, 3)] * 3
     whole = eval_data.image_embeddings(d, encode, 16, batch=64)
     assert np.allclose(emb, whole)
-    # labels.tsv maps folders to names or to other entity ids
-    (tmp_path / "ev" / "labels.tsv").write_text(f"{chosen[0].id}\tred fox\n{chosen[1].id}\t{chosen[2].id}\n")
+    # labels.tsv maps folders to names or to other entity ids (one no other folder names)
+    other = next(e for e in sample_entities if e not in chosen)
+    (tmp_path / "ev" / "labels.tsv").write_text(f"{chosen[0].id}\tred fox\n{chosen[1].id}\t{other.id}\n")
     m = eval_data.image_folder(str(tmp_path / "ev"), by_id)
     names = dict(zip(sorted(e.id for e in chosen), [c[0] for c in m.classes], strict=True))
-    assert names[chosen[0].id] == "red fox" and names[chosen[1].id] == chosen[2].label
+    assert names[chosen[0].id] == "red fox" and names[chosen[1].id] == other.label
     # bad input: one line each
     (tmp_path / "ev" / "labels.tsv").write_text(f"{chosen[0].id}\tQ999999999\n")
     with pytest.raises(ConfigError, match="Q999999999 is not an entity"):
@@ -136,7 +137,7 @@ def test_image_folder_class_names_from_the_knowledge_graph(sample_entities, tmp_
     (tmp_path / "one" / "a" / "x.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "one" / "b" / "y.jpg").write_bytes(b"not a jpeg")
     broken = eval_data.image_folder(str(tmp_path / "one"), {})
-    with pytest.raises(ConfigError, match="image 0 is not readable"):
+    with pytest.raises(ConfigError, match="none of its 2 images can be decoded"):
         eval_data.image_embeddings(broken, lambda x: x.reshape(len(x), -1), 16)
 
 
@@ -344,17 +345,16 @@ def test_label_folders_resolve_to_entities_and_class_names_work_for_every_set(sa
         (root / e.label).mkdir(parents=True)
         (root / e.label / "0.jpg").write_bytes(jpeg_bytes(render(e.lineage_ids, e.id, 1, (40, 32))))
     alias = chosen[0].synonyms()[1]
-    (root / alias.replace(" ", "_")).mkdir()  # an alias, with underscores for spaces
-    (root / alias.replace(" ", "_") / "0.jpg").write_bytes((root / chosen[0].label / "0.jpg").read_bytes())
+    (root / chosen[0].label).rename(root / alias.replace(" ", "_"))  # an alias, underscores for spaces
     (root / "no such creature").mkdir()
-    (root / "no such creature" / "0.jpg").write_bytes((root / chosen[0].label / "0.jpg").read_bytes())
+    (root / "no such creature" / "0.jpg").write_bytes((root / alias.replace(" ", "_") / "0.jpg").read_bytes())
 
     plain = eval_data.image_folder(str(root), by_id)
     assert all(len(c) == 1 for c in plain.classes) and not plain.unresolved
     syn = eval_data.image_folder(str(root), by_id, synonyms=True)
     folders = sorted(p.name for p in root.iterdir())
     by_folder = dict(zip(folders, syn.classes, strict=True))
-    for e in chosen:
+    for e in chosen[1:]:
         assert by_folder[e.label][0] == e.label and set(e.synonyms()) <= set(by_folder[e.label])
         assert syn.class_entities[e.label] == e.id
     assert syn.class_entities[alias.replace(" ", "_")] == chosen[0].id
@@ -422,3 +422,25 @@ def test_default_templates_are_the_runs_and_bare_names_are_reported(tiny_run, ti
     assert main([*args, "--templates", "bare"]) == 0
     zs = json.loads((out / "results.json").read_text())["zero_shot"]
     assert zs["bare_names"] == zs["fixed_templates"] and zs["template_count"] == 1
+
+
+@pytest.mark.slow
+def test_eval_of_an_imagefolder_skips_and_names_images_no_decoder_reads(
+    tiny_run, tiny_dataset, tmp_path, capsys
+):
+    """A 128-byte DDS file Pillow recognises and cannot decode (NotImplementedError) and a truncated
+    JPEG: `eval --imagefolder` scores the other images and says which it skipped, in one line."""
+    write_folder(tmp_path / "ev", tiny_dataset[1][:3], per_class=2)
+    first = sorted((tmp_path / "ev").iterdir())[0]
+    dds = bytearray(128)
+    dds[:4], dds[4], dds[76] = b"DDS ", 124, 32  # header and pixel-format sizes; no pixel format flag
+    (first / "broken.jpg").write_bytes(bytes(dds))
+    (first / "cut.jpg").write_bytes((first / "0.jpg").read_bytes()[:300])
+    out = tmp_path / "res"
+    args = ["eval", "--workdir", str(tiny_run), "--imagefolder", str(tmp_path / "ev"), "--out", str(out)]
+    assert main(args) == 0
+    result = json.loads((out / "results.json").read_text())
+    assert result["images"] == 6 and result["zero_shot"]["images"] == 6
+    err = [x for x in capsys.readouterr().err.splitlines() if "cannot be decoded" in x]
+    assert len(err) == 1 and "2 image(s) cannot be decoded and were skipped, 6 scored" in err[0]
+    assert f"{first.name}/broken.jpg (decode_error)" in err[0] and f"{first.name}/cut.jpg" in err[0]

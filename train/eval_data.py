@@ -1,7 +1,9 @@
 """Evaluation sets for zero-shot classification and retrieval, and the names of their classes.
 
     ImageFolder   a directory of class folders; names from folder names or `labels.tsv`
-                  (folder<TAB>name or entity id)
+                  (folder<TAB>name or entity id); hidden folders and files (".ipynb_checkpoints",
+                  ".DS_Store") are not part of it, and two folders naming one class (one entity,
+                  or one name up to case, spaces and underscores) are refused
     TFDS          a prepared dataset by NAME:SPLIT (read with `tfds.data_source`, no TensorFlow);
                   names from its ClassLabel feature or a --class-names file
     held-out      a split of the run's own shards: its entities as classes (an image is right when
@@ -10,14 +12,18 @@
 A class is a list of names, display name first. A name that is an entity id of the knowledge graph
 becomes the entity's label, or with `synonyms` every name it has (label, aliases, common and taxon
 names), whose template embeddings are averaged.
+
+Images are decoded by `images.decode` (as harvest decodes them); one that cannot be decoded, whatever
+its decoder raises, is skipped by `image_embeddings`, counted in `EvalData.unreadable` and named in
+one line, and the set is scored on the others.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,9 +32,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from entitynet.curation.evalsets import IMAGE_SUFFIXES
+from entitynet.curation.evalsets import IMAGE_SUFFIXES, hidden
 from entitynet.errors import ConfigError, EntityNetError
-from entitynet.images.prepare import prepare
+from entitynet.images.decode import ImageRejected, decode
 from entitynet.kg.ids import is_qid
 from entitynet.records import Entity, unique_texts
 from train.input_pipeline import centre_crop, normalise
@@ -38,7 +44,9 @@ from train.input_pipeline import centre_crop, normalise
 class EvalData:
     name: str  # how reports name the set, e.g. "evalset", "tfds:oxford_flowers102:test", "heldout:test"
     size: int  # images
-    load: Callable[[int], Image.Image]  # the i-th image
+    load: Callable[
+        [int], Image.Image
+    ]  # the i-th image, decoded (upright 8-bit RGB); ImageRejected if it cannot be
     labels: np.ndarray | None = None  # (size,) the class of each image (the first, when several)
     classes: list[list[str]] = field(default_factory=list)  # names of each class, display name first
     correct: np.ndarray | None = None  # (size, classes) bool: every right answer (multi-label sets)
@@ -47,6 +55,8 @@ class EvalData:
     origin: str = ""  # what the set was read from (absolute path, TFDS spec + data dir)
     class_entities: dict[str, str] = field(default_factory=dict)  # class display name -> entity id
     unresolved: list[str] = field(default_factory=list)  # class names no single entity matched
+    ref: Callable[[int], str] = str  # how to name the i-th image to a user (its path in the set)
+    unreadable: list[str] = field(default_factory=list)  # images skipped: "ref (reason)"
 
 
 def result_dir(data: EvalData) -> str:
@@ -61,39 +71,94 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "eval"
 
 
-def pixels(data: EvalData, indices: range, size: int, pool: ThreadPoolExecutor) -> np.ndarray:
+def pixels(
+    data: EvalData, indices: range, size: int, pool: ThreadPoolExecutor, failed: dict[int, str] | None = None
+) -> np.ndarray:
     """Images `indices`, prepared as harvest prepares them (orientation, alpha matted on white ...),
-    centre-cropped to `size` and normalised as in training: (n, size, size, 3)."""
+    centre-cropped to `size` and normalised as in training: (n, size, size, 3). An image that cannot
+    be decoded is left at zeros and recorded in `failed` (index -> reason); without `failed` it is a
+    ConfigError naming it."""
     out = np.zeros((len(indices), size, size, 3), np.float32)
 
-    def one(k: int) -> None:
+    def one(k: int) -> tuple[int, str] | None:
         i = indices[k]
         try:
-            with data.load(i) as im:
-                out[k] = normalise(centre_crop(prepare(im), size))  # full decode: as open_clip sees it
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ConfigError(f"{data.name}: image {i} is not readable: {e}") from None
+            out[k] = normalise(centre_crop(data.load(i), size))  # full decode: as open_clip sees it
+        except ImageRejected as e:
+            return i, str(e)
+        return None
 
-    list(pool.map(one, range(len(indices))))
+    bad = [f for f in pool.map(one, range(len(indices))) if f is not None]
+    if bad and failed is None:
+        i, why = bad[0]
+        raise ConfigError(f"{data.name}: image {data.ref(i)} is not readable ({why}); re-encode or remove it")
+    if failed is not None:
+        failed.update(bad)
     return out
 
 
 def image_embeddings(data: EvalData, encode, size: int, batch: int = 64) -> np.ndarray:
     """`encode` over every image, decoded batch by batch on a thread pool (memory stays at one
-    batch of pixels, whatever the size of the set); `encode` sees one batch shape."""
+    batch of pixels, whatever the size of the set); `encode` sees one batch shape.
+
+    Images that cannot be decoded are skipped: they leave `data` (its size, labels and texts shrink
+    to the rest, so what follows scores only decoded images), are listed in `data.unreadable` and
+    named in one line on stderr. None decodable is a ConfigError."""
     from tqdm import tqdm
 
-    out = []
+    out, failed = [], {}
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for start in tqdm(
             range(0, data.size, batch), desc=f"images of {data.name}", unit="batch", leave=False, disable=None
         ):
             idx = range(start, min(start + batch, data.size))
-            x = pixels(data, idx, size, pool)
+            x = pixels(data, idx, size, pool, failed)
             if len(idx) < batch:
                 x = np.concatenate([x, np.zeros((batch - len(idx), *x.shape[1:]), x.dtype)])
             out.append(np.asarray(encode(x))[: len(idx)])
-    return np.concatenate(out)
+    embeddings = np.concatenate(out)
+    if not failed:
+        return embeddings
+    keep = np.setdiff1d(np.arange(data.size), np.fromiter(failed, np.int64))
+    skipped = [f"{data.ref(i)} ({why.split(':')[0]})" for i, why in sorted(failed.items())]
+    if not len(keep):
+        raise ConfigError(
+            f"{data.name}: none of its {data.size} images can be decoded ({'; '.join(skipped[:3])}); "
+            "check that it holds image files"
+        )
+    drop_images(data, keep)
+    data.unreadable = skipped
+    print(f"entitynet: {data.name}: {unreadable_line(skipped, data.size)}", file=sys.stderr)
+    return embeddings[keep]
+
+
+def drop_images(data: EvalData, keep: np.ndarray) -> None:
+    """Keep only images `keep` (sorted indices) of `data`, in place: loader, labels, right answers
+    and the texts of the dropped images."""
+    kept = [int(i) for i in keep]
+    load, ref, total = data.load, data.ref, data.size
+    data.load = lambda j: load(kept[j])
+    data.ref = lambda j: ref(kept[j])
+    data.size = len(kept)
+    if data.labels is not None:
+        data.labels = data.labels[keep]
+    if data.correct is not None:
+        data.correct = data.correct[keep]
+    if data.text_image is not None:
+        new = np.full(total, -1, np.int64)
+        new[keep] = np.arange(len(kept))
+        mapped = new[data.text_image]
+        data.texts = [t for t, m in zip(data.texts, mapped, strict=True) if m >= 0]
+        data.text_image = mapped[mapped >= 0]
+
+
+def unreadable_line(skipped: list[str], scored: int) -> str:
+    """One line for the images evaluation skipped because they could not be decoded."""
+    shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+    return (
+        f"{len(skipped)} image(s) cannot be decoded and were skipped, {scored} scored: {shown} "
+        "(re-encode or remove them)"
+    )
 
 
 # ---------------------------------------------------------------- class names
@@ -207,7 +272,7 @@ def image_folder(
     root = Path(path)
     if not root.is_dir():
         raise ConfigError(f"evaluation folder {root} does not exist; give a directory of class folders")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir())
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not hidden(p.name))
     given = {f: f for f in folders}
     mapping = root / "labels.tsv"
     if mapping.exists():
@@ -223,7 +288,7 @@ def image_folder(
     files, labels = [], []
     for i, c in enumerate(folders):
         for f in sorted((root / c).iterdir()):
-            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not hidden(f.name):
                 files.append(f)
                 labels.append(i)
     if len(folders) < 2 or not files:
@@ -236,15 +301,42 @@ def image_folder(
         classes = read_class_names(class_names, len(folders), names)
     else:
         classes = [names.resolve(given[c], f"{root}/{c}") for c in folders]
+    _refuse_one_class_twice(root, folders, classes, names, class_names)
     data = EvalData(
         name=root.name,
         size=len(files),
-        load=lambda i: Image.open(files[i]),
+        load=lambda i: decode(files[i]),
         labels=np.asarray(labels),
         classes=classes,
         origin=f"imagefolder:{root.resolve()}",
+        ref=lambda i: files[i].relative_to(root).as_posix(),
     )
     return _finish(data, names)
+
+
+def _refuse_one_class_twice(
+    root: Path, folders: list[str], classes: list[list[str]], names: ClassNames, class_names: str | None
+) -> None:
+    """Two folders that resolve to one class (one entity, or one name up to case, whitespace and
+    underscores: `Q140` and `lion`, `Lion` and `lion `) would be scored as two classes, each
+    "wrong" for the other's images: a ConfigError naming both and the fix."""
+    seen: dict[tuple[str, str], str] = {}
+    for folder, names_of in zip(folders, classes, strict=True):
+        display = names_of[0]
+        entity = names.entity_of.get(display)
+        for key in (("entity", entity or ""), ("name", _key(display))):
+            if not key[1]:
+                continue
+            other = seen.setdefault(key, folder)
+            if other != folder:
+                same = f"both are entity {entity}" if key[0] == "entity" else f"both are named {display!r}"
+                fix = (
+                    f"give them different lines in {class_names}"
+                    if class_names
+                    else f"merge them into one folder, or name them apart in {root / 'labels.tsv'} "
+                    "(folder<TAB>class name or entity id)"
+                )
+                raise ConfigError(f"{root}: folders {other!r} and {folder!r} are one class ({same}); {fix}")
 
 
 # ---------------------------------------------------------------- TFDS
@@ -298,10 +390,11 @@ def tfds_split(
     data = EvalData(
         name=f"tfds:{Path(name).name}:{split}",
         size=len(source),
-        load=lambda i: Image.open(io.BytesIO(source[i][image_key])),
+        load=lambda i: decode(source[i][image_key]),
         labels=labels,
         classes=classes,
         origin=f"tfds:{where}:{split}",
+        ref=lambda i: f"{split}/{i}",
     )
     return _finish(data, names)
 
@@ -340,6 +433,7 @@ def heldout(
             texts.append(t)
             owner.append(n)
     jpegs = [r.jpeg for r in records]
+    keys = [r.key for r in records]
     names = ClassNames(entities, synonyms)
     if class_names:
         classes = read_class_names(class_names, len(ids), names)
@@ -348,12 +442,13 @@ def heldout(
     data = EvalData(
         name=f"heldout:{split}",
         size=len(records),
-        load=lambda i: Image.open(io.BytesIO(jpegs[i])),
+        load=lambda i: decode(jpegs[i]),
         labels=np.where(labelled, correct.argmax(axis=1), -1),
         classes=classes,
         correct=correct,
         texts=texts,
         text_image=np.asarray(owner, np.int64),
         origin=f"heldout:{Path(shards).resolve() if '://' not in shards else shards}:{split}",
+        ref=lambda i: keys[i],
     )
     return _finish(data, names)

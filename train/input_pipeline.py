@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import io
 import json
 import math
 
@@ -29,8 +28,9 @@ import numpy as np
 from PIL import Image
 
 from entitynet import records, shards
-from entitynet.errors import ConfigError
-from entitynet.images.prepare import display_size, prepare
+from entitynet.errors import ConfigError, EntityNetError
+from entitynet.images.decode import ImageRejected, decode, open_image
+from entitynet.images.prepare import display_size
 from entitynet.records import Entity
 from entitynet.text import captions as kg_captions
 from entitynet.text.templates import fill
@@ -105,11 +105,18 @@ def decode_crop(data: bytes, box_of, size: int, resample: str = "bilinear") -> n
     """JPEG/PNG/... bytes -> the `size` x `size` uint8 RGB crop `box_of(w, h)` picks in the
     displayed image, decoded at the smallest DCT scale (libjpeg's 1/2, 1/4, 1/8) that still gives
     the crop at least `size` pixels on each side, so nothing is decoded that the resize would throw
-    away and no crop is upsampled from a coarser decode than it needs."""
-    im = Image.open(io.BytesIO(data))
-    w, h = display_size(im)
-    x, y, cw, ch = box_of(w, h)
-    im = prepare(im, (math.ceil(w * size / cw), math.ceil(h * size / ch)))
+    away and no crop is upsampled from a coarser decode than it needs. An image that cannot be
+    decoded (whatever its decoder raises) means damaged shards: an EntityNetError in one line."""
+    try:
+        im = open_image(data)
+        w, h = display_size(im)
+        x, y, cw, ch = box_of(w, h)
+        im = decode(im, (math.ceil(w * size / cw), math.ceil(h * size / ch)))
+    except ImageRejected as e:
+        raise EntityNetError(
+            f"an image in the training shards cannot be decoded ({e}); the shards are damaged: "
+            "re-run `entitynet harvest` (or `entitynet curate`) into a fresh --out"
+        ) from None
     sx, sy = im.width / w, im.height / h  # 1 unless the decode was reduced
     return resize_box(im, (x * sx, y * sy, (x + cw) * sx, (y + ch) * sy), size, resample)
 

@@ -3,23 +3,23 @@ are (the same `images.prepare`, resize and 64-bit perceptual hash), so a harvest
 image (re-encoded, resized, slightly edited) lands within the Hamming threshold of it.
 
 An evaluation set is named by one string:
-  PATH                an ImageFolder directory (class sub-directories of image files; any depth)
+  PATH                an ImageFolder directory (class sub-directories of image files; any depth;
+                      hidden files and folders, named with a leading ".", are not part of it)
   PATH                a TFDS dataset directory (it holds dataset_info.json): every split
   tfds:NAME[:SPLIT]   a prepared TFDS dataset by name (`--tfds-data-dir`), default split "test"
 """
 
 from __future__ import annotations
 
-import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from entitynet.errors import ConfigError
+from entitynet.images.decode import ImageRejected
 from entitynet.images.process import ImageOptions, perceptual_hash
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
@@ -36,11 +36,35 @@ class EvalSet:
         return self.refs[i] if i < len(self.refs) else str(i)
 
 
-def _hash_file(path: Path, opts: ImageOptions) -> int | None:
+def hidden(name: str) -> bool:
+    """A file or folder no dataset means to hold: `.ipynb_checkpoints`, `.DS_Store`, `.git` ..."""
+    return name.startswith(".")
+
+
+def image_files(root: Path) -> list[Path]:
+    """The image files under `root`, at any depth, sorted; hidden files and folders left out (and not
+    walked into), symbolic links followed once."""
+    found, seen = [], set()
+    for top, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not hidden(d)]
+        for name in names:
+            path = Path(top) / name
+            if not hidden(name) and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                found.append(path)
+    return sorted(found)
+
+
+def hash_image(image: bytes | Path, opts: ImageOptions) -> int | None:
+    """The perceptual hash of one evaluation image (bytes or a file), None when it cannot be read
+    or decoded (whatever the decoder raises: `images.decode`)."""
     try:
-        with Image.open(path) as im:
-            return perceptual_hash(im, opts)
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return perceptual_hash(image, opts)
+    except ImageRejected:
         return None
 
 
@@ -73,11 +97,7 @@ def _tfds_hashes(
         source = builder.as_data_source(split, decoders={feature: tfds.decode.SkipDecoding()})
 
         def one(i, source=source):
-            try:
-                with Image.open(io.BytesIO(source[i][feature])) as im:
-                    return perceptual_hash(im, opts)
-            except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError):
-                return None
+            return hash_image(source[i][feature], opts)
 
         h, b, r = _hash_all(range(len(source)), one, threads, lambda i, split=split: f"{split}/{i}")
         hashes.append(h)
@@ -115,11 +135,11 @@ def load(spec: str, opts: ImageOptions | None = None, tfds_data_dir: str | None 
         builder = tfds.builder_from_directory(str(path))
         hashes, bad, refs = _tfds_hashes(builder, sorted(builder.info.splits), opts, threads)
         return EvalSet(spec, hashes, bad, tuple(refs))
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = image_files(path)
     if not files:
         raise ConfigError(f"evaluation set {spec} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     hashes, bad, refs = _hash_all(
-        files, lambda f: _hash_file(f, opts), threads, lambda f: f.relative_to(path).as_posix()
+        files, lambda f: hash_image(f, opts), threads, lambda f: f.relative_to(path).as_posix()
     )
     return EvalSet(spec, hashes, bad, tuple(refs))
 

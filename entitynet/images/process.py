@@ -4,20 +4,24 @@ Checks run cheapest first: the pixel count comes from the header before anything
 (decompression bombs never reach the decoder), JPEGs are decoded at reduced size when they are
 much bigger than the target (`draft`), EXIF orientation is applied, transparency is matted on
 white, and the result is resized and re-encoded. Every rejection carries one reason from
-`REASONS`, the vocabulary of the harvest's accounting.
+`REASONS`, the vocabulary of the harvest's accounting; whatever a decoder raises is mapped to one
+of them in `decode.decoding`, so no served file can end a harvest.
 """
 
 from __future__ import annotations
 
 import io
-import warnings
+import os
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from entitynet.errors import ConfigError
+from entitynet.images.decode import MAX_PIXELS, REASONS, ImageRejected, decode, open_image
 from entitynet.images.hashes import phash64, sha256
-from entitynet.images.prepare import display_size, prepare
+from entitynet.images.prepare import display_size
+
+__all__ = ["REASONS", "ImageOptions", "ImageRejected", "ProcessedImage", "perceptual_hash", "process_image"]
 
 RESIZE_MODES = ("shorter", "longer", "center_crop", "none")
 # Pillow's filters scale their support when downscaling (antialiased); bilinear is ~40% cheaper than
@@ -28,14 +32,6 @@ RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
     "box": Image.Resampling.BOX,
 }
-REASONS = ("not_an_image", "decode_error", "too_large", "too_small", "bad_aspect")
-
-
-class ImageRejected(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        assert reason in REASONS, reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -94,39 +90,31 @@ def resize(im: Image.Image, opts: ImageOptions) -> Image.Image:
     return im
 
 
-def perceptual_hash(im: Image.Image, opts: ImageOptions = ImageOptions()) -> int:
-    """The 64-bit perceptual hash a harvest would store for this opened image (the same preparation
-    and resize), e.g. for an evaluation image to compare against harvested ones."""
-    return phash64(resize(prepare(im, target_size(*display_size(im), opts)), opts))
+def perceptual_hash(
+    image: bytes | str | os.PathLike | Image.Image, opts: ImageOptions = ImageOptions()
+) -> int:
+    """The 64-bit perceptual hash a harvest would store for this image (bytes, a local file, or an
+    image `decode.open_image` opened): the same preparation and resize, e.g. for an evaluation
+    image to compare against harvested ones. ImageRejected when it cannot be decoded; no size
+    filter applies (an evaluation image of any size is hashed, up to `decode.MAX_PIXELS`)."""
+    im = image if isinstance(image, Image.Image) else open_image(image, MAX_PIXELS)
+    return phash64(resize(decode(im, target_size(*display_size(im), opts)), opts))
 
 
 def process_image(data: bytes, opts: ImageOptions = ImageOptions()) -> ProcessedImage:
-    """Decode, validate, resize and re-encode; raises ImageRejected with a reason."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im: Image.Image = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError as e:
-            raise ImageRejected("not_an_image") from e
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageRejected("too_large", str(e)) from e
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageRejected("decode_error", str(e)) from e
-        w0, h0 = im.size
-        if w0 * h0 > opts.max_pixels:
-            raise ImageRejected("too_large", f"{w0}x{h0}")
-        if min(w0, h0) < opts.min_side:
-            raise ImageRejected("too_small", f"{w0}x{h0}")
-        if max(w0, h0) / min(w0, h0) > opts.max_aspect:
-            raise ImageRejected("bad_aspect", f"{w0}x{h0}")
-        try:
-            shown = display_size(im)
-            target = target_size(*shown, opts)
-            # JPEGs larger than the target decode at a reduced scale (DCT domain) that still covers it
-            im = prepare(im, target if target != shown else None)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise ImageRejected("decode_error", str(e)) from e
-    im = resize(im, opts)
+    """Decode, validate, resize and re-encode; raises ImageRejected with a reason, whatever the
+    decoder raises."""
+    im = open_image(data, opts.max_pixels)
+    w0, h0 = im.size
+    if min(w0, h0) < opts.min_side:
+        raise ImageRejected("too_small", f"{w0}x{h0}")
+    if max(w0, h0) / min(w0, h0) > opts.max_aspect:
+        raise ImageRejected("bad_aspect", f"{w0}x{h0}")
+    shown = display_size(im)
+    target = target_size(*shown, opts)
+    # a big JPEG decodes at a reduced scale (DCT domain), a big high-depth image is reduced while
+    # its depth is converted: both still cover the target
+    im = resize(decode(im, target if target != shown else None), opts)
     out = io.BytesIO()
     im.save(out, format="JPEG", quality=opts.quality)
     return ProcessedImage(out.getvalue(), im.width, im.height, w0, h0, sha256(data), phash64(im))
