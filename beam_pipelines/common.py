@@ -9,6 +9,7 @@ import inspect
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -25,7 +26,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from entitynet import datacard, errors, records, shards
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import LOCAL, ensure_writable_dir, temp_name
-from entitynet.locks import OutputLock
+from entitynet.locks import (
+    OUTPUT_MARKER,
+    OutputLock,
+    claim_local_output,
+    marker_doc,
+    output_refusal,
+    read_marker,
+)
 
 log = logging.getLogger("entitynet.pipelines")
 
@@ -40,6 +48,9 @@ def pipeline_options(beam_args: list[str] | None) -> PipelineOptions:
     return PipelineOptions(flags=flags)
 
 
+_BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]\s*$")  # what Beam appends to a worker's error
+
+
 def user_error(exc: BaseException) -> EntityNetError | None:
     """The EntityNetError behind a pipeline failure. Runners wrap worker exceptions: follow the chain,
     and where only the text survived (another process), rebuild the error from it."""
@@ -47,14 +58,20 @@ def user_error(exc: BaseException) -> EntityNetError | None:
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         if isinstance(cur, EntityNetError):
-            return cur
+            clean = _BEAM_STEP.sub("", str(cur))
+            try:
+                return cur if clean == str(cur) else type(cur)(clean)
+            except TypeError:  # an error class that takes other arguments: keep it as it is
+                return cur
         seen.add(id(cur))
         cur = cur.__cause__ or cur.__context__
     text = str(exc)
     for cls in sorted(_USER_ERRORS, key=lambda c: len(c.__mro__), reverse=True):  # most specific first
         marker = f"{cls.__module__}.{cls.__name__}: "
         if marker in text:
-            return cls(text.split(marker, 1)[1].splitlines()[0])
+            # the first line of the message, without the step Beam appends ("[while running 'ReadPool']")
+            line = text.split(marker, 1)[1].splitlines()[0]
+            return cls(_BEAM_STEP.sub("", line))
     return None
 
 
@@ -174,8 +191,12 @@ class PipelineOutput:
     stages with `staged(name)` and the temp directory are removed on exit, whether the run succeeded
     or not; a directory this run created and left empty is removed too."""
 
-    def __init__(self, out_dir: str, prefix: str, stage: str = ""):
+    def __init__(self, out_dir: str, prefix: str, stage: str = "", earlier: tuple[str, ...] = ()):
+        """`earlier`: the files an earlier run of the stage leaves in `out_dir` (its config), by
+        which an output made before the ownership marker existed is recognised."""
         self.out_dir, self.remote = out_dir, is_remote(out_dir)
+        self.earlier = earlier
+        self._marked = False  # this run wrote the output's stage marker
         self.stage = stage or prefix.removeprefix("entitynet-").strip("-")
         self._created = not self.remote and not os.path.exists(out_dir)
         if self.remote:
@@ -211,7 +232,27 @@ class PipelineOutput:
         except BaseException:
             self._remove_if_empty()
             raise
+        try:
+            self._claim()
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
         return self
+
+    def _claim(self) -> None:
+        """Refuse a directory that is neither new, empty nor an earlier output of this stage
+        (`entitynet.locks.output_refusal`); mark it as this stage's."""
+        if not self.remote:
+            self._marked = claim_local_output(self.out_dir, self.stage, self.earlier)
+            return
+        marker_path = self.store.join(self.out_dir, OUTPUT_MARKER)
+        marker = read_marker(self.store.read(marker_path))
+        why = output_refusal(self.out_dir, _list_names(self.out_dir), self.stage, marker, self.earlier)
+        if why:
+            raise OutputError(why)
+        if marker is None:
+            self.store.write(marker_path, marker_doc(self.stage))
+            self._marked = True
 
     def __exit__(self, *exc) -> None:
         try:
@@ -226,6 +267,15 @@ class PipelineOutput:
                 self._remove_if_empty()
 
     def _remove_if_empty(self) -> None:
+        """After a failure: a directory this run created, or marked as its stage's, goes back to
+        how it was when it holds nothing else (no empty output left behind)."""
+        if self._marked:
+            with contextlib.suppress(Exception):
+                if self.remote:
+                    if _list_names(self.out_dir) == [OUTPUT_MARKER]:
+                        self.store.delete(self.store.join(self.out_dir, OUTPUT_MARKER))
+                elif os.listdir(self.out_dir) == [OUTPUT_MARKER]:
+                    os.remove(os.path.join(self.out_dir, OUTPUT_MARKER))
         if self._created:
             with contextlib.suppress(OSError):
                 os.rmdir(self.out_dir)  # only when empty

@@ -399,7 +399,7 @@ def run(
         from entitynet.curation.subsets import check_roots
 
         subset = check_roots(entities, opts.subset_roots)
-    with PipelineOutput(out_dir, "entitynet-curate-", "curate") as out:
+    with PipelineOutput(out_dir, "entitynet-curate-", "curate", earlier=(CONFIG,)) as out:
         local_dir = out.local_dir
         staged = out.staged(STATS)
         log.info("curating %d shards of %s into %s", len(inputs), shard_dir, out_dir)

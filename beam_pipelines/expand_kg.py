@@ -210,7 +210,7 @@ def run(
     cfg = cfg.resolved()
     traverse.check_strategy(strategy)  # before any query
     client = source.open()
-    with PipelineOutput(out_dir, "entitynet-expand-", "kg expand") as out:
+    with PipelineOutput(out_dir, "entitynet-expand-", "kg expand", earlier=(CONFIG,)) as out:
         root_links = expand.root_check(client, cfg, source.describe())
         classes = expand.fetch_class_sets(client, cfg)
         staged = StagedPaths(out.staged(ENTITIES), out.staged(STATS))

@@ -650,7 +650,7 @@ def run(
     started = time.time()
     if not queries:
         raise EntityNetError("no queries to search for; run `entitynet queries` first")
-    with PipelineOutput(out_dir, "entitynet-harvest-", "harvest") as out:
+    with PipelineOutput(out_dir, "entitynet-harvest-", "harvest", earlier=(CONFIG,)) as out:
         store, local_dir = out.store, out.local_dir
         cache_dir = store.join(out_dir, "search_cache")
         work_root = store.join(out_dir, "fetch_work")

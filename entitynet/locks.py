@@ -192,3 +192,101 @@ def _quiet(read):
         return read()
     except FileNotFoundError:
         return False
+
+
+# ---------------------------------------------------------------- whose output a directory is
+#
+# A stage writes only into a new or empty directory, or into an earlier output of the same stage
+# (which it resumes or replaces): never into a directory of the user's own or another stage's,
+# where it would mix its files with theirs or replace a README, a tokenizer or a dataset.
+
+OUTPUT_MARKER = ".entitynet-output.json"  # written when a stage first takes a directory: {"stage": ...}
+_OURS = {LOCK_NAME, OUTPUT_MARKER}
+
+
+def output_refusal(
+    out_dir: str, names: list[str], stage: str, marker: dict | None, earlier: tuple[str, ...] = ()
+) -> str | None:
+    """Why `stage` must not write into `out_dir`, or None when it may: `names` are the entries in
+    it, `marker` its OUTPUT_MARKER's content (None: none or unreadable), `earlier` the files an
+    earlier run of the stage leaves there (its config file: outputs made before the marker existed)."""
+    others = sorted(n for n in names if n not in _OURS)
+    if not others:
+        return None
+    if isinstance(marker, dict):
+        if marker.get("stage") == stage:
+            return None
+        return (
+            f"--out {out_dir} is the output of `entitynet {marker.get('stage', '?')}`, not of "
+            f"`entitynet {stage}`; give a new or empty directory"
+        )
+    if any(n in others for n in earlier):
+        return None
+    shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+    return (
+        f"--out {out_dir} is not empty and is not an earlier `entitynet {stage}` output (it holds {shown}); "
+        "give a new or empty directory, so that nothing of yours is mixed with or replaced by this run"
+    )
+
+
+def marker_doc(stage: str) -> bytes:
+    return json.dumps({"stage": stage}).encode()
+
+
+def read_marker(data: bytes | None) -> dict | None:
+    try:
+        doc = json.loads(data) if data else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def claim_local_output(out_dir: str, stage: str, earlier: tuple[str, ...] = ()) -> bool:
+    """Refuse (OutputError) a local `out_dir` that `output_refusal` refuses; else mark it as this
+    stage's (a directory that does not exist yet is left to the caller to create). Returns whether
+    it wrote the mark."""
+    if not os.path.isdir(out_dir):
+        return False  # not there yet (or not a directory: the caller's creating it says so)
+    try:
+        names = os.listdir(out_dir)
+    except OSError as e:
+        raise OutputError(f"cannot read --out {out_dir}: {e.strerror}") from None
+    marker_path = os.path.join(out_dir, OUTPUT_MARKER)
+    try:
+        with open(marker_path, "rb") as f:
+            marker = read_marker(f.read())
+    except OSError:
+        marker = None
+    why = output_refusal(out_dir, names, stage, marker, earlier)
+    if why:
+        raise OutputError(why)
+    if marker is not None:
+        return False
+    try:
+        with open(marker_path, "wb") as f:
+            f.write(marker_doc(stage))
+    except OSError as e:
+        raise OutputError(f"cannot write {marker_path}: {e.strerror}; choose a writable --out") from None
+    return True
+
+
+@contextlib.contextmanager
+def claimed_output(out_dir: str, stage: str, earlier: tuple[str, ...] = ()):
+    """A local output directory for a stage that writes without a pipeline (`entitynet queries`):
+    created if needed, refused or claimed (`claim_local_output`); if the body fails, a directory
+    this made, or marked, goes back to how it was when it holds nothing else."""
+    from entitynet.files import ensure_writable_dir
+
+    created = not os.path.exists(out_dir)
+    ensure_writable_dir(out_dir)
+    marked = False
+    try:
+        marked = claim_local_output(out_dir, stage, earlier)
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if marked and os.listdir(out_dir) == [OUTPUT_MARKER]:
+                os.remove(os.path.join(out_dir, OUTPUT_MARKER))
+            if created:
+                os.rmdir(out_dir)  # only when empty
+        raise

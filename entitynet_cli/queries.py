@@ -26,6 +26,7 @@ def exclude_terms(args) -> tuple[str, ...]:
 
 
 def cmd_queries(args, _extra) -> int:
+    from entitynet.locks import claimed_output
     from entitynet.text.llm import LLMClient
     from entitynet.text.queries import QueryConfig
 
@@ -44,7 +45,8 @@ def cmd_queries(args, _extra) -> int:
         if not args.llm_model:
             raise ConfigError("--llm-endpoint needs --llm-model NAME")
         llm = LLMClient(args.llm_endpoint, args.llm_model, api_key_env=args.llm_key_env)
-    _, stats = make_queries(entities, args.out, cfg, llm, args.llm_top)
+    with claimed_output(args.out, "queries", ("queries_config.json",)):
+        _, stats = make_queries(entities, args.out, cfg, llm, args.llm_top)
     print(
         f"{stats['queries']:,} queries for {stats['entities']:,} entities in {stats['seconds']:.1f} s\n"
         f"queries per kind:\n{table(stats['per_kind'])}\n"

@@ -307,6 +307,7 @@ def test_worker_processes_give_the_same_output(sample_kg, sample_entities_dir, t
         KGSource(kg_files=(str(sample_kg),)), ExpandConfig(roots=SAMPLE_ROOTS, max_depth=10), str(tmp_path)
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".entitynet-output.json",  # whose output the directory is (entitynet.locks.OUTPUT_MARKER)
         "entities.jsonl",
         "expand_config.json",
         "expand_stats.json",
