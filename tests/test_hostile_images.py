@@ -452,3 +452,17 @@ def test_the_eval_pixels_of_a_set_with_a_broken_image_name_it(tmp_path):
     data = eval_data.image_folder(str(tmp_path), {})
     with ThreadPoolExecutor(1) as pool, pytest.raises(ConfigError, match=r"image b/2.png is not readable"):
         eval_data.pixels(data, range(2), 16, pool)
+
+
+def test_eps_never_reaches_an_interpreter():
+    """EPS is PostScript, a programming language: Pillow would hand it to Ghostscript. It is not
+    an image we read, whatever the reader."""
+    from entitynet.images.decode import FORMATS, ImageRejected, open_image
+
+    tried("image-decoder")
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n0 0 moveto 64 64 lineto stroke\nshowpage\n"
+    Image.open(io.BytesIO(eps)).close()  # Pillow itself recognises it
+    assert "EPS" not in FORMATS and {"JPEG", "PNG", "GIF", "WEBP", "TIFF"} <= set(FORMATS)
+    with pytest.raises(ImageRejected) as e:
+        open_image(eps)
+    assert e.value.reason == "not_an_image"

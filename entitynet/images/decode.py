@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,6 +34,18 @@ from PIL import Image, UnidentifiedImageError
 from entitynet.images.prepare import prepare
 
 REASONS = ("not_an_image", "decode_error", "too_large", "too_small", "bad_aspect")
+
+# Formats whose decoding runs another program on the bytes: Pillow hands EPS to Ghostscript (an
+# interpreter of a programming language) when it is installed. A web image in one of them is not
+# an image we read: `not_an_image`, like bytes no plugin recognises.
+EXCLUDED_FORMATS = frozenset({"EPS"})
+Image.init()
+FORMATS = tuple(sorted(f for f in Image.OPEN if f not in EXCLUDED_FORMATS))
+
+# Pillow warns (UserWarning) about damaged metadata it reads past (corrupt EXIF, truncated TIFF
+# tags); for a harvest of millions of web images that is noise on the terminal, not news: the image
+# decodes or is rejected with a reason either way.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?$")
 # Readers without a limit of their own (evaluation, thumbnails, decontamination) refuse what Pillow
 # would warn about as a possible decompression bomb.
 MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
@@ -87,7 +100,7 @@ def open_image(source: Source, max_pixels: int = MAX_PIXELS) -> Image.Image:
         if not isinstance(source, bytes):
             with open(source, "rb") as f:  # read whole: nothing stays open while it is decoded
                 source = f.read()
-        im = Image.open(io.BytesIO(source))
+        im = Image.open(io.BytesIO(source), formats=FORMATS)
     w, h = im.size
     if w < 1 or h < 1:  # a format Pillow recognises and cannot read (the BUFR, GRIB, HDF5 stubs)
         raise ImageRejected("decode_error", f"{w}x{h}: no pixels to decode")
