@@ -170,9 +170,10 @@ def check_strategy(strategy: str) -> None:
 
 
 def _impatient(source: KGSource, timeout: float) -> SparqlClient:
-    """A client for the one closure query: `timeout` to read the answer, no retries (a timeout is
-    the answer auto waits for: it means walk level by level)."""
-    return dataclasses.replace(source, read_timeout=timeout, max_retries=0).open()
+    """A client for the one closure query: `timeout` for the whole answer (a trickling one too), no
+    retries (a timeout is the answer auto waits for: it means walk level by level)."""
+    total = min(timeout, source.total_timeout)
+    return dataclasses.replace(source, read_timeout=timeout, total_timeout=total, max_retries=0).open()
 
 
 def product_hops(client: SparqlClient, cfg: expand.ExpandConfig, classes: expand.ClassSets, nodes) -> list:
