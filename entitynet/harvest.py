@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import urllib.parse
 import zlib
 from collections import Counter
@@ -37,7 +36,7 @@ from entitynet.records import (
     merge_images,
 )
 from entitynet.search import BACKENDS, NEEDS_ENTITIES, SOURCE_BACKENDS
-from entitynet.urls import has_credentials, public_url, without_credentials
+from entitynet.urls import CREDENTIALS_REFUSED, has_credentials, public_text, public_url, without_credentials
 
 if TYPE_CHECKING:
     from entitynet.search.base import SearchBackend
@@ -250,14 +249,10 @@ def host_of(url: str) -> str:
         return "(invalid)"
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
-
-
 def outcome(url: str, reason: str, detail: str = "") -> Outcome:
     """A candidate's outcome as it is written: its URL and any URL quoted in the detail made public
     (`entitynet.urls.public_url`: no credentials, no secret parameters)."""
-    detail = _URL_IN_TEXT.sub(lambda m: public_url(m.group(0)), detail)
-    return Outcome(public_url(url), host_of(url), reason, detail[:200])
+    return Outcome(public_url(url), host_of(url), reason, public_text(detail)[:200])
 
 
 def public_candidate(c: Candidate) -> Candidate:
@@ -327,9 +322,7 @@ def prefetch_outcome(c: Candidate, allowed: LicenseFilter) -> Outcome | None:
     credentials (`bad_url`: they are never sent, `entitynet.urls`), a licence that
     `--licenses`/`--exclude-licenses` leaves out (known before the download)."""
     if has_credentials(c.url):
-        return outcome(
-            c.url, "bad_url", "the URL holds a user name or password (user:password@), which are never sent"
-        )
+        return outcome(c.url, "bad_url", CREDENTIALS_REFUSED)
     lic = c.license or UNKNOWN
     if allowed.allows(lic):
         return None

@@ -19,6 +19,10 @@ import re
 import urllib.parse
 
 REDACTED = "REDACTED"
+# the detail of a URL refused for its userinfo: the URL itself is not repeated (it holds the password)
+CREDENTIALS_REFUSED = (
+    "the URL holds a user name or password (user:password@): credentials in URLs are never sent"
+)
 
 # scheme://[userinfo@]host...: the authority runs to the first /, ? or # (RFC 3986, as aiohttp reads it)
 _AUTHORITY = re.compile(r"^(?P<head>(?:[A-Za-z][A-Za-z0-9+.\-]*:)?//)(?P<authority>[^/?#]*)")
@@ -99,3 +103,11 @@ def public_url(url: str) -> str:
     if hash_ and "=" in fragment:
         fragment = _redact_params(fragment)
     return base + hash_ + fragment
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
+
+
+def public_text(text: str) -> str:
+    """`text` (an error's detail, say) with every URL in it made public (`public_url`)."""
+    return _URL_IN_TEXT.sub(lambda m: public_url(m.group(0)), text)

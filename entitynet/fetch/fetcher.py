@@ -45,7 +45,6 @@ import contextlib
 import errno
 import io
 import math
-import re
 import socket
 import threading
 import time
@@ -63,6 +62,7 @@ from entitynet.fetch import robots as robots_txt
 from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, x_robots_opt_out
 from entitynet.fetch.resolver import Resolver
 from entitynet.http_policy import Backoff, Deadline, retry_after_seconds
+from entitynet.urls import CREDENTIALS_REFUSED, has_credentials, public_text
 
 # The outcome vocabulary of fetching (image processing adds its own reasons).
 TRANSIENT = ("http_429", "http_5xx", "connection_error", "timeout", "robots_unavailable")
@@ -147,21 +147,6 @@ class _Refused(Exception):
     def __init__(self, reason: str, detail: str = "", wait: float | None = None):
         super().__init__(detail or reason)
         self.reason, self.detail, self.wait = reason, detail, wait
-
-
-_USERINFO = re.compile(r"(?<=//)[^/?#\s]*@")
-# the detail of a refused URL with userinfo: the URL itself is not repeated (it holds the password)
-CREDENTIALS_REFUSED = "the URL has userinfo (user:password@): credentials in URLs are never sent"
-
-
-def redact_userinfo(text: str) -> str:
-    """`text` with the userinfo of every URL in it replaced by `***` (no password in a detail)."""
-    return _USERINFO.sub("***@", text)
-
-
-def has_userinfo(url: str) -> bool:
-    """Whether the URL's authority carries userinfo (`user@`, `user:password@`, even an empty `@`)."""
-    return "@" in urllib.parse.urlsplit(url).netloc
 
 
 def robots_origin(parts: urllib.parse.SplitResult) -> str:
@@ -477,7 +462,7 @@ class Fetcher:
                 async with self._get(url) as r:
                     if r.status in REDIRECTS and "Location" in r.headers:
                         url = urllib.parse.urljoin(url, r.headers["Location"])
-                        if urllib.parse.urlsplit(url).scheme not in ("http", "https") or has_userinfo(url):
+                        if urllib.parse.urlsplit(url).scheme not in ("http", "https") or has_credentials(url):
                             # RFC 9309: a robots.txt unreachable by redirect is unavailable (allow);
                             # one behind credentials is not followed (they are never sent)
                             return b""
@@ -528,7 +513,7 @@ class Fetcher:
         current = url
         for _ in range(self.opts.max_redirects + 1):
             parts = urllib.parse.urlsplit(current)
-            if "@" in parts.netloc:  # before anything that repeats the URL in a detail
+            if has_credentials(current):  # before anything that repeats the URL in a detail
                 raise _Refused("bad_url", CREDENTIALS_REFUSED)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise _Refused("bad_url", f"not an http(s) URL: {current[:200]}")
@@ -614,7 +599,7 @@ class Fetcher:
                 result.detail = f"total deadline of {self.opts.total_timeout:g} s passed"
             finally:
                 self.active -= 1
-        result.detail = redact_userinfo(result.detail)  # an error text may quote a URL
+        result.detail = public_text(result.detail)  # an error text may quote a URL
         return result
 
     async def _attempts(self, url: str, result: FetchResult, deadline: Deadline, own_host: str) -> None:
