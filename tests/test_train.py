@@ -170,14 +170,14 @@ def test_the_training_crop_is_decoded_at_the_crop_scale_not_coarser(monkeypatch)
     from train import input_pipeline as ip
 
     sizes = []
-    real_prepare = ip.prepare
+    real_decode = ip.decode
 
-    def spy(im, size=None):
-        out = real_prepare(im, size)
+    def spy(im, size=None, **kw):
+        out = real_decode(im, size, **kw)
         sizes.append(out.size)
         return out
 
-    monkeypatch.setattr(ip, "prepare", spy)
+    monkeypatch.setattr(ip, "decode", spy)
     data = _detailed_jpeg(1024, 768)
     full = Image.open(io.BytesIO(data)).convert("RGB")
 
@@ -188,7 +188,7 @@ def test_the_training_crop_is_decoded_at_the_crop_scale_not_coarser(monkeypatch)
     got = ip.decode_crop(data, lambda w, h: small, 64)
     ref = full.resize((64, 64), Image.Resampling.BILINEAR, box=(100, 50, 300, 250))
     assert got.shape == (64, 64, 3) and sizes[-1] == (512, 384)  # 1/2: the crop keeps 100 >= 64 px
-    coarse = real_prepare(Image.open(io.BytesIO(data)), (64, 64))  # the old draft: the image to 64
+    coarse = real_decode(Image.open(io.BytesIO(data)), (64, 64))  # the old draft: the image to 64
     assert coarse.size == (128, 96)
     old = coarse.resize((64, 64), Image.Resampling.BILINEAR, box=(12.5, 6.25, 37.5, 31.25))
     assert err(got, ref) < 0.5 * err(old, ref), (err(got, ref), err(old, ref))

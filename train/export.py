@@ -18,6 +18,12 @@ The directory:
     entitynet_tokenizer.json (+ tokenizer.model)   the run's tokenizer as EntityNet reads it
     README.md                     a model card in the Hub's format: loading snippet, training data
                                   (from the data card), config, evaluation results
+    entitynet_export.json         which run it came from (a digest of its workdir's path), the step,
+                                  and the SHA-256 of every file above
+
+`--out` must be new, empty, or an earlier export of the same run that nobody changed: export
+replaces the whole directory (written beside it, then renamed into place), so anything else there
+(a README.md, a dataset's tokenizer) is refused, never overwritten.
 
 `load_exported` reads such a directory back, and any open_clip directory of this layout (or the
 older flat config) whose towers our model has.
@@ -25,19 +31,23 @@ older flat config) whose towers our model has.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from entitynet.errors import ConfigError, EntityNetError
+from entitynet.errors import ConfigError, EntityNetError, OutputError
 from entitynet.files import ensure_writable_dir, temp_name, write_bytes, write_json
 from entitynet.text import tokenizer as tokenizers
 from train import sharding
+from train.checkpoints import is_no_space
 from train.model import CLIPConfig
 from train.open_clip_weights import to_open_clip
 
@@ -235,7 +245,8 @@ def load_exported(directory: str | Path, tokenizer_path: str | Path | None = Non
     mcfg = config_from_open_clip(config, tokenizer)
     with jax.set_mesh(sharding.make_mesh({"data": -1})):
         model = CLIP(mcfg, rngs=nnx.Rngs(0))
-        load_open_clip(model, read_state_dict(weights_in(directory)))
+        weights = weights_in(directory)
+        load_open_clip(model, read_state_dict(weights), weights)
     return model, mcfg, tokenizer
 
 
@@ -251,17 +262,30 @@ def _first_mismatch(metadata, state) -> str:
         for p, m in jax.tree_util.tree_leaves_with_path(getattr(metadata, "item_metadata", metadata))
         if hasattr(m, "shape")
     }
+    names = []
     for p, leaf in jax.tree_util.tree_leaves_with_path(state):
         name = _key(p)
+        names.append(name)
         if name in stored and stored[name] != tuple(leaf.shape):
             return (
                 f"{name.removesuffix('.value')}: stored {stored[name]}, the config makes {tuple(leaf.shape)}"
             )
+    if stored:  # a readable listing whose parameters are not the model's: another architecture
+        missing = [n for n in names if n not in stored]
+        extra = sorted(set(stored) - set(names))
+        if missing:
+            return f"it has no {missing[0].removesuffix('.value')}"
+        if extra:
+            return f"it has {extra[0].removesuffix('.value')}, which the config does not make"
     return ""
 
 
 def load_run(workdir: str | Path):
-    """(model, config, step) of a workdir's latest checkpoint."""
+    """(model, config, step) of a workdir's newest intact checkpoint: a damaged newer step (its files
+    truncated or garbled, its state/ folder missing) is named in a warning and passed over. A
+    checkpoint of another model is an error, and so are weights that are not finite (a run that
+    diverged)."""
+    from train.checkpoints import newest_intact, quiet_orbax, warn
     from train.train import create_state, make_optimizer, model_config
 
     workdir = Path(workdir)
@@ -271,30 +295,136 @@ def load_run(workdir: str | Path):
         raise ConfigError(
             f"{workdir} is not a training workdir ({e}); give the --workdir of `entitynet train`"
         ) from None
-    with ocp.CheckpointManager((workdir / "checkpoints").absolute()) as mngr:
-        step = mngr.latest_step()
-    if step is None:
+    checkpoints = (workdir / "checkpoints").absolute()
+    steps = []
+    if checkpoints.is_dir():
+        options = ocp.CheckpointManagerOptions(read_only=True)
+        with quiet_orbax(), ocp.CheckpointManager(checkpoints, options=options) as mngr:
+            steps = list(mngr.all_steps())
+    if not steps:
         raise ConfigError(f"{workdir} holds no checkpoint yet")
     mcfg = model_config(cfg, tokenizers.load(cfg.data.tokenizer))
     tx, _ = make_optimizer(cfg)
     mesh = sharding.make_mesh({"data": -1})
     graphdef, state = create_state(mcfg, tx, mesh, cfg.seed)
-    path = (workdir / "checkpoints" / str(step) / "state").absolute()
-    with ocp.StandardCheckpointer() as ckpt:
-        mismatch = _first_mismatch(ckpt.metadata(path), state)
-        if mismatch:
-            raise ConfigError(
-                f"the checkpoint at step {step} does not fit the model of {workdir}/config.json "
-                f"({mismatch}); it was trained with another model preset or overrides"
-            )
-        try:
-            state = ckpt.restore(path, state)
-        except (ValueError, KeyError) as e:
-            raise ConfigError(
-                f"the checkpoint at step {step} does not fit the model of {workdir}/config.json: {e}"
-            ) from None
-    model, _ = nnx.merge(graphdef, state)
+
+    def restore(step: int):
+        path = checkpoints / str(step) / "state"
+        with ocp.StandardCheckpointer() as ckpt:
+            mismatch = _first_mismatch(ckpt.metadata(path), state)
+            if mismatch:
+                raise ConfigError(
+                    f"the checkpoint at step {step} does not fit the model of {workdir}/config.json "
+                    f"({mismatch}); it was trained with another model preset or overrides"
+                )
+            return ckpt.restore(path, state)
+
+    restored, step, damaged = newest_intact(checkpoints, steps, restore)
+    for bad, reason in damaged:
+        warn(f"checkpoint step {bad} in {checkpoints} is damaged ({reason}); using step {step}")
+    model, _ = nnx.merge(graphdef, restored)
+    bad_param = _first_non_finite(model)
+    if bad_param:
+        raise ConfigError(
+            f"the checkpoint at step {step} in {checkpoints} holds NaN or infinite weights ({bad_param}): "
+            "the run diverged before it was saved; train it again with a lower --config.optim.lr (training "
+            "now stops at the first step that is not finite, keeping the checkpoints before it)"
+        )
     return model, mcfg, step
+
+
+def _first_non_finite(model) -> str:
+    """The name of the first parameter holding NaN or infinity, or ''."""
+    for path, value in jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param)):
+        if not np.isfinite(np.asarray(value)).all():
+            return _key(path).removesuffix(".value")
+    return ""
+
+
+MARKER = "entitynet_export.json"  # which run an export came from, and the files it wrote
+
+
+def run_id(workdir: str | Path) -> str:
+    """A run's identity in its exports: a digest of its workdir's absolute path (the path itself,
+    which may name a user, is not published with the export)."""
+    return hashlib.blake2b(str(Path(workdir).resolve()).encode(), digest_size=16).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _names(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_out(out: Path, workdir: str | Path) -> None:
+    """Refuse an --out that holds anything but an earlier export of this same run, untouched:
+    export replaces the whole directory, and a user's files (a README.md, a dataset's tokenizer)
+    must not go with it."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"--out {out} is a file; give a directory for the export")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+
+    def refuse(why: str, keep: str = "") -> OutputError:
+        return OutputError(
+            f"--out {out} {why}; an export replaces its whole directory, so {keep}give a new --out (or an "
+            "empty one)"
+        )
+
+    try:
+        marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
+        files = dict(marker["files"])
+        ours = marker["run"] == run_id(workdir)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise refuse(f"is not empty and is not an export (it holds {_names(entries)})") from None
+    if not ours:
+        raise refuse(f"holds the export of another run (step {marker.get('step', '?')}), not of {workdir}")
+    foreign = [e for e in entries if e != MARKER and e not in files]
+    if foreign:
+        raise refuse(
+            f"holds {_names(foreign)}, which the earlier export of this run did not write",
+            "move that elsewhere to keep it, or ",
+        )
+    changed = [
+        e
+        for e in entries
+        if e != MARKER and ((out / e).is_symlink() or not (out / e).is_file() or _sha256(out / e) != files[e])
+    ]
+    if changed:
+        raise refuse(
+            f"holds {_names(changed)} changed since the earlier export of this run",
+            "move that elsewhere to keep it, or ",
+        )
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished export `tmp` where `out` is: renamed into place, the earlier export (checked
+    by `check_out`) renamed away first and removed after."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        tmp.rename(out)
+        return
+    old = Path(temp_name(out.parent / f".{out.name}.replaced"))
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_open_clip(
@@ -302,57 +432,67 @@ def export_open_clip(
 ) -> dict:
     """Export the run in `workdir` to `out` (see the module docstring). `repo_id`: the Hub repository
     it will be published as (named as its tokenizer for `hf-hub:` loading; default: the directory's
-    name); `license`: the licence the card declares for the weights."""
-    import hashlib
-
+    name); `license`: the licence the card declares for the weights. `out` must be new, empty, or
+    an earlier export of this run (`check_out`); the export is written beside it and renamed into
+    place, so a failed export leaves what was there."""
     from safetensors.numpy import save_file
 
     from train.model_card import write_card
 
+    out = Path(out).resolve() if Path(out).is_symlink() else Path(out)
+    check_out(out, workdir)
     model, mcfg, step = load_run(workdir)
     cfg = json.loads((Path(workdir) / "config.json").read_text())
     siglip = cfg.get("loss") == "siglip"  # only SigLIP's loss uses (and open_clip keeps) the bias
-    out = ensure_writable_dir(out)
-    weights = jax.device_get(to_open_clip(model, logit_bias=siglip))
-    tmp = Path(temp_name(out / WEIGHTS))
+    parent = ensure_writable_dir(out.absolute().parent)
+    tmp = Path(temp_name(parent / f".{out.name}"))
     try:
-        save_file(weights, str(tmp))  # safetensors writes by path: a temp name, then renamed
-        tmp.replace(out / WEIGHTS)
+        tmp.mkdir()
+        weights = jax.device_get(to_open_clip(model, logit_bias=siglip))
+        save_file(weights, str(tmp / WEIGHTS))
+        model_cfg = open_clip_config(mcfg, logit_bias=siglip)
+        tok = tokenizers.load(cfg["data"]["tokenizer"])
+        warnings: list[str] = []
+        if tok.kind == "sentencepiece":
+            from entitynet.text.hf_tokenizer import write_hf_tokenizer
+
+            write_hf_tokenizer(tok.model, mcfg.text.context_length, tmp)
+            model_cfg["text_cfg"]["hf_tokenizer_name"] = repo_id or out.resolve().name
+            tokenizers.save(tok, tmp, OUR_TOKENIZER)
+        else:  # CLIP BPE: open_clip's default tokenizer is this one; the vocabulary goes along, gzipped
+            import gzip
+
+            data = Path(tok.merges_path).read_bytes()
+            if not data.startswith(b"\x1f\x8b"):
+                data = gzip.compress(data, mtime=0)
+            write_bytes(tmp / BPE_FILE, data)
+            tokenizers.save(tokenizers.load(tmp / BPE_FILE), tmp, OUR_TOKENIZER)
+            if hashlib.sha256(gzip.decompress(data)).hexdigest() != CLIP_BPE_SHA256:
+                warnings.append(
+                    f"{tok.merges_path} is not the CLIP BPE vocabulary open_clip ships: open_clip's default "
+                    "tokenizer will not give this run's token ids (entitynet eval on the export will)"
+                )
+        config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg(mcfg.vision.image_size)}
+        write_json(tmp / CONFIG, config)
+        write_card(Path(workdir), cfg, out, config, step, repo_id, license, into=tmp)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        write_json(tmp / MARKER, {"run": run_id(workdir), "step": step, "files": files})
+        _replace_dir(tmp, out)
+    except Exception as e:
+        if is_no_space(e):  # safetensors, the tokenizer files or the card on a full disk
+            raise OutputError(
+                f"no space left on device while exporting to {out}; free space there or give another --out"
+            ) from None
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
-    model_cfg = open_clip_config(mcfg, logit_bias=siglip)
-    tok = tokenizers.load(cfg["data"]["tokenizer"])
-    warnings: list[str] = []
-    for stale in (tokenizers.TOKENIZER_FILE, "tokenizer_config.json", BPE_FILE, "tokenizer.model"):
-        (out / stale).unlink(missing_ok=True)  # an earlier export of another run's tokenizer
-    if tok.kind == "sentencepiece":
-        from entitynet.text.hf_tokenizer import write_hf_tokenizer
-
-        write_hf_tokenizer(tok.model, mcfg.text.context_length, out)
-        model_cfg["text_cfg"]["hf_tokenizer_name"] = repo_id or Path(out).resolve().name
-        tokenizers.save(tok, out, OUR_TOKENIZER)
-    else:  # CLIP BPE: open_clip's default tokenizer is this one; the vocabulary goes along, gzipped
-        import gzip
-
-        data = Path(tok.merges_path).read_bytes()
-        if not data.startswith(b"\x1f\x8b"):
-            data = gzip.compress(data, mtime=0)
-        write_bytes(out / BPE_FILE, data)
-        tokenizers.save(tokenizers.load(out / BPE_FILE), out, OUR_TOKENIZER)
-        if hashlib.sha256(gzip.decompress(data)).hexdigest() != CLIP_BPE_SHA256:
-            warnings.append(
-                f"{tok.merges_path} is not the CLIP BPE vocabulary open_clip ships: open_clip's default "
-                "tokenizer will not give this run's token ids (entitynet eval on the export will)"
-            )
-    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg(mcfg.vision.image_size)}
-    write_json(out / CONFIG, config)
-    card = write_card(Path(workdir), cfg, out, config, step, repo_id, license)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return {
         "step": step,
         "tensors": len(weights),
         "out": str(out),
         "config": config,
-        "card": card,
+        "card": str(out / "README.md"),
         "warnings": warnings,
     }
 

@@ -141,11 +141,20 @@ def card(
 
 
 def write_card(
-    workdir: Path, cfg: dict, out: Path, config: dict, step: int, repo_id: str | None, license: str
+    workdir: Path,
+    cfg: dict,
+    out: Path,
+    config: dict,
+    step: int,
+    repo_id: str | None,
+    license: str,
+    into: Path | None = None,
 ) -> str:
+    """README.md for the export `out`, written in `into` (default: `out`; an export is made in a
+    temporary directory and renamed into place)."""
     from entitynet.files import atomic_open
 
-    path = out / "README.md"
+    path = (into or out) / "README.md"
     with atomic_open(path, "w") as f:
         f.write(card(workdir, cfg, out, config, step, repo_id, license))
     return str(path)

@@ -65,9 +65,12 @@ def to_open_clip(model, logit_bias: bool = True) -> dict[str, np.ndarray]:
     return out
 
 
-def load_open_clip(model, state_dict: dict[str, np.ndarray]) -> list[str]:
+def load_open_clip(
+    model, state_dict: dict[str, np.ndarray], source: str = "the open_clip weights"
+) -> list[str]:
     """Set `model`'s parameters from an open_clip state dict; returns the keys it did not use.
-    The text positional embedding is cut to our context length (open_clip's models use 77)."""
+    The text positional embedding is cut to our context length (open_clip's models use 77).
+    Weights holding NaN or infinity (a run that diverged) are refused; `source` names them."""
     used = set()
     for path, var in _params(model):
         name, how = _their_name(path)
@@ -82,6 +85,11 @@ def load_open_clip(model, state_dict: dict[str, np.ndarray]) -> list[str]:
             raise ConfigError(
                 f"open_clip weight {name} has shape {tuple(value.shape)}, this model needs "
                 f"{tuple(var[...].shape)}; choose the preset the checkpoint was trained with"
+            )
+        if not np.isfinite(value).all():
+            raise ConfigError(
+                f"{source}: {name} holds NaN or infinite values; the model they come from diverged in "
+                "training; use weights from before it diverged, or train it again with a lower learning rate"
             )
         var[...] = value.astype(var[...].dtype)
         used.add(name)

@@ -5,7 +5,13 @@
 
 The workdir holds everything: checkpoints/ (Orbax: model + optimizer state, the data iterator,
 the data-loader settings), metrics.jsonl, TensorBoard events, config.json. Running the same
-command again resumes from the last checkpoint, exactly (same parameters, same data order).
+command again resumes from the last checkpoint, exactly (same parameters, same data order); a
+damaged newer checkpoint is moved aside (checkpoints/damaged-<step>-<time>) with a warning, and the
+run resumes from the newest intact one (train/checkpoints.py).
+
+A step whose loss, gradients or updated weights are not finite stops the run there (one line naming
+that step and the last good checkpoint, exit 2) with nothing of it saved; each step's check stays on
+the device until a log step or a save reads it. A full disk during a save is one line too.
 
 Stages, in order: mesh -> tokenizer + input -> model + optimizer (born sharded) -> step ->
 checkpoint restore -> loop (metrics, evaluation, checkpoints, SIGTERM).
@@ -44,6 +50,16 @@ from entitynet.text import tokenizer as tokenizers
 from entitynet.text.templates import read_templates
 from train import config as config_lib
 from train import input_pipeline, losses, sharding
+from train.checkpoints import (
+    is_no_space,
+    move_aside,
+    newest_intact,
+    no_space_error,
+    quiet_orbax,
+    remove_failed_saves,
+    save_failure,
+    warn,
+)
 from train.model import CLIP, count_params, preset
 
 log = logging.getLogger("entitynet.train")
@@ -106,6 +122,36 @@ def create_state(mcfg, tx, mesh, seed: int):
     return graphdef, state
 
 
+# The train step's metric saying what was not finite (NaN or inf) at that step: a sum of the
+# bits below, 0 when all was. It stays on the device: the loop reads it only where it syncs anyway
+# (log steps) and before every checkpoint save, so checking costs no host sync per step. The state
+# itself (weights, optimizer moments) is checked once per save, not per step: a pass over every
+# parameter each step costs a tenth of a tiny model's step on the CPU.
+NON_FINITE = "non_finite"
+NON_FINITE_PARTS = (
+    (1, "the loss was NaN or infinite"),
+    (2, "the gradients were NaN or infinite"),
+    (4, "the update made the weights or the optimizer state NaN or infinite"),
+)
+
+
+def non_finite_code(loss, grad_norm) -> jax.Array:
+    """The `NON_FINITE` bits of one step's loss and gradient norm."""
+    return (jnp.where(jnp.isfinite(loss), 0, 1) + jnp.where(jnp.isfinite(grad_norm), 0, 2)).astype(jnp.int32)
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """True when every floating-point leaf of `tree` is finite."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves])) if leaves else jnp.bool_(True)
+
+
+def describe_non_finite(code: int) -> str:
+    """What went first, of the parts `code` names: the loss, else the gradients, else the update."""
+    return next((text for bit, text in NON_FINITE_PARTS if code & bit), "a value was NaN or infinite")
+
+
 def make_steps(graphdef, state, mesh, loss_kind: str):
     state_sh = jax.tree.map(lambda x: x.sharding, state)
     batch_sh = sharding.batch_sharding(mesh)
@@ -122,13 +168,16 @@ def make_steps(graphdef, state, mesh, loss_kind: str):
         model, opt = nnx.merge(graphdef, state)
         (loss, (zi, zt)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
         opt.update(model, grads)
+        new_state = nnx.state((model, opt))
+        grad_norm = optax.tree.norm(grads)
         metrics = {
             "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
+            "grad_norm": grad_norm,
             "temperature": jnp.exp(model.logit_scale[...]),
             "accuracy": losses.in_batch_accuracy(zi, zt),
+            NON_FINITE: non_finite_code(loss, grad_norm),
         }
-        return nnx.state((model, opt)), metrics
+        return new_state, metrics
 
     @functools.partial(jax.jit, in_shardings=(state_sh, batch_sh))
     def eval_step(state, batch):
@@ -207,6 +256,124 @@ def save(mngr, step: int, state, it, settings: dict, force: bool = False) -> boo
     )
 
 
+class DivergedRun(ConfigError):
+    """The loss, the gradients or the weights stopped being finite: the run stopped at that step."""
+
+
+class Checkpointer:
+    """The run's checkpoint saves. A save happens only after every step since the last check was
+    seen finite (`record` keeps each step's NON_FINITE code on the device; `check` fetches them all
+    at once and stops the run at the first bad step), so no checkpoint ever holds a diverged state.
+    Saves are asynchronous: a save's failure (a full disk) surfaces when the next save waits for it,
+    or at `finish`, and is reported with the step of the save that failed."""
+
+    def __init__(self, mngr, checkpoints: Path, settings: dict, cfg, schedule):
+        self.mngr, self.checkpoints, self.settings = mngr, checkpoints, settings
+        self.cfg, self.schedule = cfg, schedule
+        self.pending: int | None = None  # the step of a save that may still be writing
+        self.unchecked: list[tuple[int, jax.Array]] = []
+
+    def record(self, step: int, code: jax.Array) -> None:
+        self.unchecked.append((step, code))
+
+    def check(self, step: int | None = None, state=None) -> None:
+        """Stop the run (DivergedRun) at the first step since the last check that was not finite;
+        with `state` (the state after `step`), also when that state is not."""
+        steps = [s for s, _ in self.unchecked]
+        codes = jax.device_get([c for _, c in self.unchecked])
+        self.unchecked = []
+        for s, code in zip(steps, codes, strict=True):
+            if int(code):
+                raise self.diverged(s, int(code))
+        if state is not None and step is not None and not bool(all_finite(state)):
+            raise self.diverged(step, 4)
+
+    def diverged(self, step: int, code: int) -> DivergedRun:
+        self.finish()
+        last = self.mngr.latest_step()
+        lr = self.cfg.optim
+        fix = (
+            f"lower --config.optim.lr (now {lr.lr:g}) or --config.optim.weight_decay (now {lr.weight_decay:g}), "
+            f"or lengthen --config.optim.warmup_steps (now {lr.warmup_steps})"
+        )
+        where = (
+            f"the last good checkpoint is step {last} in {self.checkpoints}: {fix}, then run the same "
+            "command again to resume from it"
+            if last is not None
+            else f"no checkpoint was saved before it: {fix}, then run again"
+        )
+        return DivergedRun(
+            f"training diverged at step {step}: {describe_non_finite(code)} (learning rate "
+            f"{float(self.schedule(step)):.3g}); the run stopped there and saved nothing of it; {where}"
+        )
+
+    def save(self, step: int, state, it, force: bool = False) -> bool:
+        latest = self.mngr.latest_step()
+        if (latest is not None and latest >= step) or not (force or self.mngr.should_save(step)):
+            return False
+        self.check(step, state)
+        self.finish()
+        try:
+            saved = save(self.mngr, step, state, it, self.settings, force=True)
+        except Exception as e:  # noqa: BLE001 - an OS error becomes a user error; others re-raised
+            raise self._failure(e, step) from None
+        self.pending = step
+        return saved
+
+    def finish(self) -> None:
+        """Wait for the save in flight; its failure is raised as a user error naming its step."""
+        try:
+            self.mngr.wait_until_finished()
+        except Exception as e:
+            step, self.pending = self.pending, None
+            if step is None:
+                raise
+            raise self._failure(e, step) from None
+        self.pending = None
+
+    def abandon(self) -> None:
+        """After a failed run: remove what failed saves left (their temporary directories), once
+        every thread of theirs has ended, so the space is free and the next run starts clean."""
+        remove_failed_saves(self.checkpoints)
+
+    def _failure(self, e: Exception, step: int) -> BaseException:
+        with quiet_orbax():
+            self.mngr.reload()  # the failed step is no checkpoint
+        intact = [s for s in self.mngr.all_steps() if s < step]
+        err = save_failure(e, step, self.checkpoints, max(intact) if intact else None)
+        if err is e:
+            raise e
+        return err
+
+
+def restore_newest(mngr, checkpoints: Path, state, it, settings: dict, pid: int, nproc: int):
+    """(state, step) of the newest intact checkpoint, (state, 0) when there is none. Damaged newer
+    steps are moved aside (so the same steps can be saved again) and each is named in a warning."""
+    restored, step, damaged = newest_intact(
+        checkpoints,
+        list(mngr.all_steps()),
+        lambda s: restore(mngr, s, state, it, settings),
+        items=("state", "data", "settings"),
+    )
+    if step is None:
+        return state, 0
+    if damaged:
+        if pid == 0:
+            for bad, reason in damaged:
+                moved = move_aside(checkpoints, bad)
+                warn(
+                    f"checkpoint step {bad} in {checkpoints} is damaged ({reason}); moved it to "
+                    f"{moved.name} there, and resuming from step {step}"
+                )
+        if nproc > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("entitynet: damaged checkpoints moved aside")
+        with quiet_orbax():
+            mngr.reload()
+    return restored, step
+
+
 def restore(mngr, step: int, state, it, settings: dict):
     import grain
 
@@ -238,7 +405,7 @@ def init_from_open_clip(graphdef, state, path: str):
     path = weights_in(path)
     shardings = jax.tree.map(lambda x: x.sharding, state)
     model, opt = nnx.merge(graphdef, state)
-    unused = load_open_clip(model, read_state_dict(path))
+    unused = load_open_clip(model, read_state_dict(path), path)
     log.info("initialised from open_clip weights %s (%d of its tensors unused)", path, len(unused))
     return jax.device_put(nnx.state((model, opt)), shardings)
 
@@ -327,10 +494,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         pid, nproc = _processes(cfg)
         with OutputLock(str(workdir), "train") if pid == 0 else contextlib.nullcontext():
             return _train(cfg, workdir, pid, nproc)
-    except BaseException:
+    except BaseException as e:
         checkpoints = workdir / "checkpoints"
         if pid == 0 and created and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
             shutil.rmtree(workdir, ignore_errors=True)  # nothing resumable was made: leave nothing
+        if isinstance(e, OSError) and is_no_space(e):  # metrics, events, config.json on a full disk
+            raise no_space_error("writing the run's files", workdir, e) from None
         raise
 
 
@@ -403,15 +572,15 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
 
     # == checkpoint restore
     settings = data_settings(cfg, nproc)
-    mngr = checkpoint_manager(workdir, cfg)
-    start = 0
-    latest = mngr.latest_step()
-    if latest is not None:
-        state = restore(mngr, latest, state, it, settings)
-        start = latest
-        log.info("resumed from step %d in %s", latest, workdir)
+    with quiet_orbax():  # listing the steps reads each one's metadata: a damaged one is ours to report
+        mngr = checkpoint_manager(workdir, cfg)
+    checkpoints = (workdir / "checkpoints").absolute()
+    state, start = restore_newest(mngr, checkpoints, state, it, settings, pid, nproc)
+    if start:
+        log.info("resumed from step %d in %s", start, workdir)
     elif cfg.get("init_from", ""):
         state = init_from_open_clip(graphdef, state, cfg.init_from)
+    saver = Checkpointer(mngr, checkpoints, settings, cfg, schedule)
 
     # == evaluation input (contrastive loss on the held-out split)
     eval_batches = []
@@ -439,15 +608,18 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
     history: dict = {}
     t_last, n_last = time.time(), start
     bar = _progress(start, cfg.total_steps, pid == 0 and cfg.get("progress", True))
+    failed = False
     try:
-        with jax.set_mesh(mesh):
+        with jax.set_mesh(mesh), quiet_orbax():
             for step in range(start + 1, cfg.total_steps + 1):
                 batch = next(it)
                 if compiled is None:  # compile once, and read the step's FLOPs off the executable
                     compiled = train_step.lower(state, batch).compile()
                     flops = compiled_flops(compiled)
                 state, m = compiled(state, batch)
+                saver.record(step, m.pop(NON_FINITE))
                 if step % cfg.log_every == 0 or step == cfg.total_steps:
+                    saver.check()  # a sync here anyway: no non-finite metrics are written
                     m = {k: float(v) for k, v in jax.device_get(m).items()}
                     now = time.time()
                     rate = (step - n_last) * cfg.batch_size / max(now - t_last, 1e-9)
@@ -460,6 +632,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
                     if bar is not None:
                         bar.set_postfix(loss=f"{m['loss']:.4f}", img_s=f"{rate:.0f}")
                 if eval_batches and step % cfg.eval_every == 0:
+                    saver.check()
                     ev = [
                         jax.device_get(eval_step(state, sharding.global_batch(mesh, b))) for b in eval_batches
                     ]
@@ -468,19 +641,33 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
                     history.setdefault(step, {}).update(e)
                 if bar is not None:
                     bar.update(1)
-                save(mngr, step, state, it, settings, force=step == cfg.total_steps)
+                saver.save(step, state, it, force=step == cfg.total_steps)
                 if stop["signal"] is not None:
-                    save(mngr, step, state, it, settings, force=True)
+                    saver.save(step, state, it, force=True)
                     log.warning("SIGTERM: saved step %d, exiting", step)
                     break
-        mngr.wait_until_finished()
+            saver.finish()
+    except BaseException as e:
+        failed = True
+        if saver.pending is not None and not isinstance(e, KeyboardInterrupt):
+            with quiet_orbax():
+                saver.finish()  # a failed save in flight is the cause to report (a full disk)
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         if bar is not None:
             bar.close()
-        mngr.close()
-        metrics_out.close()
-        it.close()
+        with quiet_orbax():
+            # closing flushes files and waits for saves: on a failed run (a full disk) that fails
+            # too, and must not hide the error already on its way
+            for close in (mngr.close, metrics_out.close, it.close):
+                try:
+                    close()
+                except Exception:
+                    if not failed:
+                        raise
+            if failed and pid == 0:
+                saver.abandon()
     final = history[max(history)] if history else {}
     return {
         "params": n_params,
