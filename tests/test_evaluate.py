@@ -441,6 +441,8 @@ def test_eval_of_an_imagefolder_skips_and_names_images_no_decoder_reads(
     assert main(args) == 0
     result = json.loads((out / "results.json").read_text())
     assert result["images"] == 6 and result["zero_shot"]["images"] == 6
+    assert sorted(x.split("/")[-1].split(" ")[0] for x in result["unreadable"]) == ["broken.jpg", "cut.jpg"]
+    assert "2 image(s) of the set cannot be decoded and were not scored" in (out / "report.md").read_text()
     err = [x for x in capsys.readouterr().err.splitlines() if "cannot be decoded" in x]
     assert len(err) == 1 and "2 image(s) cannot be decoded and were skipped, 6 scored" in err[0]
     assert f"{first.name}/broken.jpg (decode_error)" in err[0] and f"{first.name}/cut.jpg" in err[0]

@@ -325,6 +325,8 @@ def evaluate(
         "eval_set": data.name,
         "eval_source": data.origin,
         "images": data.size,
+        # images of the set no decoder reads: skipped, not scored ("path (reason)")
+        "unreadable": list(data.unreadable),
     }
     predictions = None
     if data.labels is not None and len(data.classes) >= 2 and np.any(data.labels >= 0):

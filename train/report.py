@@ -103,6 +103,12 @@ def write_report(r: dict, out_dir: str | Path) -> Path:
         f"Run `{r['workdir']}` at step {r['step']}; {r['images']:,} images.",
         "",
     ]
+    if r.get("unreadable"):
+        shown = "; ".join(r["unreadable"][:10]) + ("; ..." if len(r["unreadable"]) > 10 else "")
+        lines += [
+            f"{len(r['unreadable']):,} image(s) of the set cannot be decoded and were not scored: {shown}.",
+            "",
+        ]
     if plot_curves([("", r["workdir"])], plots / "curves.png"):
         lines += ["![training curves](plots/curves.png)", ""]
     zs = r.get("zero_shot")
