@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from hostile_answers import hostile_answers, reset
 from loopback import LoopbackHandler, LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,3 +284,17 @@ def tiny_run(tiny_dataset, jax_cache, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny-run") / "run"
     train(load_cfg(tiny_dataset[0], total_steps=3), workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def hostile_answers_server():
+    """The loopback server of trickling, endless and oversized answers (tests/hostile_answers.py)."""
+    with hostile_answers() as server:
+        yield server
+
+
+@pytest.fixture
+def hostile(hostile_answers_server):
+    """That server, its counters reset for the test."""
+    reset(hostile_answers_server)
+    return hostile_answers_server

@@ -32,30 +32,6 @@ def _read(path):
 
 
 # (name, writer(tmp_path) -> path, rows wanted or the error's words)
-def _bom_csv(d):
-    p = d / "bom.csv"
-    p.write_bytes(b"\xef\xbb\xbfurl,text\nhttp://i/1.jpg,a red fox\n")
-    return p
-
-
-def _bom_csv_text_first(d):
-    p = d / "bom-text-first.csv"
-    p.write_bytes(b"\xef\xbb\xbftext,url\na red fox,http://i/1.jpg\n")
-    return p
-
-
-def _bom_tsv(d):
-    p = d / "bom.tsv"
-    p.write_bytes(b"\xef\xbb\xbfurl\ttext\nhttp://i/1.jpg\ta red fox\n")
-    return p
-
-
-def _bom_jsonl(d):
-    p = d / "bom.jsonl"
-    p.write_bytes(b'\xef\xbb\xbf{"url": "http://i/1.jpg", "text": "a red fox"}\n')
-    return p
-
-
 def _csv(name, text):
     def write(d):
         p = d / name
@@ -84,11 +60,20 @@ def _bytes(name, data):
 
 
 FOX = [("http://i/1.jpg", "a red fox", "")]
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark spreadsheet programs write
 CASES = [
-    ("csv with a byte-order mark", _bom_csv, FOX),
-    ("csv with a byte-order mark, text column first", _bom_csv_text_first, FOX),
-    ("tsv with a byte-order mark", _bom_tsv, FOX),
-    ("jsonl with a byte-order mark", _bom_jsonl, FOX),
+    ("csv with a byte-order mark", _bytes("bom.csv", BOM + b"url,text\nhttp://i/1.jpg,a red fox\n"), FOX),
+    (
+        "csv with a byte-order mark, text column first",
+        _bytes("bom-text-first.csv", BOM + b"text,url\na red fox,http://i/1.jpg\n"),
+        FOX,
+    ),
+    ("tsv with a byte-order mark", _bytes("bom.tsv", BOM + b"url\ttext\nhttp://i/1.jpg\ta red fox\n"), FOX),
+    (
+        "jsonl with a byte-order mark",
+        _bytes("bom.jsonl", BOM + b'{"url": "http://i/1.jpg", "text": "a red fox"}\n'),
+        FOX,
+    ),
     (
         "csv without a text column",
         _csv("title.csv", "url,title\nhttp://i/1.jpg,a red fox\n"),

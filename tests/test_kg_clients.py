@@ -7,7 +7,6 @@ import tracemalloc
 
 import pytest
 from hostile import tried
-from hostile_answers import hostile_answers, reset
 
 from entitynet.errors import ConfigError, KGError
 from entitynet.http_policy import retry_after_seconds
@@ -204,18 +203,6 @@ def test_retry_after_forms():
 
 
 # ---------------------------------------------------------------- hostile endpoints: time and size
-
-
-@pytest.fixture(scope="module")
-def hostile_module():
-    with hostile_answers() as server:
-        yield server
-
-
-@pytest.fixture
-def hostile(hostile_module):
-    reset(hostile_module)
-    return hostile_module
 
 
 @pytest.mark.parametrize("path", ["/trickle-body", "/trickle-headers"])

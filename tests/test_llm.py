@@ -5,7 +5,6 @@ import time
 
 import pytest
 from hostile import tried
-from hostile_answers import hostile_answers, reset
 from loopback import LoopbackHandler, LoopbackServer
 
 from entitynet.errors import ConfigError, EntityNetError
@@ -137,18 +136,6 @@ def test_unreachable_endpoint_and_bad_config():
         LLMClient("localhost:8000", "m")
     with pytest.raises(ConfigError, match="NO_SUCH_KEY_VAR"):
         LLMClient("http://127.0.0.1:1/v1", "m", api_key_env="NO_SUCH_KEY_VAR")
-
-
-@pytest.fixture(scope="module")
-def hostile_module():
-    with hostile_answers() as server:
-        yield server
-
-
-@pytest.fixture
-def hostile(hostile_module):
-    reset(hostile_module)
-    return hostile_module
 
 
 def test_a_trickling_or_endless_llm_is_cut_off(hostile):

@@ -7,7 +7,6 @@ from collections import Counter
 
 import pytest
 from hostile import tried
-from hostile_answers import hostile_answers, reset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from loopback import LoopbackHandler, LoopbackServer
@@ -454,18 +453,6 @@ def test_batch_matching_agrees_with_row_matching_on_arbitrary_texts(texts):
 
 
 # ---------------------------------------------------------------- hostile APIs: time and size
-
-
-@pytest.fixture(scope="module")
-def hostile_module():
-    with hostile_answers() as server:
-        yield server
-
-
-@pytest.fixture
-def hostile(hostile_module):
-    reset(hostile_module)
-    return hostile_module
 
 
 def test_a_trickling_api_is_cut_off_at_the_total_deadline(hostile):
