@@ -22,6 +22,7 @@ or a throttle behaves the same wherever it happens:
 from __future__ import annotations
 
 import email.utils
+import errno
 import json
 import random
 import socket
@@ -300,20 +301,31 @@ def request(
 
 
 def why(e: BaseException) -> str:
-    """A failed request in a few words: timed out, refused, unresolvable, cut off; else its type."""
+    """A failed request in a few words, for every client here (requests' and aiohttp's errors):
+    timed out, refused, reset, unresolvable, cut off; else the exception's type."""
     if isinstance(e, requests.ConnectTimeout):
         return "connect timed out"
     if isinstance(e, requests.ReadTimeout):
         return "timed out"
-    text = str(e)
+    cause = getattr(e, "os_error", None) or e  # aiohttp keeps the OSError beside it
+    number = getattr(cause, "errno", None)
+    if number == errno.ECONNREFUSED:
+        return "connection refused"
+    if number in (errno.ECONNRESET, errno.EPIPE):
+        return "connection reset"
+    text = f"{e} {cause}"
     for needle, words in (
         ("Connection refused", "connection refused"),
+        ("Connect call failed", "connection refused"),
         ("Name or service not known", "cannot resolve the host"),
+        ("nodename nor servname", "cannot resolve the host"),
         ("NameResolutionError", "cannot resolve the host"),
         ("Temporary failure in name resolution", "cannot resolve the host"),
         ("Connection reset", "connection reset"),
         ("RemoteDisconnected", "closed without an answer"),
+        ("Server disconnected", "closed without an answer"),
         ("IncompleteRead", "the answer ended early"),
+        ("payload is not completed", "the body ended early"),
         ("timed out", "timed out"),
     ):
         if needle in text:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import errno
 import io
 import math
 import socket
@@ -61,7 +60,7 @@ from entitynet.errors import ConfigError
 from entitynet.fetch import robots as robots_txt
 from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, x_robots_opt_out
 from entitynet.fetch.resolver import Resolver
-from entitynet.http_policy import Backoff, Deadline, retry_after_seconds
+from entitynet.http_policy import Backoff, Deadline, retry_after_seconds, why
 from entitynet.urls import CREDENTIALS_REFUSED, has_credentials, public_text
 
 # The outcome vocabulary of fetching (image processing adds its own reasons).
@@ -485,7 +484,7 @@ class Fetcher:
             except aiohttp.ServerTimeoutError:
                 raise _Refused("timeout", f"robots.txt of {origin} timed out") from None
             except (aiohttp.ClientError, OSError, ValueError) as e:
-                raise _Refused("connection_error", f"robots.txt of {origin}: {_why(e)}") from None
+                raise _Refused("connection_error", f"robots.txt of {origin}: {why(e)}") from None
         return b""  # more than five redirects: RFC 9309 lets us treat it as unavailable
 
     # ------------------------------------------------------------ one request
@@ -624,7 +623,7 @@ class Fetcher:
                 result.reason, result.detail = "bad_url", f"{type(e).__name__}: {str(e)[:150]}"
                 return
             except (aiohttp.ClientError, OSError) as e:
-                result.reason, result.detail = "connection_error", _why(e)
+                result.reason, result.detail = "connection_error", why(e)
             if (
                 result.reason not in ("http_429", "http_5xx", "connection_error")
                 or attempt == self.opts.retries
@@ -634,27 +633,3 @@ class Fetcher:
             if delay > self.opts.max_retry_wait or not deadline.allows(delay):
                 return
             await asyncio.sleep(delay)
-
-
-def _why(e: BaseException) -> str:
-    """A connection error in words: DNS failure, refused, reset, or the exception's type."""
-    cause = getattr(e, "os_error", None) or e
-    number = getattr(cause, "errno", None)
-    if number == errno.ECONNREFUSED:
-        return "connection refused"
-    if number in (errno.ECONNRESET, errno.EPIPE):
-        return "connection reset"
-    text = f"{e} {cause}"
-    for needle, words in (
-        ("Name or service not known", "cannot resolve the host"),
-        ("nodename nor servname", "cannot resolve the host"),
-        ("Temporary failure in name resolution", "cannot resolve the host"),
-        ("Connection refused", "connection refused"),
-        ("Connect call failed", "connection refused"),
-        ("Connection reset", "connection reset"),
-        ("Server disconnected", "closed without an answer"),
-        ("payload is not completed", "the body ended early"),
-    ):
-        if needle in text:
-            return words
-    return type(e).__name__
