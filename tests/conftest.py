@@ -15,7 +15,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from hostile_answers import hostile_answers, reset
 from loopback import LoopbackHandler, LoopbackServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,6 +288,8 @@ def tiny_run(tiny_dataset, jax_cache, tmp_path_factory):
 @pytest.fixture(scope="session")
 def hostile_answers_server():
     """The loopback server of trickling, endless and oversized answers (tests/hostile_answers.py)."""
+    from hostile_answers import hostile_answers
+
     with hostile_answers() as server:
         yield server
 
@@ -296,5 +297,7 @@ def hostile_answers_server():
 @pytest.fixture
 def hostile(hostile_answers_server):
     """That server, its counters reset for the test."""
+    from hostile_answers import reset
+
     reset(hostile_answers_server)
     return hostile_answers_server
