@@ -17,6 +17,10 @@ class KGError(EntityNetError):
     """The knowledge graph could not be read: malformed file, unreachable or misbehaving endpoint."""
 
 
+class KGDataError(KGError):
+    """A value in the knowledge graph that no reader can use (fix the data; asking again will not help)."""
+
+
 class OutputError(EntityNetError):
     """An output location cannot be written."""
 

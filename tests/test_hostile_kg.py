@@ -94,6 +94,35 @@ def test_sparql_json_literals_are_checked_against_their_datatype():
             parse_results(answer(value, dtype), "http://endpoint")
 
 
+def test_an_endpoint_giving_such_a_literal_is_asked_once_and_named(loopback):
+    """The same literal from a SPARQL endpoint: the answer is the graph's, so it is not retried
+    like a garbled answer and the line does not blame the URL or the network."""
+    from loopback import LoopbackHandler
+
+    from entitynet.kg.remote import RemoteSparql
+
+    tried("knowledge graph")
+    asked = []
+    row = {
+        "e": {"type": "uri", "value": "http://www.wikidata.org/entity/Q140"},
+        "n": {"type": "literal", "value": "9" * 5000, "datatype": "http://www.w3.org/2001/XMLSchema#integer"},
+    }
+
+    class Endpoint(LoopbackHandler):
+        def do_POST(self):
+            asked.append(self.read_body())
+            self.send_json(200, {"head": {"vars": ["e", "n"]}, "results": {"bindings": [row]}})
+
+    server = loopback(Endpoint)
+    client = RemoteSparql(f"{server.base}/sparql", max_retries=3, backoff=0.01)
+    with pytest.raises(KGError) as e:
+        client.select("SELECT ?e ?n WHERE { ?e ?p ?n }")
+    assert len(asked) == 1
+    message = str(e.value)
+    assert "(5000 characters)" in message and "fix that value in the knowledge graph" in message
+    assert "network" not in message and "attempts" not in message
+
+
 @pytest.fixture(scope="module")
 def hostile_graph(tmp_path_factory):
     """The sample graph with control characters in the lion's label and in a natural type's label."""

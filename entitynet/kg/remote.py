@@ -22,7 +22,7 @@ import requests
 from SPARQLWrapper import JSON, POST, URLENCODED, SPARQLWrapper
 
 from entitynet import __version__
-from entitynet.errors import KGError
+from entitynet.errors import KGDataError, KGError
 from entitynet.http_policy import (
     Backoff,
     Deadline,
@@ -141,6 +141,8 @@ class RemoteSparql:
             )
         try:
             return parse_results(answer.body, self.url)
+        except KGDataError:
+            raise  # a value of the graph itself: the same answer again would not help
         except KGError as e:
             # Some endpoints answer 200 with an error page when a query times out server-side.
             raise _Transient(str(e)) from e

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, NamedTuple
 
-from entitynet.errors import KGError
+from entitynet.errors import KGDataError, KGError
 
 XSD = "http://www.w3.org/2001/XMLSchema#"
 _INTS = {
@@ -101,7 +101,7 @@ def parse_results(payload: bytes | str, source: str) -> list[Row]:
         want = (
             "an integer of at most 30 digits" if dtype.replace("xsd:", XSD) in _INTS else "a decimal number"
         )
-        raise KGError(
+        raise KGDataError(
             f"{source}: the {dtype} literal {shown!r} (?{var}{' of ' + subject if subject else ''}) is not "
             f"{want}; fix that value in the knowledge graph"
         ) from None
