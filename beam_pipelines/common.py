@@ -26,14 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from entitynet import datacard, errors, records, shards
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import LOCAL, ensure_writable_dir, temp_name
-from entitynet.locks import (
-    OUTPUT_MARKER,
-    OutputLock,
-    claim_local_output,
-    marker_doc,
-    output_refusal,
-    read_marker,
-)
+from entitynet.locks import OutputLock, claim_local_output, claim_output, unclaim_output
 
 log = logging.getLogger("entitynet.pipelines")
 
@@ -242,17 +235,11 @@ class PipelineOutput:
     def _claim(self) -> None:
         """Refuse a directory that is neither new, empty nor an earlier output of this stage
         (`entitynet.locks.output_refusal`); mark it as this stage's."""
-        if not self.remote:
+        if self.remote:
+            names = _list_names(self.out_dir)
+            self._marked = claim_output(self.store, self.out_dir, names, self.stage, self.earlier)
+        else:
             self._marked = claim_local_output(self.out_dir, self.stage, self.earlier)
-            return
-        marker_path = self.store.join(self.out_dir, OUTPUT_MARKER)
-        marker = read_marker(self.store.read(marker_path))
-        why = output_refusal(self.out_dir, _list_names(self.out_dir), self.stage, marker, self.earlier)
-        if why:
-            raise OutputError(why)
-        if marker is None:
-            self.store.write(marker_path, marker_doc(self.stage))
-            self._marked = True
 
     def __exit__(self, *exc) -> None:
         try:
@@ -271,11 +258,8 @@ class PipelineOutput:
         how it was when it holds nothing else (no empty output left behind)."""
         if self._marked:
             with contextlib.suppress(Exception):
-                if self.remote:
-                    if _list_names(self.out_dir) == [OUTPUT_MARKER]:
-                        self.store.delete(self.store.join(self.out_dir, OUTPUT_MARKER))
-                elif os.listdir(self.out_dir) == [OUTPUT_MARKER]:
-                    os.remove(os.path.join(self.out_dir, OUTPUT_MARKER))
+                names = _list_names(self.out_dir) if self.remote else os.listdir(self.out_dir)
+                unclaim_output(self.store, self.out_dir, names)
         if self._created:
             with contextlib.suppress(OSError):
                 os.rmdir(self.out_dir)  # only when empty

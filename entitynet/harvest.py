@@ -284,19 +284,20 @@ def to_result(candidate: Candidate, r, opts: ImageOptions) -> ImageRecord | Outc
         img = process_image(r.data, opts)
     except ImageRejected as e:
         return outcome(candidate.url, e.reason, str(e))
+    url = public_url(candidate.url)  # what the record publishes (`entitynet.urls`)
     return ImageRecord(
         key=image_key(img.sha256),
         jpeg=img.jpeg,
         width=img.width,
         height=img.height,
-        url=public_url(candidate.url),
+        url=url,
         page_url=public_url(candidate.page_url),
         alt_texts=candidate.alt_texts,
         query_ids=candidate.query_ids,
         entity_ids=candidate.entity_ids,
         sha256=img.sha256,
         phash=img.phash,
-        urls=(public_url(candidate.url),),
+        urls=(url,),
         query_ranks=candidate.ranks or (-1,) * len(candidate.query_ids),
         license=candidate.license or UNKNOWN,
         license_url=candidate.license_url,

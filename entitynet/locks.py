@@ -229,45 +229,43 @@ def output_refusal(
     )
 
 
-def marker_doc(stage: str) -> bytes:
-    return json.dumps({"stage": stage}).encode()
-
-
-def read_marker(data: bytes | None) -> dict | None:
+def claim_output(store, out_dir: str, names: list[str], stage: str, earlier: tuple[str, ...] = ()) -> bool:
+    """Refuse (OutputError) `out_dir`, whose entries are `names`, when `output_refusal` does; else
+    mark it as this stage's. `store`: the local disk (`entitynet.files.LOCAL`) or the pipelines'
+    store for a bucket. Returns whether it wrote the mark."""
+    path = store.join(out_dir, OUTPUT_MARKER)
     try:
-        doc = json.loads(data) if data else None
+        marker = json.loads(store.read(path) or b"null")
     except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
+        marker = None
+    marker = marker if isinstance(marker, dict) else None
+    why = output_refusal(out_dir, names, stage, marker, earlier)
+    if why:
+        raise OutputError(why)
+    if marker is not None:
+        return False
+    store.write(path, json.dumps({"stage": stage}).encode())
+    return True
+
+
+def unclaim_output(store, out_dir: str, names: list[str]) -> None:
+    """After a failed run that claimed `out_dir`: remove the mark when it is all the directory holds."""
+    if names == [OUTPUT_MARKER]:
+        store.delete(store.join(out_dir, OUTPUT_MARKER))
 
 
 def claim_local_output(out_dir: str, stage: str, earlier: tuple[str, ...] = ()) -> bool:
-    """Refuse (OutputError) a local `out_dir` that `output_refusal` refuses; else mark it as this
-    stage's (a directory that does not exist yet is left to the caller to create). Returns whether
-    it wrote the mark."""
+    """`claim_output` for a local directory (one that does not exist yet is left to the caller to
+    create: nothing to refuse, nothing marked)."""
+    from entitynet.files import LOCAL
+
     if not os.path.isdir(out_dir):
         return False  # not there yet (or not a directory: the caller's creating it says so)
     try:
         names = os.listdir(out_dir)
     except OSError as e:
         raise OutputError(f"cannot read --out {out_dir}: {e.strerror}") from None
-    marker_path = os.path.join(out_dir, OUTPUT_MARKER)
-    try:
-        with open(marker_path, "rb") as f:
-            marker = read_marker(f.read())
-    except OSError:
-        marker = None
-    why = output_refusal(out_dir, names, stage, marker, earlier)
-    if why:
-        raise OutputError(why)
-    if marker is not None:
-        return False
-    try:
-        with open(marker_path, "wb") as f:
-            f.write(marker_doc(stage))
-    except OSError as e:
-        raise OutputError(f"cannot write {marker_path}: {e.strerror}; choose a writable --out") from None
-    return True
+    return claim_output(LOCAL, out_dir, names, stage, earlier)
 
 
 @contextlib.contextmanager
@@ -285,8 +283,10 @@ def claimed_output(out_dir: str, stage: str, earlier: tuple[str, ...] = ()):
         yield
     except BaseException:
         with contextlib.suppress(OSError):
-            if marked and os.listdir(out_dir) == [OUTPUT_MARKER]:
-                os.remove(os.path.join(out_dir, OUTPUT_MARKER))
+            if marked:
+                from entitynet.files import LOCAL
+
+                unclaim_output(LOCAL, out_dir, os.listdir(out_dir))
             if created:
                 os.rmdir(out_dir)  # only when empty
         raise

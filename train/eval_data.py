@@ -44,9 +44,8 @@ from train.input_pipeline import centre_crop, normalise
 class EvalData:
     name: str  # how reports name the set, e.g. "evalset", "tfds:oxford_flowers102:test", "heldout:test"
     size: int  # images
-    load: Callable[
-        [int], Image.Image
-    ]  # the i-th image, decoded (upright 8-bit RGB); ImageRejected if it cannot be
+    # the i-th image, decoded (upright 8-bit RGB); ImageRejected if it cannot be
+    load: Callable[[int], Image.Image]
     labels: np.ndarray | None = None  # (size,) the class of each image (the first, when several)
     classes: list[list[str]] = field(default_factory=list)  # names of each class, display name first
     correct: np.ndarray | None = None  # (size, classes) bool: every right answer (multi-label sets)
