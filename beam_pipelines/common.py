@@ -1,12 +1,11 @@
 """What every pipeline here shares: Beam options from standard flags, running a pipeline so that
 an error a user caused (bad endpoint, bad input) comes back as that error, not as a runner traceback,
-and file I/O through Beam's FileSystems for outputs that may be remote (gs://)."""
+and outputs that may be remote (gs://, s3://: every file goes through `entitynet.storage`)."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import io
 import logging
 import os
 import re
@@ -16,17 +15,15 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from typing import IO
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from entitynet import datacard, errors, records, shards
 from entitynet.errors import EntityNetError, OutputError
-from entitynet.files import LOCAL, ensure_writable_dir, temp_name
+from entitynet.files import ensure_writable_dir
 from entitynet.locks import OutputLock, claim_local_output, claim_output, unclaim_output
+from entitynet.storage import STORE, filesystem, is_remote
 
 log = logging.getLogger("entitynet.pipelines")
 
@@ -101,78 +98,13 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], beam_args: list[str] | 
         raise
 
 
-def is_remote(path: str) -> bool:
-    return "://" in path
-
-
-class BeamStore:
-    """`entitynet.files.LocalStore`'s methods over Beam's FileSystems (local paths, gs://, s3://, …):
-    whole-file reads, and writes to a temp name renamed into place."""
-
-    def join(self, directory: str, name: str) -> str:
-        return FileSystems.join(directory, name)
-
-    def read(self, path: str) -> bytes | None:
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                return f.read()
-        except Exception:  # noqa: BLE001 - every filesystem raises its own "not found" (BeamIOError, OSError, …)
-            return None
-
-    def write(self, path: str, data: bytes) -> None:
-        self.write_from(io.BytesIO(data), path)
-
-    def write_from(self, source: IO[bytes], path: str) -> None:
-        """Stream `source` into `path`: to a temp name, then renamed (FileSystems.copy cannot cross
-        filesystems, so a local file reaches gs:// this way)."""
-        tmp = temp_name(path)
-        if not is_remote(path):
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with FileSystems.create(tmp, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-            shutil.copyfileobj(source, f, 8 << 20)
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-        FileSystems.rename([tmp], [path])
-
-    def upload(self, local: str, path: str) -> None:
-        with open(local, "rb") as f:
-            self.write_from(f, path)
-
-    def exists(self, path: str) -> bool:
-        return FileSystems.exists(path)
-
-    def delete(self, path: str) -> None:
-        FileSystems.delete([path])
-
-    def match(self, pattern: str) -> list[str]:
-        """The files a path or glob names on any Beam filesystem, sorted; a ConfigError naming the
-        pattern when its filesystem cannot list it."""
-        try:
-            return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
-        except Exception as e:  # noqa: BLE001 - every filesystem raises its own "not found"
-            raise errors.ConfigError(f"{pattern}: {e}; check the path or glob") from None
-
-    def open(self, path: str):
-        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-    def stat(self, path: str) -> tuple[int, float]:
-        (meta,) = FileSystems.match([path])[0].metadata_list
-        return meta.size_in_bytes, meta.last_updated_in_seconds
-
-
 def check_output(path: str) -> None:
-    """A remote output's filesystem must be known to Beam (gs:// needs apache-beam[gcp]); one clear line."""
-    try:
-        FileSystems.get_filesystem(path)
-    except ValueError as e:
-        raise OutputError(
-            f"no Beam filesystem for {path} ({e}); install the extra it needs, e.g. apache-beam[gcp] for gs://"
-        ) from None
-
-
-def store_for(path: str):
-    """Atomic local files for a local path, Beam's FileSystems for a remote one."""
-    return BeamStore() if is_remote(path) else LOCAL
+    """A remote output's filesystem must be known (gs:// needs gcsfs, s3:// s3fs); one clear line."""
+    if is_remote(path):
+        try:
+            filesystem(path)
+        except errors.ConfigError as e:
+            raise OutputError(str(e)) from None
 
 
 class PipelineOutput:
@@ -198,7 +130,7 @@ class PipelineOutput:
         else:
             ensure_writable_dir(out_dir)
             self.local_dir = out_dir
-        self.store = store_for(out_dir)
+        self.store = STORE
         self.lock = OutputLock(out_dir, self.stage, self.store)
         self._stamp = f".staged-{time.time_ns()}"
         self._staged: list[str] = []
@@ -216,7 +148,7 @@ class PipelineOutput:
         self.lock.check()
         removed = remove_stale(self.out_dir, keep, obsolete, skip=set(self._staged))
         if self.remote:
-            upload_tree(self.local_dir, self.out_dir, self.store)
+            STORE.upload_tree(self.local_dir, self.out_dir)
         return removed
 
     def __enter__(self) -> PipelineOutput:
@@ -236,7 +168,7 @@ class PipelineOutput:
         """Refuse a directory that is neither new, empty nor an earlier output of this stage
         (`entitynet.locks.output_refusal`); mark it as this stage's."""
         if self.remote:
-            names = _list_names(self.out_dir)
+            names = STORE.list_names(self.out_dir)
             self._marked = claim_output(self.store, self.out_dir, names, self.stage, self.earlier)
         else:
             self._marked = claim_local_output(self.out_dir, self.stage, self.earlier)
@@ -244,8 +176,8 @@ class PipelineOutput:
     def __exit__(self, *exc) -> None:
         try:
             for leftover in self._staged:
-                if FileSystems.exists(leftover):
-                    FileSystems.delete([leftover])
+                with contextlib.suppress(FileNotFoundError):
+                    STORE.delete(leftover)
             if self.remote:
                 shutil.rmtree(self.local_dir, ignore_errors=True)
         finally:
@@ -258,7 +190,7 @@ class PipelineOutput:
         how it was when it holds nothing else (no empty output left behind)."""
         if self._marked:
             with contextlib.suppress(Exception):
-                names = _list_names(self.out_dir) if self.remote else os.listdir(self.out_dir)
+                names = STORE.list_names(self.out_dir) if self.remote else os.listdir(self.out_dir)
                 unclaim_output(self.store, self.out_dir, names)
         if self._created:
             with contextlib.suppress(OSError):
@@ -268,54 +200,33 @@ class PipelineOutput:
 def remove_stale(out_dir: str, keep: list[str] | None, obsolete: tuple[str, ...] = (), skip=()) -> list[str]:
     """Remove from `out_dir` the shard files not in `keep` (None: leave shards alone), temp files of
     killed writers, and the `obsolete` names; returns the names removed."""
-    names = _list_names(out_dir)
+    names = STORE.list_names(out_dir)
     doomed = [n for n in names if n in obsolete]
     if keep is not None:
         doomed += [n for n in names if shards.is_shard_name(n) and n not in set(keep)]
     doomed += [n for n in names if shards.is_temp_name(n)]
-    paths = [p for p in (FileSystems.join(out_dir, n) for n in sorted(set(doomed))) if p not in skip]
+    paths = [p for p in (STORE.join(out_dir, n) for n in sorted(set(doomed))) if p not in skip]
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            STORE.delete(path)
     if paths:
-        FileSystems.delete(paths)
         log.info("removed %d stale file(s) from %s", len(paths), out_dir)
     return [p.rsplit("/", 1)[-1] for p in paths]
-
-
-def _list_names(directory: str) -> list[str]:
-    if not is_remote(directory):
-        try:
-            return [e.name for e in os.scandir(directory) if e.is_file()]
-        except FileNotFoundError:
-            return []
-    found = FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list
-    prefix = directory.rstrip("/") + "/"
-    return [m.path[len(prefix) :] for m in found if "/" not in m.path[len(prefix) :]]
-
-
-def upload_tree(local_dir: str, remote_dir: str, store: BeamStore) -> int:
-    """Copy every file under `local_dir` to the same relative path under `remote_dir`."""
-    n = 0
-    for root, _, files in os.walk(local_dir):
-        for name in sorted(files):
-            src = os.path.join(root, name)
-            rel = os.path.relpath(src, local_dir).replace(os.sep, "/")
-            store.upload(src, store.join(remote_dir, rel))
-            n += 1
-    return n
 
 
 # ---------------------------------------------------------------- shard directories
 
 
 def write_to(out_dir: str, name: str, encoded, digest=None) -> tuple[int, int]:
-    """A shard into `out_dir`: in place when local; elsewhere (gs://, any Beam filesystem) written to
-    a local temp file and streamed up under a temp name that is then renamed."""
+    """A shard into `out_dir`: in place when local; in a bucket, written to a local temp file (the
+    ArrayRecord writer needs one) and uploaded under its name."""
     if not is_remote(out_dir):
         return shards.write_shard(os.path.join(out_dir, name), encoded, digest)
     local_dir = tempfile.mkdtemp(prefix="entitynet-shard-")
     try:
         local = os.path.join(local_dir, name)
         result = shards.write_shard(local, encoded, digest)
-        BeamStore().upload(local, FileSystems.join(out_dir, name))
+        STORE.upload(local, STORE.join(out_dir, name))
         return result
     finally:
         shutil.rmtree(local_dir, ignore_errors=True)
@@ -338,7 +249,7 @@ def write_shard_records(out_dir: str, split: str, shard: int, num_shards: int, r
 def write_attribution(out_dir: str, shard_name: str, recs) -> None:
     """The shard's attribution file (`shards.attribution_lines`), written atomically."""
     data = ("\n".join(shards.attribution_lines(recs)) + "\n").encode()
-    store_for(out_dir).write(FileSystems.join(out_dir, shards.attribution_name(shard_name)), data)
+    STORE.write(STORE.join(out_dir, shards.attribution_name(shard_name)), data)
 
 
 def attribution_files(layout: dict[str, list[str]]) -> list[str]:
@@ -434,9 +345,7 @@ class WriteJsonl(beam.PTransform):
             index, items = kv
             rows = sorted((key(x), line(x)) for x in items)
             name = jsonl_name(kind, index, n)
-            store_for(out_dir).write(
-                FileSystems.join(out_dir, name), "".join(text + "\n" for _, text in rows).encode()
-            )
+            STORE.write(STORE.join(out_dir, name), "".join(text + "\n" for _, text in rows).encode())
             yield name
 
         return (
@@ -449,18 +358,12 @@ class WriteJsonl(beam.PTransform):
 
 def remove_unlisted(out_dir: str, kind: str, keep: list[str]) -> list[str]:
     """Remove the files under `OUT/<kind>/` that `keep` does not name (another layout, a killed run)."""
-    directory = FileSystems.join(out_dir, kind)
-    if is_remote(out_dir):
-        found = [m.path for m in FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list]
-    elif os.path.isdir(directory):
-        found = [os.path.join(directory, n) for n in os.listdir(directory)]
-    else:
-        return []
-    keep_paths = {FileSystems.join(out_dir, k) for k in keep}
-    doomed = [p for p in found if p not in keep_paths]
-    if doomed:
-        FileSystems.delete(doomed)
-    return sorted(f"{kind}/{p.rsplit('/', 1)[-1]}" for p in doomed)
+    directory = STORE.join(out_dir, kind)
+    doomed = [n for n in STORE.list_names(directory) if f"{kind}/{n}" not in set(keep)]
+    for name in doomed:
+        with contextlib.suppress(FileNotFoundError):
+            STORE.delete(STORE.join(directory, name))
+    return sorted(f"{kind}/{n}" for n in doomed)
 
 
 def shard_inputs(shard_dir: str, allow_empty: bool = False) -> tuple[list[tuple[str, str]], list[str], int]:
@@ -472,8 +375,9 @@ def shard_inputs(shard_dir: str, allow_empty: bool = False) -> tuple[list[tuple[
     inputs = [(s, str(p)) for s in splits for p in shards.shard_paths(shard_dir, s)]
     if not inputs and not allow_empty:
         raise EntityNetError(f"{shard_dir} holds no shard files; run `entitynet harvest` first")
-    for _, path in inputs:  # a truncated shard fails here, before anything is written
-        shards.check_shard(path)
+    if not is_remote(shard_dir):  # a truncated shard fails here, before anything is written (in a
+        for _, path in inputs:  # bucket, when its worker reads it: the driver copies no shards)
+            shards.check_shard(path)
     total = sum(int(n) for s in info.get("splits", []) for n in s.get("shardLengths", []))
     return inputs, splits, total
 

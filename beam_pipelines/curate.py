@@ -21,7 +21,9 @@ Graph:
            entry_counts.tsv, DATACARD.md, TFDS metadata
 
 No step holds a list of all records, hashes or keys: the side inputs are the entry counts
-(bounded by the entities) and the evaluation sets' hashes.
+(bounded by the entities). The job graph holds paths and options only: the workers read
+entities.jsonl (entries, subset, natural types) and the evaluation sets' hashes (a file the
+driver stages) themselves.
 
 The DoFns are thin adapters over `entitynet.curation`.
 """
@@ -35,14 +37,13 @@ import os
 import time
 import zlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.common import (
-    BeamStore,
     PipelineOutput,
     ReadShard,
     SumCounters,
@@ -56,16 +57,19 @@ from beam_pipelines.common import (
     sum_shard_counts,
     write_shard_records,
 )
-from beam_pipelines.neardup import Contaminated, NearDupGroups
+from beam_pipelines.neardup import Contaminated, NearDupGroups, eval_index_lines
 from entitynet import records, shards
 from entitynet.curation import balance, neardup
 from entitynet.curation import card as curation_card
 from entitynet.curation.evalsets import EvalSet
 from entitynet.curation.metadata import EntityMetadata
 from entitynet.curation.plan import CurateOptions, merge_group
+from entitynet.curation.subsets import check_roots, entities_under
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import atomic_open, write_json, write_lines
+from entitynet.harvest import read_records, write_records
 from entitynet.records import Entity, ImageRecord, Removal
+from entitynet.storage import STORE
 
 log = logging.getLogger("entitynet.curate")
 
@@ -114,13 +118,16 @@ class MergeGroup(beam.DoFn):
 
 
 class Entries(beam.DoFn):
-    """(split, record) -> (split, record, entries), dropping records outside the subset."""
+    """(split, record) -> (split, record, entries), dropping records outside the subset (the entities
+    under `roots`, when given). The entities are read from their file once per worker."""
 
-    def __init__(self, entities: list[Entity], subset: set[str] | None):
-        self.entities, self.subset = entities, subset
+    def __init__(self, entities: str, roots: tuple[str, ...]):
+        self.entities, self.roots = entities, roots
 
     def setup(self):
-        self.metadata = EntityMetadata(self.entities)
+        entities = list(read_records(self.entities, Entity, STORE))
+        self.metadata = EntityMetadata(entities)
+        self.subset = entities_under(entities, self.roots) if self.roots else None
 
     def process(self, item):
         split, r = item
@@ -134,6 +141,23 @@ class Entries(beam.DoFn):
         yield split, r, entries
 
 
+class TypesOf(beam.DoFn):
+    """(split, record, entries) -> the natural types of its entries (an entity's natural type label,
+    else its id; "?" for an entry no entity has), from the entities file read once per worker."""
+
+    def __init__(self, entities: str):
+        self.entities = entities
+
+    def setup(self):
+        self.natural = {
+            e.id: e.natural_type_label or e.natural_type or "?"
+            for e in read_records(self.entities, Entity, STORE)
+        }
+
+    def process(self, sre):
+        yield from {self.natural.get(e, "?") for e in sre[2]}
+
+
 class WriteShard(beam.DoFn):
     def __init__(self, out_dir: str, num_shards: int):
         self.out_dir, self.num_shards = out_dir, num_shards
@@ -144,9 +168,20 @@ class WriteShard(beam.DoFn):
 
 
 def build(
-    p, inputs, entities, subset, eval_sets, opts: CurateOptions, out_dir: str, staged: str, total: int = 0
+    p,
+    inputs,
+    entities: str,
+    eval_index: str,
+    opts: CurateOptions,
+    out_dir: str,
+    staged: str,
+    total: int = 0,
+    eval_images: int = 0,
 ) -> None:
-    """`total`: the number of input records (from the shards' metadata), to size the bands."""
+    """`inputs`: (split, shard path) pairs; `entities`: the path of entities.jsonl; `eval_index`: the
+    path of the evaluation images' index (`neardup.eval_index_lines`; "": none) and `eval_images`
+    how many it lists; `total`: the number of input records (from the shards' metadata), to size
+    the bands. The graph holds paths and options: workers read the files."""
     recs = p | "Shards" >> beam.Create(inputs) | "Read" >> beam.ParDo(ReadShard())
     # phash as a signed 64-bit int: Beam's integer coder carries no larger (neardup reads it mod 2**64)
     hashes = recs | "HashOf" >> beam.Map(
@@ -156,12 +191,12 @@ def build(
             sr[1].width * sr[1].height,
         )
     )
-    if eval_sets and sum(len(ev.hashes) for ev in eval_sets):
-        bands = neardup.choose_bands(total, sum(len(ev.hashes) for ev in eval_sets), opts.decontam_threshold)
+    if eval_index and eval_images:
+        bands = neardup.choose_bands(total, eval_images, opts.decontam_threshold)
         dirty = (
             hashes
             | "KeyHash" >> beam.Map(lambda t: (t[0], t[1]))
-            | Contaminated(eval_sets, opts.decontam_threshold, bands)
+            | Contaminated(eval_index, opts.decontam_threshold, bands)
         )
     else:
         dirty = p | "NoEvalSets" >> beam.Create([])
@@ -202,7 +237,8 @@ def build(
     matched = (
         (merged.records, applied.single)
         | "AllRecords" >> beam.Flatten()
-        | "Entries" >> beam.ParDo(Entries(entities, subset)).with_outputs("removed", main="records")
+        | "Entries"
+        >> beam.ParDo(Entries(entities, tuple(opts.subset_roots))).with_outputs("removed", main="records")
     )
     balanced_splits = set(opts.balance_splits)
     counts = (
@@ -249,10 +285,9 @@ def build(
         key_files = kept.records | WriteKeys(out_dir, opts.num_shards)
     else:
         key_files = p | "NoKeyFiles" >> beam.Create([])
-    natural = {e.id: e.natural_type_label or e.natural_type or "?" for e in entities}
     types = (
         kept.records
-        | "TypeOf" >> beam.FlatMap(lambda sre: {natural.get(e, "?") for e in sre[2]})
+        | "TypeOf" >> beam.ParDo(TypesOf(entities))
         | "CountTypes" >> beam.combiners.Count.PerElement()
     )
     removals = (applied.removed, merged.removed, matched.removed, kept.removed) | "Removed" >> beam.Flatten()
@@ -285,7 +320,7 @@ def build(
                 k: neardup_.get(k, 0) for k in ("capped_buckets", "capped_members", "unconverged_edges")
             },
         }
-        BeamStore().write(staged, json.dumps(result).encode())
+        STORE.write(staged, json.dumps(result).encode())
         yield sum(result["kept"].values())
 
     (
@@ -322,9 +357,7 @@ class WriteKeys(beam.PTransform):
         def write(kv):
             index, lines = kv
             name = f"{KEY_DIR}/keys-{index:05d}-of-{n:05d}.tsv"
-            BeamStore().write(
-                FileSystems.join(out_dir, name), "".join(x + "\n" for x in sorted(lines)).encode()
-            )
+            STORE.write(STORE.join(out_dir, name), "".join(x + "\n" for x in sorted(lines)).encode())
             yield name
 
         return (
@@ -345,7 +378,7 @@ def merge_subset(
     import zipfile
 
     def lines(name):
-        with FileSystems.open(FileSystems.join(out_dir, name)) as f:
+        with STORE.open(STORE.join(out_dir, name)) as f:
             for raw in io.TextIOWrapper(f, encoding="utf-8"):
                 yield raw.rstrip("\n")
 
@@ -381,30 +414,49 @@ def merge_subset(
 
 def run(
     shard_dir: str,
-    entities: list[Entity],
+    entities: str | Sequence[Entity],
     eval_sets: list[EvalSet],
     opts: CurateOptions,
     out_dir: str,
     beam_args: list[str] | None = None,
 ) -> dict:
-    """Curate the harvest in `shard_dir` into `out_dir`; returns the stats."""
+    """Curate the harvest in `shard_dir` into `out_dir`; returns the stats.
+
+    `entities`: the path of entities.jsonl (local or remote), which the workers read; tests and
+    tools may give the entities themselves, written to a staged file in `out_dir` first. The
+    evaluation sets' hashes go to a staged file too: the job graph holds paths, not data."""
     started = time.time()
-    if not entities:
+
+    def each_entity():
+        return read_records(entities, Entity, STORE) if isinstance(entities, str) else iter(entities)
+
+    n_entities, labels = 0, {}
+    for e in each_entity():  # the driver's summary: the labels for entry_counts.tsv and the card
+        n_entities += 1
+        labels[e.id] = e.label
+    if not n_entities and isinstance(entities, str):
+        raise EntityNetError(f"{entities} holds no entities; run `entitynet kg expand` first")
+    if not n_entities:
         raise EntityNetError("no entities to balance over; give the entities.jsonl the harvest was made from")
     if os.path.abspath(out_dir.rstrip("/")) == os.path.abspath(shard_dir.rstrip("/")):
         raise OutputError(f"--out {out_dir} is the input --shards; curate into another directory")
     inputs, splits, total = shard_inputs(shard_dir)
-    subset = None
-    if opts.subset_roots:
-        from entitynet.curation.subsets import check_roots
-
-        subset = check_roots(entities, opts.subset_roots)
+    if opts.subset_roots:  # refused here, before anything runs; the workers select the subset themselves
+        check_roots(each_entity(), opts.subset_roots)
+    eval_images = sum(len(ev.hashes) for ev in eval_sets)
     with PipelineOutput(out_dir, "entitynet-curate-", "curate", earlier=(CONFIG,)) as out:
         local_dir = out.local_dir
         staged = out.staged(STATS)
+        if not isinstance(entities, str):
+            entities = write_records(out.staged("entities.jsonl"), entities, STORE)
+        eval_index = ""
+        if eval_images:
+            eval_index = out.staged("eval_hashes.jsonl")
+            STORE.write(eval_index, "".join(line + "\n" for line in eval_index_lines(eval_sets)).encode())
         log.info("curating %d shards of %s into %s", len(inputs), shard_dir, out_dir)
         run_pipeline(
-            lambda p: build(p, inputs, entities, subset, eval_sets, opts, out_dir, staged, total), beam_args
+            lambda p: build(p, inputs, entities, eval_index, opts, out_dir, staged, total, eval_images),
+            beam_args,
         )
         result = json.loads(out.store.read(staged) or b"null")
         if not isinstance(result, dict):
@@ -418,7 +470,6 @@ def run(
             merge_subset(
                 out_dir, result["key_files"], result["kept"], splits, os.path.join(local_dir, SUBSET)
             )
-        labels = {e.id: e.label for e in entities}
         write_lines(
             os.path.join(local_dir, COUNTS),
             ["entity\tlabel\tbefore\tafter"]
@@ -457,7 +508,7 @@ def run(
             {
                 "curate": asdict(opts),
                 "shards": shard_dir,
-                "entities": len(entities),
+                "entities": n_entities,
                 "eval_sets": [ev.name for ev in eval_sets],
                 "beam_args": list(beam_args or []),
             },

@@ -8,7 +8,7 @@ The walk from the roots runs first, in the driver (`entitynet.kg.traverse`: one 
 or level by level, `--strategy auto|closure|levels`; it waits on the endpoint, not on CPU, and
 ends at the graph's real depth). Then the pipeline fetches what the selected entities need:
 
-    graph ─► selected = sitelinks >= min ─► batched claims + texts of the selected
+    graph (staged as graph.json) ─► selected = sitelinks >= min ─► batched claims + texts of the selected
           ─► labels of their ancestors and attribute values
           ─► assemble, sort, write entities.jsonl + expand_stats.json
 
@@ -28,19 +28,49 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines.common import PipelineOutput, run_pipeline
 from entitynet import records
 from entitynet.errors import KGError
 from entitynet.kg import expand, ids, traverse
 from entitynet.kg.client import KGSource
+from entitynet.storage import STORE
 
 log = logging.getLogger("entitynet.expand")
 
 ENTITIES = "entities.jsonl"
 STATS = "expand_stats.json"
 CONFIG = "expand_config.json"
+GRAPH = "graph.json"  # the walk's graph, staged in the output for the workers (removed at the end)
+
+
+def write_graph(path: str, graph: expand.Graph) -> None:
+    """The walk's graph as one JSON file, which the pipeline reads (`read_graph`) instead of carrying
+    it in its job graph."""
+    doc = {
+        "depth": graph.depth,
+        "root": graph.root,
+        "sitelinks": graph.sitelinks,
+        "parents": graph.parents,
+        "products": sorted(graph.products, key=ids.numeric),
+        "traversal_seconds": graph.traversal_seconds,
+    }
+    STORE.write(path, json.dumps(doc).encode())
+
+
+def read_graph(path: str) -> expand.Graph:
+    data = STORE.read(path)
+    if data is None:
+        raise KGError(f"the walk's graph {path} is missing; re-run the expansion")
+    doc = json.loads(data)
+    return expand.Graph(
+        depth=doc["depth"],
+        root=doc["root"],
+        sitelinks=doc["sitelinks"],
+        parents=doc["parents"],
+        products=set(doc["products"]),
+        traversal_seconds=doc["traversal_seconds"],
+    )
 
 
 class _Queries(beam.DoFn):
@@ -158,10 +188,8 @@ class Assemble(beam.DoFn):
             "traversal_seconds": graph.traversal_seconds,
             "seconds": round(time.time() - self.started, 2),
         }
-        with FileSystems.create(self.staged.entities) as f:
-            f.write("".join(records.to_json(e) + "\n" for e in entities).encode())
-        with FileSystems.create(self.staged.stats) as f:
-            f.write(json.dumps(stats, indent=2, sort_keys=True).encode())
+        STORE.write(self.staged.entities, "".join(records.to_json(e) + "\n" for e in entities).encode())
+        STORE.write(self.staged.stats, json.dumps(stats, indent=2, sort_keys=True).encode())
         yield len(entities)
 
 
@@ -169,14 +197,16 @@ def build(
     p: beam.Pipeline,
     source: KGSource,
     cfg: expand.ExpandConfig,
-    graph: expand.Graph,
+    graph: str,
     staged: StagedPaths,
     started: float,
     walked: dict,
 ) -> None:
     """Add the detail fetch and the assembly to pipeline `p`. `cfg` must be resolved; `graph` is the
-    walk's (`traverse.traverse` + `expand.Graph.build`); `walked` goes into the stats."""
-    graph = p | "Graph" >> beam.Create([graph])
+    path of the walk's graph (`traverse.traverse` + `expand.Graph.build`, written by `write_graph`),
+    read by a worker: the job graph holds its path, not the graph; `walked` (a few facts about the
+    walk) goes into the stats."""
+    graph = p | "GraphFile" >> beam.Create([graph]) | "Graph" >> beam.Map(read_graph)
     selected = graph | "Selected" >> beam.FlatMap(_selected_chunks, cfg)
     claims = selected | "Claims" >> beam.ParDo(Claims(source, cfg)).with_outputs("referenced", main="claims")
     texts = selected | "Texts" >> beam.ParDo(Texts(source, cfg, False))
@@ -247,7 +277,9 @@ def run(
             "traversal_queries": walked.queries,
             "unexplored_at_max_depth": 0,
         }
-        run_pipeline(lambda p: build(p, source, cfg, graph, staged, started, facts), beam_args)
+        graph_file = out.staged(GRAPH)
+        write_graph(graph_file, graph)
+        run_pipeline(lambda p: build(p, source, cfg, graph_file, staged, started, facts), beam_args)
         stats = json.loads(out.store.read(staged.stats) or b"null")
         if not isinstance(stats, dict):
             raise KGError(f"the pipeline's stats file {staged.stats} is missing; re-run the expansion")
@@ -261,7 +293,7 @@ def run(
         out.store.write(out.store.join(out.local_dir, CONFIG), _json_bytes(doc))
         out.store.write(out.store.join(out.local_dir, STATS), _json_bytes(stats))
         out.finish()
-        FileSystems.rename([staged.entities], [FileSystems.join(out_dir, ENTITIES)])
+        STORE.rename(staged.entities, STORE.join(out_dir, ENTITIES))
     return stats
 
 

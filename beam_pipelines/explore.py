@@ -12,7 +12,8 @@ Graph:
         ─► CombinePerKey(count per (entity, status)) [side input, bounded by the entities]
         ─► ((entity, status, page by key digest), row) ─► GroupByKey ─► WritePage (sorted by key)
     candidates/*.jsonl + outcomes/*.jsonl ─► CoGroupByKey(url) ─► counts per entity and outcome
-    counts ─► CombineGlobally(sum) ─► finish: data/index.js (one row per entity + the summary)
+    counts ─► CombineGlobally(sum) ─► finish: the summed counts and pages per entity, from which the
+           driver writes data/index.js (one row per entity + the summary)
 
 A worker holds one page of rows at a time; only counts reach the finish. The site is a local
 directory (the DirectRunner's workers share its disk).
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import apache_beam as beam
@@ -33,12 +35,12 @@ from beam_pipelines.common import ReadShard, SumCounters, run_pipeline, shard_in
 from entitynet import records, shards
 from entitynet.errors import ConfigError
 from entitynet.explore import evals, rows, site
-from entitynet.files import LOCAL
-from entitynet.harvest import NOT_FETCHED
+from entitynet.harvest import NOT_FETCHED, read_records
 from entitynet.images.thumbnail import THUMB_SIZE, thumbnail
 from entitynet.links import KEEP
 from entitynet.locks import OutputLock
 from entitynet.records import Candidate, Entity, Outcome, Removal
+from entitynet.storage import STORE, is_remote
 
 log = logging.getLogger("entitynet.explore")
 
@@ -59,16 +61,21 @@ class Thumb(beam.DoFn):
             except (OSError, ValueError, SyntaxError):
                 small = None  # an image Pillow cannot decode: the page shows the record without it
             if small is not None:
-                LOCAL.write(path, small)  # a full disk or a permission error stops the build
+                STORE.write(path, small)  # a full disk or a permission error stops the build
         yield r.key, dataclasses.replace(r, jpeg=b"")
 
 
 class View(beam.DoFn):
     """(key, {record, kept, removed}) -> ((entity, status), row) for each entity the record is
-    linked to; its counts on "counts"."""
+    linked to; its counts on "counts". The query texts (query id -> text) are read once per worker
+    from the JSON file `queries` ("": none)."""
 
-    def __init__(self, size: int, curated: bool, queries: dict[str, str]):
-        self.size, self.curated, self.queries = size, curated, queries
+    def __init__(self, size: int, curated: bool, queries: str):
+        self.size, self.curated, self.queries_file = size, curated, queries
+
+    def setup(self):
+        data = STORE.read(self.queries_file) if self.queries_file else None
+        self.queries = json.loads(data) if data else {}
 
     def process(self, kv):
         _, joined = kv
@@ -82,20 +89,31 @@ class View(beam.DoFn):
                 yield (e, status), row
 
 
+def _file_lines(path: str):
+    """The non-empty lines of a text file (local or in a bucket), streamed."""
+    import io
+
+    with io.TextIOWrapper(STORE.open(path), encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield line.rstrip("\n")
+
+
 def _lines(p, label: str, paths: list[str], parse):
     if not paths:
         return p | f"No{label}" >> beam.Create([])
     return (
         p
         | f"{label}Files" >> beam.Create(paths)
-        | f"Read{label}" >> beam.io.ReadAllFromText()
+        | f"Read{label}" >> beam.FlatMap(_file_lines)
         | f"Parse{label}" >> beam.Map(parse)
     )
 
 
-def build(
-    p, inputs: dict, entities: list[Entity], queries: dict, opts: dict, out_dir: str, staged: str
-) -> None:
+def build(p, inputs: dict, queries: str, opts: dict, out_dir: str, staged: str) -> None:
+    """`inputs`: the dataset's files (`inputs_of`); `queries`: the path of a JSON file of the query
+    texts by id ("": none). The graph holds paths and options; the finish writes the summed counts
+    and the pages per (entity, status) to `staged`, from which the driver makes the index."""
     size, page_size, curated = opts["thumb_size"], opts["page_size"], bool(inputs["curated"])
     recs = (
         p
@@ -133,7 +151,7 @@ def build(
             "page": page,
             "rows": sorted(page_rows, key=lambda r: r["key"]),
         }
-        site.write_data(LOCAL, out_dir, name, body)
+        site.write_data(STORE, out_dir, name, body)
         yield name
 
     (
@@ -173,10 +191,12 @@ def build(
     )
 
     def finish(_, counts_, pages_):  # both bounded by the entities
-        pages = {key: site.pages_of(n, page_size) for key, n in pages_.items()}
-        index = rows.entity_index(entities, counts_, pages, inputs["entries"])
-        LOCAL.write(staged, json.dumps(index, ensure_ascii=False).encode())
-        yield len(index)
+        doc = {
+            "counts": [[list(k), n] for k, n in counts_.items()],
+            "pages": [[list(k), site.pages_of(n, page_size)] for k, n in pages_.items()],
+        }
+        STORE.write(staged, json.dumps(doc, ensure_ascii=False).encode())
+        yield len(doc["pages"])
 
     (
         p
@@ -185,24 +205,28 @@ def build(
     )
 
 
-def _read_json(path: Path, what: str) -> dict:
+def _read_json(path: str, what: str) -> dict:
+    data = STORE.read(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+        if data is None:
+            raise ValueError("no such file")
+        return json.loads(data)
+    except ValueError as e:
         raise ConfigError(f"{path}: cannot read the {what} ({e}); run that stage again") from None
 
 
+def _absolute(path: str) -> str:
+    return path if is_remote(path) else str(Path(path).resolve())
+
+
 def inputs_of(data_dir: str) -> tuple[dict, dict]:
-    """What a build reads, from the dataset's own metadata: (inputs, summary). A curated dataset
-    names its harvest (`curation_stats.json`'s input)."""
-    root = Path(data_dir)
-    if "://" in data_dir:
-        raise ConfigError(
-            f"{data_dir}: the explorer reads a local dataset; copy it locally (gsutil -m cp -r)"
-        )
-    curation = root / shards.CURATION_STATS
-    summary: dict = {"dir": str(root.resolve())}
-    if curation.is_file():
+    """What a build reads, from the dataset's own metadata (local or in a bucket): (inputs,
+    summary). A curated dataset names its harvest (`curation_stats.json`'s input)."""
+    root = data_dir.rstrip("/") if is_remote(data_dir) else data_dir
+    curation = STORE.join(root, shards.CURATION_STATS)
+    summary: dict = {"dir": _absolute(root)}
+    curated = STORE.isfile(curation)
+    if curated:
         cstats = _read_json(curation, "curation stats")
         if cstats.get("output") != "shards":
             raise ConfigError(f"{data_dir} is a curated subset (subset.npz), not shards; explore its harvest")
@@ -213,30 +237,30 @@ def inputs_of(data_dir: str) -> tuple[dict, dict]:
                 "give the harvest's directory to `entitynet explore` instead, or move it back"
             )
         harvest_dir = found
-        curated_inputs, _, _ = shard_inputs(str(root), allow_empty=True)
+        curated_inputs, _, _ = shard_inputs(root, allow_empty=True)
         entries = {}
-        counts_file = root / shards.ENTRY_COUNTS
-        if counts_file.is_file():
-            for line in counts_file.read_text(encoding="utf-8").splitlines()[1:]:
+        counts = STORE.read(STORE.join(root, shards.ENTRY_COUNTS))
+        if counts is not None:
+            for line in counts.decode("utf-8").splitlines()[1:]:
                 e, _, before, after = line.split("\t")
                 entries[e] = (int(before), int(after))
-        removed = [str(root / n) for n in cstats.get("files", {}).get(shards.REMOVED_DIR, [])]
+        removed = [STORE.join(root, n) for n in cstats.get("files", {}).get(shards.REMOVED_DIR, [])]
         summary["curation"] = {
             k: cstats.get(k)
             for k in ("read", "kept", "removed", "contamination", "per_license", "per_source")
         }
-    elif (root / shards.HARVEST_STATS).is_file():
+    elif STORE.isfile(STORE.join(root, shards.HARVEST_STATS)):
         harvest_dir, curated_inputs, entries, removed = root, [], None, []
     else:
         raise ConfigError(
             f"{data_dir} is neither a harvest ({shards.HARVEST_STATS}) nor a curated dataset "
             f"({shards.CURATION_STATS}); give the --out of `entitynet harvest` or `entitynet curate`"
         )
-    hstats = _read_json(harvest_dir / shards.HARVEST_STATS, "harvest stats")
-    harvest_inputs, _, total = shard_inputs(str(harvest_dir), allow_empty=True)
+    hstats = _read_json(STORE.join(harvest_dir, shards.HARVEST_STATS), "harvest stats")
+    harvest_inputs, _, total = shard_inputs(harvest_dir, allow_empty=True)
     files = hstats.get("files", {})
-    summary["harvest_dir"] = str(harvest_dir.resolve())
-    summary["kind"] = "curated" if curation.is_file() else "harvest"
+    summary["harvest_dir"] = _absolute(harvest_dir)
+    summary["kind"] = "curated" if curated else "harvest"
     summary["harvest"] = {
         k: hstats.get(k) for k in ("candidates", "fetched", "written", "success_rate", "per_outcome")
     } | {"records": total, "per_license": hstats.get("per_license"), "per_source": hstats.get("per_source")}
@@ -245,15 +269,15 @@ def inputs_of(data_dir: str) -> tuple[dict, dict]:
         "curated": curated_inputs,
         "removed": removed,
         "entries": entries,
-        "candidates": [str(harvest_dir / n) for n in files.get("candidates", [])],
-        "outcomes": [str(harvest_dir / n) for n in files.get("outcomes", [])],
+        "candidates": [STORE.join(harvest_dir, n) for n in files.get("candidates", [])],
+        "outcomes": [STORE.join(harvest_dir, n) for n in files.get("outcomes", [])],
     }
     return inputs, summary
 
 
 def run(
     data_dir: str,
-    entities: list[Entity],
+    entities: str | Sequence[Entity],
     out_dir: str,
     queries: dict[str, str] | None = None,
     eval_paths: list[str] = (),
@@ -261,7 +285,10 @@ def run(
     page_size: int = site.PAGE_SIZE,
     beam_args: list[str] | None = None,
 ) -> dict:
-    """Build the explorer site of `data_dir` into `out_dir`; returns what it holds."""
+    """Build the explorer site of `data_dir` into `out_dir`; returns what it holds. `entities`: the
+    path of entities.jsonl, or the entities; the driver makes the index of them from the pipeline's
+    counts. `queries` (query id -> text) go to a staged file that the workers read: the job graph
+    holds no data."""
     started = time.time()
     inputs, summary = inputs_of(data_dir)
     # checked before any work; one page per evaluation even when given twice
@@ -271,19 +298,27 @@ def run(
     opts = {"thumb_size": thumb_size, "page_size": page_size}
     built_from = {"dataset": summary["dir"], "harvest": summary["harvest_dir"], **opts}
     site.check_target(out_dir)
-    with OutputLock(out_dir, "explore", LOCAL):
+    with OutputLock(out_dir, "explore", STORE):
         site.prepare(out_dir, built_from)
-        staged = os.path.join(out_dir, f".index-{time.time_ns()}.json")
+        stamp = time.time_ns()
+        staged = os.path.join(out_dir, f".index-{stamp}.json")
+        texts = os.path.join(out_dir, f".queries-{stamp}.json") if queries else ""
         try:
-            run_pipeline(
-                lambda p: build(p, inputs, entities, queries or {}, opts, out_dir, staged), beam_args
-            )
-            index = json.loads(Path(staged).read_text(encoding="utf-8"))
+            if texts:
+                STORE.write(texts, json.dumps(queries, ensure_ascii=False).encode())
+            run_pipeline(lambda p: build(p, inputs, texts, opts, out_dir, staged), beam_args)
+            found = json.loads(Path(staged).read_text(encoding="utf-8"))
         finally:
             Path(staged).unlink(missing_ok=True)
-        site.fill_pages(LOCAL, out_dir, index)  # one stat per page, nothing held
+            if texts:
+                Path(texts).unlink(missing_ok=True)
+        counts = {tuple(k): n for k, n in found["counts"]}
+        pages = {tuple(k): n for k, n in found["pages"]}
+        each = read_records(entities, Entity, STORE) if isinstance(entities, str) else entities
+        index = rows.entity_index(each, counts, pages, inputs["entries"])
+        site.fill_pages(STORE, out_dir, index)  # one stat per page, nothing held
         evaluations = [evals.add_evaluation(out_dir, d) for d in result_dirs]
-        site.write_data(LOCAL, out_dir, "data/evals.js", evaluations)
+        site.write_data(STORE, out_dir, "data/evals.js", evaluations)
         summary.update(
             opts,
             entities=len(index),
@@ -291,7 +326,7 @@ def run(
             kept_links=list(KEEP),
             not_fetched=list(NOT_FETCHED),
         )
-        site.write_data(LOCAL, out_dir, "data/index.js", {"summary": summary, "entities": index})
+        site.write_data(STORE, out_dir, "data/index.js", {"summary": summary, "entities": index})
         site.finish(out_dir, built_from)
     return {
         "site": out_dir,

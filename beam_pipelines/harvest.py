@@ -5,7 +5,8 @@
 
 Graph:
 
-    queries ─► Search (every query backend; thread pool, on-disk cache per (backend, query))
+    queries.jsonl ─► byte-range parts ─► ReadQueries (batches of 16)
+      ─► Search (every query backend; thread pool, on-disk cache per (backend, query))
       + pool: its units ─► ReadPool (prefilter + matcher per Arrow batch)
       + gbif-archive: occurrence.txt, multimedia.txt streamed ─► CoGroupByKey(gbifID)
       + inaturalist-open-data: observations, photos ─► CoGroupByKey(observation) ─► CoGroupByKey(observer)
@@ -30,6 +31,9 @@ Graph:
 
 No step holds a list of all candidates, outcomes or records: what reaches the finish is bounded
 by the number of entities, outcome kinds, size bins and files, not by the data.
+The job graph holds paths and options only: the workers read queries.jsonl and entities.jsonl
+(for the pool's matcher, the identifier backends, the taxa of the archives, the pool's balancing
+entries and the entity links) from their files.
 
 The DoFns are thin adapters over `entitynet.harvest`, `entitynet.fetch`, `entitynet.images` and
 `entitynet.shards`.
@@ -37,6 +41,7 @@ The DoFns are thin adapters over `entitynet.harvest`, `entitynet.fetch`, `entity
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -44,27 +49,24 @@ import queue
 import shutil
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipelines.common import (
-    BeamStore,
     PipelineOutput,
     SumCounters,
     WriteJsonl,
     attribution_files,
     complete_dataset,
-    is_remote,
     remove_unlisted,
     run_pipeline,
     shard_lengths,
-    store_for,
     sum_shard_counts,
     write_shard_records,
 )
@@ -73,9 +75,10 @@ from entitynet.curation import balance
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher, host_name
 from entitynet.files import write_json, write_lines
-from entitynet.links import Linker, link_stats
+from entitynet.links import Linker, LinkRule, link_stats
 from entitynet.records import Candidate, Entity, ImageRecord, Query
 from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
+from entitynet.storage import STORE, is_remote
 from entitynet.urls import public_url
 
 log = logging.getLogger("entitynet.harvest")
@@ -86,18 +89,43 @@ CONFIG = "harvest_config.json"
 POOL_BALANCE = "pool_balance.tsv"  # per entry: matched pool rows before and after --balance-t
 
 
+# Nothing proportional to the data goes into a job graph (Dataflow refuses graphs over ~20 MiB):
+# the DoFns get the paths of queries.jsonl and entities.jsonl and read them on the worker, whole in
+# `setup()` or a part at a time (`ReadQueries`). Files are read through the pipelines' store.
+
+
+def _read(path: str, cls):
+    return harvest.read_records(path, cls, STORE)
+
+
+class ReadQueries(beam.DoFn):
+    """(queries.jsonl, part, parts) -> the part's queries in batches of `batch`."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+
+    def process(self, part):
+        path, i, n = part
+        batch: list[Query] = []
+        for q in harvest.read_part(path, i, n, Query, STORE):
+            batch.append(q)
+            if len(batch) == self.batch:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
 class Search(beam.DoFn):
     """A batch of queries -> (url, candidate) for every image the backend found."""
 
-    def __init__(
-        self, spec: harvest.SearchSpec, queries: list[Query], cache_dir: str, threads: int, settings: str
-    ):
-        self.spec, self.queries, self.cache_dir, self.threads = spec, queries, cache_dir, threads
+    def __init__(self, spec: harvest.SearchSpec, cache_dir: str, threads: int, settings: str):
+        self.spec, self.cache_dir, self.threads = spec, cache_dir, threads
         self.settings = settings  # digest of `harvest.search_settings`: part of every cache key
 
     def setup(self):
-        self.backends = self.spec.open_all(self.queries)
-        self.cache = SearchCache(self.cache_dir, store_for(self.cache_dir), self.settings)
+        self.backends = self.spec.open_all((), STORE)  # the identifier backends read the entities file
+        self.cache = SearchCache(self.cache_dir, STORE, self.settings)
         self.pool = ThreadPoolExecutor(self.threads)
 
     def teardown(self):
@@ -112,24 +140,37 @@ class Search(beam.DoFn):
 
 class ReadPool(beam.DoFn):
     """A unit of the pool (a Parquet row group, or a whole JSONL/CSV file) -> (url, candidate) for
-    every row whose text names a query's entity; the matcher is built once per worker."""
+    every row whose text names a query's entity; the matcher is built once per worker from the
+    queries file."""
 
-    def __init__(self, queries: list[Query]):
-        from entitynet.search.pool import pool_names
-
-        self.names = pool_names(queries)  # plain tuples: quick to pickle for every worker
+    def __init__(self, queries: str):
+        self.queries = queries
 
     def setup(self):
-        from entitynet.search.pool import PoolMatcher
+        from entitynet.search.pool import PoolMatcher, pool_names
 
-        self.matcher = PoolMatcher(self.names)
+        self.matcher = PoolMatcher(pool_names(_read(self.queries, Query)))
 
     def process(self, unit):
         from entitynet.search.pool import read_batches
 
-        for batch in read_batches(tuple(unit), BeamStore()):
+        for batch in read_batches(tuple(unit), STORE):
             for c in self.matcher.candidates(*batch):
                 yield c.url, c
+
+
+class ForEntities(beam.DoFn):
+    """A source file -> `read(path, index)`: its rows for the entities' taxa, where `index` (taxon
+    -> entities, `index(entities)`) is made from the entities file once per worker."""
+
+    def __init__(self, entities: str, index, read):
+        self.entities, self.index_of, self.read = entities, index, read
+
+    def setup(self):
+        self.index = self.index_of(_read(self.entities, Entity))
+
+    def process(self, path: str):
+        yield from self.read(path, self.index)
 
 
 class GbifArchive(beam.PTransform):
@@ -139,18 +180,17 @@ class GbifArchive(beam.PTransform):
 
     def __init__(self, spec: harvest.SearchSpec):
         super().__init__("GbifArchive")
-        from entitynet.search.gbif import archive_keys
-
-        self.path, self.keys = spec.gbif_archive, archive_keys(spec.entities)
+        self.path, self.entities = spec.gbif_archive, spec.entities_file
 
     def expand(self, p):
         from entitynet.search import gbif
 
-        path, keys = self.path, self.keys
+        path = self.path
         occurrences = (
             p
             | "Occurrences" >> beam.Create([path])
-            | "ReadOccurrences" >> beam.FlatMap(lambda f: gbif.read_occurrences(f, keys))
+            | "ReadOccurrences"
+            >> beam.ParDo(ForEntities(self.entities, gbif.archive_keys, gbif.read_occurrences))
         )
         media = (
             p | "Multimedia" >> beam.Create([path]) | "ReadMultimedia" >> beam.FlatMap(gbif.read_multimedia)
@@ -173,27 +213,31 @@ class INaturalistOpenData(beam.PTransform):
 
     def __init__(self, spec: harvest.SearchSpec):
         super().__init__("INaturalistOpenData")
-        from entitynet.search.inaturalist import FILES, data_file, taxon_entities
+        from entitynet.search.inaturalist import FILES, data_file
 
         self.files = {name: data_file(spec.inaturalist_data, name) for name in FILES[:3]}
         try:
             self.files["observers"] = data_file(spec.inaturalist_data, "observers")
         except EntityNetError:
             self.files["observers"] = ""  # credits then name no observer
-        self.taxa, self.size = taxon_entities(spec.entities), spec.photo_size
+        self.entities, self.size = spec.entities_file, spec.photo_size
         self.base = spec.endpoint("inaturalist-open-data")
 
     def expand(self, p):
         from entitynet.search import inaturalist as inat
 
-        files, taxa, size, base = self.files, self.taxa, self.size, self.base
+        files, entities, size, base = self.files, self.entities, self.size, self.base
 
         def read(name, fn):
-            return p | f"File-{name}" >> beam.Create([files[name]]) | f"Read-{name}" >> beam.FlatMap(fn)
+            return p | f"File-{name}" >> beam.Create([files[name]]) | f"Read-{name}" >> fn
 
-        observations = read("observations", lambda f: inat.read_observations(f, taxa))
-        photos = read("photos", inat.read_photos)
-        names = beam.pvalue.AsDict(read("taxa", lambda f: inat.read_taxa(f, taxa)))
+        observations = read(
+            "observations", beam.ParDo(ForEntities(entities, inat.taxon_entities, inat.read_observations))
+        )
+        photos = read("photos", beam.FlatMap(inat.read_photos))
+        names = beam.pvalue.AsDict(
+            read("taxa", beam.ParDo(ForEntities(entities, inat.taxon_entities, inat.read_taxa)))
+        )
 
         def joined(kv):
             for entity, taxon in kv[1]["observation"]:
@@ -205,7 +249,11 @@ class INaturalistOpenData(beam.PTransform):
             | "JoinOnObservation" >> beam.CoGroupByKey()
             | "PhotosOfTaxa" >> beam.FlatMap(joined)
         )
-        observers = read("observers", inat.read_observers) if files["observers"] else p | beam.Create([])
+        observers = (
+            read("observers", beam.FlatMap(inat.read_observers))
+            if files["observers"]
+            else p | beam.Create([])
+        )
 
         def credited(kv, names):
             who = next(iter(kv[1]["observer"]), "")
@@ -228,7 +276,8 @@ class BalanceBeforeFetch(beam.PTransform):
     draw, so only the kept ones are fetched. Outputs "kept" candidates, "outcomes" of the others
     (balanced_out, no_entry), and the per-entry counts "before" and "after" as (entry, n)."""
 
-    def __init__(self, entities: tuple[Entity, ...], t: int, seed: int):
+    def __init__(self, entities: str, t: int, seed: int):
+        """`entities`: the path of entities.jsonl."""
         super().__init__("BalanceBeforeFetch")
         self.entities, self.t, self.seed = entities, t, seed
 
@@ -258,15 +307,16 @@ class BalanceBeforeFetch(beam.PTransform):
 
 
 class PoolEntries(beam.DoFn):
-    """candidate -> (candidate, its entries), as `curate` finds them (entitynet.curation.metadata)."""
+    """candidate -> (candidate, its entries), as `curate` finds them (entitynet.curation.metadata);
+    the entities read from their file once per worker."""
 
-    def __init__(self, entities: tuple[Entity, ...]):
+    def __init__(self, entities: str):
         self.entities = entities
 
     def setup(self):
         from entitynet.curation.metadata import EntityMetadata
 
-        self.metadata = EntityMetadata(self.entities)
+        self.metadata = EntityMetadata(_read(self.entities, Entity))
 
     def process(self, c: Candidate):
         yield c, self.metadata.entries(c.alt_texts, c.entity_ids)
@@ -302,7 +352,7 @@ class FetchUnit(beam.DoFn):
         self.opts, self.work_dir = opts, work_dir
 
     def setup(self):
-        self.store = store_for(self.work_dir)
+        self.store = STORE
         self.fetcher = Fetcher(self.opts.fetch)
         records.warm_codec()  # before the image threads: they run while this thread emits records
         self.cpu = ThreadPoolExecutor(self.opts.threads, thread_name_prefix="entitynet-image")
@@ -408,10 +458,16 @@ def _global(value) -> WindowedValue:
 
 
 class MergeDuplicates(beam.DoFn):
-    """Exact duplicates -> one record with its entity links (pruned; unlinked images dropped)."""
+    """Exact duplicates -> one record with its entity links (pruned; unlinked images dropped). The
+    linker is made once per worker from the queries file and the entities file (the entities'
+    names for the alt-text evidence; without one, the noun and alias queries' texts)."""
 
-    def __init__(self, linker: Linker):
-        self.linker = linker
+    def __init__(self, queries: str, entities: str, rule: LinkRule):
+        self.queries, self.entities, self.rule = queries, entities, rule
+
+    def setup(self):
+        names = _read(self.entities, Entity) if self.entities else ()
+        self.linker = Linker(_read(self.queries, Query), names, self.rule)
 
     def process(self, kv):
         record, outcomes = harvest.merge_duplicates(kv[1], self.linker)
@@ -442,46 +498,53 @@ class WriteShard(beam.DoFn):
         yield {**written, "entities": sum(1 for k in counts if k[0] == "entity")}
 
 
-def _chunks(items: list, size: int) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 def _merge_url(kv):
     (merged,) = records.merge_candidates(kv[1])
     return merged
 
 
-def pool_matches(p: beam.Pipeline, queries: list[Query], spec: harvest.SearchSpec):
+def pool_matches(p: beam.Pipeline, queries: str, spec: harvest.SearchSpec):
     """(url, candidate) for every row of the pool whose text names a query's entity: the pool's
-    units (Parquet row groups, JSONL/CSV files) read and matched in parallel."""
+    units (Parquet row groups, JSONL/CSV files) read and matched in parallel (`queries`: the path
+    of queries.jsonl)."""
     from entitynet.search.pool import pool_files, pool_units
 
     return (
         p
-        | "PoolUnits" >> beam.Create(pool_units(pool_files(spec.pool, BeamStore()), BeamStore()))
+        | "PoolUnits" >> beam.Create(pool_units(pool_files(spec.pool, STORE), STORE))
         | "ReadPool" >> beam.ParDo(ReadPool(queries))
     )
 
 
 def build(
     p: beam.Pipeline,
-    queries: list[Query],
+    queries: str,
     spec: harvest.SearchSpec,
     opts: harvest.HarvestOptions,
     out_dir: str,
     cache_dir: str,
     work_dir: str,
     staged_stats: str,
-    linker: Linker,
+    entities: str = "",
     search_digest: str = "",
 ) -> None:
+    """The harvest's graph. `queries`: the path of queries.jsonl; `entities`: the path of the
+    entities.jsonl whose names are the alt-text evidence of entity links ("": the noun and alias
+    queries' texts); `spec` names its entities by file (`entities_file`). The graph holds paths and
+    options only: workers read the files."""
+    if spec.entities:
+        raise ValueError("a pipeline's SearchSpec names its entities by file (entities_file), not in memory")
     fractions = dict(opts.splits)
     found = []
     if spec.query_backends:
         found.append(
             p
-            | "Queries" >> beam.Create(_chunks(queries, 16))
-            | "Search" >> beam.ParDo(Search(spec, [], cache_dir, 8, search_digest))
+            | "QueryFile" >> beam.Create([queries])
+            | "QueryParts" >> beam.FlatMap(harvest.parts_of)  # (path, part, parts), made on a worker
+            | "SpreadParts" >> beam.Reshuffle()
+            | "Queries" >> beam.ParDo(ReadQueries(16))
+            | "SpreadQueries" >> beam.Reshuffle()
+            | "Search" >> beam.ParDo(Search(spec, cache_dir, 8, search_digest))
         )
     if "pool" in spec.backends:  # the pool is read in parallel, never held: no search, no cache
         found.append(pool_matches(p, queries, spec))
@@ -498,7 +561,7 @@ def build(
     to_fetch, not_fetched = candidates, p | "NothingLeftOut" >> beam.Create([])
     before = after = p | "NoPoolBalance" >> beam.Create([])
     if spec.balance_t:
-        balanced = candidates | BalanceBeforeFetch(spec.entities, spec.balance_t, spec.balance_seed)
+        balanced = candidates | BalanceBeforeFetch(spec.entities_file, spec.balance_t, spec.balance_seed)
         to_fetch, not_fetched = balanced["kept"], balanced["outcomes"]
         before, after = balanced["before"], balanced["after"]
     # decided before the download, never fetched: URLs with credentials, licences left out
@@ -521,7 +584,8 @@ def build(
     merged = (
         fetched.records
         | "ByContent" >> beam.GroupByKey()
-        | "MergeDuplicates" >> beam.ParDo(MergeDuplicates(linker)).with_outputs("outcomes", main="records")
+        | "MergeDuplicates"
+        >> beam.ParDo(MergeDuplicates(queries, entities, opts.links)).with_outputs("outcomes", main="records")
     )
     written = (
         merged.records
@@ -590,8 +654,7 @@ def build(
             kind: sorted(x for x in names if x.startswith(kind + "/"))
             for kind in ("candidates", "outcomes", "hosts")
         }
-        with FileSystems.create(staged_stats) as f:
-            f.write(json.dumps(stats, indent=2, sort_keys=True).encode())
+        STORE.write(staged_stats, json.dumps(stats, indent=2, sort_keys=True).encode())
         yield stats["candidates"]
 
     (
@@ -632,31 +695,49 @@ def pool_balance_stats(before: dict, after: dict, per_outcome: dict, t: int, see
 
 
 def run(
-    queries: list[Query],
+    queries: str | Sequence[Query],
     spec: harvest.SearchSpec,
     opts: harvest.HarvestOptions,
     out_dir: str,
     beam_args: list[str] | None = None,
     labels: dict[str, str] | None = None,
-    entities: list[Entity] | tuple[Entity, ...] = (),
+    entities: str | Sequence[Entity] = (),
 ) -> dict:
     """Search, fetch, process and write shards + TFDS metadata + stats + a data card under `out_dir`
     (`labels`: entity id -> name for the card; `entities`: their names for the alt-text evidence of
     entity links, else the noun and alias queries' texts); return the stats.
 
+    `queries` and `entities` are the paths of queries.jsonl and entities.jsonl (local or remote), as
+    is the spec's `entities_file`: the workers read them, the job graph holds their paths. Tests and
+    tools may give the records themselves (and a spec with `entities` in memory): they are written
+    to staged files in `out_dir` first (removed at the end), so the graph stays the same size.
+
     `out_dir` may be remote (gs://…, any Beam filesystem): shards are written locally and copied,
     the search cache and work units live there too, and the small files the driver writes (TFDS
     metadata, stats, data card) are made in a local temp directory and uploaded at the end."""
     started = time.time()
-    if not queries:
+    supported = spec.modifiers()
+    n_queries, dropped = _query_summary(queries, supported)  # the driver's one pass over the queries
+    if not n_queries:
         raise EntityNetError("no queries to search for; run `entitynet queries` first")
     with PipelineOutput(out_dir, "entitynet-harvest-", "harvest", earlier=(CONFIG,)) as out:
         store, local_dir = out.store, out.local_dir
+        queries = queries if isinstance(queries, str) else _staged_jsonl(out, "queries.jsonl", queries)
+        n_entities = len(spec.entities) if spec.entities else _count_lines(spec.entities_file)
+        if spec.entities:
+            given = not isinstance(entities, str) and tuple(entities) == spec.entities
+            spec = replace(
+                spec, entities=(), entities_file=_staged_jsonl(out, "entities.jsonl", spec.entities)
+            )
+            if given:
+                entities = spec.entities_file
+        if not isinstance(entities, str):
+            entities = _staged_jsonl(out, "names.jsonl", entities) if entities else ""
         cache_dir = store.join(out_dir, "search_cache")
         work_root = store.join(out_dir, "fetch_work")
         work_dir = harvest.unit_dir(work_root, opts, store)
         settings = {
-            "search": harvest.search_settings(spec, BeamStore()),
+            "search": harvest.search_settings(spec, STORE),
             "fetch": harvest.fetch_settings(opts),
         }
         changed = _changed_options(store, out_dir, settings)
@@ -668,8 +749,7 @@ def run(
                 ", ".join(changed),
             )
         staged_stats = out.staged(STATS)
-        log.info("harvesting %d queries with %s into %s", len(queries), spec.backend, out_dir)
-        linker = Linker(queries, entities or spec.entities, opts.links)
+        log.info("harvesting %d queries with %s into %s", n_queries, spec.backend, out_dir)
         run_pipeline(
             lambda p: build(
                 p,
@@ -680,7 +760,7 @@ def run(
                 cache_dir,
                 work_dir,
                 staged_stats,
-                linker,
+                entities or spec.entities_file,
                 harvest.settings_digest(settings["search"]),
             ),
             beam_args,
@@ -710,16 +790,18 @@ def run(
                     for e, (b, a) in sorted(counts.items(), key=lambda kv: (-kv[1][0], kv[0]))
                 ],
             )
-        supported = spec.modifiers()
-        stats["modifiers"] = {"sent": sorted(supported), "dropped": dropped_modifiers(queries, supported)}
+        stats["modifiers"] = {"sent": sorted(supported), "dropped": dropped}
         datacard.write_card(local_dir, stats, labels)
         write_json(
             os.path.join(local_dir, CONFIG),
             {
-                "search": {**asdict(spec), "entities": len(spec.entities)},
+                "search": {
+                    **{k: v for k, v in asdict(spec).items() if k != "entities_file"},
+                    "entities": n_entities,
+                },
                 "harvest": asdict(opts),
                 "settings": {**settings, "fetch_digest": work_dir.rstrip("/").rsplit("/", 1)[-1]},
-                "queries": len(queries),
+                "queries": n_queries,
                 "beam_args": list(beam_args or []),
             },
         )
@@ -739,6 +821,38 @@ def run(
     return stats
 
 
+def _query_summary(queries: str | Sequence[Query], supported: frozenset[str]) -> tuple[int, dict[str, int]]:
+    """How many queries there are and the modifiers they carry that no backend sends
+    (`dropped_modifiers`): the queries streamed from their file (a malformed line is an error here,
+    before anything runs), never held."""
+    if not isinstance(queries, str):
+        return len(queries), dropped_modifiers(queries, supported)
+    n = 0
+
+    def counted():
+        nonlocal n
+        for q in harvest.read_records(queries, Query, STORE):
+            n += 1
+            yield q
+
+    dropped = dropped_modifiers(counted(), supported)
+    return n, dropped
+
+
+def _count_lines(path: str) -> int:
+    """The records of a JSONL file (its non-blank lines), counted without parsing them."""
+    if not path:
+        return 0
+    with STORE.open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _staged_jsonl(out: PipelineOutput, name: str, items) -> str:
+    """Records given in memory, written to a staged file in the output (removed when the run ends)
+    for the workers to read: a path instead of the records in the job graph."""
+    return harvest.write_records(out.staged(name), items, STORE)
+
+
 def _changed_options(store, out_dir: str, new: dict) -> list[str]:
     """The settings (dotted names) that differ from the earlier harvest in `out_dir`, if any."""
     data = store.read(store.join(out_dir, CONFIG))
@@ -756,16 +870,15 @@ def _remove_other_units(work_root: str, work_dir: str) -> list[str]:
     settings can never be reused (and old-layout unit files at its top are dropped)."""
     current = work_dir.rstrip("/").rsplit("/", 1)[-1]
     if is_remote(work_root):
-        found = FileSystems.match([FileSystems.join(work_root, "**")])[0].metadata_list
-        prefix = work_root.rstrip("/") + "/"
         doomed = [
-            m.path
-            for m in found
-            if not m.path[len(prefix) :].startswith(current + "/") or shards.is_temp_name(m.path)
+            n
+            for n in STORE.list_names(work_root, recursive=True)
+            if not n.startswith(current + "/") or shards.is_temp_name(n)
         ]
-        if doomed:
-            FileSystems.delete(doomed)
-        return sorted({"fetch_work/" + p[len(prefix) :].split("/", 1)[0] for p in doomed})
+        for name in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                STORE.delete(STORE.join(work_root, name))
+        return sorted({"fetch_work/" + n.split("/", 1)[0] for n in doomed})
     if not os.path.isdir(work_root):
         return []
     removed = []

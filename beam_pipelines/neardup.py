@@ -15,9 +15,12 @@ each worker holds one bucket, one node's neighbours or one component's label at 
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 
 from entitynet.curation import neardup
+from entitynet.storage import STORE
 
 BUCKET_CAP = 5_000  # distinct hashes compared pairwise in one bucket; above, equal hashes only
 ROUNDS = 8  # propagation + jump rounds; convergence is checked and reported (unconverged_edges)
@@ -148,10 +151,43 @@ def _jump(kv):
         yield node, better
 
 
+def eval_index_lines(eval_sets):
+    """The evaluation sets' images as JSON lines [set name, phash, image ref]: the file `Contaminated`
+    reads (the driver writes it; the hashes never go into the job graph)."""
+    for ev in eval_sets:
+        for i, h in enumerate(ev.hashes.tolist()):
+            yield json.dumps([ev.name, int(h), ev.ref(i)], ensure_ascii=False)
+
+
+def _eval_image(line: str | bytes) -> tuple[str, int, str]:
+    """A line of the index -> (name, phash as a signed 64-bit int, ref): Beam's integer coder
+    carries no larger (`_eval_buckets` reads it mod 2**64)."""
+    name, h, ref = json.loads(line)
+    return name, h - (1 << 64) if h >= 1 << 63 else h, ref
+
+
+def _eval_buckets(image, m: int, k: int):
+    """(name, signed phash, ref) of an evaluation image -> (bucket, ("V", name, (signed phash, ref)))
+    for each bucket its hash sits in exactly."""
+    name, signed, ref = image
+    for bucket in neardup.band_keys(signed % (1 << 64), m, False, k):
+        yield bucket, ("V", name, (signed, ref))
+
+
+def _read_eval_index(path: str):
+    with STORE.open(path) as f:
+        for line in f:
+            if line.strip():
+                yield _eval_image(line)
+
+
 class Contaminated(beam.PTransform):
     """(key, phash) of the records -> (key, (evaluation set name, image ref)) for each set holding an
     image within `k` bits of it (the nearest such image of the set): the records probe the buckets
-    where the sets' hashes sit exactly."""
+    where the sets' hashes sit exactly.
+
+    `eval_sets`: the path of the evaluation images' index (`eval_index_lines`), read by a worker;
+    EvalSets in memory (small ones, in tests) go into the graph as they are."""
 
     def __init__(self, eval_sets, k: int, bands: int):
         super().__init__("Contaminated")
@@ -159,16 +195,20 @@ class Contaminated(beam.PTransform):
 
     def expand(self, items):
         k, m = self.k, self.bands
-        index = [
-            (bucket, ("V", ev.name, (int(h) - (1 << 64) if int(h) >= 1 << 63 else int(h), ev.ref(i))))
-            for ev in self.eval_sets
-            for i, h in enumerate(ev.hashes.tolist())
-            for bucket in neardup.band_keys(h, m, False, k)
-        ]
         probing = items | "ProbeBuckets" >> beam.FlatMap(
             lambda kh: [(b, ("P", kh[0], kh[1])) for b in neardup.band_keys(kh[1], m, True, k)]
         )
-        sets = items.pipeline | "EvalBuckets" >> beam.Create(index)
+        if isinstance(self.eval_sets, str):
+            images = (
+                items.pipeline
+                | "EvalIndex" >> beam.Create([self.eval_sets])
+                | "EvalImages" >> beam.FlatMap(_read_eval_index)
+            )
+        else:
+            images = items.pipeline | "EvalImages" >> beam.Create(
+                [_eval_image(line) for line in eval_index_lines(self.eval_sets)]
+            )
+        sets = images | "EvalBuckets" >> beam.FlatMap(_eval_buckets, m, k)
 
         def hits(kv):
             _, members = kv

@@ -2,8 +2,11 @@
 neutral defaults (each config file sets what it means), and `parse_arg`, big_vision's habit of
 named config arguments (`--config FILE:images=10000000,runlocal=True`).
 
-Data paths are local or mounted paths (the trainer reads files, as Grain does): mount a bucket
-first (`gcsfuse BUCKET /mnt/entitynet`), then point `data.*` at it.
+Data paths may be local, mounted, or bucket paths (gs://, s3://): shards in a bucket are read
+from local copies made once per dataset (`entitynet.shards.local_shard_paths`, under
+ENTITYNET_CACHE), and a bucket workdir is trained in a local copy pushed back after every
+checkpoint (train/workdir.py). A multi-host run needs a workdir every host shares: a gcsfuse mount
+(docs/run-at-scale.md).
 """
 
 import ml_collections

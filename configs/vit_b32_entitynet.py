@@ -1,13 +1,15 @@
 """The reference recipe: ViT-B/32 CLIP on an EntityNet harvest (context 32, global batch 8192,
 18 epochs, lr 5e-4, weight decay 0.2, 2 warm-up epochs).
 
-    gcsfuse BUCKET /mnt/entitynet      # a harvest's kg/ and curated/ (the trainer reads files)
-    entitynet train --config configs/vit_b32_entitynet.py:images=33000000 --workdir runs/b32
+    entitynet train --config configs/vit_b32_entitynet.py:images=33000000 --workdir gs://BUCKET/runs/b32 \
+        --config.data.shards=gs://BUCKET/curated --config.data.entities=gs://BUCKET/kg/entities.jsonl \
+        --config.data.tokenizer=gs://BUCKET/tok/tokenizer.json
     entitynet train --config configs/vit_b32_entitynet.py:runlocal=True --workdir /tmp/b32-check
 
 ARG: `images=N` (default 33M, the paper's largest set; a bare number works too), steps follow from
 it; `runlocal=True` shrinks the recipe to 10 steps of a tiny model to check its wiring on a laptop.
-On a TPU v4-32 or 8x H100: one process per host, `--config.distributed=True` on several hosts.
+On a TPU v4-32 or 8x H100: one process per host, `--config.distributed=True` on several hosts,
+with the workdir on a gcsfuse mount every host shares (docs/run-at-scale.md).
 The paper's B/32 reaches its ImageNet zero-shot figures after ~0.6B samples seen.
 """
 

@@ -27,3 +27,7 @@ class OutputError(EntityNetError):
 
 class SearchError(EntityNetError):
     """A search backend that cannot be used: bad key, unreachable after retries, malformed answers."""
+
+
+class StorageError(EntityNetError):
+    """A file in a bucket or on disk that cannot be read: access denied, a store that keeps failing."""

@@ -6,7 +6,6 @@ A reader never sees a half-written file, and a re-run replaces instead of duplic
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import time
@@ -14,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from entitynet.errors import ConfigError, OutputError
+from entitynet.errors import OutputError
 
 
 def temp_name(path: str | os.PathLike) -> str:
@@ -22,7 +21,10 @@ def temp_name(path: str | os.PathLike) -> str:
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and check that files can be created in it."""
+    """Create `path` if needed and check that files can be created in it (a local directory: a
+    bucket path here is a bug of the caller, which must write through `entitynet.storage`)."""
+    if _remote(path):
+        raise OutputError(f"{path}: this output must be a local directory here; give a local path")
     p = Path(path)
     try:
         p.mkdir(parents=True, exist_ok=True)
@@ -52,76 +54,43 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
+def _remote(path: str | os.PathLike) -> bool:
+    from entitynet.storage import is_remote
+
+    return is_remote(path)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """`obj` as indented JSON, atomically; `path` local or in a bucket (`entitynet.storage`)."""
+    if _remote(path):
+        from entitynet.storage import STORE
+
+        text = json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        STORE.write(path, text.encode("utf-8"))
+        return
     with atomic_open(path) as f:
         json.dump(obj, f, indent=2, sort_keys=True, ensure_ascii=False)
         f.write("\n")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    if _remote(path):
+        from entitynet.storage import STORE
+
+        STORE.write(path, data)
+        return
     with atomic_open(path, "wb") as f:
         f.write(data)
 
 
 def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> int:
+    """One line per string, atomically; `path` local or in a bucket. Returns the count."""
+    from entitynet.storage import STORE
+
     n = 0
-    with atomic_open(path) as f:
+    with STORE.open_write(path, text=True) as f:
         for line in lines:
             f.write(line)
             f.write("\n")
             n += 1
     return n
-
-
-class LocalStore:
-    """Whole-file reads and atomic writes on the local disk. Pipelines pass another store with the
-    same three methods (Beam's FileSystems: gs://, s3://, …) where outputs may be remote."""
-
-    def join(self, directory: str, name: str) -> str:
-        return os.path.join(directory, name)
-
-    def read(self, path: str) -> bytes | None:
-        """The file's bytes, or None when it does not exist or cannot be read."""
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def write(self, path: str, data: bytes) -> None:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with atomic_open(path, "wb") as f:
-            f.write(data)
-
-    def exists(self, path: str) -> bool:
-        return os.path.exists(path)
-
-    def delete(self, path: str) -> None:
-        os.remove(path)
-
-    def match(self, pattern: str) -> list[str]:
-        """The files a path or glob names, sorted."""
-        _local_only(pattern)
-        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-
-    def open(self, path: str):
-        """The file opened for binary reading."""
-        _local_only(path)
-        return open(path, "rb")
-
-    def stat(self, path: str) -> tuple[int, float]:
-        """(size in bytes, modification time) of a file; OSError when there is none."""
-        _local_only(path)
-        st = os.stat(path)
-        return st.st_size, st.st_mtime
-
-
-def _local_only(path: str) -> None:
-    if "://" in path:
-        raise ConfigError(
-            f"{path}: a remote path is read through the pipelines' filesystems (Beam), not the local disk; "
-            "pass it to a pipeline command, or copy it locally"
-        )
-
-
-LOCAL = LocalStore()

@@ -12,14 +12,13 @@ import os
 import urllib.parse
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, TypedDict
 
 from entitynet.curation import balance
-from entitynet.errors import ConfigError
+from entitynet.errors import ConfigError, EntityNetError
 from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions, host_name
-from entitynet.files import LOCAL, LocalStore
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
 from entitynet.licenses import UNKNOWN, LicenseFilter
 from entitynet.links import Linker, LinkRule
@@ -32,10 +31,14 @@ from entitynet.records import (
     Query,
     decode_unit,
     encode_unit,
+    from_json,
     image_key,
     merge_images,
+    read_jsonl,
+    to_json,
 )
 from entitynet.search import BACKENDS, NEEDS_ENTITIES, SOURCE_BACKENDS
+from entitynet.storage import STORE, Store
 from entitynet.urls import CREDENTIALS_REFUSED, has_credentials, public_text, public_url, without_credentials
 
 if TYPE_CHECKING:
@@ -53,20 +56,81 @@ class _Ident(_Rate):
     contact: str
 
 
+# ---------------------------------------------------------------- records from files (any store)
+#
+# The pipelines never carry entities or queries inside their job graph: their DoFns get the path of
+# entities.jsonl / queries.jsonl and read it on the worker, through the pipelines' store (local,
+# gs://, s3://), whole in `setup()` (`read_records`) or a byte range at a time (`read_part`).
+
+PART_BYTES = 8 << 20  # a JSONL file is read in parts of about this many bytes (`parts_of`)
+
+
+def read_records(path: str, cls, store: Store = STORE) -> Iterator:
+    """`records.read_jsonl` (any path: local, gs://, s3://); `store` is kept for callers that pass one."""
+    return read_jsonl(path, cls)
+
+
+def write_records(path: str, items: Iterable, store: Store = STORE) -> str:
+    """Records as a JSONL file at `path` (any store), for workers to read; returns the path."""
+    store.write(path, "".join(to_json(x) + "\n" for x in items).encode())
+    return path
+
+
+def parts_of(path: str, store: Store = STORE) -> list[tuple[str, int, int]]:
+    """Small descriptors (path, part, parts) of a JSONL file's parts of about `PART_BYTES`, for
+    `read_part` (a pipeline makes them on a worker from the path: its graph holds the path only)."""
+    size, _ = store.stat(path)
+    parts = max(1, -(-size // PART_BYTES))
+    return [(path, i, parts) for i in range(parts)]
+
+
+def read_part(path: str, part: int, parts: int, cls, store: Store = STORE) -> Iterator:
+    """The records of part `part` of `parts` of a JSONL file: the lines whose first byte lies in the
+    part's byte range, so every line is read by exactly one part."""
+    size, _ = store.stat(path)
+    start, end = size * part // parts, size * (part + 1) // parts
+    with store.open(path) as f:
+        pos = 0
+        if start > 0:
+            f.seek(start - 1)
+            pos = start - 1 + len(f.readline())  # the line under way at `start` is the part before's
+        while pos < end:
+            line = f.readline()
+            if not line:
+                break
+            at, pos = pos, pos + len(line)
+            if line.strip():
+                yield _parsed(cls, line, f"{path} (byte {at})")
+
+
+def _parsed(cls, line: str | bytes, where: str):
+    try:
+        return from_json(cls, line.decode("utf-8") if isinstance(line, bytes) else line)
+    except (ValueError, TypeError) as e:  # UnicodeDecodeError included
+        raise EntityNetError(
+            f"{where}: not a valid {cls.__name__} record ({e}); regenerate the file with this version"
+        ) from None
+
+
 @dataclass(frozen=True)
 class SearchSpec:
     """Which backends and how to reach them; picklable, so workers can open the backends themselves.
 
     `backend` is one name or several, comma-separated (`searxng,gbif`): every query goes to each
     query backend, the source backends (a pool, a GBIF archive, iNaturalist open data) are read
-    whole, and their candidates are merged by URL into one dataset."""
+    whole, and their candidates are merged by URL into one dataset.
+
+    The entities are the file `entities_file` (entities.jsonl, local or remote): a spec that goes
+    into a pipeline stays small, and each worker reads the file itself (`iter_entities`).
+    `entities` holds them in memory instead, for tests and tools that search without a pipeline
+    (the harvest pipeline writes them to a file first)."""
 
     backend: str = "searxng"
     url: str = ""  # searxng base URL; with one backend, its API URL (google-cse, brave, commons, ...)
     max_results: int = 20  # per query, and per entity for the identifier backends
     requests_per_second: float = 1.0
     pool: tuple[str, ...] | str = ()  # the pool's files and globs for backend "pool" (local or remote)
-    entities: tuple[Entity, ...] = ()  # for the identifier backends, and the entries of balance_t
+    entities: tuple[Entity, ...] = ()  # in memory (tests, tools): for the identifier backends, balance_t
     balance_t: int = 0  # pool only: MetaCLIP-balance the matched rows before fetching (0: off)
     balance_seed: int = 0  # the balancing draws' seed (the same draws as `entitynet curate --seed`)
     endpoints: tuple[tuple[str, str], ...] = ()  # (backend, API URL) overrides, several backends
@@ -76,6 +140,7 @@ class SearchSpec:
     photo_size: str = "medium"  # inaturalist: square|small|medium|large|original
     gbif_archive: str = ""  # gbif-archive: a GBIF Darwin Core Archive download (.zip)
     inaturalist_data: str = ""  # inaturalist-open-data: the directory of its metadata files
+    entities_file: str = ""  # entities.jsonl (local or remote): what `entities` holds, read where needed
 
     def __post_init__(self):
         names = self.backends
@@ -101,8 +166,10 @@ class SearchSpec:
             raise ConfigError(
                 "the inaturalist-open-data backend needs --inaturalist-data DIR (its metadata files)"
             )
+        if self.entities and self.entities_file:
+            raise ConfigError("give the entities once: in memory or as a file, not both")
         needs = [n for n in names if n in NEEDS_ENTITIES]
-        if needs and not self.entities:
+        if needs and not self.has_entities:
             raise ConfigError(f"--backend {', '.join(needs)} needs --entities (their identifiers and images)")
         if not 1 <= self.max_results <= 1000:
             raise ConfigError(f"--max-results must be within 1..1000, got {self.max_results}")
@@ -119,8 +186,18 @@ class SearchSpec:
                 "--balance-t balances a pool before fetching (--backend pool alone); "
                 "for other backends balance after the harvest with `entitynet curate --t`"
             )
-        if self.balance_t and not self.entities:
+        if self.balance_t and not self.has_entities:
             raise ConfigError("--balance-t needs --entities (the entities.jsonl the queries were made from)")
+
+    @property
+    def has_entities(self) -> bool:
+        return bool(self.entities or self.entities_file)
+
+    def iter_entities(self, store: Store = STORE) -> Iterator[Entity]:
+        """The entities, from memory or streamed from `entities_file` (through `store`)."""
+        if self.entities_file:
+            return read_records(self.entities_file, Entity, store)
+        return iter(self.entities)
 
     @property
     def backends(self) -> tuple[str, ...]:
@@ -145,14 +222,17 @@ class SearchSpec:
         those it cannot express)."""
         return frozenset().union(*(backend_class(b).modifiers for b in self.backends))
 
-    def open_all(self, queries: Iterable[Query] = ()) -> list[SearchBackend]:
-        """Every query backend, opened (a pool alone: its in-memory search, for tests and tools)."""
+    def open_all(self, queries: Iterable[Query] = (), store: Store = STORE) -> list[SearchBackend]:
+        """Every query backend, opened (a pool alone: its in-memory search, for tests and tools); the
+        identifier backends get the entities (`entities_file` read through `store`)."""
         from entitynet.search import commons, commons_category, gbif, inaturalist, pool, web
 
         rate: _Rate = {"requests_per_second": self.requests_per_second}
         ident: _Ident = {"max_results": self.max_results, "contact": self.contact, **rate}
         out: list[SearchBackend] = []
-        for name in self.query_backends or self.backends[:1]:
+        names = self.query_backends or self.backends[:1]
+        entities = tuple(self.iter_entities(store)) if any(n in NEEDS_ENTITIES for n in names) else ()
+        for name in names:
             url = self.endpoint(name) or None
             if name == "searxng":
                 assert url is not None  # __post_init__ refuses searxng without a URL
@@ -162,11 +242,11 @@ class SearchSpec:
             elif name == "brave":
                 out.append(web.Brave(max_results=self.max_results, url=url, **rate))
             elif name == "commons":
-                out.append(commons.Commons(self.entities, api_url=url or commons.COMMONS_API, **rate))
+                out.append(commons.Commons(entities, api_url=url or commons.COMMONS_API, **rate))
             elif name == "commons-category":
                 out.append(
                     commons_category.CommonsCategory(
-                        self.entities,
+                        entities,
                         api_url=url or commons_category.COMMONS_API,
                         depth=self.category_depth,
                         width=self.thumb_width,
@@ -174,11 +254,11 @@ class SearchSpec:
                     )
                 )
             elif name == "gbif":
-                out.append(gbif.Gbif(self.entities, api_url=url or gbif.GBIF_API, **ident))
+                out.append(gbif.Gbif(entities, api_url=url or gbif.GBIF_API, **ident))
             elif name == "inaturalist":
                 out.append(
                     inaturalist.INaturalist(
-                        self.entities,
+                        entities,
                         api_url=url or inaturalist.INATURALIST_API,
                         size=self.photo_size,
                         **ident,
@@ -353,7 +433,7 @@ def fetch_settings(opts: HarvestOptions) -> dict:
     return {"fetch": fetch, "image": asdict(opts.image)}
 
 
-def search_settings(spec: SearchSpec, store: LocalStore = LOCAL) -> dict:
+def search_settings(spec: SearchSpec, store: Store = STORE) -> dict:
     """What decides a search answer besides the query: backends, their endpoints, max results, the
     identifier backends' own options and entities, and for the sources read whole the files
     themselves (path, size, modification time; read through `store`: the local disk, or the
@@ -381,7 +461,7 @@ def search_settings(spec: SearchSpec, store: LocalStore = LOCAL) -> dict:
             _file_stamp(data_file(spec.inaturalist_data, f), store) for f in FILES[:3]
         ]
     if any(n in NEEDS_ENTITIES for n in names):
-        settings["entities"] = settings_digest(sorted(_entity_sources(e) for e in spec.entities))
+        settings["entities"] = settings_digest(sorted(_entity_sources(e) for e in spec.iter_entities(store)))
     return settings
 
 
@@ -389,7 +469,7 @@ def _entity_sources(e: Entity) -> list[str]:
     return [e.id, e.image, e.commons_category, e.gbif_id, e.inaturalist_id]
 
 
-def _file_stamp(path: str, store: LocalStore) -> list:
+def _file_stamp(path: str, store: Store) -> list:
     """(path, size, modification time) of a file: a changed file is searched again."""
     try:
         size, mtime = store.stat(path)
@@ -445,11 +525,11 @@ def unit_of(url: str, units: int, big_hosts: dict[str, int] | None = None) -> in
     return zlib.crc32(f"{host}\0{i}".encode()) % units
 
 
-def unit_dir(work_dir: str, opts: HarvestOptions, store: LocalStore = LOCAL) -> str:
+def unit_dir(work_dir: str, opts: HarvestOptions, store: Store = STORE) -> str:
     return store.join(work_dir, settings_digest(fetch_settings(opts)))
 
 
-def unit_path(work_dir: str, unit: int, units: int, store: LocalStore = LOCAL) -> str:
+def unit_path(work_dir: str, unit: int, units: int, store: Store = STORE) -> str:
     """The unit's name; its results are saved in parts next to it (`part_path`)."""
     return store.join(work_dir, f"unit-{unit:06d}-of-{units:06d}")
 
@@ -458,7 +538,7 @@ def part_path(path: str, index: int) -> str:
     return f"{path}.{index:05d}.unit"
 
 
-def load_unit(path: str, store: LocalStore = LOCAL) -> tuple[dict[str, tuple[Candidate, Result]], int]:
+def load_unit(path: str, store: Store = STORE) -> tuple[dict[str, tuple[Candidate, Result]], int]:
     """url -> (candidate, result) from the unit's saved parts (a later part's answer wins), and how
     many parts there are. A part that cannot be read (another schema version, garbled) is logged
     and its candidates are fetched again."""
@@ -476,7 +556,7 @@ def load_unit(path: str, store: LocalStore = LOCAL) -> tuple[dict[str, tuple[Can
 
 
 def save_part(
-    path: str, index: int, results: dict[str, tuple[Candidate, Result]], store: LocalStore = LOCAL
+    path: str, index: int, results: dict[str, tuple[Candidate, Result]], store: Store = STORE
 ) -> None:
     store.write(part_path(path, index), encode_unit(results))
 

@@ -3,7 +3,7 @@
 Local directories get a lock file created with O_EXCL (`.entitynet.lock`: the holder's host, pid,
 run id, stage, start time and command). A second run fails at once with one line naming the
 holder; a lock whose process is gone (same host, pid no longer running) or that cannot be read is
-stale and taken over. Object stores (gs://, s3://) have no O_EXCL through Beam's FileSystems, so
+stale and taken over. Object stores (gs://, s3://) have no O_EXCL, so
 there the lock is a lease object: a run refuses an existing lease of another live run, writes its
 own with its run id, and checks the lease still names it (`check()`) right before it renames its
 results into place, so of two runs that raced past the first check only one finishes.
@@ -52,17 +52,14 @@ class OutputLock:
     """`with OutputLock(out_dir, "harvest"):` — held for the run, released (removed) on exit."""
 
     def __init__(self, out_dir: str, stage: str, store=None):
-        """`store`: for a remote `out_dir` (gs://, any object store) the pipelines' store over Beam's
-        filesystems (exists, read, write, delete, join), through which the lease is kept."""
+        """`store`: the store through which a remote `out_dir`'s lease is kept (exists, read,
+        write, delete, join); `entitynet.storage.STORE` unless given."""
+        from entitynet.storage import STORE, is_remote
+
         self.out_dir, self.stage = out_dir, stage
-        self.remote = "://" in out_dir
-        if self.remote and store is None:
-            raise OutputError(
-                f"{out_dir}: a remote output is written by the pipeline commands (harvest, curate), "
-                "which reach object stores; give a local directory here"
-            )
-        self.store = store
-        self.path = store.join(out_dir, LOCK_NAME) if self.remote else os.path.join(out_dir, LOCK_NAME)
+        self.remote = is_remote(out_dir)
+        self.store = store or STORE
+        self.path = self.store.join(out_dir, LOCK_NAME)
         self.run_id = uuid.uuid4().hex[:12]
         self.taken_over: dict | None = None  # the stale holder this run replaced, if any
         self._held = False
@@ -231,7 +228,7 @@ def output_refusal(
 
 def claim_output(store, out_dir: str, names: list[str], stage: str, earlier: tuple[str, ...] = ()) -> bool:
     """Refuse (OutputError) `out_dir`, whose entries are `names`, when `output_refusal` does; else
-    mark it as this stage's. `store`: the local disk (`entitynet.files.LOCAL`) or the pipelines'
+    mark it as this stage's. `store`: the local disk (`entitynet.storage.STORE`) or the pipelines'
     store for a bucket. Returns whether it wrote the mark."""
     path = store.join(out_dir, OUTPUT_MARKER)
     try:
@@ -257,7 +254,7 @@ def unclaim_output(store, out_dir: str, names: list[str]) -> None:
 def claim_local_output(out_dir: str, stage: str, earlier: tuple[str, ...] = ()) -> bool:
     """`claim_output` for a local directory (one that does not exist yet is left to the caller to
     create: nothing to refuse, nothing marked)."""
-    from entitynet.files import LOCAL
+    from entitynet.storage import STORE
 
     if not os.path.isdir(out_dir):
         return False  # not there yet (or not a directory: the caller's creating it says so)
@@ -265,16 +262,27 @@ def claim_local_output(out_dir: str, stage: str, earlier: tuple[str, ...] = ()) 
         names = os.listdir(out_dir)
     except OSError as e:
         raise OutputError(f"cannot read --out {out_dir}: {e.strerror}") from None
-    return claim_output(LOCAL, out_dir, names, stage, earlier)
+    return claim_output(STORE, out_dir, names, stage, earlier)
 
 
 @contextlib.contextmanager
 def claimed_output(out_dir: str, stage: str, earlier: tuple[str, ...] = ()):
-    """A local output directory for a stage that writes without a pipeline (`entitynet queries`):
-    created if needed, refused or claimed (`claim_local_output`); if the body fails, a directory
-    this made, or marked, goes back to how it was when it holds nothing else."""
+    """An output directory (local or a bucket) for a stage that writes without a pipeline
+    (`entitynet queries`): created if needed, refused or claimed (`claim_output`); if the body
+    fails, a directory this made, or marked, goes back to how it was when it holds nothing else."""
     from entitynet.files import ensure_writable_dir
+    from entitynet.storage import STORE, is_remote
 
+    if is_remote(out_dir):
+        marked = claim_output(STORE, out_dir, STORE.list_names(out_dir), stage, earlier)
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if marked:
+                    unclaim_output(STORE, out_dir, STORE.list_names(out_dir))
+            raise
+        return
     created = not os.path.exists(out_dir)
     ensure_writable_dir(out_dir)
     marked = False
@@ -284,9 +292,9 @@ def claimed_output(out_dir: str, stage: str, earlier: tuple[str, ...] = ()):
     except BaseException:
         with contextlib.suppress(OSError):
             if marked:
-                from entitynet.files import LOCAL
+                from entitynet.storage import STORE
 
-                unclaim_output(LOCAL, out_dir, os.listdir(out_dir))
+                unclaim_output(STORE, out_dir, os.listdir(out_dir))
             if created:
                 os.rmdir(out_dir)  # only when empty
         raise

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import types
 import typing
 from collections.abc import Iterable, Iterator
@@ -385,10 +386,14 @@ def from_json(cls: type[T], line: str) -> T:
 
 def read_jsonl(path: str | os.PathLike, cls: type[T]) -> Iterator[T]:
     """Yield records; a malformed line is an error naming the file and line number."""
+    import io
+
+    from entitynet.storage import STORE
+
     try:
-        f = open(path, encoding="utf-8")
+        f = io.TextIOWrapper(STORE.open(path), encoding="utf-8")
     except OSError as e:
-        raise EntityNetError(f"cannot read {path}: {e.strerror}") from e
+        raise EntityNetError(f"cannot read {path}: {e.strerror or 'no such file'}") from e
     with f:
         lineno = 0
         while True:
@@ -722,28 +727,153 @@ def encode_subset(keys_per_split: dict[str, Iterable[str]]) -> dict:
     return arrays
 
 
-def read_subset(path: str | os.PathLike, split: str) -> frozenset[str]:
-    """The keys of one split of a subset file; EntityNetError naming the file when it is not one
-    (of this version) or lacks the split."""
+def _subset_error(path, why: str) -> EntityNetError:
+    return EntityNetError(f"cannot read subset {path} ({why}); re-run `entitynet curate --output subset`")
+
+
+class Subset:
+    """The keys of one split of a subset file, kept as the file stores them: the sorted (hi, lo)
+    array, 16 bytes a key (a set of hex strings took about 140), searched by binary search
+    (`key in subset`); iterating gives the keys as hex strings, in order.
+
+    A local file's split, stored uncompressed as `numpy.savez` and `curate` write it, is
+    memory-mapped: the processes of a host share one copy in the page cache, and a pickled Subset
+    (what each Grain worker process receives) is the path and split, opened again by the worker
+    (which refuses a file replaced since). A bucket's file is read into memory and pickled as its
+    array (no cache to go stale between runs)."""
+
+    def __init__(self, path: str | os.PathLike, split: str):
+        self.path, self.split = os.fspath(path), split
+        self._lock = threading.Lock()
+        self._pairs, self._stamp = self._open()
+
+    def _open(self):
+        """(the split's array, the local file's identity or None) after checking the version and
+        the split; EntityNetError naming the file when it is not a subset of this version."""
+        import io
+        import zipfile
+
+        import numpy as np
+
+        from entitynet.storage import STORE, is_remote
+
+        try:
+            if is_remote(self.path):
+                data = STORE.read(self.path)
+                if data is None:
+                    raise FileNotFoundError("no such file")
+                source, stamp = io.BytesIO(data), None
+            else:
+                st = os.stat(self.path)
+                source, stamp = self.path, (st.st_ino, st.st_size, st.st_mtime_ns)
+            with zipfile.ZipFile(source) as z:
+                names = set(z.namelist())
+                version = int(np.load(z.open("_version.npy"))) if "_version.npy" in names else None
+                if version != SCHEMA_VERSION:
+                    raise EntityNetError(
+                        f"subset {self.path} has schema version {version!r}, this EntityNet reads "
+                        f"{SCHEMA_VERSION}; re-run `entitynet curate --output subset`"
+                    )
+                if f"{self.split}.npy" not in names:
+                    raise EntityNetError(f"subset {self.path} has no split {self.split!r}")
+                info = z.getinfo(f"{self.split}.npy")
+                pairs = None if stamp is None else _mapped_member(self.path, info)
+                if pairs is None:
+                    pairs = np.load(z.open(info))
+        except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+            raise _subset_error(self.path, str(e)) from None
+        if pairs.dtype != np.dtype(SUBSET_DTYPE) or pairs.ndim != 1:
+            raise _subset_error(
+                self.path, f"split {self.split!r} holds {pairs.dtype} {pairs.shape}, not keys"
+            )
+        return pairs, stamp
+
+    def _array(self):
+        if self._pairs is None:
+            with self._lock:
+                if self._pairs is None:
+                    pairs, stamp = self._open()
+                    if stamp != self._stamp:
+                        raise EntityNetError(
+                            f"subset {self.path} was replaced while in use; restart the run "
+                            "(its checkpoints record the subset's digest)"
+                        )
+                    self._pairs = pairs
+        return self._pairs
+
+    def __contains__(self, key: object) -> bool:
+        import numpy as np
+
+        if not isinstance(key, str) or len(key) != 32:
+            return False
+        try:
+            q = np.array(subset_pair(key), dtype=SUBSET_DTYPE)
+        except ValueError:
+            return False
+        pairs = self._array()
+        i = int(pairs.searchsorted(q))
+        return i < len(pairs) and bool(pairs[i] == q)
+
+    def __len__(self) -> int:
+        return len(self._array())
+
+    def __iter__(self) -> Iterator[str]:
+        pairs = self._array()
+        for start in range(0, len(pairs), 65536):
+            for hi, lo in pairs[start : start + 65536].tolist():
+                yield f"{hi:016x}{lo:016x}"
+
+    def __getstate__(self) -> dict:
+        mapped = self._stamp is not None
+        return {
+            "path": self.path,
+            "split": self.split,
+            "stamp": self._stamp,
+            "pairs": None if mapped else self._pairs,  # a bucket's: the array itself (16 B a key)
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self.split, self._stamp = state["path"], state["split"], state["stamp"]
+        self._pairs, self._lock = state["pairs"], threading.Lock()  # mapped: opened on first use
+
+    def __repr__(self) -> str:
+        return f"Subset({self.path!r}, {self.split!r})"
+
+
+def _mapped_member(path: str, info):
+    """A read-only memory map of an uncompressed `.npy` member of a local zip file, or None when it
+    is compressed (then read into memory)."""
+    import struct
     import zipfile
 
     import numpy as np
 
-    try:
-        with np.load(path) as z:
-            version = int(z["_version"]) if "_version" in z else None
-            if version != SCHEMA_VERSION:
-                raise EntityNetError(
-                    f"subset {path} has schema version {version!r}, this EntityNet reads {SCHEMA_VERSION}; "
-                    "re-run `entitynet curate --output subset`"
-                )
-            if split not in z:
-                raise EntityNetError(f"subset {path} has no split {split!r}")
-            return frozenset(f"{int(hi):016x}{int(lo):016x}" for hi, lo in z[split])
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise EntityNetError(
-            f"cannot read subset {path} ({e}); re-run `entitynet curate --output subset`"
-        ) from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the member's local header: its name and extra field lengths at 26
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            raise ValueError("a garbled zip member header")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        major, _ = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if fortran or len(shape) != 1 or shape[0] == 0:
+        return None  # not a key array (refused by the caller) or empty: read as numpy reads it
+    if offset + shape[0] * dtype.itemsize > info.header_offset + 30 + name_len + extra_len + info.file_size:
+        raise ValueError("a truncated key array")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+
+
+def read_subset(path: str | os.PathLike, split: str) -> Subset:
+    """The keys of one split of a subset file (`key in subset`); EntityNetError naming the file when
+    it is not one (of this version) or lacks the split."""
+    return Subset(path, split)
 
 
 # ---------------------------------------------------------------- fetch work units
@@ -816,6 +946,9 @@ __all__ = [
     "encode_search_answer",
     "encode_subset",
     "read_subset",
+    "Subset",
+    "SUBSET_DTYPE",
+    "subset_pair",
     "decode_unit",
     "encode_unit",
     "merge_candidates",

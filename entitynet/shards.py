@@ -4,8 +4,10 @@ without TensorFlow; Grain's `ArrayRecordDataSource` reads the same files.
 
 Records go to splits by a stable hash of their key (fractions configurable) and to shards by
 CRC32 of the key, so a re-run puts every record in the same place. Each shard is written to a
-temp name and renamed; readers ignore temp files. (ArrayRecord cannot write to gs://: pipelines
-write shards locally and copy them with Beam's FileSystems.)
+temp name and renamed; readers ignore temp files. A shard directory may be local or in a bucket
+(`entitynet.storage`): ArrayRecord reads and writes only local files, so pipelines write shards
+locally and upload them, a reader of one shard reads a temporary copy (`read_shard`), and the
+trainer reads copies kept in a cache keyed by the dataset's fingerprint (`local_shard_paths`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from entitynet.errors import EntityNetError
 from entitynet.files import temp_name
 from entitynet.records import IMAGE_DATASET_VERSION, ImageRecord, decode_image, image_features
+from entitynet.storage import STORE, is_remote, local_copy, local_file
 
 DATASET_NAME = "entitynet"
 WRITER_OPTIONS = "group_size:1,uncompressed"  # JPEG payloads do not compress; random access stays fast
@@ -64,14 +67,22 @@ ENTRY_COUNTS = "entry_counts.tsv"  # curated: entity, label, records before and 
 REMOVED_DIR = "removed"  # curated: removed/removed-*.jsonl, one `records.Removal` a line
 
 
-def harvest_of(curated: str | os.PathLike, recorded: str) -> Path | None:
+def harvest_of(curated: str | os.PathLike, recorded: str) -> str | None:
     """The harvest a curated dataset was made from, by the path its curation_stats.json records
-    (absolute; curations before that recorded it as typed, relative to where curate ran: then
-    looked for beside the curated dataset, and from here); None when it is not there."""
-    path, curated = Path(recorded), Path(curated)
-    candidates = [path] if path.is_absolute() else [curated.parent / path.name, curated.parent / path, path]
+    (absolute or a bucket path; curations before that recorded it as typed, relative to where
+    curate ran: then looked for beside the curated dataset, and from here); None when it is not there."""
+    if not recorded:
+        return None
+    if is_remote(recorded) or os.path.isabs(recorded):
+        candidates = [recorded]
+    elif is_remote(curated):
+        parent = os.fspath(curated).rstrip("/").rsplit("/", 1)[0]
+        candidates = [STORE.join(parent, os.path.basename(recorded)), STORE.join(parent, recorded), recorded]
+    else:
+        path, parent = Path(recorded), Path(curated).parent
+        candidates = [str(parent / path.name), str(parent / path), recorded]
     for c in candidates:
-        if recorded and (c / HARVEST_STATS).is_file():
+        if STORE.isfile(STORE.join(c, HARVEST_STATS)):
             return c
     return None
 
@@ -129,12 +140,11 @@ def fingerprint(directory: str | os.PathLike) -> str:
     """What identifies the records of a shard directory: its FINGERPRINT, or for data written
     before it existed, a digest of its dataset_info.json (the layout and counts)."""
     try:
-        return json.loads(Path(directory, FINGERPRINT).read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return json.loads(STORE.read(STORE.join(directory, FINGERPRINT)) or b"")["fingerprint"]
+    except (ValueError, KeyError, TypeError):
         pass
-    try:
-        data = Path(directory, "dataset_info.json").read_bytes()
-    except OSError:
+    data = STORE.read(STORE.join(directory, "dataset_info.json"))
+    if data is None:
         return ""
     return "info-" + hashlib.blake2b(data, digest_size=16).hexdigest()
 
@@ -167,19 +177,33 @@ def write_shard(path: str | os.PathLike, records: Iterable[bytes], digest=None) 
     return count, size
 
 
-def shard_paths(directory: str | os.PathLike, split: str) -> list[Path]:
+def shard_paths(directory: str | os.PathLike, split: str) -> list[str]:
     """The shards of a split as the dataset's own metadata (`dataset_info.json`, written last) lists
     them, never a glob: files of another layout or another run beside them are not read. A split
-    the metadata does not list has none; a listed file that is missing is an EntityNetError."""
+    the metadata does not list has none; a listed file that is missing is an EntityNetError. Paths
+    in the directory's store (local or bucket)."""
     info = check_directory(directory)
-    paths = [Path(directory) / name for name in layout(info).get(split, [])]
-    missing = [p.name for p in paths if not p.is_file()]
+    names = layout(info).get(split, [])
+    paths = [STORE.join(directory, name) for name in names]
+    # each file looked up by name (a bucket's listing may lag its writes; a lookup does not)
+    missing = [n for n, p in zip(names, paths, strict=True) if not STORE.isfile(p)]
     if missing:
         raise EntityNetError(
             f"{directory} lacks {len(missing)} shard file(s) its dataset_info.json lists (first: "
             f"{missing[0]}); re-run the stage that wrote it"
         )
     return paths
+
+
+def local_shard_paths(directory: str | os.PathLike, split: str) -> list[str]:
+    """`shard_paths` as local files for the readers that need one (Grain, ArrayRecord): the files
+    themselves when local; for a bucket, copies in the local cache (`storage.local_copy`, under
+    ENTITYNET_CACHE), filled once and kept apart per dataset fingerprint."""
+    paths = shard_paths(directory, split)
+    if not is_remote(directory):
+        return paths
+    key = fingerprint(directory)
+    return [local_copy(p, key=key) for p in paths]
 
 
 def layout(info: dict) -> dict[str, list[str]]:
@@ -235,14 +259,14 @@ def write_metadata(
 
 def check_directory(directory: str | os.PathLike) -> dict:
     """The dataset_info of a shard directory; an EntityNetError if it is missing or of another schema."""
-    info_path = Path(directory) / "dataset_info.json"
-    try:
-        info = json.loads(info_path.read_text())
-    except OSError as e:
+    info_path = STORE.join(directory, "dataset_info.json")
+    data = STORE.read(info_path)
+    if data is None:
         raise EntityNetError(
-            f"{directory} holds no harvest shards ({info_path.name}: {e.strerror}); "
-            "run `entitynet harvest` first"
-        ) from e
+            f"{directory} holds no harvest shards (no dataset_info.json); run `entitynet harvest` first"
+        )
+    try:
+        info = json.loads(data)
     except ValueError as e:
         raise EntityNetError(f"{info_path} is not valid JSON; re-run `entitynet harvest`") from e
     if info.get("version") != IMAGE_DATASET_VERSION:
@@ -272,8 +296,16 @@ def open_reader(path: str | os.PathLike):
 
 
 def read_shard(path: str | os.PathLike) -> Iterator[ImageRecord]:
-    """Every record of one ArrayRecord shard, in file order; EntityNetError naming the file when it
-    is truncated or corrupt, or holds bytes that are not records."""
+    """Every record of one ArrayRecord shard (local or in a bucket: then read from a temporary
+    copy), in file order; EntityNetError naming the file when it is truncated or corrupt, or holds
+    bytes that are not records."""
+    if is_remote(path):
+        with local_file(path) as local:
+            try:
+                yield from read_shard(local)
+            except EntityNetError as e:
+                raise EntityNetError(str(e).replace(local, os.fspath(path))) from None
+        return
     reader = open_reader(path)
     finished = False
     try:

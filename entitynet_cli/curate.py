@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from entitynet_cli.common import load_entities, log, table
+from entitynet_cli.common import log, table
 from entitynet_cli.harvest import license_summary
 
 
@@ -59,9 +59,9 @@ def cmd_curate(args, beam_args) -> int:
     from beam_pipelines import curate
 
     opts = curate_options(args)
-    entities = load_entities(args.entities)
     eval_sets = load_eval_sets(args.decontaminate, args.tfds_data_dir)
-    stats = curate.run(args.shards, entities, eval_sets, opts, args.out, beam_args)
+    # the path: the pipeline's workers read entities.jsonl themselves
+    stats = curate.run(args.shards, args.entities, eval_sets, opts, args.out, beam_args)
     print(curate_summary(stats, args.out.rstrip("/")))
     return 0
 

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from entitynet.errors import ConfigError
+from entitynet.locks import claimed_output
+from entitynet.storage import STORE, is_remote, staged_dir
 from entitynet_cli.common import load_entities
 
 
@@ -47,6 +50,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def default_site(dataset: str) -> str:
+    if is_remote(dataset):
+        return dataset.rstrip("/").rsplit("/", 1)[0] + "/explorer"
     return str(Path(dataset).resolve().parent / "explorer")
 
 
@@ -61,6 +66,7 @@ def explore_summary(result: dict) -> str:
 
 def cmd_explore(args, beam_args) -> int:
     from beam_pipelines import explore
+    from train.workdir import Mirror
 
     if not 16 <= args.thumb_size <= 1024:
         raise ConfigError(f"--thumb-size {args.thumb_size}: give 16 to 1024 pixels")
@@ -72,16 +78,33 @@ def cmd_explore(args, beam_args) -> int:
 
         queries = {q.id: q.text for q in read_jsonl(args.queries, Query)}
     out = args.out or default_site(args.dataset)
-    result = explore.run(
-        args.dataset,
-        load_entities(args.entities),
-        out,
-        queries,
-        args.eval or [],
-        args.thumb_size,
-        args.page_size,
-        beam_args,
-    )
+    if args.serve and is_remote(out):
+        raise ConfigError(f"--serve serves a local site; give a local --out (not {out})")
+    # a run in a bucket: its evaluations are read from a local copy of its workdir
+    evals = [Mirror(e).pull() if is_remote(e) else e for e in args.eval or []]
+    claim = claimed_output(out, "explore", ("index.html",)) if is_remote(out) else contextlib.nullcontext()
+    with claim, staged_dir(out, prefix="entitynet-explorer-") as site_dir:
+        result = explore.run(
+            args.dataset,
+            load_entities(args.entities),
+            site_dir,
+            queries,
+            evals,
+            args.thumb_size,
+            args.page_size,
+            beam_args,
+        )
+    if is_remote(out):  # built locally and uploaded
+        result["index"] = STORE.join(out, "index.html")
+        print(
+            explore_summary(result).replace(
+                f"open {Path(site_dir).resolve() / 'index.html'}", f"{result['index']}"
+            )
+        )
+        print(
+            f"copy it down to browse it (`gcloud storage cp -r {out} .` or `aws s3 cp --recursive {out} site`)"
+        )
+        return 0
     print(explore_summary(result))
     if args.serve:
         from entitynet.explore.serve import server

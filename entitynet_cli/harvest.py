@@ -113,17 +113,17 @@ def harvest_options(args, allow_loopback: bool = False):
 def cmd_harvest(args, beam_args) -> int:
     from beam_pipelines import harvest as harvest_pipeline
     from entitynet.harvest import SearchSpec
-    from entitynet.records import Query, read_jsonl
 
-    queries = list(read_jsonl(args.queries, Query))
-    entities = tuple(load_entities(args.entities)) if args.entities else ()
+    # the pipeline gets the files' paths (its workers read them); the driver reads the entities
+    # only for their labels (the data card)
+    labels = {e.id: e.label for e in load_entities(args.entities)} if args.entities else {}
     spec = SearchSpec(
         backend=args.backend,
         url=args.searxng_url or args.api_url or "",
         max_results=args.max_results,
         requests_per_second=args.search_rate,
         pool=tuple(args.pool or ()),
-        entities=entities,
+        entities_file=args.entities or "",
         balance_t=args.balance_t,
         balance_seed=args.balance_seed,
         endpoints=tuple(_endpoints(args.endpoint)),
@@ -134,9 +134,8 @@ def cmd_harvest(args, beam_args) -> int:
         gbif_archive=args.gbif_archive or "",
         inaturalist_data=args.inaturalist_data or "",
     )
-    labels = {e.id: e.label for e in entities}
     stats = harvest_pipeline.run(
-        queries, spec, harvest_options(args), args.out, beam_args, labels, entities=entities
+        args.queries, spec, harvest_options(args), args.out, beam_args, labels, entities=args.entities or ""
     )
     print(harvest_summary(stats, args.out.rstrip("/")))
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from entitynet.storage import STORE
 from entitynet_cli.common import table
 
 
@@ -29,14 +30,14 @@ def _mib(value: float) -> int:
     return int(value * (1 << 20)) if math.isfinite(value) else 0
 
 
-def expand_summary(stats: dict, source: str, min_sitelinks: int, out: Path) -> str:
+def expand_summary(stats: dict, source: str, min_sitelinks: int, out: str | Path) -> str:
     below = stats["traversed"] - stats["selected"]
     return (
         f"expanded {stats['entities']:,} entities from {source} in {stats['seconds']:.1f} s "
         f"({stats['traversed']:,} traversed, {stats['products']:,} fruits, {below:,} below {min_sitelinks} "
         f"sitelinks, depth {stats['max_depth_reached']}; walked by {_walked(stats)})\n"
         f"entities per natural type:\n{table(stats['per_natural_type'])}\n"
-        f"wrote {out / 'entities.jsonl'}"
+        f"wrote {STORE.join(out, 'entities.jsonl')}"
     )
 
 
@@ -62,7 +63,7 @@ def cmd_kg_expand(args, beam_args: list[str]) -> int:
         batch_size=args.batch_size,
     )
     stats = expand_kg.run(source, cfg, args.out, beam_args, args.strategy, args.closure_timeout)
-    print(expand_summary(stats, source.describe(), cfg.min_sitelinks, Path(args.out)))
+    print(expand_summary(stats, source.describe(), cfg.min_sitelinks, args.out))
     return 0
 
 

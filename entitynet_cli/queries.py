@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from entitynet.errors import ConfigError
+from entitynet.storage import STORE
 from entitynet.text.queries import make_queries
 from entitynet_cli.common import load_entities, table
 
@@ -53,7 +52,7 @@ def cmd_queries(args, _extra) -> int:
         f"modifiers: photo type {cfg.photo_type or 'none'}; exclude terms "
         f"{' '.join(cfg.exclude_terms) or 'none'}; or-terms {'on' if cfg.or_terms else 'off'} "
         "(each backend sends what its API can express)\n"
-        f"wrote {Path(args.out) / 'queries.jsonl'}"
+        f"wrote {STORE.join(args.out, 'queries.jsonl')}"
     )
     return 0
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from entitynet.errors import ConfigError
 from entitynet.text.tokenizer import train_tokenizer
 from entitynet_cli.common import compilation_cache, load_entities
@@ -32,19 +35,58 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, _) -> int:
+    """Runs and exports in a bucket are evaluated in local copies (`train.workdir.Mirror`); the
+    results go back into the bucket (the run's eval/ folder, or a bucket --out)."""
+    from entitynet.storage import is_remote, staged_dir
     from train.evaluate import run_from_args, summary
+    from train.workdir import Mirror
 
     compilation_cache()
-
-    for line in summary(run_from_args(args)):
+    mirrors = [Mirror(w) if is_remote(w) else None for w in args.workdir]
+    shown = {}  # local copy -> the bucket path it stands for, in what is printed
+    for i, m in enumerate(mirrors):
+        if m is not None:
+            args.label = args.label or [w.rstrip("/").rsplit("/", 1)[-1] for w in args.workdir]
+            args.workdir[i] = m.pull()
+            shown[m.local] = m.remote
+    with contextlib.ExitStack() as stack:
+        if args.out and is_remote(args.out):
+            local_out = stack.enter_context(staged_dir(args.out, prefix="entitynet-eval-"))
+            shown[local_out], args.out = args.out, local_out
+        lines = summary(run_from_args(args))
+    for m in mirrors:
+        if m is not None:
+            m.push()
+    for line in lines:
+        for local, remote in shown.items():
+            line = line.replace(local, remote)
         print(line)
     return 0
 
 
 def cmd_export(args, _) -> int:
+    """A run in a bucket is exported from a local copy; a bucket --out is written locally, then uploaded."""
+    from entitynet.storage import is_remote, staged_dir
     from train.export import export_open_clip, export_summary
+    from train.workdir import Mirror
 
-    print(export_summary(export_open_clip(args.workdir, args.out, args.repo_id, args.license)))
+    workdir = Mirror(args.workdir).pull() if is_remote(args.workdir) else args.workdir
+    if not is_remote(args.out):
+        print(export_summary(export_open_clip(workdir, args.out, args.repo_id, args.license)))
+        return 0
+    with staged_dir(args.out, prefix="entitynet-export-") as local:
+        staged = os.path.join(local, args.out.rstrip("/").rsplit("/", 1)[-1])
+        text = export_summary(export_open_clip(workdir, staged, args.repo_id, args.license))
+        for name in os.listdir(staged):  # the export's files, at the top of --out
+            os.replace(os.path.join(staged, name), os.path.join(local, name))
+        os.rmdir(staged)
+    name = args.out.rstrip("/").rsplit("/", 1)[-1]
+    head, _, snippet = text.partition("load it with open_clip:")
+    copy = "gcloud storage cp -r" if args.out.startswith("gs://") else "aws s3 cp --recursive"
+    print(head.replace(staged, args.out).replace(str(workdir), args.workdir), end="")
+    print(
+        f"load it with open_clip: copy it down first (`{copy} {args.out} {name}`), then{snippet.replace(staged, name)}"
+    )
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -301,3 +302,25 @@ def hostile(hostile_answers_server):
 
     reset(hostile_answers_server)
     return hostile_answers_server
+
+
+@pytest.fixture(scope="session")
+def object_store_server(tmp_path_factory):
+    """A real S3 server (moto's server mode) behind the fault proxy of tests/objectstore.py; the
+    AWS_* variables that lead clients to it are set for the session."""
+    from objectstore import object_store
+
+    with object_store(tmp_path_factory.mktemp("s3")) as store:
+        yield store
+
+
+@pytest.fixture
+def bucket(object_store_server, request):
+    """A fresh bucket on that server (`s3://<name>`), with no faults scripted."""
+    object_store_server.reset()
+    name = (
+        "t-"
+        + re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+        + f"-{time.time_ns() % 10**9}"
+    )
+    return object_store_server.bucket(name)

@@ -475,8 +475,8 @@ def test_an_empty_harvest_builds_a_site_and_a_curation_finds_its_harvest(tmp_pat
     assert result["entities"] == 0 and data(tmp_path / "site", "data/index.js")["entities"] == []
     curated = tmp_path / "curated"
     curated.mkdir()
-    assert shards.harvest_of(curated, str(harvest_dir)) == harvest_dir
-    assert shards.harvest_of(curated, "shards") == tmp_path / "shards"  # beside the curated set
+    assert shards.harvest_of(curated, str(harvest_dir)) == str(harvest_dir)
+    assert shards.harvest_of(curated, "shards") == str(tmp_path / "shards")  # beside the curated set
     assert (
         shards.harvest_of(curated, str(tmp_path / "gone")) is None and shards.harvest_of(curated, "") is None
     )

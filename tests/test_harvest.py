@@ -130,49 +130,43 @@ def test_retry_failed_refetches_only_transient_failures(harvested, small_world):
 
 
 @pytest.mark.slow
-def test_remote_output_through_beam_filesystems(harvested, small_world, tmp_path):
-    """`--out` on an object store (here memtest://, in memory, like gs://): the same shards as a local
-    run, readable once copied down; a re-run finds its search cache and work units there."""
-    import memfs
+def test_output_in_a_bucket(harvested, small_world, tmp_path, bucket, object_store_server):
+    """`--out` on an object store (a real S3 server on loopback): the same shards as a local run,
+    readable from the bucket; a re-run finds its search cache and work units there."""
+    from entitynet.storage import STORE
 
     out, stats, spec, port = harvested
     entities, queries = small_world
-    remote = "memtest://bucket/harvest"
-    memfs.clear()
+    remote = f"{bucket}/harvest"
     with SampleWeb(entities, seed=5, port=port) as web:
         got = harvest_pipeline.run(queries, spec, options(), remote)
         assert web.requests > 0
     assert got["per_outcome"] == stats["per_outcome"]
-    objects = memfs.listing(remote)
+    keys = [k.removeprefix("harvest/") for k in object_store_server.keys(remote)]
     shards_local = {p.name: p.read_bytes() for p in out.glob("entitynet-*")}
-    assert {k: v for k, v in objects.items() if k.startswith("entitynet-")} == shards_local
+    assert {k: STORE.read(f"{remote}/{k}") for k in keys if k.startswith("entitynet-")} == shards_local
     assert {
         "dataset_info.json",
         "features.json",
         "harvest_stats.json",
         "DATACARD.md",
         "harvest_config.json",
-    } <= set(objects)
-    assert any(k.startswith("plots/") for k in objects) and any(k.startswith("shard_stats/") for k in objects)
+    } <= set(keys)
+    assert any(k.startswith("plots/") for k in keys) and any(k.startswith("shard_stats/") for k in keys)
     for kind in ("candidates", "outcomes", "hosts"):
-        assert sorted(k for k in objects if k.startswith(kind + "/")) == got["files"][kind]
-    assert sum(k.startswith("fetch_work/") and "/unit-" in k for k in objects) > 0
-    assert sum(k.startswith("search_cache/searxng-") for k in objects) == len(queries)
-    assert not [k for k in objects if ".tmp-" in k or ".staged-" in k]
-    down = tmp_path / "down"
-    for k, v in objects.items():
-        (down / k).parent.mkdir(parents=True, exist_ok=True)
-        (down / k).write_bytes(v)
-    assert [r.key for r in iter_records(down, "train")] == [r.key for r in iter_records(out, "train")]
+        assert sorted(k for k in keys if k.startswith(kind + "/")) == got["files"][kind]
+    assert sum(k.startswith("fetch_work/") and "/unit-" in k for k in keys) > 0
+    assert sum(k.startswith("search_cache/searxng-") for k in keys) == len(queries)
+    assert not [k for k in keys if ".tmp-" in k or ".staged-" in k]
+    assert [r.key for r in iter_records(remote, "train")] == [r.key for r in iter_records(out, "train")]
     with SampleWeb(entities, seed=5, port=port) as web:
         again = harvest_pipeline.run(queries, spec, options(), remote)
         assert web.requests == 0
     assert again["reused_from_earlier_run"] == stats["candidates"]
-    memfs.clear()
 
 
 def test_unknown_remote_scheme_is_one_clear_error(small_world):
-    with pytest.raises(EntityNetError, match="no Beam filesystem for nosuch://b/x"):
+    with pytest.raises(EntityNetError, match="no filesystem for nosuch://"):
         harvest_pipeline.run(
             small_world[1], harvest.SearchSpec(url="http://127.0.0.1:9"), options(), "nosuch://b/x"
         )
@@ -436,10 +430,9 @@ def _pool_world(small_world, web, directory):
 
 
 @pytest.mark.slow
-def test_a_pool_of_several_files_and_globs_is_read_in_parallel_units(small_world, tmp_path):
-    import memfs
-
+def test_a_pool_of_several_files_and_globs_is_read_in_parallel_units(small_world, tmp_path, bucket):
     from entitynet.search.pool import Pool, pool_files, pool_units
+    from entitynet.storage import STORE
 
     entities, queries = small_world
     with SampleWeb(entities, seed=5) as web:
@@ -448,15 +441,13 @@ def test_a_pool_of_several_files_and_globs_is_read_in_parallel_units(small_world
         assert len(pool_files(patterns)) == 4 and len(pool_units(pool_files(patterns))) >= 7  # row groups
         spec = harvest.SearchSpec(backend="pool", pool=patterns)
         local = harvest_pipeline.run(queries, spec, options(), str(tmp_path / "out"))
-        # the same pool on an object store (memtest://, like gs://)
-        memfs.clear()
+        # the same pool in a bucket
         for p in (tmp_path / "pool").iterdir():
-            memfs.OBJECTS[f"memtest://bucket/pool/{p.name}"] = p.read_bytes()
+            STORE.upload(p, f"{bucket}/pool/{p.name}")
         remote_spec = harvest.SearchSpec(
-            backend="pool", pool=("memtest://bucket/pool/*.parquet", "memtest://bucket/pool/extra.jsonl")
+            backend="pool", pool=(f"{bucket}/pool/*.parquet", f"{bucket}/pool/extra.jsonl")
         )
         remote = harvest_pipeline.run(queries, remote_spec, options(), str(tmp_path / "out2"))
-        memfs.clear()
     # what the in-memory pool search finds, query by query
     pool = Pool(patterns[0], queries)
     pool_jsonl = Pool(patterns[1], queries)

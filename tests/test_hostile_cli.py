@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 import typing
+from pathlib import Path
 
 import pytest
 from hostile import tried
@@ -37,7 +38,7 @@ def bad(tiny_dataset, tmp_path_factory):
     for kind in ("truncated", "garbled"):
         d = root / kind
         shutil.copytree(data, d)
-        shard = shard_paths(d, "train")[0]
+        shard = Path(shard_paths(d, "train")[0])
         raw = bytearray(shard.read_bytes())
         if kind == "truncated":
             raw = raw[: len(raw) // 2]

@@ -87,21 +87,18 @@ def test_a_failed_run_leaves_an_empty_directory_empty(tmp_path, capsys):
     assert list(empty.iterdir()) == []
 
 
-def test_a_remote_output_is_judged_the_same_way(tmp_path):
-    import memfs
-
+def test_a_remote_output_is_judged_the_same_way(bucket, object_store_server):
     from beam_pipelines.common import PipelineOutput
     from entitynet.errors import OutputError
+    from entitynet.storage import STORE
 
     tried("output directory", 2)
-    memfs.clear()
-    memfs.OBJECTS["memtest://bucket/out/README.md"] = b"mine"
+    STORE.write(f"{bucket}/out/README.md", b"mine")
     with pytest.raises(
         OutputError, match=r"not an earlier `entitynet harvest` output \(it holds README.md\)"
     ):
-        with PipelineOutput("memtest://bucket/out", "entitynet-harvest-", "harvest"):
+        with PipelineOutput(f"{bucket}/out", "entitynet-harvest-", "harvest"):
             pass
-    assert sorted(memfs.OBJECTS) == ["memtest://bucket/out/README.md"]
-    with PipelineOutput("memtest://bucket/new", "entitynet-harvest-", "harvest"):
-        assert json.loads(memfs.OBJECTS[f"memtest://bucket/new/{OUTPUT_MARKER}"]) == {"stage": "harvest"}
-    memfs.clear()
+    assert object_store_server.keys(bucket) == ["out/README.md"]
+    with PipelineOutput(f"{bucket}/new", "entitynet-harvest-", "harvest"):
+        assert json.loads(STORE.read(f"{bucket}/new/{OUTPUT_MARKER}")) == {"stage": "harvest"}

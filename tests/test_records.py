@@ -118,3 +118,116 @@ def test_image_record_roundtrip_and_validation():
     assert decode_image(encode_image(small)) == small
     with pytest.raises(ValueError, match="not an EntityNet image record"):
         decode_image(b"\x00garbage")
+
+
+# ---------------------------------------------------------------- curation subsets
+
+
+def _keys(n: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    keys = [f"{rng.getrandbits(128):032x}" for _ in range(n)]
+    # keys that share their first half (the binary search must look at both) and the extremes
+    return [*keys, "ab" * 8 + "00" * 8, "ab" * 8 + "ff" * 8, "0" * 32, "f" * 32]
+
+
+def test_a_subset_is_its_sorted_key_array_searched_and_pickled_as_its_path(tmp_path):
+    """`key in subset` over the stored (hi, lo) array: every kept key found, no other key, nothing
+    that is not a key; iterating gives the keys in order. A local file's split is memory-mapped
+    and pickles as its path and split (what a Grain worker receives), not as the keys."""
+    import pickle
+
+    import numpy as np
+
+    from entitynet.records import Subset, encode_subset, read_subset
+
+    keys, others = _keys(3000, 1), _keys(3000, 2)[:-4]
+    path = tmp_path / "subset.npz"
+    np.savez(path, **encode_subset({"train": keys, "test": []}))
+    subset = read_subset(path, "train")
+    assert isinstance(subset, Subset) and isinstance(subset._pairs, np.memmap)
+    assert len(subset) == len(keys) and all(k in subset for k in keys)
+    assert not any(k in subset for k in others)
+    assert all(bad not in subset for bad in ("", "ab" * 8, "g" * 32, "ab" * 8 + "ff" * 7 + "fe", None, 7))
+    assert list(subset) == sorted(keys)
+    data = pickle.dumps(subset)
+    assert len(data) < 500  # the path, not 16 bytes a key
+    again = pickle.loads(data)
+    assert again._pairs is None and keys[0] in again and set(again) == set(keys)  # mapped on first use
+    empty = read_subset(path, "test")
+    assert len(empty) == 0 and keys[0] not in empty and list(empty) == []
+
+
+def test_a_subset_as_curate_streams_it_compressed_or_in_a_bucket_reads_the_same(tmp_path, monkeypatch):
+    """The layouts a subset file can have: curate's streamed zip64 members (memory-mapped), a
+    compressed archive (read into memory) and a bucket path (read into memory, pickled whole)."""
+    import pickle
+    import zipfile
+
+    import numpy as np
+
+    from entitynet.records import SCHEMA_VERSION, SUBSET_DTYPE, encode_subset, read_subset
+
+    keys = _keys(2000, 3)
+    arrays = encode_subset({"train": keys})
+    streamed = tmp_path / "streamed.npz"
+    with zipfile.ZipFile(streamed, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        with z.open("train.npy", "w", force_zip64=True) as entry:  # as beam_pipelines/curate.py
+            dtype = np.dtype(SUBSET_DTYPE)
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+            np.lib.format.write_array_header_1_0(entry, {**header, "shape": (len(keys),)})
+            entry.write(arrays["train"].tobytes())
+        with z.open("_version.npy", "w") as entry:
+            np.lib.format.write_array(entry, np.asarray(SCHEMA_VERSION))
+    compressed = tmp_path / "compressed.npz"
+    np.savez_compressed(compressed, **arrays)
+    a, b = read_subset(streamed, "train"), read_subset(compressed, "train")
+    assert isinstance(a._pairs, np.memmap) and not isinstance(b._pairs, np.memmap)
+    assert list(a) == list(b) == sorted(keys) and all(k in a and k in b for k in keys[:50])
+    assert keys[0] in pickle.loads(pickle.dumps(b))
+
+    from entitynet import storage
+
+    class Bucket:  # STORE.read as a bucket answers it
+        def read(self, path):
+            return compressed.read_bytes() if path == "gs://bucket/subset.npz" else None
+
+    monkeypatch.setattr(storage, "STORE", Bucket())
+    remote = read_subset("gs://bucket/subset.npz", "train")
+    with pytest.raises(EntityNetError, match=r"cannot read subset gs://bucket/none.npz"):
+        read_subset("gs://bucket/none.npz", "train")
+    assert isinstance(remote._pairs, np.ndarray) and keys[1] in remote
+    copy = pickle.loads(pickle.dumps(remote))  # no file to map: the array itself travels
+    assert copy._pairs is not None and keys[2] in copy
+
+
+def test_a_subset_that_is_not_one_or_was_replaced_is_refused_naming_the_file(tmp_path):
+    import os
+    import pickle
+
+    import numpy as np
+
+    from entitynet.records import SCHEMA_VERSION, encode_subset, read_subset
+
+    path = tmp_path / "subset.npz"
+    np.savez(path, **encode_subset({"train": _keys(10, 4)}))
+    with pytest.raises(EntityNetError, match=r"subset .*subset.npz has no split 'validation'"):
+        read_subset(path, "validation")
+    with pytest.raises(EntityNetError, match=r"cannot read subset .*none.npz"):
+        read_subset(tmp_path / "none.npz", "train")
+    (tmp_path / "garbage.npz").write_bytes(b"not a zip")
+    with pytest.raises(EntityNetError, match=r"cannot read subset .*garbage.npz .*re-run `entitynet curate"):
+        read_subset(tmp_path / "garbage.npz", "train")
+    np.savez(tmp_path / "old.npz", train=encode_subset({"train": []})["train"], _version=SCHEMA_VERSION - 1)
+    with pytest.raises(EntityNetError, match="schema version"):
+        read_subset(tmp_path / "old.npz", "train")
+    np.savez(tmp_path / "floats.npz", train=np.zeros(3), _version=SCHEMA_VERSION)
+    with pytest.raises(EntityNetError, match="not keys"):
+        read_subset(tmp_path / "floats.npz", "train")
+    # a worker process opening the file after the run replaced it would filter by other keys
+    sent = pickle.dumps(read_subset(path, "train"))
+    np.savez(tmp_path / "new.npz", **encode_subset({"train": _keys(10, 5)}))
+    os.replace(tmp_path / "new.npz", path)
+    with pytest.raises(EntityNetError, match="was replaced while in use"):
+        _ = "0" * 32 in pickle.loads(sent)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hostile import tried
@@ -131,7 +132,7 @@ def test_a_reader_never_globs_files_the_metadata_does_not_list(world, tmp_path):
     want = {r.key for r in all_records(out)}
     # a stray shard of another layout (a copy) beside them is not read
     src = shards.shard_paths(out, "train")[0]
-    (out / shards.shard_filename("train", 0, 5)).write_bytes(src.read_bytes())
+    (out / shards.shard_filename("train", 0, 5)).write_bytes(Path(src).read_bytes())
     assert {r.key for r in all_records(out)} == want
     os.remove(shards.shard_paths(out, "test")[1])
     with pytest.raises(Exception, match="lacks 1 shard file"):
@@ -250,26 +251,22 @@ def test_curating_into_the_harvest_itself_is_refused(world, tmp_path):
         curate_pipeline.run(str(out), entities, [], CurateOptions(), str(out) + "/")
 
 
-def test_an_object_store_lease_of_a_live_run_is_refused(tmp_path):
+def test_an_object_store_lease_of_a_live_run_is_refused(bucket):
     tried("re-run or concurrent run")
-    import memfs
-    from apache_beam.io.filesystems import FileSystems
+    from entitynet.storage import STORE
 
-    from beam_pipelines.common import BeamStore
-
-    memfs.clear()
-    out = "memtest://bucket/leased"
-    with pytest.raises(OutputError, match="remote output is written by the pipeline commands"):
-        OutputLock(out, "train")  # no store: the library alone cannot reach object stores
-    with OutputLock(out, "harvest", BeamStore()) as held:
+    out = f"{bucket}/leased"
+    with OutputLock(out, "harvest") as held:
         with (
             pytest.raises(OutputError, match=rf"in use by harvest run {held.run_id}"),
-            OutputLock(out, "curate", BeamStore()),
+            OutputLock(out, "curate"),
         ):
             pass
         held.check()
-        with FileSystems.create(out + "/" + LOCK_NAME) as f:  # another run overwrote the lease
-            f.write(json.dumps({"run_id": "other", "pid": os.getpid(), "host": "elsewhere"}).encode())
+        # another run overwrote the lease
+        STORE.write(
+            out + "/" + LOCK_NAME,
+            json.dumps({"run_id": "other", "pid": os.getpid(), "host": "elsewhere"}).encode(),
+        )
         with pytest.raises(OutputError, match="lost its lock"):
             held.check()
-    memfs.clear()

@@ -73,3 +73,80 @@ def test_the_hugging_face_file_gives_our_token_ids(tmp_path):
     back = load(tmp_path / "tokenizer.json")
     assert back.kind == "hf" and (back.sot_id, back.eot_id, back.pad_id) == (sp.sot_id, sp.eot_id, sp.pad_id)
     assert encode(back, texts, 12).tolist() == ours.tolist()
+
+
+def test_a_text_sample_is_bounded_seeded_uniform_and_in_stream_order():
+    from collections import Counter
+
+    texts = [f"text {i}" for i in range(1000)]
+    assert tokenizers.sample_texts(iter(texts), 1000) == (texts, 1000)  # covers all: all, in order
+    assert tokenizers.sample_texts(iter(texts), 5000) == (texts, 1000)
+    assert tokenizers.sample_texts(iter([]), 10) == ([], 0)
+    kept, total = tokenizers.sample_texts(iter(texts), 100, seed=1)
+    assert total == 1000 and len(kept) == 100 == len(set(kept))
+    assert kept == sorted(kept, key=lambda t: int(t.split()[1]))  # in the order they came
+    assert tokenizers.sample_texts(iter(texts), 100, seed=1)[0] == kept  # seeded
+    assert tokenizers.sample_texts(iter(texts), 100, seed=2)[0] != kept
+    # uniform: over many seeds every tenth of the stream is drawn about equally often
+    tenths = Counter(
+        int(t.split()[1]) // 100 for s in range(200) for t in tokenizers.sample_texts(texts, 50, s)[0]
+    )
+    assert all(abs(tenths[d] - 1000) < 150 for d in range(10)), tenths
+    with pytest.raises(ConfigError, match="at least one text"):
+        tokenizers.sample_texts(texts, 0)
+
+
+def test_sentencepiece_learns_from_a_bounded_sample_and_from_all_when_it_covers_them():
+    """A sample that covers every text changes nothing, byte for byte; a smaller one trains on
+    that many (seeded: the same model twice)."""
+    texts = [f"a photo of the {c} fox number {i}" for i, c in enumerate(["red", "grey", "arctic"] * 100)]
+    whole = tokenizers.SentencePieceTokenizer.train(texts, vocab_size=80, sample=None)
+    assert tokenizers.SentencePieceTokenizer.train(texts, vocab_size=80).model == whole.model
+    assert (
+        tokenizers.SentencePieceTokenizer.train(texts + ["  "], vocab_size=80, sample=300).model
+        == whole.model
+    )
+    small = tokenizers.SentencePieceTokenizer.train(texts, vocab_size=60, sample=100, seed=3)
+    assert (
+        small.model == tokenizers.SentencePieceTokenizer.train(texts, vocab_size=60, sample=100, seed=3).model
+    )
+    assert small.model != tokenizers.SentencePieceTokenizer.train(texts, vocab_size=60, sample=None).model
+
+
+def test_train_tokenizer_streams_the_shards_into_its_sample(tmp_path, sample_entities):
+    """`train_tokenizer` reads the shards' alt texts record by record (not whole records, not all
+    at once): with a sample that covers them the model is the one trained on the full list, as
+    before there was a bound; with a smaller one it counts every text and trains on the sample."""
+    from factories import record
+
+    from entitynet import shards
+    from entitynet.records import encode_image
+    from entitynet.text.captions import captions
+
+    entities = [e for e in sample_entities if e.depth > 0][:10]
+    recs = [
+        record(f"{i:032x}", f"http://t/{i}.jpg", alt_texts=(f"photo {i} of a {entities[i % 10].label}", ""))
+        for i in range(300)
+    ]
+    for split, part in (("train", recs[:200]), ("test", recs[200:])):
+        shards.write_shard(tmp_path / shards.shard_filename(split, 0, 1), (encode_image(r) for r in part))
+    shards.write_metadata(tmp_path, {"train": [200], "test": [100]}, {})
+    by_id = {e.id: e for e in entities}
+    kg = [c.text for e in entities for c in captions(e, None, [by_id[p] for p in e.parents if p in by_id])]
+    listed = [t for r in recs for t in r.alt_texts] + kg  # what it read before streaming
+
+    path, n = tokenizers.train_tokenizer(str(tmp_path), entities, 120, str(tmp_path / "all"))
+    assert (
+        tokenizers.load(path).model == tokenizers.SentencePieceTokenizer.train(listed, vocab_size=120).model
+    )
+    assert (n["alt_texts"], n["kg_captions"], n["sampled"], n["of"]) == (
+        600,
+        len(kg),
+        300 + len(kg),
+        300 + len(kg),
+    )
+
+    path, n = tokenizers.train_tokenizer(str(tmp_path), entities, 120, str(tmp_path / "some"), sample=100)
+    assert (n["alt_texts"], n["sampled"], n["of"]) == (600, 100, 300 + len(kg))
+    kept, _ = tokenizers.sample_texts((t for t in listed if t.strip()), 100)
+    assert tokenizers.load(path).model == tokenizers.SentencePieceTokenizer.train(kept, vocab_size=120).model

@@ -268,6 +268,31 @@ def test_batches_made_in_the_reader_threads_equal_batches_made_after_a_filter(ti
     assert (state_counts(""), state_counts(str(every))) == ("batches", "records")
 
 
+def test_a_subset_filters_the_loader_and_reaches_worker_processes_as_its_path(tiny_dataset, tmp_path):
+    """A subset keeps exactly its records, in this process and in Grain's worker processes, which
+    receive it as the file's path (and map the file themselves), not as a copy of its keys."""
+    import pickle
+
+    from entitynet import records, shards
+    from entitynet.text import tokenizer as tokenizers
+    from train.input_pipeline import InputConfig, InSubset, make_dataset
+
+    data_dir, entities, _, _ = tiny_dataset
+    tok = tokenizers.load(data_dir)
+    train_keys = [r.key for r in shards.iter_records(data_dir, "train")]
+    half = tmp_path / "half.npz"
+    np.savez(half, **records.encode_subset({"train": train_keys[::2]}))
+    assert len(pickle.dumps(InSubset(records.read_subset(half, "train")))) < 1000
+    base = dict(shards=str(data_dir), batch_size=8, image_size=16, context_length=16, train=False)
+    for workers in (0, 2):
+        cfg = InputConfig(**base, subset=str(half), num_workers=workers)
+        it = iter(make_dataset(cfg, entities, tok))
+        try:
+            assert sum(len(b["tokens"]) for b in it) == len(train_keys[::2])
+        finally:
+            getattr(it, "close", lambda: None)()
+
+
 def test_device_prefetch_checkpoints_the_next_batch_the_step_sees(tiny_dataset):
     """Batches are loaded and sent ahead of the step, so the loader's own state is past batches
     the step never saw; the prefetcher's state is at the next one it hands over, and a loader

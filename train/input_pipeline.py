@@ -62,7 +62,7 @@ class InputConfig:
 
 
 def open_source(directory: str, split: str) -> shards.CheckedSource:
-    paths = [str(p) for p in shards.shard_paths(directory, split)]  # checks the directory first
+    paths = shards.local_shard_paths(directory, split)  # checks the directory first; bucket: cached copies
     if not paths:
         raise ConfigError(f"{directory} has no {split!r} shards; check the data path and split")
     source = shards.CheckedSource(paths)
@@ -225,7 +225,10 @@ class Decode(grain.transforms.Map):
 
 
 class InSubset(grain.transforms.Filter):
-    def __init__(self, keys: frozenset[str]):
+    """Records whose key is in a curation's subset (`records.Subset`: its sorted key array, 16
+    bytes a key; a worker process receives a local file's path and maps the file itself)."""
+
+    def __init__(self, keys: records.Subset):
         self.keys = keys
 
     def filter(self, record) -> bool:

@@ -9,10 +9,14 @@ import json
 from pathlib import Path
 
 
-def _read(path: Path) -> dict:
+def _read(path: str | Path) -> dict:
+    """A JSON object from a local or bucket path; {} when missing or unreadable."""
+    from entitynet.errors import StorageError
+    from entitynet.storage import STORE
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(STORE.read(path) or b"null")
+    except (ValueError, StorageError):
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -25,15 +29,18 @@ def _counts(counts: dict | None, limit: int = 8) -> str:
     return shown + (f", and {len(top) - limit} more" if len(top) > limit else "")
 
 
-def data_lines(shards: Path) -> list[str]:
-    """What the training data was, from the stats files beside its shards."""
-    curation, harvest = _read(shards / "curation_stats.json"), _read(shards / "harvest_stats.json")
+def data_lines(shards: str) -> list[str]:
+    """What the training data was, from the stats files beside its shards (local or in a bucket)."""
+    from entitynet.storage import STORE
+
+    curation = _read(STORE.join(shards, "curation_stats.json"))
+    harvest = _read(STORE.join(shards, "harvest_stats.json"))
     lines = [f"- Shards: `{shards}`"]
     if curation:
         from entitynet.shards import harvest_of
 
         source = harvest_of(shards, str(curation.get("input", "")))
-        harvest = _read(source / "harvest_stats.json") if source else harvest
+        harvest = _read(STORE.join(source, "harvest_stats.json")) if source else harvest
         kept = sum((curation.get("kept") or {}).values())
         lines.append(
             f"- Curated with MetaCLIP balancing over the knowledge graph's entities (t = "
@@ -118,7 +125,7 @@ def card(
         "",
         "## Training data",
         "",
-        *data_lines(Path(str(data.get("shards", "")))),
+        *data_lines(str(data.get("shards", ""))),
         f"- Texts: alt texts with probability {data.get('alt_text_chance', '?')}, otherwise captions made "
         "from the knowledge graph",
         "",

@@ -1,10 +1,11 @@
 """Train a CLIP (or SigLIP) on EntityNet shards.
 
     python -m train.train --config configs/tiny_cpu.py --workdir runs/tiny
-    entitynet train --config configs/vit_b32_entitynet.py --workdir gs-fuse/runs/b32 --config.optim.lr=3e-4
+    entitynet train --config configs/vit_b32_entitynet.py --workdir gs://bucket/runs/b32 --config.optim.lr=3e-4
 
 The workdir holds everything: checkpoints/ (Orbax: model + optimizer state, the data iterator,
-the data-loader settings), metrics.jsonl, TensorBoard events, config.json. Running the same
+the data-loader settings), metrics.jsonl, TensorBoard events, config.json; it may be in a bucket
+(gs://, s3://: trained in a local copy pushed back after every checkpoint, train/workdir.py). Running the same
 command again resumes from the last checkpoint, exactly (same parameters, same data order); a
 damaged newer checkpoint is moved aside (checkpoints/damaged-<step>-<time>) with a warning, and the
 run resumes from the newest intact one (train/checkpoints.py).
@@ -46,6 +47,7 @@ from entitynet.errors import ConfigError, EntityNetError
 from entitynet.files import atomic_open, ensure_writable_dir
 from entitynet.locks import OutputLock
 from entitynet.records import Entity, read_jsonl
+from entitynet.storage import STORE, filesystem, is_remote
 from entitynet.text import tokenizer as tokenizers
 from entitynet.text.templates import read_templates
 from train import config as config_lib
@@ -214,13 +216,15 @@ def data_settings(cfg, process_count: int) -> dict:
 
 def _file_digest(path: str) -> str:
     """Of a file's bytes; a tokenizer given as its directory: of its tokenizer.json."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / tokenizers.TOKENIZER_FILE
-    try:
-        return hashlib.blake2b(p.read_bytes(), digest_size=16).hexdigest()
-    except OSError:
-        return ""
+    data = STORE.read(_tokenizer_file(path))
+    return hashlib.blake2b(data, digest_size=16).hexdigest() if data is not None else ""
+
+
+def _tokenizer_file(path: str) -> str:
+    """A tokenizer's file: the path itself, or its tokenizer.json when it names a directory."""
+    return (
+        STORE.join(path, tokenizers.TOKENIZER_FILE) if STORE.isdir(path) and not STORE.isfile(path) else path
+    )
 
 
 class StaleCheckpoint(ConfigError):
@@ -267,8 +271,9 @@ class Checkpointer:
     Saves are asynchronous: a save's failure (a full disk) surfaces when the next save waits for it,
     or at `finish`, and is reported with the step of the save that failed."""
 
-    def __init__(self, mngr, checkpoints: Path, settings: dict, cfg, schedule):
+    def __init__(self, mngr, checkpoints: Path, settings: dict, cfg, schedule, on_saved=None):
         self.mngr, self.checkpoints, self.settings = mngr, checkpoints, settings
+        self.on_saved = on_saved  # called once a save is complete (a bucket workdir's push)
         self.cfg, self.schedule = cfg, schedule
         self.pending: int | None = None  # the step of a save that may still be writing
         self.unchecked: list[tuple[int, jax.Array]] = []
@@ -329,7 +334,9 @@ class Checkpointer:
             if step is None:
                 raise
             raise self._failure(e, step) from None
-        self.pending = None
+        finished, self.pending = self.pending, None
+        if finished is not None and self.on_saved is not None:
+            self.on_saved()
 
     def abandon(self) -> None:
         """After a failed run: remove what failed saves left (their temporary directories), once
@@ -482,18 +489,22 @@ def compiled_flops(compiled) -> float:
 # ---------------------------------------------------------------- the loop
 
 
-def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, on_saved=None) -> dict:
     """Train (or resume) in `workdir`; returns the final metrics. Process 0 holds the workdir's lock
     for the run (the processes of one distributed run share it); a run that fails before its first
-    checkpoint leaves no workdir it created behind."""
+    checkpoint leaves no workdir it created behind. A workdir in a bucket is trained in a local
+    copy pushed back after every checkpoint (`train.workdir`). `on_saved`: called after each
+    checkpoint is complete."""
     config_lib.check(cfg)
+    if is_remote(workdir):
+        return _train_in_bucket(cfg, os.fspath(workdir))
     created = not Path(workdir).exists()
     workdir = ensure_writable_dir(workdir)
     pid = 0
     try:
         pid, nproc = _processes(cfg)
         with OutputLock(str(workdir), "train") if pid == 0 else contextlib.nullcontext():
-            return _train(cfg, workdir, pid, nproc)
+            return _train(cfg, workdir, pid, nproc, on_saved)
     except BaseException as e:
         checkpoints = workdir / "checkpoints"
         if pid == 0 and created and not (checkpoints.is_dir() and any(checkpoints.iterdir())):
@@ -501,6 +512,27 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         if isinstance(e, OSError) and is_no_space(e):  # metrics, events, config.json on a full disk
             raise no_space_error("writing the run's files", workdir, e) from None
         raise
+
+
+def _train_in_bucket(cfg: ml_collections.ConfigDict, remote: str) -> dict:
+    """`train` with its workdir in a bucket: the bucket's lease held for the run, a fresh local copy
+    trained in (`train.workdir.Mirror`), pushed after each checkpoint and at the end, failed or not."""
+    from train.workdir import Mirror
+
+    if cfg.get("distributed", False):
+        raise ConfigError(
+            f"--workdir {remote}: a multi-host run needs a workdir every host shares; mount the bucket on "
+            "every host (gcsfuse) and give the mount's path (docs/run-at-scale.md)"
+        )
+    filesystem(remote)  # a store this installation can reach, or one line saying what to install
+    with OutputLock(remote, "train"):
+        mirror = Mirror(remote)
+        local = mirror.pull()
+        log.info("training %s in its local copy %s", remote, local)
+        try:
+            return train(cfg, local, on_saved=mirror.push)
+        finally:
+            mirror.push()
 
 
 def _processes(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -520,7 +552,7 @@ def _processes(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) -> dict:
+def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, on_saved=None) -> dict:
     if cfg.batch_size % nproc:
         raise ConfigError(f"batch_size {cfg.batch_size} does not split over {nproc} processes")
     if pid == 0:
@@ -580,7 +612,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int) 
         log.info("resumed from step %d in %s", start, workdir)
     elif cfg.get("init_from", ""):
         state = init_from_open_clip(graphdef, state, cfg.init_from)
-    saver = Checkpointer(mngr, checkpoints, settings, cfg, schedule)
+    saver = Checkpointer(mngr, checkpoints, settings, cfg, schedule, on_saved if pid == 0 else None)
 
     # == evaluation input (contrastive loss on the held-out split)
     eval_batches = []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from entitynet.errors import ConfigError
 from entitynet.explore.site import slug, write_data
-from entitynet.files import LOCAL
+from entitynet.storage import STORE
 
 
 def eval_dirs(path: str) -> list[Path]:
@@ -85,7 +85,7 @@ def add_evaluation(site: str, result_dir: Path) -> dict:
                 if not src.is_file():
                     continue
                 img = f"eval/{key}/{p['i']}.jpg"
-                LOCAL.write(str(dest / f"{p['i']}.jpg"), src.read_bytes())
+                STORE.write(str(dest / f"{p['i']}.jpg"), src.read_bytes())
                 c["examples"].append({"img": img, "right": p["right"], "top5": p["top5"]})
                 pair = (p["label"], p["top5"][0][0])
                 if not p["right"] and pair in pairs:
@@ -102,7 +102,7 @@ def add_evaluation(site: str, result_dir: Path) -> dict:
         for a, b, n in (zs or {}).get("confused", [])
     ]
     write_data(
-        LOCAL,
+        STORE,
         site,
         f"data/eval/{key}.js",
         {**row, "classes": list(classes.values()), "confused": confused},

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from entitynet.errors import OutputError
-from entitynet.files import LOCAL
+from entitynet.storage import STORE
 
 MARKER = "explorer.json"
 BUILDING = ".building"  # written first, removed last: the site of a build that did not finish
@@ -95,12 +95,12 @@ def prepare(site: str, built_from: dict) -> None:
     """Make the (checked, locked) `site` ready for a build: an earlier site's data and evaluation
     pages go, its thumbnails stay for reuse."""
     root = Path(site)
-    LOCAL.write(str(root / BUILDING), json.dumps(built_from, indent=2, sort_keys=True).encode())
+    STORE.write(str(root / BUILDING), json.dumps(built_from, indent=2, sort_keys=True).encode())
     (root / MARKER).unlink(missing_ok=True)  # written again last: a killed build is not a site
     for sub in ("data", "eval"):
         shutil.rmtree(root / sub, ignore_errors=True)
     for name in ASSETS:
-        LOCAL.write(
+        STORE.write(
             str(root / name), resources.files("entitynet.explore").joinpath("assets", name).read_bytes()
         )
 
@@ -126,7 +126,7 @@ def finish(site: str, built_from: dict) -> None:
     """The marker first, then `.building` goes: a kill between them leaves a site that is still
     recognised as one (and rebuilt); then thumbnails of another size are pruned."""
     root = Path(site)
-    LOCAL.write(str(root / MARKER), json.dumps(built_from, indent=2, sort_keys=True).encode())
+    STORE.write(str(root / MARKER), json.dumps(built_from, indent=2, sort_keys=True).encode())
     (root / BUILDING).unlink(missing_ok=True)
     for old in root.glob("thumbs-*"):  # thumbnails of another size are never shown again
         if old.name != f"thumbs-{built_from['thumb_size']}":

@@ -23,7 +23,6 @@ import requests
 
 from entitynet import __version__
 from entitynet.errors import SearchError
-from entitynet.files import LOCAL, LocalStore
 from entitynet.http_policy import (
     Backoff,
     Deadline,
@@ -36,6 +35,7 @@ from entitynet.http_policy import (
     why,
 )
 from entitynet.records import Candidate, Query, decode_search_answer, encode_search_answer
+from entitynet.storage import STORE, Store
 
 MODIFIERS = ("photo_type", "exclude_terms", "or_terms")
 TOTAL_TIMEOUT = 120.0  # seconds for one call of an API: its answer, retries and their waits
@@ -181,11 +181,11 @@ def by_identifier(query: Query, identifiers: dict[str, str], find) -> list[Candi
 
 class SearchCache:
     """Answers of a backend stored as JSON files named by a hash of (backend, its `settings`, query
-    and modifiers), in a local directory or, given a `store` over Beam's FileSystems, a remote one.
+    and modifiers), in a local directory or a bucket (`entitynet.storage`).
     `settings` is a digest of what else decides an answer (endpoint, max results, pool file:
     `entitynet.harvest.search_settings`), so an answer made under other settings is never reused."""
 
-    def __init__(self, directory: str | Path, store: LocalStore = LOCAL, settings: str = ""):
+    def __init__(self, directory: str | Path, store: Store = STORE, settings: str = ""):
         self.dir, self.store, self.settings = os.fspath(directory), store, settings
 
     def _path(self, backend: str, query: Query) -> str:

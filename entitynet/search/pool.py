@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from entitynet.errors import ConfigError
-from entitynet.files import LOCAL, LocalStore
 from entitynet.records import Candidate, Query
+from entitynet.storage import STORE, Store
 from entitynet.text.matching import Matcher, Prefilter
 
 _URL = ("url", "URL", "image_url")
@@ -49,7 +49,7 @@ def _columns_error(path: str, names) -> None:
             )
 
 
-def pool_files(patterns, store: LocalStore = LOCAL) -> list[str]:
+def pool_files(patterns, store: Store = STORE) -> list[str]:
     """The files of a pool given as paths and globs, sorted (`store`: the local disk, or the
     pipelines' store over any Beam filesystem); a ConfigError naming a pattern that matches
     nothing or a file of an unsupported type."""
@@ -81,7 +81,7 @@ def _regular_file(path: str) -> None:
     raise ConfigError(f"pool {path} is not a regular file (a pipe, a device); give a file")
 
 
-def pool_units(files: list[str], store: LocalStore = LOCAL) -> list[tuple[str, int]]:
+def pool_units(files: list[str], store: Store = STORE) -> list[tuple[str, int]]:
     """Units of work over the pool's files: (file, row group) for Parquet (read from its footer),
     (file, -1) for a whole JSONL/CSV/TSV file. The columns of Parquet, CSV and TSV files are checked
     here, before any worker starts (a JSONL file's rows are checked as they are read)."""
@@ -112,7 +112,7 @@ def pool_units(files: list[str], store: LocalStore = LOCAL) -> list[tuple[str, i
 BATCH = 65536  # rows per batch
 
 
-def read_batches(unit: tuple[str, int], store: LocalStore = LOCAL) -> Iterator[tuple]:
+def read_batches(unit: tuple[str, int], store: Store = STORE) -> Iterator[tuple]:
     """(urls, texts, page_urls) of one unit (`pool_units`) as pyarrow string arrays of equal length
     (a missing text or page URL is null), a batch at a time; rows without a URL are dropped, a row
     with a list of texts gives one row per text. Texts stay in Arrow: a matcher converts only the

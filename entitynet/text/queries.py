@@ -152,8 +152,10 @@ def make_queries(entities, out_dir: str, cfg, llm=None, llm_top: int = 0) -> tup
 
     from entitynet.files import ensure_writable_dir, write_json
     from entitynet.records import write_jsonl
+    from entitynet.storage import STORE, is_remote
 
-    out = ensure_writable_dir(out_dir)
+    if not is_remote(out_dir):
+        ensure_writable_dir(out_dir)
     started = time.time()
     llm_stats = {}
     if llm is not None and llm_top > 0:
@@ -167,7 +169,7 @@ def make_queries(entities, out_dir: str, cfg, llm=None, llm_top: int = 0) -> tup
             entities[i] = dataclasses.replace(entities[i], attributes=entities[i].attributes + tuple(attrs))
         llm_stats = {"llm_entities": len(ranked), "llm_failed": failed}
     queries = build_queries(entities, cfg)
-    write_jsonl(out / "queries.jsonl", queries)
+    write_jsonl(STORE.join(out_dir, "queries.jsonl"), queries)
     stats = {
         "entities": len(entities),
         "queries": len(queries),
@@ -175,5 +177,7 @@ def make_queries(entities, out_dir: str, cfg, llm=None, llm_top: int = 0) -> tup
         "seconds": round(time.time() - started, 2),
         **llm_stats,
     }
-    write_json(out / "queries_config.json", {"queries": dataclasses.asdict(cfg), "stats": stats})
+    write_json(
+        STORE.join(out_dir, "queries_config.json"), {"queries": dataclasses.asdict(cfg), "stats": stats}
+    )
     return queries, stats
