@@ -185,8 +185,16 @@ def shard_paths(directory: str | os.PathLike, split: str) -> list[str]:
     info = check_directory(directory)
     names = layout(info).get(split, [])
     paths = [STORE.join(directory, name) for name in names]
-    # each file looked up by name (a bucket's listing may lag its writes; a lookup does not)
-    missing = [n for n, p in zip(names, paths, strict=True) if not STORE.isfile(p)]
+    # each file looked up by name (a bucket's listing may lag its writes; a lookup does not),
+    # many at a time in a bucket
+    if is_remote(directory) and len(paths) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:
+            present = list(pool.map(STORE.isfile, paths))
+    else:
+        present = [STORE.isfile(p) for p in paths]
+    missing = [n for n, ok in zip(names, present, strict=True) if not ok]
     if missing:
         raise EntityNetError(
             f"{directory} lacks {len(missing)} shard file(s) its dataset_info.json lists (first: "

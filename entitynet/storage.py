@@ -142,7 +142,11 @@ class Store:
         p = os.fspath(path)
         if not is_remote(p):
             return os.path.isdir(p)
-        return bool(self.list_names(p, recursive=True))
+        fs = filesystem(p)
+        try:
+            return fs.isdir(p)
+        except Exception as e:  # noqa: BLE001
+            raise StorageError(f"cannot look up {p}: {_why(e)}") from None
 
     def stat(self, path: str | os.PathLike) -> tuple[int, float]:
         """(size in bytes, modification time) of a file; FileNotFoundError when there is none."""
@@ -196,14 +200,15 @@ class Store:
         fs = filesystem(d)
         prefix = fs._strip_protocol(d).rstrip("/") + "/"
         try:
-            found = fs.find(prefix) if recursive else fs.ls(prefix, detail=False)
+            if recursive:
+                found = fs.find(prefix)
+            else:  # one listing with details: no lookup per name
+                found = [e["name"] for e in fs.ls(prefix, detail=True) if e.get("type") == "file"]
         except FileNotFoundError:
             return []
         except Exception as e:  # noqa: BLE001
             raise StorageError(f"cannot list {d}: {_why(e)}") from None
         names = [f[len(prefix) :] for f in found if f.startswith(prefix)]
-        if not recursive:
-            names = [n for n in names if n and fs.isfile(prefix + n)]
         return sorted(n for n in names if n and not n.endswith("/"))
 
     # ------------------------------------------------------------------ writes

@@ -64,9 +64,27 @@ def explore_summary(result: dict) -> str:
     )
 
 
-def cmd_explore(args, beam_args) -> int:
+def _build(args, out: str, claim, queries, evals: list[str], beam_args) -> dict:
+    """The site built into `out`, or into a local directory then uploaded when `out` is a bucket."""
     from beam_pipelines import explore
-    from train.workdir import Mirror
+
+    with claim, staged_dir(out, prefix="entitynet-explorer-") as site_dir:
+        result = explore.run(
+            args.dataset,
+            load_entities(args.entities),
+            site_dir,
+            queries,
+            evals,
+            args.thumb_size,
+            args.page_size,
+            beam_args,
+        )
+        result["local_index"] = str(Path(result["index"]).resolve())
+    return result
+
+
+def cmd_explore(args, beam_args) -> int:
+    from train.workdir import reader_copy
 
     if not 16 <= args.thumb_size <= 1024:
         raise ConfigError(f"--thumb-size {args.thumb_size}: give 16 to 1024 pixels")
@@ -81,26 +99,19 @@ def cmd_explore(args, beam_args) -> int:
     if args.serve and is_remote(out):
         raise ConfigError(f"--serve serves a local site; give a local --out (not {out})")
     # a run in a bucket: its evaluations are read from a local copy of its workdir
-    evals = [Mirror(e).pull() if is_remote(e) else e for e in args.eval or []]
     claim = claimed_output(out, "explore", ("index.html",)) if is_remote(out) else contextlib.nullcontext()
-    with claim, staged_dir(out, prefix="entitynet-explorer-") as site_dir:
-        result = explore.run(
-            args.dataset,
-            load_entities(args.entities),
-            site_dir,
-            queries,
-            evals,
-            args.thumb_size,
-            args.page_size,
-            beam_args,
-        )
+    with contextlib.ExitStack() as cleanup:
+        local_of = {}
+        for e in args.eval or []:
+            if is_remote(e):
+                copy = reader_copy(e)
+                cleanup.callback(copy.drop)
+                local_of[e] = copy.pull(only=("eval/", "results.json"))
+        evals = [local_of.get(e, e) for e in args.eval or []]
+        result = _build(args, out, claim, queries, evals, beam_args)
     if is_remote(out):  # built locally and uploaded
         result["index"] = STORE.join(out, "index.html")
-        print(
-            explore_summary(result).replace(
-                f"open {Path(site_dir).resolve() / 'index.html'}", f"{result['index']}"
-            )
-        )
+        print(explore_summary(result).replace(f"open {result['local_index']}", result["index"]))
         print(
             f"copy it down to browse it (`gcloud storage cp -r {out} .` or `aws s3 cp --recursive {out} site`)"
         )

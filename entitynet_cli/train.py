@@ -39,10 +39,10 @@ def cmd_eval(args, _) -> int:
     results go back into the bucket (the run's eval/ folder, or a bucket --out)."""
     from entitynet.storage import is_remote, staged_dir
     from train.evaluate import run_from_args, summary
-    from train.workdir import Mirror
+    from train.workdir import reader_copy
 
     compilation_cache()
-    mirrors = [Mirror(w) if is_remote(w) else None for w in args.workdir]
+    mirrors = [reader_copy(w) if is_remote(w) else None for w in args.workdir]
     shown = {}  # local copy -> the bucket path it stands for, in what is printed
     for i, m in enumerate(mirrors):
         if m is not None:
@@ -53,10 +53,15 @@ def cmd_eval(args, _) -> int:
         if args.out and is_remote(args.out):
             local_out = stack.enter_context(staged_dir(args.out, prefix="entitynet-eval-"))
             shown[local_out], args.out = args.out, local_out
-        lines = summary(run_from_args(args))
-    for m in mirrors:
-        if m is not None:
-            m.push()
+        try:
+            lines = summary(run_from_args(args))
+            for m in mirrors:
+                if m is not None:
+                    m.push()  # the results, into the run's eval/ in the bucket
+        finally:
+            for m in mirrors:
+                if m is not None:
+                    m.drop()
     for line in lines:
         for local, remote in shown.items():
             line = line.replace(local, remote)
@@ -66,11 +71,22 @@ def cmd_eval(args, _) -> int:
 
 def cmd_export(args, _) -> int:
     """A run in a bucket is exported from a local copy; a bucket --out is written locally, then uploaded."""
+    from entitynet.storage import is_remote
+    from train.workdir import reader_copy
+
+    if is_remote(args.workdir):
+        mirror = reader_copy(args.workdir)
+        try:
+            return _export(args, mirror.pull())
+        finally:
+            mirror.drop()
+    return _export(args, args.workdir)
+
+
+def _export(args, workdir: str) -> int:
     from entitynet.storage import is_remote, staged_dir
     from train.export import export_open_clip, export_summary
-    from train.workdir import Mirror
 
-    workdir = Mirror(args.workdir).pull() if is_remote(args.workdir) else args.workdir
     if not is_remote(args.out):
         print(export_summary(export_open_clip(workdir, args.out, args.repo_id, args.license)))
         return 0

@@ -33,8 +33,17 @@ SKIPPED = {".entitynet.lock"}  # the local copy's own lock: the bucket has its o
 
 
 def local_dir(remote: str) -> str:
+    """Where a training run keeps its local copy of a bucket workdir."""
     digest = hashlib.sha256(remote.rstrip("/").encode()).hexdigest()[:16]
     return os.path.join(cache_root(), "workdirs", digest)
+
+
+def reader_copy(remote: str) -> Mirror:
+    """A mirror of a bucket workdir for a reader (eval, export, explore) in a temporary directory
+    of its own, apart from a training run's copy on the same machine; remove it with `drop()`."""
+    import tempfile
+
+    return Mirror(remote, tempfile.mkdtemp(prefix="entitynet-workdir-"))
 
 
 def _step_of(rel: str) -> str | None:
@@ -53,13 +62,20 @@ class Mirror:
         self.local = local or local_dir(self.remote)
         self._pushed: dict[str, tuple[int, int]] = {}  # rel -> (size, mtime_ns) as last in the bucket
 
-    def pull(self) -> str:
-        """A fresh local copy of the bucket workdir (complete checkpoint steps only); its path."""
+    def drop(self) -> None:
+        """Remove the local copy."""
+        shutil.rmtree(self.local, ignore_errors=True)
+
+    def pull(self, only: tuple[str, ...] = ()) -> str:
+        """A fresh local copy of the bucket workdir (complete checkpoint steps only; with `only`,
+        just the files under those prefixes, e.g. ("eval/",)); its path."""
         shutil.rmtree(self.local, ignore_errors=True)
         os.makedirs(self.local)
         names = STORE.list_names(self.remote, recursive=True)
         complete = {_step_of(n) for n in names if n.endswith(f"/{COMMIT}") and n.count("/") == 2}
         for rel in names:
+            if only and not rel.startswith(only):
+                continue
             step = _step_of(rel)
             if rel in SKIPPED or rel.split("/")[-1] in SKIPPED or (step is not None and step not in complete):
                 continue
