@@ -29,16 +29,42 @@ count entries over the pool, draw); "pool floor" reads the same text column into
 and counts them, on the same runner. Target: pool match at least 50% of the floor's rows/s.
 
     .venv/bin/python benchmarks/scale.py --only pool --pool-sizes 1000000,8000000
+
+The memory stages (`--memory-sizes`, default 100k and 1M records): synthetic harvest shards of
+N records written with the project's own codec and writer (`records.encode_image`, sped up 15x
+by re-using one encoded record per JPEG and replacing its text fields, checked byte for byte;
+`shards.write_shard`; a "train" split of 90% in 16 shards and a "test" split of 10% in 4, 32x32
+JPEGs of which 64 distinct ones are shared, one alt text each naming one of 1,000 entities), and
+three consumers, each in its own process: "loader", the trainer's Grain input
+(`train.input_pipeline.make_dataset`, 2 worker processes) iterating 50 batches of 64 with a
+subset of every other training key applied; "tokenizer", `train_tokenizer` over every split and
+the entities' captions (its text sample bounded by `--tokenizer-sample`, default 50,000, below
+both sizes' text counts); "heldout", `entitynet eval --heldout` over the "test" split
+(`train.evaluate.evaluate_model` on `train.eval_data.heldout`: embeddings, zero-shot with the
+bare class names, retrieval over the alt texts, predictions, thumbnails, the report) with a
+stand-in model (64 numbers per image, its first pixel values, and per text, its bag of token
+ids: the model is not what is measured). Peak RSS is VmHWM from /proc of the component's process
+and of its largest worker. Target: ratio of the largest process between the sizes <= 1.25. The
+evaluation keeps per image what scoring needs (its embedding, its right answers as class
+indices, its alt texts and their embeddings), so its line prints the growth per held-out image
+as well.
+
+    .venv/bin/python benchmarks/scale.py --only memory --memory-sizes 100000,1000000
+
+After the web stages, two lines divide the growth of harvest's and curate's largest worker
+(largest size over smallest) by the floor's: target <= 1.5.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -230,6 +256,284 @@ def pool_stage(stage: str, directory: Path, beam_args: list[str]) -> None:
         balanced["kept"] | "CountKept" >> beam.combiners.Count.Globally() | beam.Map(save("kept"))
 
 
+MEMORY_ENTITIES = 1000
+MEMORY_SHARDS = 16
+MEMORY_JPEGS = 64  # distinct 32x32 JPEGs the records share (a million distinct ones add nothing here)
+LOADER_BATCHES, LOADER_BATCH = 50, 64
+EMBED_DIM = 64
+
+
+def _tiny_jpegs() -> list[bytes]:
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for i in range(MEMORY_JPEGS):
+        arr = np.random.default_rng(i).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, "JPEG", quality=80)
+        out.append(buf.getvalue())
+    return out
+
+
+def memory_key(i: int) -> str:
+    from entitynet.records import image_key
+
+    return image_key(hashlib.sha256(b"memory-%d" % i).hexdigest())
+
+
+def memory_index(split: str, position: int) -> int:
+    """Record i of the world at `position` in its split: every tenth record (i % 10 == 9) is in
+    "test", the others in "train"."""
+    return position * 10 + 9 if split == "test" else position + position // 9
+
+
+def memory_record(i: int, jpegs: list[bytes]):
+    from entitynet.records import ImageRecord
+
+    key = memory_key(i)
+    e = (i + i // 10) % MEMORY_ENTITIES  # every entity in either split
+    return ImageRecord(
+        key=key,
+        jpeg=jpegs[i % MEMORY_JPEGS],
+        width=32,
+        height=32,
+        url=f"http://memory.test/{i}.jpg",
+        alt_texts=(f"a photo of a species {e:04d} seen at site {i}",),
+        entity_ids=(f"Q{e + 1}",),
+        sha256=key * 2,
+    )
+
+
+def memory_encoder(jpegs: list[bytes]):
+    """`records.encode_image` of `memory_record(i)` at 15x its speed: the encoded record of the
+    same JPEG with the fields that differ (key, URL, hash, alt texts, entity ids) replaced in its
+    proto (TFDS's per-record feature encoding is what takes the time). `_write_memory_shard`
+    checks the first records of every shard against `encode_image`, byte for byte."""
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    from entitynet.records import encode_image
+
+    templates = [
+        tf_example_pb2.Example.FromString(encode_image(memory_record(j, jpegs))) for j in range(len(jpegs))
+    ]
+
+    def encode(i: int) -> bytes:
+        r = memory_record(i, jpegs)
+        example = templates[i % MEMORY_JPEGS]
+        f = example.features.feature
+        for name in ("key", "url", "sha256"):
+            f[name].bytes_list.value[:] = [getattr(r, name).encode()]
+        for name in ("alt_texts", "entity_ids"):
+            f[name].bytes_list.value[:] = [t.encode() for t in getattr(r, name)]
+        return example.SerializeToString(deterministic=True)
+
+    return encode
+
+
+def _write_memory_shard(job: tuple[str, str, int, int, int, int]) -> tuple[str, int, int, int]:
+    """One shard of a split's records at positions lo..hi-1 (in a pool process):
+    (split, index, records, bytes)."""
+    directory, split, index, num_shards, lo, hi = job
+    from entitynet import shards
+    from entitynet.records import encode_image
+
+    jpegs = _tiny_jpegs()
+    encode = memory_encoder(jpegs)
+    for i in (memory_index(split, p) for p in range(lo, min(hi, lo + 100))):
+        if encode(i) != encode_image(memory_record(i, jpegs)):
+            raise SystemExit(f"the fast encoder differs from records.encode_image on record {i}")
+    path = Path(directory) / shards.shard_filename(split, index, num_shards)
+    count, size = shards.write_shard(path, (encode(memory_index(split, p)) for p in range(lo, hi)))
+    return split, index, count, size
+
+
+def write_memory_world(directory: Path, n: int) -> None:
+    """N records (90% "train" in MEMORY_SHARDS shards, 10% "test" in a quarter as many) + metadata,
+    a subset of every other training key, the entities; reused when a complete one of the same
+    size is there (`--keep`)."""
+    import numpy as np
+
+    from entitynet import shards
+    from entitynet.records import Entity, encode_subset, write_jsonl
+
+    done = directory / "complete.json"
+    if done.exists() and json.loads(done.read_text()).get("n") == n:
+        return
+    (directory / "shards").mkdir(parents=True, exist_ok=True)
+    counts = {"train": n - n // 10, "test": n // 10}
+    num = {"train": MEMORY_SHARDS, "test": MEMORY_SHARDS // 4}
+    jobs = []
+    for split, total in counts.items():
+        per = -(-total // num[split])
+        jobs += [
+            (str(directory / "shards"), split, k, num[split], k * per, min(total, (k + 1) * per))
+            for k in range(num[split])
+        ]
+    lengths = {split: [0] * num[split] for split in counts}
+    sizes = dict.fromkeys(counts, 0)
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        for split, index, count, size in pool.imap_unordered(_write_memory_shard, jobs):
+            lengths[split][index] = count
+            sizes[split] += size
+    shards.write_metadata(directory / "shards", lengths, sizes)
+    kept = (memory_key(memory_index("train", p)) for p in range(0, counts["train"], 2))
+    np.savez(directory / "subset.npz", **encode_subset({"train": kept}))
+    entities = [
+        Entity(id=f"Q{i + 1}", label=f"species {i:04d}", sitelinks=10) for i in range(MEMORY_ENTITIES)
+    ]
+    write_jsonl(directory / "entities.jsonl", entities)
+    done.write_text(json.dumps({"n": n, "bytes": sum(sizes.values()), **counts}))
+
+
+def write_loader_tokenizer(directory: Path) -> None:
+    """The small tokenizer the loader tokenises with (the same at every size)."""
+    from entitynet.text import tokenizer as tokenizers
+
+    texts = [
+        f"a photo of a species {e:04d} seen at site {i}" for e in range(MEMORY_ENTITIES) for i in range(3)
+    ]
+    tokenizers.save(tokenizers.SentencePieceTokenizer.train(texts, vocab_size=500), directory)
+
+
+def memory_stage(stage: str, directory: Path, tokenizer: Path, sample: int) -> None:
+    """One consumer of the synthetic shards (run in a subprocess by `main`); prints, last, a JSON
+    line with the peak RSS (VmHWM) of this process and of its largest descendant."""
+    from entitynet.records import Entity, read_jsonl
+
+    entities = list(read_jsonl(directory / "entities.jsonl", Entity))
+    shard_dir = str(directory / "shards")
+    started = time.time()
+    info: dict = {}
+    workers = 0
+    if stage == "loader":
+        from entitynet.text import tokenizer as tokenizers
+        from train.input_pipeline import InputConfig, make_dataset
+
+        cfg = InputConfig(
+            shards=shard_dir,
+            batch_size=LOADER_BATCH,
+            image_size=32,
+            context_length=32,
+            subset=str(directory / "subset.npz"),
+            num_workers=2,
+        )
+        it = iter(make_dataset(cfg, entities, tokenizers.load(tokenizer)))
+        try:
+            for _ in range(LOADER_BATCHES):
+                next(it)
+            workers = max((_hwm(p) for p in _tree(os.getpid()) if p != os.getpid()), default=0)
+        finally:
+            getattr(it, "close", lambda: None)()
+        info["examples"] = LOADER_BATCHES * LOADER_BATCH
+    elif stage == "tokenizer":
+        from entitynet.text.tokenizer import train_tokenizer
+
+        _, info = train_tokenizer(shard_dir, entities, 1000, str(directory / "tokenizer"), sample=sample)
+    elif stage == "heldout":
+        from types import SimpleNamespace
+
+        import jax
+
+        from entitynet.text import tokenizer as tokenizers
+        from train.eval_data import heldout
+        from train.evaluate import evaluate_model
+
+        class StandIn:  # the model: EMBED_DIM floats per image and per text (not what is measured)
+            def encode_image(self, x):  # its first pixel values
+                return x.reshape(len(x), -1)[:, :EMBED_DIM]
+
+            def encode_text(self, tokens):  # its bag of token ids
+                return jax.nn.one_hot(tokens % EMBED_DIM, EMBED_DIM).sum(axis=1)
+
+        size = SimpleNamespace(context_length=32, image_size=32)
+        m = {
+            "model": StandIn(),
+            "config": SimpleNamespace(text=size, vision=size),
+            "step": 0,
+            "tokenizer": tokenizers.load(tokenizer),
+            "run": {},
+        }
+        by_id = {e.id: e for e in entities}
+        result = evaluate_model(
+            m, "stand-in", lambda run: heldout(shard_dir, "test", by_id), "bare", directory / "heldout-eval"
+        )
+        info = {
+            "images": result["images"],
+            "classes": result["zero_shot"]["classes"],
+            "texts": result["retrieval"]["texts"],
+        }
+    else:
+        raise SystemExit(f"unknown memory stage {stage}")
+    info.update(seconds=time.time() - started, peak=_hwm(os.getpid()), workers=workers)
+    print(json.dumps(info), flush=True)
+
+
+def run_memory(work: Path, sizes: list[int], sample: int) -> list[dict]:
+    rows = []
+    tokenizer = work / "loader-tokenizer"
+    write_loader_tokenizer(tokenizer)
+    for n in sizes:
+        d = work / f"memory{n}"
+        started = time.time()
+        write_memory_world(d, n)
+        size = json.loads((d / "complete.json").read_text())["bytes"]
+        print(
+            f"(memory world of {n:,} records, {size / 2**20:,.0f} MiB of shards, ready in {time.time() - started:.0f} s)",
+            flush=True,
+        )
+        for stage in ("loader", "tokenizer", "heldout"):
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--memory-stage",
+                stage,
+                str(d),
+                str(tokenizer),
+                str(sample),
+            ]
+            seconds, driver, worker, out = run_stage(cmd, capture=True)
+            got = json.loads(out.strip().splitlines()[-1])
+            driver, worker = max(driver, got.pop("peak")), max(worker, got.pop("workers"))
+            rows.append(
+                {"stage": stage, "n": n, "seconds": seconds, "driver": driver, "worker": worker, **got}
+            )
+            extra = ", ".join(f"{k} {v:,}" for k, v in got.items() if k != "seconds" and isinstance(v, int))
+            print(
+                f"{stage:9s} {n:>9,} records  {seconds:6.1f} s  peak RSS process {driver / 2**20:6.0f} MiB, "
+                f"largest worker {worker / 2**20:6.0f} MiB  ({extra})",
+                flush=True,
+            )
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        print(f"\npeak memory, {large:,} records over {small:,} (largest process; target <= 1.25):")
+        for stage in ("loader", "tokenizer", "heldout"):
+            a = next(r for r in rows if r["stage"] == stage and r["n"] == small)
+            b = next(r for r in rows if r["stage"] == stage and r["n"] == large)
+            pa, pb = max(a["driver"], a["worker"]), max(b["driver"], b["worker"])
+            if stage == "heldout":  # what grows is per image of the split evaluated
+                per, unit = (pb - pa) / (b["images"] - a["images"]), "held-out image"
+            else:
+                per, unit = (pb - pa) / (large - small), "record"
+            print(
+                f"  {stage:9s} {pa / 2**20:6.0f} -> {pb / 2**20:6.0f} MiB  ratio {pb / pa:.2f}  "
+                f"({per:+.0f} bytes per {unit})"
+            )
+    return rows
+
+
+def _hwm(pid: int) -> int:
+    """Peak resident memory (VmHWM) of a process so far, in bytes; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def _tree(pid: int) -> list[int]:
     """pid and its descendants, from /proc."""
     children: dict[int, list[int]] = {}
@@ -249,55 +553,64 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def run_stage(cmd: list[str]) -> tuple[float, int, int]:
-    """Run a command; (wall seconds, peak RSS of the driver, peak RSS of its largest child)."""
+def run_stage(cmd: list[str], capture: bool = False):
+    """Run a command; (wall seconds, peak RSS of the driver, peak RSS of its largest child), and
+    its stdout when `capture`. Peaks are each process's VmHWM (its high-water mark), read every
+    0.2 s while it runs: exact but for growth in a process's last 0.2 s."""
     start = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, cwd=ROOT)
     peaks: dict[int, int] = {}
     done = threading.Event()
 
     def poll():
         while not done.is_set():
             for p in _tree(proc.pid):
-                peaks[p] = max(peaks.get(p, 0), _rss(p))
+                peaks[p] = max(peaks.get(p, 0), _hwm(p))
             time.sleep(0.2)
 
     t = threading.Thread(target=poll, daemon=True)
     t.start()
-    _, err = proc.communicate()
+    stdout, err = proc.communicate()
     done.set()
     t.join()
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd[:3])} failed ({proc.returncode}): {err.decode()[-2000:]}")
     driver = peaks.pop(proc.pid, 0)
-    return time.time() - start, driver, max(peaks.values(), default=0)
+    result = time.time() - start, driver, max(peaks.values(), default=0)
+    return (*result, stdout.decode()) if capture else result
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="5000,20000,80000")
     ap.add_argument("--pool-sizes", default="1000000,8000000")
+    ap.add_argument("--memory-sizes", default="100000,1000000", help="records of the memory stages")
     ap.add_argument(
-        "--only", choices=("web", "pool"), help="run only the web (harvest, curate) or pool stages"
+        "--tokenizer-sample",
+        type=int,
+        default=50_000,
+        help="the tokenizer's text sample in the memory stages",
     )
-    ap.add_argument("--keep", help="keep the outputs under this directory")
+    ap.add_argument(
+        "--only",
+        choices=("web", "pool", "memory"),
+        help="run only the web (harvest, curate), pool or memory (loader, tokenizer, held-out) stages",
+    )
+    ap.add_argument("--keep", help="keep the outputs under this directory (and reuse its memory worlds)")
     ap.add_argument("--pool-stage", nargs=2, metavar=("STAGE", "DIR"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--memory-stage", nargs=4, metavar=("STAGE", "DIR", "TOK", "SAMPLE"), help=argparse.SUPPRESS
+    )
     args, beam_args = ap.parse_known_args()
     if args.pool_stage:
         return pool_stage(args.pool_stage[0], Path(args.pool_stage[1]), beam_args)
-    sizes = [int(x) for x in args.sizes.split(",")] if args.only != "pool" else []
-    pool_sizes = [int(x) for x in args.pool_sizes.split(",")] if args.only != "web" else []
+    if args.memory_stage:
+        stage, d, tok, sample = args.memory_stage
+        return memory_stage(stage, Path(d), Path(tok), int(sample))
+    sizes = [int(x) for x in args.sizes.split(",")] if args.only in (None, "web") else []
+    pool_sizes = [int(x) for x in args.pool_sizes.split(",")] if args.only in (None, "pool") else []
+    memory_sizes = [int(x) for x in args.memory_sizes.split(",")] if args.only in (None, "memory") else []
     q: multiprocessing.Queue = multiprocessing.Queue()
     server = multiprocessing.Process(target=serve, args=(q,), daemon=True)
     server.start()
@@ -385,8 +698,12 @@ def main() -> None:
                 f"alone ({n / by['pool floor']['seconds']:,.0f} rows/s; target >= 0.50)",
                 flush=True,
             )
+        if memory_sizes:
+            rows += run_memory(work, memory_sizes, args.tokenizer_sample)
     finally:
         server.terminate()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     worst_exp, worst_mem = 0.0, 0.0
     print()
     for stage in ("harvest", "curate", "floor", "pool match", "pool balance", "pool floor"):
@@ -404,6 +721,25 @@ def main() -> None:
             f"{stage:12s} time exponent {exponent:.2f} (target <= 1.1), peak memory ratio {memory:.2f} "
             f"(target <= 1.25) from {small['n']:,} to {large['n']:,}"
         )
+    floor = [r for r in rows if r["stage"] == "floor"]
+    if len(floor) > 1 and floor[0]["n"] != floor[-1]["n"]:
+        for stage in ("harvest", "curate"):
+            mine = [r for r in rows if r["stage"] == stage]
+            for who in ("worker", "driver"):
+                growth = mine[-1][who] / mine[0][who]
+                floor_growth = floor[-1][who] / floor[0][who]
+                print(
+                    f"{stage:12s} {'largest worker' if who == 'worker' else 'driver'} grew {growth:.2f}x from "
+                    f"{mine[0]['n']:,} to {mine[-1]['n']:,}, the floor's {floor_growth:.2f}x: "
+                    f"{growth / floor_growth:.2f} of the floor's growth"
+                    + (" (target <= 1.5)" if who == "worker" else "")
+                )
+    for stage in ("loader", "tokenizer", "heldout"):
+        mine = [r for r in rows if r["stage"] == stage]
+        if len(mine) > 1:
+            small, large = mine[0], mine[-1]
+            memory = max(large["driver"], large["worker"]) / max(small["driver"], small["worker"])
+            worst_mem = max(worst_mem, memory)
     print(f"scale: time exponent {worst_exp:.2f}, memory ratio {worst_mem:.2f}")
 
 

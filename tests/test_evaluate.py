@@ -4,6 +4,7 @@ reports with plots, comparisons of several runs, and bad input."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -446,3 +447,153 @@ def test_eval_of_an_imagefolder_skips_and_names_images_no_decoder_reads(
     err = [x for x in capsys.readouterr().err.splitlines() if "cannot be decoded" in x]
     assert len(err) == 1 and "2 image(s) cannot be decoded and were skipped, 6 scored" in err[0]
     assert f"{first.name}/broken.jpg (decode_error)" in err[0] and f"{first.name}/cut.jpg" in err[0]
+
+
+def test_the_heldout_split_is_streamed_and_scores_as_the_whole_split_in_memory(
+    tiny_dataset, tmp_path, capsys
+):
+    """The held-out set reads each record's entities and alt texts in one pass and each image again
+    when its batch is embedded: the same classes, right answers, texts and pixels as the split read
+    whole into memory, and the same embeddings batch by batch. An image no decoder reads is skipped
+    and named by its record's key, as for any set."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from entitynet import shards
+    from entitynet.images.decode import decode
+    from entitynet.records import encode_image
+    from train.input_pipeline import centre_crop, normalise
+
+    data_dir, entities = tiny_dataset[0], {e.id: e for e in tiny_dataset[1]}
+    recs = held_records(data_dir)
+    data = eval_data.heldout(str(data_dir), "validation", entities)
+    ids = sorted({e for r in recs for e in r.entity_ids if e in entities})
+    want = np.array([[e in r.entity_ids for e in ids] for r in recs])
+    assert data.size == len(recs) and [c[0] for c in data.classes] == [entities[e].label for e in ids]
+    assert np.array_equal(data.correct.dense(), want) and np.array_equal(data.labels, want.argmax(axis=1))
+    assert data.texts == [t for r in recs for t in r.alt_texts]
+    assert list(data.text_image) == [n for n, r in enumerate(recs) for _ in r.alt_texts]
+    assert [data.ref(i) for i in (0, 5)] == [recs[0].key, recs[5].key]
+    with ThreadPoolExecutor(2) as pool:
+        got = eval_data.pixels(data, range(data.size), 32, pool)
+    assert np.array_equal(got, np.stack([normalise(centre_crop(decode(r.jpeg), 32)) for r in recs]))
+
+    def encode(x):
+        return x.reshape(len(x), -1)[:, :7] * 2
+
+    emb = eval_data.image_embeddings(data, encode, 32, batch=8)  # 5 batches, the last one padded
+    assert np.array_equal(emb, encode(got))
+
+    # one record whose image cannot be decoded: skipped, named by its key
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shards.write_shard(
+        broken / shards.shard_filename("test", 0, 1),
+        (encode_image(r) for r in [*recs[:3], replace(recs[3], jpeg=b"not a jpeg"), *recs[4:6]]),
+    )
+    shards.write_metadata(broken, {"test": [6]}, {})
+    data = eval_data.heldout(str(broken), "test", entities)
+    emb = eval_data.image_embeddings(data, encode, 32, batch=4)
+    assert emb.shape == (5, 7) and data.size == 5 and data.unreadable[0].startswith(recs[3].key)
+    assert recs[3].key in capsys.readouterr().err
+    assert data.texts == [t for r in [*recs[:3], *recs[4:6]] for t in r.alt_texts]
+    with pytest.raises(ConfigError, match="no 'validation' split to evaluate on"):
+        eval_data.heldout(str(broken), "validation", entities)
+
+
+def test_scoring_in_chunks_is_scoring_at_once():
+    """Zero-shot scoring a chunk of images at a time (right answers as class indices, not rows over
+    the classes) and retrieval in blocks of a few images gives what one pass over every image gives:
+    the same metrics, confused pairs and per-image top-5, for any chunk size."""
+    rng = np.random.default_rng(3)
+    img = rng.normal(size=(203, 16)).astype(np.float32)
+    cls = rng.normal(size=(9, 16)).astype(np.float32)
+    dense = rng.random((203, 9)) > 0.8
+    dense[:, 4] |= rng.random(203) > 0.5
+    dense[:7] = False  # unlabelled images: left out
+    answers = eval_data.Answers.from_dense(dense)
+    labels = answers.first()
+    assert np.array_equal(labels, np.where(dense.any(axis=1), dense.argmax(axis=1), -1))
+    logits = img @ cls.T
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :5]
+    kept = labels >= 0
+    hit1 = dense[np.arange(203), top[:, 0]]
+    want_top1 = float(hit1[kept].mean())
+    for chunk in (2048, 203, 196, 50, 17):
+        seen = []
+        got = classify(img, cls, labels, answers, chunk=chunk, each=lambda *a, seen=seen: seen.append(a))
+        assert got == classify(img, cls, labels, dense, chunk=chunk)
+        assert got["top1"] == want_top1
+        rows = np.concatenate([s[0] for s in seen])
+        assert np.array_equal(rows, np.flatnonzero(kept))
+        assert np.array_equal(np.concatenate([s[1] for s in seen]), top[kept])
+        assert np.array_equal(np.concatenate([s[2] for s in seen]), np.take_along_axis(logits, top, 1)[kept])
+        assert np.array_equal(np.concatenate([s[3] for s in seen]), hit1[kept])
+        if chunk == 2048:
+            whole = got
+        assert got == whole
+    txt = rng.normal(size=(311, 16)).astype(np.float32)
+    owner = rng.integers(0, 203, 311)
+    whole = retrieval(img, txt, owner)
+    for block in (311 * 16, 311 * 40, 311 * 203):
+        assert retrieval(img, txt, owner, block=block) == whole
+
+
+def test_right_answers_and_texts_are_compact_and_read_as_before():
+    answers = eval_data.Answers.from_pairs(np.array([2, 0, 2, 2, 0]), np.array([5, 1, 0, 5, 3]), 4, 6)
+    assert [list(answers[i]) for i in range(4)] == [[1, 3], [], [0, 5], []]  # a pair given twice: once
+    assert list(answers.first()) == [1, -1, 0, -1] and answers.indices.dtype == np.int32
+    assert [list(answers[np.array([2, 0])][i]) for i in range(2)] == [[0, 5], [1, 3]]
+    assert answers.dense(np.array([2])).tolist() == [[True, False, False, False, False, True]]
+    texts = eval_data.Texts(["a fox", "", "Füchse im Schnee"])
+    texts.extend(["last"])
+    assert texts == ["a fox", "", "Füchse im Schnee", "last"] and texts != ["a fox"]
+    assert len(texts) == 4 and texts[2] == "Füchse im Schnee" and texts[-1] == "last"
+    assert texts[1:3] == ["", "Füchse im Schnee"] and list(texts) == texts[:]
+    with pytest.raises(IndexError):
+        texts[4]
+
+
+def test_examples_are_chosen_from_predictions_read_back_as_they_were_from_a_list():
+    """Predictions spilled to a file and read back twice choose the same examples as the whole list
+    in memory did (per class its misclassified images first; one image per confused pair unless
+    one is chosen already), also when two classes share a display name."""
+    from train.evaluate import Predictions, choose_examples
+
+    def reference(predictions, confused, per_class):  # the choice over the list, as it was
+        by_class: dict = {}
+        for p in predictions:
+            by_class.setdefault(p["label"], []).append(p)
+        chosen = set()
+        for rows in by_class.values():
+            chosen.update(p["i"] for p in sorted(rows, key=lambda p: (p["right"], p["i"]))[:per_class])
+        for a, b, _ in confused:
+            taken = [p["i"] for p in by_class.get(a, []) if not p["right"] and p["top5"][0][0] == b]
+            if taken and not chosen & set(taken):
+                chosen.add(taken[0])
+        return sorted(chosen)
+
+    rng = np.random.default_rng(5)
+    names = ["lion", "tiger", "lion", "fox", "owl", "ffox"]  # two classes named "lion"
+    preds = []
+    for i in range(400):
+        label, top = rng.integers(0, 6), rng.permutation(6)[:5]
+        right = bool(top[0] == label or rng.random() < 0.3)
+        preds.append({"i": i, "label": names[label], "right": right, "top5": [[names[c], 0.5] for c in top]})
+    confused: dict = {}
+    for p in preds:
+        if not p["right"]:
+            key = (p["label"], p["top5"][0][0])
+            confused[key] = confused.get(key, 0) + 1
+    pairs = [[a, b, n] for (a, b), n in sorted(confused.items(), key=lambda x: -x[1])]
+    pairs.insert(3, pairs[0])  # a pair named twice
+    with Predictions() as spilled:
+        for p in preds:
+            spilled.append(p)
+        assert len(spilled) == 400 and list(spilled) == preds
+        for per_class in (1, 3, 12, 200):
+            want = reference(preds, pairs, per_class)
+            assert (
+                choose_examples(spilled, pairs, per_class) == want == choose_examples(preds, pairs, per_class)
+            )
+        path = spilled.path
+    assert not __import__("os").path.exists(path)

@@ -24,7 +24,8 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,103 @@ from entitynet.records import Entity, unique_texts
 from train.input_pipeline import centre_crop, normalise
 
 
+class Answers:
+    """Every right answer of each image of a multi-label set, as class indices (compressed rows):
+    image i's classes are `indices[indptr[i]:indptr[i + 1]]`, ascending. Memory is a few bytes per
+    (image, class) pair, never a row over all the classes per image."""
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, classes: int):
+        self.indptr = np.asarray(indptr, np.int64)
+        self.indices = np.asarray(indices, np.int32 if classes < 2**31 else np.int64)
+        self.classes = classes
+
+    @classmethod
+    def from_pairs(cls, images: np.ndarray, classes: np.ndarray, size: int, count: int) -> Answers:
+        """From (image, class) pairs in any order; a pair given twice counts once."""
+        pairs = np.unique(np.asarray(images, np.int64) * count + np.asarray(classes, np.int64))
+        rows = pairs // max(count, 1)
+        indptr = np.zeros(size + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=size), out=indptr[1:])
+        return cls(indptr, pairs - rows * count, count)
+
+    @classmethod
+    def from_dense(cls, dense: np.ndarray) -> Answers:
+        """From an (images, classes) bool array."""
+        rows, cols = np.nonzero(np.asarray(dense, bool))
+        return cls.from_pairs(rows, cols, dense.shape[0], dense.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.indptr) - 1
+
+    def __getitem__(self, i):
+        """Image i's classes; or, for an index array or slice, the answers of those images."""
+        if isinstance(i, (int, np.integer)):
+            return self.indices[self.indptr[i] : self.indptr[i + 1]]
+        rows = np.arange(len(self))[i]
+        starts, stops = self.indptr[rows], self.indptr[rows + 1]
+        indptr = np.zeros(len(rows) + 1, np.int64)
+        np.cumsum(stops - starts, out=indptr[1:])
+        take = np.repeat(starts - indptr[:-1], stops - starts) + np.arange(indptr[-1])
+        return Answers(indptr, self.indices[take], self.classes)
+
+    def first(self) -> np.ndarray:
+        """(images,) each image's first (lowest) class, -1 where it has none."""
+        has = self.indptr[1:] > self.indptr[:-1]
+        out = np.full(len(self), -1, np.int64)
+        out[has] = self.indices[self.indptr[:-1][has]]
+        return out
+
+    def dense(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """(len(rows), classes) bool: the right answers of images `rows` (default all) as rows
+        over the classes; for a chunk of images at a time."""
+        sub = self if rows is None else self[np.asarray(rows, np.int64)]
+        out = np.zeros((len(sub), self.classes), bool)
+        out[np.repeat(np.arange(len(sub)), np.diff(sub.indptr)), sub.indices] = True
+        return out
+
+
+class Texts(Sequence):
+    """Texts kept as one UTF-8 buffer and their end offsets: a text costs its bytes and 8 more, not
+    a Python string (about 60 bytes over its characters) and a list slot each. Reads as a sequence
+    of str (a slice: a list of them); equal to any sequence of the same texts."""
+
+    def __init__(self, texts: Iterable[str] = ()):
+        self._data = bytearray()
+        self._ends = array("q")
+        self.extend(texts)
+
+    def extend(self, texts: Iterable[str]) -> None:
+        for t in texts:
+            self._data += t.encode("utf-8")
+            self._ends.append(len(self._data))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def _one(self, i: int) -> str:
+        start = self._ends[i - 1] if i else 0
+        return self._data[start : self._ends[i]].decode("utf-8")
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._one(j) for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("text index out of range")
+        return self._one(i)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # mutable, like a list
+
+    def __repr__(self) -> str:
+        return f"Texts({len(self)} texts)"
+
+
 @dataclass
 class EvalData:
     name: str  # how reports name the set, e.g. "evalset", "tfds:oxford_flowers102:test", "heldout:test"
@@ -48,8 +146,8 @@ class EvalData:
     load: Callable[[int], Image.Image]
     labels: np.ndarray | None = None  # (size,) the class of each image (the first, when several)
     classes: list[list[str]] = field(default_factory=list)  # names of each class, display name first
-    correct: np.ndarray | None = None  # (size, classes) bool: every right answer (multi-label sets)
-    texts: list[str] = field(default_factory=list)  # retrieval captions
+    correct: Answers | None = None  # every right answer of each image (multi-label sets)
+    texts: Sequence[str] = field(default_factory=list)  # retrieval captions (a list or `Texts`)
     text_image: np.ndarray | None = None  # (texts,) the image each text belongs to
     origin: str = ""  # what the set was read from (absolute path, TFDS spec + data dir)
     class_entities: dict[str, str] = field(default_factory=dict)  # class display name -> entity id
@@ -96,6 +194,16 @@ def pixels(
     return out
 
 
+def empty_aligned(shape: tuple, dtype) -> np.ndarray:
+    """`np.empty`, its data 64-byte aligned: an array JAX's CPU device can use in place
+    (`jax.device_put(x, may_alias=True)`) instead of copying, as embeddings are used for retrieval."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(size + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size].view(dtype).reshape(shape)
+
+
 def image_embeddings(data: EvalData, encode, size: int, batch: int = 64) -> np.ndarray:
     """`encode` over every image, decoded batch by batch on a thread pool (memory stays at one
     batch of pixels, whatever the size of the set); `encode` sees one batch shape.
@@ -105,7 +213,7 @@ def image_embeddings(data: EvalData, encode, size: int, batch: int = 64) -> np.n
     named in one line on stderr. None decodable is a ConfigError."""
     from tqdm import tqdm
 
-    out, failed = [], {}
+    embeddings, failed = None, {}
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         for start in tqdm(
             range(0, data.size, batch), desc=f"images of {data.name}", unit="batch", leave=False, disable=None
@@ -114,8 +222,12 @@ def image_embeddings(data: EvalData, encode, size: int, batch: int = 64) -> np.n
             x = pixels(data, idx, size, pool, failed)
             if len(idx) < batch:
                 x = np.concatenate([x, np.zeros((batch - len(idx), *x.shape[1:]), x.dtype)])
-            out.append(np.asarray(encode(x))[: len(idx)])
-    embeddings = np.concatenate(out)
+            z = np.asarray(encode(x))[: len(idx)]
+            if embeddings is None:  # filled in place: never a list of batches and a copy of them
+                embeddings = empty_aligned((data.size, *z.shape[1:]), z.dtype)
+            embeddings[start : start + len(idx)] = z
+    if embeddings is None:
+        raise ConfigError(f"{data.name}: no images to embed")
     if not failed:
         return embeddings
     keep = np.setdiff1d(np.arange(data.size), np.fromiter(failed, np.int64))
@@ -128,7 +240,9 @@ def image_embeddings(data: EvalData, encode, size: int, batch: int = 64) -> np.n
     drop_images(data, keep)
     data.unreadable = skipped
     print(f"entitynet: {data.name}: {unreadable_line(skipped, data.size)}", file=sys.stderr)
-    return embeddings[keep]
+    kept = empty_aligned((len(keep), *embeddings.shape[1:]), embeddings.dtype)
+    np.take(embeddings, keep, axis=0, out=kept)
+    return kept
 
 
 def drop_images(data: EvalData, keep: np.ndarray) -> None:
@@ -147,7 +261,7 @@ def drop_images(data: EvalData, keep: np.ndarray) -> None:
         new = np.full(total, -1, np.int64)
         new[keep] = np.arange(len(kept))
         mapped = new[data.text_image]
-        data.texts = [t for t, m in zip(data.texts, mapped, strict=True) if m >= 0]
+        data.texts = Texts(t for t, m in zip(data.texts, mapped, strict=True) if m >= 0)
         data.text_image = mapped[mapped >= 0]
 
 
@@ -409,30 +523,59 @@ def heldout(
     class_names: str | None = None,
 ) -> EvalData:
     """A split of the run's shards: zero-shot over the entities its images show, retrieval over
-    their alt texts (every alt text of an image is one of its captions)."""
+    their alt texts (every alt text of an image is one of its captions).
+
+    Streamed: one pass over the split reads what scoring needs (each record's entities and alt
+    texts, not its image), and `load` reads an image from the shards again when its batch is
+    embedded, so no more than a batch of images is in memory however large the split."""
     from entitynet import shards as shard_io
+    from entitynet.records import decode_for_training
 
     try:
-        records = list(shard_io.iter_records(shards, split))
+        paths = shard_io.local_shard_paths(shards, split)  # a bucket's: cached local copies
+        source = shard_io.CheckedSource(paths) if paths else None
     except EntityNetError as e:
         raise ConfigError(str(e)) from None
-    if not records:
+    if source is None or len(source) == 0:
         raise ConfigError(f"{shards} has no {split!r} split to evaluate on; give --split (e.g. validation)")
-    ids = sorted({e for r in records for e in r.entity_ids if e in entities})
-    index = {e: i for i, e in enumerate(ids)}
-    correct = np.zeros((len(records), len(ids)), bool)
-    for n, r in enumerate(records):
-        for e in r.entity_ids:
-            if e in index:
-                correct[n, index[e]] = True
-    labelled = correct.any(axis=1)
-    texts, owner = [], []
-    for n, r in enumerate(records):
-        for t in r.alt_texts:
-            texts.append(t)
-            owner.append(n)
-    jpegs = [r.jpeg for r in records]
-    keys = [r.key for r in records]
+
+    def records(start: int, stop: int):
+        """Records start..stop-1 (the fields training reads); ConfigError for a damaged shard."""
+        try:  # one record: a plain read (a read of several starts threads of its own)
+            raw = [source[start]] if stop == start + 1 else source.__getitems__(range(start, stop))
+        except EntityNetError as e:
+            raise ConfigError(str(e)) from None
+        out = []
+        for i, data in enumerate(raw, start):
+            try:
+                out.append(decode_for_training(data))
+            except ValueError as e:
+                raise ConfigError(
+                    f"record {i} of the {split!r} split of {shards} cannot be read ({e}); "
+                    "re-run the stage that wrote the shards into a fresh --out"
+                ) from None
+        return out
+
+    size = len(source)
+    first_seen: dict[str, int] = {}  # entity id -> its column in the order first seen
+    rows, cols = array("q"), array("q")  # the (image, entity) pairs, compact
+    texts = Texts()  # compact: one buffer, not a string object per text
+    owner = array("q")
+    for start in range(0, size, 1024):
+        for n, r in enumerate(records(start, min(size, start + 1024)), start):
+            for e in r.entity_ids:
+                if e in entities:
+                    rows.append(n)
+                    cols.append(first_seen.setdefault(e, len(first_seen)))
+            texts.extend(r.alt_texts)
+            owner.extend([n] * len(r.alt_texts))
+    ids = sorted(first_seen)
+    column = np.empty(len(ids), np.int64)  # first-seen column -> sorted column
+    column[np.asarray([first_seen[e] for e in ids], np.int64)] = np.arange(len(ids))
+    correct = Answers.from_pairs(
+        np.frombuffer(rows, np.int64), column[np.frombuffer(cols, np.int64)], size, len(ids)
+    )
+    del rows, cols
     names = ClassNames(entities, synonyms)
     if class_names:
         classes = read_class_names(class_names, len(ids), names)
@@ -440,14 +583,14 @@ def heldout(
         classes = [names.resolve(e, f"entity {e}") for e in ids]
     data = EvalData(
         name=f"heldout:{split}",
-        size=len(records),
-        load=lambda i: decode(jpegs[i]),
-        labels=np.where(labelled, correct.argmax(axis=1), -1),
+        size=size,
+        load=lambda i: decode(records(i, i + 1)[0].jpeg),
+        labels=correct.first(),
         classes=classes,
         correct=correct,
         texts=texts,
         text_image=np.asarray(owner, np.int64),
         origin=f"heldout:{Path(shards).resolve() if '://' not in shards else shards}:{split}",
-        ref=lambda i: keys[i],
+        ref=lambda i: records(i, i + 1)[0].key,
     )
     return _finish(data, names)

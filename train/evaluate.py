@@ -15,6 +15,14 @@ knowledge graph; label folders are matched to entities by their names). Results 
 that template set, for the bare class names beside it, and, labelled as optimistic, for the best
 single template on the set. Retrieval (Recall@1/5/10, median rank, several texts per image) runs
 as chunked matrix products on device.
+
+Memory stays flat in the number of images evaluated, beyond what each image needs kept: its
+embedding (and its texts' embeddings, float32: 4 bytes a dimension), its label, its right answers
+as class indices and its texts. Zero-shot scores `SCORE_CHUNK` images at a time, retrieval ranks
+blocks of `RETRIEVAL_BLOCK` similarities, texts are tokenised a batch at a time, and the
+per-image predictions go to a temporary file until predictions.jsonl is written. Every chunk is
+a product of one shape spanning all classes (all texts), so on the CPU each score is bit for bit
+the one a single product over all images gives: results do not change with the chunk size.
 """
 
 from __future__ import annotations
@@ -35,19 +43,40 @@ from entitynet.text import tokenizer as tokenizers
 from entitynet.text.templates import fill, read_templates
 
 
-def embed(fn, data: np.ndarray, batch: int = 256) -> np.ndarray:
-    """`fn` over `data` in batches of one shape (the last one padded), so it compiles once."""
+def embed(fn, data, batch: int = 256) -> np.ndarray:
+    """`fn` over `data` in batches of one shape (the last one padded), so it compiles once. `data`
+    is an array or anything sliced into one (`Tokens`: texts tokenised a batch at a time); the
+    output is filled in place, never a list of batches and a copy of them."""
     if len(data) == 0:
         raise ConfigError("nothing to embed")
     batch = min(batch, len(data))
-    out = []
+    out = None
     for i in range(0, len(data), batch):
         chunk = data[i : i + batch]
         n = len(chunk)
         if n < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-        out.append(np.asarray(fn(chunk))[:n])
-    return np.concatenate(out)
+        z = np.asarray(fn(chunk))[:n]
+        if out is None:
+            from train.eval_data import empty_aligned
+
+            out = empty_aligned((len(data), *z.shape[1:]), z.dtype)
+        out[i : i + n] = z
+    return out
+
+
+class Tokens:
+    """Texts as token ids, tokenised when a slice of them is taken: `embed` holds a batch of token
+    ids at a time, not (texts, context) of them."""
+
+    def __init__(self, tokenizer, texts: list[str], context: int):
+        self.tokenizer, self.texts, self.context = tokenizer, texts, context
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return tokenizers.encode(self.tokenizer, self.texts[rows], self.context)
 
 
 def class_embeddings(
@@ -56,7 +85,7 @@ def class_embeddings(
     """(classes, templates, dim): each template's normalised embedding, averaged over the class's
     names and normalised again. Every text of every class goes through the encoder in one pass."""
     texts = [fill(t, s) for synonyms in names for t in templates for s in synonyms]
-    z = embed(jax.jit(model.encode_text), tokenizers.encode(tokenizer, texts, context))
+    z = embed(jax.jit(model.encode_text), Tokens(tokenizer, texts, context))
     out = np.zeros((len(names), len(templates), z.shape[-1]), np.float32)
     start = 0
     for c, synonyms in enumerate(names):
@@ -66,36 +95,60 @@ def class_embeddings(
     return out / np.linalg.norm(out, axis=-1, keepdims=True)
 
 
+SCORE_CHUNK = 2048  # images scored at a time: their logits and order are (chunk, classes)
+
+
 def classify(
-    image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray, correct: np.ndarray | None = None
+    image_emb: np.ndarray,
+    class_emb: np.ndarray,
+    labels: np.ndarray,
+    correct=None,
+    chunk: int = SCORE_CHUNK,
+    each: Callable | None = None,
 ) -> dict:
     """Top-1, top-5, macro accuracy, per-class accuracy and the most confused pairs. `labels[i]` is
-    image i's class (-1: none, left out); with `correct` (images, classes) a prediction is right
-    when it is any of the image's classes (multi-label sets); per class counts by `labels`."""
-    keep = labels >= 0
-    image_emb, labels = image_emb[keep], labels[keep]
-    if correct is None:
-        correct = np.arange(len(class_emb))[None, :] == labels[:, None]
-    else:
-        correct = correct[keep]
-    logits = image_emb @ class_emb.T
-    k = min(5, class_emb.shape[0])
-    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-    right = np.take_along_axis(correct, top, axis=1)
-    hit1 = right[:, 0]
-    per_class = [
-        float(hit1[labels == c].mean()) if np.any(labels == c) else float("nan")
-        for c in range(len(class_emb))
-    ]
+    image i's class (-1: none, left out); with `correct` (the set's `Answers`, or an (images,
+    classes) bool array) a prediction is right when it is any of the image's classes (multi-label
+    sets); per class counts by `labels`.
+
+    Scored `chunk` images at a time (memory: chunk x classes, whatever the number of images), each
+    chunk a product of one shape (the last one overlaps the one before), so the scores are those of
+    one product over every image. `each(images, top, top_scores, right)` is called per chunk with
+    the chunk's image indices, their top-5 class indices best first, their scores and whether the
+    first is right (the per-image predictions)."""
+    classes = len(class_emb)
+    kept = np.flatnonzero(labels >= 0)
+    k = min(5, classes)
+    chunk = min(chunk, len(kept)) or 1
+    counts = np.bincount(labels[kept], minlength=classes)
+    hits = np.zeros(classes, np.int64)
+    hit1_count = hit5_count = 0
     confused: dict = {}
-    for t, pr in zip(labels[~hit1], top[~hit1, 0], strict=True):
-        confused[(int(t), int(pr))] = confused.get((int(t), int(pr)), 0) + 1
+    for start in range(0, len(kept), chunk):
+        lo = min(start, len(kept) - chunk)  # the last chunk: as wide as the others, overlapping
+        logits = (image_emb[kept[lo : lo + chunk]] @ class_emb.T)[start - lo :]
+        rows = kept[start : lo + chunk]
+        lab = labels[rows]
+        top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        if correct is None:
+            right = top == lab[:, None]
+        else:
+            dense = correct.dense(rows) if hasattr(correct, "dense") else np.asarray(correct)[rows]
+            right = np.take_along_axis(dense, top, axis=1)
+        hit1 = right[:, 0]
+        hits += np.bincount(lab[hit1], minlength=classes)
+        hit1_count += int(hit1.sum())
+        hit5_count += int(right.any(axis=1).sum())
+        pairs, n = np.unique(lab[~hit1].astype(np.int64) * classes + top[~hit1, 0], return_counts=True)
+        for pair, c in zip(pairs.tolist(), n.tolist(), strict=True):
+            confused[divmod(pair, classes)] = confused.get(divmod(pair, classes), 0) + c
+        if each is not None:
+            each(rows, top, np.take_along_axis(logits, top, axis=1), hit1)
+    total = len(kept)
+    per_class = [h / c if c else float("nan") for h, c in zip(hits.tolist(), counts.tolist(), strict=True)]
     return {
-        "top": top,  # (kept images, k) class indices, best first (for the per-image predictions)
-        "top_scores": np.take_along_axis(logits, top, axis=1),
-        "right": hit1,
-        "top1": float(hit1.mean()),
-        "top5": float(right.any(axis=1).mean()),
+        "top1": hit1_count / total if total else float("nan"),
+        "top5": hit5_count / total if total else float("nan"),
         "macro": float(np.nanmean(per_class)),
         "per_class": per_class,
         "confused": sorted(([a, b, n] for (a, b), n in confused.items()), key=lambda x: (-x[2], x[0], x[1]))[
@@ -104,47 +157,73 @@ def classify(
     }
 
 
+RETRIEVAL_BLOCK = 2**22  # similarities held at a time (16 MiB of float32): images per block x texts
+
+
 def retrieval(
-    image_emb, text_emb, text_image: np.ndarray, ks=(1, 5, 10), chunk: int = 1024, tie: float = 1e-6
+    image_emb,
+    text_emb,
+    text_image: np.ndarray,
+    ks=(1, 5, 10),
+    chunk: int = 1024,
+    tie: float = 1e-6,
+    block: int = RETRIEVAL_BLOCK,
 ) -> dict:
     """Image->text and text->image Recall@k and median rank; `text_image[j]` is the image of text j.
 
-    One pass of chunked similarity blocks (images x all texts) on the device gives both directions:
-    a rank is the number of candidates scoring above the true pair, counted, never sorted. The
-    true scores are computed first (one dot product per text); an image's own texts never count
-    against it, and a candidate must beat the true score by more than `tie` to count (identical
-    texts of different images score the same up to float rounding: a tie, in the pair's favour).
-    Images with no text are left out of image->text."""
-    img = jnp.asarray(image_emb, jnp.float32)
-    txt = jnp.asarray(text_emb, jnp.float32)
+    One pass of similarity blocks (a chunk of images x every text) on the device gives both
+    directions: a rank is the number of candidates scoring above the true pair, counted, never
+    sorted. The true scores are computed first (one dot product per text); an image's own texts
+    never count against it, and a candidate must beat the true score by more than `tie` to count
+    (identical texts of different images score the same up to float rounding: a tie, in the pair's
+    favour). Images with no text are left out of image->text.
+
+    A chunk is at most `chunk` images and `block` similarities (at least 16 images), so memory
+    beyond the embeddings stays flat however many images and texts; every chunk has one shape
+    (the last one overlaps the one before) and spans every text, so each similarity is the one of
+    a product over all texts."""
+    img, txt = _on_device(image_emb), _on_device(text_emb)
     owner = jnp.asarray(text_image, jnp.int32)
-    n_img = img.shape[0]
-    true_t = jnp.sum(txt * img[owner], axis=1)  # each text's score with its own image
+    n_img, n_txt, dim = img.shape[0], txt.shape[0], txt.shape[1]
+    step = max(1, 2**18 // max(dim, 1))  # each text's score with its own image, a slice at a time
+    true_t = jnp.concatenate(
+        [jnp.sum(txt[j : j + step] * img[owner[j : j + step]], axis=1) for j in range(0, n_txt, step)]
+    )
     best_true = jax.ops.segment_max(true_t, owner, num_segments=n_img)  # -inf: an image with no text
-
-    @jax.jit
-    def block(rows, valid, t_count):
-        s = img[rows] @ txt.T  # (chunk, texts)
-        others = (owner[None, :] != rows[:, None]) & valid[:, None]
-        i_rank = jnp.sum((s > best_true[rows][:, None] + tie) & others, axis=1)
-        return i_rank, t_count + jnp.sum((s > true_t[None, :] + tie) & others, axis=0)
-
-    chunk = min(chunk, n_img)
-    t_count = jnp.zeros(txt.shape[0], jnp.int32)
-    i_ranks = []
+    chunk = min(n_img, chunk, max(16, block // max(n_txt, 1)))
+    t_count = jnp.zeros(n_txt, jnp.int32)
+    i_ranks = np.zeros(n_img, np.int64)
     for start in range(0, n_img, chunk):
-        rows = np.arange(start, start + chunk)
-        valid = rows < n_img
-        i_rank, t_count = block(jnp.asarray(np.minimum(rows, n_img - 1)), jnp.asarray(valid), t_count)
-        i_ranks.append(np.asarray(i_rank)[valid])
+        lo = min(start, n_img - chunk)
+        i_rank, t_count = _rank_block(img, txt, owner, best_true, true_t, t_count, lo, start, chunk, tie)
+        i_ranks[start : lo + chunk] = np.asarray(i_rank)[start - lo :]
     has_text = np.isfinite(np.asarray(best_true))
-    i_ranks = np.concatenate(i_ranks)[has_text]
+    i_ranks = i_ranks[has_text]
     t_ranks = np.asarray(t_count)
     out = {}
     for name, ranks in (("image_to_text", i_ranks), ("text_to_image", t_ranks)):
         out[name] = {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
         out[name]["median_rank"] = float(np.median(ranks) + 1)
     return out
+
+
+def _on_device(x) -> jax.Array:
+    """Embeddings as a float32 array on the default device; on a CPU device the same memory where
+    it is aligned (as `embed` and `image_embeddings` allocate it), not a second copy."""
+    x = np.ascontiguousarray(x, np.float32) if isinstance(x, np.ndarray) else x
+    return jax.device_put(x, may_alias=True) if isinstance(x, np.ndarray) else jnp.asarray(x, jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk", "tie"))
+def _rank_block(img, txt, owner, best_true, true_t, t_count, lo, first, chunk: int, tie: float):
+    """Images lo..lo+chunk-1 against every text: their image->text ranks, and `t_count` plus the
+    images scoring above each text's own (images before `first` counted already: left out)."""
+    rows = lo + jnp.arange(chunk)
+    s = jax.lax.dynamic_slice_in_dim(img, lo, chunk) @ txt.T  # (chunk, texts)
+    others = (owner[None, :] != rows[:, None]) & (rows >= first)[:, None]
+    best = jax.lax.dynamic_slice_in_dim(best_true, lo, chunk)
+    i_rank = jnp.sum((s > best[:, None] + tie) & others, axis=1)
+    return i_rank, t_count + jnp.sum((s > true_t[None, :] + tie) & others, axis=0)
 
 
 def load_model(path: str | Path, tokenizer: str | None = None) -> dict:
@@ -190,16 +269,33 @@ def choose_templates(templates: str | None, run: dict) -> str:
     return templates or training_templates(run) or "openai"
 
 
-def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) -> tuple[dict, list[dict]]:
+def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str, predictions=None) -> dict:
     """Zero-shot accuracy with the template ensemble `templates` and, beside it, with the bare
-    class names (what a model trained without prompts has seen); and each labelled image's
-    top-5 under the ensemble (`predictions`)."""
+    class names (what a model trained without prompts has seen); each labelled image's top-5 under
+    the ensemble is appended to `predictions` (a list, or `Predictions`), as it is scored."""
     tpl = read_templates(templates)
     context = mcfg.text.context_length
+    names = [c[0] for c in data.classes]
+
+    def predict(rows, tops, scores, rights) -> None:
+        for i, top, score, ok in zip(
+            rows.tolist(), tops.tolist(), scores.tolist(), rights.tolist(), strict=True
+        ):
+            predictions.append(
+                {
+                    "i": i,
+                    "label": names[int(data.labels[i])],
+                    "right": ok,
+                    "top5": [[names[c], round(v, 4)] for c, v in zip(top, score, strict=True)],
+                }
+            )
+
     per_template = class_embeddings(model, tokenizer, data.classes, tpl, context)
     fixed_emb = per_template.mean(axis=1)
     fixed_emb /= np.linalg.norm(fixed_emb, axis=-1, keepdims=True)
-    fixed = classify(images, fixed_emb, data.labels, data.correct)
+    fixed = classify(
+        images, fixed_emb, data.labels, data.correct, each=None if predictions is None else predict
+    )
     singles = [classify(images, per_template[:, t], data.labels, data.correct) for t in range(len(tpl))]
     best = int(np.argmax([m["top1"] for m in singles]))
     if tpl == ["{c}"]:
@@ -211,17 +307,6 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) 
             data.labels,
             data.correct,
         )
-    names = [c[0] for c in data.classes]
-    indices = np.flatnonzero(data.labels >= 0)
-    predictions = [
-        {
-            "i": int(i),
-            "label": names[int(data.labels[i])],
-            "right": bool(ok),
-            "top5": [[names[int(c)], round(float(v), 4)] for c, v in zip(top, scores, strict=True)],
-        }
-        for i, top, scores, ok in zip(indices, fixed["top"], fixed["top_scores"], fixed["right"], strict=True)
-    ]
     return {
         "classes": len(names),
         "images": int(np.sum(data.labels >= 0)),
@@ -243,34 +328,95 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str) 
         "class_names": {n: list(c) for n, c in zip(names, data.classes, strict=True)},
         "class_entities": dict(data.class_entities),
         "unresolved": list(data.unresolved),
-    }, predictions
+    }
+
+
+class Predictions:
+    """Each labelled image's prediction, one JSON line in a temporary file as it is scored (memory
+    stays flat however many images); iterating reads them back in order, as often as needed.
+    Close it (or use it in a `with`) to remove the file."""
+
+    def __init__(self):
+        import os
+        import tempfile
+
+        fd, self.path = tempfile.mkstemp(prefix="entitynet-predictions-", suffix=".jsonl")
+        self._file = os.fdopen(fd, "w", encoding="utf-8")
+        self.count = 0
+
+    def append(self, prediction: dict) -> None:
+        self._file.write(json.dumps(prediction, ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        self._file.flush()
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+
+    def close(self) -> None:
+        import os
+
+        if not self._file.closed:
+            self._file.close()
+            os.remove(self.path)
+
+    def __enter__(self) -> Predictions:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 EXAMPLES_PER_CLASS = 12  # images per class kept as thumbnails beside the results (the explorer's)
 
 
-def choose_examples(
-    predictions: list[dict], confused: list, per_class: int = EXAMPLES_PER_CLASS
-) -> list[int]:
+def choose_examples(predictions, confused: list, per_class: int = EXAMPLES_PER_CLASS) -> list[int]:
     """The images to keep thumbnails of: per class its misclassified images first, then right
-    ones, `per_class` in all; and for each confused pair (a, b) one image of a taken for b."""
-    by_class: dict[str, list[dict]] = {}
+    ones, `per_class` in all; and for each confused pair (a, b) one image of a taken for b (the
+    first), unless one is chosen already.
+
+    Two passes over `predictions` (a list, or `Predictions` read back from its file), holding
+    `per_class` images per class and one per confused pair: memory is bounded by the classes."""
+
+    def order(row: tuple) -> tuple:
+        return row[0], row[1]  # misclassified first, then by image
+
+    first: dict[str, list[tuple[bool, int, str | None]]] = {}  # per class: (right, image, top-1)
     for p in predictions:
-        by_class.setdefault(p["label"], []).append(p)
+        rows = first.setdefault(p["label"], [])
+        rows.append((p["right"], p["i"], None if p["right"] else p["top5"][0][0]))
+        if len(rows) > 2 * per_class:
+            rows.sort(key=order)
+            del rows[per_class:]
     chosen = set()
-    for rows in by_class.values():
-        rows = sorted(rows, key=lambda p: (p["right"], p["i"]))
-        chosen.update(p["i"] for p in rows[:per_class])
+    for rows in first.values():
+        rows.sort(key=order)
+        del rows[per_class:]
+        chosen.update(i for _, i, _ in rows)
+    pairs = {(a, b) for a, b, _ in confused}
+    taken: dict[tuple[str, str], int] = {}  # (a, b) -> the first image of a taken for b
+    if pairs:
+        for p in predictions:
+            key = (p["label"], p["top5"][0][0])
+            if not p["right"] and key in pairs and key not in taken:
+                taken[key] = p["i"]
+    done = set()
     for a, b, _ in confused:
-        taken = [p["i"] for p in by_class.get(a, []) if not p["right"] and p["top5"][0][0] == b]
-        if taken and not chosen & set(taken):
-            chosen.add(taken[0])
+        if (a, b) in done or (a, b) not in taken:
+            continue  # a pair named twice (two classes of one name) is served by its first
+        done.add((a, b))
+        if not any(not right and top == b for right, _, top in first.get(a, [])):
+            chosen.add(taken[(a, b)])
     return sorted(chosen)
 
 
-def write_examples(data, predictions: list[dict], chosen: list[int], out_dir: Path) -> None:
-    """predictions.jsonl (one line per labelled image; `example` names its thumbnail when it has
-    one) and the thumbnails, examples/<i>.jpg."""
+def write_examples(data, predictions, chosen: list[int], out_dir: Path) -> None:
+    """predictions.jsonl (one line per labelled image, from a list or `Predictions`; `example`
+    names its thumbnail when it has one) and the thumbnails, examples/<i>.jpg."""
     from concurrent.futures import ThreadPoolExecutor
 
     from entitynet.files import write_bytes, write_lines
@@ -312,10 +458,19 @@ def evaluate(
     writes results.json, report.md and plots to `out` (default MODEL/eval/<set>-<digest of its
     source>, so two sets of one name never share a directory). `templates`: None picks the run's
     training templates, else the OpenAI ones."""
+    return evaluate_model(load_model(model_path, tokenizer), model_path, data_fn, templates, out)
+
+
+def evaluate_model(
+    m: dict, model_path: str | Path, data_fn, templates: str | None = None, out: str | Path | None = None
+) -> dict:
+    """`evaluate` with the model loaded already (`load_model`'s model, config, step, tokenizer and
+    run). Memory beyond the model grows with the set by its embeddings (images and texts, float32),
+    its texts, labels and right answers; scores and predictions are made a chunk at a time, the
+    predictions spilled to a temporary file until they are written."""
     from train import report
     from train.eval_data import image_embeddings, result_dir
 
-    m = load_model(model_path, tokenizer)
     model, mcfg = m["model"], m["config"]
     data = data_fn(m["run"])
     images = image_embeddings(data, jax.jit(model.encode_image), mcfg.vision.image_size)
@@ -329,26 +484,32 @@ def evaluate(
         "unreadable": list(data.unreadable),
     }
     predictions = None
-    if data.labels is not None and len(data.classes) >= 2 and np.any(data.labels >= 0):
-        chosen = choose_templates(templates, m["run"])
-        result["zero_shot"], predictions = zero_shot(model, m["tokenizer"], mcfg, data, images, chosen)
-        result["zero_shot"]["training_templates"] = training_templates(m["run"])
-    if data.texts:
-        tokens = tokenizers.encode(m["tokenizer"], data.texts, mcfg.text.context_length)
-        texts = embed(jax.jit(model.encode_text), tokens)
-        result["retrieval"] = {
-            "images": data.size,
-            "texts": len(data.texts),
-            **retrieval(images, texts, data.text_image),
-        }
-    if "zero_shot" not in result and "retrieval" not in result:
-        raise ConfigError(f"{data.name}: nothing to evaluate (fewer than two classes and no texts)")
-    out_dir = Path(out or Path(model_path) / "eval" / result_dir(data))
-    ensure_writable_dir(out_dir)
-    if predictions is not None:
-        write_examples(
-            data, predictions, choose_examples(predictions, result["zero_shot"]["confused"]), out_dir
-        )
+    try:
+        if data.labels is not None and len(data.classes) >= 2 and np.any(data.labels >= 0):
+            chosen = choose_templates(templates, m["run"])
+            predictions = Predictions()
+            result["zero_shot"] = zero_shot(model, m["tokenizer"], mcfg, data, images, chosen, predictions)
+            result["zero_shot"]["training_templates"] = training_templates(m["run"])
+        if data.texts:
+            tokens = Tokens(m["tokenizer"], data.texts, mcfg.text.context_length)
+            texts = embed(jax.jit(model.encode_text), tokens)
+            result["retrieval"] = {
+                "images": data.size,
+                "texts": len(data.texts),
+                **retrieval(images, texts, data.text_image),
+            }
+            del texts
+        if "zero_shot" not in result and "retrieval" not in result:
+            raise ConfigError(f"{data.name}: nothing to evaluate (fewer than two classes and no texts)")
+        out_dir = Path(out or Path(model_path) / "eval" / result_dir(data))
+        ensure_writable_dir(out_dir)
+        if predictions is not None:
+            write_examples(
+                data, predictions, choose_examples(predictions, result["zero_shot"]["confused"]), out_dir
+            )
+    finally:
+        if predictions is not None:
+            predictions.close()
     write_json(out_dir / "results.json", result)
     report.write_report(result, out_dir)
     result["report"] = str(out_dir / "report.md")
