@@ -67,8 +67,7 @@ from entitynet.curation.plan import CurateOptions, merge_group
 from entitynet.curation.subsets import check_roots, entities_under
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.files import atomic_open, write_json, write_lines
-from entitynet.harvest import read_records, write_records
-from entitynet.records import Entity, ImageRecord, Removal
+from entitynet.records import Entity, ImageRecord, Removal, read_jsonl, write_jsonl
 from entitynet.storage import STORE
 
 log = logging.getLogger("entitynet.curate")
@@ -125,7 +124,7 @@ class Entries(beam.DoFn):
         self.entities, self.roots = entities, roots
 
     def setup(self):
-        entities = list(read_records(self.entities, Entity, STORE))
+        entities = list(read_jsonl(self.entities, Entity))
         self.metadata = EntityMetadata(entities)
         self.subset = entities_under(entities, self.roots) if self.roots else None
 
@@ -150,8 +149,7 @@ class TypesOf(beam.DoFn):
 
     def setup(self):
         self.natural = {
-            e.id: e.natural_type_label or e.natural_type or "?"
-            for e in read_records(self.entities, Entity, STORE)
+            e.id: e.natural_type_label or e.natural_type or "?" for e in read_jsonl(self.entities, Entity)
         }
 
     def process(self, sre):
@@ -428,7 +426,7 @@ def run(
     started = time.time()
 
     def each_entity():
-        return read_records(entities, Entity, STORE) if isinstance(entities, str) else iter(entities)
+        return read_jsonl(entities, Entity) if isinstance(entities, str) else iter(entities)
 
     n_entities, labels = 0, {}
     for e in each_entity():  # the driver's summary: the labels for entry_counts.tsv and the card
@@ -448,7 +446,9 @@ def run(
         local_dir = out.local_dir
         staged = out.staged(STATS)
         if not isinstance(entities, str):
-            entities = write_records(out.staged("entities.jsonl"), entities, STORE)
+            entities_file = out.staged("entities.jsonl")
+            write_jsonl(entities_file, entities)
+            entities = entities_file
         eval_index = ""
         if eval_images:
             eval_index = out.staged("eval_hashes.jsonl")

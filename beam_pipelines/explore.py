@@ -35,11 +35,11 @@ from beam_pipelines.common import ReadShard, SumCounters, run_pipeline, shard_in
 from entitynet import records, shards
 from entitynet.errors import ConfigError
 from entitynet.explore import evals, rows, site
-from entitynet.harvest import NOT_FETCHED, read_records
+from entitynet.harvest import NOT_FETCHED
 from entitynet.images.thumbnail import THUMB_SIZE, thumbnail
 from entitynet.links import KEEP
 from entitynet.locks import OutputLock
-from entitynet.records import Candidate, Entity, Outcome, Removal
+from entitynet.records import Candidate, Entity, Outcome, Removal, read_jsonl
 from entitynet.storage import STORE, is_remote
 
 log = logging.getLogger("entitynet.explore")
@@ -314,7 +314,7 @@ def run(
                 Path(texts).unlink(missing_ok=True)
         counts = {tuple(k): n for k, n in found["counts"]}
         pages = {tuple(k): n for k, n in found["pages"]}
-        each = read_records(entities, Entity, STORE) if isinstance(entities, str) else entities
+        each = read_jsonl(entities, Entity) if isinstance(entities, str) else entities
         index = rows.entity_index(each, counts, pages, inputs["entries"])
         site.fill_pages(STORE, out_dir, index)  # one stat per page, nothing held
         evaluations = [evals.add_evaluation(out_dir, d) for d in result_dirs]

@@ -76,7 +76,7 @@ from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher, host_name
 from entitynet.files import write_json, write_lines
 from entitynet.links import Linker, LinkRule, link_stats
-from entitynet.records import Candidate, Entity, ImageRecord, Query
+from entitynet.records import Candidate, Entity, ImageRecord, Query, read_jsonl, write_jsonl
 from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
 from entitynet.storage import STORE, is_remote
 from entitynet.urls import public_url
@@ -95,7 +95,7 @@ POOL_BALANCE = "pool_balance.tsv"  # per entry: matched pool rows before and aft
 
 
 def _read(path: str, cls):
-    return harvest.read_records(path, cls, STORE)
+    return read_jsonl(path, cls)
 
 
 class ReadQueries(beam.DoFn):
@@ -831,7 +831,7 @@ def _query_summary(queries: str | Sequence[Query], supported: frozenset[str]) ->
 
     def counted():
         nonlocal n
-        for q in harvest.read_records(queries, Query, STORE):
+        for q in read_jsonl(queries, Query):
             n += 1
             yield q
 
@@ -850,7 +850,9 @@ def _count_lines(path: str) -> int:
 def _staged_jsonl(out: PipelineOutput, name: str, items) -> str:
     """Records given in memory, written to a staged file in the output (removed when the run ends)
     for the workers to read: a path instead of the records in the job graph."""
-    return harvest.write_records(out.staged(name), items, STORE)
+    path = out.staged(name)
+    write_jsonl(path, items)
+    return path
 
 
 def _changed_options(store, out_dir: str, new: dict) -> list[str]:

@@ -35,7 +35,6 @@ from entitynet.records import (
     image_key,
     merge_images,
     read_jsonl,
-    to_json,
 )
 from entitynet.search import BACKENDS, NEEDS_ENTITIES, SOURCE_BACKENDS
 from entitynet.storage import STORE, Store
@@ -60,20 +59,9 @@ class _Ident(_Rate):
 #
 # The pipelines never carry entities or queries inside their job graph: their DoFns get the path of
 # entities.jsonl / queries.jsonl and read it on the worker, through the pipelines' store (local,
-# gs://, s3://), whole in `setup()` (`read_records`) or a byte range at a time (`read_part`).
+# gs://, s3://), whole in `setup()` (`records.read_jsonl`) or a byte range at a time (`read_part`).
 
 PART_BYTES = 8 << 20  # a JSONL file is read in parts of about this many bytes (`parts_of`)
-
-
-def read_records(path: str, cls, store: Store = STORE) -> Iterator:
-    """`records.read_jsonl` (any path: local, gs://, s3://); `store` is kept for callers that pass one."""
-    return read_jsonl(path, cls)
-
-
-def write_records(path: str, items: Iterable, store: Store = STORE) -> str:
-    """Records as a JSONL file at `path` (any store), for workers to read; returns the path."""
-    store.write(path, "".join(to_json(x) + "\n" for x in items).encode())
-    return path
 
 
 def parts_of(path: str, store: Store = STORE) -> list[tuple[str, int, int]]:
@@ -196,7 +184,7 @@ class SearchSpec:
     def iter_entities(self, store: Store = STORE) -> Iterator[Entity]:
         """The entities, from memory or streamed from `entities_file` (through `store`)."""
         if self.entities_file:
-            return read_records(self.entities_file, Entity, store)
+            return read_jsonl(self.entities_file, Entity)
         return iter(self.entities)
 
     @property

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from entitynet.errors import ConfigError, OutputError, StorageError
-from entitynet.files import atomic_open, temp_name
+from entitynet.files import atomic_open
 
 _PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "s3a": "s3fs"}
 CACHE_ENV = "ENTITYNET_CACHE"  # where local copies of bucket files go (default ~/.cache/entitynet)
@@ -99,10 +99,6 @@ class Store:
             if _missing(e):
                 return None
             raise StorageError(f"cannot read {p}: {_why(e)}") from None
-
-    def read_text(self, path: str | os.PathLike) -> str | None:
-        data = self.read(path)
-        return None if data is None else data.decode("utf-8")
 
     def open(self, path: str | os.PathLike) -> IO[bytes]:
         """The file opened for binary reading (FileNotFoundError when there is none)."""
@@ -227,9 +223,6 @@ class Store:
         except Exception as e:  # noqa: BLE001
             raise OutputError(f"cannot write {p}: {_why(e)}") from None
 
-    def write_text(self, path: str | os.PathLike, text: str) -> None:
-        self.write(path, text.encode("utf-8"))
-
     def write_from(self, source: IO[bytes], path: str | os.PathLike) -> None:
         """Stream `source` into `path`, atomically as `write` is (multipart upload for big files)."""
         p = os.fspath(path)
@@ -303,14 +296,6 @@ class Store:
             n += 1
         return n
 
-    def download_tree(self, directory: str, local_dir: str | os.PathLike) -> int:
-        """Every file under `directory` (any store) to the same relative path under `local_dir`."""
-        n = 0
-        for rel in self.list_names(directory, recursive=True):
-            self.download(self.join(directory, rel), os.path.join(local_dir, rel))
-            n += 1
-        return n
-
     def rename(self, source: str | os.PathLike, path: str | os.PathLike) -> None:
         """`source` moved to `path` (replacing it): a rename on disk; on an object store a copy made
         by the store itself (the new object appears whole), then the source deleted."""
@@ -349,12 +334,6 @@ class Store:
         for rel in self.list_names(d, recursive=True):
             with contextlib.suppress(FileNotFoundError):
                 self.delete(self.join(d, rel))
-
-    def makedirs(self, directory: str | os.PathLike) -> None:
-        """A local directory made; nothing to do on an object store (prefixes need no creating)."""
-        d = os.fspath(directory)
-        if not is_remote(d):
-            os.makedirs(d, exist_ok=True)
 
 
 STORE = Store()
@@ -424,25 +403,4 @@ def staged_dir(directory: str | os.PathLike, prefix: str = "entitynet-") -> Iter
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def dirname(path: str | os.PathLike) -> str:
-    p = os.fspath(path)
-    if not is_remote(p):
-        return os.path.dirname(p)
-    return p.rstrip("/").rsplit("/", 1)[0]
-
-
-def basename(path: str | os.PathLike) -> str:
-    return os.fspath(path).rstrip("/").rsplit("/", 1)[-1] if is_remote(path) else os.path.basename(path)
-
-
-def any_open(path: str | os.PathLike, mode: str = "rb") -> Any:
-    """A text or binary reader of any path (for readers written against `open`)."""
-    f = STORE.open(path)
-    if "b" in mode:
-        return f
-    import io
-
-    return io.TextIOWrapper(f, encoding="utf-8")
-
-
-__all__ = ["STORE", "Store", "is_remote", "local_copy", "local_file", "staged_dir", "temp_name"]
+__all__ = ["STORE", "Store", "is_remote", "local_copy", "local_file", "staged_dir"]

@@ -19,7 +19,7 @@ from entitynet.curation.evalsets import EvalSet
 from entitynet.curation.plan import CurateOptions
 from entitynet.kg.client import KGSource
 from entitynet.kg.expand import ExpandConfig, Graph, Hop
-from entitynet.records import Entity, write_jsonl
+from entitynet.records import Entity, Query, read_jsonl, write_jsonl
 from entitynet.text.queries import build_queries
 
 SMALL, LARGE = 1_000, 100_000
@@ -160,12 +160,11 @@ def test_a_spec_with_entities_in_memory_is_refused_by_the_pipeline(tmp_path):
 @pytest.mark.parametrize("where", ["local", "store"])
 def test_a_jsonl_file_read_in_parts_gives_every_record_once(tmp_path, parts, where):
     """Local, and through the storage layer (fsspec's in-memory store stands for a bucket)."""
-    from entitynet.records import Query
 
     queries = build_queries(synthetic_entities(50))
     path = str(tmp_path / "queries.jsonl") if where == "local" else f"memory://sizes/{tmp_path.name}/q.jsonl"
-    harvest.write_records(path, queries)
+    write_jsonl(path, queries)
     got = [q for i in range(parts) for q in harvest.read_part(path, i, parts, Query)]
     assert got == queries
-    assert list(harvest.read_records(path, Query)) == queries
+    assert list(read_jsonl(path, Query)) == queries
     assert [d[1:] for d in harvest.parts_of(path)] == [(0, 1)]  # a small file is one part
