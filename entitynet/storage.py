@@ -72,6 +72,22 @@ def _missing(e: BaseException) -> bool:
     return isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError))
 
 
+_RAISE = object()
+
+
+def _call(path: str, doing: str, call, *args, missing: Any = _RAISE, error: type = StorageError):
+    """`call(*args)` on a remote store, its errors as ours: a missing file is FileNotFoundError
+    (or `missing` when given), anything else one line, `error`, saying what failed and on which path."""
+    try:
+        return call(*args)
+    except Exception as e:  # noqa: BLE001 - each store raises its own errors
+        if _missing(e):
+            if missing is _RAISE:
+                raise FileNotFoundError(path) from None
+            return missing
+        raise error(f"cannot {doing} {path}: {_why(e)}") from None
+
+
 class Store:
     """Whole-file reads, whole-file writes, listings and streams over any path (see the module)."""
 
@@ -92,57 +108,33 @@ class Store:
                     return f.read()
             except OSError:
                 return None
-        fs = filesystem(p)
-        try:
-            return fs.cat_file(p)
-        except Exception as e:  # noqa: BLE001 - each store raises its own errors
-            if _missing(e):
-                return None
-            raise StorageError(f"cannot read {p}: {_why(e)}") from None
+        return _call(p, "read", filesystem(p).cat_file, p, missing=None)
 
     def open(self, path: str | os.PathLike) -> IO[bytes]:
         """The file opened for binary reading (FileNotFoundError when there is none)."""
         p = os.fspath(path)
         if not is_remote(p):
             return open(p, "rb")
-        fs = filesystem(p)
-        try:
-            return fs.open(p, "rb")
-        except Exception as e:  # noqa: BLE001
-            if _missing(e):
-                raise FileNotFoundError(p) from None
-            raise StorageError(f"cannot read {p}: {_why(e)}") from None
+        return _call(p, "read", filesystem(p).open, p, "rb")
 
     def exists(self, path: str | os.PathLike) -> bool:
         p = os.fspath(path)
         if not is_remote(p):
             return os.path.exists(p)
-        fs = filesystem(p)
-        try:
-            return fs.exists(p)
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot look up {p}: {_why(e)}") from None
+        return _call(p, "look up", filesystem(p).exists, p, missing=False)
 
     def isfile(self, path: str | os.PathLike) -> bool:
         p = os.fspath(path)
         if not is_remote(p):
             return os.path.isfile(p)
-        fs = filesystem(p)
-        try:
-            return fs.isfile(p)
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot look up {p}: {_why(e)}") from None
+        return _call(p, "look up", filesystem(p).isfile, p, missing=False)
 
     def isdir(self, path: str | os.PathLike) -> bool:
         """A local directory, or a remote prefix holding at least one object."""
         p = os.fspath(path)
         if not is_remote(p):
             return os.path.isdir(p)
-        fs = filesystem(p)
-        try:
-            return fs.isdir(p)
-        except Exception as e:  # noqa: BLE001
-            raise StorageError(f"cannot look up {p}: {_why(e)}") from None
+        return _call(p, "look up", filesystem(p).isdir, p, missing=False)
 
     def stat(self, path: str | os.PathLike) -> tuple[int, float]:
         """(size in bytes, modification time) of a file; FileNotFoundError when there is none."""
@@ -150,13 +142,7 @@ class Store:
         if not is_remote(p):
             st = os.stat(p)
             return st.st_size, st.st_mtime
-        fs = filesystem(p)
-        try:
-            info = fs.info(p)
-        except Exception as e:  # noqa: BLE001
-            if _missing(e):
-                raise FileNotFoundError(p) from None
-            raise StorageError(f"cannot look up {p}: {_why(e)}") from None
+        info = _call(p, "look up", filesystem(p).info, p)
         modified = info.get("LastModified") or info.get("mtime") or info.get("updated") or 0
         if hasattr(modified, "timestamp"):
             modified = modified.timestamp()
@@ -217,26 +203,12 @@ class Store:
             with atomic_open(p, "wb") as f:
                 f.write(data)
             return
-        fs = filesystem(p)
-        try:
-            fs.pipe_file(p, data)
-        except Exception as e:  # noqa: BLE001
-            raise OutputError(f"cannot write {p}: {_why(e)}") from None
+        _call(p, "write", filesystem(p).pipe_file, p, data, error=OutputError)
 
     def write_from(self, source: IO[bytes], path: str | os.PathLike) -> None:
         """Stream `source` into `path`, atomically as `write` is (multipart upload for big files)."""
-        p = os.fspath(path)
-        if not is_remote(p):
-            os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
-            with atomic_open(p, "wb") as f:
-                shutil.copyfileobj(source, f, 8 << 20)
-            return
-        fs = filesystem(p)
-        try:
-            with fs.open(p, "wb") as f:
-                shutil.copyfileobj(source, f, 8 << 20)
-        except Exception as e:  # noqa: BLE001
-            raise OutputError(f"cannot write {p}: {_why(e)}") from None
+        with self.open_write(path) as f:
+            shutil.copyfileobj(source, f, 8 << 20)
 
     @contextlib.contextmanager
     def open_write(self, path: str | os.PathLike, text: bool = False) -> Iterator[IO[Any]]:
@@ -248,11 +220,7 @@ class Store:
             with atomic_open(p, "w" if text else "wb") as f:
                 yield f
             return
-        fs = filesystem(p)
-        try:
-            raw = fs.open(p, "wb")
-        except Exception as e:  # noqa: BLE001
-            raise OutputError(f"cannot write {p}: {_why(e)}") from None
+        raw = _call(p, "write", filesystem(p).open, p, "wb", error=OutputError)
         failed = False
         try:
             if text:
@@ -303,13 +271,7 @@ class Store:
         if not is_remote(p):
             os.replace(src, p)
             return
-        fs = filesystem(p)
-        try:
-            fs.copy(src, p)
-        except Exception as e:  # noqa: BLE001
-            if _missing(e):
-                raise FileNotFoundError(src) from None
-            raise OutputError(f"cannot write {p}: {_why(e)}") from None
+        _call(src, "copy", filesystem(p).copy, src, p, error=OutputError)
         self.delete(src)
 
     def delete(self, path: str | os.PathLike) -> None:
@@ -317,13 +279,7 @@ class Store:
         if not is_remote(p):
             os.remove(p)
             return
-        fs = filesystem(p)
-        try:
-            fs.rm_file(p)
-        except Exception as e:  # noqa: BLE001
-            if _missing(e):
-                raise FileNotFoundError(p) from None
-            raise OutputError(f"cannot delete {p}: {_why(e)}") from None
+        _call(p, "delete", filesystem(p).rm_file, p, error=OutputError)
 
     def delete_tree(self, directory: str | os.PathLike) -> None:
         """A directory and everything under it (nothing when there is none)."""
