@@ -303,27 +303,30 @@ def open_reader(path: str | os.PathLike):
         raise corrupt(path, e) from None
 
 
-def read_shard(path: str | os.PathLike) -> Iterator[ImageRecord]:
+def read_shard(path: str | os.PathLike, decode=decode_image, chunk: int = 1) -> Iterator:
     """Every record of one ArrayRecord shard (local or in a bucket: then read from a temporary
-    copy), in file order; EntityNetError naming the file when it is truncated or corrupt, or holds
-    bytes that are not records."""
+    copy), in file order, as `decode` makes it of the record's bytes (`records.decode_image`; the
+    training decoder reads only the fields it needs), read `chunk` records at a time;
+    EntityNetError naming the file when it is truncated or corrupt, or holds bytes that are not
+    records."""
     if is_remote(path):
         with local_file(path) as local:
             try:
-                yield from read_shard(local)
+                yield from read_shard(local, decode, chunk)
             except EntityNetError as e:
                 raise EntityNetError(str(e).replace(local, os.fspath(path))) from None
         return
     reader = open_reader(path)
     finished = False
     try:
-        for i in range(reader.num_records()):
+        count = reader.num_records()
+        for start in range(0, count, chunk):
             try:
-                data = reader.read([i])[0]
-                record = decode_image(data)
+                batch = reader.read(start, min(count, start + chunk)) if chunk > 1 else reader.read([start])
+                decoded = [decode(data) for data in batch]
             except (RuntimeError, ValueError, OSError) as e:
                 raise corrupt(path, e) from None
-            yield record
+            yield from decoded
         finished = True
     finally:
         try:

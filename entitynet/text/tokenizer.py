@@ -359,30 +359,9 @@ def train_tokenizer(
 
 def _alt_texts(path: str) -> Iterator[str]:
     """The alt texts of one shard's records, in file order, read in chunks with the training
-    decoder (the few fields it needs: about 15x faster than decoding whole records); a bucket's
-    shard from a temporary copy. EntityNetError naming the shard when it is truncated or corrupt."""
-    from entitynet.errors import EntityNetError
+    decoder (the few fields it needs: about 15x faster than decoding whole records)."""
     from entitynet.records import decode_for_training
-    from entitynet.shards import corrupt, open_reader
-    from entitynet.storage import local_file
+    from entitynet.shards import read_shard
 
-    with local_file(path) as local:
-        try:
-            reader = open_reader(local)
-        except EntityNetError as e:
-            raise EntityNetError(str(e).replace(local, path)) from None
-        finished = False
-        try:
-            count = reader.num_records()
-            for start in range(0, count, 1024):
-                for data in reader.read(start, min(count, start + 1024)):
-                    yield from decode_for_training(data).alt_texts
-            finished = True
-        except (RuntimeError, ValueError, OSError) as e:
-            raise corrupt(path, e) from None
-        finally:
-            try:
-                reader.close()  # the reader checks the file's end when closed
-            except (RuntimeError, OSError) as e:
-                if finished:
-                    raise corrupt(path, e) from None
+    for record in read_shard(path, decode_for_training, chunk=1024):
+        yield from record.alt_texts
