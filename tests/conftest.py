@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from loopback import LoopbackHandler, LoopbackServer
+from loopback import LoopbackHandler, LoopbackServer, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,19 +91,8 @@ def oxigraph_server(tmp_path_factory):
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}/query"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            ask = urllib.parse.urlencode({"query": "ASK {}"})
-            with urllib.request.urlopen(f"{url}?{ask}", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"oxigraph server did not start: {proc.stderr.read().decode()[:500]}"
-                ) from None
-            time.sleep(0.05)
+    ask = urllib.parse.urlencode({"query": "ASK {}"})
+    wait_until_serving(f"{url}?{ask}", proc, "oxigraph server", lambda: proc.stderr.read().decode(), 30)
     yield url
     proc.terminate()
     proc.wait(timeout=10)

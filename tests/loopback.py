@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -77,3 +79,19 @@ class LoopbackServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def wait_until_serving(url: str, proc, what: str, log=lambda: "", seconds: float = 60.0) -> None:
+    """Poll `url` until it answers 200, while the server process `proc` lives; a RuntimeError with
+    the start of its log (`log()`) when it exits or does not answer within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start: {log()[:500]}")
+        time.sleep(0.05)

@@ -13,12 +13,10 @@ import re
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loopback import LoopbackHandler, LoopbackServer
+from loopback import LoopbackHandler, LoopbackServer, wait_until_serving
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
@@ -137,17 +135,7 @@ def object_store(tmp: Path):
     moto = Path(sys.executable).parent / "moto_server"
     log = open(tmp / "moto.log", "wb")
     proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"moto_server did not start: {(tmp / 'moto.log').read_text()[:500]}"
-                ) from None
-            time.sleep(0.1)
+    wait_until_serving(f"http://127.0.0.1:{port}/", proc, "moto_server", (tmp / "moto.log").read_text)
     ref: list = []
     proxy = _proxy(ref, port)
     endpoint = f"http://127.0.0.1:{proxy.port}"

@@ -216,15 +216,8 @@ def data_settings(cfg, process_count: int) -> dict:
 
 def _file_digest(path: str) -> str:
     """Of a file's bytes; a tokenizer given as its directory: of its tokenizer.json."""
-    data = STORE.read(_tokenizer_file(path))
+    data = STORE.read(tokenizers.tokenizer_file(path))
     return hashlib.blake2b(data, digest_size=16).hexdigest() if data is not None else ""
-
-
-def _tokenizer_file(path: str) -> str:
-    """A tokenizer's file: the path itself, or its tokenizer.json when it names a directory."""
-    return (
-        STORE.join(path, tokenizers.TOKENIZER_FILE) if STORE.isdir(path) and not STORE.isfile(path) else path
-    )
 
 
 class StaleCheckpoint(ConfigError):

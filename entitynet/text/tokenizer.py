@@ -280,22 +280,38 @@ def save(tokenizer, directory: str | Path, filename: str = TOKENIZER_FILE) -> Pa
     return d / filename
 
 
+def tokenizer_file(path: str) -> str:
+    """A tokenizer's file (local or in a bucket): the path itself, or its tokenizer.json when it
+    names a directory."""
+    from entitynet.storage import STORE
+
+    return STORE.join(path, TOKENIZER_FILE) if STORE.isdir(path) and not STORE.isfile(path) else path
+
+
 def load(path: str | Path):
     """A tokenizer from a `tokenizer.json` (or its directory), or a CLIP merges file (`.txt[.gz]`);
     local or in a bucket (then read from a local copy of its directory)."""
     from entitynet.storage import STORE, is_remote
 
-    if is_remote(path):
+    if is_remote(path):  # the tokenizer's own files copied down, not its whole directory
         import tempfile
 
-        remote = str(path)
-        if STORE.isdir(remote) and not STORE.isfile(remote):
-            remote = STORE.join(remote, TOKENIZER_FILE)
+        remote = tokenizer_file(str(path))
+        parent, name = remote.rsplit("/", 1)
         local = tempfile.mkdtemp(prefix="entitynet-tokenizer-")
-        parent = remote.rsplit("/", 1)[0]
-        for name in STORE.list_names(parent):
-            STORE.download(STORE.join(parent, name), os.path.join(local, name))
-        return load(os.path.join(local, remote.rsplit("/", 1)[1]))
+        try:
+            meta = json.loads(STORE.read(remote) or b"null")
+        except ValueError:
+            meta = None
+        names = {name, "tokenizer_config.json"}  # the latter: beside a Hugging Face tokenizer.json
+        if isinstance(meta, dict):
+            names |= {
+                meta[k] for k in ("model", "merges") if isinstance(meta.get(k), str) and "/" not in meta[k]
+            }
+        for n in names:
+            if STORE.isfile(STORE.join(parent, n)):
+                STORE.download(STORE.join(parent, n), os.path.join(local, n))
+        return load(os.path.join(local, name))
     p = Path(path)
     if p.is_dir():
         p = p / TOKENIZER_FILE
