@@ -117,11 +117,11 @@ def ceiling(directory: Path, size: int, n: int) -> dict[str, float]:
         return len(jpegs) / (time.perf_counter() - t)
 
     rates = {"training's (Pillow decode, OpenCV/Pillow resize)": rate(ip.decode_crop)}
-    fast, ip._opencv = ip._opencv, lambda: None
+    fast, ip.augment.opencv = ip.augment.opencv, lambda: None
     try:
         rates["Pillow only"] = rate(ip.decode_crop)
     finally:
-        ip._opencv = fast
+        ip.augment.opencv = fast
     try:
         import simplejpeg
     except ImportError:

@@ -1,8 +1,12 @@
-"""Quality benchmark: the whole EntityNet chain on the Iconify emoji world, scored on held-out styles.
+r"""Quality benchmark: the whole EntityNet chain on the Iconify emoji world, scored on held-out styles.
 
     python benchmarks/quality_iconify.py                                  # full run (about 45 min on 2 cores)
     python benchmarks/quality_iconify.py --limit-classes 20 --steps 50 --seeds 0   # a quick smoke run
     python benchmarks/quality_iconify.py --checkout /work/before --out /tmp/quality-before
+    python benchmarks/quality_iconify.py --out /tmp/quality-ablation \
+        --arm "today:kg+alt=|--weights raw" --arm "ema:kg+alt=" \
+        --arm "aug:kg+alt=data.flip=0.5;data.greyscale=0.2" --arm "aug-alt:alt=data.flip=0.5;data.greyscale=0.2" \
+        --main-arm aug                                                    # an ablation over one harvest
 
 It builds (or reuses) the kit of benchmarks/iconify_world.py (icon sets from the npm registry,
 a Wikidata-shaped KG, a web of noisy emoji pictures on 127.0.0.1 that does not honour "-term"
@@ -10,14 +14,24 @@ exclusions, held-out ImageFolders of two other emoji styles), then runs the docu
 through the CLI of a chosen checkout as subprocesses, timing each stage:
 
     kg expand -> queries -> harvest (searxng backend on the kit's web) -> curate (decontaminated
-    against the merged held-out set) -> tokenizer train -> train (3 text mixes x seeds) -> eval
-    (bare templates and the default ensemble; with --synonyms too where the CLI has it)
+    against the merged held-out set) -> tokenizer train -> train (arms x seeds) -> eval (bare
+    templates and the default ensemble; with --synonyms too where the CLI has it)
 
 and scores the harvest's entity links against the kit's ground truth. Everything goes to
 OUT/quality.json and OUT/quality.md, and a table with PASS/FAIL against the targets is printed.
 
-`--checkout DIR` runs that checkout's CLI (PYTHONPATH=DIR, cwd DIR, DIR/configs/tiny_cpu.py);
-`--python PATH` picks the interpreter (default: this one).
+Arms: `--arm NAME:MIX=OVERRIDES[|EVALFLAGS]` (repeatable) trains one arm over the seeds, all arms on
+the same harvest and curation. MIX is a text mix (kg+alt, alt, kg: data.alt_text_chance 0.5, 1.0,
+0.0), OVERRIDES `;`-separated KEY=VALUE config overrides (`--config.KEY=VALUE`; values may hold
+commas and parentheses, e.g. `data.crop_scale=(0.3,1.0)`; may be empty), EVALFLAGS extra flags for
+`entitynet eval` (split like a shell line). Arms with the same MIX and OVERRIDES share their runs
+(OUT/runs/<slug of the first such arm>-s<seed>). Without --arm there is one arm per --mixes entry,
+named by its mix. The targets are checked on `--main-arm` (default: the last --arm, else kg+alt),
+and it is compared with the arm of the same OVERRIDES trained on alt texts only, where there is one.
+
+`--checkout DIR` runs that checkout's CLI (PYTHONPATH=DIR, cwd DIR); `--config PATH` the training
+config (default DIR/configs/tiny_cpu.py; a relative PATH is taken relative to DIR); `--python PATH`
+picks the interpreter (default: this one). `--render OUT` re-writes OUT/quality.md from OUT/quality.json.
 """
 
 from __future__ import annotations
@@ -27,11 +41,13 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -44,7 +60,95 @@ MIXES = (
     ("alt", 1.0, "alt text only (1.0)"),
     ("kg", 0.0, "KG only (0.0)"),
 )
-TARGET_TOP1, TARGET_TOP5 = 0.25, 0.50
+MIX_CHANCE = {name: chance for name, chance, _ in MIXES}
+MIX_LABEL = {name: label for name, _, label in MIXES}
+TARGET_TOP1, TARGET_TOP5 = 0.25, 0.50  # the main arm on each held-out style (ensemble)
+TARGET_MERGED_TOP1 = 0.30  # the main arm on the merged set (ensemble)
+VARIANT_ORDER = ("bare", "ensemble", "bare-syn", "ensemble-syn")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of an ablation: a text mix and config overrides to train with (over the seeds), and
+    extra `entitynet eval` flags to evaluate its runs with."""
+
+    name: str
+    mix: str
+    overrides: tuple[str, ...] = ()
+    eval_flags: tuple[str, ...] = ()
+
+    @property
+    def train_key(self) -> tuple[str, tuple[str, ...]]:
+        """Arms with the same key share their training runs."""
+        return self.mix, self.overrides
+
+    def as_dict(self, runs: list[str]) -> dict:
+        return {
+            "name": self.name,
+            "mix": self.mix,
+            "overrides": list(self.overrides),
+            "eval_flags": list(self.eval_flags),
+            "runs": runs,
+        }
+
+
+ARM_SPEC = re.compile(r"(?P<name>[^:]+):(?P<mix>[^=]+)=(?P<rest>.*)", re.DOTALL)
+OVERRIDE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*=")
+
+
+def parse_arm(spec: str) -> Arm:
+    """NAME:MIX=OVERRIDES[|EVALFLAGS]: OVERRIDES `;`-separated KEY=VALUE (values may hold commas and
+    parentheses), EVALFLAGS split like a shell line."""
+    m = ARM_SPEC.fullmatch(spec)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: expected NAME:MIX=OVERRIDES or NAME:MIX=OVERRIDES|EVALFLAGS"
+        )
+    name, mix = m["name"].strip(), m["mix"].strip()
+    if not name:
+        raise argparse.ArgumentTypeError(f"{spec!r}: the arm has no name")
+    if mix not in MIX_CHANCE:
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: unknown text mix {mix!r} (one of {', '.join(MIX_CHANCE)})"
+        )
+    overrides_text, _, flags_text = m["rest"].partition("|")
+    overrides = tuple(o.strip() for o in overrides_text.split(";") if o.strip())
+    bad = [o for o in overrides if not OVERRIDE.match(o)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"{spec!r}: overrides must be KEY=VALUE, not {', '.join(bad)}")
+    try:
+        flags = tuple(shlex.split(flags_text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{spec!r}: eval flags: {e}") from None
+    return Arm(name, mix, overrides, flags)
+
+
+def slug(text: str, taken: set[str]) -> str:
+    """A file-name-safe form of text, not in taken (which it joins)."""
+    base = re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("._-") or "arm"
+    s, i = base, 2
+    while s in taken:
+        s, i = f"{base}-{i}", i + 1
+    taken.add(s)
+    return s
+
+
+def plan_runs(
+    arms: list[Arm], seeds: list[int]
+) -> tuple[dict[tuple[str, tuple[str, ...]], str], dict[str, list[str]]]:
+    """Arms with the same text mix and overrides share their runs: (train key -> the slug of the first
+    arm that needs it; its runs are <slug>-s<seed>), and each arm's run labels in seed order."""
+    slugs: dict[tuple[str, tuple[str, ...]], str] = {}
+    taken: set[str] = set()
+    for arm in arms:
+        if arm.train_key not in slugs:
+            slugs[arm.train_key] = slug(arm.name, taken)
+    return slugs, {arm.name: [f"{slugs[arm.train_key]}-s{seed}" for seed in seeds] for arm in arms}
+
+
+def eval_key(run: str, flags: tuple[str, ...] | list[str]) -> str:
+    """The key of a run's results evaluated with an arm's extra eval flags."""
+    return f"{run} [{shlex.join(flags)}]" if flags else run
 
 
 class Runner:
@@ -193,45 +297,67 @@ def eval_variants(runner: Runner) -> list[tuple[str, list[str]]]:
     return out
 
 
-def evaluate_runs(runner: Runner, runs: dict[str, Path], kit, out: Path, mode: str) -> dict:
-    """results[run][set][variant] = {top1, top5, macro, ...}. grouped: one CLI call per (set, variant)
-    for all runs (a side-by-side comparison, fewer process starts); single: one call per run."""
-    results: dict = {r: {} for r in runs}
-    variants = eval_variants(runner)
+EvalJob = tuple[str, Path, tuple[str, ...]]  # a run's label and workdir, and an arm's extra eval flags
+
+
+def evaluate_runs(
+    runner: Runner, jobs: list[EvalJob], kit, out: Path, mode: str, variants: list[tuple[str, list[str]]]
+) -> dict:
+    """results[eval_key(run, flags)][set][variant] = {top1, top5, macro, ...} for each (run, an arm's
+    eval flags) pair. grouped: one CLI call per (set, variant, eval flags) for all the runs evaluated
+    with those flags (a side-by-side comparison, fewer process starts); single: one call per pair."""
+    groups: dict[tuple[str, ...], dict[str, Path]] = {}
+    for run, w, flags in jobs:
+        groups.setdefault(tuple(flags), {})[run] = w
+    taken: set[str] = set()
+    suffixes = {flags: "-" + slug(" ".join(flags), taken) if flags else "" for flags in groups}
+    results: dict = {eval_key(run, flags): {} for flags, runs in groups.items() for run in runs}
     for set_name, folder in kit.eval_sets.items():
         if not folder.is_dir():
             continue
-        for variant, flags in variants:
-            tag = f"{set_name}-{variant}"
-            done = False
-            if mode == "grouped" and len(runs) > 1:
-                dest = out / "eval" / tag
-                args = ["eval"]
-                for name, w in runs.items():
-                    args += ["--workdir", str(w), "--label", name]
-                args += ["--imagefolder", str(folder), *flags, "--out", str(dest)]
-                p = runner.cli(f"eval {tag}", *args, check=False)
-                res = dest / "results.json"
-                if p.returncode == 0 and res.exists():
-                    for r in json.loads(res.read_text())["runs"]:
-                        results[r["label"]].setdefault(set_name, {})[variant] = _scores(r)
-                        w = runs[r["label"]] / f"eval-{tag}"
-                        w.mkdir(parents=True, exist_ok=True)
-                        (w / "results.json").write_text(json.dumps(r, indent=1))
-                    done = True
-                else:
-                    print(
-                        f"    grouped evaluation failed (rc {p.returncode}); evaluating run by run",
-                        flush=True,
-                    )
-            if not done:
-                for name, w in runs.items():
-                    dest = w / f"eval-{tag}"
-                    runner.cli(f"eval {tag}", "eval", "--workdir", str(w), "--imagefolder", str(folder), *flags,
-                               "--out", str(dest))  # fmt: skip
-                    r = json.loads((dest / "results.json").read_text())
-                    results[name].setdefault(set_name, {})[variant] = _scores(r)
+        for variant, variant_flags in variants:
+            for flags, runs in groups.items():
+                tag = f"{set_name}-{variant}{suffixes[flags]}"
+                all_flags = [*flags, *variant_flags]
+                got = None
+                if mode == "grouped" and len(runs) > 1:
+                    got = _eval_grouped(runner, runs, folder, all_flags, tag, out)
+                if got is None:
+                    got = {name: _eval_single(runner, w, folder, all_flags, tag) for name, w in runs.items()}
+                for name, scores in got.items():
+                    results[eval_key(name, flags)].setdefault(set_name, {})[variant] = scores
     return results
+
+
+def _eval_grouped(
+    runner: Runner, runs: dict[str, Path], folder: Path, flags: list[str], tag: str, out: Path
+) -> dict[str, dict] | None:
+    """One `entitynet eval` call over all runs (each run's results are also written to its workdir);
+    None when it fails."""
+    dest = out / "eval" / tag
+    args = ["eval"]
+    for name, w in runs.items():
+        args += ["--workdir", str(w), "--label", name]
+    args += ["--imagefolder", str(folder), *flags, "--out", str(dest)]
+    p = runner.cli(f"eval {tag}", *args, check=False)
+    res = dest / "results.json"
+    if p.returncode != 0 or not res.exists():
+        print(f"    grouped evaluation failed (rc {p.returncode}); evaluating run by run", flush=True)
+        return None
+    got = {}
+    for r in json.loads(res.read_text())["runs"]:
+        got[r["label"]] = _scores(r)
+        w = runs[r["label"]] / f"eval-{tag}"
+        w.mkdir(parents=True, exist_ok=True)
+        (w / "results.json").write_text(json.dumps(r, indent=1))
+    return got
+
+
+def _eval_single(runner: Runner, w: Path, folder: Path, flags: list[str], tag: str) -> dict:
+    dest = w / f"eval-{tag}"
+    runner.cli(f"eval {tag}", "eval", "--workdir", str(w), "--imagefolder", str(folder), *flags,
+               "--out", str(dest))  # fmt: skip
+    return _scores(json.loads((dest / "results.json").read_text()))
 
 
 def _scores(r: dict) -> dict:
@@ -261,20 +387,45 @@ def pct(m: float, s: float | None = None) -> str:
     return f"{m:6.2%}" if s is None else f"{m:6.2%} ± {s:5.2%}"
 
 
-# ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- arguments
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cache", default=str(iconify_world.DEFAULT_CACHE), help="icon sets and built kits")
     ap.add_argument("--out", default="quality-iconify-out", help="where every stage writes (fresh each run)")
     ap.add_argument("--checkout", default=str(HERE.parent), help="the EntityNet checkout whose CLI runs")
     ap.add_argument("--python", default=sys.executable, help="interpreter with EntityNet's dependencies")
     ap.add_argument(
-        "--steps", type=int, default=1200, help="training steps per run (tiny_cpu config; 3-5 min each)"
+        "--config",
+        default="configs/tiny_cpu.py",
+        metavar="PATH[:ARG]",
+        help="the training config (a relative PATH is taken relative to --checkout; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--steps", type=int, default=1200, help="training steps per run (tiny_cpu config: 3-5 min each)"
     )
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-    ap.add_argument("--mixes", default="kg+alt,alt,kg", help="text mixes to train: kg+alt, alt, kg")
+    ap.add_argument(
+        "--mixes",
+        default="kg+alt,alt,kg",
+        help="without --arm: one arm per text mix, named by it (kg+alt, alt, kg)",
+    )
+    ap.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        type=parse_arm,
+        metavar="NAME:MIX=OVERRIDES[|EVALFLAGS]",
+        help="an arm of an ablation, trained over the seeds (repeatable; replaces --mixes): MIX one of "
+        f"{', '.join(MIX_CHANCE)}; OVERRIDES ';'-separated KEY=VALUE config overrides (may be empty); "
+        "EVALFLAGS extra flags for `entitynet eval`, e.g. 'ema:kg+alt=data.flip=0.5|--weights raw'",
+    )
+    ap.add_argument(
+        "--main-arm",
+        metavar="NAME",
+        help="the arm the targets are checked on (default: the last --arm, else kg+alt)",
+    )
     ap.add_argument("--limit-classes", type=int, default=0, help="a smaller kit (smoke runs)")
     ap.add_argument("--kit-seed", type=int, default=0)
     ap.add_argument(
@@ -282,7 +433,7 @@ def main(argv=None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="more --config.KEY=VALUE for every training run (e.g. data.image_size=64)",
+        help="more --config.KEY=VALUE for every training run of every arm (e.g. data.image_size=64)",
     )
     ap.add_argument("--eval-mode", choices=("grouped", "single"), default="grouped")
     ap.add_argument(
@@ -292,11 +443,54 @@ def main(argv=None) -> int:
     ap.add_argument("--render", metavar="OUT", help="only re-write OUT/quality.md from OUT/quality.json")
     args = ap.parse_args(argv)
     if args.render:
-        report = json.loads((Path(args.render) / "quality.json").read_text())
-        kit = iconify_world.load(Path(report["kit"]["root"]))
-        mixes = [m for m in MIXES if m[0] in report["summary"]]
-        md = render_markdown(report, kit, mixes, report["seeds"])
-        (Path(args.render) / "quality.md").write_text(md)
+        return args
+    if args.arm:
+        args.arms = args.arm
+    else:
+        names = [m.strip() for m in args.mixes.split(",") if m.strip()]
+        unknown = [m for m in names if m not in MIX_CHANCE]
+        if unknown or not names:
+            ap.error(
+                f"--mixes: unknown text mix {', '.join(unknown) or '(none given)'} (one of {', '.join(MIX_CHANCE)})"
+            )
+        args.arms = [Arm(name, name) for name in MIX_CHANCE if name in names]
+    arm_names = [a.name for a in args.arms]
+    repeated = sorted({n for n in arm_names if arm_names.count(n) > 1})
+    if repeated:
+        ap.error(f"--arm: repeated arm names: {', '.join(repeated)}")
+    if args.main_arm is None:
+        args.main_arm = (
+            args.arms[-1].name if args.arm else ("kg+alt" if "kg+alt" in arm_names else arm_names[0])
+        )
+    elif args.main_arm not in arm_names:
+        ap.error(f"--main-arm {args.main_arm!r} is not an arm ({', '.join(arm_names)})")
+    args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
+    if not args.seed_list:
+        ap.error("--seeds: no seeds")
+    checkout = Path(args.checkout).resolve()
+    config = Path(args.config).expanduser()
+    args.config_path = config if config.is_absolute() else checkout / config
+    if not config_file(args.config_path).is_file():
+        ap.error(f"--config: no such file: {config_file(args.config_path)}")
+    return args
+
+
+def config_file(config: Path) -> Path:
+    """The file of a config given as PATH[:ARG]."""
+    if config.exists() or ":" not in config.name:
+        return config
+    return config.with_name(config.name.rsplit(":", 1)[0])
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.render:
+        out = Path(args.render)
+        md = render_markdown(json.loads((out / "quality.json").read_text()))
+        (out / "quality.md").write_text(md)
         print(md)
         return 0
 
@@ -305,14 +499,18 @@ def main(argv=None) -> int:
     if out.exists():
         shutil.rmtree(out)  # every stage starts afresh
     out.mkdir(parents=True, exist_ok=True)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    mixes = [m for m in MIXES if m[0] in args.mixes.split(",")]
+    seeds: list[int] = args.seed_list
+    arms: list[Arm] = args.arms
+    slugs, arm_runs = plan_runs(arms, seeds)
     report: dict = {
         "checkout": str(checkout),
         "python": args.python,
+        "config": str(args.config_path),
         "steps": args.steps,
         "seeds": seeds,
         "train_overrides": args.train_override,
+        "arms": [arm.as_dict(arm_runs[arm.name]) for arm in arms],
+        "main_arm": args.main_arm,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
@@ -395,97 +593,215 @@ def main(argv=None) -> int:
     if not tokenizer.exists():
         raise SystemExit(f"no tokenizer.json found ({p.stdout.strip()})")
 
-    print(f"== train: {len(mixes)} text mixes x {len(seeds)} seeds, {args.steps} steps each", flush=True)
-    config = checkout / "configs" / "tiny_cpu.py"
-    runs: dict[str, Path] = {}
-    train_times: dict[str, float] = {}
-    train_cpu: dict[str, float] = {}
-    for name, chance, _ in mixes:
-        for seed in seeds:
-            label = f"{name}-s{seed}"
-            w = out / "runs" / label
-            started = time.time()
-            run.cli(f"train {label}", "train", "--config", config, "--workdir", w,
-                    f"--config.data.shards={out / 'curated'}", f"--config.data.entities={entities}",
-                    f"--config.data.tokenizer={tokenizer}", f"--config.total_steps={args.steps}",
-                    f"--config.seed={seed}", f"--config.data.alt_text_chance={chance}",
-                    *[f"--config.{o}" for o in args.train_override])  # fmt: skip
-            train_times[label] = time.time() - started
-            train_cpu[label] = run.last_cpu
-            runs[label] = w
+    print(f"== train: {len(slugs)} configurations for {len(arms)} arms x {len(seeds)} seeds, "
+          f"{args.steps} steps each", flush=True)  # fmt: skip
+    common = [f"--config.data.shards={out / 'curated'}", f"--config.data.entities={entities}",
+              f"--config.data.tokenizer={tokenizer}", f"--config.total_steps={args.steps}"]  # fmt: skip
+    runs, train_times, train_cpu = train_runs(
+        run, slugs, seeds, args.config_path, common, args.train_override, out / "runs"
+    )
     report["train_seconds"] = train_times
     report["train_cpu_seconds"] = train_cpu
 
     print("== evaluate on the held-out styles", flush=True)
-    results = evaluate_runs(run, runs, kit, out, args.eval_mode)
+    variants = eval_variants(run)
+    jobs = list(dict.fromkeys((r, runs[r], arm.eval_flags) for arm in arms for r in arm_runs[arm.name]))
+    results = evaluate_runs(run, jobs, kit, out, args.eval_mode, variants)
     report["results"] = results
-
-    # ---- summary
-    summary: dict = {}
-    for name, _, _ in mixes:
-        for set_name in kit.eval_sets:
-            for variant in {v for r in results.values() for s_ in r.values() for v in s_}:
-                vals = [results[f"{name}-s{sd}"].get(set_name, {}).get(variant) for sd in seeds]
-                vals = [v for v in vals if v]
-                if not vals:
-                    continue
-                t1 = mean_std([v["top1"] for v in vals])
-                t5 = mean_std([v["top5"] for v in vals])
-                summary.setdefault(name, {}).setdefault(set_name, {})[variant] = {
-                    "top1_mean": t1[0], "top1_std": t1[1], "top5_mean": t5[0], "top5_std": t5[1],
-                    "seeds": len(vals), "classes": vals[0]["classes"], "images": vals[0]["images"],
-                }  # fmt: skip
+    summary = summarize(arms, arm_runs, results, list(kit.eval_sets), [v for v, _ in variants])
     report["summary"] = summary
-    checks = []
-    main_mix = "kg+alt" if "kg+alt" in summary else next(iter(summary), None)
-    if main_mix:
-        for set_name in iconify_world.HELD_OUT_STYLES:
-            e = summary[main_mix].get(set_name, {}).get("ensemble")
-            if e:
-                checks.append(
-                    (
-                        f"{main_mix} top-1 on {set_name} (ensemble) >= {TARGET_TOP1:.0%}",
-                        e["top1_mean"],
-                        e["top1_mean"] >= TARGET_TOP1,
-                    )
-                )
-                checks.append(
-                    (
-                        f"{main_mix} top-5 on {set_name} (ensemble) >= {TARGET_TOP5:.0%}",
-                        e["top5_mean"],
-                        e["top5_mean"] >= TARGET_TOP5,
-                    )
-                )
-    if "kg+alt" in summary and "alt" in summary:
-        for set_name in ("merged",):
-            for variant in ("ensemble", "bare"):
-                a = summary["kg+alt"].get(set_name, {}).get(variant)
-                b = summary["alt"].get(set_name, {}).get(variant)
-                if a and b:
-                    spread = max(a["top1_std"], b["top1_std"])
-                    diff = a["top1_mean"] - b["top1_mean"]
-                    checks.append(
-                        (
-                            f"KG+alt above alt-only on {set_name} ({variant}) top-1 by > seed spread "
-                            f"({spread:.2%})",
-                            diff,
-                            diff > spread,
-                        )
-                    )
+    checks = quality_checks(summary, arms, args.main_arm)
     report["checks"] = [{"check": c, "value": v, "pass": ok} for c, v, ok in checks]
     report["stage_seconds"] = run.times
     report["stage_cpu_seconds"] = run.cpu
     report["total_seconds"] = time.time() - wall
     (out / "quality.json").write_text(json.dumps(report, indent=1, default=str))
-    md = render_markdown(report, kit, mixes, seeds)
+    md = render_markdown(report)
     (out / "quality.md").write_text(md)
     print("\n" + md)
     print(f"wrote {out / 'quality.json'} and {out / 'quality.md'}")
     return 0
 
 
-def render_markdown(report: dict, kit, mixes, seeds) -> str:
+def train_runs(
+    runner: Runner,
+    slugs: dict[tuple[str, tuple[str, ...]], str],
+    seeds: list[int],
+    config: Path,
+    common: list[str],
+    train_overrides: list[str],
+    runs_dir: Path,
+) -> tuple[dict[str, Path], dict[str, float], dict[str, float]]:
+    """Trains each (text mix, overrides) of the arms once per seed, in runs_dir/<slug>-s<seed>: the
+    workdirs, wall and CPU seconds by run label. Overrides: the mix's, --train-override, the arm's."""
+    runs: dict[str, Path] = {}
+    times: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    for (mix, overrides), name in slugs.items():
+        for seed in seeds:
+            label = f"{name}-s{seed}"
+            w = runs_dir / label
+            started = time.time()
+            runner.cli(f"train {label}", "train", "--config", config, "--workdir", w, *common,
+                       f"--config.seed={seed}", f"--config.data.alt_text_chance={MIX_CHANCE[mix]}",
+                       *[f"--config.{o}" for o in (*train_overrides, *overrides)])  # fmt: skip
+            times[label] = time.time() - started
+            cpu[label] = runner.last_cpu
+            runs[label] = w
+    return runs, times, cpu
+
+
+# ---------------------------------------------------------------- summary and checks
+
+
+def summarize(
+    arms: list[Arm], arm_runs: dict[str, list[str]], results: dict, set_names: list[str], variants: list[str]
+) -> dict:
+    """summary[arm][set][variant] = top-1 and top-5 mean and std over the arm's seeds, seeds, classes, images."""
+    summary: dict = {}
+    for arm in arms:
+        keys = [eval_key(r, arm.eval_flags) for r in arm_runs[arm.name]]
+        for set_name in set_names:
+            for variant in variants:
+                vals = [results.get(k, {}).get(set_name, {}).get(variant) for k in keys]
+                vals = [v for v in vals if v]
+                if not vals:
+                    continue
+                t1 = mean_std([v["top1"] for v in vals])
+                t5 = mean_std([v["top5"] for v in vals])
+                summary.setdefault(arm.name, {}).setdefault(set_name, {})[variant] = {
+                    "top1_mean": t1[0], "top1_std": t1[1], "top5_mean": t5[0], "top5_std": t5[1],
+                    "seeds": len(vals), "classes": vals[0]["classes"], "images": vals[0]["images"],
+                }  # fmt: skip
+    return summary
+
+
+def quality_checks(summary: dict, arms: list[Arm], main: str) -> list[tuple[str, float, bool]]:
+    """(check, value, pass): the targets on the main arm (ensemble), and the main arm above the arm of
+    the same overrides trained on alt texts only by more than the seeds' spread (merged set)."""
+    checks: list[tuple[str, float, bool]] = []
+    st = summary.get(main, {})
+    for set_name in iconify_world.HELD_OUT_STYLES:
+        e = st.get(set_name, {}).get("ensemble")
+        if e:
+            checks.append((f"{main} top-1 on {set_name} (ensemble) >= {TARGET_TOP1:.0%}", e["top1_mean"],
+                           e["top1_mean"] >= TARGET_TOP1))  # fmt: skip
+            checks.append((f"{main} top-5 on {set_name} (ensemble) >= {TARGET_TOP5:.0%}", e["top5_mean"],
+                           e["top5_mean"] >= TARGET_TOP5))  # fmt: skip
+    e = st.get("merged", {}).get("ensemble")
+    if e:
+        checks.append((f"{main} top-1 on merged (ensemble) >= {TARGET_MERGED_TOP1:.0%}", e["top1_mean"],
+                       e["top1_mean"] >= TARGET_MERGED_TOP1))  # fmt: skip
+    alt = alt_only_twin(arms, main)
+    if alt:
+        for variant in ("ensemble", "bare"):
+            a = st.get("merged", {}).get(variant)
+            b = summary.get(alt.name, {}).get("merged", {}).get(variant)
+            if a and b:
+                spread = max(a["top1_std"], b["top1_std"])
+                diff = a["top1_mean"] - b["top1_mean"]
+                checks.append((f"{main} above {alt.name} (alt text only) on merged ({variant}) top-1 by > seed "
+                               f"spread ({spread:.2%})", diff, diff > spread))  # fmt: skip
+    return checks
+
+
+def alt_only_twin(arms: list[Arm], main: str) -> Arm | None:
+    """The arm with the main arm's overrides trained on alt texts only (one with the same eval flags
+    first); None where there is none or the main arm is one."""
+    m = next((a for a in arms if a.name == main), None)
+    if m is None or m.mix == "alt":
+        return None
+    twins = [a for a in arms if a.mix == "alt" and a.overrides == m.overrides]
+    twins.sort(key=lambda a: a.eval_flags != m.eval_flags)
+    return twins[0] if twins else None
+
+
+# ---------------------------------------------------------------- the report
+
+
+def report_arms(report: dict) -> list[dict]:
+    """The report's arms; for a report from before arms, one per text mix of its summary."""
+    if report.get("arms"):
+        return report["arms"]
+    return [{"name": m, "mix": m, "overrides": [], "eval_flags": [], "runs": []} for m in report["summary"]]
+
+
+def arm_label(arm: dict) -> str:
+    if arm["name"] == arm["mix"] and arm["mix"] in MIX_LABEL:
+        return MIX_LABEL[arm["mix"]]
+    return f"{arm['name']} ({arm['mix']})"
+
+
+def eval_set_names(report: dict) -> list[str]:
+    """The kit's evaluation sets (the held-out styles and merged), then any other in the summary."""
+    names = list(report["kit"].get("eval_images_per_set") or (*iconify_world.HELD_OUT_STYLES, "merged"))
+    for st in report["summary"].values():
+        names += [s for s in st if s not in names]
+    return names
+
+
+def config_label(report: dict) -> str:
+    config = report.get("config", "configs/tiny_cpu.py")
+    try:
+        return str(Path(config).relative_to(report["checkout"]))
+    except ValueError:
+        return config
+
+
+def arm_lines(arms: list[dict]) -> list[str]:
+    lines = ["Arms (the runs of arms with the same text mix and overrides are shared):", ""]
+    for a in arms:
+        overrides = f"`{'; '.join(a['overrides'])}`" if a["overrides"] else "none"
+        flags = f"`{shlex.join(a['eval_flags'])}`" if a["eval_flags"] else "none"
+        runs = f"; runs {', '.join(a['runs'])}" if a.get("runs") else ""
+        lines.append(f"- {a['name']}: text mix {MIX_LABEL.get(a['mix'], a['mix'])}; overrides {overrides}; "
+                     f"eval flags {flags}{runs}")  # fmt: skip
+    return lines + [""]
+
+
+def ablation_lines(summary: dict, arms: list[dict], set_names: list[str]) -> list[str]:
+    """One row per arm: merged top-1 and top-5, each style's top-1 (ensemble), and the merged top-1
+    against the first arm's (percentage points)."""
+    if not arms:
+        return []
+    styles = [s for s in set_names if s != "merged"]
+    first = arms[0]["name"]
+
+    def stat(arm: str, set_name: str) -> dict:
+        return summary.get(arm, {}).get(set_name, {}).get("ensemble") or {}
+
+    nan = float("nan")
+    base = stat(first, "merged").get("top1_mean", nan)
+    lines = [
+        "## Ablation (ensemble, mean ± std over seeds)",
+        "",
+        "| arm | merged top-1 | merged top-5 | "
+        + "".join(f"{s} top-1 | " for s in styles)
+        + f"Δ merged top-1 vs {first} |",
+        "|---|---:|---:|" + "---:|" * len(styles) + "---:|",
+    ]
+    for a in arms:
+        m = stat(a["name"], "merged")
+        cells = [
+            pct(m.get("top1_mean", nan), m.get("top1_std", nan)),
+            pct(m.get("top5_mean", nan), m.get("top5_std", nan)),
+        ]
+        for s in styles:
+            e = stat(a["name"], s)
+            cells.append(pct(e.get("top1_mean", nan), e.get("top1_std", nan)))
+        diff = m.get("top1_mean", nan) - base
+        cells.append(
+            "reference" if a["name"] == first else "n/a" if diff != diff else f"{diff * 100:+.2f} pp"
+        )
+        lines.append(f"| {arm_label(a)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def render_markdown(report: dict) -> str:
     s = report["kit"]
+    summary = report["summary"]
+    arms = report_arms(report)
+    set_names = eval_set_names(report)
     lines = [
         f"# Quality on the Iconify emoji world: {report['checkout']} ({report.get('commit', '')})",
         "",
@@ -498,29 +814,29 @@ def render_markdown(report: dict, kit, mixes, seeds) -> str:
         + ", ".join(f"{k} {v}" for k, v in s["eval_classes_per_set"].items())
         + ").",
         "",
-        f"Training: configs/tiny_cpu.py, {report['steps']} steps, seeds {', '.join(map(str, seeds))}"
-        + (f", overrides {', '.join(report['train_overrides'])}" if report["train_overrides"] else "")
+        f"Training: {config_label(report)}, {report['steps']} steps, seeds {', '.join(map(str, report['seeds']))}"
+        + (
+            f", overrides for every arm {', '.join(report['train_overrides'])}"
+            if report["train_overrides"]
+            else ""
+        )
         + ".",
         f"KG expansion: {report['kg']['entities']} entities, missing kit classes: "
         f"{', '.join(report['kg']['missing']) or 'none'}. Queries: {report['queries']['queries']:,}.",
         "",
+        *arm_lines(arms),
         "## Zero-shot accuracy on held-out styles (mean ± std over seeds)",
         "",
     ]
-    summary = report["summary"]
     variants = sorted(
         {v for m in summary.values() for st in m.values() for v in st},
-        key=lambda v: (
-            ["bare", "ensemble", "bare-syn", "ensemble-syn"].index(v)
-            if v in ["bare", "ensemble", "bare-syn", "ensemble-syn"]
-            else 9
-        ),
+        key=lambda v: (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), v),
     )
-    head = "| text mix | eval set | " + " | ".join(f"{v} top-1 | {v} top-5" for v in variants) + " |"
+    head = "| arm | eval set | " + " | ".join(f"{v} top-1 | {v} top-5" for v in variants) + " |"
     lines += [head, "|---|---|" + "---:|---:|" * len(variants)]
-    for name, _, label in mixes:
-        for set_name in kit.eval_sets:
-            st = summary.get(name, {}).get(set_name)
+    for arm in arms:
+        for set_name in set_names:
+            st = summary.get(arm["name"], {}).get(set_name)
             if not st:
                 continue
             cells = []
@@ -532,9 +848,15 @@ def render_markdown(report: dict, kit, mixes, seeds) -> str:
                     else ["", ""]
                 )
             lines.append(
-                f"| {label} | {set_name} ({st[next(iter(st))]['classes']} cl.) | " + " | ".join(cells) + " |"
+                f"| {arm_label(arm)} | {set_name} ({st[next(iter(st))]['classes']} cl.) | "
+                + " | ".join(cells)
+                + " |"
             )
-    lines += ["", "## Targets", "", "| check | value | result |", "|---|---:|---|"]
+    lines.append("")
+    lines += ablation_lines(summary, arms, set_names)
+    main = report.get("main_arm")
+    lines += [f"## Targets (main arm: {main})" if main else "## Targets", "",
+              "| check | value | result |", "|---|---:|---|"]  # fmt: skip
     for c in report["checks"]:
         lines.append(f"| {c['check']} | {c['value']:.2%} | {'PASS' if c['pass'] else 'FAIL'} |")
     lines += ["", "## Entity links against the kit's ground truth", "",

@@ -53,10 +53,18 @@ def base() -> ml_collections.ConfigDict:
     c.dtype = "float32"
     c.peak_flops_per_device = 0.0  # set to the accelerator's peak to see MFU
     c.progress = True
-    c.init_from = ""  # an open_clip checkpoint (.safetensors, or .pt/.bin with torch) to fine-tune
+    c.init_from = ""  # an open_clip checkpoint (.safetensors, or .pt/.bin with torch) or its directory
+    c.init_towers = "both"  # what init_from loads: both towers, or "image" only (LiT: text from scratch)
+    # A moving average of the trainable weights, kept in the checkpoint beside them; eval and export
+    # use it when on (0: off). Warmed up as (1 + step) / (10 + step) while that is smaller.
+    c.ema_decay = 0.0
     c.distributed = False  # True: jax.distributed.initialize() (several hosts or processes)
 
-    c.model = ml_collections.ConfigDict({"preset": "tiny", "overrides": {}})
+    # LiT: lock_image freezes the image tower (bitwise; no optimizer state, no gradient) but its last
+    # `unlocked_groups` groups (open_clip's: stem, each block, ln_post, proj); needs init_from.
+    c.model = ml_collections.ConfigDict(
+        {"preset": "tiny", "overrides": {}, "lock_image": False, "unlocked_groups": 0}
+    )
 
     c.data = ml_collections.ConfigDict()
     c.data.shards = ""
@@ -73,6 +81,37 @@ def base() -> ml_collections.ConfigDict:
     # same templates. The reference trains without (0.0).
     c.data.template_chance = 0.25
     c.data.templates = "openai"
+    # Image augmentation after the crop, each field the chance of one transform (train/augment.py):
+    # all off here; configs/small_data.py turns on what measured better on unseen drawing styles.
+    c.data.augment = ml_collections.ConfigDict(
+        {
+            "flip": 0.0,  # horizontal flip
+            "jitter": 0.0,  # brightness, contrast, saturation each x U(1 - s, 1 + s)
+            "jitter_strength": 0.3,  # s
+            "greyscale": 0.0,
+            "blur": 0.0,  # Gaussian, sigma in pixels drawn from blur_sigma
+            "blur_sigma": (0.4, 1.2),  # below 0.4 px a 3x3 kernel changes nothing
+            "posterize": 0.0,  # 3 to 5 bits a channel
+        }
+    )
+    # Entity-balanced sampling: "entity" keeps each record with MetaCLIP's chance for its entities,
+    # drawn afresh every epoch, so an entity is seen at most about `balance_cap` times an epoch
+    # (0: the median entity's record count; counts from the curation's entry_counts.tsv).
+    c.data.balance = ""
+    c.data.balance_cap = 0
+    # How a KG caption is drawn among an entity's names (label, aliases, common and taxon names),
+    # its parents' names and the descriptions (entitynet/text/captions.py, the reference's weights):
+    # the label (as the query that found the image) gets `noun_query`, the other names share
+    # `noun_synonyms`, the parents take `parent_share` of that (`parent_share_living` for taxa).
+    c.data.caption_weights = ml_collections.ConfigDict(
+        {
+            "noun_query": 0.4,
+            "noun_synonyms": 0.6,
+            "noun_descriptions": 0.1,
+            "parent_share": 0.2,
+            "parent_share_living": 0.1,
+        }
+    )
     c.data.num_workers = 0
     c.data.read_threads = 1  # Grain reader threads per process (decode, crop, tokenise, batch)
     c.data.device_prefetch = 2  # batches on the device ahead of the step (1: none ahead)
@@ -100,7 +139,7 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.eval_every = 5
     c.eval_batches = 1
     c.dtype = "float32"
-    c.model = ml_collections.ConfigDict({"preset": "tiny", "overrides": {}})
+    c.model.preset, c.model.overrides = "tiny", {}
     c.data.image_size = 64
     c.data.num_workers = 0
     c.data.read_threads = 1

@@ -13,8 +13,6 @@ ARG: `loss=clip` (default) or `siglip` (a bare value names the loss). Data paths
 demo`'s outputs.
 """
 
-import ml_collections
-
 from configs.common import base, parse_arg
 
 
@@ -23,19 +21,15 @@ def get_config(arg=None):
     c = base()
     c.loss = a.loss
     c.total_steps = 900
-    c.model = ml_collections.ConfigDict(
-        {
-            "preset": "tiny",
-            "overrides": {
-                "vision_patch_size": 8,
-                "vision_width": 64,
-                "text_width": 64,
-                "embed_dim": 64,
-                "vision_heads": 4,
-                "text_heads": 4,
-            },
-        }
-    )
+    c.model.preset = "tiny"
+    c.model.overrides = {
+        "vision_patch_size": 8,
+        "vision_width": 64,
+        "text_width": 64,
+        "embed_dim": 64,
+        "vision_heads": 4,
+        "text_heads": 4,
+    }
     c.data.shards = "demo-out/curated"
     c.data.entities = "demo-out/kg/entities.jsonl"
     c.data.tokenizer = "demo-out/curated/tokenizer.json"

@@ -7,8 +7,6 @@
 ARG: `images=N` (default 10M, the reference's LivingThings-10M); `runlocal=True` as in vit_b32.
 """
 
-import ml_collections
-
 from configs.common import MOUNT, parse_arg, runlocal
 from configs.vit_b32_entitynet import get_config as b32_config
 
@@ -16,6 +14,6 @@ from configs.vit_b32_entitynet import get_config as b32_config
 def get_config(arg=None):
     a = parse_arg(arg, images=10_000_000, runlocal=False)
     c = b32_config(f"images={a.images}")
-    c.model = ml_collections.ConfigDict({"preset": "B/16", "overrides": {}})
+    c.model.preset = "B/16"
     c.data.subset = f"{MOUNT}/living/subset.npz"
     return runlocal(c) if a.runlocal else c

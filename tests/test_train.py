@@ -213,6 +213,7 @@ def test_opencv_upsampling_matches_pillows_bilinear(monkeypatch):
 
     from PIL import Image
 
+    from train import augment
     from train import input_pipeline as ip
 
     im = Image.open(io.BytesIO(_detailed_jpeg(320, 256))).convert("RGB")
@@ -223,7 +224,7 @@ def test_opencv_upsampling_matches_pillows_bilinear(monkeypatch):
     assert fast.shape == slow.shape == (224, 224, 3) and fast.dtype == np.uint8
     assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 4, (diff.mean(), diff.max())
     calls = []
-    monkeypatch.setattr(ip, "_opencv", lambda: calls.append(1))  # None: no OpenCV
+    monkeypatch.setattr(augment, "opencv", lambda: calls.append(1))  # None: no OpenCV
     assert np.array_equal(ip.resize_box(im, box, 224), slow)
     calls.clear()
     down = ip.resize_box(im, (0, 0, 300, 250), 224)  # downscaling: Pillow, whatever is installed

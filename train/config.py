@@ -94,6 +94,22 @@ _FIELDS = [
     ("data.device_prefetch", "int", 1, 64),
     ("data.read_threads", "int", 1, 256),
     ("data.resample", "choice", ("bilinear", "bicubic", "lanczos", "box"), None),
+    ("data.augment.flip", "float", 0.0, 1.0),
+    ("data.augment.jitter", "float", 0.0, 1.0),
+    ("data.augment.jitter_strength", "float", 0.0, 1.0),
+    ("data.augment.greyscale", "float", 0.0, 1.0),
+    ("data.augment.blur", "float", 0.0, 1.0),
+    ("data.augment.posterize", "float", 0.0, 1.0),
+    ("data.balance", "choice", ("", "entity"), None),
+    ("data.balance_cap", "int", 0, None),
+    ("data.caption_weights.noun_query", "float", 0.0, 100.0),
+    ("data.caption_weights.noun_synonyms", "float", 0.0, 100.0),
+    ("data.caption_weights.noun_descriptions", "float", 0.0, 100.0),
+    ("data.caption_weights.parent_share", "float", 0.0, 1.0),
+    ("data.caption_weights.parent_share_living", "float", 0.0, 1.0),
+    ("ema_decay", "float", 0.0, 0.999999),
+    ("init_towers", "choice", ("both", "image"), None),
+    ("model.unlocked_groups", "int", 0, 10_000),
     ("optim.lr", "float", 1e-12, 10.0),
     ("optim.warmup_steps", "int", 0, None),
     ("optim.decay_steps", "int", 0, None),
@@ -141,6 +157,21 @@ def check(cfg: ml_collections.ConfigDict) -> None:
         if (low is not None and value < low) or (high is not None and value > high):
             bounds = f">= {low}" if high is None else f"within {low}..{high}"
             raise ConfigError(f"config field {key}={value!r}: must be {bounds}")
+    sigma = _get(cfg, "data.augment.blur_sigma")
+    if sigma is not _MISSING and not (len(sigma) == 2 and 0 < sigma[0] <= sigma[1] <= 100):
+        raise ConfigError(
+            f"config field data.augment.blur_sigma={tuple(sigma)!r}: expected (low, high) with 0 < low <= high"
+        )
+    names = _get(cfg, "data.caption_weights")
+    if names is not _MISSING and hasattr(names, "keys"):
+        from entitynet.text.captions import CaptionWeights
+
+        known = set(CaptionWeights.__dataclass_fields__)
+        unknown = sorted(set(names.keys()) - known)
+        if unknown:
+            raise ConfigError(
+                f"config field data.caption_weights.{unknown[0]}: not a caption weight; use {', '.join(sorted(known))}"
+            )
     scale = _get(cfg, "data.crop_scale")
     if scale is not _MISSING and not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
         raise ConfigError(

@@ -52,6 +52,13 @@ def add_arguments(ap) -> None:
     ap.add_argument(
         "--tokenizer", help="tokenizer.json or CLIP merges file (default: the run's, or the export's)"
     )
+    ap.add_argument(
+        "--weights",
+        choices=("auto", "ema", "raw"),
+        default="auto",
+        help="a run's weights: auto (its moving average when it kept one: config ema_decay > 0), ema, or "
+        "raw (the trained weights, to compare with the average)",
+    )
     ap.add_argument("--label", action="append", help="names of the runs in a comparison (one per --workdir)")
     ap.add_argument(
         "--out",

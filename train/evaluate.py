@@ -226,16 +226,19 @@ def _rank_block(img, txt, owner, best_true, true_t, t_count, lo, first, chunk: i
     return i_rank, t_count + jnp.sum((s > true_t[None, :] + tie) & others, axis=0)
 
 
-def load_model(path: str | Path, tokenizer: str | None = None) -> dict:
-    """A training workdir's latest checkpoint, or an exported open_clip directory."""
+def load_model(path: str | Path, tokenizer: str | None = None, weights: str = "auto") -> dict:
+    """A training workdir's latest checkpoint (`weights`: train.export.load_run's choice between its
+    moving average and its trained weights), or an exported open_clip directory."""
     from train.export import load_exported, load_run
 
     path = Path(path)
     if (path / "config.json").exists():
-        model, mcfg, step = load_run(path)
+        model, mcfg, step = load_run(path, weights)
         cfg = json.loads((path / "config.json").read_text())
         tok = tokenizers.load(tokenizer or cfg["data"]["tokenizer"])
-        return {"model": model, "config": mcfg, "step": step, "tokenizer": tok, "run": cfg}
+        kept = float(cfg.get("ema_decay", 0.0)) > 0
+        used = "ema" if kept and weights != "raw" else "raw"
+        return {"model": model, "config": mcfg, "step": step, "tokenizer": tok, "run": cfg, "weights": used}
     if (path / "open_clip_config.json").exists():
         model, mcfg, tok = load_exported(path, tokenizer)
         return {"model": model, "config": mcfg, "step": None, "tokenizer": tok, "run": {}}
@@ -453,12 +456,14 @@ def evaluate(
     templates: str | None = None,
     out: str | Path | None = None,
     tokenizer: str | None = None,
+    weights: str = "auto",
 ) -> dict:
     """Evaluate a run (or an exported model) on the evaluation set `data_fn(run_config)` returns;
     writes results.json, report.md and plots to `out` (default MODEL/eval/<set>-<digest of its
-    source>, so two sets of one name never share a directory). `templates`: None picks the run's
-    training templates, else the OpenAI ones."""
-    return evaluate_model(load_model(model_path, tokenizer), model_path, data_fn, templates, out)
+    source>, so two sets of one name never share a directory; a run's trained weights evaluated
+    beside its moving average: <set>-<digest>-raw). `templates`: None picks the run's training
+    templates, else the OpenAI ones."""
+    return evaluate_model(load_model(model_path, tokenizer, weights), model_path, data_fn, templates, out)
 
 
 def evaluate_model(
@@ -480,6 +485,7 @@ def evaluate_model(
         "eval_set": data.name,
         "eval_source": data.origin,
         "images": data.size,
+        "weights": m.get("weights", "raw"),  # a run's moving average (ema) or its trained weights
         # images of the set no decoder reads: skipped, not scored ("path (reason)")
         "unreadable": list(data.unreadable),
     }
@@ -501,7 +507,10 @@ def evaluate_model(
             del texts
         if "zero_shot" not in result and "retrieval" not in result:
             raise ConfigError(f"{data.name}: nothing to evaluate (fewer than two classes and no texts)")
-        out_dir = Path(out or Path(model_path) / "eval" / result_dir(data))
+        raw_beside_ema = m.get("weights") == "raw" and float(m["run"].get("ema_decay", 0.0)) > 0
+        out_dir = Path(
+            out or Path(model_path) / "eval" / (result_dir(data) + ("-raw" if raw_beside_ema else ""))
+        )
         ensure_writable_dir(out_dir)
         if predictions is not None:
             write_examples(
@@ -557,7 +566,8 @@ def run_from_args(args) -> list[dict]:
     make = data_source(args)
     single = len(args.workdir) == 1
     results = [
-        evaluate(w, make, args.templates, args.out if single else None, args.tokenizer) for w in args.workdir
+        evaluate(w, make, args.templates, args.out if single else None, args.tokenizer, args.weights)
+        for w in args.workdir
     ]
     if not single:
         path = report.write_comparison(results, labels, args.out)

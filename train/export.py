@@ -280,13 +280,18 @@ def _first_mismatch(metadata, state) -> str:
     return ""
 
 
-def load_run(workdir: str | Path):
+WEIGHT_CHOICES = ("auto", "ema", "raw")  # a run's EMA when it kept one; the EMA; the trained weights
+
+
+def load_run(workdir: str | Path, weights: str = "auto"):
     """(model, config, step) of a workdir's newest intact checkpoint: a damaged newer step (its files
     truncated or garbled, its state/ folder missing) is named in a warning and passed over. A
     checkpoint of another model is an error, and so are weights that are not finite (a run that
-    diverged)."""
+    diverged). `weights`: "auto" gives the moving average of a run that kept one (config
+    `ema_decay` > 0) and the trained weights otherwise; "ema" insists on the average; "raw" gives
+    the trained weights."""
     from train.checkpoints import newest_intact, quiet_orbax, warn
-    from train.train import create_state, make_optimizer, model_config
+    from train.train import create_state, make_optimizer, model_config, trainable_of, unpack
 
     workdir = Path(workdir)
     try:
@@ -303,10 +308,18 @@ def load_run(workdir: str | Path):
             steps = list(mngr.all_steps())
     if not steps:
         raise ConfigError(f"{workdir} holds no checkpoint yet")
+    if weights not in WEIGHT_CHOICES:
+        raise ConfigError(f"weights {weights!r}: use one of {', '.join(WEIGHT_CHOICES)}")
+    has_ema = float(cfg.get("ema_decay", 0.0)) > 0
+    if weights == "ema" and not has_ema:
+        raise ConfigError(
+            f"{workdir} kept no moving average of its weights (its config has ema_decay 0); use its "
+            "trained weights (--weights raw or auto)"
+        )
     mcfg = model_config(cfg, tokenizers.load(cfg.data.tokenizer))
     tx, _ = make_optimizer(cfg)
     mesh = sharding.make_mesh({"data": -1})
-    graphdef, state = create_state(mcfg, tx, mesh, cfg.seed)
+    graphdef, state = create_state(mcfg, tx, mesh, cfg.seed, trainable_of(cfg, mcfg), ema=has_ema)
 
     def restore(step: int):
         path = checkpoints / str(step) / "state"
@@ -322,7 +335,9 @@ def load_run(workdir: str | Path):
     restored, step, damaged = newest_intact(checkpoints, steps, restore)
     for bad, reason in damaged:
         warn(f"checkpoint step {bad} in {checkpoints} is damaged ({reason}); using step {step}")
-    model, _ = nnx.merge(graphdef, restored)
+    model, _, ema = unpack(graphdef, restored)
+    if ema is not None and weights != "raw":
+        model = ema
     bad_param = _first_non_finite(model)
     if bad_param:
         raise ConfigError(

@@ -1,10 +1,12 @@
 """The training input: Grain over the ArrayRecord shards of a harvest (or a curation).
 
     source (ArrayRecordDataSource of one split) -> this process's slice -> seeded global shuffle
-    -> repeat -> decode the step's fields -> [subset filter] -> RandomResizedCrop box from the
-    JPEG header, decode at the crop's DCT scale, crop + resize (bilinear, antialiased; uint8
-    pixels, normalised on the device in the step) -> pick a text, tokenise (a KG caption once)
-    -> batch (in the reader threads, unless a subset filters) -> [worker processes]
+    -> repeat -> decode the step's fields -> [subset filter] -> [entity balance: MetaCLIP's keep
+    chance, drawn per record and epoch] -> RandomResizedCrop box from the JPEG header, decode at
+    the crop's DCT scale, crop + resize (bilinear, antialiased; uint8 pixels, normalised on the
+    device in the step) -> pick a text, tokenise (a KG caption once) -> [augment: flip, colour,
+    greyscale, blur, posterize] -> batch (in the reader threads, unless a filter drops records)
+    -> [worker processes]
     -> [DevicePrefetch: the next batches already on the device, in train.py]
 
 Text is chosen at load time (records carry no baked-in caption): with probability `alt_text_chance` one of the record's
@@ -21,6 +23,7 @@ import collections
 import dataclasses
 import functools
 import json
+import logging
 import math
 
 import grain
@@ -35,6 +38,10 @@ from entitynet.records import Entity
 from entitynet.text import captions as kg_captions
 from entitynet.text.templates import fill
 from entitynet.text.tokenizer import encode
+from train import augment
+from train.balance import Balancer, entity_counts, keep
+
+log = logging.getLogger("entitynet.train")
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -58,6 +65,10 @@ class InputConfig:
     read_threads: int = 2  # Grain's threads per process that read, decode and crop records
     read_buffer: int = 16  # records each process prepares ahead
     subset: str = ""  # a curation's subset.npz: only these keys
+    augment: augment.Augment = augment.Augment()  # off by default (train/augment.py)
+    balance: str = ""  # "entity": MetaCLIP's keep chance per record and epoch (train/balance.py)
+    balance_cap: int = 0  # records per entity an epoch; 0: the median entity's count
+    caption_weights: kg_captions.CaptionWeights = kg_captions.CaptionWeights()  # the KG captions' mix
     train: bool = True  # False: centre crop, no shuffle, no repeat, the alt text or the entity name
 
 
@@ -128,23 +139,12 @@ def resize_box(im: Image.Image, box, size: int, resample: str = "bilinear") -> n
     through OpenCV when it is installed: the same interpolation, about 6x faster than Pillow's
     (benchmarks/input_pipeline.py), on the box rounded to whole pixels."""
     x0, y0, x1, y1 = box
-    cv2 = _opencv()
+    cv2 = augment.opencv()
     if resample == "bilinear" and cv2 is not None and x1 - x0 <= size and y1 - y0 <= size:
         ix0, iy0 = round(x0), round(y0)
         ix1, iy1 = max(ix0 + 1, round(x1)), max(iy0 + 1, round(y1))
         return cv2.resize(np.asarray(im)[iy0:iy1, ix0:ix1], (size, size), interpolation=cv2.INTER_LINEAR)
     return np.asarray(im.resize((size, size), RESAMPLE[resample], box=box))
-
-
-@functools.cache
-def _opencv():
-    """cv2, single-threaded (the loader's threads and workers are the parallelism), or None."""
-    try:
-        import cv2
-    except ImportError:
-        return None
-    cv2.setNumThreads(1)
-    return cv2
 
 
 def centre_crop(im: Image.Image, size: int, resample: str = "bicubic") -> Image.Image:
@@ -189,17 +189,19 @@ class TextChooser:
         alt_text_chance: float,
         template_chance: float = 0.0,
         templates: tuple[str, ...] = (),
+        weights: kg_captions.CaptionWeights | None = None,  # None: the reference's
     ):
         self.by_id = {e.id: e for e in entities}
         self.alt_text_chance = alt_text_chance
         self.template_chance = template_chance if templates else 0.0
         self.templates = tuple(templates)
+        self.weights = weights or kg_captions.CaptionWeights()
 
     @functools.lru_cache(maxsize=100_000)  # noqa: B019 - one chooser per pipeline
     def candidates(self, entity_id: str):
         e = self.by_id[entity_id]
         parents = [self.by_id[p] for p in e.parents if p in self.by_id]
-        return kg_captions.captions(e, None, parents)
+        return kg_captions.captions(e, None, parents, self.weights)
 
     def choose(self, record: records.ImageRecord, rng: np.random.Generator) -> tuple[str, str]:
         """(text, "alt" or "kg")."""
@@ -235,6 +237,20 @@ class InSubset(grain.transforms.Filter):
         return record.key in self.keys
 
 
+class Balance(grain.transforms.RandomMap):
+    """Keeps a record with MetaCLIP's chance for its entities (`Balancer.keep_chance`), one draw per
+    record and epoch (the index after `repeat` differs every epoch); a dropped record becomes None,
+    which Grain skips."""
+
+    def __init__(self, balancer: Balancer):
+        self.balancer = balancer
+
+    def random_map(self, record, rng: np.random.Generator):
+        if record is None:
+            return None
+        return record if keep(self.balancer.keep_chance(record.entity_ids), rng) else None
+
+
 class Prepare(grain.transforms.RandomMap):
     """Record -> {"image": uint8 (s, s, 3), "tokens": int32 (context,), "kg_text": 0/1}; the
     images are normalised on the device (`to_model_input`)."""
@@ -248,6 +264,8 @@ class Prepare(grain.transforms.RandomMap):
             box_of = functools.partial(crop_box, rng=rng, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
             image = decode_crop(record.jpeg, box_of, cfg.image_size, cfg.resample)
             text, source = self.chooser.choose(record, rng)
+            if cfg.augment.active():  # after the text's draws: runs without it keep their stream
+                image = augment.apply(image, cfg.augment, rng)
         else:
             image = decode_crop(record.jpeg, centre_box, cfg.image_size, cfg.resample)
             text, source = (record.alt_texts[0] if record.alt_texts else ""), "alt"
@@ -293,12 +311,20 @@ def make_dataset(
     ds = ds.map(Decode())
     if cfg.subset:
         ds = ds.filter(InSubset(records.read_subset(cfg.subset, cfg.split)))
-    chooser = TextChooser(entities, cfg.alt_text_chance, cfg.template_chance, cfg.templates)
+    if cfg.balance and cfg.train:
+        balancer = Balancer(entity_counts(cfg.shards, cfg.split), cfg.balance_cap)
+        if process_index == 0:
+            log.info(balancer.describe())
+        balance_seed = int(np.random.SeedSequence([cfg.seed, 2]).generate_state(1)[0])
+        ds = ds.random_map(Balance(balancer), seed=balance_seed)
+    chooser = TextChooser(
+        entities, cfg.alt_text_chance, cfg.template_chance, cfg.templates, cfg.caption_weights
+    )
     # its own seed, so the draws are the same whether or not a filter sits above it (Grain derives
     # a default seed from the transform's depth below `seed()`)
     prepare_seed = int(np.random.SeedSequence([cfg.seed, 1]).generate_state(1)[0])
     ds = ds.random_map(Prepare(cfg, chooser, tokenizer), seed=prepare_seed)
-    if batched_in_threads(cfg.subset):
+    if batched_in_threads(cfg.subset, cfg.balance if cfg.train else ""):
         # Whole batches are made in the reader threads: a thread hands over one batch, not 64
         # records (15-20% more images/s here); the same batches as batching after the threads.
         ds = ds.batch(cfg.batch_size, drop_remainder=cfg.train)
@@ -315,15 +341,15 @@ def make_dataset(
     return it
 
 
-def batched_in_threads(subset: str) -> bool:
-    """Whether batches are made in the reader threads: unless a subset filters the records. The
-    loader's saved position then counts batches, not records, so checkpoints record which
-    (`state_counts`)."""
-    return not subset
+def batched_in_threads(subset: str, balance: str = "") -> bool:
+    """Whether batches are made in the reader threads: unless a subset or the entity balance drops
+    records. The loader's saved position then counts batches, not records, so checkpoints record
+    which (`state_counts`)."""
+    return not (subset or balance)
 
 
-def state_counts(subset: str) -> str:
-    return "batches" if batched_in_threads(subset) else "records"
+def state_counts(subset: str, balance: str = "") -> str:
+    return "batches" if batched_in_threads(subset, balance) else "records"
 
 
 def _absl_flags_ready() -> None:

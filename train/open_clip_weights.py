@@ -66,14 +66,17 @@ def to_open_clip(model, logit_bias: bool = True) -> dict[str, np.ndarray]:
 
 
 def load_open_clip(
-    model, state_dict: dict[str, np.ndarray], source: str = "the open_clip weights"
+    model, state_dict: dict[str, np.ndarray], source: str = "the open_clip weights", only: str = ""
 ) -> list[str]:
     """Set `model`'s parameters from an open_clip state dict; returns the keys it did not use.
+    `only`: a key prefix ("visual.": the image tower alone, for LiT; the rest keeps its values).
     The text positional embedding is cut to our context length (open_clip's models use 77).
     Weights holding NaN or infinity (a run that diverged) are refused; `source` names them."""
     used = set()
     for path, var in _params(model):
         name, how = _their_name(path)
+        if not name.startswith(only):
+            continue
         if name not in state_dict:
             if name == "logit_bias":
                 continue  # CLIP checkpoints have no sigmoid-loss bias: keep ours
@@ -93,6 +96,8 @@ def load_open_clip(
             )
         var[...] = value.astype(var[...].dtype)
         used.add(name)
+    if only and not used:
+        raise ConfigError(f"{source} hold no {only.rstrip('.')} tower weights ({only}*)")
     return sorted(set(state_dict) - used)
 
 

@@ -52,6 +52,7 @@ from entitynet.text import tokenizer as tokenizers
 from entitynet.text.templates import read_templates
 from train import config as config_lib
 from train import input_pipeline, losses, sharding
+from train.augment import Augment
 from train.checkpoints import (
     is_no_space,
     move_aside,
@@ -111,12 +112,64 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransf
     return tx, schedule
 
 
-def create_state(mcfg, tx, mesh, seed: int):
-    """(graphdef, state) with every array born sharded on `mesh`."""
+def trainable(mcfg, lock_image: bool = False, unlocked_groups: int = 0):
+    """The nnx filter of the parameters that train. Unlocked: every Param. With `lock_image`
+    (LiT), the image tower is frozen except its last `unlocked_groups` groups, open_clip's
+    grouping: [stem (conv1, class and position embeddings, ln_pre), block 0, ..., block L-1,
+    ln_post (with attention pooling), proj]; 0 freezes the whole tower."""
+    if not lock_image:
+        return nnx.Param
+    groups = mcfg.vision.layers + 3
+    if not 0 <= unlocked_groups <= groups:
+        raise ConfigError(
+            f"model.unlocked_groups={unlocked_groups}: this image tower has {groups} groups (stem, "
+            f"{mcfg.vision.layers} blocks, ln_post, proj); use 0..{groups}"
+        )
+    first_unlocked = groups - unlocked_groups
+
+    def group(path) -> int:
+        name = str(path[1])
+        if name == "transformer":  # ("visual", "transformer", "resblocks", i, ...)
+            return 1 + int(path[3])
+        if name in ("ln_post", "attn_pool"):
+            return mcfg.vision.layers + 1
+        if name == "proj":
+            return mcfg.vision.layers + 2
+        return 0  # conv1, class_embedding, positional_embedding, ln_pre
+
+    def trains(path, value) -> bool:
+        return not (path and str(path[0]) == "visual" and group(path) < first_unlocked)
+
+    return nnx.All(nnx.Param, trains)
+
+
+def ema_decay_at(decay: float, step):
+    """The EMA's decay after `step` updates: `decay`, warmed up as (1 + step) / (10 + step) while that
+    is smaller (TensorFlow's ExponentialMovingAverage with num_updates), so early weights, which the
+    run moves far from, fade quickly."""
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema, params, decay):
+    """One EMA step over matching trees: ema * decay + params * (1 - decay)."""
+    return jax.tree.map(lambda e, p: e * decay + p * (1.0 - decay), ema, params)
+
+
+def unpack(graphdef, state):
+    """(model, optimizer, EMA copy of the model or None) of a run's state."""
+    merged = nnx.merge(graphdef, state)
+    return merged[0], merged[1], (merged[2] if len(merged) > 2 else None)
+
+
+def create_state(mcfg, tx, mesh, seed: int, wrt=nnx.Param, ema: bool = False):
+    """(graphdef, state) with every array born sharded on `mesh`: the model, the optimizer (state
+    only for the parameters `wrt` selects) and, with `ema`, a copy of the model whose trainable
+    parameters are the moving average."""
 
     def build(key):
         model = CLIP(mcfg, rngs=nnx.Rngs(key))
-        return nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+        parts = (model, nnx.Optimizer(model, tx, wrt=wrt))
+        return nnx.split((*parts, nnx.clone(model)) if ema else parts)
 
     with jax.set_mesh(mesh):
         graphdef, _ = nnx.eval_shape(lambda: build(jax.random.key(seed)))
@@ -154,7 +207,7 @@ def describe_non_finite(code: int) -> str:
     return next((text for bit, text in NON_FINITE_PARTS if code & bit), "a value was NaN or infinite")
 
 
-def make_steps(graphdef, state, mesh, loss_kind: str):
+def make_steps(graphdef, state, mesh, loss_kind: str, wrt=nnx.Param, ema_decay: float = 0.0):
     state_sh = jax.tree.map(lambda x: x.sharding, state)
     batch_sh = sharding.batch_sharding(mesh)
 
@@ -167,10 +220,14 @@ def make_steps(graphdef, state, mesh, loss_kind: str):
         jax.jit, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None), donate_argnums=0
     )
     def train_step(state, batch):
-        model, opt = nnx.merge(graphdef, state)
-        (loss, (zi, zt)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model, batch)
+        model, opt, ema = unpack(graphdef, state)
+        grad_fn = nnx.value_and_grad(loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)
+        (loss, (zi, zt)), grads = grad_fn(model, batch)  # no gradient for what is locked
         opt.update(model, grads)
-        new_state = nnx.state((model, opt))
+        if ema is not None:
+            decay = ema_decay_at(ema_decay, opt.step[...])
+            nnx.update(ema, ema_update(nnx.state(ema, wrt), nnx.state(model, wrt), decay))
+        new_state = nnx.state((model, opt) if ema is None else (model, opt, ema))
         grad_norm = optax.tree.norm(grads)
         metrics = {
             "loss": loss,
@@ -183,7 +240,8 @@ def make_steps(graphdef, state, mesh, loss_kind: str):
 
     @functools.partial(jax.jit, in_shardings=(state_sh, batch_sh))
     def eval_step(state, batch):
-        model, _ = nnx.merge(graphdef, state)
+        model, _, ema = unpack(graphdef, state)
+        model = model if ema is None else ema
         loss, (zi, zt) = loss_fn(model, batch)
         return {"loss": loss, "accuracy": losses.in_batch_accuracy(zi, zt)}
 
@@ -199,7 +257,8 @@ def data_settings(cfg, process_count: int) -> dict:
     subset file's digest) and of the tokenizer, so a workdir is never resumed on data or a
     vocabulary that changed under the same path."""
     subset = str(cfg.data.get("subset", ""))
-    return {
+    balance = str(cfg.data.get("balance", ""))
+    out = {
         "num_workers": int(cfg.data.num_workers),
         "process_count": int(process_count),
         "batch_size": int(cfg.batch_size),
@@ -210,8 +269,11 @@ def data_settings(cfg, process_count: int) -> dict:
         "subset_digest": _file_digest(subset) if subset else "",
         "tokenizer_digest": _file_digest(str(cfg.data.tokenizer)),
         # what the loader's saved position counts: batches, or records where a subset filters them
-        "loader_state_counts": input_pipeline.state_counts(subset),
+        "loader_state_counts": input_pipeline.state_counts(subset, balance),
     }
+    if balance:  # only when on, so runs from before the option resume as they were
+        out["balance"] = f"{balance}:{int(cfg.data.get('balance_cap', 0))}"
+    return out
 
 
 def _file_digest(path: str) -> str:
@@ -395,8 +457,9 @@ def restore(mngr, step: int, state, it, settings: dict):
     return r["state"]
 
 
-def init_from_open_clip(graphdef, state, path: str):
-    """The model's weights from an open_clip checkpoint (fine-tuning); the optimizer starts fresh.
+def init_from_open_clip(graphdef, state, path: str, towers: str = "both"):
+    """The model's weights from an open_clip checkpoint (fine-tuning; LiT with the image tower
+    only, `towers="image"`); the optimizer starts fresh and an EMA starts at the loaded weights.
     `path`: a weights file, or a directory in open_clip's `local-dir:` / `hf-hub:` layout (an
     `entitynet export`, a downloaded Hub model) holding one."""
     from train.export import weights_in
@@ -404,10 +467,13 @@ def init_from_open_clip(graphdef, state, path: str):
 
     path = weights_in(path)
     shardings = jax.tree.map(lambda x: x.sharding, state)
-    model, opt = nnx.merge(graphdef, state)
-    unused = load_open_clip(model, read_state_dict(path), path)
+    model, opt, ema = unpack(graphdef, state)
+    only = "visual." if towers == "image" else ""
+    unused = load_open_clip(model, read_state_dict(path), path, only=only)
+    if ema is not None:  # copies: one buffer in two places cannot be donated to the step
+        nnx.update(ema, jax.tree.map(jnp.copy, nnx.state(model, nnx.Param)))
     log.info("initialised from open_clip weights %s (%d of its tensors unused)", path, len(unused))
-    return jax.device_put(nnx.state((model, opt)), shardings)
+    return jax.device_put(nnx.state((model, opt) if ema is None else (model, opt, ema)), shardings)
 
 
 # ---------------------------------------------------------------- metrics
@@ -578,6 +644,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
         subset=cfg.data.get("subset", ""),
         resample=cfg.data.get("resample", "bilinear"),
         read_threads=int(cfg.data.get("read_threads", 2)),
+        augment=augment_of(cfg),
+        balance=str(cfg.data.get("balance", "")),
+        balance_cap=int(cfg.data.get("balance_cap", 0)),
+        caption_weights=caption_weights_of(cfg),
     )
     loader = iter(input_pipeline.make_dataset(icfg, entities, tokenizer, pid, nproc))
     # batches reach the device `device_prefetch` steps ahead; checkpoints hold the loader's state
@@ -591,9 +661,11 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     # == model and optimizer, born sharded
     mcfg = model_config(cfg, tokenizer)
     tx, schedule = make_optimizer(cfg)
-    graphdef, state = create_state(mcfg, tx, mesh, cfg.seed)
-    n_params = count_params(nnx.merge(graphdef, state)[0])
-    train_step, eval_step = make_steps(graphdef, state, mesh, cfg.loss)
+    wrt = trainable_of(cfg, mcfg)
+    ema_decay = float(cfg.get("ema_decay", 0.0))
+    graphdef, state = create_state(mcfg, tx, mesh, cfg.seed, wrt, ema=ema_decay > 0)
+    n_params = count_params(unpack(graphdef, state)[0])
+    train_step, eval_step = make_steps(graphdef, state, mesh, cfg.loss, wrt, ema_decay)
 
     # == checkpoint restore
     settings = data_settings(cfg, nproc)
@@ -604,7 +676,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     if start:
         log.info("resumed from step %d in %s", start, workdir)
     elif cfg.get("init_from", ""):
-        state = init_from_open_clip(graphdef, state, cfg.init_from)
+        state = init_from_open_clip(graphdef, state, cfg.init_from, cfg.get("init_towers", "both"))
     saver = Checkpointer(mngr, checkpoints, settings, cfg, schedule, on_saved if pid == 0 else None)
 
     # == evaluation input (contrastive loss on the held-out split)
@@ -702,6 +774,37 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
         "preempted": stop["signal"] is not None,
         "history": history,
     }
+
+
+def augment_of(cfg) -> Augment:
+    """The config's `data.augment` fields (absent in older configs: off)."""
+    a = cfg.data.get("augment", None)
+    if a is None:
+        return Augment()
+    values = {k: a[k] for k in a.keys()}
+    if "blur_sigma" in values:
+        values["blur_sigma"] = tuple(values["blur_sigma"])
+    return Augment(**values)
+
+
+def caption_weights_of(cfg):
+    """The config's `data.caption_weights` (absent: the reference's)."""
+    from entitynet.text.captions import CaptionWeights
+
+    w = cfg.data.get("caption_weights", None)
+    return CaptionWeights(**{k: float(w[k]) for k in w.keys()}) if w is not None else CaptionWeights()
+
+
+def trainable_of(cfg, mcfg):
+    """`trainable` from the config's model.lock_image / model.unlocked_groups; locking a tower that
+    was never trained is refused."""
+    lock = bool(cfg.model.get("lock_image", False))
+    if lock and not cfg.get("init_from", ""):
+        raise ConfigError(
+            "model.lock_image freezes the image tower, which is random without pretrained weights: give "
+            "--config.init_from=DIR (an open_clip-layout directory, e.g. an `entitynet export`)"
+        )
+    return trainable(mcfg, lock, int(cfg.model.get("unlocked_groups", 0)))
 
 
 def _step_fields(b: dict) -> dict:
