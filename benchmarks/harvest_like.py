@@ -58,9 +58,11 @@ def loader_rate(
     seconds: float,
     context: int = 32,
     read_threads: int = 2,
+    **options,
 ):
     """(images/s, the first batch) of the training loader (`make_dataset`, as training builds it)
-    with `workers` Grain processes, after two warm-up batches."""
+    with `workers` Grain processes, after two warm-up batches; `options`: more InputConfig fields
+    (augment=...)."""
     from train.input_pipeline import InputConfig, make_dataset
 
     cfg = InputConfig(
@@ -70,6 +72,7 @@ def loader_rate(
         context_length=context,
         num_workers=workers,
         read_threads=read_threads,
+        **options,
     )
     it = iter(make_dataset(cfg, entities, tok))
     try:

@@ -10,10 +10,12 @@ are written to a temp directory. Then, in one run:
 - the breakdown, one thread, per record: shard read, record decode, JPEG decode (reduced by
   libjpeg's DCT scaling where the output size allows), random-resized crop + resize, the float32
   normalisation the host no longer does (images leave it as uint8 and are normalised inside the
-  jitted step), text choice, tokenisation;
+  jitted step), text choice, tokenisation, and the small-data augmentation (configs/small_data.py's
+  chances, and every transform on every image, the worst case);
 - the one-thread ceiling: JPEG decode + crop + resize of the same files and nothing else;
 - the loader (`train.input_pipeline.make_dataset`, as training builds it) at 0, 1 and 2 Grain
-  worker processes, and the bytes per batch it hands the device (uint8 against float32).
+  worker processes, and the bytes per batch it hands the device (uint8 against float32); at 0
+  workers with one reader thread also with the small-data augmentation, printing the ratio.
 
 Targets: 0 workers at least 80% of the one-thread ceiling; 2 workers at least 1.7x 0
 workers. The last line reads `input: 0 workers N img/s = P% of the one-thread ceiling; 2 workers
@@ -44,6 +46,7 @@ def breakdown(directory: Path, entities, tok, size: int, n: int) -> dict[str, fl
     from entitynet import records, shards
     from entitynet.images.prepare import display_size, prepare
     from entitynet.text.tokenizer import encode
+    from train.augment import Augment, apply
     from train.input_pipeline import RESAMPLE, TextChooser, crop_box, normalise, resize_box
 
     source = shards.CheckedSource([str(p) for p in shards.shard_paths(directory, "train")])
@@ -87,11 +90,25 @@ def breakdown(directory: Path, entities, tok, size: int, n: int) -> dict[str, fl
         return np.asarray(im.resize((size, size), RESAMPLE["bilinear"], box=box))
 
     crops = timed("crop + resize to uint8 (OpenCV up, Pillow down)", resize, decoded)
+    recipe, every = small_data_augment(), Augment(flip=1, jitter=1, greyscale=1, blur=1, posterize=1)
+    timed("augment (small_data.py's chances)", lambda a: apply(a, recipe, rng), crops)
+    timed("augment, every transform (not in training)", lambda a: apply(a, every, rng), crops)
     timed("crop + resize, Pillow only (not in training)", resize_pillow, decoded)
     timed("float32 normalise (on the device, not here)", lambda a: normalise(Image.fromarray(a)), crops)
     texts = timed("text choice", lambda r: chooser.choose(r, rng)[0], recs)
     timed("tokenise (KG captions: once each, cached)", lambda t: encode(tok, [t], 32)[0], texts)
     return steps
+
+
+def small_data_augment():
+    """The augmentation configs/small_data.py trains with."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from train import config as config_lib
+    from train.train import augment_of
+
+    return augment_of(
+        config_lib.load(str(Path(__file__).resolve().parent.parent / "configs" / "small_data.py"))
+    )
 
 
 def ceiling(directory: Path, size: int, n: int) -> dict[str, float]:
@@ -200,6 +217,14 @@ def main() -> int:
     print(
         f"one reader thread per process: 0 workers {single[0]:,.0f} img/s, 2 workers {single[2]:,.0f} img/s "
         f"= {single[2] / single[0]:.2f}x"
+    )
+    plain = loader_rate(d, entities, tok, size, args.batch, 0, args.seconds, read_threads=1)[0]
+    augmented = loader_rate(
+        d, entities, tok, size, args.batch, 0, args.seconds, read_threads=1, augment=small_data_augment()
+    )[0]
+    print(
+        f"small-data augmentation, 0 workers, one reader thread: {augmented:,.0f} img/s against {plain:,.0f} "
+        f"without = {augmented / plain:.2f}x"
     )
     print(
         f"input: 0 workers {rates[0]:.0f} img/s = {rates[0] / top:.0%} of the one-thread ceiling; "

@@ -321,7 +321,8 @@ def test_lit_keeps_the_locked_tower_bitwise_and_trains_the_rest(tiny_run, tiny_d
     with pytest.raises(ConfigError, match="unlocked_groups=9.*0..5"):
         train(load_cfg(data_dir, total_steps=1, **{**lit, "model.unlocked_groups": "9"}), tmp_path / "bad")
     workdir = tmp_path / "lit"
-    train(load_cfg(data_dir, total_steps=3, **lit), workdir)
+    result = train(load_cfg(data_dir, total_steps=3, **lit), workdir)
+    assert 0 < result["trained_params"] < result["params"]
     for weights in ("raw", "ema"):
         after = to_open_clip(load_run(workdir, weights)[0], logit_bias=False)
         visual = [k for k in after if k.startswith("visual.")]
@@ -344,6 +345,8 @@ def test_lit_keeps_the_locked_tower_bitwise_and_trains_the_rest(tiny_run, tiny_d
     assert not any("visual.transformer" in p or "visual.conv1" in p for p in paths)
     # the export carries the frozen tower
     export_open_clip(workdir, tmp_path / "lit-export")
+    card = (tmp_path / "lit-export" / "README.md").read_text()
+    assert "locked (LiT)" in card and "its last 1 group(s) trained" in card and "moving average" in card
     exported = load_file(str(tmp_path / "lit-export" / "open_clip_model.safetensors"))
     assert all(
         np.array_equal(exported[k], before[k])
@@ -381,3 +384,22 @@ def test_recipe_config_values_are_checked():
         cfg = config_lib.load("configs/small_data.py", [f"--config.{item}"])
         with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(".", r"\.")):
             config_lib.check(cfg)
+
+
+@pytest.mark.slow
+def test_a_workdir_is_not_resumed_with_another_state_layout(tiny_dataset, jax_cache, tmp_path):
+    """Turning the EMA (or a locked tower) on or off between runs of one workdir changes what the
+    checkpoint holds: one line naming it, before Orbax meets a tree it cannot restore."""
+    from train.train import StaleCheckpoint, train
+
+    data_dir = tiny_dataset[0]
+    train(load_cfg(data_dir, total_steps=1, **{"checkpoint.every_steps": "1"}), tmp_path / "plain")
+    with pytest.raises(StaleCheckpoint, match="state: checkpoint None vs now 'ema'"):
+        train(load_cfg(data_dir, total_steps=2, ema_decay=0.9), tmp_path / "plain")
+    train(
+        load_cfg(data_dir, total_steps=1, ema_decay=0.9, **{"checkpoint.every_steps": "1"}), tmp_path / "ema"
+    )
+    with pytest.raises(StaleCheckpoint, match="state: checkpoint 'ema' vs now None"):
+        train(load_cfg(data_dir, total_steps=2), tmp_path / "ema")
+    result = train(load_cfg(data_dir, total_steps=2, ema_decay=0.9), tmp_path / "ema")  # same layout: resumes
+    assert result["last_step"] == 2 and min(result["history"]) == 2

@@ -62,15 +62,23 @@ def apply(image: np.ndarray, aug: Augment, rng: np.random.Generator) -> np.ndarr
 
 def jitter(image: np.ndarray, brightness: float, contrast: float, saturation: float) -> np.ndarray:
     """torchvision's ColorJitter arithmetic with fixed factors: brightness scales the pixels,
-    contrast blends with the image's mean grey, saturation with each pixel's grey."""
-    x = image.astype(np.float32) * brightness
+    contrast blends with the image's mean grey, saturation with each pixel's grey (clipped to
+    0..255 after each; in place on one float32 copy)."""
+    x = image.astype(np.float32)
+    flat = x.reshape(-1, 3)
+    x *= brightness
     np.clip(x, 0, 255, out=x)
-    mean = float((x @ LUMA).mean())
-    x = (x - mean) * contrast + mean
+    mean = float(np.dot(flat, LUMA).mean())
+    x -= mean
+    x *= contrast
+    x += mean
     np.clip(x, 0, 255, out=x)
-    grey = (x @ LUMA)[..., None]
-    x = (x - grey) * saturation + grey
-    return np.clip(x, 0, 255).round().astype(np.uint8)
+    grey = np.dot(flat, LUMA).reshape(*x.shape[:2], 1)
+    x -= grey
+    x *= saturation
+    x += grey
+    np.clip(x, 0, 255, out=x)
+    return np.rint(x, out=x).astype(np.uint8)
 
 
 def greyscale(image: np.ndarray) -> np.ndarray:

@@ -82,6 +82,32 @@ def eval_lines(workdir: Path) -> list[str]:
     return ["| set | task | result |", "|---|---|---|", *rows]
 
 
+def recipe_lines(cfg: dict) -> list[str]:
+    """What the run's recipe adds to plain training: the weights exported, a locked image tower,
+    augmentation, balanced sampling."""
+    out = []
+    decay = float(cfg.get("ema_decay", 0.0) or 0.0)
+    if decay > 0:
+        out.append(f"- Weights: the moving average of the trained weights (decay {decay:g})")
+    model = cfg.get("model", {})
+    if model.get("lock_image"):
+        groups = int(model.get("unlocked_groups", 0) or 0)
+        kept = f", its last {groups} group(s) trained" if groups else ""
+        out.append(f"- Image tower: locked (LiT) from {cfg.get('init_from', '?')}{kept}")
+    data = cfg.get("data", {})
+    aug = {
+        k: v
+        for k, v in (data.get("augment") or {}).items()
+        if k in ("flip", "jitter", "greyscale", "blur", "posterize") and v
+    }
+    if aug:
+        out.append("- Augmentation: " + ", ".join(f"{k} {v:g}" for k, v in aug.items()))
+    if data.get("balance"):
+        cap = int(data.get("balance_cap", 0) or 0)
+        out.append(f"- Sampling: entity-balanced (MetaCLIP's chance, cap {cap or 'the median entity count'})")
+    return out
+
+
 def card(
     workdir: Path, cfg: dict, out: Path, config: dict, step: int, repo_id: str | None, license: str
 ) -> str:
@@ -132,6 +158,7 @@ def card(
         "## Training",
         "",
         f"- Steps: {step:,}, batch size {cfg.get('batch_size', '?')}, loss {cfg.get('loss', 'clip')}",
+        *recipe_lines(cfg),
         f"- Image tower: ViT, {v['layers']} layers, width {v['width']}, patch {v['patch_size']}, "
         f"{v['image_size']} px",
         f"- Text tower: {t['layers']} layers, width {t['width']}, context {t['context_length']} tokens, "

@@ -271,9 +271,28 @@ def data_settings(cfg, process_count: int) -> dict:
         # what the loader's saved position counts: batches, or records where a subset filters them
         "loader_state_counts": input_pipeline.state_counts(subset, balance),
     }
-    if balance:  # only when on, so runs from before the option resume as they were
+    # only when on, so runs from before these options resume as they were (OPTIONAL_SETTINGS)
+    if balance:
         out["balance"] = f"{balance}:{int(cfg.data.get('balance_cap', 0))}"
+    state = state_layout(cfg)
+    if state:
+        out["state"] = state
     return out
+
+
+# settings a checkpoint records only when they are on: compared whichever side has them
+OPTIONAL_SETTINGS = ("balance", "state")
+
+
+def state_layout(cfg) -> str:
+    """What the checkpointed state holds beyond model and optimizer: an EMA copy, a locked image
+    tower (the optimizer's state then covers only what trains); '' for neither."""
+    parts = []
+    if float(cfg.get("ema_decay", 0.0)) > 0:
+        parts.append("ema")
+    if cfg.model.get("lock_image", False):
+        parts.append(f"image locked but {int(cfg.model.get('unlocked_groups', 0))} groups")
+    return ", ".join(parts)
 
 
 def _file_digest(path: str) -> str:
@@ -440,11 +459,13 @@ def restore(mngr, step: int, state, it, settings: dict):
     import grain
 
     saved = mngr.restore(step, args=ocp.args.Composite(settings=ocp.args.JsonRestore()))["settings"]
-    diff = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+    keys = set(settings) | (set(saved) & set(OPTIONAL_SETTINGS))
+    diff = {k: (saved.get(k), settings.get(k)) for k in keys if saved.get(k) != settings.get(k)}
     if diff:
         changes = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise StaleCheckpoint(
-            f"the checkpoint at step {step} was written with other data, tokenizer or data-loader settings "
+            f"the checkpoint at step {step} was written with other data, tokenizer, data-loader settings or "
+            "state layout "
             f"({changes}); resuming would silently train on something else. Use the original data and "
             "settings, or a new --workdir"
         )
@@ -665,6 +686,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     ema_decay = float(cfg.get("ema_decay", 0.0))
     graphdef, state = create_state(mcfg, tx, mesh, cfg.seed, wrt, ema=ema_decay > 0)
     n_params = count_params(unpack(graphdef, state)[0])
+    n_trained = sum(x.size for x in jax.tree.leaves(nnx.state(unpack(graphdef, state)[0], wrt)))
     train_step, eval_step = make_steps(graphdef, state, mesh, cfg.loss, wrt, ema_decay)
 
     # == checkpoint restore
@@ -768,6 +790,7 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     final = history[max(history)] if history else {}
     return {
         "params": n_params,
+        "trained_params": n_trained,
         "last_step": max(history) if history else start,
         "flops_per_step": flops,
         **final,
@@ -845,8 +868,10 @@ def summary(result: dict, workdir) -> str:
     steps = sorted(h)
     curve = ", ".join(f"{s}: {h[s]['loss']:.3f}" for s in steps[:: max(1, len(steps) // 8)] if "loss" in h[s])
     val = f", validation loss {result['val_loss']:.3f}" if "val_loss" in result else ""
+    trained = result.get("trained_params", result["params"])
+    locked = f", {trained:,} of them trained" if trained != result["params"] else ""
     return (
-        f"trained to step {result['last_step']} ({result['params']:,} parameters): "
+        f"trained to step {result['last_step']} ({result['params']:,} parameters{locked}): "
         f"loss {result.get('loss', float('nan')):.4f}{val}, "
         f"{result.get('images_per_s', 0):.0f} images/s\nloss curve (step: loss): {curve}\n"
         f"workdir: {workdir} (checkpoints/, metrics.jsonl, tensorboard/)"
