@@ -4,9 +4,10 @@ r"""Quality benchmark: the whole EntityNet chain on the Iconify emoji world, sco
     python benchmarks/quality_iconify.py --limit-classes 20 --steps 50 --seeds 0   # a quick smoke run
     python benchmarks/quality_iconify.py --checkout /work/before --out /tmp/quality-before
     python benchmarks/quality_iconify.py --out /tmp/quality-ablation \
-        --arm "today:kg+alt=|--weights raw" --arm "ema:kg+alt=" \
-        --arm "aug:kg+alt=data.flip=0.5;data.greyscale=0.2" --arm "aug-alt:alt=data.flip=0.5;data.greyscale=0.2" \
+        --arm "today:kg+alt=ema_decay=0.995|--weights raw" --arm "ema:kg+alt=ema_decay=0.995" \
+        --arm "aug:kg+alt=data.augment.flip=0.5;data.augment.greyscale=0.2|--weights raw" \
         --main-arm aug                                                    # an ablation over one harvest
+    python benchmarks/quality_iconify.py --config configs/small_data.py --mixes kg+alt,alt   # the recipe
 
 It builds (or reuses) the kit of benchmarks/iconify_world.py (icon sets from the npm registry,
 a Wikidata-shaped KG, a web of noisy emoji pictures on 127.0.0.1 that does not honour "-term"

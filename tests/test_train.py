@@ -474,7 +474,9 @@ def test_changed_data_loader_settings_on_restore_are_a_clear_error(tiny_dataset,
 
     data_dir = tiny_dataset[0]
     train(load_cfg(data_dir, total_steps=4), tmp_path)
-    with pytest.raises(ConfigError, match=r"data-loader settings \(batch_size: checkpoint 16 vs now 8\)"):
+    with pytest.raises(
+        ConfigError, match=r"data-loader settings or state layout \(batch_size: checkpoint 16 vs now 8\)"
+    ):
         train(load_cfg(data_dir, total_steps=6, batch_size=8), tmp_path)
     with pytest.raises(ConfigError, match="num_workers: checkpoint 0 vs now 1"):
         train(load_cfg(data_dir, total_steps=6, **{"data.num_workers": 1}), tmp_path)
