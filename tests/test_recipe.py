@@ -390,7 +390,7 @@ def test_recipe_config_values_are_checked():
 def test_a_workdir_is_not_resumed_with_another_state_layout(tiny_dataset, jax_cache, tmp_path):
     """Turning the EMA (or a locked tower) on or off between runs of one workdir changes what the
     checkpoint holds: one line naming it, before Orbax meets a tree it cannot restore."""
-    from train.train import StaleCheckpoint, train
+    from train.train import StaleCheckpoint, summary, train
 
     data_dir = tiny_dataset[0]
     train(load_cfg(data_dir, total_steps=1, **{"checkpoint.every_steps": "1"}), tmp_path / "plain")
@@ -403,3 +403,5 @@ def test_a_workdir_is_not_resumed_with_another_state_layout(tiny_dataset, jax_ca
         train(load_cfg(data_dir, total_steps=2), tmp_path / "ema")
     result = train(load_cfg(data_dir, total_steps=2, ema_decay=0.9), tmp_path / "ema")  # same layout: resumes
     assert result["last_step"] == 2 and min(result["history"]) == 2
+    again = summary(train(load_cfg(data_dir, total_steps=2, ema_decay=0.9), tmp_path / "ema"), "W")
+    assert again.startswith("already trained to step 2") and "nan" not in again  # nothing ran

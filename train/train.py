@@ -870,6 +870,12 @@ def summary(result: dict, workdir) -> str:
     val = f", validation loss {result['val_loss']:.3f}" if "val_loss" in result else ""
     trained = result.get("trained_params", result["params"])
     locked = f", {trained:,} of them trained" if trained != result["params"] else ""
+    if not h:  # resumed at its last step: nothing ran, no loss to report
+        return (
+            f"already trained to step {result['last_step']} ({result['params']:,} parameters{locked}); "
+            f"nothing to do (raise --config.total_steps to train on)\nworkdir: {workdir} (checkpoints/, "
+            "metrics.jsonl, tensorboard/)"
+        )
     return (
         f"trained to step {result['last_step']} ({result['params']:,} parameters{locked}): "
         f"loss {result.get('loss', float('nan')):.4f}{val}, "
