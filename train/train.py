@@ -685,8 +685,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     wrt = trainable_of(cfg, mcfg)
     ema_decay = float(cfg.get("ema_decay", 0.0))
     graphdef, state = create_state(mcfg, tx, mesh, cfg.seed, wrt, ema=ema_decay > 0)
-    n_params = count_params(unpack(graphdef, state)[0])
-    n_trained = sum(x.size for x in jax.tree.leaves(nnx.state(unpack(graphdef, state)[0], wrt)))
+    model = unpack(graphdef, state)[0]
+    n_params = count_params(model)
+    n_trained = sum(x.size for x in jax.tree.leaves(nnx.state(model, wrt)))
+    del model
     train_step, eval_step = make_steps(graphdef, state, mesh, cfg.loss, wrt, ema_decay)
 
     # == checkpoint restore
