@@ -10,7 +10,7 @@ On top of tiny_cpu (RandomResizedCrop, KG captions with templates): augmentation
 (MetaCLIP's keep chance drawn afresh each epoch; train/balance.py), a moving average of the
 weights that eval and export use, and KG captions that draw the entity's other names more often
 (the label's weight 0.2 instead of the reference's 0.4). On the Iconify benchmark (900 steps,
-seeds 0-2; README, "The small-data recipe") it reaches 22.5% ± 2.5 zero-shot top-1 on both unseen
+seeds 0-2; benchmarks/README.md, "The small-data recipe") it reaches 22.5% ± 2.5 zero-shot top-1 on both unseen
 styles merged against 20.9% ± 1.1 for tiny_cpu (streamline-emojis 21.2% against 14.2%).
 
 ARG: as tiny_cpu (`loss=clip` or `siglip`). A pretrained image tower (an `entitynet export` or any
