@@ -92,6 +92,8 @@ def run_pipeline(build: Callable[[beam.Pipeline], None], beam_args: list[str] | 
         with make_pipeline(beam_args) as p:
             build(p)
     except Exception as e:
+        if str(e).startswith("KeyboardInterrupt"):  # Ctrl-C in a step, wrapped by the runner
+            raise KeyboardInterrupt from None
         err = user_error(e)
         if err is not None:
             raise err from None
@@ -379,6 +381,11 @@ def shard_inputs(shard_dir: str, allow_empty: bool = False) -> tuple[list[tuple[
         for _, path in inputs:  # bucket, when its worker reads it: the driver copies no shards)
             shards.check_shard(path)
     total = sum(int(n) for s in info.get("splits", []) for n in s.get("shardLengths", []))
+    if not total and not allow_empty:
+        raise EntityNetError(
+            f"{shard_dir} holds no records: the stage that wrote it kept none (its summary, or the "
+            "outcomes in its harvest_stats.json, say why); fix that and run it again"
+        )
     return inputs, splits, total
 
 

@@ -17,13 +17,15 @@ Graph:
           ─► Balance: keep when any entry's draw < t / max(count, t)
           ─► shards (GroupByKey (split, shard) ─► WriteShard) or sorted key files merged by the
              driver into subset.npz as a stream
-    finish (combined counts: per entry, per split, per reason, per type) ─► curation_stats.json,
-           entry_counts.tsv, DATACARD.md, TFDS metadata
+    harvest candidates/*.jsonl, records read, kept and removed ─► Count per (kind, entity[, reason])
+    finish (combined counts: per entry, per split, per reason, per type, per entity) ─►
+           curation_stats.json, entry_counts.tsv, unimaged_entities.tsv, DATACARD.md, TFDS metadata
 
 No step holds a list of all records, hashes or keys: the side inputs are the entry counts
-(bounded by the entities). The job graph holds paths and options only: the workers read
-entities.jsonl (entries, subset, natural types) and the evaluation sets' hashes (a file the
-driver stages) themselves.
+(bounded by the entities), and so are the per-entity counts that name the entities left without
+an image (`entitynet.curation.unimaged`). The job graph holds paths and options only: the workers
+read entities.jsonl (entries, subset, natural types), the harvest's candidates files and the
+evaluation sets' hashes (a file the driver stages) themselves.
 
 The DoFns are thin adapters over `entitynet.curation`.
 """
@@ -61,6 +63,7 @@ from beam_pipelines.neardup import Contaminated, NearDupGroups, eval_index_lines
 from entitynet import records, shards
 from entitynet.curation import balance, neardup
 from entitynet.curation import card as curation_card
+from entitynet.curation import unimaged as unimaged_lib
 from entitynet.curation.evalsets import EvalSet
 from entitynet.curation.metadata import EntityMetadata
 from entitynet.curation.plan import CurateOptions, merge_group
@@ -76,6 +79,7 @@ STATS = shards.CURATION_STATS
 CONFIG = "curation_config.json"
 COUNTS = shards.ENTRY_COUNTS
 REMOVED_DIR = shards.REMOVED_DIR
+UNIMAGED = unimaged_lib.UNIMAGED
 SUBSET = "subset.npz"
 KEY_DIR = "subset_keys"  # the sorted key files subset.npz is merged from (kept beside it)
 
@@ -156,6 +160,23 @@ class TypesOf(beam.DoFn):
         yield from {self.natural.get(e, "?") for e in sre[2]}
 
 
+def candidate_entities(path: str):
+    """("candidates", entity) for each entity that named a candidate URL in a harvest's candidates
+    file, streamed line by line."""
+    with io.TextIOWrapper(STORE.open(path), encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                for e in sorted(set(json.loads(line).get("entity_ids") or ())):
+                    yield "candidates", e
+
+
+def kept_entity_keys(sre):
+    """A kept record's per-entity keys: its linked entities, and the entries only its alt texts name."""
+    _, r, entries = sre
+    linked = set(r.entity_ids)
+    return [("kept", e) for e in sorted(linked)] + [("named", e) for e in sorted(set(entries) - linked)]
+
+
 class WriteShard(beam.DoFn):
     def __init__(self, out_dir: str, num_shards: int):
         self.out_dir, self.num_shards = out_dir, num_shards
@@ -175,11 +196,13 @@ def build(
     staged: str,
     total: int = 0,
     eval_images: int = 0,
+    candidate_files: Sequence[str] = (),
 ) -> None:
     """`inputs`: (split, shard path) pairs; `entities`: the path of entities.jsonl; `eval_index`: the
     path of the evaluation images' index (`neardup.eval_index_lines`; "": none) and `eval_images`
     how many it lists; `total`: the number of input records (from the shards' metadata), to size
-    the bands. The graph holds paths and options: workers read the files."""
+    the bands; `candidate_files`: the harvest's candidates files, counted per entity. The graph
+    holds paths and options: workers read the files."""
     recs = p | "Shards" >> beam.Create(inputs) | "Read" >> beam.ParDo(ReadShard())
     # phash as a signed 64-bit int: Beam's integer coder carries no larger (neardup reads it mod 2**64)
     hashes = recs | "HashOf" >> beam.Map(
@@ -301,8 +324,44 @@ def build(
     read_counts = (
         recs | "SplitOf" >> beam.Map(lambda sr: sr[0]) | "CountRead" >> beam.combiners.Count.PerElement()
     )
+    if candidate_files:
+        candidate_keys = (
+            p
+            | "CandidateFiles" >> beam.Create(list(candidate_files))
+            | "CandidateEntities" >> beam.FlatMap(candidate_entities)
+        )
+    else:
+        candidate_keys = p | "NoCandidateFiles" >> beam.Create([])
+    # per (kind, entity[, reason]), bounded by the entities: which are left without an image, and why
+    per_entity = (
+        (
+            candidate_keys,
+            recs
+            | "HarvestedOf"
+            >> beam.FlatMap(lambda sr: [("harvested", e) for e in sorted(set(sr[1].entity_ids))]),
+            kept.records | "KeptOf" >> beam.FlatMap(kept_entity_keys),
+            removals
+            | "RemovedOf"
+            >> beam.FlatMap(lambda rm: [("removed", e, rm.reason) for e in sorted(set(rm.entity_ids))]),
+        )
+        | "EntityKeys" >> beam.Flatten()
+        | "CountPerEntity" >> beam.combiners.Count.PerElement()
+    )
 
-    def finish(_, before, after, shard_stats, kept_, key_files_, types_, removed_, read_, neardup_, rm_files):
+    def finish(
+        _,
+        before,
+        after,
+        shard_stats,
+        kept_,
+        key_files_,
+        types_,
+        removed_,
+        read_,
+        neardup_,
+        rm_files,
+        per_entity_,
+    ):
         # every side input here is bounded by the entries, splits, reasons or files, not the data
         result = {
             "read": dict(read_),
@@ -314,6 +373,7 @@ def build(
             "kept": dict(kept_),
             "key_files": sorted(key_files_),
             "removed_files": sorted(rm_files),
+            "entity_counts": [[list(k), n] for k, n in per_entity_],
             "neardup": {
                 k: neardup_.get(k, 0) for k in ("capped_buckets", "capped_members", "unconverged_edges")
             },
@@ -337,6 +397,7 @@ def build(
             beam.pvalue.AsList(read_counts),
             beam.pvalue.AsSingleton(neardup_counts),
             beam.pvalue.AsList(removed_files),
+            beam.pvalue.AsList(per_entity),
         )
     )
 
@@ -410,6 +471,19 @@ def merge_subset(
             np.lib.format.write_array(entry, np.asarray(records.SCHEMA_VERSION))
 
 
+def harvest_candidate_files(shard_dir: str) -> list[str] | None:
+    """The candidates files of the harvest in `shard_dir`, as its stats list them; None when the
+    input is not a harvest that lists them (then which entities had candidates is not known)."""
+    data = STORE.read(STORE.join(shard_dir, shards.HARVEST_STATS))
+    try:
+        files = json.loads(data)["files"]["candidates"] if data is not None else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, list):
+        return None
+    return [STORE.join(shard_dir, str(n)) for n in files]
+
+
 def run(
     shard_dir: str,
     entities: str | Sequence[Entity],
@@ -424,6 +498,9 @@ def run(
     tools may give the entities themselves, written to a staged file in `out_dir` first. The
     evaluation sets' hashes go to a staged file too: the job graph holds paths, not data."""
     started = time.time()
+    entities_given = entities if isinstance(entities, str) else ""  # recorded for `train --data`
+    if entities_given and "://" not in entities_given:
+        entities_given = os.path.abspath(entities_given)
 
     def each_entity():
         return read_jsonl(entities, Entity) if isinstance(entities, str) else iter(entities)
@@ -433,14 +510,19 @@ def run(
         n_entities += 1
         labels[e.id] = e.label
     if not n_entities and isinstance(entities, str):
-        raise EntityNetError(f"{entities} holds no entities; run `entitynet kg expand` first")
+        raise EntityNetError(
+            f"{entities} holds no entities; give the entities.jsonl that `entitynet kg expand` wrote (it never "
+            "writes an empty one: its error says why nothing was found)"
+        )
     if not n_entities:
         raise EntityNetError("no entities to balance over; give the entities.jsonl the harvest was made from")
     if os.path.abspath(out_dir.rstrip("/")) == os.path.abspath(shard_dir.rstrip("/")):
         raise OutputError(f"--out {out_dir} is the input --shards; curate into another directory")
     inputs, splits, total = shard_inputs(shard_dir)
+    selected = None  # the entities the curated dataset is for (the subset's), by id
     if opts.subset_roots:  # refused here, before anything runs; the workers select the subset themselves
-        check_roots(each_entity(), opts.subset_roots)
+        selected = check_roots(each_entity(), opts.subset_roots)
+    candidate_files = harvest_candidate_files(shard_dir)
     eval_images = sum(len(ev.hashes) for ev in eval_sets)
     with PipelineOutput(out_dir, "entitynet-curate-", "curate", earlier=(CONFIG,)) as out:
         local_dir = out.local_dir
@@ -455,13 +537,30 @@ def run(
             STORE.write(eval_index, "".join(line + "\n" for line in eval_index_lines(eval_sets)).encode())
         log.info("curating %d shards of %s into %s", len(inputs), shard_dir, out_dir)
         run_pipeline(
-            lambda p: build(p, inputs, entities, eval_index, opts, out_dir, staged, total, eval_images),
+            lambda p: build(
+                p,
+                inputs,
+                entities,
+                eval_index,
+                opts,
+                out_dir,
+                staged,
+                total,
+                eval_images,
+                candidate_files or (),
+            ),
             beam_args,
         )
         result = json.loads(out.store.read(staged) or b"null")
         if not isinstance(result, dict):
             raise OutputError(f"the pipeline's result {staged} is missing; re-run the curation")
         before, after = result["counts_before"], result["counts_after"]
+        if not sum(result["kept"].values()):
+            why = ", ".join(f"{k} {n:,}" for k, n in sorted(result["removed"].items(), key=lambda kv: -kv[1]))
+            raise OutputError(
+                f"the curation of {shard_dir} kept none of its {sum(result['read'].values()):,} records "
+                f"(removed: {why or 'none'}); loosen what removed them and run it again; nothing was written"
+            )
 
         if opts.output == "shards":
             lengths, sizes = shard_lengths(result["shards"], splits, opts.num_shards)
@@ -478,6 +577,15 @@ def run(
                 for e, n in sorted(before.items(), key=lambda kv: (-kv[1], kv[0]))
             ],
         )
+        no_image = unimaged_lib.unimaged(
+            each_entity(),
+            {tuple(k): n for k, n in result["entity_counts"]},
+            candidate_files is not None,
+            selected,
+        )
+        write_lines(os.path.join(local_dir, UNIMAGED), unimaged_lib.tsv_lines(no_image))
+        balanced_kept = sum(result["kept"].get(s, 0) for s in opts.balance_splits)
+        balanced_in = balanced_kept + result["removed"].get("balanced_out", 0)
         stats = {
             "input": shard_dir if "://" in shard_dir else os.path.abspath(shard_dir),
             "read": result["read"],
@@ -493,7 +601,12 @@ def run(
                 "t": opts.t,
                 "before": balance.head_tail(before, opts.t),
                 "after": balance.head_tail(after, opts.t),
+                "images": {"before": balanced_in, "after": balanced_kept},
+                "explained": balance.explain(opts.t, before, balanced_in, balanced_kept, opts.balance_splits),
             },
+            "unimaged": unimaged_lib.summary(
+                no_image, len(selected) if selected is not None else len(labels), bool(opts.subset_roots)
+            ),
             "types": dict(sorted(result["types"].items(), key=lambda kv: -kv[1])),
             "output": opts.output,
             "neardup": result["neardup"],
@@ -502,13 +615,14 @@ def run(
         if opts.output == "shards":  # the kept records per licence and source (from the shard writers)
             stats["per_license"] = sum_shard_counts(result["shards"], "per_license")
             stats["per_source"] = sum_shard_counts(result["shards"], "per_source")
-        curation_card.write_card(local_dir, stats, before, after, labels)
+        curation_card.write_card(local_dir, stats, before, after, labels, no_image)
         write_json(
             os.path.join(local_dir, CONFIG),
             {
                 "curate": asdict(opts),
                 "shards": shard_dir,
                 "entities": n_entities,
+                "entities_file": entities_given,
                 "eval_sets": [ev.name for ev in eval_sets],
                 "beam_args": list(beam_args or []),
             },

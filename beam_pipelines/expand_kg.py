@@ -20,6 +20,7 @@ and runs them on a small thread pool. The DoFns are thin adapters over `entityne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -237,11 +238,19 @@ def run(
     nothing is left half-written.
     """
     started = time.time()
+    defaulted = not cfg.roots
     cfg = cfg.resolved()
     traverse.check_strategy(strategy)  # before any query
     client = source.open()
     with PipelineOutput(out_dir, "entitynet-expand-", "kg expand", earlier=(CONFIG,)) as out:
-        root_links = expand.root_check(client, cfg, source.describe())
+        root_links = expand.root_check(client, cfg, source.describe(), defaulted)
+        if len(root_links) < len(cfg.roots):  # default roots the graph does not hold
+            log.info(
+                "the graph lacks root %s; expanding %s",
+                ", ".join(set(cfg.roots) - set(root_links)),
+                ", ".join(root_links),
+            )
+            cfg = dataclasses.replace(cfg, roots=tuple(root_links))
         classes = expand.fetch_class_sets(client, cfg)
         staged = StagedPaths(out.staged(ENTITIES), out.staged(STATS))
         log.info(
@@ -263,6 +272,8 @@ def run(
             walked.nodes, walked.hops, traverse.product_hops(client, cfg, classes, walked.nodes)
         )
         graph.traversal_seconds = round(time.time() - started, 2)
+        if not graph.selected(cfg.min_sitelinks):
+            raise KGError(expand.nothing_selected(graph, cfg, source.describe()))
         log.info(
             "walked %d entities by %s (%d traversal queries) in %.1f s",
             len(graph.depth),
@@ -283,6 +294,12 @@ def run(
         stats = json.loads(out.store.read(staged.stats) or b"null")
         if not isinstance(stats, dict):
             raise KGError(f"the pipeline's stats file {staged.stats} is missing; re-run the expansion")
+        if not stats.get("entities"):
+            raise KGError(
+                f"none of the {stats.get('selected', 0):,} selected entities in {source.describe()} has a "
+                f"label in {', '.join(cfg.languages)}; add rdfs:label to the graph or name its language "
+                "with --language"
+            )
         stats["seconds"] = round(time.time() - started, 2)
         doc = {
             "source": source.describe(),

@@ -13,7 +13,8 @@ Graph:
         ─► ((entity, status, page by key digest), row) ─► GroupByKey ─► WritePage (sorted by key)
     candidates/*.jsonl + outcomes/*.jsonl ─► CoGroupByKey(url) ─► counts per entity and outcome
     counts ─► CombineGlobally(sum) ─► finish: the summed counts and pages per entity, from which the
-           driver writes data/index.js (one row per entity + the summary)
+           driver writes data/index.js (one row per entity + the summary; an entity without images
+           is listed too, with why: `rows.no_images`)
 
 A worker holds one page of rows at a time; only counts reach the finish. The site is a local
 directory (the DirectRunner's workers share its disk).
@@ -270,6 +271,7 @@ def inputs_of(data_dir: str) -> tuple[dict, dict]:
         "removed": removed,
         "entries": entries,
         "candidates": [STORE.join(harvest_dir, n) for n in files.get("candidates", [])],
+        "candidates_known": isinstance(files.get("candidates"), list),
         "outcomes": [STORE.join(harvest_dir, n) for n in files.get("outcomes", [])],
     }
     return inputs, summary
@@ -315,13 +317,21 @@ def run(
         counts = {tuple(k): n for k, n in found["counts"]}
         pages = {tuple(k): n for k, n in found["pages"]}
         each = read_jsonl(entities, Entity) if isinstance(entities, str) else entities
-        index = rows.entity_index(each, counts, pages, inputs["entries"])
+        index = rows.entity_index(
+            each,
+            counts,
+            pages,
+            inputs["entries"],
+            curated=summary["kind"] == "curated",
+            candidates_known=inputs["candidates_known"],
+        )
         site.fill_pages(STORE, out_dir, index)  # one stat per page, nothing held
         evaluations = [evals.add_evaluation(out_dir, d) for d in result_dirs]
         site.write_data(STORE, out_dir, "data/evals.js", evaluations)
         summary.update(
             opts,
             entities=len(index),
+            unimaged=sum(1 for row in index if row["no_images"]),
             evaluations=len(evaluations),
             kept_links=list(KEEP),
             not_fetched=list(NOT_FETCHED),
@@ -332,6 +342,7 @@ def run(
         "site": out_dir,
         "index": os.path.join(out_dir, "index.html"),
         "entities": len(index),
+        "unimaged": summary["unimaged"],
         "images": summary["harvest"]["records"],
         "evaluations": len(evaluations),
         "seconds": round(time.time() - started, 1),

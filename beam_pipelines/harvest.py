@@ -47,6 +47,8 @@ import logging
 import os
 import queue
 import shutil
+import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -76,6 +78,7 @@ from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher, host_name
 from entitynet.files import write_json, write_lines
 from entitynet.links import Linker, LinkRule, link_stats
+from entitynet.progress import Progress
 from entitynet.records import Candidate, Entity, ImageRecord, Query, read_jsonl, write_jsonl
 from entitynet.search.base import SearchCache, cached_search, dropped_modifiers
 from entitynet.storage import STORE, is_remote
@@ -348,8 +351,8 @@ class FetchUnit(beam.DoFn):
 
     QUEUED_MAX = 32
 
-    def __init__(self, opts: harvest.HarvestOptions, work_dir: str):
-        self.opts, self.work_dir = opts, work_dir
+    def __init__(self, opts: harvest.HarvestOptions, work_dir: str, one_process: bool = True):
+        self.opts, self.work_dir, self.one_process = opts, work_dir, one_process
 
     def setup(self):
         self.store = STORE
@@ -364,8 +367,10 @@ class FetchUnit(beam.DoFn):
     def start_bundle(self):
         self.done: queue.SimpleQueue = queue.SimpleQueue()  # (unit, candidate, future) as each ends
         self.running = 0  # fetches submitted and not yet emitted
+        self.open_units: dict[int, _OpenUnit] = {}  # the units with fetches still running
 
-    def process(self, kv, big_hosts):
+    def process(self, kv, big_hosts, total=0):
+        self.progress = progress_of(self.work_dir, total, self.one_process)
         unit, candidates = kv[0], list(kv[1])
         path = harvest.unit_path(self.work_dir, unit, self.opts.work_units, self.store)
         previous, parts = harvest.load_unit(path, self.store)
@@ -377,8 +382,10 @@ class FetchUnit(beam.DoFn):
                 reused += 1
                 yield from _emit(previous[c.url][1])
         yield beam.pvalue.TaggedOutput("reused", Counter({("reused",): reused}))
+        self.progress.add(reused=reused)
         if todo:
             open_unit = _OpenUnit(path, parts, len(todo))
+            self.open_units[id(open_unit)] = open_unit
             for c in sorted(todo, key=lambda c: c.url):
                 slot, share = harvest.politeness(c.url, big_hosts)
                 work = harvest.afetch_and_process(self.fetcher, c, self.opts.image, self.cpu, slot, share)
@@ -409,21 +416,65 @@ class FetchUnit(beam.DoFn):
 
     def _collect(self, block: bool):
         """Emit the finished fetches (waiting for one first when `block`) and save parts."""
-        ended = [self.done.get()] if block and self.running else []
-        while True:
-            try:
-                ended.append(self.done.get_nowait())
-            except queue.Empty:
-                break
-        for u, c, future in ended:
+        try:
+            ended = [self.done.get()] if block and self.running else []
+        except KeyboardInterrupt:  # Ctrl-C: what has been fetched is kept for the re-run
+            self._save_finished()
+            raise
+        for u, c, future in self._finished(ended):
             result = future.result()
             u.unsaved[c.url] = (c, result)
             u.left -= 1
             self.running -= 1
+            self.progress.add(done=1, made=isinstance(result, ImageRecord))
             yield from _emit(result)
             if len(u.unsaved) >= self.opts.save_every or (u.unsaved and not u.left):
                 harvest.save_part(u.path, u.parts, u.unsaved, self.store)
                 u.parts, u.unsaved = u.parts + 1, {}
+            if not u.left:
+                self.open_units.pop(id(u), None)
+
+    def _finished(self, ended: list) -> list:
+        """`ended` and every fetch that has ended since (without waiting)."""
+        while True:
+            try:
+                ended.append(self.done.get_nowait())
+            except queue.Empty:
+                return ended
+
+    def _save_finished(self) -> None:
+        """Save every ended fetch not saved yet, in one more part of its unit (an interrupted run)."""
+        for u, c, future in self._finished([]):
+            u.unsaved[c.url] = (c, future.result())
+        for u in self.open_units.values():
+            if u.unsaved:
+                harvest.save_part(u.path, u.parts, u.unsaved, self.store)
+                u.parts, u.unsaved = u.parts + 1, {}
+
+
+# One progress line per process and harvest, shared by its FetchUnit instances (`progress_of`).
+_PROGRESS: dict[str, Progress] = {}
+_PROGRESS_LOCK = threading.Lock()
+
+
+def progress_of(work_dir: str, total: int, one_process: bool) -> Progress:
+    """This process's progress of the harvest fetching into `work_dir`: of `total` candidates
+    when the whole harvest runs here, else this worker's own count."""
+    with _PROGRESS_LOCK:
+        if work_dir not in _PROGRESS:
+            what = "harvest" if one_process else "harvest (this worker)"
+            _PROGRESS[work_dir] = Progress(
+                what, total if one_process else 0, unit="candidates", stream=sys.stderr
+            )
+        return _PROGRESS[work_dir]
+
+
+def end_progress(work_dir: str) -> None:
+    """The harvest's last progress line, once its pipeline has run (the local runner's)."""
+    with _PROGRESS_LOCK:
+        p = _PROGRESS.pop(work_dir, None)
+    if p is not None:
+        p.close()
 
 
 def _emit(result):
@@ -527,6 +578,7 @@ def build(
     staged_stats: str,
     entities: str = "",
     search_digest: str = "",
+    one_process: bool = True,
 ) -> None:
     """The harvest's graph. `queries`: the path of queries.jsonl; `entities`: the path of the
     entities.jsonl whose names are the alt-text evidence of entity links ("": the noun and alias
@@ -571,13 +623,16 @@ def build(
     to_fetch = checked.kept
     not_fetched = (not_fetched, checked.outcomes) | "NotFetched" >> beam.Flatten()
     big_hosts = beam.pvalue.AsDict(to_fetch | BigHosts(opts))
+    # the progress line's total; on a runner of many workers each reports its own count
+    to_count = to_fetch if one_process else p | "NoTotal" >> beam.Create([])
+    total = beam.pvalue.AsSingleton(to_count | "CountToFetch" >> beam.combiners.Count.Globally())
     fetched = (
         to_fetch
         | "ToUnit"
         >> beam.Map(lambda c, big: (harvest.unit_of(c.url, opts.work_units, big), c), big=big_hosts)
         | "ByUnit" >> beam.GroupByKey()
         | "FetchUnit"
-        >> beam.ParDo(FetchUnit(opts, work_dir), big_hosts=big_hosts)
+        >> beam.ParDo(FetchUnit(opts, work_dir, one_process), big_hosts=big_hosts, total=total)
         .with_output_types(tuple[str, ImageRecord])
         .with_outputs("outcomes", "reused", main="records")
     )
@@ -750,21 +805,26 @@ def run(
             )
         staged_stats = out.staged(STATS)
         log.info("harvesting %d queries with %s into %s", n_queries, spec.backend, out_dir)
-        run_pipeline(
-            lambda p: build(
-                p,
-                queries,
-                spec,
-                opts,
-                out_dir,
-                cache_dir,
-                work_dir,
-                staged_stats,
-                entities or spec.entities_file,
-                harvest.settings_digest(settings["search"]),
-            ),
-            beam_args,
-        )
+        one_process = not any(f == "--runner" or f.startswith("--runner=") for f in beam_args or [])
+        try:
+            run_pipeline(
+                lambda p: build(
+                    p,
+                    queries,
+                    spec,
+                    opts,
+                    out_dir,
+                    cache_dir,
+                    work_dir,
+                    staged_stats,
+                    entities or spec.entities_file,
+                    harvest.settings_digest(settings["search"]),
+                    one_process,
+                ),
+                beam_args,
+            )
+        finally:
+            end_progress(work_dir)
         stats = json.loads(store.read(staged_stats) or b"null")
         if not isinstance(stats, dict):
             raise OutputError(f"the pipeline's stats file {staged_stats} is missing; re-run the harvest")

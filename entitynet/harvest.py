@@ -656,6 +656,48 @@ def summary(counts: dict, top_hosts: list[dict]) -> dict:
     }
 
 
+# What stopped every candidate of an empty harvest, by outcome: the cause and what to change.
+EMPTY_CAUSES = {
+    "blocked_address": "their addresses are loopback or private, which the fetcher refuses: for a "
+    "server of your own add --allow-loopback (127.0.0.0/8) or --allow-private (an intranet)",
+    "robots_disallowed": "the sites' robots.txt disallows them: for a site of your own add --ignore-robots-txt",
+    "robots_unavailable": "the sites' robots.txt could not be read (5xx or unreachable): try again "
+    "later, or add --ignore-robots-txt for a site of your own",
+    "opted_out": "the servers opt out of AI use (X-Robots-Tag noai/noimageai); choose other sources",
+    "license_excluded": "their licences are left out by --licenses/--exclude-licenses; widen them",
+    "balanced_out": "the pool's balancing (--balance-t) left them all out; raise --balance-t",
+    "no_entry": "their texts name no entity's entry; check the pool's texts against the entities' names",
+    "too_small": "the images are smaller than --min-image-size; lower it",
+    "bad_aspect": "the images are more elongated than --max-aspect-ratio; raise it",
+    "not_an_image": "the URLs do not answer with images (an HTML page?); check the URLs",
+    "connection_error": "the servers cannot be reached; check that they run and the URLs' hosts and ports",
+    "timeout": "the servers did not answer in time; check them, or raise --total-timeout",
+    "http_404": "the servers answer 404 Not Found; check the URLs",
+    "http_429": "the servers answer 429 Too Many Requests; lower --per-host-rps and run again to resume",
+    "http_5xx": "the servers answer 5xx errors; run again later (add --retry-failed)",
+    "unlinked": "no image could be linked to an entity (the alt texts name none); see "
+    "`entitynet harvest --help` for --keep-unlinked and --link-max-rank",
+}
+
+
+def empty_harvest(stats: dict, out: str) -> str | None:
+    """Why a harvest wrote nothing, and what to do (the one line of its error); None when it wrote
+    records."""
+    if stats.get("written"):
+        return None
+    per_outcome = stats.get("per_outcome") or {}
+    total = stats.get("candidates", 0)
+    if not total:
+        return (
+            f"the harvest in {out} found no candidate image: no search result or pool row matched an "
+            "entity's name (a pool's texts must contain the entities' labels, as queries.jsonl lists them)"
+        )
+    top, n = max(per_outcome.items(), key=lambda kv: (kv[1], kv[0]))
+    share = "all" if n == total else f"{n:,} of the"
+    cause = EMPTY_CAUSES.get(top, f"see {out}/outcomes/ for each URL's detail")
+    return f"the harvest in {out} wrote no image: {share} {total:,} candidates ended as {top}: {cause}"
+
+
 def read_outcomes(out_dir: str) -> list[Outcome]:
     """Every candidate's outcome from a harvest's `outcomes/` files, as its `harvest_stats.json`
     lists them (for tests and tools; `cat OUT/outcomes/*.jsonl` reads them too)."""

@@ -45,6 +45,35 @@ def setup_logging(verbose: bool) -> None:
         logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 
 
+# What an interrupted command has kept, for the one line Ctrl-C prints (`on_interrupt`, main).
+_KEPT: list = ["nothing of it was written"]
+
+
+def on_interrupt(kept) -> None:
+    """Say what a command keeps when Ctrl-C stops it from here on: a text, or a function that
+    makes one then (a training's latest checkpoint)."""
+    _KEPT[0] = kept
+
+
+def interrupted_line(argv: list[str]) -> str:
+    """The one line Ctrl-C prints: what was kept and the command that resumes or repeats it."""
+    import shlex
+
+    kept = _KEPT[0]() if callable(_KEPT[0]) else _KEPT[0]
+    return f"entitynet: interrupted; {kept}; to go on, run again: entitynet {shlex.join(argv)}"
+
+
+def sibling(out: str, name: str) -> str:
+    """A directory beside `out` (the next stage's output, as a summary suggests it)."""
+    head = out.rstrip("/").rsplit("/", 1)[0] if "/" in out.rstrip("/") else ""
+    return f"{head}/{name}" if head else name
+
+
+def next_command(stage: str, *flags: str) -> str:
+    """A summary's last line: the command that goes on from here."""
+    return f"next: entitynet {stage} {' '.join(flags)}".rstrip()
+
+
 def table(counts: dict[str, int], indent: str = "  ") -> str:
     if not counts:
         return f"{indent}(none)"
@@ -58,7 +87,10 @@ def load_entities(path: str):
 
     entities = list(read_jsonl(path, Entity))
     if not entities:
-        raise EntityNetError(f"{path} holds no entities; run `entitynet kg expand` first")
+        raise EntityNetError(
+            f"{path} holds no entities; give the entities.jsonl that `entitynet kg expand` wrote (it never "
+            "writes an empty one: its error says why nothing was found)"
+        )
     return entities
 
 

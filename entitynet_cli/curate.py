@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from entitynet_cli.common import log, table
+from entitynet_cli.common import log, next_command, sibling, table
 from entitynet_cli.harvest import license_summary
 
 
@@ -22,10 +22,12 @@ def curate_summary(stats: dict, out: str | Path) -> str:
         f"removed:\n{table(stats['removed']) if stats['removed'] else '  nothing'}\n"
         f"balancing at t={stats['balance']['t']:,}: {b['entries']:,} entries, {b['head_entries']:,} above t; "
         f"matches {b['matches']:,} -> {a['matches']:,}\n"
+        f"  {stats['balance']['explained']}\n"
+        f"{stats['unimaged']['summary']}\n"
         f"decontamination:{contamination or ' no evaluation set given'}\n"
         f"{license_summary(stats)}"
         f"wrote {out}/ ({'shards + TFDS metadata, attribution/' if stats['output'] == 'shards' else 'subset.npz'}, "
-        "removed/ (why each removed record went), entry_counts.tsv, curation_stats.json, DATACARD.md)"
+        "removed/ (why each removed record went), entry_counts.tsv, unimaged_entities.tsv, curation_stats.json, DATACARD.md)"
     )
 
 
@@ -62,7 +64,10 @@ def cmd_curate(args, beam_args) -> int:
     eval_sets = load_eval_sets(args.decontaminate, args.tfds_data_dir)
     # the path: the pipeline's workers read entities.jsonl themselves
     stats = curate.run(args.shards, args.entities, eval_sets, opts, args.out, beam_args)
-    print(curate_summary(stats, args.out.rstrip("/")))
+    out = args.out.rstrip("/")
+    print(curate_summary(stats, out))
+    print(next_command("tokenizer train", f"--shards {out}", f"--entities {args.entities}"))
+    print(next_command("train", "--config tiny_cpu", f"--data {out}", f"--workdir {sibling(out, 'run')}"))
     return 0
 
 

@@ -57,7 +57,8 @@ def default_site(dataset: str) -> str:
 
 def explore_summary(result: dict) -> str:
     return (
-        f"explorer: {result['entities']:,} entities, {result['images']:,} images, "
+        f"explorer: {result['entities']:,} entities ({result.get('unimaged', 0):,} without images), "
+        f"{result['images']:,} images, "
         f"{result['evaluations']} evaluation(s) in {result['seconds']:.1f} s\n"
         f"open {Path(result['index']).resolve()} in a browser (it works from disk), "
         "or `entitynet explore ... --serve`"

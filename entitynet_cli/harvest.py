@@ -6,8 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from entitynet.errors import ConfigError
-from entitynet_cli.common import load_entities, table
+from entitynet.errors import ConfigError, EntityNetError
+from entitynet_cli.common import load_entities, next_command, on_interrupt, sibling, table
 
 
 def harvest_summary(stats: dict, out: str | Path) -> str:
@@ -27,8 +27,10 @@ def harvest_summary(stats: dict, out: str | Path) -> str:
             f"candidates fetched, {pb['fetches_saved']:,} fetches saved; per entry in pool_balance.tsv\n"
         )
     fetched = stats.get("fetched", stats["candidates"])
+    reused = min(stats.get("reused_from_earlier_run", 0), fetched)
+    got = f"downloaded {fetched - reused:,}" + (f", reused {reused:,} from an earlier run" if reused else "")
     return note + (
-        f"{stats['candidates']:,} candidate images, {fetched:,} fetched, {stats['written']:,} written "
+        f"{stats['candidates']:,} candidate images: {got}; {stats['written']:,} written "
         f"({stats['success_rate']:.1%} of fetched) in {stats['seconds']:.1f} s\n"
         f"outcomes:\n{table(stats['per_outcome'])}\n"
         f"{link_summary(stats.get('links') or {})}"
@@ -112,7 +114,7 @@ def harvest_options(args, allow_loopback: bool = False):
 
 def cmd_harvest(args, beam_args) -> int:
     from beam_pipelines import harvest as harvest_pipeline
-    from entitynet.harvest import SearchSpec
+    from entitynet.harvest import SearchSpec, empty_harvest
 
     # the pipeline gets the files' paths (its workers read them); the driver reads the entities
     # only for their labels (the data card)
@@ -134,10 +136,26 @@ def cmd_harvest(args, beam_args) -> int:
         gbif_archive=args.gbif_archive or "",
         inaturalist_data=args.inaturalist_data or "",
     )
+    on_interrupt(
+        f"the images fetched so far are saved in {args.out.rstrip('/')} (its work units); the same "
+        "command fetches only the rest"
+    )
     stats = harvest_pipeline.run(
         args.queries, spec, harvest_options(args), args.out, beam_args, labels, entities=args.entities or ""
     )
-    print(harvest_summary(stats, args.out.rstrip("/")))
+    out = args.out.rstrip("/")
+    print(harvest_summary(stats, out))
+    empty = empty_harvest(stats, out)
+    if empty:
+        raise EntityNetError(empty)
+    print(
+        next_command(
+            "curate",
+            f"--shards {out}",
+            f"--entities {args.entities or '<entities.jsonl>'}",
+            f"--out {sibling(out, 'curated')}",
+        )
+    )
     return 0
 
 

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from entitynet.storage import STORE
-from entitynet_cli.common import table
+from entitynet_cli.common import next_command, sibling, table
 
 
 def _kg_source(args):
@@ -64,6 +64,8 @@ def cmd_kg_expand(args, beam_args: list[str]) -> int:
     )
     stats = expand_kg.run(source, cfg, args.out, beam_args, args.strategy, args.closure_timeout)
     print(expand_summary(stats, source.describe(), cfg.min_sitelinks, args.out))
+    entities = STORE.join(args.out, "entities.jsonl")
+    print(next_command("queries", f"--entities {entities}", f"--out {sibling(args.out, 'queries')}"))
     return 0
 
 

@@ -18,12 +18,20 @@ Errors a user can cause print one line and exit 2; anything else is a bug with a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from entitynet import __version__
 from entitynet.errors import EntityNetError
 from entitynet.printable import PrintableStream, printable
-from entitynet_cli.common import all_flags, beam_flags, did_you_mean, setup_logging, unknown_beam_flags
+from entitynet_cli.common import (
+    all_flags,
+    beam_flags,
+    did_you_mean,
+    interrupted_line,
+    setup_logging,
+    unknown_beam_flags,
+)
 from entitynet_cli.curate import add_parser as add_curate
 from entitynet_cli.demo import add_parser as add_demo
 from entitynet_cli.explore import add_parser as add_explore
@@ -100,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"entitynet: error: {printable(str(e), newlines=False)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("entitynet: interrupted", file=sys.stderr)
+        fresh_line = "\n" if sys.stderr.isatty() else ""  # after ^C or a progress line
+        print(f"{fresh_line}{interrupted_line(sys.argv[1:] if argv is None else argv)}", file=sys.stderr)
+        if argv is None:  # the command line: end now, without the shutdown noise of the worker
+            sys.stderr.flush()  # threads and event loops that Ctrl-C stopped mid-task
+            stdout.flush()
+            os._exit(130)
         return 130
     finally:
         sys.stdout = stdout

@@ -5,7 +5,7 @@ from __future__ import annotations
 from entitynet.errors import ConfigError
 from entitynet.storage import STORE
 from entitynet.text.queries import make_queries
-from entitynet_cli.common import load_entities, table
+from entitynet_cli.common import load_entities, next_command, sibling, table
 
 
 def exclude_terms(args) -> tuple[str, ...]:
@@ -52,7 +52,15 @@ def cmd_queries(args, _extra) -> int:
         f"modifiers: photo type {cfg.photo_type or 'none'}; exclude terms "
         f"{' '.join(cfg.exclude_terms) or 'none'}; or-terms {'on' if cfg.or_terms else 'off'} "
         "(each backend sends what its API can express)\n"
-        f"wrote {STORE.join(args.out, 'queries.jsonl')}"
+        f"wrote {STORE.join(args.out, 'queries.jsonl')}\n"
+        + next_command(
+            "harvest",
+            f"--queries {STORE.join(args.out, 'queries.jsonl')}",
+            f"--entities {args.entities}",
+            "--backend BACKEND",
+            f"--out {sibling(args.out, 'shards')}",
+        )
+        + "   (backends: entitynet harvest --help)"
     )
     return 0
 

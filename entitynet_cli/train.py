@@ -7,7 +7,7 @@ import os
 
 from entitynet.errors import ConfigError
 from entitynet.text.tokenizer import train_tokenizer
-from entitynet_cli.common import compilation_cache, load_entities
+from entitynet_cli.common import compilation_cache, load_entities, next_command, on_interrupt, sibling
 
 
 def cmd_tokenizer_train(args, _) -> int:
@@ -16,6 +16,10 @@ def cmd_tokenizer_train(args, _) -> int:
     print(
         f"SentencePiece tokenizer ({n['vocab_size']:,} pieces) from {n['alt_texts']:,} alt texts and "
         f"{n['kg_captions']:,} KG captions: {path}"
+    )
+    shards = args.shards.rstrip("/")
+    print(
+        next_command("train", "--config tiny_cpu", f"--data {shards}", f"--workdir {sibling(shards, 'run')}")
     )
     return 0
 
@@ -29,9 +33,23 @@ def cmd_train(args, overrides) -> int:
     bad = [o for o in overrides if not o.startswith("--config.")]
     if bad:
         raise ConfigError(f"unrecognized arguments: {' '.join(bad)} (overrides look like --config.key=value)")
-    cfg = config_lib.load(args.config, overrides)
+    cfg = config_lib.load(args.config, overrides, data=args.data or "")
+    on_interrupt(lambda: saved_steps(args.workdir))
     print(summary(train(cfg, args.workdir), args.workdir))
+    print(next_command("eval", f"--workdir {args.workdir}", "--heldout"))
     return 0
+
+
+def saved_steps(workdir: str) -> str:
+    """What an interrupted training keeps: its latest checkpoint."""
+    folder = os.path.join(workdir, "checkpoints")
+    steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+    step = max(steps, default=None)
+    if "://" in workdir:
+        return f"the checkpoints saved in {workdir} are kept; the same command resumes from the latest"
+    if step is None:
+        return f"no checkpoint was saved yet in {workdir}"
+    return f"the checkpoint of step {step:,} in {workdir} is kept; the same command resumes from it"
 
 
 def cmd_eval(args, _) -> int:
@@ -66,6 +84,10 @@ def cmd_eval(args, _) -> int:
         for local, remote in shown.items():
             line = line.replace(local, remote)
         print(line)
+    if len(args.workdir) == 1:
+        run = args.workdir[0].rstrip("/")
+        run = shown.get(run, run)
+        print(next_command("export", f"--workdir {run}", f"--out {sibling(run, 'export')}"))
     return 0
 
 
@@ -122,8 +144,20 @@ def add_parser(sub) -> None:
         description="Train (or resume) a CLIP in a workdir. Config fields are overridden with "
         "--config.key=value after the known flags.",
     )
-    tr.add_argument("--config", required=True, metavar="FILE[:ARG]", help="e.g. configs/tiny_cpu.py")
+    tr.add_argument(
+        "--config",
+        required=True,
+        metavar="NAME|FILE[:ARG]",
+        help="a shipped config by name (tiny_cpu, small_data, vit_b32_entitynet, vit_b16_livingthings) "
+        "or a config file of your own, e.g. configs/tiny_cpu.py:siglip",
+    )
     tr.add_argument("--workdir", required=True, metavar="DIR")
+    tr.add_argument(
+        "--data",
+        metavar="DIR",
+        help="train on this curated directory: its shards, its tokenizer.json and the entities.jsonl "
+        "it was curated with (each overridable with --config.data.*)",
+    )
     tr.set_defaults(func=cmd_train, beam=True, extra="config overrides")
 
     ev = sub.add_parser(

@@ -15,7 +15,7 @@ from PIL import Image
 
 from beam_pipelines import curate
 from entitynet import records, shards
-from entitynet.curation import balance, evalsets, neardup
+from entitynet.curation import balance, evalsets, neardup, unimaged
 from entitynet.curation.metadata import EntityMetadata
 from entitynet.curation.plan import CurateOptions
 from entitynet.curation.subsets import check_roots, entities_under
@@ -25,6 +25,8 @@ from entitynet.records import Entity, encode_image
 
 N_ENTITIES = 30
 T = 40
+# an entity of the graph that no harvested record is linked to or named by
+GHOST = Entity(id="Q999", label="phantom", natural_type_label="animal", depth=2)
 
 
 def _entities():
@@ -198,6 +200,79 @@ def test_balancing_matches_expectation_and_a_numpy_implementation(world):
     assert [balance.keep(recs[i].key, entries[i], counts, T, 7) for i in order] == [kept[i] for i in order]
 
 
+def test_the_balancing_sentence_counts_matches_and_images():
+    lead = (
+        "MetaCLIP's t caps the matches (image-entity pairs) of each entity, not the images: "
+        "an image is kept when any one of its matches is kept. "
+    )
+    few = {f"Q{i}": 1 + i % 23 for i in range(80)}  # 118 images, no entity above t=40
+    assert balance.explain(40, few, 118, 118) == lead + (
+        "t=40 caps each entity at 40 matches; no entity has more than 40 (largest: 23), "
+        "so all 118 train images are kept."
+    )
+    many = {f"Q{i}": 60 + i if i < 12 else 3 for i in range(80)}
+    assert balance.explain(40, many, 1_180, 970, ("train", "validation")) == lead + (
+        "t=40 capped 12 of 80 entities, those with more than 40 matches (largest: 71); "
+        "1,180 -> 970 train and validation images."
+    )
+    assert balance.explain(40, {}, 0, 0) == lead + (
+        "t=40: no train image matched an entity, so there was nothing to balance."
+    )
+
+
+def test_unimaged_entities_say_why():
+    ents = [
+        Entity(id=f"Q{i}", label=name) for i, name in enumerate(["delta", "alpha", "beta", "gamma", "eps"])
+    ]
+    counts = {
+        ("candidates", "Q1"): 4,  # alpha: candidates, no image
+        ("candidates", "Q2"): 2,  # beta: its images all removed
+        ("harvested", "Q2"): 3,
+        ("removed", "Q2", "balanced_out"): 2,
+        ("removed", "Q2", "near_duplicate"): 1,
+        ("named", "Q2"): 1,
+        ("harvested", "Q3"): 1,  # gamma: its only image removed
+        ("removed", "Q3", "contaminated:ev"): 1,
+        ("harvested", "Q4"): 5,  # eps: has images
+        ("kept", "Q4"): 5,
+    }
+    rows = unimaged.unimaged([*ents, ents[0]], counts, candidates_known=True)  # delta twice: one row
+    assert rows == [
+        ("Q0", "delta", "no_candidates", "no candidates: no search result named it"),
+        ("Q1", "alpha", "none_harvested", "4 candidate URLs named it, no harvested image is linked to it"),
+        (
+            "Q2",
+            "beta",
+            "all_removed",
+            "all 3 harvested images were removed by curation (balanced_out 2, near_duplicate 1); "
+            "its name occurs in the alt texts of 1 kept image",
+        ),
+        (
+            "Q3",
+            "gamma",
+            "all_removed",
+            "its only harvested image was removed by curation (contaminated:ev 1)",
+        ),
+    ]
+    assert unimaged.unimaged(ents, counts, candidates_known=False)[0][2:] == (
+        "not_in_input",
+        "no image in the input is linked to it",
+    )
+    assert [r[0] for r in unimaged.unimaged(ents, counts, True, selected={"Q3", "Q4"})] == ["Q3"]
+    info = unimaged.summary(rows, considered=5)
+    assert info["summary"] == (
+        "entities without images: 4 of 5 entities (no candidates 1, candidates but no image 1, "
+        "all images removed by curation 2); each with why: unimaged_entities.tsv"
+    )
+    card = "\n".join(unimaged.card_lines(info, rows, shown=2))
+    assert card.startswith("## Entities without images: 4\n")
+    assert "| Q1 | alpha |" in card and "| Q2 |" not in card
+    assert "The first 2 are shown; 2 more are in `unimaged_entities.tsv`." in card
+    assert (
+        unimaged.tsv_lines([("Q5", "tab\there", "no_candidates", "x")])[1] == "Q5\ttab here\tno_candidates\tx"
+    )
+
+
 def test_metadata_matching_is_word_delimited(world):
     entities = world[0]
     meta = EntityMetadata(entities)
@@ -276,7 +351,7 @@ def curated(world, tmp_path_factory):
     entities, recs, dups, originals, contaminants, eval_dir, shard_dir = world
     out = tmp_path_factory.mktemp("curated")
     opts = CurateOptions(t=T, seed=7, num_shards=2)
-    stats = curate.run(str(shard_dir), entities, [evalsets.load(str(eval_dir))], opts, str(out))
+    stats = curate.run(str(shard_dir), [*entities, GHOST], [evalsets.load(str(eval_dir))], opts, str(out))
     return out, stats
 
 
@@ -341,6 +416,31 @@ def test_pipeline_agrees_with_the_plain_functions(world, curated):
     assert all(int(r[3]) <= max(int(r[2]), 0) for r in rows)
     card = (out / "DATACARD.md").read_text()
     assert "t = 40" in card and str(eval_dir) in card
+    # balancing explained in matches and images: some entities capped, the train images it dropped
+    train_in = sum(1 for split, _, _ in merged.values() if split == "train")
+    train_kept = sum(1 for split in expect.values() if split == "train")
+    capped = sum(1 for n in counts.values() if n > T)
+    largest = max(counts.values())
+    explained = stats["balance"]["explained"]
+    assert stats["balance"]["images"] == {"before": train_in, "after": train_kept} and train_kept < train_in
+    assert explained.endswith(
+        f"t=40 capped {capped} of {len(counts)} entities, those with more than 40 matches "
+        f"(largest: {largest}); "
+        f"{train_in:,} -> {train_kept:,} train images."
+    )
+    assert explained.startswith(
+        "MetaCLIP's t caps the matches (image-entity pairs) of each entity, not the images"
+    )
+    assert explained in card
+    # the graph's entity with no record: listed with why, in the stats, the file and the card
+    assert stats["unimaged"]["count"] == 1 and stats["unimaged"]["of"] == N_ENTITIES + 1
+    tsv = (out / "unimaged_entities.tsv").read_text().splitlines()
+    assert tsv == [
+        "entity\tlabel\tkind\twhy",
+        "Q999\tphantom\tnot_in_input\tno image in the input is linked to it",
+    ]
+    assert "## Entities without images: 1" in card
+    assert "| Q999 | phantom | no image in the input is linked to it |" in card
     assert {p.name for p in (out / "plots").iterdir()} >= {
         "entry_counts.png",
         "removed.png",
@@ -396,6 +496,21 @@ def test_subset_roots_in_the_pipeline(world, tmp_path):
     ]
     assert kept and all(plants & set(r.entity_ids) for r in kept)
     assert stats["removed"]["outside_subset"] > 0 and "balanced_out" not in stats["removed"]
+    # nothing above t: every train image that reached balancing is kept, and the sentence says why
+    largest = max(
+        int(line.split("\t")[2])
+        for line in (tmp_path / "plants" / "entry_counts.tsv").read_text().splitlines()[1:]
+    )
+    train = stats["kept"]["train"]
+    assert stats["balance"]["images"] == {"before": train, "after": train}
+    assert stats["balance"]["explained"].endswith(
+        f"t=10,000 caps each entity at 10,000 matches; no entity has more than 10,000 "
+        f"(largest: {largest}), so all {train} train images are kept."
+    )
+    assert stats["balance"]["explained"] in (tmp_path / "plants" / "DATACARD.md").read_text()
+    # every plant has an image; the animals outside the subset are not counted
+    assert stats["unimaged"]["count"] == 0 and stats["unimaged"]["of"] == 15
+    assert "## Entities without images: 0" in (tmp_path / "plants" / "DATACARD.md").read_text()
 
 
 def test_bad_curation_input(world, tmp_path):

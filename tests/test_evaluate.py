@@ -196,9 +196,13 @@ def test_evaluate_a_run_on_an_imagefolder_tfds_and_its_heldout_split(
     )
     out = capsys.readouterr().out
     assert "zero-shot over 6 classes" in out and "chance 16.67%" in out
+    # the counting rule, said beside the numbers: exactly the labelled class
+    assert f"  counted {eval_data.COUNTING['label']}\n" in out
     res_dir = result_dir(tiny_run, "ev")
     r = json.loads((res_dir / "results.json").read_text())
     zs = r["zero_shot"]
+    assert zs["counting"] == "label" and zs["counting_rule"] == eval_data.COUNTING["label"]
+    assert "exact" not in zs and "**Counting:** Right only when" in (res_dir / "report.md").read_text()
     assert r["step"] == 3 and r["images"] == 12 and zs["classes"] == 6 and zs["template_count"] == 8
     assert 0 <= zs["fixed_templates"]["top1"] <= zs["fixed_templates"]["top5"] <= 1
     assert zs["best_single_template"]["top1"] >= max(0.0, zs["fixed_templates"]["top1"] - 1)
@@ -264,7 +268,22 @@ def test_evaluate_a_run_on_an_imagefolder_tfds_and_its_heldout_split(
     val = [rec for rec in tiny_dataset[2] if rec.key in {x.key for x in held_records(data_dir)}]
     assert h["images"] == len(val) and h["retrieval"]["texts"] == sum(len(x.alt_texts) for x in val)
     assert h["zero_shot"]["classes"] == len({e for x in val for e in x.entity_ids})
-    assert "## Retrieval" in (result_dir(tiny_run, "heldout-validation") / "report.md").read_text()
+    held_report = (result_dir(tiny_run, "heldout-validation") / "report.md").read_text()
+    assert "## Retrieval" in held_report
+    # any linked entity counts, said so, with exact-entity accuracy beside it (one entity an image
+    # here: the same numbers)
+    hz = h["zero_shot"]
+    assert hz["counting"] == "linked" and hz["counting_rule"] == eval_data.COUNTING["linked"]
+    assert hz["exact"]["rule"] == eval_data.EXACT_RULE
+    assert hz["exact"]["fixed_templates"] == hz["fixed_templates"]
+    assert hz["exact"]["bare_names"] == hz["bare_names"]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].startswith(f"  counted {eval_data.COUNTING['linked']}; exact-entity top-1 ")
+    assert "| exact entity, fixed set: bare |" in held_report and "**Counting:** Right when" in held_report
+    predicted = [
+        json.loads(x) for x in (result_dir(tiny_run, "heldout-validation") / "predictions.jsonl").open()
+    ]
+    assert all(p["exact"] == p["right"] for p in predicted)
     assert main(["eval", "--workdir", str(tiny_run), "--heldout", "--split", "test"]) == 2
     assert "no 'test' split" in capsys.readouterr().err
 
@@ -470,6 +489,7 @@ def test_the_heldout_split_is_streamed_and_scores_as_the_whole_split_in_memory(
     want = np.array([[e in r.entity_ids for e in ids] for r in recs])
     assert data.size == len(recs) and [c[0] for c in data.classes] == [entities[e].label for e in ids]
     assert np.array_equal(data.correct.dense(), want) and np.array_equal(data.labels, want.argmax(axis=1))
+    assert data.counting == "linked" and np.array_equal(data.exact.dense(), want)  # one entity each
     assert data.texts == [t for r in recs for t in r.alt_texts]
     assert list(data.text_image) == [n for n, r in enumerate(recs) for _ in r.alt_texts]
     assert [data.ref(i) for i in (0, 5)] == [recs[0].key, recs[5].key]
@@ -494,6 +514,7 @@ def test_the_heldout_split_is_streamed_and_scores_as_the_whole_split_in_memory(
     data = eval_data.heldout(str(broken), "test", entities)
     emb = eval_data.image_embeddings(data, encode, 32, batch=4)
     assert emb.shape == (5, 7) and data.size == 5 and data.unreadable[0].startswith(recs[3].key)
+    assert len(data.exact) == len(data.correct) == 5
     assert recs[3].key in capsys.readouterr().err
     assert data.texts == [t for r in [*recs[:3], *recs[4:6]] for t in r.alt_texts]
     with pytest.raises(ConfigError, match="no 'validation' split to evaluate on"):

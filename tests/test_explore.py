@@ -24,12 +24,16 @@ from entitynet.errors import ConfigError, OutputError
 from entitynet.explore import site as site_lib
 from entitynet.fetch.fetcher import FetchOptions
 from entitynet.fetch.policy import AddressPolicy
-from entitynet.records import ImageRecord, Removal, encode_image, read_jsonl
+from entitynet.records import Entity, ImageRecord, Removal, encode_image, read_jsonl
 from entitynet.sampleweb.evalset import write_eval_folder
 from entitynet.sampleweb.server import SampleWeb
 from entitynet.text.queries import build_queries
 
 PAGE = 5  # images per page: every entity of the world has several pages
+# an entity of the graph the harvest had no query for: no candidate, no image
+GHOST = Entity(
+    id="Q999999", label="phantom", description="no query looked for it", natural_type_label="animal"
+)
 
 CHROMIUM = os.environ.get("ENTITYNET_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ENTITYNET_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -63,13 +67,17 @@ def world(sample_entities, tiny_run, tmp_path_factory):
         write_eval_folder(web, root / "evalset")
     opts = CurateOptions(t=6, seed=1, num_shards=2)
     curate.run(
-        str(root / "shards"), entities, [evalsets.load(str(root / "evalset"))], opts, str(root / "curated")
+        str(root / "shards"),
+        [*entities, GHOST],
+        [evalsets.load(str(root / "evalset"))],
+        opts,
+        str(root / "curated"),
     )
     known = {e.id: e for e in entities}
     evaluate(str(tiny_run), lambda run: image_folder(str(root / "evalset"), known), out=root / "eval")
     result = explore_pipeline.run(
         str(root / "curated"),
-        entities,
+        [*entities, GHOST],
         str(root / "site"),
         {q.id: q.text for q in queries},
         [str(root / "eval")],
@@ -116,6 +124,22 @@ def test_the_index_agrees_with_the_stats_files(world):
             Counter(x.why for r in harvested.values() for x in r.links if x.entity == e)
         )
     assert index["summary"]["harvest"]["candidates"] == hstats["candidates"]
+    # every entity is listed; one without images says why, in the curation's words
+    assert set(rows) == {e.id for e in entities} | {GHOST.id}
+    assert rows[GHOST.id]["no_images"] == "no candidates: no search result named it"
+    assert [e for e, row in rows.items() if row["no_images"]] == [
+        e for e, row in rows.items() if row["after"] == 0
+    ]
+    assert (
+        index["summary"]["unimaged"]
+        == result["unimaged"]
+        == len([r for r in rows.values() if r["no_images"]])
+    )
+    unimaged = (root / "curated" / "unimaged_entities.tsv").read_text().splitlines()
+    assert {line.split("\t")[0]: line.split("\t")[3] for line in unimaged[1:]}[GHOST.id] == rows[GHOST.id][
+        "no_images"
+    ]
+    assert len(unimaged) - 1 == index["summary"]["unimaged"]
 
 
 def test_every_image_is_on_one_page_with_its_thumbnail(world):
@@ -354,6 +378,20 @@ def test_the_site_in_a_real_browser(world, driver, tmp_path):
     Select(driver.find_element(By.ID, "sort")).select_by_value("label")
     labels = [x.text for x in driver.find_elements(By.CSS_SELECTOR, "#entities a.entity-link")]
     assert labels == sorted(labels, key=str.casefold)
+    # the entity without images is listed, marked, with why; sorted first on request
+    ghost = driver.find_element(By.CSS_SELECTOR, f'#entities tr[data-id="{GHOST.id}"]')
+    assert "no-images" in ghost.get_attribute("class").split()
+    assert "no images: no candidates: no search result named it" in ghost.text
+    assert (
+        f"{index['summary']['unimaged']} entities without images"
+        in driver.find_element(By.ID, "summary").text
+    )
+    Select(driver.find_element(By.ID, "sort")).select_by_value("noimages")
+    marked = [
+        "no-images" in (r.get_attribute("class") or "")
+        for r in driver.find_elements(By.CSS_SELECTOR, "#entities tbody tr")
+    ]
+    assert marked == sorted(marked, reverse=True) and marked[0]
     box = driver.find_element(By.ID, "search")
     box.send_keys(target["label"])
     rows = driver.find_elements(By.CSS_SELECTOR, "#entities tbody tr")
@@ -402,6 +440,13 @@ def test_the_site_in_a_real_browser(world, driver, tmp_path):
     assert driver.save_screenshot(str(shot))
     with Image.open(shot) as im:
         assert im.size[0] >= 1000 and len(set(im.convert("L").tobytes())) > 20  # a page, not a blank
+    # the page of the entity without images says why
+    driver.get(site.as_uri() + "/entity.html?e=" + site_lib.slug(GHOST.id))
+    wait_ready(driver)
+    assert (
+        driver.find_element(By.ID, "no-images").text == "No images: no candidates: no search result named it"
+    )
+    assert driver.find_element(By.ID, "stat-images").text == "0"
     # the evaluation: classes with their top-5, confused pairs as image pairs
     ev = data(site, "data/evals.js")[0]
     driver.get(site.as_uri() + "/eval.html?set=" + ev["slug"])
@@ -472,7 +517,12 @@ def test_an_empty_harvest_builds_a_site_and_a_curation_finds_its_harvest(tmp_pat
     shards.write_metadata(harvest_dir, {"train": [0]}, {})
     (harvest_dir / shards.HARVEST_STATS).write_text(json.dumps({"files": {}, "per_entity": {}}))
     result = explore_pipeline.run(str(harvest_dir), sample_entities[:3], str(tmp_path / "site"))
-    assert result["entities"] == 0 and data(tmp_path / "site", "data/index.js")["entities"] == []
+    index = data(tmp_path / "site", "data/index.js")["entities"]
+    assert result["entities"] == result["unimaged"] == 3 and [r["id"] for r in index] == [
+        e.id for e in sample_entities[:3]
+    ]
+    # the harvest lists no candidates files: that none named them is not known
+    assert all(r["images"] == 0 and r["no_images"] == "no image in the input is linked to it" for r in index)
     curated = tmp_path / "curated"
     curated.mkdir()
     assert shards.harvest_of(curated, str(harvest_dir)) == str(harvest_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-# The rules of the house (README, Layout) as import bans: package -> the top-level
+# The rules of the house (docs/development.md) as import bans: package -> the top-level
 # modules none of its files may import, at the top or inside a function. Only the command
 # package (entitynet_cli) imports the library, the pipelines and the trainer together.
 BANNED = {

@@ -10,7 +10,7 @@ shift, which renames colours that name species); greyscale (ITU-R 601 luma in al
 channels); Gaussian blur (sigma drawn from `blur_sigma`, in pixels of the crop); posterize (the
 top 3 to 5 bits of each channel kept). The defaults are all off, so a run without augmentation
 draws no random numbers here and keeps the stream of earlier versions; configs/small_data.py
-turns on what measured better on drawings in styles the model never saw (README, "Model quality").
+turns on what measured better on drawings in styles the model never saw (benchmarks/README.md, "Model quality").
 
 Every draw uses the generator the loader hands the record's transform, so a seed fixes the stream
 and a resumed run continues it. At 64 px the whole chain costs about a tenth of decoding and

@@ -14,11 +14,81 @@ import ml_collections
 from entitynet.errors import ConfigError
 
 
-def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
-    path, _, arg = spec.partition(":")
+def shipped() -> dict[str, Path]:
+    """The configs that come with the package, by name (the `configs` package, wherever it is
+    installed): `--config tiny_cpu` is `configs/tiny_cpu.py`."""
+    import configs
+
+    return {
+        p.stem: p
+        for p in sorted(Path(configs.__file__).parent.glob("*.py"))
+        if p.stem not in ("__init__", "common")
+    }
+
+
+def find(path: str) -> Path:
+    """A config file: `path` itself when it is a file, else the shipped config of that name; a
+    ConfigError naming the shipped ones otherwise."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {path} does not exist; see configs/ for the shipped ones")
+    if p.is_file():
+        return p
+    known = shipped()
+    name = p.name.removesuffix(".py")
+    if name in known and (p.parent == Path(".") or p.parent.name == "configs"):
+        return known[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise ConfigError(
+        f"config {path} is neither a file nor a shipped config; {hint}shipped: {', '.join(known)} "
+        "(or give the path of a config file of your own)"
+    )
+
+
+def data_paths(data_dir: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The data fields a curated (or harvested) directory gives a run: its shards (a curation's
+    subset: the harvest it selects from, and the subset file), the tokenizer trained into it and
+    the entities.jsonl its curation read; and, for the fields it cannot give, how to get them."""
+    import json
+
+    from entitynet.storage import STORE
+
+    d = data_dir.rstrip("/")
+    subset = STORE.join(d, "subset.npz")
+    if not STORE.exists(STORE.join(d, "dataset_info.json")) and not STORE.exists(subset):
+        raise ConfigError(
+            f"--data {data_dir} is not a dataset (no dataset_info.json or subset.npz); give the --out "
+            "of `entitynet curate` (or of `entitynet harvest`)"
+        )
+    config = json.loads(STORE.read(STORE.join(d, "curation_config.json")) or b"{}")
+    found = {"data.shards": d}
+    if STORE.exists(subset):
+        found = {"data.shards": config.get("shards", ""), "data.subset": subset}
+    missing = {}
+    tokenizer = STORE.join(d, "tokenizer.json")
+    if STORE.exists(tokenizer):
+        found["data.tokenizer"] = tokenizer
+    else:
+        missing["data.tokenizer"] = (
+            f"--data {data_dir} has no tokenizer.json: make one with `entitynet tokenizer train --shards {d} "
+            "--entities ENTITIES.jsonl`, or give --config.data.tokenizer=FILE"
+        )
+    if config.get("entities_file"):
+        found["data.entities"] = config["entities_file"]
+    else:
+        missing["data.entities"] = (
+            f"--data {data_dir} does not say which entities.jsonl it was curated with: give "
+            "--config.data.entities=FILE"
+        )
+    return found, missing
+
+
+def load(spec: str, overrides: list[str] = (), data: str = "") -> ml_collections.ConfigDict:
+    """The config `spec` (a file or a shipped name, `:ARG` for its argument), with `data`'s paths
+    (`data_paths`) and then the `overrides` applied: an override wins over what `data` gives."""
+    path, _, arg = spec.partition(":")
+    p = find(path)
     root = str(p.resolve().parent.parent)  # configs may import each other as `configs.<name>`
     if root not in sys.path:
         sys.path.insert(0, root)
@@ -29,6 +99,15 @@ def load(spec: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
         cfg = module.get_config(arg or None)
     except Exception as e:  # noqa: BLE001 - a broken config file is the user's input
         raise ConfigError(f"config {spec} failed to load: {type(e).__name__}: {e}") from None
+    if data:
+        given = {o.removeprefix("--").removeprefix("config.").partition("=")[0] for o in overrides}
+        found, missing = data_paths(data)
+        for key, why in missing.items():
+            if key not in given:
+                raise ConfigError(why)
+        for key, value in found.items():
+            if key not in given:
+                override(cfg, f"{key}={value}")
     for item in overrides:
         override(cfg, item)
     return cfg

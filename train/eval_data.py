@@ -6,8 +6,14 @@
                   or one name up to case, spaces and underscores) are refused
     TFDS          a prepared dataset by NAME:SPLIT (read with `tfds.data_source`, no TensorFlow);
                   names from its ClassLabel feature or a --class-names file
-    held-out      a split of the run's own shards: its entities as classes (an image is right when
-                  the prediction is any of its entities) and its alt texts for retrieval
+    held-out      a split of the run's own shards: its entities as classes and its alt texts for
+                  retrieval; a prediction is right when it is any entity the image is linked to
+                  (ancestors included when linked), and exact-entity accuracy beside it counts only
+                  the image's most specific linked entities (`most_specific`)
+
+How a prediction is counted is said in words by `COUNTING[data.counting]` (and `EXACT_RULE` for
+the exact-entity accuracy of the held-out split), which the summary, results.json and report.md
+repeat, so the numbers of two kinds of set are not read as one.
 
 A class is a list of names, display name first. A name that is an entity id of the knowledge graph
 becomes the entity's label, or with `synonyms` every name it has (label, aliases, common and taxon
@@ -39,6 +45,19 @@ from entitynet.images.decode import ImageRejected, decode
 from entitynet.kg.ids import is_qid
 from entitynet.records import Entity, unique_texts
 from train.input_pipeline import centre_crop, normalise
+
+# how a prediction is counted right, in words (EvalData.counting -> the rule)
+COUNTING = {
+    "label": "right only when the prediction is exactly the image's labelled class "
+    "(a broader class, e.g. felid for a lion image, is wrong)",
+    "linked": "right when the prediction is any entity the image is linked to, ancestors included "
+    "(felid for a lion image linked to both lion and felid)",
+}
+EXACT_RULE = (
+    "exact entity: right only when the prediction is the image's most specific linked entity "
+    "(one none of its other linked entities descends from; an image linked to two unrelated "
+    "entities has two)"
+)
 
 
 class Answers:
@@ -147,6 +166,9 @@ class EvalData:
     labels: np.ndarray | None = None  # (size,) the class of each image (the first, when several)
     classes: list[list[str]] = field(default_factory=list)  # names of each class, display name first
     correct: Answers | None = None  # every right answer of each image (multi-label sets)
+    # "label" (right: the labelled class, exactly) or "linked" (any linked entity): COUNTING
+    counting: str = "label"
+    exact: Answers | None = None  # each image's most specific entities ("linked" sets): exact accuracy
     texts: Sequence[str] = field(default_factory=list)  # retrieval captions (a list or `Texts`)
     text_image: np.ndarray | None = None  # (texts,) the image each text belongs to
     origin: str = ""  # what the set was read from (absolute path, TFDS spec + data dir)
@@ -257,6 +279,8 @@ def drop_images(data: EvalData, keep: np.ndarray) -> None:
         data.labels = data.labels[keep]
     if data.correct is not None:
         data.correct = data.correct[keep]
+    if data.exact is not None:
+        data.exact = data.exact[keep]
     if data.text_image is not None:
         new = np.full(total, -1, np.int64)
         new[keep] = np.arange(len(kept))
@@ -525,6 +549,11 @@ def heldout(
     """A split of the run's shards: zero-shot over the entities its images show, retrieval over
     their alt texts (every alt text of an image is one of its captions).
 
+    A prediction is right when it is any entity the image is linked to (`correct`, ancestors
+    included when the image is linked to them); `exact` holds only the image's most specific
+    linked entities (`most_specific`), for exact-entity accuracy; an image's label (what per-class
+    accuracy and confused pairs group it by) is its most specific entity, the first of them.
+
     Streamed: one pass over the split reads what scoring needs (each record's entities and alt
     texts, not its image), and `load` reads an image from the shards again when its batch is
     embedded, so no more than a batch of images is in memory however large the split."""
@@ -559,23 +588,28 @@ def heldout(
     size = len(source)
     first_seen: dict[str, int] = {}  # entity id -> its column in the order first seen
     rows, cols = array("q"), array("q")  # the (image, entity) pairs, compact
+    leaf = array("b")  # per pair: the entity is one of the image's most specific
     texts = Texts()  # compact: one buffer, not a string object per text
     owner = array("q")
+    above = Ancestors(entities)
     for start in range(0, size, 1024):
         for n, r in enumerate(records(start, min(size, start + 1024)), start):
-            for e in r.entity_ids:
-                if e in entities:
-                    rows.append(n)
-                    cols.append(first_seen.setdefault(e, len(first_seen)))
+            linked = [e for e in dict.fromkeys(r.entity_ids) if e in entities]
+            specific = set(most_specific(linked, above))
+            for e in linked:
+                rows.append(n)
+                cols.append(first_seen.setdefault(e, len(first_seen)))
+                leaf.append(e in specific)
             texts.extend(r.alt_texts)
             owner.extend([n] * len(r.alt_texts))
     ids = sorted(first_seen)
     column = np.empty(len(ids), np.int64)  # first-seen column -> sorted column
     column[np.asarray([first_seen[e] for e in ids], np.int64)] = np.arange(len(ids))
-    correct = Answers.from_pairs(
-        np.frombuffer(rows, np.int64), column[np.frombuffer(cols, np.int64)], size, len(ids)
-    )
-    del rows, cols
+    images, classes_of = np.frombuffer(rows, np.int64), column[np.frombuffer(cols, np.int64)]
+    correct = Answers.from_pairs(images, classes_of, size, len(ids))
+    is_leaf = np.frombuffer(leaf, np.int8).astype(bool)
+    exact = Answers.from_pairs(images[is_leaf], classes_of[is_leaf], size, len(ids))
+    del rows, cols, leaf, images, classes_of
     names = ClassNames(entities, synonyms)
     if class_names:
         classes = read_class_names(class_names, len(ids), names)
@@ -585,12 +619,50 @@ def heldout(
         name=f"heldout:{split}",
         size=size,
         load=lambda i: decode(records(i, i + 1)[0].jpeg),
-        labels=correct.first(),
+        labels=exact.first(),  # the image's most specific entity (the first, when several)
         classes=classes,
         correct=correct,
+        counting="linked",
+        exact=exact,
         texts=texts,
         text_image=np.asarray(owner, np.int64),
         origin=f"heldout:{Path(shards).resolve() if '://' not in shards else shards}:{split}",
         ref=lambda i: records(i, i + 1)[0].key,
     )
     return _finish(data, names)
+
+
+class Ancestors:
+    """Every ancestor of an entity in the knowledge graph given (its `parents`, their parents ...,
+    and its `lineage_ids`), worked out once per entity."""
+
+    def __init__(self, entities: dict[str, Entity]):
+        self.entities = entities
+        self.known: dict[str, frozenset[str]] = {}
+
+    def __call__(self, entity: str) -> frozenset[str]:
+        if entity in self.known:
+            return self.known[entity]
+        found: set[str] = set()
+        todo = [entity]
+        while todo:  # iterative: a deep graph is no recursion limit
+            e = self.entities.get(todo.pop())
+            if e is None:
+                continue
+            for p in (*e.parents, *e.lineage_ids):
+                if p not in found and p != entity:
+                    found.add(p)
+                    if p in self.known:
+                        found |= self.known[p]
+                    else:
+                        todo.append(p)
+        self.known[entity] = frozenset(found)
+        return self.known[entity]
+
+
+def most_specific(linked: Sequence[str], ancestors: Callable[[str], frozenset[str]]) -> list[str]:
+    """The entities of `linked` that are no ancestor of another of them: a lion image linked to
+    lion and felid has lion; one linked to lion and zebra has both. All of them when that leaves
+    none (a cycle in the graph)."""
+    above = set().union(*(ancestors(e) for e in linked)) if linked else set()
+    return [e for e in linked if e not in above] or list(linked)

@@ -16,6 +16,12 @@ that template set, for the bare class names beside it, and, labelled as optimist
 single template on the set. Retrieval (Recall@1/5/10, median rank, several texts per image) runs
 as chunked matrix products on device.
 
+How a prediction counts is said beside every number (summary, results.json `counting_rule`,
+report.md): on an ImageFolder or TFDS set it is right only when it is the labelled class exactly;
+on the held-out split when it is any entity the image is linked to, ancestors included when linked,
+and exact-entity accuracy (results.json `exact`) counts the image's most specific linked entity
+alone.
+
 Memory stays flat in the number of images evaluated, beyond what each image needs kept: its
 embedding (and its texts' embeddings, float32: 4 bytes a dimension), its label, its right answers
 as class indices and its texts. Zero-shot scores `SCORE_CHUNK` images at a time, retrieval ranks
@@ -98,6 +104,13 @@ def class_embeddings(
 SCORE_CHUNK = 2048  # images scored at a time: their logits and order are (chunk, classes)
 
 
+def _right(answers, rows: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """(rows, k) whether each of the top-k classes is one of the image's answers (`Answers`, or an
+    (images, classes) bool array)."""
+    dense = answers.dense(rows) if hasattr(answers, "dense") else np.asarray(answers)[rows]
+    return np.take_along_axis(dense, top, axis=1)
+
+
 def classify(
     image_emb: np.ndarray,
     class_emb: np.ndarray,
@@ -105,17 +118,20 @@ def classify(
     correct=None,
     chunk: int = SCORE_CHUNK,
     each: Callable | None = None,
+    exact=None,
 ) -> dict:
     """Top-1, top-5, macro accuracy, per-class accuracy and the most confused pairs. `labels[i]` is
     image i's class (-1: none, left out); with `correct` (the set's `Answers`, or an (images,
     classes) bool array) a prediction is right when it is any of the image's classes (multi-label
-    sets); per class counts by `labels`.
+    sets); per class counts by `labels`. With `exact` (answers as `correct`: each image's most
+    specific classes) the result also holds `exact`: top-1, top-5 and macro counted by those alone.
 
     Scored `chunk` images at a time (memory: chunk x classes, whatever the number of images), each
     chunk a product of one shape (the last one overlaps the one before), so the scores are those of
-    one product over every image. `each(images, top, top_scores, right)` is called per chunk with
-    the chunk's image indices, their top-5 class indices best first, their scores and whether the
-    first is right (the per-image predictions)."""
+    one product over every image. `each(images, top, top_scores, right, exact)` is called per chunk
+    with the chunk's image indices, their top-5 class indices best first, their scores, whether the
+    first is right and whether it is exactly right (None without `exact`): the per-image
+    predictions."""
     classes = len(class_emb)
     kept = np.flatnonzero(labels >= 0)
     k = min(5, classes)
@@ -123,6 +139,8 @@ def classify(
     counts = np.bincount(labels[kept], minlength=classes)
     hits = np.zeros(classes, np.int64)
     hit1_count = hit5_count = 0
+    exact_hits = np.zeros(classes, np.int64)
+    exact1_count = exact5_count = 0
     confused: dict = {}
     for start in range(0, len(kept), chunk):
         lo = min(start, len(kept) - chunk)  # the last chunk: as wide as the others, overlapping
@@ -130,23 +148,26 @@ def classify(
         rows = kept[start : lo + chunk]
         lab = labels[rows]
         top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
-        if correct is None:
-            right = top == lab[:, None]
-        else:
-            dense = correct.dense(rows) if hasattr(correct, "dense") else np.asarray(correct)[rows]
-            right = np.take_along_axis(dense, top, axis=1)
+        right = top == lab[:, None] if correct is None else _right(correct, rows, top)
         hit1 = right[:, 0]
         hits += np.bincount(lab[hit1], minlength=classes)
         hit1_count += int(hit1.sum())
         hit5_count += int(right.any(axis=1).sum())
+        exact1 = None
+        if exact is not None:
+            right_exact = _right(exact, rows, top)
+            exact1 = right_exact[:, 0]
+            exact_hits += np.bincount(lab[exact1], minlength=classes)
+            exact1_count += int(exact1.sum())
+            exact5_count += int(right_exact.any(axis=1).sum())
         pairs, n = np.unique(lab[~hit1].astype(np.int64) * classes + top[~hit1, 0], return_counts=True)
         for pair, c in zip(pairs.tolist(), n.tolist(), strict=True):
             confused[divmod(pair, classes)] = confused.get(divmod(pair, classes), 0) + c
         if each is not None:
-            each(rows, top, np.take_along_axis(logits, top, axis=1), hit1)
+            each(rows, top, np.take_along_axis(logits, top, axis=1), hit1, exact1)
     total = len(kept)
     per_class = [h / c if c else float("nan") for h, c in zip(hits.tolist(), counts.tolist(), strict=True)]
-    return {
+    out = {
         "top1": hit1_count / total if total else float("nan"),
         "top5": hit5_count / total if total else float("nan"),
         "macro": float(np.nanmean(per_class)),
@@ -155,6 +176,16 @@ def classify(
             :20
         ],
     }
+    if exact is not None:
+        per_exact = [
+            h / c if c else float("nan") for h, c in zip(exact_hits.tolist(), counts.tolist(), strict=True)
+        ]
+        out["exact"] = {
+            "top1": exact1_count / total if total else float("nan"),
+            "top5": exact5_count / total if total else float("nan"),
+            "macro": float(np.nanmean(per_exact)),
+        }
+    return out
 
 
 RETRIEVAL_BLOCK = 2**22  # similarities held at a time (16 MiB of float32): images per block x texts
@@ -280,24 +311,32 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str, 
     context = mcfg.text.context_length
     names = [c[0] for c in data.classes]
 
-    def predict(rows, tops, scores, rights) -> None:
-        for i, top, score, ok in zip(
-            rows.tolist(), tops.tolist(), scores.tolist(), rights.tolist(), strict=True
+    def predict(rows, tops, scores, rights, exacts) -> None:
+        exacts = [None] * len(rows) if exacts is None else exacts.tolist()
+        for i, top, score, ok, exactly in zip(
+            rows.tolist(), tops.tolist(), scores.tolist(), rights.tolist(), exacts, strict=True
         ):
-            predictions.append(
-                {
-                    "i": i,
-                    "label": names[int(data.labels[i])],
-                    "right": ok,
-                    "top5": [[names[c], round(v, 4)] for c, v in zip(top, score, strict=True)],
-                }
-            )
+            p = {
+                "i": i,
+                "label": names[int(data.labels[i])],
+                "right": ok,
+                "top5": [[names[c], round(v, 4)] for c, v in zip(top, score, strict=True)],
+            }
+            if exactly is not None:
+                p["exact"] = exactly  # the top-1 is the image's most specific entity
+            predictions.append(p)
 
+    exact = getattr(data, "exact", None)
     per_template = class_embeddings(model, tokenizer, data.classes, tpl, context)
     fixed_emb = per_template.mean(axis=1)
     fixed_emb /= np.linalg.norm(fixed_emb, axis=-1, keepdims=True)
     fixed = classify(
-        images, fixed_emb, data.labels, data.correct, each=None if predictions is None else predict
+        images,
+        fixed_emb,
+        data.labels,
+        data.correct,
+        each=None if predictions is None else predict,
+        exact=exact,
     )
     singles = [classify(images, per_template[:, t], data.labels, data.correct) for t in range(len(tpl))]
     best = int(np.argmax([m["top1"] for m in singles]))
@@ -309,8 +348,10 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str, 
             class_embeddings(model, tokenizer, data.classes, ["{c}"], context)[:, 0],
             data.labels,
             data.correct,
+            exact=exact,
         )
     return {
+        **counting(getattr(data, "counting", "label"), fixed, bare),
         "classes": len(names),
         "images": int(np.sum(data.labels >= 0)),
         "chance_top1": 1.0 / len(names),
@@ -332,6 +373,23 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str, 
         "class_entities": dict(data.class_entities),
         "unresolved": list(data.unresolved),
     }
+
+
+def counting(rule: str, fixed: dict, bare: dict) -> dict:
+    """How a zero-shot prediction was counted right, for results.json: `counting` ("label": the
+    labelled class exactly; "linked": any entity the image is linked to), `counting_rule` (that in
+    words) and, for "linked" sets, `exact`: top-1, top-5 and macro counted by the image's most
+    specific linked entity alone (`exact.rule` says so), for the fixed template set and bare names."""
+    from train.eval_data import COUNTING, EXACT_RULE
+
+    out: dict = {"counting": rule, "counting_rule": COUNTING[rule]}
+    if "exact" in fixed:
+        out["exact"] = {
+            "rule": EXACT_RULE,
+            "fixed_templates": dict(fixed["exact"]),
+            "bare_names": dict(bare.get("exact", fixed["exact"])),
+        }
+    return out
 
 
 class Predictions:
@@ -616,8 +674,26 @@ def summary(results: list[dict]) -> list[str]:
                 f"text->image R@1 {rt['text_to_image']['R@1']:.2%}"
             )
         lines.append(f"{r['workdir']} on {r['eval_set']} ({r['images']:,} images): " + "; ".join(parts))
+        if zs:
+            lines.append("  " + counting_line(zs))
         lines.append(f"  report: {r['report']} (results.json and plots/ beside it)")
     return lines
+
+
+def counting_line(zs: dict) -> str:
+    """One line: how zero-shot predictions were counted right and, for a set whose images are
+    linked to several entities, the exact-entity accuracy beside it."""
+    from train.eval_data import COUNTING
+
+    line = f"counted {zs.get('counting_rule') or COUNTING[zs.get('counting', 'label')]}"
+    ex = zs.get("exact")
+    if ex:
+        fx = ex["fixed_templates"]
+        line += (
+            f"; exact-entity top-1 {fx['top1']:.2%} / top-5 {fx['top5']:.2%} "
+            "(right only when it is the image's most specific linked entity)"
+        )
+    return line
 
 
 if __name__ == "__main__":

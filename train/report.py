@@ -56,33 +56,124 @@ def plot_curves(runs: list[tuple[str, str | Path]], path: Path) -> bool:
     return True
 
 
-def plot_per_class(per_class: dict[str, float], path: Path, n: int = 12) -> None:
-    plt = pyplot()
+LOW, MIDDLE, HIGH = "#c44e52", "#8c8c8c", "#4c72b0"  # accuracy 0 (red), 0.5 (grey), 1 (blue)
+MIN_BAR = 0.012  # the width a 0% bar is drawn with (a stub, labelled "0%"), in accuracy units
+
+
+def accuracy_colour(a: float) -> str:
+    """A bar's colour by its accuracy on a fixed scale: red at 0%, grey at 50%, blue at 100% (the
+    same accuracy has the same colour in every plot, however many classes or how they rank)."""
+    a = min(max(float(a), 0.0), 1.0)
+    lo, hi, t = (LOW, MIDDLE, a / 0.5) if a <= 0.5 else (MIDDLE, HIGH, (a - 0.5) / 0.5)
+    rgb = [
+        round(int(lo[i : i + 2], 16) + (int(hi[i : i + 2], 16) - int(lo[i : i + 2], 16)) * t)
+        for i in (1, 3, 5)
+    ]
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
+def per_class_bars(per_class: dict[str, float | None], n: int = 12) -> dict:
+    """What `plot_per_class` draws, decided apart from drawing it: `bars`, lowest accuracy first,
+    each (class, accuracy, width, colour) (a 0% bar is `MIN_BAR` wide, so it shows); `gap`, the
+    index of the first bar above the classes left out (None: every class is shown); `title`."""
     ranked = sorted(((c, a) for c, a in per_class.items() if a is not None), key=lambda kv: (kv[1], kv[0]))
-    shown = ranked if len(ranked) <= 2 * n else ranked[:n] + ranked[-n:]
-    fig, ax = plt.subplots(figsize=(6, 0.22 * len(shown) + 1))
-    colours = ["#c44e52" if i < min(n, len(shown) // 2) else "#4c72b0" for i in range(len(shown))]
-    ax.barh(range(len(shown)), [a for _, a in shown], color=colours)
-    for i, (_, a) in enumerate(shown):
-        ax.text(a + 0.01, i, f"{a:.0%}", va="center", fontsize=6)
-    ax.set_yticks(range(len(shown)), [c[:40] for c, _ in shown], fontsize=7)
+    split = len(ranked) > 2 * n
+    shown = ranked[:n] + ranked[-n:] if split else ranked
+    bars = [(c, a, max(a, MIN_BAR), accuracy_colour(a)) for c, a in shown]
+    same = bool(ranked) and ranked[0][1] == ranked[-1][1]
+    unscored = len(per_class) - len(ranked)
+    title, notes = "top-1 accuracy per class", []
+    if not split:
+        kind = " scored" if unscored else ""
+        notes.append(
+            {1: f"its one{kind} class", 2: f"both{kind} classes"}.get(
+                len(ranked), f"all {len(ranked)}{kind} classes"
+            )
+            + " shown"
+        )
+    elif same:
+        notes.append(f"{len(shown)} of {len(ranked)} classes shown, all at {ranked[0][1]:.0%}")
+    else:
+        title = f"top-1 accuracy: the {n} lowest and {n} highest of {len(ranked)} classes"
+    if unscored:
+        notes.append(f"{unscored} class{'es' if unscored > 1 else ''} with no image of its own left out")
+    if notes:
+        title += f" ({'; '.join(notes)})"
+    return {"bars": bars, "gap": n if split else None, "hidden": len(ranked) - len(shown), "title": title}
+
+
+def per_class_figure(per_class: dict[str, float | None], n: int = 12):
+    """The per-class accuracy plot as a figure (its choices: `per_class_bars`): lowest at the
+    bottom, the classes left out as one labelled empty row, colours explained by a scale."""
+    from matplotlib.colors import LinearSegmentedColormap
+    from matplotlib.ticker import PercentFormatter
+
+    plt = pyplot()
+    spec = per_class_bars(per_class, n)
+    bars, gap = spec["bars"], spec["gap"]
+    ys = [i + (1 if gap is not None and i >= gap else 0) for i in range(len(bars))]
+    rows = len(bars) + (gap is not None)
+    fig, ax = plt.subplots(figsize=(6.4, max(2.2, 0.22 * rows + 1.2)))
+    ax.barh(ys, [w for _, _, w, _ in bars], color=[c for *_, c in bars], height=min(0.8, 0.25 * rows))
+    for y, (_, a, w, _) in zip(ys, bars, strict=True):
+        ax.text(w + 0.01, y, f"{a:.0%}", va="center", fontsize=6)
+    ax.set_yticks(ys, [c[:40] for c, *_ in bars], fontsize=7)
+    if gap is not None:
+        ax.axhline(gap, color="#999999", lw=0.6, ls=":")
+        ax.text(
+            0.5,
+            gap,
+            f"{spec['hidden']} classes between not shown",
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="#555555",
+            backgroundcolor="white",
+        )
+    ax.set_ylim(-0.6, rows - 0.4)
+    ax.set_xlim(0, 1.1)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_xlabel("top-1 accuracy")
-    ax.set_xlim(0, 1)
-    ax.set_title(f"worst (red) and best (blue) of {len(ranked)} classes", fontsize=9)
+    ax.set_title(spec["title"], fontsize=9)
+    scale = LinearSegmentedColormap.from_list("accuracy", [LOW, MIDDLE, HIGH])
+    bar = fig.colorbar(
+        plt.cm.ScalarMappable(cmap=scale, norm=plt.Normalize(0, 1)), ax=ax, pad=0.02, fraction=0.04, aspect=20
+    )
+    bar.set_ticks([0, 0.5, 1])
+    bar.ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    bar.ax.tick_params(labelsize=6)
+    bar.set_label("bar colour: accuracy", fontsize=6)
+    return fig
+
+
+def plot_per_class(per_class: dict[str, float | None], path: Path, n: int = 12) -> None:
+    plt = pyplot()
+    fig = per_class_figure(per_class, n)
     save_png(fig, path)
     plt.close(fig)
+
+
+def confused_figure(confused: list):
+    """The most confused pairs (true -> predicted) as bars of image counts, on an integer axis."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = pyplot()
+    pairs = confused[:10][::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(pairs) + 1))
+    ax.barh(range(len(pairs)), [n for _, _, n in pairs], color="#dd8452")
+    ax.set_yticks(range(len(pairs)), [f"{a[:25]} -> {b[:25]}" for a, b, _ in pairs], fontsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # counts of images: whole numbers
+    ax.set_xlabel("images (true -> predicted)")
+    ax.set_title("most confused class pairs", fontsize=9)
+    return fig
 
 
 def plot_confused(confused: list, path: Path) -> bool:
     if not confused:
         return False
     plt = pyplot()
-    pairs = confused[:10][::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(pairs) + 1))
-    ax.barh(range(len(pairs)), [n for _, _, n in pairs], color="#dd8452")
-    ax.set_yticks(range(len(pairs)), [f"{a[:25]} -> {b[:25]}" for a, b, _ in pairs], fontsize=7)
-    ax.set_xlabel("images (true -> predicted)")
-    ax.set_title("most confused class pairs", fontsize=9)
+    fig = confused_figure(confused)
     save_png(fig, path)
     plt.close(fig)
     return True
@@ -127,6 +218,7 @@ def write_report(r: dict, out_dir: str | Path) -> Path:
                 else "on bare names (no templates)."
             ),
             "",
+            *counting_lines(zs),
             "| templates | top-1 | top-5 | macro |",
             "|---|---:|---:|---:|",
             f"| fixed set: {zs['templates']} ({zs['template_count']}, embeddings averaged) | "
@@ -134,8 +226,17 @@ def write_report(r: dict, out_dir: str | Path) -> Path:
             f"| bare class names | {bare['top1']:.2%} | {bare['top5']:.2%} | {bare['macro']:.2%} |",
             f"| best single template, chosen on this set (optimistic): `{best['template']}` | "
             f"{best['top1']:.2%} | {best['top5']:.2%} | {best['macro']:.2%} |",
-            "",
         ]
+        ex = zs.get("exact")
+        if ex:
+            efx, ebare = ex["fixed_templates"], ex["bare_names"]
+            lines += [
+                f"| exact entity, fixed set: {zs['templates']} | "
+                f"{efx['top1']:.2%} | {efx['top5']:.2%} | {efx['macro']:.2%} |",
+                f"| exact entity, bare class names | {ebare['top1']:.2%} | {ebare['top5']:.2%} | "
+                f"{ebare['macro']:.2%} |",
+            ]
+        lines.append("")
         plot_per_class(zs["per_class"], plots / "per_class.png")
         lines += ["![accuracy per class](plots/per_class.png)", ""]
         if plot_confused(zs["confused"], plots / "confused.png"):
@@ -164,6 +265,28 @@ def write_report(r: dict, out_dir: str | Path) -> Path:
     return out / "report.md"
 
 
+def counting_lines(zs: dict) -> list[str]:
+    """How the zero-shot numbers count a prediction right, in words (and the exact-entity rule,
+    where the set has one), as a paragraph before the table."""
+    from train.eval_data import COUNTING
+
+    rule = zs.get("counting_rule") or COUNTING.get(zs.get("counting", ""), "")
+    if not rule:
+        return []  # results written before the rule was recorded: it is not known here
+    out = f"**Counting:** {_sentence(rule)}"
+    ex = zs.get("exact")
+    if ex:
+        out += (
+            f" {_sentence(ex['rule'])} Per-class accuracy and the confused pairs group each image by "
+            "its most specific entity."
+        )
+    return [out, ""]
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 def class_name_lines(zs: dict) -> list[str]:
     """The names each class was embedded with (and its entity), and the names no entity matched."""
     names, entities = zs.get("class_names") or {}, zs.get("class_entities") or {}
@@ -179,7 +302,8 @@ def class_name_lines(zs: dict) -> list[str]:
     return out
 
 
-def comparison_rows(results: list[dict], labels: list[str]) -> list[list[str]]:
+def comparison_rows(results: list[dict], labels: list[str], exact: bool = False) -> list[list[str]]:
+    """One row per run; `exact`: with its exact-entity top-1 last (runs without one: "-")."""
     rows = []
     for label, r in zip(labels, results, strict=True):
         zs, rt = r.get("zero_shot") or {}, r.get("retrieval") or {}
@@ -196,6 +320,7 @@ def comparison_rows(results: list[dict], labels: list[str]) -> list[list[str]]:
                 _pct(rt.get("image_to_text", {}).get("R@1")),
                 _pct(rt.get("text_to_image", {}).get("R@1")),
             ]
+            + ([_pct(zs.get("exact", {}).get("fixed_templates", {}).get("top1"))] if exact else [])
         )
     return rows
 
@@ -207,14 +332,22 @@ def write_comparison(results: list[dict], labels: list[str], out_dir: str | Path
     plots.mkdir(parents=True, exist_ok=True)
     sets = sorted({r["eval_set"] for r in results})
     lines = [f"# {title or 'Comparison'}: {', '.join(sets)}", ""]
-    lines += [
-        "| run | step | top-1 | top-5 | macro | bare names top-1 | best template top-1 | image->text R@1 | text->image R@1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in comparison_rows(results, labels)]
-    lines.append("")
     zs = [r["zero_shot"] for r in results if r.get("zero_shot")]
+    exact = any(z.get("exact") for z in zs)
+    lines += [
+        "| run | step | top-1 | top-5 | macro | bare names top-1 | best template top-1 | image->text R@1 | text->image R@1 |"
+        + (" exact-entity top-1 |" if exact else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if exact else ""),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in comparison_rows(results, labels, exact)]
+    lines.append("")
     if zs:
+        seen: list[str] = []
+        for z in zs:
+            for line in counting_lines(z):
+                if line and line not in seen:
+                    seen.append(line)
+        lines += [x for line in seen for x in (line, "")]
         chance = sorted({z["chance_top1"] for z in zs})
         sets = sorted({f"{z['templates']} ({z['template_count']})" for z in zs})
         lines += [

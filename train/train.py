@@ -569,6 +569,14 @@ def compiled_flops(compiled) -> float:
 # ---------------------------------------------------------------- the loop
 
 
+def validation_too_small(split: str, records: int, batch_size: int) -> str:
+    """The warning of a run whose validation split cannot fill one batch (no validation loss)."""
+    return (
+        f"no validation loss: the {split!r} split has {records:,} records, fewer than one batch of "
+        f"{batch_size:,}; lower --config.batch_size, or set --config.eval_every=0 to say you want none"
+    )
+
+
 def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, on_saved=None) -> dict:
     """Train (or resume) in `workdir`; returns the final metrics. Process 0 holds the workdir's lock
     for the run (the processes of one distributed run share it); a run that fails before its first
@@ -707,14 +715,19 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     eval_batches = []
     if cfg.get("eval_every", 0):
         ecfg = dataclasses.replace(icfg, split=cfg.data.get("eval_split", "validation"), train=False)
+        seen = 0
         try:
             for b in input_pipeline.make_dataset(ecfg, entities, tokenizer, pid, nproc):
+                seen += len(b["image"])
                 if len(b["image"]) == icfg.batch_size:
                     eval_batches.append(b)
                 if len(eval_batches) >= cfg.get("eval_batches", 4):
                     break
         except ConfigError as e:
             log.warning("no evaluation: %s", e)
+        else:
+            if not eval_batches:
+                log.warning(validation_too_small(ecfg.split, seen, icfg.batch_size))
 
     # == loop
     stop = {"signal": None}

@@ -13,7 +13,7 @@ very set `curate` keeps afterwards.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 _SCALE = float(1 << 64)
 
@@ -51,3 +51,43 @@ def head_tail(counts: Mapping[str, int], t: int) -> dict:
         "matches": sum(counts.values()),
         "head_matches": sum(head.values()),
     }
+
+
+def _splits_text(splits: Sequence[str]) -> str:
+    splits = list(splits)
+    if len(splits) <= 1:
+        return "".join(splits)
+    return ", ".join(splits[:-1]) + " and " + splits[-1]
+
+
+def explain(
+    t: int,
+    before: Mapping[str, int],
+    images_before: int,
+    images_after: int,
+    splits: Sequence[str] = ("train",),
+) -> str:
+    """What balancing did, in words, for a reader who expected t to cap images: t caps the matches
+    (image-entity pairs) of each entity, and an image stays while any one of its matches does, so
+    with no entity above t nothing is dropped. `before`: matches per entity; `images_*`:
+    the images of the balanced `splits` that reached balancing and that it kept."""
+    split = _splits_text(splits)
+    what = f"{split} images" if split else "images"
+    lead = (
+        "MetaCLIP's t caps the matches (image-entity pairs) of each entity, not the images: "
+        "an image is kept when any one of its matches is kept."
+    )
+    if not before:
+        return f"{lead} t={t:,}: no {split + ' ' if split else ''}image matched an entity, so there was nothing to balance."
+    largest = max(before.values())
+    capped = sum(1 for n in before.values() if n > t)
+    if not capped:
+        return (
+            f"{lead} t={t:,} caps each entity at {t:,} matches; no entity has more than {t:,} "
+            f"(largest: {largest:,}), so all {images_before:,} {what} are kept."
+        )
+    # not "to about t each": an image kept for another of its matches keeps this entity's match too
+    return (
+        f"{lead} t={t:,} capped {capped:,} of {len(before):,} entities, those with more than {t:,} "
+        f"matches (largest: {largest:,}); {images_before:,} -> {images_after:,} {what}."
+    )

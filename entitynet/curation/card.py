@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from entitynet.curation import unimaged as unimaged_lib
 from entitynet.datacard import license_lines, pyplot, save_png
 from entitynet.files import atomic_open
 
@@ -16,7 +17,10 @@ def write_card(
     before: dict[str, int],
     after: dict[str, int],
     labels: dict[str, str] | None = None,
+    unimaged: list[tuple[str, str, str, str]] | None = None,
 ) -> Path:
+    """`DATACARD.md` and `plots/*.png` in `directory`. `before` / `after`: matches per entry;
+    `unimaged`: the rows of `unimaged.unimaged` (its count and kinds are `stats["unimaged"]`)."""
     plt = pyplot()
     out = Path(directory)
     plots = out / "plots"
@@ -72,6 +76,7 @@ def write_card(
         "",
         f"t = {t:,}: an entry matched by n records keeps each with probability t / max(n, t).",
         "",
+        *([stats["balance"]["explained"], ""] if stats["balance"].get("explained") else []),
         "| | entries | head entries (n > t) | matches | head share of matches |",
         "|---|---:|---:|---:|---:|",
         f"| before | {b['entries']:,} | {b['head_entries']:,} | {b['matches']:,} | {frac(b['head_matches'], b['matches'])} |",
@@ -90,6 +95,7 @@ def write_card(
         "",
         "![removed](plots/removed.png)",
         "",
+        *(unimaged_lib.card_lines(stats["unimaged"], unimaged or []) if "unimaged" in stats else []),
         "## Evaluation-set decontamination",
         "",
     ]

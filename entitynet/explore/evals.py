@@ -51,6 +51,10 @@ def add_evaluation(site: str, result_dir: Path) -> dict:
         "step": result.get("step"),
         "images": result.get("images"),
         "zero_shot": {k: zs["fixed_templates"][k] for k in ("top1", "top5", "macro")} if zs else None,
+        # how a prediction counted right (older results do not say: ""), and the exact-entity
+        # accuracy of a set whose images are linked to several entities (held-out splits)
+        "counting": (zs.get("counting_rule") or "") if zs else "",
+        "exact": (zs.get("exact") or {}).get("fixed_templates") if zs else None,
         "retrieval": result.get("retrieval"),
     }
     classes: dict[str, dict] = {}

@@ -9,6 +9,10 @@ Counts are `Counter`s keyed by tuples, summed over the data by the pipeline:
     ("link", entity, why)          candidate links of the entity's records, by decision
     ("candidates", entity)         candidate URLs that named the entity
     ("outcome", entity, outcome)   what became of those candidates
+
+Every entity given is in the index; one without images (none harvested, or none left after the
+curation) says why in its row's `no_images` (`entitynet.curation.unimaged.why`, the words of the
+curation's data card).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+from entitynet.curation.unimaged import why as no_image_why
 from entitynet.explore.site import slug
 from entitynet.links import KEEP
 from entitynet.records import Candidate, Entity, ImageRecord, Outcome, Removal
@@ -107,9 +112,33 @@ def status_of(kept: bool | None) -> str:
     return "kept" if kept or kept is None else "removed"
 
 
-def entity_index(entities: Iterable[Entity], counts: dict, pages: dict, entries: dict | None) -> list[dict]:
-    """The index rows: one per entity that has images or candidates. `pages`: (entity, status) ->
-    its number of pages; `entries`: entity -> (before, after) of the curation's balancing entries."""
+def no_images(row: dict, curated: bool, candidates_known: bool = True) -> str | None:
+    """Why an index row's entity has no image (None: it has some): in a curated dataset no curated
+    record is linked to it, in a harvest no harvested one. `candidates_known`: the harvest listed
+    its candidates files (else "no candidates" could not be told from "not known")."""
+    if row["after"] if curated else row["images"]:
+        return None
+    return no_image_why(
+        row["candidates"] if candidates_known else None,
+        row["images"],
+        row["removed"] if curated else None,
+        row["outcomes"],
+    )[1]
+
+
+def entity_index(
+    entities: Iterable[Entity],
+    counts: dict,
+    pages: dict,
+    entries: dict | None,
+    curated: bool | None = None,
+    candidates_known: bool = True,
+) -> list[dict]:
+    """The index rows: one per entity, those without images included (`no_images` says why).
+    `pages`: (entity, status) -> its number of pages; `entries`: entity -> (before, after) of the
+    curation's balancing entries (None: a harvest); `curated`: the dataset is a curated one
+    (default: `entries` is not None)."""
+    curated = entries is not None if curated is None else curated
     per: dict[str, dict] = {}
     for key, n in counts.items():
         kind, e = key[0], key[1]
@@ -122,29 +151,30 @@ def entity_index(entities: Iterable[Entity], counts: dict, pages: dict, entries:
             row["links"][key[2]] = n
         elif kind == "outcome":
             row["outcomes"][key[2]] = n
-    rows = []
+    rows, seen = [], set()
     for ent in entities:
-        if ent.id not in per and not (entries and ent.id in entries):
+        if ent.id in seen:  # an id listed twice is one row
             continue
+        seen.add(ent.id)
         row = per.get(ent.id, {"removed": {}, "links": {}, "outcomes": {}})
-        rows.append(
-            {
-                "id": ent.id,
-                "label": ent.label,
-                "description": ent.description[:200],
-                "type": ent.natural_type_label or ent.natural_type,
-                "lineage": list(ent.lineage),
-                "rank": ent.rank,
-                "images": row.get("images", 0),
-                "kept": row.get("kept", 0),
-                "after": row.get("after", 0),
-                "candidates": row.get("candidates", 0),
-                "removed": dict(sorted(row["removed"].items())),
-                "links": dict(sorted(row["links"].items())),
-                "outcomes": dict(sorted(row["outcomes"].items(), key=lambda kv: (-kv[1], kv[0]))),
-                "entries": list(entries[ent.id]) if entries and ent.id in entries else None,
-                "pages": {s: pages.get((ent.id, s), 0) for s in ("kept", "removed")},
-                "slug": slug(ent.id),
-            }
-        )
+        out = {
+            "id": ent.id,
+            "label": ent.label,
+            "description": ent.description[:200],
+            "type": ent.natural_type_label or ent.natural_type,
+            "lineage": list(ent.lineage),
+            "rank": ent.rank,
+            "images": row.get("images", 0),
+            "kept": row.get("kept", 0),
+            "after": row.get("after", 0),
+            "candidates": row.get("candidates", 0),
+            "removed": dict(sorted(row["removed"].items())),
+            "links": dict(sorted(row["links"].items())),
+            "outcomes": dict(sorted(row["outcomes"].items(), key=lambda kv: (-kv[1], kv[0]))),
+            "entries": list(entries[ent.id]) if entries and ent.id in entries else None,
+            "pages": {s: pages.get((ent.id, s), 0) for s in ("kept", "removed")},
+            "slug": slug(ent.id),
+        }
+        out["no_images"] = no_images(out, curated, candidates_known)
+        rows.append(out)
     return rows

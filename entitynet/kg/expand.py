@@ -471,14 +471,42 @@ def _first_text(values) -> str:
     return texts[0].strip() if texts else ""
 
 
-def root_check(client: SparqlClient, cfg: ExpandConfig, source: str) -> dict[str, int]:
-    """Sitelinks of each root; a root unknown to the graph is a ConfigError naming it."""
+def root_check(
+    client: SparqlClient, cfg: ExpandConfig, source: str, defaulted: bool = False
+) -> dict[str, int]:
+    """Sitelinks of each root the graph knows. A root the user named that the graph does not know
+    is a ConfigError naming it; of the mode's default roots (`defaulted`), the ones the graph lacks
+    are left out (a graph of beetles has no plants), and none at all is a ConfigError that says to
+    give --root."""
     found = fetch_texts(client, cfg, list(cfg.roots), labels_only=True)
     links = fetch_sitelinks(client, list(cfg.roots))
     missing = [r for r in cfg.roots if r not in found]
-    if missing:
+    langs = ", ".join(cfg.languages)
+    if defaulted and len(missing) == len(cfg.roots):
         raise ConfigError(
-            f"root {', '.join(missing)} not found in {source} (no label in {', '.join(cfg.languages)}); "
-            "check the id on wikidata.org"
+            f"{source} holds none of {cfg.mode} mode's default roots ({', '.join(cfg.roots)}, with a "
+            f"label in {langs}); give your graph's top entity with --root QID"
         )
-    return links
+    if missing and not defaulted:
+        raise ConfigError(
+            f"root {', '.join(missing)} not found in {source} (no label in {langs}); "
+            "check the id (on wikidata.org, or in your graph file)"
+        )
+    return {r: links.get(r, 0) for r in cfg.roots if r in found}
+
+
+def nothing_selected(graph: Graph, cfg: ExpandConfig, source: str) -> str:
+    """Why an expansion selected no entity, and what to do (the one line of its KGError)."""
+    roots = ", ".join(cfg.roots)
+    if len(graph.depth) <= len(cfg.roots):
+        via = " or ".join(cfg.via)
+        return (
+            f"nothing below {roots} in {source}: no entity links to a root through {via} "
+            f"({cfg.mode} mode); check the graph's parent statements or the --root"
+        )
+    most = max(graph.sitelinks.values(), default=0)
+    return (
+        f"all {len(graph.depth):,} entities under {roots} in {source} have fewer than "
+        f"{cfg.min_sitelinks} sitelinks (the most is {most}); re-run with --min-sitelinks {most} "
+        "(a graph of your own may carry no wikibase:sitelinks) or add sitelinks to the graph"
+    )

@@ -86,6 +86,8 @@ function indexPage() {
       `harvest: ${fmt(h.candidates)} candidate URLs, ${fmt(h.records)} images written`,
     ];
     if (s.curation) parts.push(`curation: ${fmt(sum(s.curation.kept))} kept, ${fmt(sum(s.curation.removed))} removed`);
+    const unimaged = index.entities.filter((r) => r.no_images).length;
+    if (unimaged) parts.push(`${fmt(unimaged)} entities without images`);
     document.getElementById("summary").textContent = parts.join(" · ");
     if (evals.length) {
       document.getElementById("evaluations").hidden = false;
@@ -97,7 +99,7 @@ function indexPage() {
       }
     }
     const rows = index.entities;
-    for (const r of rows) r.haystack = [r.label, r.id, r.type, r.lineage.join(" "), r.description].join(" ").toLowerCase();
+    for (const r of rows) r.haystack = [r.label, r.id, r.type, r.lineage.join(" "), r.description, r.no_images ? "no images " + r.no_images : ""].join(" ").toLowerCase();
     const search = document.getElementById("search");
     const sort = document.getElementById("sort");
     const more = document.getElementById("more");
@@ -110,6 +112,7 @@ function indexPage() {
       label: (a, b) => a.label.localeCompare(b.label),
       type: (a, b) => a.type.localeCompare(b.type),
       lineage: (a, b) => [...a.lineage].reverse().join("/").localeCompare([...b.lineage].reverse().join("/")),
+      noimages: (a, b) => (b.no_images ? 1 : 0) - (a.no_images ? 1 : 0),
     };
     function render() {
       const words = search.value.toLowerCase().split(/\s+/).filter(Boolean);
@@ -119,8 +122,9 @@ function indexPage() {
       tbody.textContent = "";
       for (const r of found.slice(0, limit)) {
         const entries = r.entries ? `${fmt(r.entries[0])} → ${fmt(r.entries[1])}` : "–";
-        tbody.appendChild(el("tr", { "data-id": r.id },
-          el("td", {}, el("a", { href: "entity.html?e=" + encodeURIComponent(r.slug), class: "entity-link" }, r.label), " ", el("span", { class: "muted" }, r.id)),
+        tbody.appendChild(el("tr", { "data-id": r.id, class: r.no_images ? "no-images" : null },
+          el("td", {}, el("a", { href: "entity.html?e=" + encodeURIComponent(r.slug), class: "entity-link" }, r.label), " ", el("span", { class: "muted" }, r.id),
+            r.no_images ? el("div", { class: "no-images-why" }, "no images: " + r.no_images) : null),
           el("td", {}, r.type), el("td", { class: "muted" }, r.lineage.join(" › ")),
           el("td", { class: "n images" }, fmt(r.images)), el("td", { class: "n kept" }, s.kind === "curated" ? fmt(r.kept) : "–"),
           el("td", { class: "n removed" }, s.kind === "curated" ? fmt(sum(r.removed)) : "–"),
@@ -156,6 +160,11 @@ function entityPage() {
     title.append(row.label, " ", el("span", { class: "muted" }, row.id), row.rank ? el("span", { class: "muted" }, ` (${row.rank})`) : "");
     document.getElementById("lineage").textContent = [row.type, row.lineage.join(" › ")].filter(Boolean).join(" · ");
     document.getElementById("description").textContent = row.description;
+    if (row.no_images) {
+      const none = document.getElementById("no-images");
+      none.textContent = "No images: " + row.no_images;
+      none.hidden = false;
+    }
     const curated = s.kind === "curated";
     const stats = [["images harvested", row.images, "stat-images"]];
     if (curated) {
