@@ -559,7 +559,8 @@ def run(
             why = ", ".join(f"{k} {n:,}" for k, n in sorted(result["removed"].items(), key=lambda kv: -kv[1]))
             raise OutputError(
                 f"the curation of {shard_dir} kept none of its {sum(result['read'].values()):,} records "
-                f"(removed: {why or 'none'}); loosen what removed them and run it again; nothing was written"
+                f"(removed: {why or 'none'}); no dataset was written ({out_dir}/removed/ says why each record went): "
+                "loosen what removed them and run it again"
             )
 
         if opts.output == "shards":

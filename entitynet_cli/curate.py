@@ -66,7 +66,11 @@ def cmd_curate(args, beam_args) -> int:
     stats = curate.run(args.shards, args.entities, eval_sets, opts, args.out, beam_args)
     out = args.out.rstrip("/")
     print(curate_summary(stats, out))
-    print(next_command("tokenizer train", f"--shards {out}", f"--entities {args.entities}"))
+    if stats["output"] == "shards":
+        print(next_command("tokenizer train", f"--shards {out}", f"--entities {args.entities}"))
+    else:  # a subset: the tokenizer learns from the harvest's shards, and goes beside the subset
+        tokenize = (f"--shards {args.shards.rstrip('/')}", f"--entities {args.entities}", f"--out {out}")
+        print(next_command("tokenizer train", *tokenize))
     print(next_command("train", "--config tiny_cpu", f"--data {out}", f"--workdir {sibling(out, 'run')}"))
     return 0
 

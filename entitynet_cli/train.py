@@ -17,10 +17,15 @@ def cmd_tokenizer_train(args, _) -> int:
         f"SentencePiece tokenizer ({n['vocab_size']:,} pieces) from {n['alt_texts']:,} alt texts and "
         f"{n['kg_captions']:,} KG captions: {path}"
     )
-    shards = args.shards.rstrip("/")
-    print(
-        next_command("train", "--config tiny_cpu", f"--data {shards}", f"--workdir {sibling(shards, 'run')}")
-    )
+    data = (args.out or args.shards).rstrip("/")  # where tokenizer.json went
+    run = f"--workdir {sibling(data, 'run')}"
+    if os.path.exists(os.path.join(data, "curation_config.json")):  # a curated directory
+        print(next_command("train", "--config tiny_cpu", f"--data {data}", run))
+    else:
+        given = (f"--config.data.shards={args.shards}", f"--config.data.tokenizer={path}")
+        print(
+            next_command("train", "--config tiny_cpu", run, *given, f"--config.data.entities={args.entities}")
+        )
     return 0
 
 

@@ -41,8 +41,8 @@ def find(path: str) -> Path:
     close = difflib.get_close_matches(name, list(known), n=1)
     hint = f"did you mean {close[0]}? " if close else ""
     raise ConfigError(
-        f"config {path} is neither a file nor a shipped config; {hint}shipped: {', '.join(known)} "
-        "(or give the path of a config file of your own)"
+        f"config {path} does not exist (neither a file nor a shipped config); {hint}shipped: "
+        f"{', '.join(known)} (or give the path of a config file of your own)"
     )
 
 
@@ -63,8 +63,9 @@ def data_paths(data_dir: str) -> tuple[dict[str, str], dict[str, str]]:
         )
     config = json.loads(STORE.read(STORE.join(d, "curation_config.json")) or b"{}")
     found = {"data.shards": d}
-    if STORE.exists(subset):
-        found = {"data.shards": config.get("shards", ""), "data.subset": subset}
+    if STORE.exists(subset):  # the harvest it selects from, as an absolute path (curation_stats.json)
+        harvest = json.loads(STORE.read(STORE.join(d, "curation_stats.json")) or b"{}").get("input", "")
+        found = {"data.shards": harvest or config.get("shards", ""), "data.subset": subset}
     missing = {}
     tokenizer = STORE.join(d, "tokenizer.json")
     if STORE.exists(tokenizer):
