@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from entitynet_cli.common import log, next_command, sibling, table
+from entitynet_cli.common import log, next_command, on_interrupt, sibling, table
 from entitynet_cli.harvest import license_summary
 
 
@@ -62,6 +62,7 @@ def cmd_curate(args, beam_args) -> int:
 
     opts = curate_options(args)
     eval_sets = load_eval_sets(args.decontaminate, args.tfds_data_dir)
+    on_interrupt(f"the curation did not finish and published nothing new in {args.out.rstrip('/')}")
     # the path: the pipeline's workers read entities.jsonl themselves
     stats = curate.run(args.shards, args.entities, eval_sets, opts, args.out, beam_args)
     out = args.out.rstrip("/")

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from entitynet.text.queries import make_queries
 from entitynet.text.tokenizer import train_tokenizer
-from entitynet_cli.common import SAMPLE_ROOTS, compilation_cache, load_entities, sample_kg_path, table
+from entitynet_cli.common import (
+    SAMPLE_ROOTS,
+    compilation_cache,
+    load_entities,
+    on_interrupt,
+    sample_kg_path,
+    table,
+)
 from entitynet_cli.curate import add_curate_flags, curate_options, curate_summary, load_eval_sets
 from entitynet_cli.explore import explore_summary
 from entitynet_cli.harvest import add_harvest_flags, harvest_options, harvest_summary
@@ -75,6 +82,7 @@ def cmd_demo(args, beam_args) -> int:
     started = time.time()
     out = Path(args.out)
     kg = sample_kg_path()
+    on_interrupt(f"what the finished stages wrote is kept in {out}; the same command reuses their work")
     print(f"== 1/9 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
