@@ -112,6 +112,8 @@ def base() -> ml_collections.ConfigDict:
             "parent_share_living": 0.1,
         }
     )
+    c.data.split = "train"  # the split trained on
+    c.data.eval_split = "validation"  # the split of the validation loss (eval_every)
     c.data.num_workers = 0
     c.data.read_threads = 1  # Grain reader threads per process (decode, crop, tokenise, batch)
     c.data.device_prefetch = 2  # batches on the device ahead of the step (1: none ahead)

@@ -85,6 +85,24 @@ def data_paths(data_dir: str) -> tuple[dict[str, str], dict[str, str]]:
     return found, missing
 
 
+def complete(cfg) -> ml_collections.ConfigDict:
+    """`cfg` over every field of `configs.common.base()`: a field a config does not set (one written
+    before the field existed, one built without `base()`) gets base's value, so the trainer reads
+    each field directly and its defaults live in that one place."""
+    from configs.common import base
+
+    def merge(into: dict, given: dict) -> dict:
+        for key, value in given.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+        return into
+
+    given = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    return ml_collections.ConfigDict(merge(base().to_dict(), given))
+
+
 def load(spec: str, overrides: list[str] = (), data: str = "") -> ml_collections.ConfigDict:
     """The config `spec` (a file or a shipped name, `:ARG` for its argument), with `data`'s paths
     (`data_paths`) and then the `overrides` applied: an override wins over what `data` gives."""
@@ -111,7 +129,7 @@ def load(spec: str, overrides: list[str] = (), data: str = "") -> ml_collections
                 override(cfg, f"{key}={value}")
     for item in overrides:
         override(cfg, item)
-    return cfg
+    return complete(cfg)
 
 
 def override(cfg: ml_collections.ConfigDict, item: str) -> None:

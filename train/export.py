@@ -46,6 +46,7 @@ from flax import nnx
 from entitynet.errors import ConfigError, EntityNetError, OutputError
 from entitynet.files import ensure_writable_dir, temp_name, write_bytes, write_json
 from entitynet.text import tokenizer as tokenizers
+from train import config as config_lib
 from train import sharding
 from train.checkpoints import is_no_space
 from train.model import CLIPConfig
@@ -295,7 +296,9 @@ def load_run(workdir: str | Path, weights: str = "auto"):
 
     workdir = Path(workdir)
     try:
-        cfg = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+        cfg = config_lib.complete(
+            ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+        )
     except (OSError, ValueError) as e:
         raise ConfigError(
             f"{workdir} is not a training workdir ({e}); give the --workdir of `entitynet train`"

@@ -72,7 +72,7 @@ log = logging.getLogger("entitynet.train")
 
 
 def model_config(cfg: ml_collections.ConfigDict, tokenizer):
-    overrides = dict(cfg.model.get("overrides", {}))
+    overrides = dict(cfg.model.overrides)
     m = preset(cfg.model.preset, **overrides)
     text = dataclasses.replace(
         m.text,
@@ -86,7 +86,7 @@ def model_config(cfg: ml_collections.ConfigDict, tokenizer):
     return m.replace(
         text=text,
         vision=dataclasses.replace(m.vision, image_size=cfg.data.image_size),
-        dtype=cfg.get("dtype", "float32"),
+        dtype=cfg.dtype,
     )
 
 
@@ -97,13 +97,13 @@ def decay_mask(params):
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> tuple[optax.GradientTransformation, optax.Schedule]:
     o = cfg.optim
-    decay_steps = o.get("decay_steps", 0) or cfg.total_steps  # the cosine's length; 0: the whole run
+    decay_steps = o.decay_steps or cfg.total_steps  # the cosine's length; 0: the whole run
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         o.lr,
         max(1, o.warmup_steps),
         max(o.warmup_steps + 1, decay_steps),
-        o.lr * o.get("end_lr_ratio", 0.0),
+        o.lr * o.end_lr_ratio,
     )
     tx = optax.chain(
         optax.clip_by_global_norm(o.clip_norm),
@@ -256,8 +256,8 @@ def data_settings(cfg, process_count: int) -> dict:
     on restore: the loader's settings, and the content of the data (the shards' fingerprint, the
     subset file's digest) and of the tokenizer, so a workdir is never resumed on data or a
     vocabulary that changed under the same path."""
-    subset = str(cfg.data.get("subset", ""))
-    balance = str(cfg.data.get("balance", ""))
+    subset = str(cfg.data.subset)
+    balance = str(cfg.data.balance)
     out = {
         "num_workers": int(cfg.data.num_workers),
         "process_count": int(process_count),
@@ -273,7 +273,7 @@ def data_settings(cfg, process_count: int) -> dict:
     }
     # only when on, so runs from before these options resume as they were (OPTIONAL_SETTINGS)
     if balance:
-        out["balance"] = f"{balance}:{int(cfg.data.get('balance_cap', 0))}"
+        out["balance"] = f"{balance}:{int(cfg.data.balance_cap)}"
     state = state_layout(cfg)
     if state:
         out["state"] = state
@@ -288,10 +288,10 @@ def state_layout(cfg) -> str:
     """What the checkpointed state holds beyond model and optimizer: an EMA copy, a locked image
     tower (the optimizer's state then covers only what trains); '' for neither."""
     parts = []
-    if float(cfg.get("ema_decay", 0.0)) > 0:
+    if float(cfg.ema_decay) > 0:
         parts.append("ema")
-    if cfg.model.get("lock_image", False):
-        parts.append(f"image locked but {int(cfg.model.get('unlocked_groups', 0))} groups")
+    if cfg.model.lock_image:
+        parts.append(f"image locked but {int(cfg.model.unlocked_groups)} groups")
     return ", ".join(parts)
 
 
@@ -311,7 +311,7 @@ def checkpoint_manager(workdir: Path, cfg) -> ocp.CheckpointManager:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=cfg.checkpoint.keep,
             save_interval_steps=cfg.checkpoint.every_steps,
-            enable_async_checkpointing=cfg.checkpoint.get("async", True),
+            enable_async_checkpointing=cfg.checkpoint["async"],
         ),
     )
 
@@ -583,6 +583,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str | os.PathLike, on_saved=N
     checkpoint leaves no workdir it created behind. A workdir in a bucket is trained in a local
     copy pushed back after every checkpoint (`train.workdir`). `on_saved`: called after each
     checkpoint is complete."""
+    cfg = config_lib.complete(cfg)
     config_lib.check(cfg)
     if is_remote(workdir):
         return _train_in_bucket(cfg, os.fspath(workdir))
@@ -607,7 +608,7 @@ def _train_in_bucket(cfg: ml_collections.ConfigDict, remote: str) -> dict:
     trained in (`train.workdir.Mirror`), pushed after each checkpoint and at the end, failed or not."""
     from train.workdir import Mirror
 
-    if cfg.get("distributed", False):
+    if cfg.distributed:
         raise ConfigError(
             f"--workdir {remote}: a multi-host run needs a workdir every host shares; mount the bucket on "
             "every host (gcsfuse) and give the mount's path (docs/run-at-scale.md)"
@@ -625,7 +626,7 @@ def _train_in_bucket(cfg: ml_collections.ConfigDict, remote: str) -> dict:
 
 def _processes(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
     """(this process's index, the number of processes), after joining the others when distributed."""
-    if cfg.get("distributed", False):
+    if cfg.distributed:
         # several hosts: the coordinator, process count and id come from the cluster (TPU VMs, SLURM)
         # or from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID
         if jax.config.jax_platforms in (None, "", "cpu") and os.environ.get("JAX_COORDINATOR_ADDRESS"):
@@ -660,22 +661,22 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     entities = list(read_jsonl(cfg.data.entities, Entity)) if cfg.data.entities else []
     icfg = input_pipeline.InputConfig(
         shards=cfg.data.shards,
-        split=cfg.data.get("split", "train"),
+        split=cfg.data.split,
         batch_size=cfg.batch_size // nproc,
         image_size=cfg.data.image_size,
         context_length=cfg.data.context_length,
         alt_text_chance=cfg.data.alt_text_chance,
-        crop_scale=tuple(cfg.data.get("crop_scale", (0.4, 1.0))),
-        template_chance=float(cfg.data.get("template_chance", 0.0)),
-        templates=tuple(read_templates(cfg.data.templates)) if cfg.data.get("template_chance", 0.0) else (),
+        crop_scale=tuple(cfg.data.crop_scale),
+        template_chance=float(cfg.data.template_chance),
+        templates=tuple(read_templates(cfg.data.templates)) if cfg.data.template_chance else (),
         seed=cfg.seed,
         num_workers=cfg.data.num_workers,
-        subset=cfg.data.get("subset", ""),
-        resample=cfg.data.get("resample", "bilinear"),
-        read_threads=int(cfg.data.get("read_threads", 2)),
+        subset=cfg.data.subset,
+        resample=cfg.data.resample,
+        read_threads=int(cfg.data.read_threads),
         augment=augment_of(cfg),
-        balance=str(cfg.data.get("balance", "")),
-        balance_cap=int(cfg.data.get("balance_cap", 0)),
+        balance=str(cfg.data.balance),
+        balance_cap=int(cfg.data.balance_cap),
         caption_weights=caption_weights_of(cfg),
     )
     loader = iter(input_pipeline.make_dataset(icfg, entities, tokenizer, pid, nproc))
@@ -684,14 +685,14 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     it = input_pipeline.DevicePrefetch(
         loader,
         lambda b: sharding.global_batch(mesh, _step_fields(b)),
-        int(cfg.data.get("device_prefetch", 2)),
+        int(cfg.data.device_prefetch),
     )
 
     # == model and optimizer, born sharded
     mcfg = model_config(cfg, tokenizer)
     tx, schedule = make_optimizer(cfg)
     wrt = trainable_of(cfg, mcfg)
-    ema_decay = float(cfg.get("ema_decay", 0.0))
+    ema_decay = float(cfg.ema_decay)
     graphdef, state = create_state(mcfg, tx, mesh, cfg.seed, wrt, ema=ema_decay > 0)
     model = unpack(graphdef, state)[0]
     n_params = count_params(model)
@@ -707,21 +708,21 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     state, start = restore_newest(mngr, checkpoints, state, it, settings, pid, nproc)
     if start:
         log.info("resumed from step %d in %s", start, workdir)
-    elif cfg.get("init_from", ""):
-        state = init_from_open_clip(graphdef, state, cfg.init_from, cfg.get("init_towers", "both"))
+    elif cfg.init_from:
+        state = init_from_open_clip(graphdef, state, cfg.init_from, cfg.init_towers)
     saver = Checkpointer(mngr, checkpoints, settings, cfg, schedule, on_saved if pid == 0 else None)
 
     # == evaluation input (contrastive loss on the held-out split)
     eval_batches = []
-    if cfg.get("eval_every", 0):
-        ecfg = dataclasses.replace(icfg, split=cfg.data.get("eval_split", "validation"), train=False)
+    if cfg.eval_every:
+        ecfg = dataclasses.replace(icfg, split=cfg.data.eval_split, train=False)
         seen = 0
         try:
             for b in input_pipeline.make_dataset(ecfg, entities, tokenizer, pid, nproc):
                 seen += len(b["image"])
                 if len(b["image"]) == icfg.batch_size:
                     eval_batches.append(b)
-                if len(eval_batches) >= cfg.get("eval_batches", 4):
+                if len(eval_batches) >= cfg.eval_batches:
                     break
         except ConfigError as e:
             log.warning("no evaluation: %s", e)
@@ -738,10 +739,10 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     metrics_out = Metrics(workdir, pid == 0, start)
     flops, compiled = 0.0, None
-    peak = float(cfg.get("peak_flops_per_device", 0.0)) * jax.device_count()
+    peak = float(cfg.peak_flops_per_device) * jax.device_count()
     history: dict = {}
     t_last, n_last = time.time(), start
-    bar = _progress(start, cfg.total_steps, pid == 0 and cfg.get("progress", True))
+    bar = _progress(start, cfg.total_steps, pid == 0 and cfg.progress)
     failed = False
     try:
         with jax.set_mesh(mesh), quiet_orbax():
@@ -815,10 +816,8 @@ def _train(cfg: ml_collections.ConfigDict, workdir: Path, pid: int, nproc: int, 
 
 
 def augment_of(cfg) -> Augment:
-    """The config's `data.augment` fields (absent in older configs: off)."""
-    a = cfg.data.get("augment", None)
-    if a is None:
-        return Augment()
+    """The config's `data.augment` fields."""
+    a = cfg.data.augment
     values = {k: a[k] for k in a.keys()}
     if "blur_sigma" in values:
         values["blur_sigma"] = tuple(values["blur_sigma"])
@@ -826,23 +825,23 @@ def augment_of(cfg) -> Augment:
 
 
 def caption_weights_of(cfg):
-    """The config's `data.caption_weights` (absent: the reference's)."""
+    """The config's `data.caption_weights`."""
     from entitynet.text.captions import CaptionWeights
 
-    w = cfg.data.get("caption_weights", None)
-    return CaptionWeights(**{k: float(w[k]) for k in w.keys()}) if w is not None else CaptionWeights()
+    w = cfg.data.caption_weights
+    return CaptionWeights(**{k: float(w[k]) for k in w.keys()})
 
 
 def trainable_of(cfg, mcfg):
     """`trainable` from the config's model.lock_image / model.unlocked_groups; locking a tower that
     was never trained is refused."""
-    lock = bool(cfg.model.get("lock_image", False))
-    if lock and not cfg.get("init_from", ""):
+    lock = bool(cfg.model.lock_image)
+    if lock and not cfg.init_from:
         raise ConfigError(
             "model.lock_image freezes the image tower, which is random without pretrained weights: give "
             "--config.init_from=DIR (an open_clip-layout directory, e.g. an `entitynet export`)"
         )
-    return trainable(mcfg, lock, int(cfg.model.get("unlocked_groups", 0)))
+    return trainable(mcfg, lock, int(cfg.model.unlocked_groups))
 
 
 def _step_fields(b: dict) -> dict:
