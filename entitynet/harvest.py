@@ -13,8 +13,8 @@ import urllib.parse
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, TypedDict
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from entitynet.curation import balance
 from entitynet.errors import ConfigError, EntityNetError
@@ -36,7 +36,7 @@ from entitynet.records import (
     merge_images,
     read_jsonl,
 )
-from entitynet.search import BACKENDS, NEEDS_ENTITIES, SOURCE_BACKENDS
+from entitynet.search import registry
 from entitynet.storage import STORE, Store
 from entitynet.urls import CREDENTIALS_REFUSED, has_credentials, public_text, public_url, without_credentials
 
@@ -44,15 +44,6 @@ if TYPE_CHECKING:
     from entitynet.search.base import SearchBackend
 
 log = logging.getLogger("entitynet.harvest")
-
-
-class _Rate(TypedDict):
-    requests_per_second: float
-
-
-class _Ident(_Rate):
-    max_results: int
-    contact: str
 
 
 # ---------------------------------------------------------------- records from files (any store)
@@ -129,44 +120,34 @@ class SearchSpec:
     gbif_archive: str = ""  # gbif-archive: a GBIF Darwin Core Archive download (.zip)
     inaturalist_data: str = ""  # inaturalist-open-data: the directory of its metadata files
     entities_file: str = ""  # entities.jsonl (local or remote): what `entities` holds, read where needed
+    # (name, value) of the options of backends whose declarations name no field above (`option`)
+    options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         names = self.backends
-        for name in names:
-            if name not in BACKENDS:
-                raise ConfigError(f"unknown search backend {name!r}: use one of {', '.join(BACKENDS)}")
+        declared = [registry.get(name) for name in names]  # an unknown name is refused here
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"--backend {self.backend!r}: name each backend once, comma-separated")
         for name, _ in self.endpoints:
             if name not in names:
                 raise ConfigError(f"--endpoint {name}=...: {name} is not among --backend {self.backend}")
-        if "searxng" in names and not self.endpoint("searxng"):
-            raise ConfigError("the searxng backend needs --searxng-url (the base URL of your SearXNG)")
         if isinstance(self.pool, str):
             object.__setattr__(self, "pool", (self.pool,) if self.pool else ())
-        if "pool" in names and not self.pool:
-            raise ConfigError("the pool backend needs --pool FILE (.jsonl, .parquet, .csv or .tsv)")
-        if "gbif-archive" in names and not self.gbif_archive:
-            raise ConfigError(
-                "the gbif-archive backend needs --gbif-archive FILE.zip (a Darwin Core Archive)"
-            )
-        if "inaturalist-open-data" in names and not self.inaturalist_data:
-            raise ConfigError(
-                "the inaturalist-open-data backend needs --inaturalist-data DIR (its metadata files)"
-            )
+        for b in declared:  # each backend's own requirements and option ranges (its declaration)
+            missing = b.check(self) if b.check else ""
+            if missing:
+                raise ConfigError(missing)
+            for option in b.options:
+                option.check(self.option(option.field))
         if self.entities and self.entities_file:
             raise ConfigError("give the entities once: in memory or as a file, not both")
-        needs = [n for n in names if n in NEEDS_ENTITIES]
+        needs = [b.name for b in declared if b.needs_entities]
         if needs and not self.has_entities:
             raise ConfigError(f"--backend {', '.join(needs)} needs --entities (their identifiers and images)")
         if not 1 <= self.max_results <= 1000:
             raise ConfigError(f"--max-results must be within 1..1000, got {self.max_results}")
         if not (self.requests_per_second >= 0 and self.requests_per_second < float("inf")):
             raise ConfigError(f"--search-rate must be a finite rate >= 0, got {self.requests_per_second}")
-        if not 0 <= self.category_depth <= 10:
-            raise ConfigError(f"--category-depth must be within 0..10, got {self.category_depth}")
-        if not 16 <= self.thumb_width <= 4096:
-            raise ConfigError(f"--thumb-width must be within 16..4096, got {self.thumb_width}")
         if not 0 <= self.balance_t <= 10**12:
             raise ConfigError(f"--balance-t must be within 0..10^12, got {self.balance_t}")
         if self.balance_t and names != ("pool",):
@@ -176,6 +157,13 @@ class SearchSpec:
             )
         if self.balance_t and not self.has_entities:
             raise ConfigError("--balance-t needs --entities (the entities.jsonl the queries were made from)")
+
+    def option(self, name: str):
+        """A backend option's value: the field of that name, else the entry in `options` (None: not
+        given)."""
+        if name in _SPEC_FIELDS:
+            return getattr(self, name)
+        return dict(self.options).get(name)
 
     @property
     def has_entities(self) -> bool:
@@ -193,8 +181,8 @@ class SearchSpec:
 
     @property
     def query_backends(self) -> tuple[str, ...]:
-        """The backends asked query by query (the others are read whole: `SOURCE_BACKENDS`)."""
-        return tuple(b for b in self.backends if b not in SOURCE_BACKENDS)
+        """The backends asked query by query (the others are read whole)."""
+        return tuple(b for b in self.backends if not registry.get(b).reads_whole)
 
     def endpoint(self, name: str) -> str:
         """The API URL of backend `name`: --endpoint NAME=URL, else --searxng-url / --api-url."""
@@ -208,70 +196,21 @@ class SearchSpec:
     def modifiers(self) -> frozenset[str]:
         """The search modifiers at least one of the backends' APIs expresses (each backend drops
         those it cannot express)."""
-        return frozenset().union(*(backend_class(b).modifiers for b in self.backends))
+        return frozenset().union(*(registry.get(b).modifiers for b in self.backends))
 
     def open_all(self, queries: Iterable[Query] = (), store: Store = STORE) -> list[SearchBackend]:
-        """Every query backend, opened (a pool alone: its in-memory search, for tests and tools); the
-        identifier backends get the entities (`entities_file` read through `store`)."""
-        from entitynet.search import commons, commons_category, gbif, inaturalist, pool, web
-
-        rate: _Rate = {"requests_per_second": self.requests_per_second}
-        ident: _Ident = {"max_results": self.max_results, "contact": self.contact, **rate}
-        out: list[SearchBackend] = []
+        """Every query backend, opened by its declaration (a pool alone: its in-memory search, for
+        tests and tools); the identifier backends get the entities (`entities_file` read through
+        `store`)."""
         names = self.query_backends or self.backends[:1]
-        entities = tuple(self.iter_entities(store)) if any(n in NEEDS_ENTITIES for n in names) else ()
-        for name in names:
-            url = self.endpoint(name) or None
-            if name == "searxng":
-                assert url is not None  # __post_init__ refuses searxng without a URL
-                out.append(web.SearXNG(url, max_results=self.max_results, **rate))
-            elif name == "google-cse":
-                out.append(web.GoogleCSE(max_results=self.max_results, url=url, **rate))
-            elif name == "brave":
-                out.append(web.Brave(max_results=self.max_results, url=url, **rate))
-            elif name == "commons":
-                out.append(commons.Commons(entities, api_url=url or commons.COMMONS_API, **rate))
-            elif name == "commons-category":
-                out.append(
-                    commons_category.CommonsCategory(
-                        entities,
-                        api_url=url or commons_category.COMMONS_API,
-                        depth=self.category_depth,
-                        width=self.thumb_width,
-                        **ident,
-                    )
-                )
-            elif name == "gbif":
-                out.append(gbif.Gbif(entities, api_url=url or gbif.GBIF_API, **ident))
-            elif name == "inaturalist":
-                out.append(
-                    inaturalist.INaturalist(
-                        entities,
-                        api_url=url or inaturalist.INATURALIST_API,
-                        size=self.photo_size,
-                        **ident,
-                    )
-                )
-            elif name == "pool":
-                out.append(pool.Pool(self.pool, queries))
-            else:
-                raise ConfigError(f"{name} is read whole by the harvest, not searched query by query")
+        declared = [registry.get(n) for n in names]
+        entities = tuple(self.iter_entities(store)) if any(b.needs_entities for b in declared) else ()
+        out: list[SearchBackend] = []
+        for b in declared:
+            if b.open is None:
+                raise ConfigError(f"{b.name} is read whole by the harvest, not searched query by query")
+            out.append(b.open(self, entities, queries, self.endpoint(b.name) or None))
         return out
-
-
-def backend_class(name: str):
-    from entitynet.search import commons, commons_category, gbif, inaturalist, pool, web
-
-    return {
-        "searxng": web.SearXNG,
-        "google-cse": web.GoogleCSE,
-        "brave": web.Brave,
-        "commons": commons.Commons,
-        "commons-category": commons_category.CommonsCategory,
-        "gbif": gbif.Gbif,
-        "inaturalist": inaturalist.INaturalist,
-        "pool": pool.Pool,
-    }.get(name, pool.Pool)  # the other source backends take no modifiers either
 
 
 @dataclass(frozen=True)
@@ -421,49 +360,28 @@ def fetch_settings(opts: HarvestOptions) -> dict:
     return {"fetch": fetch, "image": asdict(opts.image)}
 
 
+_SPEC_FIELDS = frozenset(f.name for f in fields(SearchSpec))
+
+
 def search_settings(spec: SearchSpec, store: Store = STORE) -> dict:
     """What decides a search answer besides the query: backends, their endpoints, max results, the
     identifier backends' own options and entities, and for the sources read whole the files
     themselves (path, size, modification time; read through `store`: the local disk, or the
     pipelines' store over any Beam filesystem)."""
-    names = spec.backends
+    declared = [registry.get(n) for n in spec.backends]
     settings: dict = {"backend": spec.backend, "url": spec.url, "max_results": spec.max_results}
     if spec.endpoints:
         settings["endpoints"] = sorted(spec.endpoints)
-    if "pool" in names:
-        from entitynet.search.pool import pool_files
-
-        settings["pool"] = [_file_stamp(f, store) for f in pool_files(spec.pool, store)]
-        if spec.balance_t:
-            settings["balance"] = {"t": spec.balance_t, "seed": spec.balance_seed}
-    if "commons-category" in names:
-        settings["commons_category"] = {"depth": spec.category_depth, "width": spec.thumb_width}
-    if "inaturalist" in names or "inaturalist-open-data" in names:
-        settings["photo_size"] = spec.photo_size
-    if "gbif-archive" in names:
-        settings["gbif_archive"] = _file_stamp(spec.gbif_archive, store)
-    if "inaturalist-open-data" in names:
-        from entitynet.search.inaturalist import FILES, data_file
-
-        settings["inaturalist_data"] = [
-            _file_stamp(data_file(spec.inaturalist_data, f), store) for f in FILES[:3]
-        ]
-    if any(n in NEEDS_ENTITIES for n in names):
+    for b in declared:  # each backend's own: its options, the files it reads
+        if b.settings is not None:
+            settings.update(b.settings(spec, store))
+    if any(b.needs_entities for b in declared):
         settings["entities"] = settings_digest(sorted(_entity_sources(e) for e in spec.iter_entities(store)))
     return settings
 
 
 def _entity_sources(e: Entity) -> list[str]:
     return [e.id, e.image, e.commons_category, e.gbif_id, e.inaturalist_id]
-
-
-def _file_stamp(path: str, store: Store) -> list:
-    """(path, size, modification time) of a file: a changed file is searched again."""
-    try:
-        size, mtime = store.stat(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: cannot read it ({e}); check the path") from None
-    return [os.path.abspath(path) if "://" not in path else path, size, mtime]
 
 
 def settings_digest(settings) -> str:

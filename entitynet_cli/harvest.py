@@ -124,17 +124,12 @@ def cmd_harvest(args, beam_args) -> int:
         url=args.searxng_url or args.api_url or "",
         max_results=args.max_results,
         requests_per_second=args.search_rate,
-        pool=tuple(args.pool or ()),
         entities_file=args.entities or "",
         balance_t=args.balance_t,
         balance_seed=args.balance_seed,
         endpoints=tuple(_endpoints(args.endpoint)),
         contact=args.contact or os.environ.get("ENTITYNET_CONTACT", ""),
-        category_depth=args.category_depth,
-        thumb_width=args.thumb_width,
-        photo_size=args.photo_size,
-        gbif_archive=args.gbif_archive or "",
-        inaturalist_data=args.inaturalist_data or "",
+        **backend_values(args),
     )
     on_interrupt(
         f"the images fetched so far are saved in {args.out.rstrip('/')} (its work units); the same "
@@ -255,6 +250,52 @@ def add_harvest_flags(h: argparse.ArgumentParser) -> None:
     )
 
 
+def backend_summary() -> str:
+    """The backends by how the harvest uses them, for --backend's help (from the registry)."""
+    from entitynet.search import registry
+
+    groups: dict[str, list[str]] = {}
+    for b in registry.backends():
+        groups.setdefault(b.group, []).append(b.name)
+    return "; ".join(f"{', '.join(n)} ({registry.GROUPS[g]})" for g, n in groups.items())
+
+
+def add_backend_options(h: argparse.ArgumentParser) -> None:
+    """Each backend's own options, as its module declares them (`entitynet.search.registry`)."""
+    from entitynet.search import registry
+
+    for o, users in registry.options():
+        kwargs: dict = {"help": f"{', '.join(users)}: {o.help}", "metavar": o.metavar}
+        if o.repeat:
+            kwargs["action"] = "append"
+        else:
+            kwargs.update(type=o.type, default=o.default)
+        if o.choices:
+            kwargs.update(choices=o.choices, metavar=None)
+        h.add_argument(o.flag, dest=o.field, **kwargs)
+
+
+def backend_values(args) -> dict:
+    """The backends' options from the parsed flags: `SearchSpec` fields, and the options of
+    backends that have no field (`SearchSpec.options`)."""
+    from dataclasses import fields
+
+    from entitynet.harvest import SearchSpec
+    from entitynet.search import registry
+
+    known = {f.name for f in fields(SearchSpec)}
+    out: dict = {}
+    extra = []
+    for o, _ in registry.options():
+        value = getattr(args, o.field)
+        value = tuple(value or ()) if o.repeat else (o.default if value is None else value)
+        if o.field in known:
+            out[o.field] = value
+        else:
+            extra.append((o.field, value))
+    return {**out, "options": tuple(extra)} if extra else out
+
+
 def add_parser(sub) -> None:
     """The `harvest` subcommand."""
     h = sub.add_parser(
@@ -269,9 +310,7 @@ def add_parser(sub) -> None:
         default="searxng",
         metavar="NAME[,NAME...]",
         help="where images come from, one or several comma-separated, merged into one dataset: "
-        "searxng, google-cse, brave (web search), commons (P18 images), commons-category, gbif, "
-        "inaturalist (photos by the entities' identifiers), pool, gbif-archive, inaturalist-open-data "
-        "(files read whole)",
+        + backend_summary(),
     )
     h.add_argument("--searxng-url", metavar="URL", help="base URL of a SearXNG instance with JSON output")
     h.add_argument("--api-url", metavar="URL", help="with one backend: override its API URL")
@@ -287,40 +326,7 @@ def add_parser(sub) -> None:
         help="who runs the harvest, sent in the User-Agent as Wikimedia, GBIF and iNaturalist ask "
         "(default: $ENTITYNET_CONTACT)",
     )
-    h.add_argument(
-        "--category-depth",
-        type=int,
-        default=1,
-        help="commons-category: levels of subcategories listed below the entity's category",
-    )
-    h.add_argument(
-        "--thumb-width",
-        type=int,
-        default=512,
-        help="commons-category: width of the thumbnail fetched",
-    )
-    h.add_argument(
-        "--photo-size",
-        choices=("square", "small", "medium", "large", "original"),
-        default="medium",
-        help="inaturalist: photo size fetched (medium: 500 px; default medium)",
-    )
-    h.add_argument(
-        "--gbif-archive", metavar="FILE.zip", help="gbif-archive: a GBIF Darwin Core Archive download"
-    )
-    h.add_argument(
-        "--inaturalist-data",
-        metavar="DIR",
-        help="inaturalist-open-data: the directory of observations.csv.gz, photos.csv.gz, taxa.csv.gz "
-        "(and observers.csv.gz for credits)",
-    )
-    h.add_argument(
-        "--pool",
-        metavar="FILE_OR_GLOB",
-        action="append",
-        help="url+text rows (.jsonl, .parquet, .csv, .tsv) for --backend pool; repeat it, or give globs "
-        "(gs://bucket/pool/*.parquet): read in parallel, a Parquet row group at a time",
-    )
+    add_backend_options(h)
     h.add_argument(
         "--balance-t",
         type=int,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import requests
 
 from entitynet import __version__
-from entitynet.errors import SearchError
+from entitynet.errors import ConfigError, SearchError
 from entitynet.http_policy import (
     Backoff,
     Deadline,
@@ -224,3 +224,13 @@ def cached_search(backend: SearchBackend, query: Query, cache: SearchCache | Non
             cache.put(backend.name, query, found)
     # a result's rank is its position in the answer (evidence for its entity links)
     return [replace(c, ranks=(i,)) for i, c in enumerate(found)]
+
+
+def file_stamp(path: str, store: Store = STORE) -> list:
+    """(path, size, modification time) of a file a backend reads: a changed file is searched again
+    (part of a backend's `settings`)."""
+    try:
+        size, mtime = store.stat(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read it ({e}); check the path") from None
+    return [os.path.abspath(path) if "://" not in path else path, size, mtime]

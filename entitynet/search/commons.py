@@ -15,6 +15,7 @@ from entitynet.licenses import UNKNOWN, normalize
 from entitynet.records import Candidate, Entity, Query
 from entitynet.search.base import JsonApi
 from entitynet.search.commons_category import COMMONS_API, meta_value
+from entitynet.search.registry import Backend, register
 
 
 def file_name(image_url: str) -> str:
@@ -102,3 +103,17 @@ class Commons:
                 )
             )
         return out
+
+
+register(
+    Backend(
+        "commons",
+        "the entities' own Wikimedia Commons images (P18)",
+        "identifier",
+        needs_entities=True,
+        modifiers=Commons.modifiers,
+        open=lambda spec, entities, queries, url: Commons(
+            entities, api_url=url or COMMONS_API, requests_per_second=spec.requests_per_second
+        ),
+    )
+)

@@ -26,6 +26,7 @@ from entitynet.errors import SearchError
 from entitynet.licenses import normalize
 from entitynet.records import Candidate, Entity, Query, unique_texts
 from entitynet.search.base import JsonApi, by_identifier
+from entitynet.search.registry import Backend, Option, register
 
 COMMONS_API = "https://commons.wikimedia.org/w/api.php"
 _TAG = re.compile(r"<[^>]+>")
@@ -202,3 +203,40 @@ class CommonsCategory:
         return by_identifier(
             query, self.categories, lambda c, q, e: self.file_candidates(self.members(c), q, e)
         )
+
+
+register(
+    Backend(
+        "commons-category",
+        "the files of the entities' Commons categories",
+        "identifier",
+        needs_entities=True,
+        modifiers=CommonsCategory.modifiers,
+        options=(
+            Option(
+                "category_depth",
+                "--category-depth",
+                "levels of subcategories listed below the entity's category",
+                int,
+                1,
+                low=0,
+                high=10,
+            ),
+            Option(
+                "thumb_width", "--thumb-width", "width of the thumbnail fetched", int, 512, low=16, high=4096
+            ),
+        ),
+        open=lambda spec, entities, queries, url: CommonsCategory(
+            entities,
+            api_url=url or COMMONS_API,
+            depth=spec.category_depth,
+            width=spec.thumb_width,
+            max_results=spec.max_results,
+            contact=spec.contact,
+            requests_per_second=spec.requests_per_second,
+        ),
+        settings=lambda spec, store: {
+            "commons_category": {"depth": spec.category_depth, "width": spec.thumb_width}
+        },
+    )
+)

@@ -26,7 +26,8 @@ from collections.abc import Iterable, Iterator
 from entitynet.errors import ConfigError, SearchError
 from entitynet.licenses import normalize
 from entitynet.records import Candidate, Entity, Query, unique_texts
-from entitynet.search.base import JsonApi, by_identifier
+from entitynet.search.base import JsonApi, by_identifier, file_stamp
+from entitynet.search.registry import Backend, Option, register
 
 GBIF_API = "https://api.gbif.org"
 PAGE = 300  # the API's largest page
@@ -196,3 +197,44 @@ def archive_candidates(occurrences: Iterable[tuple[str, dict]], media: Iterable[
             )
             if c is not None:
                 yield c
+
+
+register(
+    Backend(
+        "gbif",
+        "GBIF occurrence photos by taxon key (P846)",
+        "identifier",
+        needs_entities=True,
+        modifiers=Gbif.modifiers,
+        open=lambda spec, entities, queries, url: Gbif(
+            entities,
+            api_url=url or GBIF_API,
+            max_results=spec.max_results,
+            contact=spec.contact,
+            requests_per_second=spec.requests_per_second,
+        ),
+    )
+)
+register(
+    Backend(
+        "gbif-archive",
+        "a GBIF Darwin Core Archive download",
+        "whole",
+        needs_entities=True,
+        options=(
+            Option(
+                "gbif_archive",
+                "--gbif-archive",
+                "a GBIF Darwin Core Archive download",
+                default="",
+                metavar="FILE.zip",
+            ),
+        ),
+        check=lambda spec: (
+            ""
+            if spec.gbif_archive
+            else "the gbif-archive backend needs --gbif-archive FILE.zip (a Darwin Core Archive)"
+        ),
+        settings=lambda spec, store: {"gbif_archive": file_stamp(spec.gbif_archive, store)},
+    )
+)

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Iterator
 from entitynet.errors import ConfigError, SearchError
 from entitynet.licenses import normalize
 from entitynet.records import Candidate, Entity, Query, unique_texts
-from entitynet.search.base import JsonApi, by_identifier
+from entitynet.search.base import JsonApi, by_identifier, file_stamp
+from entitynet.search.registry import Backend, Option, register
 
 INATURALIST_API = "https://api.inaturalist.org"
 OPEN_DATA_PHOTOS = "https://inaturalist-open-data.s3.amazonaws.com/photos"
@@ -232,3 +233,56 @@ def photo_candidate(
         attribution=credit,
         id_entities=(entity,),
     )
+
+
+PHOTO_SIZE = Option(
+    "photo_size", "--photo-size", "photo size fetched (medium: 500 px)", str, "medium", choices=SIZES
+)
+
+register(
+    Backend(
+        "inaturalist",
+        "iNaturalist research-grade observation photos by taxon id (P3151)",
+        "identifier",
+        needs_entities=True,
+        modifiers=INaturalist.modifiers,
+        options=(PHOTO_SIZE,),
+        open=lambda spec, entities, queries, url: INaturalist(
+            entities,
+            api_url=url or INATURALIST_API,
+            size=spec.photo_size,
+            max_results=spec.max_results,
+            contact=spec.contact,
+            requests_per_second=spec.requests_per_second,
+        ),
+        settings=lambda spec, store: {"photo_size": spec.photo_size},
+    )
+)
+register(
+    Backend(
+        "inaturalist-open-data",
+        "iNaturalist's open-data metadata files",
+        "whole",
+        needs_entities=True,
+        options=(
+            PHOTO_SIZE,
+            Option(
+                "inaturalist_data",
+                "--inaturalist-data",
+                "the directory of observations.csv.gz, photos.csv.gz, taxa.csv.gz (and observers.csv.gz "
+                "for credits)",
+                default="",
+                metavar="DIR",
+            ),
+        ),
+        check=lambda spec: (
+            ""
+            if spec.inaturalist_data
+            else "the inaturalist-open-data backend needs --inaturalist-data DIR (its metadata files)"
+        ),
+        settings=lambda spec, store: {
+            "photo_size": spec.photo_size,
+            "inaturalist_data": [file_stamp(data_file(spec.inaturalist_data, f), store) for f in FILES[:3]],
+        },
+    )
+)

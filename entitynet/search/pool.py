@@ -19,6 +19,8 @@ from pathlib import Path
 
 from entitynet.errors import ConfigError
 from entitynet.records import Candidate, Query
+from entitynet.search.base import file_stamp
+from entitynet.search.registry import Backend, Option, register
 from entitynet.storage import STORE, Store
 from entitynet.text.matching import Matcher, Prefilter
 
@@ -426,3 +428,36 @@ class Pool:
 
     def search(self, query: Query) -> list[Candidate]:
         return list(self.by_query.get(query.id, ()))
+
+
+def _pool_settings(spec, store: Store) -> dict:
+    out: dict = {"pool": [file_stamp(f, store) for f in pool_files(spec.pool, store)]}
+    if spec.balance_t:
+        out["balance"] = {"t": spec.balance_t, "seed": spec.balance_seed}
+    return out
+
+
+register(
+    Backend(
+        "pool",
+        "url+text files matched to the entities' names",
+        "whole",
+        modifiers=Pool.modifiers,
+        options=(
+            Option(
+                "pool",
+                "--pool",
+                "url+text rows (.jsonl, .parquet, .csv, .tsv); repeat it, or give globs "
+                "(gs://bucket/pool/*.parquet): read in parallel, a Parquet row group at a time",
+                metavar="FILE_OR_GLOB",
+                repeat=True,
+            ),
+        ),
+        # opened in memory for tests and tools; the harvest reads a pool in parallel instead
+        open=lambda spec, entities, queries, url: Pool(spec.pool, queries),
+        check=lambda spec: (
+            "" if spec.pool else "the pool backend needs --pool FILE (.jsonl, .parquet, .csv or .tsv)"
+        ),
+        settings=_pool_settings,
+    )
+)

@@ -22,6 +22,7 @@ from typing import Any
 from entitynet.errors import ConfigError
 from entitynet.records import Candidate, Query
 from entitynet.search.base import JsonApi, SearchError, parse_size
+from entitynet.search.registry import Backend, register
 
 
 def _env(var: str, what: str) -> str:
@@ -193,3 +194,47 @@ class Brave:
                 )
             )
         return out[: self.max_results]
+
+
+def _searxng_check(spec) -> str:
+    return (
+        ""
+        if spec.endpoint("searxng")
+        else "the searxng backend needs --searxng-url (the base URL of your SearXNG)"
+    )
+
+
+register(
+    Backend(
+        "searxng",
+        "a self-hosted SearXNG with JSON output",
+        "web",
+        modifiers=SearXNG.modifiers,
+        open=lambda spec, entities, queries, url: SearXNG(
+            url, max_results=spec.max_results, requests_per_second=spec.requests_per_second
+        ),
+        check=_searxng_check,
+    )
+)
+register(
+    Backend(
+        "google-cse",
+        "Google Custom Search (GOOGLE_CSE_KEY, GOOGLE_CSE_CX)",
+        "web",
+        modifiers=GoogleCSE.modifiers,
+        open=lambda spec, entities, queries, url: GoogleCSE(
+            max_results=spec.max_results, url=url, requests_per_second=spec.requests_per_second
+        ),
+    )
+)
+register(
+    Backend(
+        "brave",
+        "Brave image search (BRAVE_API_KEY)",
+        "web",
+        modifiers=Brave.modifiers,
+        open=lambda spec, entities, queries, url: Brave(
+            max_results=spec.max_results, url=url, requests_per_second=spec.requests_per_second
+        ),
+    )
+)
