@@ -18,6 +18,7 @@ import os
 import threading
 import types
 import typing
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -931,6 +932,75 @@ def decode_unit(data: bytes) -> dict[str, tuple[Candidate, ImageRecord | Outcome
     return out
 
 
+# ---------------------------------------------------------------- embeddings
+#
+# `entitynet embed` writes one file per input shard: an .npz of the shard's record keys, each
+# record's image embedding, and the embeddings of its texts (every alt text, and the KG caption of
+# each linked entity), each text row owned by a record; all L2-normalised, float16. The file also
+# names the model (a digest of its weights and settings) and the shard it was made from, so a
+# re-run reuses what still fits and refuses to mix models.
+
+EMBEDDINGS_VERSION = 1
+TEXT_KINDS = ("alt", "kg")  # text_kind: an alt text, or a KG caption of a linked entity
+
+
+@dataclasses.dataclass
+class Embeddings:
+    keys: Any  # (n,) record keys, as bytes (S32)
+    image: Any  # (n, dim) float16
+    text: Any  # (m, dim) float16
+    text_owner: Any  # (m,) int32: the row of `keys` each text belongs to
+    text_kind: Any  # (m,) uint8: an index of TEXT_KINDS
+    model: str  # the model's digest
+    source: str  # what the input shard was (path, size, mtime)
+
+
+def write_embeddings(f, e: Embeddings) -> None:
+    """`e` as an .npz into the binary file `f` (the caller makes the write atomic)."""
+    import numpy as np
+
+    np.savez(
+        f,
+        version=np.asarray(EMBEDDINGS_VERSION),
+        keys=np.asarray(e.keys, dtype="S32"),
+        image=np.asarray(e.image, np.float16),
+        text=np.asarray(e.text, np.float16),
+        text_owner=np.asarray(e.text_owner, np.int32),
+        text_kind=np.asarray(e.text_kind, np.uint8),
+        model=np.asarray(e.model),
+        source=np.asarray(e.source),
+    )
+
+
+def read_embeddings(path: str | os.PathLike) -> Embeddings:
+    """An embeddings file of this version; ValueError naming what is wrong otherwise."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["version"]) != EMBEDDINGS_VERSION:
+                raise ValueError(
+                    f"embeddings version {int(z['version'])}, this EntityNet reads {EMBEDDINGS_VERSION}"
+                )
+            out = Embeddings(
+                keys=z["keys"],
+                image=z["image"],
+                text=z["text"],
+                text_owner=z["text_owner"],
+                text_kind=z["text_kind"],
+                model=str(z["model"]),
+                source=str(z["source"]),
+            )
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"not a whole embeddings file ({e})") from None
+    n = len(out.keys)
+    if out.image.shape[0] != n or len(out.text) != len(out.text_owner) or len(out.text) != len(out.text_kind):
+        raise ValueError("its arrays disagree in length")
+    if len(out.text_owner) and (out.text_owner.min() < 0 or out.text_owner.max() >= n):
+        raise ValueError("a text is owned by no record")
+    return out
+
+
 def entity_sort_key(e: Entity) -> tuple[int, int, str]:
     """Deterministic order of entities.jsonl: most sitelinks first, then by numeric id."""
     return (-e.sitelinks, int(e.id[1:]) if e.id[1:].isascii() and e.id[1:].isdigit() else 0, e.id)
@@ -938,6 +1008,10 @@ def entity_sort_key(e: Entity) -> tuple[int, int, str]:
 
 __all__ = [
     "Attribute",
+    "Embeddings",
+    "EMBEDDINGS_VERSION",
+    "read_embeddings",
+    "write_embeddings",
     "Candidate",
     "EntityLink",
     "Outcome",

@@ -191,3 +191,68 @@ def add_parser(sub) -> None:
     )
     ex2.add_argument("--license", default="other", help="the licence the model card declares for the weights")
     ex2.set_defaults(func=cmd_export, beam=False)
+
+    em = sub.add_parser(
+        "embed",
+        help="image and text embeddings of every record of a dataset, for search and curation",
+        description="Embed every record of a harvest or curation (its image, its alt texts and the KG "
+        "caption of each linked entity) with a trained run or an open_clip-layout directory; one file "
+        "per shard, resumed by a re-run.",
+    )
+    em.add_argument("--shards", required=True, metavar="DIR", help="a harvest's or curation's --out")
+    em.add_argument("--model", required=True, metavar="DIR", help="a training workdir, or an export")
+    em.add_argument("--out", required=True, metavar="DIR")
+    em.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto", help="a run's weights")
+    em.add_argument(
+        "--entities", metavar="FILE", help="entities.jsonl for the KG captions (default: the curation's)"
+    )
+    em.add_argument("--tokenizer", metavar="FILE", help="default: the model's own")
+    em.add_argument("--batch-size", type=int, default=64)
+    em.set_defaults(func=cmd_embed, beam=False)
+
+    qu = sub.add_parser(
+        "query",
+        help="the records nearest a text or an image, from `entitynet embed`'s files",
+        description="Search an `entitynet embed` output by a text or by an image file (cosine over the "
+        "image embeddings).",
+    )
+    qu.add_argument("text", nargs="?", help="what to search for")
+    qu.add_argument("--image", metavar="FILE", help="search by this image instead of a text")
+    qu.add_argument("--embeddings", required=True, metavar="DIR", help="an `entitynet embed` --out")
+    qu.add_argument("--model", metavar="DIR", help="default: the model the embeddings were made with")
+    qu.add_argument("-k", type=int, default=10, help="how many records")
+    qu.set_defaults(func=cmd_query, beam=False)
+
+
+def cmd_embed(args, _) -> int:
+    from train.embed import run
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {args.batch_size}")
+    compilation_cache()
+    out = args.out.rstrip("/")
+    on_interrupt(f"the shards embedded so far are saved in {out}; the same command embeds only the rest")
+    stats = run(args.shards, args.model, out, args.weights, args.batch_size, args.entities, args.tokenizer)
+    n = stats["shards_embedded"]
+    got = f"embedded {n:,} shard{'' if n == 1 else 's'}" + (
+        f", reused {stats['shards_reused']:,} from an earlier run" if stats["shards_reused"] else ""
+    )
+    print(
+        f"{stats['records']:,} records and {stats['texts']:,} texts of {args.shards} ({got}) with "
+        f"{stats['model']} ({stats['dim']}-d, {stats['image_size']} px) in {stats['seconds']:.1f} s\n"
+        f"wrote {out}/ (one .npz per shard, embed_config.json)"
+    )
+    print(next_command("query", '"a text"', f"--embeddings {out}"))
+    return 0
+
+
+def cmd_query(args, _) -> int:
+    from train.embed import query
+
+    if args.k < 1:
+        raise ConfigError(f"-k must be at least 1, got {args.k}")
+    compilation_cache()
+    hits = query(args.embeddings, args.text, args.image, args.k, args.model)
+    for h in hits:
+        print(f"{h['score']:.4f}  {h['split']:<10}  {h['key']}  {h['url']}  {h['text']}")
+    return 0

@@ -1,0 +1,132 @@
+"""`entitynet embed` and `entitynet query`: one embeddings file per shard that holds every record's
+image and texts as the model embeds them, a re-run that reuses what still fits, refusals that
+keep models apart, and search by text and by image."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from entitynet import shards
+from entitynet.errors import ConfigError
+from entitynet.records import TEXT_KINDS, decode_for_training, read_embeddings
+from entitynet_cli.main import main
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def embedded(tiny_dataset, tiny_run, tmp_path_factory):
+    data_dir = tiny_dataset[0]
+    out = tmp_path_factory.mktemp("embed") / "emb"
+    argv = ["embed", "--shards", str(data_dir), "--model", str(tiny_run), "--out", str(out)]
+    argv += ["--entities", str(data_dir / "entities.jsonl"), "--batch-size", "16"]
+    assert main(argv) == 0
+    return out, argv
+
+
+def test_every_record_of_every_shard_is_embedded_with_its_texts(embedded, tiny_dataset):
+    out, _ = embedded
+    data_dir, entities = tiny_dataset[0], tiny_dataset[1]
+    labels = {e.id: e.label for e in entities}
+    seen = 0
+    for split in ("train", "validation", "test"):
+        for path in shards.shard_paths(data_dir, split):
+            recs = list(shards.read_shard(path, decode=decode_for_training))
+            e = read_embeddings(out / split / (Path(path).name + ".npz"))
+            assert [k.decode() for k in e.keys] == [r.key for r in recs]
+            norms = np.linalg.norm(e.image.astype(np.float32), axis=1)
+            assert np.allclose(norms, 1.0, atol=2e-3)
+            for row, r in enumerate(recs):
+                mine = e.text_kind[e.text_owner == row]
+                want_kg = [e_ for e_ in dict.fromkeys(r.entity_ids) if e_ in labels]
+                assert list(mine) == [0] * len(r.alt_texts) + [1] * len(want_kg)
+            seen += len(recs)
+    assert seen == sum(len(list(shards.iter_records(data_dir, s))) for s in ("train", "validation", "test"))
+    assert TEXT_KINDS == ("alt", "kg")
+
+
+def test_an_embedding_is_the_model_s_own(embedded, tiny_dataset, tiny_run):
+    """The image row of a record equals what the evaluator's model makes of it."""
+    import jax
+
+    from entitynet.images.decode import decode
+    from train.evaluate import load_model
+    from train.input_pipeline import centre_crop, normalise
+
+    out, _ = embedded
+    path = shards.shard_paths(tiny_dataset[0], "train")[0]
+    r = next(iter(shards.read_shard(path, decode=decode_for_training)))
+    loaded = load_model(tiny_run)
+    x = normalise(centre_crop(decode(r.jpeg), loaded["config"].vision.image_size))[None]
+    want = np.asarray(jax.jit(loaded["model"].encode_image)(x))[0]
+    got = read_embeddings(out / "train" / (Path(path).name + ".npz")).image[0].astype(np.float32)
+    assert float(got @ want) > 0.999
+
+
+def test_a_re_run_reuses_what_fits_and_makes_the_rest(embedded, capsys):
+    out, argv = embedded
+    files = sorted(out.glob("*/*.npz"))
+    n = len(files)
+    code, printed, _ = run(capsys, *argv)
+    assert code == 0 and f"(embedded 0 shards, reused {n} from an earlier run)" in printed
+    files[0].unlink()
+    code, printed, _ = run(capsys, *argv)
+    assert code == 0 and f"(embedded 1 shard, reused {n - 1} from an earlier run)" in printed
+    files[-1].write_bytes(files[-1].read_bytes()[:100])  # a file cut short by a killed run
+    code, printed, _ = run(capsys, *argv)
+    assert code == 0 and f"(embedded 1 shard, reused {n - 1} from an earlier run)" in printed
+    assert all(read_embeddings(f) for f in files)
+
+
+def test_embeddings_of_another_model_are_never_mixed(embedded, tmp_path, capsys):
+    out, argv = embedded
+    config = json.loads((out / "embed_config.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "embed_config.json").write_text(json.dumps({**config, "model_digest": "0123456789abcdef"}))
+    code, _, err = run(capsys, *[other.as_posix() if a == str(out) else a for a in argv])
+    assert code == 2 and "holds embeddings of another model (0123456789abcdef); give a new --out" in err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, *[mine.as_posix() if a == str(out) else a for a in argv])
+    assert code == 2 and "is not empty and holds no embeddings" in err
+
+
+def test_a_tokenizer_the_model_cannot_take_is_one_line():
+    from types import SimpleNamespace
+
+    from train.embed import check_fit
+
+    loaded = {
+        "tokenizer": SimpleNamespace(vocab_size=9000),
+        "config": SimpleNamespace(text=SimpleNamespace(vocab_size=8000)),
+    }
+    with pytest.raises(ConfigError, match="the tokenizer has 9,000 pieces, the model's text tower 8,000"):
+        check_fit(loaded)
+
+
+def test_query_by_image_finds_the_image_and_by_text_ranks_by_score(embedded, tiny_dataset, tmp_path, capsys):
+    out, _ = embedded
+    path = shards.shard_paths(tiny_dataset[0], "train")[0]
+    r = list(shards.read_shard(path, decode=decode_for_training))[7]
+    (tmp_path / "q.jpg").write_bytes(r.jpeg)
+    code, printed, _ = run(
+        capsys, "query", "--image", str(tmp_path / "q.jpg"), "--embeddings", str(out), "-k", "3"
+    )
+    assert code == 0
+    lines = printed.strip().splitlines()
+    assert len(lines) == 3 and lines[0].split()[2] == r.key and float(lines[0].split()[0]) > 0.99
+    code, printed, _ = run(capsys, "query", tiny_dataset[1][0].label, "--embeddings", str(out), "-k", "5")
+    scores = [float(x.split()[0]) for x in printed.strip().splitlines()]
+    assert code == 0 and len(scores) == 5 and scores == sorted(scores, reverse=True)
+    code, _, err = run(capsys, "query", "--embeddings", str(tmp_path), "-k", "2", "lion")
+    assert code == 2 and "is not an `entitynet embed` output" in err
