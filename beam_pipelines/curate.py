@@ -61,7 +61,7 @@ from beam_pipelines.common import (
 )
 from beam_pipelines.neardup import Contaminated, NearDupGroups, eval_index_lines
 from entitynet import records, shards
-from entitynet.curation import balance, neardup
+from entitynet.curation import balance, filters, neardup
 from entitynet.curation import card as curation_card
 from entitynet.curation import unimaged as unimaged_lib
 from entitynet.curation.evalsets import EvalSet
@@ -142,6 +142,81 @@ class Entries(beam.DoFn):
             yield beam.pvalue.TaggedOutput("removed", Removal(r.key, "no_entry", "", r.entity_ids))
             return
         yield split, r, entries
+
+
+class RunFilters(beam.PTransform):
+    """(split, record) -> the records every filter of `chain` keeps, and the removals of the others
+    (a tuple of the two PCollections). Each record's context is joined by key (its embeddings,
+    read by the workers from the embed output's files); a filter with a `top` fraction gets its
+    threshold from the quantiles of every record's score (a side input of one value per filter)."""
+
+    QUANTILES = 1001
+
+    def __init__(self, chain: tuple, embeddings: str):
+        super().__init__()
+        self.chain, self.embeddings = chain, embeddings
+
+    def expand(self, records):
+        p = records.pipeline
+        joined_inputs = {"record": records | "FilterKey" >> beam.Map(lambda sr: (sr[1].key, sr))}
+        if any("embeddings" in f.needs for f in self.chain):
+            joined_inputs["embeddings"] = (
+                p
+                | "EmbeddingFiles" >> beam.Create(filters.embedding_files(self.embeddings))
+                | "EmbeddingRows" >> beam.FlatMap(filters.embedding_rows)
+            )
+        joined = joined_inputs | "JoinContext" >> beam.CoGroupByKey()
+        thresholds = p | "NoThresholds" >> beam.Create([{}])
+        ranked = [f for f in self.chain if getattr(f, "top", None)]
+        if ranked:
+            f = ranked[0]  # one ranked filter (clip_score)
+            thresholds = (
+                joined
+                | "Scores" >> beam.FlatMap(lambda kv, f=f: _scores(kv, f))
+                | "Quantiles" >> beam.ApproximateQuantiles.Globally(self.QUANTILES)
+                | "Threshold" >> beam.Map(_threshold, f)
+            )
+        out = joined | "Filters" >> beam.ParDo(
+            _Filter(self.chain), beam.pvalue.AsSingleton(thresholds)
+        ).with_outputs("removed", main="records")
+        return out.records, out.removed
+
+
+def _context(grouped) -> dict:
+    return {name: next(iter(values), None) for name, values in grouped.items() if name != "record"}
+
+
+def _scores(kv, f):
+    """The score of each record `f` ranks (records without one are not ranked)."""
+    grouped = kv[1]
+    if list(grouped["record"]):
+        s = f.score(_context(grouped))
+        if s is not None:
+            yield s
+
+
+def _threshold(quantiles: list, f) -> dict:
+    """`f`'s score threshold: the quantile below which its `top` fraction is not."""
+    if not quantiles:
+        return {}
+    return {f.name: float(quantiles[round((1.0 - f.top) * (len(quantiles) - 1))])}
+
+
+class _Filter(beam.DoFn):
+    def __init__(self, chain: tuple):
+        self.chain = chain
+
+    def process(self, kv, thresholds):
+        grouped = kv[1]
+        context = _context(grouped)
+        for split, r in grouped["record"]:
+            for f in self.chain:
+                why = f.decide(r, context, thresholds.get(f.name))
+                if why is not None:
+                    yield beam.pvalue.TaggedOutput("removed", Removal(r.key, why[0], why[1], r.entity_ids))
+                    break
+            else:
+                yield split, r
 
 
 class TypesOf(beam.DoFn):
@@ -255,11 +330,14 @@ def build(
         | "ByGroup" >> beam.GroupByKey()
         | "Merge" >> beam.ParDo(MergeGroup()).with_outputs("removed", main="records")
     )
-    matched = (
-        (merged.records, applied.single)
-        | "AllRecords" >> beam.Flatten()
-        | "Entries"
-        >> beam.ParDo(Entries(entities, tuple(opts.subset_roots))).with_outputs("removed", main="records")
+    everything = (merged.records, applied.single) | "AllRecords" >> beam.Flatten()
+    chain = opts.filters
+    if chain:  # the record filters (entitynet.curation.filters), run as one chain
+        everything, filtered_out = everything | "RecordFilters" >> RunFilters(chain, opts.embeddings)
+    else:
+        filtered_out = p | "NoFilters" >> beam.Create([])
+    matched = everything | "Entries" >> beam.ParDo(Entries(entities, tuple(opts.subset_roots))).with_outputs(
+        "removed", main="records"
     )
     balanced_splits = set(opts.balance_splits)
     counts = (
@@ -311,7 +389,13 @@ def build(
         | "TypeOf" >> beam.ParDo(TypesOf(entities))
         | "CountTypes" >> beam.combiners.Count.PerElement()
     )
-    removals = (applied.removed, merged.removed, matched.removed, kept.removed) | "Removed" >> beam.Flatten()
+    removals = (
+        applied.removed,
+        merged.removed,
+        filtered_out,
+        matched.removed,
+        kept.removed,
+    ) | "Removed" >> beam.Flatten()
     removed = (
         removals
         | "ReasonOf" >> beam.Map(lambda rm: rm.reason)

@@ -43,6 +43,9 @@ def curate_options(args):
         balance_splits=tuple(args.balance_split or ("train",)),
         output=args.output,
         num_shards=args.num_shards,
+        embeddings=args.embeddings or "",
+        clip_score_min=args.clip_score_min,
+        clip_score_top=args.clip_score_top,
     )
 
 
@@ -100,6 +103,24 @@ def add_curate_flags(p: argparse.ArgumentParser) -> None:
         "--balance-split", action="append", metavar="SPLIT", help="splits to balance (default: train)"
     )
     p.add_argument("--output", choices=("shards", "subset"), default="shards")
+    p.add_argument(
+        "--embeddings",
+        metavar="DIR",
+        help="an `entitynet embed` output of the input shards: the context of the model filters",
+    )
+    p.add_argument(
+        "--clip-score-min",
+        type=float,
+        metavar="COSINE",
+        help="remove a record whose image matches none of its texts (alt texts, KG captions) this well "
+        "(DataComp's CLIP score; removal reason clip_score)",
+    )
+    p.add_argument(
+        "--clip-score-top",
+        type=float,
+        metavar="FRACTION",
+        help="keep only this fraction of the records, those with the best CLIP scores (DataComp's top 30%%: 0.3)",
+    )
 
 
 def add_parser(sub) -> None:

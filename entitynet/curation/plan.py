@@ -23,6 +23,9 @@ class CurateOptions:
     balance_splits: tuple[str, ...] = ("train",)  # other splits are deduplicated and decontaminated only
     output: str = "shards"  # or "subset": a sorted key list per split instead of new shards
     num_shards: int = 4
+    embeddings: str = ""  # an `entitynet embed` output: the model filters' context
+    clip_score_min: float | None = None  # the clip_score filter (entitynet.curation.filters)
+    clip_score_top: float | None = None
 
     def __post_init__(self):
         if self.t < 1:
@@ -34,6 +37,17 @@ class CurateOptions:
                 raise ConfigError(f"Hamming thresholds must be within 0..32, got {k}")
         if self.num_shards < 1:
             raise ConfigError("--num-shards must be at least 1")
+        if self.filters and not self.embeddings:
+            raise ConfigError(
+                "--clip-score-min and --clip-score-top need --embeddings DIR (`entitynet embed`)"
+            )
+
+    @property
+    def filters(self) -> tuple:
+        """The record filters these options turn on, in the order the chain runs them."""
+        from entitynet.curation.filters import filter_chain
+
+        return filter_chain(self.clip_score_min, self.clip_score_top)
 
 
 def plan(items: list[tuple[str, int, int]], eval_sets: list[EvalSet], opts: CurateOptions) -> dict:

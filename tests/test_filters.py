@@ -1,0 +1,141 @@
+"""Curation's record filters run as one chain in the pipeline (`entitynet.curation.filters`,
+`beam_pipelines/curate.py: RunFilters`): the CLIP-score filter on embeddings joined by key, by an
+absolute minimum and by the top fraction, its removals where curation's removals go. The
+embeddings are planted (no model), so what must go is known exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from beam_pipelines import curate
+from entitynet import shards
+from entitynet.curation.filters import ClipScore, embedding_rows, filter_chain
+from entitynet.curation.plan import CurateOptions
+from entitynet.errors import ConfigError
+from entitynet.files import atomic_open
+from entitynet.records import Embeddings, decode_for_training, write_embeddings
+
+DIM = 8
+SPLITS = ("train", "validation", "test")
+
+
+def _image_for(cos: float) -> np.ndarray:
+    """A unit image vector whose cosine with the text vector e0 is `cos`."""
+    v = np.zeros(DIM, np.float32)
+    v[0], v[1] = cos, np.sqrt(max(0.0, 1.0 - cos * cos))
+    return v
+
+
+def plant(data_dir: Path, out: Path, score_of, skip: frozenset[str] = frozenset()) -> dict[str, float]:
+    """An embed output for the shards of `data_dir` whose image-text cosine is `score_of(key)`
+    (every text is e0); keys in `skip` are left out. Returns key -> score."""
+    out.mkdir()
+    (out / "embed_config.json").write_text(json.dumps({"model_digest": "planted", "dim": DIM}))
+    scores = {}
+    for split in SPLITS:
+        for path in shards.shard_paths(data_dir, split):
+            recs = [r for r in shards.read_shard(path, decode=decode_for_training) if r.key not in skip]
+            image = np.stack([_image_for(score_of(r.key)) for r in recs]) if recs else np.zeros((0, DIM))
+            text = np.zeros((len(recs), DIM), np.float32)
+            text[:, 0] = 1.0
+            scores.update({r.key: score_of(r.key) for r in recs})
+            (out / split).mkdir(exist_ok=True)
+            with atomic_open(out / split / (Path(path).name + ".npz"), "wb") as f:
+                write_embeddings(
+                    f,
+                    Embeddings(
+                        keys=np.asarray([r.key for r in recs], "S32"),
+                        image=image,
+                        text=text,
+                        text_owner=np.arange(len(recs), dtype=np.int32),
+                        text_kind=np.zeros(len(recs), np.uint8),
+                        model="planted",
+                        source=path,
+                    ),
+                )
+    return scores
+
+
+def _removed(out: Path) -> dict[str, str]:
+    rows = [
+        json.loads(line)
+        for f in sorted((out / "removed").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    return {r["key"]: r["reason"] for r in rows}
+
+
+def _curate(data_dir, entities, out, **options) -> dict:
+    opts = CurateOptions(t=10_000, near_dup_threshold=None, num_shards=1, **options)
+    return curate.run(str(data_dir), entities, [], opts, str(out))
+
+
+def test_an_off_topic_image_with_a_matching_alt_text_is_removed(tiny_dataset, tmp_path):
+    data_dir, entities, recs = tiny_dataset[0], tiny_dataset[1], tiny_dataset[2]
+    off_topic = sorted(r.key for r in recs)[5]  # its alt text names its entity; its image shows other things
+    emb = tmp_path / "emb"
+    plant(data_dir, emb, lambda k: 0.05 if k == off_topic else 0.9)
+    stats = _curate(data_dir, entities, tmp_path / "cur", embeddings=str(emb), clip_score_min=0.3)
+    assert stats["removed"] == {"clip_score": 1}
+    assert _removed(tmp_path / "cur") == {off_topic: "clip_score"}
+    assert "clip_score" in (tmp_path / "cur" / "DATACARD.md").read_text()
+
+
+def test_the_top_fraction_keeps_the_best_scores(tiny_dataset, tmp_path):
+    data_dir, entities = tiny_dataset[0], tiny_dataset[1]
+    emb = tmp_path / "emb"
+    scores = plant(data_dir, emb, lambda k: int(k[:6], 16) / 0xFFFFFF)  # a spread of distinct scores
+    stats = _curate(data_dir, entities, tmp_path / "cur", embeddings=str(emb), clip_score_top=0.25)
+    removed = _removed(tmp_path / "cur")
+    kept = set(scores) - set(removed)
+    assert set(removed.values()) == {"clip_score"}
+    assert min(scores[k] for k in kept) >= max(scores[k] for k in removed)  # the best are the kept
+    assert abs(len(kept) - 0.25 * len(scores)) <= 2
+    assert sum(stats["kept"].values()) == len(kept)
+
+
+def test_a_record_without_embeddings_goes_as_not_embedded(tiny_dataset, tmp_path):
+    data_dir, entities, recs = tiny_dataset[0], tiny_dataset[1], tiny_dataset[2]
+    missing = sorted(r.key for r in recs)[:2]
+    plant(data_dir, tmp_path / "emb", lambda k: 0.9, skip=frozenset(missing))
+    stats = _curate(
+        data_dir, entities, tmp_path / "cur", embeddings=str(tmp_path / "emb"), clip_score_min=0.3
+    )
+    assert stats["removed"] == {"not_embedded": 2}
+    assert _removed(tmp_path / "cur") == dict.fromkeys(missing, "not_embedded")
+
+
+def test_the_chain_is_what_the_options_turn_on():
+    assert filter_chain() == ()
+    assert [f.name for f in filter_chain(clip_min=0.2)] == ["clip_score"]
+    with pytest.raises(ConfigError, match="need --embeddings DIR"):
+        CurateOptions(clip_score_min=0.2)
+    with pytest.raises(ConfigError, match="--clip-score-top must be a fraction within"):
+        CurateOptions(embeddings="e", clip_score_top=1.5)
+    f = ClipScore(min_score=0.3)
+    image, texts = _image_for(0.2), np.stack([np.eye(DIM, dtype=np.float32)[0], _image_for(0.9) * 0])
+    assert f.decide(None, {"embeddings": (image, texts)}) == ("clip_score", "0.2000 < 0.3000")
+    assert f.decide(None, {"embeddings": (image, texts)}, threshold=0.1) == ("clip_score", "0.2000 < 0.3000")
+    assert f.decide(None, {"embeddings": (_image_for(0.5), texts)}) is None
+    assert f.decide(None, {}) == ("not_embedded", "no embedding of this record in --embeddings")
+
+
+def test_embedding_rows_give_each_record_its_own_texts(tmp_path):
+    e = Embeddings(
+        keys=np.asarray(["a" * 32, "b" * 32, "c" * 32], "S32"),
+        image=np.eye(3, DIM, dtype=np.float16),
+        text=np.eye(4, DIM, dtype=np.float16),
+        text_owner=np.asarray([2, 0, 2, 2], np.int32),
+        text_kind=np.zeros(4, np.uint8),
+        model="m",
+        source="s",
+    )
+    with atomic_open(tmp_path / "x.npz", "wb") as f:
+        write_embeddings(f, e)
+    rows = dict(embedding_rows(str(tmp_path / "x.npz")))
+    assert [len(rows[k * 32][1]) for k in "abc"] == [1, 0, 3]
+    assert rows["c" * 32][1][:, 0].tolist() == [1, 0, 0]  # its texts in file order: rows 0, 2, 3
