@@ -61,7 +61,7 @@ from beam_pipelines.common import (
 )
 from beam_pipelines.neardup import Contaminated, NearDupGroups, eval_index_lines
 from entitynet import records, shards
-from entitynet.curation import balance, filters, neardup
+from entitynet.curation import balance, filters, neardup, semdedup
 from entitynet.curation import card as curation_card
 from entitynet.curation import unimaged as unimaged_lib
 from entitynet.curation.evalsets import EvalSet
@@ -148,18 +148,20 @@ class RunFilters(beam.PTransform):
     """(split, record) -> the records every filter of `chain` keeps, and the removals of the others
     (a tuple of the two PCollections). Each record's context is joined by key (its embeddings,
     read by the workers from the embed output's files); a filter with a `top` fraction gets its
-    threshold from the quantiles of every record's score (a side input of one value per filter)."""
+    threshold from the quantiles of every record's score (a side input of one value per filter).
+    With `semdedup` (threshold, clusters), semantic duplicates among the records kept go too
+    (`SemanticDuplicates`), on the same joined embeddings."""
 
     QUANTILES = 1001
 
-    def __init__(self, chain: tuple, embeddings: str):
+    def __init__(self, chain: tuple, embeddings: str, semdedup: tuple[float, int] | None = None):
         super().__init__()
-        self.chain, self.embeddings = chain, embeddings
+        self.chain, self.embeddings, self.semdedup = chain, embeddings, semdedup
 
     def expand(self, records):
         p = records.pipeline
         joined_inputs = {"record": records | "FilterKey" >> beam.Map(lambda sr: (sr[1].key, sr))}
-        if any("embeddings" in f.needs for f in self.chain):
+        if self.semdedup or any("embeddings" in f.needs for f in self.chain):
             joined_inputs["embeddings"] = (
                 p
                 | "EmbeddingFiles" >> beam.Create(filters.embedding_files(self.embeddings))
@@ -179,7 +181,72 @@ class RunFilters(beam.PTransform):
         out = joined | "Filters" >> beam.ParDo(
             _Filter(self.chain), beam.pvalue.AsSingleton(thresholds)
         ).with_outputs("removed", main="records")
-        return out.records, out.removed
+        if not self.semdedup:
+            return out.records | "Unkey" >> beam.Map(lambda kv: kv[1][:2]), out.removed
+        kept, removed = out.records | "SemDeDup" >> SemanticDuplicates(*self.semdedup)
+        return kept, (out.removed, removed) | "FilterRemovals" >> beam.Flatten()
+
+
+class SemanticDuplicates(beam.PTransform):
+    """(key, (split, record, context)) -> the records that are no semantic duplicate of another,
+    and the removals of those that are (`entitynet.curation.semdedup`): centroids from a fixed
+    sample (k-means in one worker, bounded by the sample), each record assigned to its nearest,
+    each cluster deduplicated on its own (memory bounded by a cluster, about sqrt(n) records)."""
+
+    SAMPLE = 20_000
+
+    def __init__(self, threshold: float, clusters: int):
+        super().__init__()
+        self.threshold, self.clusters = threshold, clusters
+
+    def expand(self, items):
+        threshold, k = self.threshold, self.clusters
+        vectors = items | "SemVector" >> beam.FlatMap(_sem_vector)
+        centroids = (
+            vectors
+            | "SemSample" >> beam.combiners.Top.Of(self.SAMPLE, key=lambda t: -semdedup.sample_rank(t[0]))
+            | "Centroids"
+            >> beam.Map(
+                lambda rows: (
+                    semdedup.kmeans(np.stack([v for _, v, _ in sorted(rows, key=lambda t: t[0])]), k)
+                    if rows
+                    else None
+                )
+            )
+        )
+        dups = (
+            vectors
+            | "Assign"
+            >> beam.FlatMap(
+                lambda t, c: [] if c is None else [(semdedup.assign(t[1], c), t)],
+                beam.pvalue.AsSingleton(centroids),
+            )
+            | "ByCluster" >> beam.GroupByKey()
+            | "Within" >> beam.FlatMap(lambda kv: sorted(semdedup.duplicates(list(kv[1]), threshold).items()))
+        )
+        decided = (
+            {"item": items, "dup": dups}
+            | "JoinDuplicates" >> beam.CoGroupByKey()
+            | "Drop" >> beam.FlatMap(_drop_duplicate).with_outputs("removed", main="records")
+        )
+        return decided.records, decided.removed
+
+
+def _sem_vector(kv):
+    split, r, context = kv[1]
+    e = context.get("embeddings")
+    if e is not None:
+        yield kv[0], e[0], r.width * r.height
+
+
+def _drop_duplicate(kv):
+    grouped = kv[1]
+    rep = next(iter(grouped["dup"]), None)
+    for split, r, _ in grouped["item"]:
+        if rep is None:
+            yield split, r
+        else:
+            yield beam.pvalue.TaggedOutput("removed", Removal(r.key, semdedup.REASON, rep, r.entity_ids))
 
 
 def _context(grouped) -> dict:
@@ -203,6 +270,9 @@ def _threshold(quantiles: list, f) -> dict:
 
 
 class _Filter(beam.DoFn):
+    """(key, {record, context...}) -> (key, (split, record, context)) kept by every filter, or the
+    first filter's removal."""
+
     def __init__(self, chain: tuple):
         self.chain = chain
 
@@ -216,7 +286,7 @@ class _Filter(beam.DoFn):
                     yield beam.pvalue.TaggedOutput("removed", Removal(r.key, why[0], why[1], r.entity_ids))
                     break
             else:
-                yield split, r
+                yield kv[0], (split, r, context)
 
 
 class TypesOf(beam.DoFn):
@@ -332,8 +402,11 @@ def build(
     )
     everything = (merged.records, applied.single) | "AllRecords" >> beam.Flatten()
     chain = opts.filters
-    if chain:  # the record filters (entitynet.curation.filters), run as one chain
-        everything, filtered_out = everything | "RecordFilters" >> RunFilters(chain, opts.embeddings)
+    if chain or opts.semdedup_threshold is not None:  # the record filters, run as one chain
+        sem = (opts.semdedup_threshold, semdedup.clusters_for(total, opts.semdedup_clusters))
+        everything, filtered_out = everything | "RecordFilters" >> RunFilters(
+            chain, opts.embeddings, sem if opts.semdedup_threshold is not None else None
+        )
     else:
         filtered_out = p | "NoFilters" >> beam.Create([])
     matched = everything | "Entries" >> beam.ParDo(Entries(entities, tuple(opts.subset_roots))).with_outputs(

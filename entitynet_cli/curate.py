@@ -46,6 +46,8 @@ def curate_options(args):
         embeddings=args.embeddings or "",
         clip_score_min=args.clip_score_min,
         clip_score_top=args.clip_score_top,
+        semdedup_threshold=args.semdedup_threshold,
+        semdedup_clusters=args.semdedup_clusters,
     )
 
 
@@ -120,6 +122,19 @@ def add_curate_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="FRACTION",
         help="keep only this fraction of the records, those with the best CLIP scores (DataComp's top 30%%: 0.3)",
+    )
+    p.add_argument(
+        "--semdedup-threshold",
+        type=float,
+        metavar="COSINE",
+        help="semantic deduplication: of records whose image embeddings are this close, keep one "
+        "(the largest image, then the smallest key; removal reason semantic_duplicate)",
+    )
+    p.add_argument(
+        "--semdedup-clusters",
+        type=int,
+        default=0,
+        help="k-means clusters (0: about the square root of the records)",
     )
 
 

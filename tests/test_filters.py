@@ -30,17 +30,21 @@ def _image_for(cos: float) -> np.ndarray:
     return v
 
 
-def plant(data_dir: Path, out: Path, score_of, skip: frozenset[str] = frozenset()) -> dict[str, float]:
+def plant(
+    data_dir: Path, out: Path, score_of, skip: frozenset[str] = frozenset(), image_of=None
+) -> dict[str, float]:
     """An embed output for the shards of `data_dir` whose image-text cosine is `score_of(key)`
-    (every text is e0); keys in `skip` are left out. Returns key -> score."""
+    (every text is e0), or whose image embedding is `image_of(key)`; keys in `skip` are left out.
+    Returns key -> score."""
+    image_of = image_of or (lambda k: _image_for(score_of(k)))
     out.mkdir()
     (out / "embed_config.json").write_text(json.dumps({"model_digest": "planted", "dim": DIM}))
     scores = {}
     for split in SPLITS:
         for path in shards.shard_paths(data_dir, split):
             recs = [r for r in shards.read_shard(path, decode=decode_for_training) if r.key not in skip]
-            image = np.stack([_image_for(score_of(r.key)) for r in recs]) if recs else np.zeros((0, DIM))
-            text = np.zeros((len(recs), DIM), np.float32)
+            image = np.stack([image_of(r.key) for r in recs]) if recs else np.zeros((0, DIM))
+            text = np.zeros((len(recs), image.shape[1]), np.float32)
             text[:, 0] = 1.0
             scores.update({r.key: score_of(r.key) for r in recs})
             (out / split).mkdir(exist_ok=True)
@@ -139,3 +143,55 @@ def test_embedding_rows_give_each_record_its_own_texts(tmp_path):
     rows = dict(embedding_rows(str(tmp_path / "x.npz")))
     assert [len(rows[k * 32][1]) for k in "abc"] == [1, 0, 3]
     assert rows["c" * 32][1][:, 0].tolist() == [1, 0, 0]  # its texts in file order: rows 0, 2, 3
+
+
+# ---------------------------------------------------------------- semantic deduplication
+
+
+def _unit(seed: int, dim: int = 64) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_planted_semantic_copies_go_and_the_same_copy_is_kept_on_every_runner(tiny_dataset, tmp_path):
+    data_dir, entities, recs = tiny_dataset[0], tiny_dataset[1], tiny_dataset[2]
+    keys = sorted(r.key for r in recs)
+    pairs = [(keys[i], keys[i + 40]) for i in range(0, 30, 6)]  # five planted copies
+    copy_of = {b: a for a, b in pairs}
+    base = {k: _unit(i) for i, k in enumerate(keys)}
+
+    def image_of(k):
+        if k not in copy_of:
+            return base[k]
+        v = base[copy_of[k]] + 0.02 * _unit(999, len(base[k]))  # the same picture, re-rendered
+        return v / np.linalg.norm(v)
+
+    emb = tmp_path / "emb"
+    plant(data_dir, emb, lambda k: 1.0, image_of=image_of)
+    results = []
+    for n, beam_args in enumerate(([], ["--direct_num_workers=2", "--direct_running_mode=multi_threading"])):
+        opts = CurateOptions(
+            t=10_000, near_dup_threshold=None, num_shards=1, embeddings=str(emb), semdedup_threshold=0.95
+        )
+        curate.run(str(data_dir), entities, [], opts, str(tmp_path / f"cur{n}"), beam_args)
+        rows = [
+            json.loads(line)
+            for f in sorted((tmp_path / f"cur{n}" / "removed").glob("*.jsonl"))
+            for line in f.read_text().splitlines()
+        ]
+        results.append({r["key"]: (r["reason"], r["detail"]) for r in rows})
+    # same size images: the smaller key of a pair is kept, the other names it
+    want = {max(a, b): ("semantic_duplicate", min(a, b)) for a, b in pairs}
+    assert results[0] == want and results[1] == want
+
+
+def test_within_a_cluster_the_largest_image_is_kept_then_the_smallest_key():
+    from entitynet.curation.semdedup import duplicates, kmeans
+
+    v = _unit(1, 16)
+    members = [("c", v, 100), ("a", v, 100), ("b", v, 400), ("d", _unit(2, 16), 100)]
+    assert duplicates(members, 0.9) == {"a": "b", "c": "b"}
+    with pytest.raises(ConfigError, match="--semdedup-threshold must be a cosine"):
+        duplicates(members, 1.5)
+    x = np.stack([_unit(i, 16) for i in range(50)])
+    assert np.array_equal(kmeans(x, 4, seed=0), kmeans(x, 4, seed=0))

@@ -26,6 +26,8 @@ class CurateOptions:
     embeddings: str = ""  # an `entitynet embed` output: the model filters' context
     clip_score_min: float | None = None  # the clip_score filter (entitynet.curation.filters)
     clip_score_top: float | None = None
+    semdedup_threshold: float | None = None  # semantic deduplication (entitynet.curation.semdedup)
+    semdedup_clusters: int = 0  # k-means clusters; 0: about sqrt(records)
 
     def __post_init__(self):
         if self.t < 1:
@@ -41,6 +43,15 @@ class CurateOptions:
             raise ConfigError(
                 "--clip-score-min and --clip-score-top need --embeddings DIR (`entitynet embed`)"
             )
+        if self.semdedup_threshold is not None:
+            if not self.embeddings:
+                raise ConfigError("--semdedup-threshold needs --embeddings DIR (`entitynet embed`)")
+            if not 0.0 < self.semdedup_threshold <= 1.0:
+                raise ConfigError(
+                    f"--semdedup-threshold must be a cosine within (0, 1], got {self.semdedup_threshold}"
+                )
+            if self.semdedup_clusters < 0:
+                raise ConfigError(f"--semdedup-clusters must be >= 0, got {self.semdedup_clusters}")
 
     @property
     def filters(self) -> tuple:
