@@ -83,11 +83,11 @@ def cmd_demo(args, beam_args) -> int:
     out = Path(args.out)
     kg = sample_kg_path()
     on_interrupt(f"what the finished stages wrote is kept in {out}; the same command reuses their work")
-    print(f"== 1/9 knowledge graph: expanding the sample graph ({kg})", flush=True)
+    print(f"== 1/10 knowledge graph: expanding the sample graph ({kg})", flush=True)
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
-    print("== 2/9 queries: search queries for every entity", flush=True)
+    print("== 2/10 queries: search queries for every entity", flush=True)
     entities = load_entities(str(out / "kg" / "entities.jsonl"))
     if args.limit_entities:
         entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
@@ -98,7 +98,7 @@ def cmd_demo(args, beam_args) -> int:
         f"queries per kind:\n{table(qstats['per_kind'])}\nwrote {out / 'queries' / 'queries.jsonl'}"
     )
     print(
-        "== 3/9 harvest: search the sample web and its GBIF and iNaturalist APIs on 127.0.0.1, fetch, "
+        "== 3/10 harvest: search the sample web and its GBIF and iNaturalist APIs on 127.0.0.1, fetch, "
         "process, write shards",
         flush=True,
     )
@@ -137,7 +137,7 @@ def cmd_demo(args, beam_args) -> int:
         from entitynet.sampleweb.evalset import write_eval_folder
 
         print(
-            "== 4/9 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
+            "== 4/10 curate: decontaminate against an evaluation set, merge near-duplicates, balance",
             flush=True,
         )
         ev = write_eval_folder(web, out / "evalset")
@@ -154,7 +154,7 @@ def cmd_demo(args, beam_args) -> int:
         beam_args,
     )
     print(curate_summary(cstats, out / "curated"))
-    print("== 5/9 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
+    print("== 5/10 train: a tiny CLIP on the curated shards (configs/tiny_cpu.py)", flush=True)
     path, n = train_tokenizer(str(out / "curated"), entities, 1000)
     print(
         f"tokenizer: {n['vocab_size']:,} SentencePiece pieces from {n['alt_texts']:,} alt texts and "
@@ -176,7 +176,7 @@ def cmd_demo(args, beam_args) -> int:
     )
     print(summary(_demo_train(cfg, out / "train"), out / "train"))
     print(
-        "== 6/9 evaluate: zero-shot on the sample world's held-out renders, retrieval on the test split",
+        "== 6/10 evaluate: zero-shot on the sample world's held-out renders, retrieval on the test split",
         flush=True,
     )
     from train.eval_data import heldout, image_folder
@@ -194,7 +194,7 @@ def cmd_demo(args, beam_args) -> int:
         print(line)
     if args.ablation_steps:
         print(
-            "== 7/9 ablation: the same shards, three text mixes (KG captions + alt texts, alt texts only, "
+            "== 7/10 ablation: the same shards, three text mixes (KG captions + alt texts, alt texts only, "
             "KG captions only)",
             flush=True,
         )
@@ -226,17 +226,23 @@ def cmd_demo(args, beam_args) -> int:
             print(f"  {label:<22} top-1 {fx['top1']:6.2%}  top-5 {fx['top5']:6.2%}  macro {fx['macro']:6.2%}")
         print(f"ablation report: {report_path}")
     print(
-        "== 8/9 export: the trained model in open_clip's local-dir / hf-hub layout, with its model card",
+        "== 8/10 export: the trained model in open_clip's local-dir / hf-hub layout, with its model card",
         flush=True,
     )
     from train.export import export_open_clip, export_summary
 
     print(export_summary(export_open_clip(out / "train", out / "export")))
-    print("== 9/9 explore: the curated dataset and the evaluations as a static site", flush=True)
+    print(
+        "== 9/10 look at the pixels: embed the harvest with the trained model, curate again with the "
+        "CLIP-score filter (the worst-matching tenth goes)",
+        flush=True,
+    )
+    model_curated = _model_filtered(args, out, entities, beam_args)
+    print("== 10/10 explore: the model-filtered curation and the evaluations as a static site", flush=True)
     from beam_pipelines import explore
 
     site = explore.run(
-        str(out / "curated"),
+        str(model_curated),
         entities,
         str(out / "explorer"),
         {q.id: q.text for q in queries},
@@ -248,6 +254,45 @@ def cmd_demo(args, beam_args) -> int:
     print(f"explorer: {Path(site['index']).resolve()}")
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
+
+
+def _model_filtered(args, out: Path, entities, beam_args) -> Path:
+    """`entitynet embed` of the harvest with the demo's run, then the curation of step 4 again with
+    the model filter: the worst-scoring tenth by CLIP score goes. Semantic deduplication only when
+    asked (--semdedup-threshold): the tiny model's 64-d space puts different renders of one entity
+    within 0.995 of each other (a fifth of the harvest), which would take them for copies."""
+    import dataclasses
+
+    from beam_pipelines import curate
+    from train.embed import run as embed
+
+    stats = embed(
+        str(out / "shards"),
+        str(out / "train"),
+        str(out / "embeddings"),
+        entities=str(out / "kg" / "entities.jsonl"),
+    )
+    print(
+        f"embedded {stats['records']:,} records and {stats['texts']:,} texts ({stats['dim']}-d) in "
+        f"{stats['seconds']:.1f} s: {out / 'embeddings'}"
+    )
+    opts = dataclasses.replace(
+        curate_options(args),
+        embeddings=str(out / "embeddings"),
+        clip_score_top=args.clip_score_top or 0.9,
+        semdedup_threshold=args.semdedup_threshold,
+    )
+    target = out / "curated-model"
+    cstats = curate.run(
+        str(out / "shards"),
+        entities,
+        load_eval_sets([str(out / "evalset")], None),
+        opts,
+        str(target),
+        beam_args,
+    )
+    print(curate_summary(cstats, target))
+    return target
 
 
 def add_parser(sub) -> None:

@@ -167,19 +167,19 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert (tmp_path / "kg" / "entities.jsonl").exists() and (tmp_path / "queries" / "queries.jsonl").exists()
     assert (tmp_path / "shards" / "dataset_info.json").exists()
     assert (
-        "== 4/9 curate" in out
+        "== 4/10 curate" in out
         and "balancing at t=12" in out
         and "harvested images within the threshold" in out
     )
     assert (tmp_path / "curated" / "dataset_info.json").exists() and (
         tmp_path / "evalset" / "labels.tsv"
     ).exists()
-    assert "== 5/9 train" in out and "trained to step 12" in out and "== 6/9 evaluate" in out
+    assert "== 5/10 train" in out and "trained to step 12" in out and "== 6/10 evaluate" in out
     assert "zero-shot over" in out and "chance" in out
     (report,) = (tmp_path / "train" / "eval").glob("evalset-*/report.md")
     assert report.exists() and (report.parent / "plots" / "per_class.png").exists()
     # the ablation: three text mixes on the same shards, side by side
-    assert "== 7/9 ablation" in out and (tmp_path / "train-alt" / "checkpoints" / "4").is_dir()
+    assert "== 7/10 ablation" in out and (tmp_path / "train-alt" / "checkpoints" / "4").is_dir()
     ablation = (tmp_path / "ablation" / "report.md").read_text()
     for label in ("KG + alt text (0.5)", "alt text only", "KG text only"):
         assert f"| {label} |" in ablation and label in out
@@ -188,10 +188,14 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert (tmp_path / "curated" / "tokenizer.json").exists()
     # the explorer of the curated set and the run's evaluations, its path printed
     site = (tmp_path / "explorer").resolve()
-    assert "== 9/9 explore" in out and f"explorer: {site / 'index.html'}" in out
+    assert "== 10/10 explore" in out and f"explorer: {site / 'index.html'}" in out
+    # the model filters: the harvest embedded with the run, curated again, its removals explored
+    assert "== 9/10 look at the pixels" in out and (tmp_path / "embeddings" / "embed_config.json").is_file()
+    model_stats = json.loads((tmp_path / "curated-model" / "curation_stats.json").read_text())
+    assert model_stats["removed"].get("clip_score", 0) > 0
     # the export, and the lines that load it with open_clip
     export = (tmp_path / "export").resolve()
-    assert "== 8/9 export" in out and f'open_clip.create_model_and_transforms("local-dir:{export}")' in out
+    assert "== 8/10 export" in out and f'open_clip.create_model_and_transforms("local-dir:{export}")' in out
     assert (export / "open_clip_config.json").is_file() and (export / "README.md").is_file()
     assert (site / "explorer.json").is_file() and len(list((site / "data" / "eval").glob("*.js"))) == 2
     # the curate command on the demo's harvest: a key subset, and one clear line for a missing eval set
