@@ -38,11 +38,12 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, iterations: int = 25) -> np.nda
     k = min(k, len(x))
     rng = np.random.default_rng(seed)
     centroids = [x[rng.integers(len(x))]]
+    # each row's distance to its nearest centroid so far (float64: the draw's probabilities sum to 1)
+    d = np.clip(1.0 - (x @ centroids[0]).astype(np.float64), 0, None)
     for _ in range(1, k):
-        d = 1.0 - np.max(x @ np.stack(centroids).T, axis=1)
-        d = np.clip(d, 0, None)
         p = d / d.sum() if d.sum() > 0 else None
         centroids.append(x[rng.choice(len(x), p=p)])
+        d = np.minimum(d, np.clip(1.0 - (x @ centroids[-1]).astype(np.float64), 0, None))
     c = np.stack(centroids)
     for _ in range(iterations):
         labels = np.argmax(x @ c.T, axis=1)
