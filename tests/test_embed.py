@@ -99,6 +99,8 @@ def test_embeddings_of_another_model_are_never_mixed(embedded, tmp_path, capsys)
     (mine / "notes.txt").write_text("mine")
     code, _, err = run(capsys, *[mine.as_posix() if a == str(out) else a for a in argv])
     assert code == 2 and "is not empty and holds no embeddings" in err
+    code, _, err = run(capsys, *["gs://bucket/emb" if a == str(out) else a for a in argv])
+    assert code == 2 and "embed into a local directory" in err and not Path("gs:").exists()
 
 
 def test_a_tokenizer_the_model_cannot_take_is_one_line():

@@ -168,6 +168,8 @@ def run(
     from train.evaluate import load_model
 
     started = time.time()
+    if "://" in out_dir:
+        raise ConfigError(f"--out {out_dir}: embed into a local directory (then copy it to the bucket)")
     info = shard_io.check_directory(shards_dir)
     splits = sorted(s["name"] for s in info.get("splits", []))
     work = [(s, p) for s in splits for p in shard_io.local_shard_paths(shards_dir, s)]
