@@ -61,7 +61,7 @@ from beam_pipelines.common import (
 )
 from beam_pipelines.neardup import Contaminated, NearDupGroups, eval_index_lines
 from entitynet import records, shards
-from entitynet.curation import balance, filters, neardup, semdedup
+from entitynet.curation import balance, filters, neardup
 from entitynet.curation import card as curation_card
 from entitynet.curation import unimaged as unimaged_lib
 from entitynet.curation.evalsets import EvalSet
@@ -145,108 +145,113 @@ class Entries(beam.DoFn):
 
 
 class RunFilters(beam.PTransform):
-    """(split, record) -> the records every filter of `chain` keeps, and the removals of the others
-    (a tuple of the two PCollections). Each record's context is joined by key (its embeddings,
-    read by the workers from the embed output's files); a filter with a `top` fraction gets its
-    threshold from the quantiles of every record's score (a side input of one value per filter).
-    With `semdedup` (threshold, clusters), semantic duplicates among the records kept go too
-    (`SemanticDuplicates`), on the same joined embeddings."""
+    """(split, record) -> (the records the chain keeps, the removals of the others, the amendments'
+    counts: (filter name, things dropped) per amended record). Each record's context is joined by
+    key (its embeddings, read by the workers from the embed output's files); the record filters
+    run first, in order, then each group filter (`GroupFilter`) on what they kept. A filter with
+    a `top` fraction gets its threshold from the quantiles of every record's score (a side input
+    of one value per filter). Nothing here knows a filter by name (`entitynet.curation.filters`)."""
 
     QUANTILES = 1001
 
-    def __init__(self, chain: tuple, embeddings: str, semdedup: tuple[float, int] | None = None):
+    def __init__(self, chain, embeddings: str, total: int):
         super().__init__()
-        self.chain, self.embeddings, self.semdedup = chain, embeddings, semdedup
+        self.record_filters, self.group_filters = chain.record_filters, chain.group_filters
+        self.needs, self.embeddings, self.total = chain.needs, embeddings, total
 
     def expand(self, records):
         p = records.pipeline
         joined_inputs = {"record": records | "FilterKey" >> beam.Map(lambda sr: (sr[1].key, sr))}
-        if self.semdedup or any("embeddings" in f.needs for f in self.chain):
+        if "embeddings" in self.needs:
             joined_inputs["embeddings"] = (
                 p
                 | "EmbeddingFiles" >> beam.Create(filters.embedding_files(self.embeddings))
                 | "EmbeddingRows" >> beam.FlatMap(filters.embedding_rows)
             )
         joined = joined_inputs | "JoinContext" >> beam.CoGroupByKey()
-        thresholds = p | "NoThresholds" >> beam.Create([{}])
-        ranked = [f for f in self.chain if getattr(f, "top", None)]
-        if ranked:
-            f = ranked[0]  # one ranked filter (clip_score)
-            thresholds = (
-                joined
-                | "Scores" >> beam.FlatMap(lambda kv, f=f: _scores(kv, f))
-                | "Quantiles" >> beam.ApproximateQuantiles.Globally(self.QUANTILES)
-                | "Threshold" >> beam.Map(_threshold, f)
-            )
+        ranked = [f for f in self.record_filters if getattr(f, "top", None)]
+        thresholds = [
+            joined
+            | f"Scores{i}" >> beam.FlatMap(_scores, f)
+            | f"Quantiles{i}" >> beam.ApproximateQuantiles.Globally(self.QUANTILES)
+            | f"Threshold{i}" >> beam.Map(_threshold, f)
+            for i, f in enumerate(ranked)
+        ] or [p | "NoThresholds" >> beam.Create([{}])]
+        if len(thresholds) > 1:
+            thresholds = [
+                thresholds
+                | "AllThresholds" >> beam.Flatten()
+                | "OneDict" >> beam.CombineGlobally(lambda ds: {k: v for d in ds for k, v in d.items()})
+            ]
         out = joined | "Filters" >> beam.ParDo(
-            _Filter(self.chain), beam.pvalue.AsSingleton(thresholds)
-        ).with_outputs("removed", main="records")
-        if not self.semdedup:
-            return out.records | "Unkey" >> beam.Map(lambda kv: kv[1][:2]), out.removed
-        kept, removed = out.records | "SemDeDup" >> SemanticDuplicates(*self.semdedup)
-        return kept, (out.removed, removed) | "FilterRemovals" >> beam.Flatten()
+            _Filter(self.record_filters), beam.pvalue.AsSingleton(thresholds[0])
+        ).with_outputs("removed", "amended", main="records")
+        items, removed = out.records, [out.removed]
+        for i, f in enumerate(self.group_filters):
+            items, gone = items | f"Group{i}" >> GroupFilter(f, self.total)
+            removed.append(gone)
+        kept = items | "Unkey" >> beam.Map(lambda kv: kv[1][:2])
+        return kept, removed | "FilterRemovals" >> beam.Flatten(), out.amended
 
 
-class SemanticDuplicates(beam.PTransform):
-    """(key, (split, record, context)) -> the records that are no semantic duplicate of another,
-    and the removals of those that are (`entitynet.curation.semdedup`): centroids from a fixed
-    sample (k-means in one worker, bounded by the sample), each record assigned to its nearest,
-    each cluster deduplicated on its own (memory bounded by a cluster, about sqrt(n) records)."""
+class GroupFilter(beam.PTransform):
+    """(key, (split, record, context)) -> the records a group filter keeps, and the removals of
+    the others: its model fitted on a fixed sample (the records whose `sample_rank` is lowest; in
+    one worker, bounded by the sample), each record put in a group, each group decided on its own
+    (memory bounded by a group)."""
 
-    SAMPLE = 20_000
-
-    def __init__(self, threshold: float, clusters: int):
+    def __init__(self, f, total: int):
         super().__init__()
-        self.threshold, self.clusters = threshold, clusters
+        self.f, self.total = f, total
 
     def expand(self, items):
-        threshold, k = self.threshold, self.clusters
-        vectors = items | "SemVector" >> beam.FlatMap(_sem_vector)
-        centroids = (
+        f, total = self.f, self.total
+        vectors = items | "Member" >> beam.FlatMap(_member, f)
+        model = (
             vectors
-            | "SemSample" >> beam.combiners.Top.Of(self.SAMPLE, key=lambda t: -semdedup.sample_rank(t[0]))
-            | "Centroids"
+            | "Sample" >> beam.combiners.Top.Of(f.sample_size, key=lambda t: -f.sample_rank(t[0]))
+            | "Fit"
             >> beam.Map(
                 lambda rows: (
-                    semdedup.kmeans(np.stack([v for _, v, _ in sorted(rows, key=lambda t: t[0])]), k)
+                    f.fit(np.stack([v for _, v, _ in sorted(rows, key=lambda t: t[0])]), total)
                     if rows
                     else None
                 )
             )
         )
-        dups = (
-            vectors
-            | "Assign"
-            >> beam.FlatMap(
-                lambda t, c: [] if c is None else [(semdedup.assign(t[1], c), t)],
-                beam.pvalue.AsSingleton(centroids),
-            )
-            | "ByCluster" >> beam.GroupByKey()
-            | "Within" >> beam.FlatMap(lambda kv: sorted(semdedup.duplicates(list(kv[1]), threshold).items()))
-        )
         decided = (
-            {"item": items, "dup": dups}
-            | "JoinDuplicates" >> beam.CoGroupByKey()
-            | "Drop" >> beam.FlatMap(_drop_duplicate).with_outputs("removed", main="records")
+            vectors
+            | "GroupOf"
+            >> beam.FlatMap(
+                lambda t, m: [] if m is None else [(f.group_of(t[1], m), t)], beam.pvalue.AsSingleton(model)
+            )
+            | "ByGroup" >> beam.GroupByKey()
+            | "Within" >> beam.FlatMap(lambda kv: sorted(f.within(list(kv[1])).items()))
         )
-        return decided.records, decided.removed
+        out = (
+            {"item": items, "why": decided}
+            | "JoinDecisions" >> beam.CoGroupByKey()
+            | "Apply" >> beam.FlatMap(_apply_decision).with_outputs("removed", main="records")
+        )
+        return out.records, out.removed
 
 
-def _sem_vector(kv):
+def _member(kv, f):
     split, r, context = kv[1]
-    e = context.get("embeddings")
-    if e is not None:
-        yield kv[0], e[0], r.width * r.height
+    m = f.member(kv[0], r, context)
+    if m is not None:
+        yield kv[0], m[0], m[1]
 
 
-def _drop_duplicate(kv):
+def _apply_decision(kv):
     grouped = kv[1]
-    rep = next(iter(grouped["dup"]), None)
-    for split, r, _ in grouped["item"]:
-        if rep is None:
-            yield split, r
+    why = next(iter(grouped["why"]), None)
+    for item in grouped["item"]:
+        if why is None:
+            yield kv[0], item
         else:
-            yield beam.pvalue.TaggedOutput("removed", Removal(r.key, semdedup.REASON, rep, r.entity_ids))
+            r = item[1]
+            yield beam.pvalue.TaggedOutput("removed", Removal(r.key, why[0], why[1], r.entity_ids))
 
 
 def _context(grouped) -> dict:
@@ -270,8 +275,8 @@ def _threshold(quantiles: list, f) -> dict:
 
 
 class _Filter(beam.DoFn):
-    """(key, {record, context...}) -> (key, (split, record, context)) kept by every filter, or the
-    first filter's removal."""
+    """(key, {record, context...}) -> (key, (split, record, context)) kept by every record filter
+    (amended by those that amend it), or the first filter's removal."""
 
     def __init__(self, chain: tuple):
         self.chain = chain
@@ -282,7 +287,10 @@ class _Filter(beam.DoFn):
         for split, r in grouped["record"]:
             for f in self.chain:
                 why = f.decide(r, context, thresholds.get(f.name))
-                if why is not None:
+                if isinstance(why, filters.Amend):
+                    r = why.record
+                    yield beam.pvalue.TaggedOutput("amended", (f.name, why.count))
+                elif why is not None:
                     yield beam.pvalue.TaggedOutput("removed", Removal(r.key, why[0], why[1], r.entity_ids))
                     break
             else:
@@ -402,13 +410,18 @@ def build(
     )
     everything = (merged.records, applied.single) | "AllRecords" >> beam.Flatten()
     chain = opts.filters
-    if chain or opts.semdedup_threshold is not None:  # the record filters, run as one chain
-        sem = (opts.semdedup_threshold, semdedup.clusters_for(total, opts.semdedup_clusters))
-        everything, filtered_out = everything | "RecordFilters" >> RunFilters(
-            chain, opts.embeddings, sem if opts.semdedup_threshold is not None else None
+    if chain:  # the filters, run as one chain
+        everything, filtered_out, amended = everything | "RecordFilters" >> RunFilters(
+            chain, opts.embeddings, total
         )
     else:
         filtered_out = p | "NoFilters" >> beam.Create([])
+        amended = p | "NoAmendments" >> beam.Create([])
+    amended_counts = (
+        amended
+        | "AmendedOf" >> beam.FlatMap(lambda nc: [((nc[0], "records"), 1), ((nc[0], "dropped"), nc[1])])
+        | "CountAmended" >> beam.CombinePerKey(sum)
+    )
     matched = everything | "Entries" >> beam.ParDo(Entries(entities, tuple(opts.subset_roots))).with_outputs(
         "removed", main="records"
     )
@@ -518,6 +531,7 @@ def build(
         neardup_,
         rm_files,
         per_entity_,
+        amended_,
     ):
         # every side input here is bounded by the entries, splits, reasons or files, not the data
         result = {
@@ -531,6 +545,7 @@ def build(
             "key_files": sorted(key_files_),
             "removed_files": sorted(rm_files),
             "entity_counts": [[list(k), n] for k, n in per_entity_],
+            "amended": {f"{name}:{what}": n for (name, what), n in sorted(amended_)},
             "neardup": {
                 k: neardup_.get(k, 0) for k in ("capped_buckets", "capped_members", "unconverged_edges")
             },
@@ -555,6 +570,7 @@ def build(
             beam.pvalue.AsSingleton(neardup_counts),
             beam.pvalue.AsList(removed_files),
             beam.pvalue.AsList(per_entity),
+            beam.pvalue.AsList(amended_counts),
         )
     )
 
@@ -626,6 +642,15 @@ def merge_subset(
                     )
         with z.open("_version.npy", "w") as entry:
             np.lib.format.write_array(entry, np.asarray(records.SCHEMA_VERSION))
+
+
+def amendments(flat: dict[str, int]) -> dict[str, dict[str, int]]:
+    """{"filter:records": n, "filter:dropped": m} -> {filter: {"records": n, "dropped": m}}."""
+    out: dict[str, dict[str, int]] = {}
+    for k, n in flat.items():
+        name, what = k.rsplit(":", 1)
+        out.setdefault(name, {})[what] = n
+    return out
 
 
 def harvest_candidate_files(shard_dir: str) -> list[str] | None:
@@ -749,6 +774,7 @@ def run(
             "read": result["read"],
             "kept": {s: result["kept"].get(s, 0) for s in splits},
             "removed": dict(sorted(result["removed"].items())),
+            "amended": amendments(result["amended"]),
             "contamination": {
                 ev.name: result["removed"].get(f"contaminated:{ev.name}", 0) for ev in eval_sets
             },

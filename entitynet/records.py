@@ -940,7 +940,7 @@ def decode_unit(data: bytes) -> dict[str, tuple[Candidate, ImageRecord | Outcome
 # names the model (a digest of its weights and settings) and the shard it was made from, so a
 # re-run reuses what still fits and refuses to mix models.
 
-EMBEDDINGS_VERSION = 1
+EMBEDDINGS_VERSION = 2  # 2: text_digest
 TEXT_KINDS = ("alt", "kg")  # text_kind: an alt text, or a KG caption of a linked entity
 
 
@@ -953,6 +953,12 @@ class Embeddings:
     text_kind: Any  # (m,) uint8: an index of TEXT_KINDS
     model: str  # the model's digest
     source: str  # what the input shard was (path, size, mtime)
+    text_digest: Any = None  # (m,) uint64: text_digest() of each text (finds an alt text's row)
+
+
+def text_digest(text: str) -> int:
+    """A text's 64-bit digest, as the embeddings files keep it (an alt text's row is found by it)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def write_embeddings(f, e: Embeddings) -> None:
@@ -967,6 +973,9 @@ def write_embeddings(f, e: Embeddings) -> None:
         text=np.asarray(e.text, np.float16),
         text_owner=np.asarray(e.text_owner, np.int32),
         text_kind=np.asarray(e.text_kind, np.uint8),
+        text_digest=np.asarray(
+            e.text_digest if e.text_digest is not None else np.zeros(len(e.text_kind)), np.uint64
+        ),
         model=np.asarray(e.model),
         source=np.asarray(e.source),
     )
@@ -988,13 +997,16 @@ def read_embeddings(path: str | os.PathLike) -> Embeddings:
                 text=z["text"],
                 text_owner=z["text_owner"],
                 text_kind=z["text_kind"],
+                text_digest=z["text_digest"],
                 model=str(z["model"]),
                 source=str(z["source"]),
             )
     except (OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"not a whole embeddings file ({e})") from None
     n = len(out.keys)
-    if out.image.shape[0] != n or len(out.text) != len(out.text_owner) or len(out.text) != len(out.text_kind):
+    if out.image.shape[0] != n or not len(out.text) == len(out.text_owner) == len(out.text_kind) == len(
+        out.text_digest
+    ):
         raise ValueError("its arrays disagree in length")
     if len(out.text_owner) and (out.text_owner.min() < 0 or out.text_owner.max() >= n):
         raise ValueError("a text is owned by no record")
@@ -1010,6 +1022,7 @@ __all__ = [
     "Attribute",
     "Embeddings",
     "EMBEDDINGS_VERSION",
+    "text_digest",
     "read_embeddings",
     "write_embeddings",
     "Candidate",

@@ -16,10 +16,15 @@ def curate_summary(stats: dict, out: str | Path) -> str:
         f"\n  {name}: {n:,} harvested images within the threshold of its {stats['eval_sets'][name]['images']:,}"
         for name, n in stats["contamination"].items()
     )
+    amended = "".join(
+        f"amended by {name}: {n.get('records', 0):,} records kept with {n.get('dropped', 0):,} texts dropped\n"
+        for name, n in (stats.get("amended") or {}).items()
+    )
     return (
         f"{read:,} records read, {kept:,} kept in {stats['seconds']:.1f} s "
         f"(per split: {', '.join(f'{s} {n:,}' for s, n in stats['kept'].items())})\n"
         f"removed:\n{table(stats['removed']) if stats['removed'] else '  nothing'}\n"
+        f"{amended}"
         f"balancing at t={stats['balance']['t']:,}: {b['entries']:,} entries, {b['head_entries']:,} above t; "
         f"matches {b['matches']:,} -> {a['matches']:,}\n"
         f"  {stats['balance']['explained']}\n"
@@ -32,22 +37,13 @@ def curate_summary(stats: dict, out: str | Path) -> str:
 
 
 def curate_options(args):
+    """The curation's options from the flags `add_curate_flags` made."""
+    from entitynet import options
+    from entitynet.curation import filters
     from entitynet.curation.plan import CurateOptions
 
-    return CurateOptions(
-        t=args.t,
-        seed=args.seed,
-        near_dup_threshold=None if args.no_near_dup else args.near_dup_threshold,
-        decontam_threshold=args.decontam_threshold,
-        subset_roots=tuple(args.subset_root or ()),
-        balance_splits=tuple(args.balance_split or ("train",)),
-        output=args.output,
-        num_shards=args.num_shards,
-        embeddings=args.embeddings or "",
-        clip_score_min=args.clip_score_min,
-        clip_score_top=args.clip_score_top,
-        semdedup_threshold=args.semdedup_threshold,
-        semdedup_clusters=args.semdedup_clusters,
+    return CurateOptions.of(
+        **options.values(args, options.declared(CurateOptions)), **options.values(args, filters.options())
     )
 
 
@@ -81,61 +77,16 @@ def cmd_curate(args, beam_args) -> int:
     return 0
 
 
-def add_curate_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--t", type=int, default=20_000, help="MetaCLIP's per-entry threshold")
-    p.add_argument("--seed", type=int, default=0, help="seed of the balancing draws")
-    p.add_argument(
-        "--near-dup-threshold",
-        type=int,
-        default=4,
-        metavar="BITS",
-        help="Hamming distance of near-duplicates",
-    )
-    p.add_argument("--no-near-dup", action="store_true", help="do not merge near-duplicates")
-    p.add_argument(
-        "--decontam-threshold", type=int, default=4, metavar="BITS", help="Hamming distance to an eval image"
-    )
-    p.add_argument(
-        "--subset-root",
-        action="append",
-        metavar="QID",
-        help="keep records with an entity below this root (repeatable), e.g. Q729 Q756",
-    )
-    p.add_argument(
-        "--balance-split", action="append", metavar="SPLIT", help="splits to balance (default: train)"
-    )
-    p.add_argument("--output", choices=("shards", "subset"), default="shards")
-    p.add_argument(
-        "--embeddings",
-        metavar="DIR",
-        help="an `entitynet embed` output of the input shards: the context of the model filters",
-    )
-    p.add_argument(
-        "--clip-score-min",
-        type=float,
-        metavar="COSINE",
-        help="remove a record whose image matches none of its texts (alt texts, KG captions) this well "
-        "(DataComp's CLIP score; removal reason clip_score)",
-    )
-    p.add_argument(
-        "--clip-score-top",
-        type=float,
-        metavar="FRACTION",
-        help="keep only this fraction of the records, those with the best CLIP scores (DataComp's top 30%%: 0.3)",
-    )
-    p.add_argument(
-        "--semdedup-threshold",
-        type=float,
-        metavar="COSINE",
-        help="semantic deduplication: of records whose image embeddings are this close, keep one "
-        "(the largest image, then the smallest key; removal reason semantic_duplicate)",
-    )
-    p.add_argument(
-        "--semdedup-clusters",
-        type=int,
-        default=0,
-        help="k-means clusters (0: about the square root of the records)",
-    )
+def add_curate_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """The curation's flags, made from the declarations of its options (`CurateOptions`) and of
+    its filters' (`entitynet.curation.filters`); `skip`: fields another group of flags sets."""
+    from entitynet import options
+    from entitynet.curation import filters
+    from entitynet.curation.plan import CurateOptions
+
+    own = [o for o in options.declared(CurateOptions) if o.field not in skip]
+    options.add_flags(p, own)
+    options.add_flags(p.add_argument_group("filters (on `entitynet embed`'s embeddings)"), filters.options())
 
 
 def add_parser(sub) -> None:
@@ -156,7 +107,6 @@ def add_parser(sub) -> None:
         help="evaluation set: ImageFolder dir, TFDS dataset dir, or tfds:NAME[:SPLIT] (repeatable)",
     )
     cu.add_argument("--tfds-data-dir", metavar="DIR", help="where tfds:NAME datasets are prepared")
-    cu.add_argument("--num-shards", type=int, default=4, help="shards per split of the output")
     cu.add_argument("--out", required=True, metavar="DIR")
     add_curate_flags(cu)
     cu.set_defaults(func=cmd_curate, beam=True)

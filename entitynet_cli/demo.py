@@ -261,7 +261,6 @@ def _model_filtered(args, out: Path, entities, beam_args) -> Path:
     the model filter: the worst-scoring tenth by CLIP score goes. Semantic deduplication only when
     asked (--semdedup-threshold): the tiny model's 64-d space puts different renders of one entity
     within 0.995 of each other (a fifth of the harvest), which would take them for copies."""
-    import dataclasses
 
     from beam_pipelines import curate
     from train.embed import run as embed
@@ -276,11 +275,8 @@ def _model_filtered(args, out: Path, entities, beam_args) -> Path:
         f"embedded {stats['records']:,} records and {stats['texts']:,} texts ({stats['dim']}-d) in "
         f"{stats['seconds']:.1f} s: {out / 'embeddings'}"
     )
-    opts = dataclasses.replace(
-        curate_options(args),
-        embeddings=str(out / "embeddings"),
-        clip_score_top=args.clip_score_top or 0.9,
-        semdedup_threshold=args.semdedup_threshold,
+    opts = curate_options(args).replace(
+        embeddings=str(out / "embeddings"), clip_score_top=args.clip_score_top or 0.9
     )
     target = out / "curated-model"
     cstats = curate.run(
@@ -307,7 +303,7 @@ def add_parser(sub) -> None:
         help="queries and harvest for the N entities with most sitelinks only (a quick look)",
     )
     add_harvest_flags(d)
-    add_curate_flags(d)
+    add_curate_flags(d, skip=("num_shards",))  # the harvest's --num-shards sets both
     d.add_argument("--train-steps", type=int, default=400, help="training steps of the tiny CLIP")
     d.add_argument(
         "--ablation-steps",

@@ -262,17 +262,11 @@ def backend_summary() -> str:
 
 def add_backend_options(h: argparse.ArgumentParser) -> None:
     """Each backend's own options, as its module declares them (`entitynet.search.registry`)."""
+    from entitynet.options import add_flags
     from entitynet.search import registry
 
-    for o, users in registry.options():
-        kwargs: dict = {"help": f"{', '.join(users)}: {o.help}", "metavar": o.metavar}
-        if o.repeat:
-            kwargs["action"] = "append"
-        else:
-            kwargs.update(type=o.type, default=o.default)
-        if o.choices:
-            kwargs.update(choices=o.choices, metavar=None)
-        h.add_argument(o.flag, dest=o.field, **kwargs)
+    declared = registry.options()
+    add_flags(h, [o for o, _ in declared], {o.flag: f"{', '.join(users)}: " for o, users in declared})
 
 
 def backend_values(args) -> dict:

@@ -34,6 +34,7 @@ from entitynet.records import (
     Embeddings,
     decode_for_training,
     read_embeddings,
+    text_digest,
     write_embeddings,
 )
 from entitynet.text import tokenizer as tokenizers
@@ -102,7 +103,7 @@ class ShardEmbedder:
         return out
 
     def shard(self, path: str, model: str, progress: Progress) -> Embeddings:
-        keys, images, texts, owner, kind = [], [], [], [], []
+        keys, images, texts, owner, kind, digest = [], [], [], [], [], []
         jpegs: list[bytes] = []
 
         def flush() -> None:
@@ -115,15 +116,12 @@ class ShardEmbedder:
             row = len(keys)
             keys.append(r.key)
             jpegs.append(r.jpeg)
-            for text in r.alt_texts:
+            labels = [self.labels[e] for e in dict.fromkeys(r.entity_ids) if e in self.labels]
+            for k, text in [("alt", t) for t in r.alt_texts] + [("kg", t) for t in labels]:
                 texts.append(text)
                 owner.append(row)
-                kind.append(TEXT_KINDS.index("alt"))
-            for e in dict.fromkeys(r.entity_ids):
-                if e in self.labels:
-                    texts.append(self.labels[e])
-                    owner.append(row)
-                    kind.append(TEXT_KINDS.index("kg"))
+                kind.append(TEXT_KINDS.index(k))
+                digest.append(text_digest(text))
             if len(jpegs) == self.batch:
                 flush()
         flush()
@@ -134,6 +132,7 @@ class ShardEmbedder:
             text=self._texts(texts) if texts else np.zeros((0, dim), np.float16),
             text_owner=np.asarray(owner, np.int32),
             text_kind=np.asarray(kind, np.uint8),
+            text_digest=np.asarray(digest, np.uint64),
             model=model,
             source=shard_stamp(path),
         )

@@ -95,6 +95,7 @@ def write_card(
         "",
         "![removed](plots/removed.png)",
         "",
+        *amended_lines(stats.get("amended") or {}),
         *(unimaged_lib.card_lines(stats["unimaged"], unimaged or []) if "unimaged" in stats else []),
         "## Evaluation-set decontamination",
         "",
@@ -113,3 +114,17 @@ def write_card(
     with atomic_open(card) as f:
         f.write("\n".join(lines))
     return card
+
+
+def amended_lines(amended: dict[str, dict[str, int]]) -> list[str]:
+    """The records the filters kept changed (an alt text dropped, say), per filter."""
+    if not amended:
+        return []
+    return [
+        "Kept, amended by a filter (the texts it dropped):",
+        "",
+        "| filter | records | dropped |",
+        "|---|---:|---:|",
+        *(f"| {f} | {a.get('records', 0):,} | {a.get('dropped', 0):,} |" for f, a in amended.items()),
+        "",
+    ]

@@ -4,61 +4,101 @@ near-duplicate group and its representative), and the merge of one near-duplicat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 from entitynet import records
 from entitynet.curation import neardup
 from entitynet.curation.evalsets import EvalSet, contaminated
 from entitynet.errors import ConfigError
+from entitynet.options import check_all, declared, option
 from entitynet.records import ImageRecord
 
 
 @dataclass(frozen=True)
 class CurateOptions:
-    t: int = 20_000  # MetaCLIP's per-entry threshold
-    seed: int = 0
-    near_dup_threshold: int | None = 4  # Hamming distance over 64-bit pHashes; None: no near-dup merge
-    decontam_threshold: int = 4
-    subset_roots: tuple[str, ...] = ()
-    balance_splits: tuple[str, ...] = ("train",)  # other splits are deduplicated and decontaminated only
-    output: str = "shards"  # or "subset": a sorted key list per split instead of new shards
-    num_shards: int = 4
-    embeddings: str = ""  # an `entitynet embed` output: the model filters' context
-    clip_score_min: float | None = None  # the clip_score filter (entitynet.curation.filters)
-    clip_score_top: float | None = None
-    semdedup_threshold: float | None = None  # semantic deduplication (entitynet.curation.semdedup)
-    semdedup_clusters: int = 0  # k-means clusters; 0: about sqrt(records)
+    """A curation's options, each declared once (`entitynet.options`): the `curate` command's
+    flags are made from these fields and from the filters' declarations, whose values
+    `filter_options` holds (`CurateOptions.of(t=..., clip_score_min=...)` sorts them out)."""
+
+    t: int = option(20_000, "MetaCLIP's per-entry threshold", low=1)
+    seed: int = option(0, "seed of the balancing draws")
+    near_dup_threshold: int | None = option(
+        4,
+        "Hamming distance over 64-bit pHashes of near-duplicates",
+        metavar="BITS",
+        low=0,
+        high=32,
+        off_flag="--no-near-dup",
+        off_help="do not merge near-duplicates",
+    )
+    decontam_threshold: int = option(
+        4, "Hamming distance to an evaluation image", metavar="BITS", low=0, high=32
+    )
+    subset_roots: tuple[str, ...] = option(
+        (),
+        "keep records with an entity below this root (repeatable), e.g. Q729 Q756",
+        flag="--subset-root",
+        metavar="QID",
+        repeat=True,
+    )
+    balance_splits: tuple[str, ...] = option(
+        ("train",),
+        "a split to balance (repeatable; default: train); the others are deduplicated and decontaminated only",
+        flag="--balance-split",
+        metavar="SPLIT",
+        repeat=True,
+    )
+    output: str = option(
+        "shards",
+        "new shards, or a subset (sorted key lists over the input shards)",
+        choices=("shards", "subset"),
+    )
+    num_shards: int = option(4, "shards per split of the output", metavar="N", low=1)
+    embeddings: str = option(
+        "",
+        "an `entitynet embed` output of the input shards: the context of the model filters",
+        metavar="DIR",
+    )
+    filter_options: tuple[tuple[str, Any], ...] = ()  # (field, value) of the filters' options
 
     def __post_init__(self):
-        if self.t < 1:
-            raise ConfigError(f"--t must be at least 1, got {self.t}")
+        check_all(self, declared(CurateOptions))
         if self.output not in ("shards", "subset"):
             raise ConfigError(f"unknown --output {self.output!r}: use shards or subset")
-        for k in (self.near_dup_threshold, self.decontam_threshold):
-            if k is not None and not 0 <= k <= 32:
-                raise ConfigError(f"Hamming thresholds must be within 0..32, got {k}")
-        if self.num_shards < 1:
-            raise ConfigError("--num-shards must be at least 1")
-        if self.filters and not self.embeddings:
-            raise ConfigError(
-                "--clip-score-min and --clip-score-top need --embeddings DIR (`entitynet embed`)"
-            )
-        if self.semdedup_threshold is not None:
-            if not self.embeddings:
-                raise ConfigError("--semdedup-threshold needs --embeddings DIR (`entitynet embed`)")
-            if not 0.0 < self.semdedup_threshold <= 1.0:
-                raise ConfigError(
-                    f"--semdedup-threshold must be a cosine within (0, 1], got {self.semdedup_threshold}"
-                )
-            if self.semdedup_clusters < 0:
-                raise ConfigError(f"--semdedup-clusters must be >= 0, got {self.semdedup_clusters}")
+        _ = self.filters  # refuses what the filters refuse
+
+    @classmethod
+    def of(cls, **given: Any) -> CurateOptions:
+        """Options from fields of this class and filter options, by name."""
+        from entitynet.curation import filters
+
+        own = {f.name for f in fields(cls)}
+        defaults = {o.field: o.default for o in filters.options()}
+        return cls(
+            **{k: v for k, v in given.items() if k in own},
+            filter_options=tuple(
+                sorted((k, v) for k, v in given.items() if k not in own and (k not in defaults or v != defaults[k]))
+            ),
+        )
+
+    def replace(self, **given: Any) -> CurateOptions:
+        """A copy with some fields or filter options changed."""
+        return CurateOptions.of(**{**asdict_shallow(self), **dict(self.filter_options), **given})
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return dict(self.filter_options).get(name, default)
 
     @property
-    def filters(self) -> tuple:
-        """The record filters these options turn on, in the order the chain runs them."""
-        from entitynet.curation.filters import filter_chain
+    def filters(self):
+        """The filters these options turn on, in the order the chain runs them."""
+        from entitynet.curation import filters
 
-        return filter_chain(self.clip_score_min, self.clip_score_top)
+        return filters.chain(dict(self.filter_options), self.embeddings)
+
+
+def asdict_shallow(opts: CurateOptions) -> dict[str, Any]:
+    return {f.name: getattr(opts, f.name) for f in fields(opts) if f.name != "filter_options"}
 
 
 def plan(items: list[tuple[str, int, int]], eval_sets: list[EvalSet], opts: CurateOptions) -> dict:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from entitynet.errors import ConfigError
+from entitynet.options import Option
 
 # how the harvest uses a backend, in the order --backend's help lists them
 GROUPS = {
@@ -28,33 +29,6 @@ GROUPS = {
     "identifier": "by the entities' identifiers",
     "whole": "files read whole",
 }
-
-
-@dataclass(frozen=True)
-class Option:
-    """One option of a backend, declared once: the `SearchSpec` field it sets, the flag that sets
-    it, its help and default, and the inclusive range a number must be in (checked on the spec)."""
-
-    field: str  # a `SearchSpec` field, or a name of the spec's `options` (`SearchSpec.option`)
-    flag: str
-    help: str
-    type: type = str
-    default: Any = None
-    choices: tuple = ()
-    metavar: str | None = None
-    repeat: bool = False  # the flag may be given several times (a list)
-    low: float | None = None
-    high: float | None = None
-
-    def check(self, value) -> None:
-        """A ConfigError naming the flag when `value` is outside the declared range."""
-        if value is None or (self.low is None and self.high is None):
-            return
-        low = self.low if self.low is not None else float("-inf")
-        high = self.high if self.high is not None else float("inf")
-        if not low <= value <= high:
-            shown = "..".join(f"{x:g}" for x in (low, high))
-            raise ConfigError(f"{self.flag} must be within {shown}, got {value}")
 
 
 @dataclass(frozen=True)
