@@ -3,20 +3,24 @@
     entitynet curate --shards out/shards --entities out/kg/entities.jsonl --t 20000 \\
         --decontaminate eval/imagefolder --out out/curated
 
-Graph:
+Graph: a chain of stages (`StageOut`: the records a stage keeps go to the next; its removals
+and side counts are gathered whatever the stage):
 
     shards ─► ReadShard (split, record)
-      ├─► (key, phash, pixels) ─► Contaminated: join with the evaluation sets' hashes on band
-      │     buckets ─► (key, set)                                    (beam_pipelines/neardup.py)
-      │   clean ones ─► NearDupGroups: band buckets ─► pairs within k ─► connected components
-      │     ─► (key, representative)
-      └─► CoGroupByKey(key) with both: drop contaminated, key by representative ─► GroupByKey
-          ─► merge the group
-          ─► subset filter (lineage roots) ─► entries (Aho-Corasick over alt texts ∪ finding entities)
-          ─► CombineGlobally(count per entry) over the balanced splits              [side input]
-          ─► Balance: keep when any entry's draw < t / max(count, t)
-          ─► shards (GroupByKey (split, shard) ─► WriteShard) or sorted key files merged by the
-             driver into subset.npz as a stream
+      ─► Deduplicate: (key, phash, pixels) ─► Contaminated: join with the evaluation sets' hashes
+      │    on band buckets ─► (key, set); clean ones ─► NearDupGroups: band buckets ─► pairs within
+      │    k ─► connected components ─► (key, representative)            (beam_pipelines/neardup.py)
+      │    ─► CoGroupByKey(key) with both: drop contaminated, key by representative ─► merge groups
+      ─► RunFilters (when options turn filters on; `entitynet.curation.filters`): context joined by
+      │    key (embeddings), record filters in order (ranked ones get a quantile threshold as a
+      │    side input), then each group filter (GroupFilter: fit on a fixed sample, group, decide)
+      ─► SelectEntries: subset (lineage roots) ─► entries (Aho-Corasick over alt texts ∪ finding
+      │    entities)
+      ─► Balance: CombineGlobally(count per entry) over the balanced splits [side input] ─► keep
+      │    when any entry's draw < t / max(count, t)
+      ─► shards (GroupByKey (split, shard) ─► WriteShard) or sorted key files merged by the
+         driver into subset.npz as a stream
+    every stage's removals ─► removed/ (sharded by key) and counts per reason
     harvest candidates/*.jsonl, records read, kept and removed ─► Count per (kind, entity[, reason])
     finish (combined counts: per entry, per split, per reason, per type, per entity) ─►
            curation_stats.json, entry_counts.tsv, unimaged_entities.tsv, DATACARD.md, TFDS metadata
@@ -41,6 +45,7 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -144,9 +149,151 @@ class Entries(beam.DoFn):
         yield split, r, entries
 
 
+class StageOut(NamedTuple):
+    """What a stage of the curation chain gives: the records it keeps (the next stage's input), the
+    Removal of each record it removes, and its side products by name (counts for the stats)."""
+
+    records: Any
+    removed: Any
+    side: dict
+
+
+class Deduplicate(beam.PTransform):
+    """The chain's first stage, on the records' perceptual hashes: decontamination (a record within
+    the threshold of an evaluation image goes as "contaminated:<set>") and near-duplicate merging
+    (a group of records within the threshold of each other becomes its representative, carrying
+    the others' texts; they go as "near_duplicate"), applied in one join of the records. Side:
+    "neardup", the near-duplicate search's counts (capped buckets, unconverged edges)."""
+
+    def __init__(self, opts: CurateOptions, eval_index: str, eval_images: int, total: int):
+        super().__init__()
+        self.opts, self.eval_index, self.eval_images, self.total = opts, eval_index, eval_images, total
+
+    def expand(self, recs):
+        p, opts, total = recs.pipeline, self.opts, self.total
+        # phash as a signed 64-bit int: Beam's integer coder carries no larger (neardup reads it mod 2**64)
+        hashes = recs | "HashOf" >> beam.Map(
+            lambda sr: (
+                sr[1].key,
+                sr[1].phash - (1 << 64) if sr[1].phash >= 1 << 63 else sr[1].phash,
+                sr[1].width * sr[1].height,
+            )
+        )
+        if self.eval_index and self.eval_images:
+            bands = neardup.choose_bands(total, self.eval_images, opts.decontam_threshold)
+            dirty = (
+                hashes
+                | "KeyHash" >> beam.Map(lambda t: (t[0], t[1]))
+                | Contaminated(self.eval_index, opts.decontam_threshold, bands)
+            )
+        else:
+            dirty = p | "NoEvalSets" >> beam.Create([])
+        joined_hashes = {
+            "hash": hashes | "HashByKey" >> beam.Map(lambda t: (t[0], t)),
+            "dirty": dirty,
+        } | "JoinDirty" >> beam.CoGroupByKey()
+        clean = joined_hashes | "Clean" >> beam.FlatMap(
+            lambda kv: [] if kv[1]["dirty"] else list(kv[1]["hash"])
+        )
+        if opts.near_dup_threshold is not None:
+            k = opts.near_dup_threshold
+            groups = clean | NearDupGroups(k, neardup.choose_bands(total, total, k))
+            reps, capped, unconverged = groups["representative"], groups["capped"], groups["unconverged"]
+        else:
+            reps = p | "NoNearDup" >> beam.Create([])
+            capped = p | "NoCapped" >> beam.Create([])
+            unconverged = p | "NoUnconverged" >> beam.Create([0])
+        applied = (
+            {
+                "record": recs | "RecordByKey" >> beam.Map(lambda sr: (sr[1].key, sr)),
+                "dirty": dirty,
+                "rep": reps,
+            }
+            | "JoinPlan" >> beam.CoGroupByKey()
+            | "Apply"
+            >> beam.ParDo(ApplyPlan())
+            .with_output_types(tuple[str, tuple[str, ImageRecord]])
+            .with_outputs("removed", "single", main="records")
+        )
+        neardup_counts = (
+            (
+                capped | "CappedBuckets" >> beam.Map(lambda n: Counter(capped_buckets=1, capped_members=n)),
+                unconverged | "Unconverged" >> beam.Map(lambda n: Counter(unconverged_edges=n)),
+            )
+            | "NearDupCounts" >> beam.Flatten()
+            | "SumNearDup" >> beam.CombineGlobally(SumCounters())
+        )
+        merged = (
+            applied.records
+            | "ByGroup" >> beam.GroupByKey()
+            | "Merge" >> beam.ParDo(MergeGroup()).with_outputs("removed", main="records")
+        )
+        return StageOut(
+            (merged.records, applied.single) | "AllRecords" >> beam.Flatten(),
+            (applied.removed, merged.removed) | "DedupRemovals" >> beam.Flatten(),
+            {"neardup": neardup_counts},
+        )
+
+
+class SelectEntries(beam.PTransform):
+    """(split, record) -> (split, record, entries): the records of the subset (`Entries`: removed
+    as "outside_subset") that name an entry balancing counts (else "no_entry")."""
+
+    def __init__(self, entities: str, roots: tuple[str, ...]):
+        super().__init__()
+        self.entities, self.roots = entities, roots
+
+    def expand(self, items):
+        out = items | "Entries" >> beam.ParDo(Entries(self.entities, self.roots)).with_outputs(
+            "removed", main="records"
+        )
+        return StageOut(out.records, out.removed, {})
+
+
+class Balance(beam.PTransform):
+    """MetaCLIP's balancing of (split, record, entries) over the balanced splits: a record stays
+    when any of its entries' draws is below t / max(count, t) (else "balanced_out"), the entry
+    counts a side input combined over the records (bounded by the entries). Side: "counts_before"
+    and "counts_after", (entry, count) per entry."""
+
+    def __init__(self, t: int, seed: int, splits: tuple[str, ...]):
+        super().__init__()
+        self.t, self.seed, self.splits = t, seed, frozenset(splits)
+
+    def expand(self, items):
+        splits, t, seed = self.splits, self.t, self.seed
+
+        def entry_counts(pcoll, label):
+            return (
+                pcoll
+                | f"{label}ToBalance" >> beam.Filter(lambda sre: sre[0] in splits)
+                | f"{label}EntryOf" >> beam.FlatMap(lambda sre: sre[2])
+                | f"{label}CountEntries" >> beam.combiners.Count.PerElement()
+            )
+
+        def decide(sre, counts_):
+            split, r, entries = sre
+            if split not in splits or balance.keep(r.url, entries, counts_, t, seed):
+                yield split, r, entries
+            else:
+                yield beam.pvalue.TaggedOutput(
+                    "removed", Removal(r.key, "balanced_out", ",".join(entries), r.entity_ids)
+                )
+
+        before = entry_counts(items, "Before")
+        kept = items | "Draw" >> beam.ParDo(decide, beam.pvalue.AsDict(before)).with_outputs(
+            "removed", main="records"
+        )
+        return StageOut(
+            kept.records,
+            kept.removed,
+            {"counts_before": before, "counts_after": entry_counts(kept.records, "After")},
+        )
+
+
 class RunFilters(beam.PTransform):
-    """(split, record) -> (the records the chain keeps, the removals of the others, the amendments'
-    counts: (filter name, things dropped) per amended record). Each record's context is joined by
+    """(split, record) -> the records the filters keep, the removals of the others, and (side
+    "amended") the amendments' counts per (filter, "records" | "dropped"). Each record's context is joined by
     key (its embeddings, read by the workers from the embed output's files); the record filters
     run first, in order, then each group filter (`GroupFilter`) on what they kept. A filter with
     a `top` fraction gets its threshold from the quantiles of every record's score (a side input
@@ -191,7 +338,12 @@ class RunFilters(beam.PTransform):
             items, gone = items | f"Group{i}" >> GroupFilter(f, self.total)
             removed.append(gone)
         kept = items | "Unkey" >> beam.Map(lambda kv: kv[1][:2])
-        return kept, removed | "FilterRemovals" >> beam.Flatten(), out.amended
+        amended = (
+            out.amended
+            | "AmendedOf" >> beam.FlatMap(lambda nc: [((nc[0], "records"), 1), ((nc[0], "dropped"), nc[1])])
+            | "CountAmended" >> beam.CombinePerKey(sum)
+        )
+        return StageOut(kept, removed | "FilterRemovals" >> beam.Flatten(), {"amended": amended})
 
 
 class GroupFilter(beam.PTransform):
@@ -357,103 +509,27 @@ def build(
     the bands; `candidate_files`: the harvest's candidates files, counted per entity. The graph
     holds paths and options: workers read the files."""
     recs = p | "Shards" >> beam.Create(inputs) | "Read" >> beam.ParDo(ReadShard())
-    # phash as a signed 64-bit int: Beam's integer coder carries no larger (neardup reads it mod 2**64)
-    hashes = recs | "HashOf" >> beam.Map(
-        lambda sr: (
-            sr[1].key,
-            sr[1].phash - (1 << 64) if sr[1].phash >= 1 << 63 else sr[1].phash,
-            sr[1].width * sr[1].height,
-        )
-    )
-    if eval_index and eval_images:
-        bands = neardup.choose_bands(total, eval_images, opts.decontam_threshold)
-        dirty = (
-            hashes
-            | "KeyHash" >> beam.Map(lambda t: (t[0], t[1]))
-            | Contaminated(eval_index, opts.decontam_threshold, bands)
-        )
-    else:
-        dirty = p | "NoEvalSets" >> beam.Create([])
-    joined_hashes = {
-        "hash": hashes | "HashByKey" >> beam.Map(lambda t: (t[0], t)),
-        "dirty": dirty,
-    } | "JoinDirty" >> beam.CoGroupByKey()
-    clean = joined_hashes | "Clean" >> beam.FlatMap(lambda kv: [] if kv[1]["dirty"] else list(kv[1]["hash"]))
-    if opts.near_dup_threshold is not None:
-        k = opts.near_dup_threshold
-        groups = clean | NearDupGroups(k, neardup.choose_bands(total, total, k))
-        reps, capped, unconverged = groups["representative"], groups["capped"], groups["unconverged"]
-    else:
-        reps = p | "NoNearDup" >> beam.Create([])
-        capped = p | "NoCapped" >> beam.Create([])
-        unconverged = p | "NoUnconverged" >> beam.Create([0])
-    applied = (
-        {"record": recs | "RecordByKey" >> beam.Map(lambda sr: (sr[1].key, sr)), "dirty": dirty, "rep": reps}
-        | "JoinPlan" >> beam.CoGroupByKey()
-        | "Apply"
-        >> beam.ParDo(ApplyPlan())
-        .with_output_types(tuple[str, tuple[str, ImageRecord]])
-        .with_outputs("removed", "single", main="records")
-    )
-    neardup_counts = (
-        (
-            capped | "CappedBuckets" >> beam.Map(lambda n: Counter(capped_buckets=1, capped_members=n)),
-            unconverged | "Unconverged" >> beam.Map(lambda n: Counter(unconverged_edges=n)),
-        )
-        | "NearDupCounts" >> beam.Flatten()
-        | "SumNearDup" >> beam.CombineGlobally(SumCounters())
-    )
-    merged = (
-        applied.records
-        | "ByGroup" >> beam.GroupByKey()
-        | "Merge" >> beam.ParDo(MergeGroup()).with_outputs("removed", main="records")
-    )
-    everything = (merged.records, applied.single) | "AllRecords" >> beam.Flatten()
+    # the chain: each stage takes what the one before kept; its removals and side counts are
+    # gathered here, whatever the stage
     chain = opts.filters
-    if chain:  # the filters, run as one chain
-        everything, filtered_out, amended = everything | "RecordFilters" >> RunFilters(
-            chain, opts.embeddings, total
-        )
-    else:
-        filtered_out = p | "NoFilters" >> beam.Create([])
-        amended = p | "NoAmendments" >> beam.Create([])
-    amended_counts = (
-        amended
-        | "AmendedOf" >> beam.FlatMap(lambda nc: [((nc[0], "records"), 1), ((nc[0], "dropped"), nc[1])])
-        | "CountAmended" >> beam.CombinePerKey(sum)
-    )
-    matched = everything | "Entries" >> beam.ParDo(Entries(entities, tuple(opts.subset_roots))).with_outputs(
-        "removed", main="records"
-    )
-    balanced_splits = set(opts.balance_splits)
-    counts = (
-        matched.records
-        | "ToBalance" >> beam.Filter(lambda sre: sre[0] in balanced_splits)
-        | "EntryOf" >> beam.FlatMap(lambda sre: sre[2])
-        | "CountEntries" >> beam.combiners.Count.PerElement()
-    )
-
-    def decide(sre, counts_):
-        split, r, entries = sre
-        if split not in balanced_splits or balance.keep(r.url, entries, counts_, opts.t, opts.seed):
-            yield split, r, entries
-        else:
-            yield beam.pvalue.TaggedOutput(
-                "removed", Removal(r.key, "balanced_out", ",".join(entries), r.entity_ids)
-            )
-
-    kept = matched.records | "Balance" >> beam.ParDo(decide, beam.pvalue.AsDict(counts)).with_outputs(
-        "removed", main="records"
-    )
-    counts_after = (
-        kept.records
-        | "KeptToBalance" >> beam.Filter(lambda sre: sre[0] in balanced_splits)
-        | "KeptEntryOf" >> beam.FlatMap(lambda sre: sre[2])
-        | "CountKeptEntries" >> beam.combiners.Count.PerElement()
-    )
+    stages: list[tuple[str, beam.PTransform]] = [
+        ("Deduplicate", Deduplicate(opts, eval_index, eval_images, total)),
+        *([("RecordFilters", RunFilters(chain, opts.embeddings, total))] if chain else []),
+        ("SelectEntries", SelectEntries(entities, tuple(opts.subset_roots))),
+        ("Balance", Balance(opts.t, opts.seed, tuple(opts.balance_splits))),
+    ]
+    items, removed_by_stage, side = recs, [], {}
+    for label, stage in stages:
+        out = items | label >> stage
+        items = out.records
+        removed_by_stage.append(out.removed)
+        side.update(out.side)
+    kept = items
+    counts, counts_after, neardup_counts = side["counts_before"], side["counts_after"], side["neardup"]
+    amended_counts = side["amended"] if "amended" in side else p | "NoAmendments" >> beam.Create([])
     if opts.output == "shards":
         written = (
-            kept.records
+            kept
             | "ToShard"
             >> beam.Map(lambda sre: ((sre[0], shards.shard_of(sre[1].key, opts.num_shards)), sre[1]))
             | "ByShard" >> beam.GroupByKey()
@@ -462,26 +538,18 @@ def build(
     else:
         written = p | "NoShards" >> beam.Create([])
     kept_per_split = (
-        kept.records
+        kept
         | "SplitOfKept" >> beam.Map(lambda sre: sre[0])
         | "CountKept" >> (beam.combiners.Count.PerElement())
     )
     if opts.output == "subset":  # sorted key files, merged into subset.npz by the driver as a stream
-        key_files = kept.records | WriteKeys(out_dir, opts.num_shards)
+        key_files = kept | WriteKeys(out_dir, opts.num_shards)
     else:
         key_files = p | "NoKeyFiles" >> beam.Create([])
     types = (
-        kept.records
-        | "TypeOf" >> beam.ParDo(TypesOf(entities))
-        | "CountTypes" >> beam.combiners.Count.PerElement()
+        kept | "TypeOf" >> beam.ParDo(TypesOf(entities)) | "CountTypes" >> beam.combiners.Count.PerElement()
     )
-    removals = (
-        applied.removed,
-        merged.removed,
-        filtered_out,
-        matched.removed,
-        kept.removed,
-    ) | "Removed" >> beam.Flatten()
+    removals = removed_by_stage | "Removed" >> beam.Flatten()
     removed = (
         removals
         | "ReasonOf" >> beam.Map(lambda rm: rm.reason)
@@ -509,7 +577,7 @@ def build(
             recs
             | "HarvestedOf"
             >> beam.FlatMap(lambda sr: [("harvested", e) for e in sorted(set(sr[1].entity_ids))]),
-            kept.records | "KeptOf" >> beam.FlatMap(kept_entity_keys),
+            kept | "KeptOf" >> beam.FlatMap(kept_entity_keys),
             removals
             | "RemovedOf"
             >> beam.FlatMap(lambda rm: [("removed", e, rm.reason) for e in sorted(set(rm.entity_ids))]),
