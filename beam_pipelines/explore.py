@@ -11,6 +11,11 @@ Graph:
         ─► CoGroupByKey(key) ─► View (entitynet.explore.rows: the image's row, its counts)
         ─► CombinePerKey(count per (entity, status)) [side input, bounded by the entities]
         ─► ((entity, status, page by key digest), row) ─► GroupByKey ─► WritePage (sorted by key)
+    [--embeddings] the index's rows, in spans ─► Neighbours (each row's nearest other rows, from
+        the index beside the embeddings: entitynet.embedindex) ─► (key, (embedding, neighbours))
+        joined in JoinStatus: each row shows its neighbours; View also emits (entity, (key,
+        status, embedding)) ─► Top.PerKey(MAP_MAX by key digest) ─► WriteMap (PCA to 2-D,
+        one file per entity: memory bounded by MAP_MAX embeddings per entity)
     candidates/*.jsonl + outcomes/*.jsonl ─► CoGroupByKey(url) ─► counts per entity and outcome
     counts ─► CombineGlobally(sum) ─► finish: the summed counts and pages per entity, from which the
            driver writes data/index.js (one row per entity + the summary; an entity without images
@@ -31,9 +36,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 
 from beam_pipelines.common import ReadShard, SumCounters, run_pipeline, shard_inputs
-from entitynet import records, shards
+from entitynet import embedindex, records, shards
 from entitynet.errors import ConfigError
 from entitynet.explore import evals, rows, site
 from entitynet.harvest import NOT_FETCHED
@@ -66,13 +72,36 @@ class Thumb(beam.DoFn):
         yield r.key, dataclasses.replace(r, jpeg=b"")
 
 
-class View(beam.DoFn):
-    """(key, {record, kept, removed}) -> ((entity, status), row) for each entity the record is
-    linked to; its counts on "counts". The query texts (query id -> text) are read once per worker
-    from the JSON file `queries` ("": none)."""
+class Neighbours(beam.DoFn):
+    """(start, stop): a span of rows of the index of `emb_dir` -> (key, (image embedding, its `k`
+    nearest other records as [[key, score], ...])) for each row. The index is opened once per
+    worker (memory-mapped)."""
 
-    def __init__(self, size: int, curated: bool, queries: str):
+    SPAN = 1024  # rows searched at once
+
+    def __init__(self, emb_dir: str, k: int):
+        self.emb_dir, self.k = emb_dir, k
+
+    def setup(self):
+        self.index = embedindex.EmbeddingIndex(self.emb_dir)
+
+    def process(self, span):
+        start, stop = span
+        ix = self.index
+        for row, hits in zip(range(start, stop), ix.neighbours(start, stop, self.k), strict=True):
+            near = [[ix.key(r), round(score, 4)] for score, r in hits]
+            yield ix.key(row), (np.array(ix.vectors[row]), near)
+
+
+class View(beam.DoFn):
+    """(key, {record, kept, removed[, embedding]}) -> ((entity, status), row) for each entity the
+    record is linked to; its counts on "counts"; with embeddings, the row shows its neighbours and
+    (entity, (key, status, embedding)) goes on "points" for the entity's map. The query texts
+    (query id -> text) are read once per worker from the JSON file `queries` ("": none)."""
+
+    def __init__(self, size: int, curated: bool, queries: str, embedded: bool = False):
         self.size, self.curated, self.queries_file = size, curated, queries
+        self.embedded = embedded
 
     def setup(self):
         data = STORE.read(self.queries_file) if self.queries_file else None
@@ -81,13 +110,21 @@ class View(beam.DoFn):
     def process(self, kv):
         _, joined = kv
         removals = list(joined["removed"])
+        emb = next(iter(joined.get("embedding", ())), None)
         for r in joined["record"]:
             kept = bool(list(joined["kept"])) if self.curated else None
             row = rows.image_row(r, site.thumb_path(r.key, self.size), kept, removals, self.queries)
-            yield beam.pvalue.TaggedOutput("counts", rows.record_counts(r, kept, removals))
+            counts = rows.record_counts(r, kept, removals)
+            if self.embedded:
+                row["neighbours"] = emb[1] if emb is not None else None
+                if emb is not None:
+                    counts += rows.embedded_counts(r)
+            yield beam.pvalue.TaggedOutput("counts", counts)
             status = rows.status_of(kept)
             for e in r.entity_ids:
                 yield (e, status), row
+                if emb is not None:
+                    yield beam.pvalue.TaggedOutput("points", (e, (r.key, status, emb[0])))
 
 
 def _file_lines(path: str):
@@ -129,14 +166,34 @@ def build(p, inputs: dict, queries: str, opts: dict, out_dir: str, staged: str) 
     removed = _lines(p, "Removed", inputs["removed"], lambda line: records.from_json(Removal, line)) | (
         "RemovedByKey" >> beam.Map(lambda rm: (rm.key, rm))
     )
+    joins = {"record": recs, "kept": kept, "removed": removed}
+    emb_dir = opts.get("embeddings") or ""
+    if emb_dir:
+        joins["embedding"] = (
+            p
+            | "IndexSpans" >> beam.Create(inputs["index_spans"])
+            | "Neighbours" >> beam.ParDo(Neighbours(emb_dir, opts["neighbours"]))
+        )
     viewed = (
-        {"record": recs, "kept": kept, "removed": removed}
+        joins
         | "JoinStatus" >> beam.CoGroupByKey()
         | "View"
-        >> beam.ParDo(View(size, curated, queries))
+        >> beam.ParDo(View(size, curated, queries, bool(emb_dir)))
         .with_output_types(tuple[tuple[str, str], dict])
-        .with_outputs("counts", main="rows")
+        .with_outputs("counts", "points", main="rows")
     )
+    if emb_dir:
+
+        def write_map(kv):
+            e, points = kv
+            site.write_data(STORE, out_dir, site.map_path(e), rows.entity_map(e, points))
+            yield e
+
+        (
+            viewed.points
+            | "MapSample" >> beam.combiners.Top.PerKey(rows.MAP_MAX, key=lambda p: -rows.map_rank(p[0]))
+            | "WriteMap" >> beam.FlatMap(write_map)
+        )
     per_page = viewed.rows | "CountPerEntity" >> beam.combiners.Count.PerKey()
 
     def to_page(item, pages):
@@ -286,19 +343,46 @@ def run(
     thumb_size: int = THUMB_SIZE,
     page_size: int = site.PAGE_SIZE,
     beam_args: list[str] | None = None,
+    embeddings: str | None = None,
+    say=None,
 ) -> dict:
     """Build the explorer site of `data_dir` into `out_dir`; returns what it holds. `entities`: the
     path of entities.jsonl, or the entities; the driver makes the index of them from the pipeline's
     counts. `queries` (query id -> text) go to a staged file that the workers read: the job graph
-    holds no data."""
+    holds no data. `embeddings`: an `entitynet embed` output of the dataset (or of its harvest):
+    each image then shows its nearest neighbours, each entity a map of its images; its index is
+    built first when it has none or a stale one (`say` tells which, one line)."""
     started = time.time()
     inputs, summary = inputs_of(data_dir)
     # checked before any work; one page per evaluation even when given twice
     result_dirs = list(dict.fromkeys(d.resolve() for path in eval_paths for d in evals.eval_dirs(path)))
     if os.path.abspath(out_dir) in {os.path.abspath(data_dir), summary["harvest_dir"]}:
         raise ConfigError(f"--out {out_dir} is the dataset itself; give a directory of its own")
+    say = say or (lambda line: log.warning("%s", line))
+    index_manifest = None
+    if embeddings:
+        if is_remote(embeddings):
+            raise ConfigError(f"--embeddings {embeddings}: give a local `entitynet embed` output")
+        covered = str(Path(embedindex.embed_config(embeddings).get("shards", "")))
+        if covered not in {summary["dir"], summary["harvest_dir"]}:
+            say(
+                f"--embeddings {embeddings} embeds {covered}, not {data_dir} or its harvest: images it does "
+                "not cover show no neighbours, and neighbours outside this dataset no thumbnail"
+            )
+        index_manifest = embedindex.ensure(embeddings, say=say)
+        n = index_manifest["records"]
+        inputs["index_spans"] = [(s, min(s + Neighbours.SPAN, n)) for s in range(0, n, Neighbours.SPAN)]
+        summary["embeddings"] = {
+            "dir": _absolute(embeddings),
+            "index": index_manifest["kind"],
+            "records": n,
+            "neighbours": rows.NEIGHBOURS,
+            "map_max": rows.MAP_MAX,
+        }
     opts = {"thumb_size": thumb_size, "page_size": page_size}
     built_from = {"dataset": summary["dir"], "harvest": summary["harvest_dir"], **opts}
+    if embeddings:
+        built_from["embeddings"] = _absolute(embeddings)
     site.check_target(out_dir)
     with OutputLock(out_dir, "explore", STORE):
         site.prepare(out_dir, built_from)
@@ -308,7 +392,12 @@ def run(
         try:
             if texts:
                 STORE.write(texts, json.dumps(queries, ensure_ascii=False).encode())
-            run_pipeline(lambda p: build(p, inputs, texts, opts, out_dir, staged), beam_args)
+            build_opts = {
+                **opts,
+                "embeddings": _absolute(embeddings) if embeddings else "",
+                "neighbours": rows.NEIGHBOURS,
+            }
+            run_pipeline(lambda p: build(p, inputs, texts, build_opts, out_dir, staged), beam_args)
             found = json.loads(Path(staged).read_text(encoding="utf-8"))
         finally:
             Path(staged).unlink(missing_ok=True)
@@ -345,5 +434,7 @@ def run(
         "unimaged": summary["unimaged"],
         "images": summary["harvest"]["records"],
         "evaluations": len(evaluations),
+        "embedded": counts.get(("records_embedded", ""), 0) if embeddings else None,
+        "mapped": sum(1 for row in index if row["map"]) if embeddings else None,
         "seconds": round(time.time() - started, 1),
     }

@@ -248,6 +248,7 @@ def cmd_demo(args, beam_args) -> int:
         {q.id: q.text for q in queries},
         [str(out / "train")],
         beam_args=beam_args,
+        embeddings=str(out / "embeddings"),
     )
     print(explore_summary(site))
     print(f"report: {main_result['report']}")
@@ -270,6 +271,7 @@ def _model_filtered(args, out: Path, entities, beam_args) -> Path:
         str(out / "train"),
         str(out / "embeddings"),
         entities=str(out / "kg" / "entities.jsonl"),
+        index="auto",
     )
     print(
         f"embedded {stats['records']:,} records and {stats['texts']:,} texts ({stats['dim']}-d) in "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from pathlib import Path
 
 from entitynet.errors import ConfigError
@@ -21,7 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "or curated dataset: an index of entities with their counts and link statistics, a page per entity "
         "with every image, its texts, licence, the queries and evidence that linked it and why curation "
         "removed it; and with --eval, per class the held-out images with their top-5 predictions and the "
-        "most confused pairs. Open DIR/index.html from disk, or --serve it. Arguments after the known flags "
+        "most confused pairs; with --embeddings, each image's nearest neighbours and a 2-D map of each "
+        "entity's images. Open DIR/index.html from disk, or --serve it. Arguments after the known flags "
         "are passed to Apache Beam.",
     )
     e.add_argument("dataset", metavar="DIR", help="the --out of `entitynet harvest` or `entitynet curate`")
@@ -34,6 +36,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         action="append",
         metavar="DIR",
         help="an `entitynet eval` output directory, or a run's workdir (all its evaluations); repeatable",
+    )
+    e.add_argument(
+        "--embeddings",
+        metavar="DIR",
+        help="an `entitynet embed` output of the dataset or its harvest (local): each image shows its "
+        "nearest neighbours with their scores, each entity page a map of its images (PCA of their "
+        "embeddings); its index is built first when it has none or a stale one",
     )
     e.add_argument("--out", metavar="DIR", help="where to write the site (default: DATASET/../explorer)")
     from entitynet.explore.site import PAGE_SIZE
@@ -56,9 +65,15 @@ def default_site(dataset: str) -> str:
 
 
 def explore_summary(result: dict) -> str:
+    near = ""
+    if result.get("embedded") is not None:
+        near = (
+            f", {result['embedded']:,} with their nearest neighbours, "
+            f"{result['mapped']:,} entit{'y' if result['mapped'] == 1 else 'ies'} mapped"
+        )
     return (
         f"explorer: {result['entities']:,} entities ({result.get('unimaged', 0):,} without images), "
-        f"{result['images']:,} images, "
+        f"{result['images']:,} images{near}, "
         f"{result['evaluations']} evaluation(s) in {result['seconds']:.1f} s\n"
         f"open {Path(result['index']).resolve()} in a browser (it works from disk), "
         "or `entitynet explore ... --serve`"
@@ -79,6 +94,8 @@ def _build(args, out: str, claim, queries, evals: list[str], beam_args) -> dict:
             args.thumb_size,
             args.page_size,
             beam_args,
+            embeddings=args.embeddings,
+            say=lambda line: print(line, file=sys.stderr, flush=True),
         )
         result["local_index"] = str(Path(result["index"]).resolve())
     return result

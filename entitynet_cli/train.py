@@ -197,30 +197,56 @@ def add_parser(sub) -> None:
         help="image and text embeddings of every record of a dataset, for search and curation",
         description="Embed every record of a harvest or curation (its image, its alt texts and the KG "
         "caption of each linked entity) with a trained run or an open_clip-layout directory; one file "
-        "per shard, resumed by a re-run.",
+        "per shard, resumed by a re-run. With --index, also a search index of the image embeddings "
+        "(OUT/index/) for `entitynet query` and the explorer's nearest neighbours; an index already "
+        "there is built again whenever a shard is embedded anew.",
     )
     em.add_argument("--shards", required=True, metavar="DIR", help="a harvest's or curation's --out")
     em.add_argument("--model", required=True, metavar="DIR", help="a training workdir, or an export")
-    em.add_argument("--out", required=True, metavar="DIR")
+    em.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="where the embeddings go (local): a new or empty directory, or an earlier `embed` output "
+        "of the same model (only the shards not embedded yet are)",
+    )
     em.add_argument("--weights", choices=("auto", "ema", "raw"), default="auto", help="a run's weights")
     em.add_argument(
         "--entities", metavar="FILE", help="entities.jsonl for the KG captions (default: the curation's)"
     )
     em.add_argument("--tokenizer", metavar="FILE", help="default: the model's own")
-    em.add_argument("--batch-size", type=int, default=64)
+    em.add_argument(
+        "--batch-size", type=int, default=64, metavar="N", help="images and texts per encoder call"
+    )
+    from entitynet.embedindex import FLAT_MAX, KINDS
+
+    em.add_argument(
+        "--index",
+        nargs="?",
+        const="auto",
+        choices=KINDS,
+        metavar="KIND",
+        help=f"then build the search index: auto (the default KIND: flat, exact, up to {FLAT_MAX:,} "
+        "records; HNSW, approximate, above), flat or hnsw",
+    )
     em.set_defaults(func=cmd_embed, beam=False)
 
     qu = sub.add_parser(
         "query",
         help="the records nearest a text or an image, from `entitynet embed`'s files",
         description="Search an `entitynet embed` output by a text or by an image file (cosine over the "
-        "image embeddings).",
+        "image embeddings): through its index when it has one (`entitynet embed ... --index`; a stale "
+        "one is built again first), else by scoring every embedding. Prints score, split, record key, "
+        "URL and first alt text, best first.",
     )
     qu.add_argument("text", nargs="?", help="what to search for")
     qu.add_argument("--image", metavar="FILE", help="search by this image instead of a text")
     qu.add_argument("--embeddings", required=True, metavar="DIR", help="an `entitynet embed` --out")
     qu.add_argument("--model", metavar="DIR", help="default: the model the embeddings were made with")
     qu.add_argument("-k", type=int, default=10, help="how many records")
+    qu.add_argument(
+        "--exact", action="store_true", help="score every embedding, even where an index is there"
+    )
     qu.set_defaults(func=cmd_query, beam=False)
 
 
@@ -232,7 +258,9 @@ def cmd_embed(args, _) -> int:
     compilation_cache()
     out = args.out.rstrip("/")
     on_interrupt(f"the shards embedded so far are saved in {out}; the same command embeds only the rest")
-    stats = run(args.shards, args.model, out, args.weights, args.batch_size, args.entities, args.tokenizer)
+    stats = run(
+        args.shards, args.model, out, args.weights, args.batch_size, args.entities, args.tokenizer, args.index
+    )
     n = stats["shards_embedded"]
     got = f"embedded {n:,} shard{'' if n == 1 else 's'}" + (
         f", reused {stats['shards_reused']:,} from an earlier run" if stats["shards_reused"] else ""
@@ -242,6 +270,10 @@ def cmd_embed(args, _) -> int:
         f"{stats['model']} ({stats['dim']}-d, {stats['image_size']} px) in {stats['seconds']:.1f} s\n"
         f"wrote {out}/ (one .npz per shard, embed_config.json)"
     )
+    if stats["index"]:
+        ix = stats["index"]
+        state = "built" if ix["built"] else "up to date"
+        print(f"index: {ix['kind']} over {ix['records']:,} records, {state}: {out}/index/")
     print(next_command("query", '"a text"', f"--embeddings {out}"))
     return 0
 
@@ -252,7 +284,7 @@ def cmd_query(args, _) -> int:
     if args.k < 1:
         raise ConfigError(f"-k must be at least 1, got {args.k}")
     compilation_cache()
-    hits = query(args.embeddings, args.text, args.image, args.k, args.model)
+    hits = query(args.embeddings, args.text, args.image, args.k, args.model, exact=args.exact)
     for h in hits:
         print(f"{h['score']:.4f}  {h['split']:<10}  {h['key']}  {h['url']}  {h['text']}")
     return 0

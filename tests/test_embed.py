@@ -132,3 +132,77 @@ def test_query_by_image_finds_the_image_and_by_text_ranks_by_score(embedded, tin
     assert code == 0 and len(scores) == 5 and scores == sorted(scores, reverse=True)
     code, _, err = run(capsys, "query", "--embeddings", str(tmp_path), "-k", "2", "lion")
     assert code == 2 and "is not an `entitynet embed` output" in err
+
+
+def _hits(printed: str) -> list[tuple[str, str]]:
+    """(score, key) of each line `entitynet query` printed."""
+    return [(line.split()[0], line.split()[2]) for line in printed.strip().splitlines()]
+
+
+def test_query_through_the_index_finds_what_the_exact_scan_finds(embedded, tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    from entitynet import embedindex
+
+    out, argv = embedded
+    emb = tmp_path / "emb"
+    shutil.copytree(out, emb)  # the other tests' embeddings stay without an index
+    argv = [str(emb) if a == str(out) else a for a in argv]
+    code, printed, _ = run(capsys, *argv, "--index")
+    n = sum(len(read_embeddings(f).keys) for f in emb.glob("*/*.npz"))
+    assert code == 0 and f"index: flat over {n:,} records, built: {emb}/index/" in printed
+    assert embedindex.read_manifest(emb)["kind"] == "flat" and embedindex.staleness(emb) is None
+    path = shards.shard_paths(tiny_dataset[0], "train")[0]
+    r = list(shards.read_shard(path, decode=decode_for_training))[3]
+    (tmp_path / "q.jpg").write_bytes(r.jpeg)
+    searches = [[tiny_dataset[1][2].label, "-k", "7"], ["--image", str(tmp_path / "q.jpg"), "-k", "5"]]
+    for what in searches:
+        code, indexed, err = run(capsys, "query", *what, "--embeddings", str(emb))
+        assert code == 0 and not err
+        code, exact, _ = run(capsys, "query", *what, "--embeddings", str(emb), "--exact")
+        assert code == 0 and indexed == exact and len(_hits(indexed)) == int(what[-1])
+    assert _hits(indexed)[0][1] == r.key
+    # an HNSW index (approximate) finds the same at this size
+    code, printed, _ = run(capsys, *argv, "--index", "hnsw")
+    assert code == 0 and f"index: hnsw over {n:,} records, built" in printed
+    code, hnsw, _ = run(capsys, "query", *searches[0], "--embeddings", str(emb))
+    code, exact, _ = run(capsys, "query", *searches[0], "--embeddings", str(emb), "--exact")
+    assert code == 0 and [k for _, k in _hits(hnsw)] == [k for _, k in _hits(exact)]
+
+
+def test_a_stale_index_is_built_again_with_one_line(embedded, tmp_path, capsys):
+    import os
+    import shutil
+
+    from entitynet import embedindex
+
+    out, argv = embedded
+    emb = tmp_path / "emb"
+    shutil.copytree(out, emb)
+    argv = [str(emb) if a == str(out) else a for a in argv]
+    assert run(capsys, *argv, "--index")[0] == 0
+    built = embedindex.read_manifest(emb)
+    # `embed` makes a shard's file again: the index it keeps is built again, and says why
+    files = sorted(emb.glob("*/*.npz"))
+    files[0].unlink()
+    code, printed, err = run(capsys, *argv)
+    assert code == 0 and "(embedded 1 shard, reused" in printed and "index: flat over" in printed
+    assert (
+        f"the index of {emb} is stale (1 embeddings file(s) re-made, 0 new, 0 gone since it was built): building it again"
+        in err
+    )
+    assert embedindex.staleness(emb) is None and embedindex.read_manifest(emb) != built
+    # re-made behind its back: `query` builds it again before searching, with the same line
+    st = files[-1].stat()
+    os.utime(files[-1], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    code, printed, err = run(capsys, "query", "lion", "--embeddings", str(emb), "-k", "3")
+    assert code == 0 and len(printed.strip().splitlines()) == 3
+    assert [line for line in err.splitlines() if "stale" in line] == [
+        f"the index of {emb} is stale (1 embeddings file(s) re-made, 0 new, 0 gone since it was built): "
+        "building it again"
+    ]
+    assert embedindex.staleness(emb) is None
+    # a run of another model can never be searched through an old index
+    config = json.loads((emb / "embed_config.json").read_text())
+    (emb / "embed_config.json").write_text(json.dumps({**config, "model_digest": "0123456789abcdef"}))
+    assert embedindex.staleness(emb) == "the embeddings are of another model now"

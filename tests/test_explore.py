@@ -11,6 +11,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -41,6 +42,7 @@ CHROMEDRIVER = os.environ.get("ENTITYNET_CHROMEDRIVER", "/usr/bin/chromedriver")
 
 @pytest.fixture(scope="module")
 def world(sample_entities, tiny_run, tmp_path_factory):
+    from train.embed import run as embed
     from train.eval_data import image_folder
     from train.evaluate import evaluate
 
@@ -75,6 +77,7 @@ def world(sample_entities, tiny_run, tmp_path_factory):
     )
     known = {e.id: e for e in entities}
     evaluate(str(tiny_run), lambda run: image_folder(str(root / "evalset"), known), out=root / "eval")
+    embed(str(root / "shards"), str(tiny_run), str(root / "emb"))  # the harvest, with the tiny run
     result = explore_pipeline.run(
         str(root / "curated"),
         [*entities, GHOST],
@@ -82,6 +85,7 @@ def world(sample_entities, tiny_run, tmp_path_factory):
         {q.id: q.text for q in queries},
         [str(root / "eval")],
         page_size=PAGE,
+        embeddings=str(root / "emb"),
     )
     return root, entities, result
 
@@ -214,6 +218,142 @@ def test_the_evaluation_pages(world):
         assert not shown["right"] and shown["top5"][0][0] == p["b"]
 
 
+def test_each_image_shows_its_nearest_neighbours_and_each_entity_a_map(world):
+    """Against the embeddings themselves: every image's neighbours are the records whose embeddings
+    score highest with its own (itself left out), with those scores; every entity's map holds its
+    images, placed in [0, 1]."""
+    from entitynet.explore import rows as rows_lib
+    from entitynet.records import read_embeddings
+
+    root, *_ = world
+    site = root / "site"
+    index = data(site, "data/index.js")
+    keys, vectors = [], []
+    for f in sorted((root / "emb").glob("*/*.npz")):
+        e = read_embeddings(f)
+        keys += [k.decode() for k in e.keys]
+        vectors.append(e.image.astype(np.float32))
+    v = np.concatenate(vectors)
+    row_of = {k: i for i, k in enumerate(keys)}
+    harvested = records_of(root / "shards")
+    assert set(row_of) == set(harvested) and index["summary"]["embeddings"]["records"] == len(keys)
+    seen = 0
+    for row in index["entities"]:
+        for status in ("kept", "removed"):
+            for page in range(row["pages"][status]):
+                for r in data(site, site_lib.page_path(row["id"], status, page))["rows"]:
+                    scores = v @ v[row_of[r["key"]]]
+                    scores[row_of[r["key"]]] = -np.inf  # not its own neighbour
+                    best = np.sort(scores)[::-1][: rows_lib.NEIGHBOURS]
+                    got = r["neighbours"]
+                    assert len(got) == min(rows_lib.NEIGHBOURS, len(keys) - 1)
+                    assert r["key"] not in [k for k, _ in got]
+                    assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+                    assert np.allclose([s for _, s in got], best, atol=2e-4)
+                    assert np.allclose([s for _, s in got], [scores[row_of[k]] for k, _ in got], atol=2e-4)
+                    seen += 1
+        mine = {k for k, rec in harvested.items() if row["id"] in rec.entity_ids}
+        assert row["embedded"] == len(mine) and row["map"] == min(len(mine), rows_lib.MAP_MAX)
+        if mine:
+            m = data(site, site_lib.map_path(row["id"]))
+            assert len(m["points"]) == row["map"] and {p[0] for p in m["points"]} <= mine
+            assert all(0 <= p[1] <= 1 and 0 <= p[2] <= 1 for p in m["points"])
+        else:
+            assert not (site / site_lib.map_path(row["id"])).exists()
+    assert seen >= len(harvested)
+
+
+def test_neighbours_and_maps_of_made_up_embeddings(tmp_path, sample_entities, monkeypatch):
+    """Embeddings made up for the test: a near-copy is its original's first neighbour (and the other
+    way round) and lies beside it on the map; a large entity's map is the fixed sample of MAP_MAX; a
+    record without an embedding has no neighbours; a stale index is built again, saying why."""
+    from factories import rendered
+
+    from entitynet import embedindex
+    from entitynet.explore import rows as rows_lib
+    from entitynet.records import Embeddings, write_embeddings
+
+    monkeypatch.setattr(rows_lib, "MAP_MAX", 4)
+    ents = sample_entities[1:4]
+    recs = [rendered(e, k) for e, n in zip(ents, (7, 3, 2), strict=True) for k in range(n)]
+    data_dir = tmp_path / "harvest"
+    data_dir.mkdir()
+    name = shards.shard_filename("train", 0, 1)
+    recs.sort(key=lambda r: r.key)
+    shards.write_shard(data_dir / name, [encode_image(r) for r in recs])
+    shards.write_metadata(data_dir, {"train": [len(recs)]}, {})
+    per_entity = Counter(e for r in recs for e in r.entity_ids)
+    (data_dir / shards.HARVEST_STATS).write_text(json.dumps({"files": {}, "per_entity": per_entity}))
+    rng = np.random.default_rng(7)
+    v = rng.standard_normal((len(recs), 16)).astype(np.float32)
+    original, copy = [i for i, r in enumerate(recs) if r.entity_ids == (ents[0].id,)][:2]
+    v[copy] = v[original] + 0.02 * rng.standard_normal(16)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    unembedded = next(i for i, r in enumerate(recs) if r.entity_ids == (ents[2].id,))
+    embedded = [i for i in range(len(recs)) if i != unembedded]
+    emb = tmp_path / "emb"
+    (emb / "train").mkdir(parents=True)
+    config = {"model_digest": "made-up", "shards": str(data_dir.resolve()), "dim": 16}
+    (emb / "embed_config.json").write_text(json.dumps(config))
+    with open(emb / "train" / (name + ".npz"), "wb") as f:
+        write_embeddings(
+            f,
+            Embeddings(
+                keys=np.asarray([recs[i].key for i in embedded], "S32"),
+                image=v[embedded].astype(np.float16),
+                text=np.zeros((0, 16), np.float16),
+                text_owner=np.zeros(0, np.int32),
+                text_kind=np.zeros(0, np.uint8),
+                model="made-up",
+                source="made up",
+            ),
+        )
+    said: list[str] = []
+    result = explore_pipeline.run(
+        str(data_dir), ents, str(tmp_path / "site"), embeddings=str(emb), say=said.append
+    )
+    site = tmp_path / "site"
+    assert not said and result["embedded"] == len(embedded) and result["mapped"] == 3
+    index = {r["id"]: r for r in data(site, "data/index.js")["entities"]}
+    page_rows = {
+        r["key"]: r
+        for e in ents
+        for page in range(index[e.id]["pages"]["kept"])
+        for r in data(site, site_lib.page_path(e.id, "kept", page))["rows"]
+    }
+    v16 = v.astype(np.float16).astype(np.float32)
+    for i in embedded:
+        scores = {recs[j].key: float(v16[i] @ v16[j]) for j in embedded if j != i}
+        want = sorted(scores, key=lambda k: -scores[k])[: rows_lib.NEIGHBOURS]
+        assert [k for k, _ in page_rows[recs[i].key]["neighbours"]] == want
+    for a, b in ((original, copy), (copy, original)):
+        first_key, first_score = page_rows[recs[a].key]["neighbours"][0]
+        assert first_key == recs[b].key and first_score > 0.99
+    assert page_rows[recs[unembedded].key]["neighbours"] is None
+    # the maps: of the 7 the 4 first by key digest, all 3, the one embedded of the 2
+    for e, n in zip(ents, (7, 3, 1), strict=True):
+        mine = sorted((recs[i].key for i in embedded if e.id in recs[i].entity_ids), key=rows_lib.map_rank)
+        m = data(site, site_lib.map_path(e.id))
+        assert index[e.id]["embedded"] == n and index[e.id]["map"] == len(m["points"]) == min(n, 4)
+        assert [p[0] for p in m["points"]] == sorted(mine[:4])
+    assert data(site, site_lib.map_path(ents[2].id))["points"][0][1:3] == [0.5, 0.5]
+    # the map itself (a plain function): the copy beside its original, whatever the order given
+    points = [(recs[i].key, "kept", v16[i]) for i in embedded if recs[i].entity_ids == (ents[0].id,)]
+    whole = rows_lib.entity_map(ents[0].id, points)
+    at = {p[0]: np.array(p[1:3]) for p in whole["points"]}
+    assert len(at) == 7 and np.linalg.norm(at[recs[original].key] - at[recs[copy].key]) < 0.05
+    assert rows_lib.entity_map(ents[0].id, points[::-1]) == whole
+    assert all(0 <= c <= 1 for p in whole["points"] for c in p[1:3]) and sum(whole["explained"]) <= 1
+    # the embeddings re-made behind the index's back: built again before the site, saying why
+    os.utime(emb / "train" / (name + ".npz"), ns=(1, 2))
+    explore_pipeline.run(str(data_dir), ents, str(site), embeddings=str(emb), say=said.append)
+    assert said == [
+        f"the index of {emb} is stale (1 embeddings file(s) re-made, 0 new, 0 gone since it was built): "
+        "building it again"
+    ]
+    assert embedindex.staleness(emb) is None
+
+
 def test_a_rebuild_reuses_thumbnails_and_wrong_targets_are_refused(world, tmp_path):
     root, entities, _ = world
     site = tmp_path / "site"  # a copy: the other tests read the world's site
@@ -277,10 +417,14 @@ def test_the_demo_style_command_line(world, tmp_path, capsys):
             str(tmp_path / "entities.jsonl"),
             "--out",
             str(tmp_path / "s"),
+            "--embeddings",
+            str(root / "emb"),
         ]
     )
     out = capsys.readouterr().out
     assert code == 0 and str((tmp_path / "s" / "index.html").resolve()) in out
+    images = len(records_of(root / "shards"))
+    assert f"{images:,} images, {images:,} with their nearest neighbours, " in out
     index = data(tmp_path / "s", "data/index.js")
     assert index["summary"]["kind"] == "harvest" and all(
         r["kept"] == 0 and r["pages"]["removed"] == 0 for r in index["entities"]
@@ -433,6 +577,20 @@ def test_the_site_in_a_real_browser(world, driver, tmp_path):
             )
             n, ok = images_loaded(driver, f"#{status} .card img.thumb")
             assert ok == n >= len(second)
+    # each card shows its nearest images, whose thumbnails load; the entity's map holds its images
+    near = {
+        r["key"]: r["neighbours"]
+        for page in range(target["pages"]["kept"])
+        for r in data(site, site_lib.page_path(target["id"], "kept", page))["rows"]
+    }
+    figures = driver.execute_script(
+        "return [...document.querySelectorAll('#kept .card')].map(c => [...c.querySelectorAll('.neighbours figure')].map(f => f.dataset.key))"
+    )
+    assert figures == [[k for k, _ in near[key]] for key in card_keys(driver, "kept")] and all(figures)
+    n, ok = images_loaded(driver, "#kept .neighbours img")
+    assert n == sum(map(len, figures)) and ok == n
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#map svg g.pt")) == target["map"] > 0
+    assert driver.find_element(By.ID, "stat-embedded").text == str(target["embedded"])
     removed_text = driver.find_element(By.ID, "removed").text
     if target["pages"]["removed"]:
         assert "removed:" in removed_text

@@ -8,7 +8,9 @@ One file per input shard (`OUT/<split>/<shard>.npz`, `entitynet.records.Embeddin
 atomically as each shard is done, so an interrupted run keeps what it finished and a re-run embeds
 only the rest; a shard's file names the model and the shard it was made from, and a file of
 another model is refused rather than mixed. Memory holds one batch of pixels and one shard's
-embeddings, however large the dataset. `entitynet query` searches the files by text or by image.
+embeddings, however large the dataset. `entitynet query` searches the files by text or by image:
+through the index beside them when there is one (`--index`, `entitynet.embedindex`), else by
+scoring every embedding.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from entitynet import embedindex
 from entitynet import shards as shard_io
 from entitynet.errors import ConfigError, EntityNetError, OutputError
 from entitynet.files import atomic_open, ensure_writable_dir, write_json
@@ -161,9 +164,11 @@ def run(
     batch: int = 64,
     entities: str | None = None,
     tokenizer: str | None = None,
+    index: str | None = None,
 ) -> dict:
     """Embed every shard of `shards_dir` into `out_dir`; the stats (records, shards embedded and
-    reused, seconds)."""
+    reused, seconds). `index` ("auto", "flat", "hnsw"): then build the search index beside them;
+    an index already there is kept up to date (built again when a shard was embedded anew)."""
     from train.evaluate import load_model
 
     started = time.time()
@@ -223,8 +228,18 @@ def run(
             texts += len(e.text)
     finally:
         progress.close()
+    index_stats = None
+    if index or embedindex.read_manifest(out) is not None:
+        before = embedindex.read_manifest(out)
+        manifest = embedindex.ensure(out, index, say=lambda line: print(line, file=sys.stderr))
+        index_stats = {
+            "kind": manifest["kind"],
+            "records": manifest["records"],
+            "built": manifest != before,
+        }
     return {
         "records": total,
+        "index": index_stats,
         "texts": texts,
         "shards_embedded": done,
         "shards_reused": reused,
@@ -236,12 +251,7 @@ def run(
 
 def each_file(out_dir: str | Path):
     """(split, path) of every embeddings file of an `embed` output, in a fixed order."""
-    out = Path(out_dir)
-    if not (out / CONFIG).is_file():
-        raise ConfigError(f"{out_dir} is not an `entitynet embed` output (no {CONFIG})")
-    for split_dir in sorted(p for p in out.iterdir() if p.is_dir()):
-        for f in sorted(split_dir.glob("*.npz")):
-            yield split_dir.name, f
+    yield from embedindex.embedding_files(out_dir)
 
 
 def query(
@@ -251,15 +261,20 @@ def query(
     k: int = 10,
     model_path: str | None = None,
     tokenizer: str | None = None,
+    exact: bool = False,
+    say=None,
 ) -> list[dict]:
     """The `k` records whose image embeddings are nearest a text's or an image file's embedding
-    (cosine), best first: score, split, key, and the record's URL and first alt text. The files
-    are read one at a time and only the best `k` kept: memory does not grow with the dataset."""
+    (cosine), best first: score, split, key, and the record's URL and first alt text. Through the
+    index of `out_dir` when it has one (built again first when stale, with one line through `say`),
+    else (or `exact`) by scoring every embedding: the files are read one at a time and only the
+    best `k` kept, so memory does not grow with the dataset."""
     from train.evaluate import load_model
 
     if (text is None) == (image is None):
         raise ConfigError("give a text or --image FILE to search for")
     files = list(each_file(out_dir))
+    use_index = not exact and embedindex.read_manifest(out_dir) is not None
     config = json.loads((Path(out_dir) / CONFIG).read_text())
     loaded = load_model(model_path or config["model"], tokenizer, config.get("weights") or "auto")
     if (
@@ -281,6 +296,21 @@ def query(
         except (OSError, ImageRejected) as e:
             raise ConfigError(f"--image {image} cannot be read as an image ({e})") from None
         q = np.asarray(jax.jit(loaded["model"].encode_image)(pixels[None]))[0]
+    say = say or (lambda line: print(line, file=sys.stderr))
+    if use_index:
+        try:
+            manifest = embedindex.ensure(out_dir, say=say)
+        except OSError as e:  # a stale index in a directory this user cannot write
+            say(f"cannot build the index of {out_dir} again ({e.strerror}): scoring every embedding")
+            return _described(_scan(files, q, k), config["shards"])
+        found = embedindex.EmbeddingIndex(out_dir, manifest)
+        hits = found.search(q[None], k)[0]
+        return _described([(s, found.split(r), found.key(r)) for s, r in hits], config["shards"])
+    return _described(_scan(files, q, k), config["shards"])
+
+
+def _scan(files, q: np.ndarray, k: int) -> list[tuple[float, str, str]]:
+    """The `k` best (score, split, key) over every embeddings file, read one at a time."""
     best: list[tuple[float, str, str]] = []
     for split, path in files:
         try:
@@ -293,7 +323,7 @@ def query(
         top = np.argsort(-scores, kind="stable")[:k]
         best += [(float(scores[i]), split, e.keys[i].decode()) for i in top]
         best = sorted(best, key=lambda x: (-x[0], x[2]))[:k]
-    return _described(best, config["shards"])
+    return best
 
 
 def _described(best: list[tuple[float, str, str]], shards_dir: str) -> list[dict]:

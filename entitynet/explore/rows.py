@@ -9,6 +9,9 @@ Counts are `Counter`s keyed by tuples, summed over the data by the pipeline:
     ("link", entity, why)          candidate links of the entity's records, by decision
     ("candidates", entity)         candidate URLs that named the entity
     ("outcome", entity, outcome)   what became of those candidates
+    ("embedded", entity)           harvested records linked to the entity that have an image
+                                   embedding (a site built with --embeddings)
+    ("records_embedded", "")       harvested records that have one (no entity's row)
 
 Every entity given is in the index; one without images (none harvested, or none left after the
 curation) says why in its row's `no_images` (`entitynet.curation.unimaged.why`, the words of the
@@ -17,8 +20,11 @@ curation's data card).
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+
+import numpy as np
 
 from entitynet.curation.unimaged import why as no_image_why
 from entitynet.explore.site import slug
@@ -27,6 +33,8 @@ from entitynet.records import Candidate, Entity, ImageRecord, Outcome, Removal
 
 MAX_TEXTS = 8  # alt texts shown per image
 MAX_TEXT = 300  # characters per alt text
+NEIGHBOURS = 6  # nearest images shown per image (a site built with --embeddings)
+MAP_MAX = 400  # images on an entity's map: a fixed sample (by key digest) of a larger entity's
 
 
 def _short(text: str, n: int = MAX_TEXT) -> str:
@@ -93,6 +101,53 @@ def record_counts(record: ImageRecord, kept: bool | None, removals: Iterable[Rem
     return c
 
 
+def embedded_counts(record: ImageRecord) -> Counter:
+    """The counts of a harvested record that has an image embedding (and ("records_embedded", ""):
+    the records, whatever their entities)."""
+    return Counter([("embedded", e) for e in record.entity_ids] + [("records_embedded", "")])
+
+
+def map_rank(key: str) -> int:
+    """The order in which an entity's images are taken for its map (the first MAP_MAX): a digest of
+    the key, so the sample is fixed and spread over the whole entity."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:12], 16)
+
+
+def entity_map(entity: str, points: Sequence[tuple[str, str, Sequence[float]]]) -> dict:
+    """An entity's map: each image (key, status, its image embedding) placed in 2-D by the first two
+    principal components of the embeddings (deterministic: the images in key order, each
+    component's sign fixed by its largest loading), scaled together into [0, 1] (distances keep
+    their proportions; the narrower axis is centred). `explained`: the share of the variance each
+    axis shows."""
+    points = sorted(points, key=lambda p: p[0])
+    x = np.asarray([p[2] for p in points], np.float64).reshape(len(points), -1)
+    xy = np.full((len(points), 2), 0.5)
+    explained = [0.0, 0.0]
+    if len(points) > 1:
+        centred = x - x.mean(axis=0)
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        comps = vt[:2]
+        comps = comps * np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])[:, None]
+        c = centred @ comps.T
+        if c.shape[1] < 2:
+            c = np.concatenate([c, np.zeros((len(c), 1))], axis=1)
+        span = (c.max(axis=0) - c.min(axis=0)).max()
+        if span > 0:
+            xy = (c - c.min(axis=0)) / span
+            xy += (1 - xy.max(axis=0)) / 2  # the narrower axis centred
+        total = float((s**2).sum())
+        if total > 0:
+            explained = [round(float(v) / total, 4) for v in (s[:2] ** 2)] + [0.0] * (2 - len(s[:2]))
+    return {
+        "entity": entity,
+        "points": [
+            [k, round(float(a), 4), round(float(b), 4), status]
+            for (k, status, _), (a, b) in zip(points, xy, strict=True)
+        ],
+        "explained": explained,
+    }
+
+
 def curated_counts(record: ImageRecord) -> Counter:
     return Counter(("after", e) for e in record.entity_ids)
 
@@ -143,7 +198,7 @@ def entity_index(
     for key, n in counts.items():
         kind, e = key[0], key[1]
         row = per.setdefault(e, {"removed": {}, "links": {}, "outcomes": {}})
-        if kind in ("images", "kept", "after", "candidates"):
+        if kind in ("images", "kept", "after", "candidates", "embedded"):
             row[kind] = row.get(kind, 0) + n
         elif kind == "removed":
             row["removed"][key[2]] = n
@@ -168,6 +223,8 @@ def entity_index(
             "kept": row.get("kept", 0),
             "after": row.get("after", 0),
             "candidates": row.get("candidates", 0),
+            "embedded": row.get("embedded", 0),
+            "map": min(row.get("embedded", 0), MAP_MAX),
             "removed": dict(sorted(row["removed"].items())),
             "links": dict(sorted(row["links"].items())),
             "outcomes": dict(sorted(row["outcomes"].items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -4,6 +4,7 @@
     SITE/explorer.json                     what the site was built from (marks the directory as a site)
     SITE/data/index.js                     the entity index and the dataset's summary
     SITE/data/e/<entity>/<status>-<n>.js   one page of an entity's images ("kept" or "removed")
+    SITE/data/e/<entity>/map.js            the entity's images placed in 2-D (with --embeddings)
     SITE/data/evals.js, data/eval/<set>.js the evaluations
     SITE/thumbs-<size>/<ab>/<key>.jpg      one thumbnail per record (content keyed: a re-run reuses them)
     SITE/eval/<set>/<i>.jpg                the evaluation images shown
@@ -48,6 +49,10 @@ def thumb_path(key: str, size: int) -> str:
 
 def page_path(entity: str, status: str, page: int) -> str:
     return f"data/e/{slug(entity)}/{status}-{page}.js"
+
+
+def map_path(entity: str) -> str:
+    return f"data/e/{slug(entity)}/map.js"
 
 
 def pages_of(count: int, page_size: int) -> int:

@@ -185,8 +185,55 @@ function entityPage() {
       document.getElementById("removed").hidden = true;
     }
     for (const status of ["kept", "removed"]) imagePages(row, status, s.thumb_size, labels);
+    if (s.embeddings && row.map) {
+      tb.appendChild(el("tr", {}, el("td", {}, "images with an embedding"), el("td", { class: "n", id: "stat-embedded" }, fmt(row.embedded))));
+      return EXPLORER.load(`data/e/${row.slug}/map.js`).then((m) => entityMap(m, row, s)).then(() => { document.body.dataset.ready = "1"; });
+    }
     document.body.dataset.ready = "1";
   }).catch(fail);
+}
+
+// An entity's images placed by the first two principal components of their embeddings: each a
+// thumbnail framed by its status; a click shows its card when it is on the page shown.
+function entityMap(m, row, s) {
+  const W = 960, H = 600, T = 40, PAD = 4;
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("role", "img");
+  for (const [key, x, y, status] of m.points) {
+    if (!/^[A-Za-z0-9_-]+$/.test(key)) continue; // a key names a thumbnail file: nothing else
+    const g = document.createElementNS(NS, "g");
+    g.setAttribute("class", "pt " + (status === "removed" ? "removed" : "kept"));
+    g.setAttribute("data-key", key);
+    const px = PAD + x * (W - T - 2 * PAD), py = PAD + y * (H - T - 2 * PAD);
+    g.setAttribute("transform", `translate(${px.toFixed(1)},${py.toFixed(1)})`);
+    const img = document.createElementNS(NS, "image");
+    img.setAttribute("href", thumbOf(key, s.thumb_size));
+    img.setAttribute("width", T);
+    img.setAttribute("height", T);
+    img.setAttribute("preserveAspectRatio", "xMidYMid slice");
+    const frame = document.createElementNS(NS, "rect");
+    frame.setAttribute("width", T);
+    frame.setAttribute("height", T);
+    const title = document.createElementNS(NS, "title");
+    title.textContent = `${key} (${status})`;
+    g.append(img, frame, title);
+    g.addEventListener("click", () => {
+      const c = document.querySelector(`.card[data-key="${key}"]`);
+      if (!c) return;
+      c.scrollIntoView({ block: "center" });
+      c.classList.add("flash");
+      setTimeout(() => c.classList.remove("flash"), 1500);
+    });
+    svg.appendChild(g);
+  }
+  const section = document.getElementById("map");
+  section.appendChild(svg);
+  const shown = m.points.length < row.embedded ? `${fmt(m.points.length)} of its ${fmt(row.embedded)} embedded images (a fixed sample)` : `its ${fmt(m.points.length)} embedded images`;
+  document.getElementById("map-info").textContent = `${shown}, placed by the first two principal components of their image embeddings ` +
+    `(${pct(m.explained[0])} and ${pct(m.explained[1])} of the variance); near is alike. Frames: green kept, red removed. Click an image to see its card when it is on the page shown.`;
+  section.hidden = false;
 }
 
 function imagePages(row, status, thumbSize, labels) {
@@ -218,6 +265,19 @@ function imagePages(row, status, thumbSize, labels) {
 
 function thumbOf(key, size) { return `thumbs-${size}/${key.slice(0, 2)}/${key}.jpg`; }
 
+// the nearest images by their embeddings, with the cosine score; one outside the site shows its key
+function neighbours(near, thumbSize) {
+  return el("div", { class: "neighbours", title: "nearest images (cosine of their embeddings)" }, "nearest:", near.map(([key, score]) => {
+    const fig = el("figure", { "data-key": key }, el("figcaption", {}, score.toFixed(3)));
+    if (/^[A-Za-z0-9_-]+$/.test(key)) {
+      const img = el("img", { src: thumbOf(key, thumbSize), alt: key, title: `${key} · ${score.toFixed(4)}`, loading: "lazy" });
+      img.addEventListener("error", () => img.replaceWith(el("span", { class: "muted" }, key.slice(0, 8))));
+      fig.prepend(img);
+    }
+    return fig;
+  }));
+}
+
 function card(r, thumbSize, labels) {
   const c = el("div", { class: "card", "data-key": r.key });
   c.appendChild(el("img", { class: "thumb", src: r.thumb, alt: r.texts[0] || r.key, loading: "lazy", width: null }));
@@ -232,6 +292,7 @@ function card(r, thumbSize, labels) {
     }
     c.appendChild(why);
   }
+  if (r.neighbours) c.appendChild(neighbours(r.neighbours, thumbSize));
   if (r.texts.length) c.appendChild(el("ul", { class: "texts" }, r.texts.map((t) => el("li", {}, t)), r.more_texts ? el("li", { class: "muted" }, `… ${r.more_texts} more`) : null));
   c.appendChild(el("div", {}, link(r.url, r.url.length > 70 ? r.url.slice(0, 67) + "…" : r.url), r.urls > 1 ? el("span", { class: "muted" }, ` (+${r.urls - 1} URLs)`) : ""));
   if (r.page) c.appendChild(el("div", {}, "page: ", link(r.page, r.page.length > 60 ? r.page.slice(0, 57) + "…" : r.page)));
