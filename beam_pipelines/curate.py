@@ -348,9 +348,10 @@ class RunFilters(beam.PTransform):
 
 class GroupFilter(beam.PTransform):
     """(key, (split, record, context)) -> the records a group filter keeps, and the removals of
-    the others: its model fitted on a fixed sample (the records whose `sample_rank` is lowest; in
-    one worker, bounded by the sample), each record put in a group, each group decided on its own
-    (memory bounded by a group)."""
+    the others: its model fitted on a fixed sample (the `sample_size(total)` records whose
+    `sample_rank` is lowest; in one worker, bounded by the sample), each record put in its groups
+    (`groups_of`, in batches), each group decided on its own (memory bounded by a group). A record
+    in two groups may be decided twice: the smallest decision stands, whatever the runner."""
 
     def __init__(self, f, total: int):
         super().__init__()
@@ -361,7 +362,7 @@ class GroupFilter(beam.PTransform):
         vectors = items | "Member" >> beam.FlatMap(_member, f)
         model = (
             vectors
-            | "Sample" >> beam.combiners.Top.Of(f.sample_size, key=lambda t: -f.sample_rank(t[0]))
+            | "Sample" >> beam.combiners.Top.Of(f.sample_size(total), key=lambda t: -f.sample_rank(t[0]))
             | "Fit"
             >> beam.Map(
                 lambda rows: (
@@ -373,10 +374,8 @@ class GroupFilter(beam.PTransform):
         )
         decided = (
             vectors
-            | "GroupOf"
-            >> beam.FlatMap(
-                lambda t, m: [] if m is None else [(f.group_of(t[1], m), t)], beam.pvalue.AsSingleton(model)
-            )
+            | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)
+            | "GroupOf" >> beam.FlatMap(_groups_of, f, beam.pvalue.AsSingleton(model))
             | "ByGroup" >> beam.GroupByKey()
             | "Within" >> beam.FlatMap(lambda kv: sorted(f.within(list(kv[1])).items()))
         )
@@ -395,9 +394,18 @@ def _member(kv, f):
         yield kv[0], m[0], m[1]
 
 
+def _groups_of(batch, f, model):
+    """(group, member) for each group of each member of a batch."""
+    if model is None or not batch:
+        return
+    for t, groups in zip(batch, f.groups_of(np.stack([v for _, v, _ in batch]), model), strict=True):
+        for g in groups:
+            yield g, t
+
+
 def _apply_decision(kv):
     grouped = kv[1]
-    why = next(iter(grouped["why"]), None)
+    why = min(grouped["why"], default=None)  # decided in two groups: the same one on every runner
     for item in grouped["item"]:
         if why is None:
             yield kv[0], item

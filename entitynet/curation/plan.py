@@ -78,7 +78,11 @@ class CurateOptions:
         return cls(
             **{k: v for k, v in given.items() if k in own},
             filter_options=tuple(
-                sorted((k, v) for k, v in given.items() if k not in own and (k not in defaults or v != defaults[k]))
+                sorted(
+                    (k, v)
+                    for k, v in given.items()
+                    if k not in own and (k not in defaults or v != defaults[k])
+                )
             ),
         )
 

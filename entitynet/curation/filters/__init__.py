@@ -16,9 +16,10 @@ Two kinds of filter:
   with a `top` fraction ranks the whole dataset: its `score(context)` of every record is combined
   into quantiles, and `decide` gets the threshold;
 - a group filter compares records with each other (semantic deduplication): `member` gives a
-  record's vector, `fit` makes a model (k-means centroids) from a fixed sample (`sample_rank`:
-  the lowest are taken), `group_of` puts each record in a group, and `within(members)` decides
-  inside one group (memory bounded by a group).
+  record's vector, `fit` makes a model (k-means centroids) from a fixed sample (`sample_size`
+  records, those whose `sample_rank` is lowest), `groups_of` puts a batch of records in their
+  groups (one or more each), and `within(members)` decides inside one group (memory bounded by a
+  group).
 
     register(CurationFilter("my_filter", "what it removes", options=(Option(...),),
                             make=lambda v: MyFilter(v["my_min"]) if v["my_min"] is not None else None))
