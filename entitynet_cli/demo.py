@@ -234,7 +234,7 @@ def cmd_demo(args, beam_args) -> int:
     print(export_summary(export_open_clip(out / "train", out / "export")))
     print(
         "== 9/10 look at the pixels: embed the harvest with the trained model, curate again with the "
-        "CLIP-score filter (the worst-matching tenth goes)",
+        "CLIP-score filters (the worst-matching tenth of the images goes, and each alt text below 0.1)",
         flush=True,
     )
     model_curated = _model_filtered(args, out, entities, beam_args)
@@ -278,7 +278,9 @@ def _model_filtered(args, out: Path, entities, beam_args) -> Path:
         f"{stats['seconds']:.1f} s: {out / 'embeddings'}"
     )
     opts = curate_options(args).replace(
-        embeddings=str(out / "embeddings"), clip_score_top=args.clip_score_top or 0.9
+        embeddings=str(out / "embeddings"),
+        clip_score_top=args.clip_score_top or 0.9,
+        alt_text_score_min=0.1 if args.alt_text_score_min is None else args.alt_text_score_min,
     )
     target = out / "curated-model"
     cstats = curate.run(

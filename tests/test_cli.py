@@ -193,6 +193,7 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert "== 9/10 look at the pixels" in out and (tmp_path / "embeddings" / "embed_config.json").is_file()
     model_stats = json.loads((tmp_path / "curated-model" / "curation_stats.json").read_text())
     assert model_stats["removed"].get("clip_score", 0) > 0
+    assert model_stats["amended"]["alt_text_score"]["dropped"] > 0 and "amended by alt_text_score" in out
     # the embeddings' index, each image's neighbours and each entity's map in the explorer
     assert (tmp_path / "embeddings" / "index" / "index.json").is_file() and "with their nearest neighbours" in out
     assert list((site / "data" / "e").glob("*/map.js"))

@@ -71,6 +71,30 @@ def test_an_embedding_is_the_model_s_own(embedded, tiny_dataset, tiny_run):
     assert float(got @ want) > 0.999
 
 
+def test_on_a_four_device_mesh_the_batch_is_split_and_the_embeddings_are_the_same(
+    embedded, tiny_dataset, tiny_run, tmp_path
+):
+    """The same shards embedded on four host devices (a batch of 6 becomes 8, split over them)."""
+    import os
+    import subprocess
+    import sys
+
+    data_dir = tiny_dataset[0]
+    out = tmp_path / "emb4"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    cmd = [sys.executable, "-m", "entitynet_cli", "embed", "--shards", str(data_dir), "--model", str(tiny_run),
+           "--out", str(out), "--entities", str(data_dir / "entities.jsonl"), "--batch-size", "6"]  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for split in ("train", "validation"):
+        for path in shards.shard_paths(data_dir, split):
+            name = Path(path).name + ".npz"
+            one, four = read_embeddings(embedded[0] / split / name), read_embeddings(out / split / name)
+            assert list(one.keys) == list(four.keys)
+            assert np.allclose(one.image.astype(np.float32), four.image.astype(np.float32), atol=2e-3)
+            assert np.allclose(one.text.astype(np.float32), four.text.astype(np.float32), atol=2e-3)
+
+
 def test_a_re_run_reuses_what_fits_and_makes_the_rest(embedded, capsys):
     out, argv = embedded
     files = sorted(out.glob("*/*.npz"))

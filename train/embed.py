@@ -42,6 +42,7 @@ from entitynet.records import (
 )
 from entitynet.text import tokenizer as tokenizers
 from train.input_pipeline import centre_crop, normalise
+from train.sharding import batch_sharding, make_mesh
 
 CONFIG = "embed_config.json"
 
@@ -78,10 +79,17 @@ class ShardEmbedder:
 
     def __init__(self, loaded: dict, entities: dict[str, str], batch: int = 64):
         model, self.mcfg = loaded["model"], loaded["config"]
-        self.tok, self.labels, self.batch = loaded["tokenizer"], entities, batch
+        devices = jax.local_device_count()
+        # the batch is split over this host's devices (a "data" mesh): a multiple of their count
+        self.batch = -(-batch // devices) * devices
+        self.tok, self.labels = loaded["tokenizer"], entities
+        self.sharding = batch_sharding(make_mesh({"data": -1}, jax.local_devices())) if devices > 1 else None
         self.size, self.context = self.mcfg.vision.image_size, self.mcfg.text.context_length
         self.encode_image, self.encode_text = jax.jit(model.encode_image), jax.jit(model.encode_text)
         self.pool = ThreadPoolExecutor(os.cpu_count() or 2)
+
+    def _put(self, x: np.ndarray):
+        return x if self.sharding is None else jax.device_put(x, self.sharding)
 
     def _images(self, jpegs: list[bytes], keys: list[str], path: str) -> np.ndarray:
         x = np.zeros((self.batch, self.size, self.size, 3), np.float32)
@@ -95,14 +103,16 @@ class ShardEmbedder:
                 ) from None
 
         list(self.pool.map(one, range(len(jpegs))))
-        return np.asarray(self.encode_image(x))[: len(jpegs)]
+        return np.asarray(self.encode_image(self._put(x)))[: len(jpegs)]
 
     def _texts(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.mcfg.embed_dim), np.float16)
         for start in range(0, len(texts), self.batch):
             chunk = texts[start : start + self.batch]
             ids = tokenizers.encode(self.tok, chunk + [""] * (self.batch - len(chunk)), self.context)
-            out[start : start + len(chunk)] = np.asarray(self.encode_text(ids))[: len(chunk)]
+            out[start : start + len(chunk)] = np.asarray(self.encode_text(self._put(np.asarray(ids))))[
+                : len(chunk)
+            ]
         return out
 
     def shard(self, path: str, model: str, progress: Progress) -> Embeddings:
