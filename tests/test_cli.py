@@ -195,7 +195,9 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert model_stats["removed"].get("clip_score", 0) > 0
     assert model_stats["amended"]["alt_text_score"]["dropped"] > 0 and "amended by alt_text_score" in out
     # the embeddings' index, each image's neighbours and each entity's map in the explorer
-    assert (tmp_path / "embeddings" / "index" / "index.json").is_file() and "with their nearest neighbours" in out
+    assert (
+        tmp_path / "embeddings" / "index" / "index.json"
+    ).is_file() and "with their nearest neighbours" in out
     assert list((site / "data" / "e").glob("*/map.js"))
     # the export, and the lines that load it with open_clip
     export = (tmp_path / "export").resolve()
