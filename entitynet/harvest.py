@@ -22,6 +22,7 @@ from entitynet.fetch.fetcher import TRANSIENT, Fetcher, FetchOptions, host_name
 from entitynet.images.process import ImageOptions, ImageRejected, process_image
 from entitynet.licenses import UNKNOWN, LicenseFilter
 from entitynet.links import Linker, LinkRule
+from entitynet.options import option
 from entitynet.records import (
     Candidate,
     Entity,
@@ -137,8 +138,8 @@ class SearchSpec:
             missing = b.check(self) if b.check else ""
             if missing:
                 raise ConfigError(missing)
-            for option in b.options:
-                option.check(self.option(option.field))
+            for opt in b.options:
+                opt.check(self.option(opt.field))
         if self.entities and self.entities_file:
             raise ConfigError("give the entities once: in memory or as a file, not both")
         needs = [b.name for b in declared if b.needs_entities]
@@ -217,16 +218,29 @@ class SearchSpec:
 class HarvestOptions:
     fetch: FetchOptions = field(default_factory=FetchOptions)
     image: ImageOptions = field(default_factory=ImageOptions)
-    num_shards: int = 4
+    num_shards: int = option(4, "ArrayRecord shards per split", metavar="N")
     splits: tuple[tuple[str, float], ...] = (("train", 0.9), ("validation", 0.05), ("test", 0.05))
-    threads: int = 2  # threads per worker that decode, check and resize fetched images
+    threads: int = option(2, "threads per worker that decode and resize the fetched images")
     work_units: int = 256  # candidates are fetched in this many units (by host), saved in parts (resume)
     save_every: int = 256  # results of a unit saved together (one part file); also when it is done
     host_split: int = 1000  # a host with more candidates is split into slots of this many (`politeness`)
-    retry_failed: bool = False  # on a re-run, fetch again the candidates that failed transiently
+    retry_failed: bool = option(
+        False, "re-run: fetch again only candidates that failed transiently (429, 5xx, timeouts, connection)"
+    )
     links: LinkRule = field(default_factory=LinkRule)  # pruning of entity links (entitynet.links)
-    licenses: str = ""  # licence families to keep, comma-separated (`entitynet.licenses`; "": all)
-    exclude_licenses: str = ""  # licence families (or `*-nc` patterns) to leave out
+    licenses: str = option(
+        "",
+        "keep only images under these licence families, e.g. cc0,cc-by,cc-by-sa (families: cc0, cc-by, "
+        "cc-by-sa, cc-by-nc, cc-by-nc-sa, cc-by-nd, cc-by-nc-nd, public-domain, unknown); the others are "
+        "never fetched (outcome license_excluded)",
+        metavar="FAMILIES",
+    )
+    exclude_licenses: str = option(
+        "",
+        "leave out these licence families; '*-nc' leaves out every non-commercial one, '*-nd' every "
+        "no-derivatives one",
+        metavar="FAMILIES",
+    )
 
     @property
     def license_filter(self) -> LicenseFilter:

@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from entitynet.errors import ConfigError
+from entitynet.options import option
 from entitynet.records import Entity, EntityLink, ImageRecord, Query
 from entitynet.text.matching import Matcher
 
@@ -41,9 +42,17 @@ DROP = ("generic", "contradicted", "weak")
 
 @dataclass(frozen=True)
 class LinkRule:
-    max_rank: int = 20  # a name query's result at a rank below this counts as "near the top" (first page)
-    max_finders: int = 3  # an image found by more entities than this is generic
-    keep_unlinked: bool = False  # keep images whose links were all pruned (alt text only)
+    max_rank: int = option(
+        20, "an entity's own name query links an image found within its top N results", flag="--link-max-rank"
+    )
+    max_finders: int = option(
+        3,
+        "an image found by more entities than this keeps only the links its alt text supports",
+        flag="--link-max-finders",
+    )
+    keep_unlinked: bool = option(
+        False, "keep images whose entity links were all pruned (they train on their alt texts only)"
+    )
 
     def __post_init__(self):
         if self.max_rank < 1 or self.max_finders < 1:

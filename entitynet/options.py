@@ -42,6 +42,12 @@ class Option:
     high: float | None = None
     off_flag: str | None = None
     off_help: str = ""
+    dest: str | None = None  # the parsed flags' attribute (default: the field)
+    path: tuple[str, ...] = ()  # the fields of the nested options it sits in (`declared`)
+
+    @property
+    def attr(self) -> str:
+        return self.dest or self.field
 
     def check(self, value) -> None:
         """A ConfigError naming the flag when `value` is outside the declared range."""
@@ -81,23 +87,44 @@ def builtin_type(value: Any) -> type:
     return type(value)
 
 
-def declared(cls) -> list[Option]:
-    """The `Option` of each field of the dataclass `cls` made with `option(...)`, in field order."""
+def declared(cls, path: tuple[str, ...] = ()) -> list[Option]:
+    """The `Option` of each field of the dataclass `cls` made with `option(...)`, in field order,
+    and those of the options dataclasses nested in it (a field whose default is made by one), each
+    parsed into the attribute its flag names (`--image-size` -> image_size)."""
     found = []
     for f in dataclasses.fields(cls):
         meta = f.metadata.get("option")
         if meta is None:
+            inner = f.default_factory
+            if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+                found += declared(inner, (*path, f.name))
             continue
         meta = dict(meta)
         flag = meta.pop("flag") or "--" + f.name.replace("_", "-")
-        found.append(Option(field=f.name, flag=flag, default=f.default, **meta))
+        dest = flag.lstrip("-").replace("-", "_")
+        found.append(Option(field=f.name, flag=flag, default=f.default, dest=dest, path=path, **meta))
     return found
 
 
+def build(cls, args: argparse.Namespace, path: tuple[str, ...] = ()):
+    """An instance of the options dataclass `cls` (and of those nested in it) from parsed flags
+    (`add_flags(parser, declared(cls))`); fields without a flag keep their defaults."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if "option" in f.metadata:
+            mine = [o for o in declared(cls, path) if o.field == f.name and o.path == path]
+            kwargs[f.name] = values(args, mine)[f.name]
+        elif dataclasses.is_dataclass(f.default_factory) and isinstance(f.default_factory, type):
+            kwargs[f.name] = build(f.default_factory, args, (*path, f.name))
+    return cls(**kwargs)
+
+
 def check_all(obj, options: Iterable[Option]) -> None:
-    """Each declared option of `obj` within its range (a ConfigError naming the flag)."""
+    """Each declared option of `obj` within its range (a ConfigError naming the flag); options of
+    nested dataclasses are checked by their own."""
     for o in options:
-        o.check(getattr(obj, o.field))
+        if not o.path:
+            o.check(getattr(obj, o.field))
 
 
 def add_flags(
@@ -110,23 +137,28 @@ def add_flags(
         text = (help_prefix or {}).get(o.flag, "") + o.help
         kwargs: dict = {"help": text, "metavar": o.metavar}
         if o.type is bool:
-            kwargs = {"help": text, "action": "store_false" if o.default else "store_true"}
+            # not given: no attribute (`values` takes the default), and no "(default: True)" in the help
+            kwargs = {
+                "help": text,
+                "action": "store_false" if o.default else "store_true",
+                "default": argparse.SUPPRESS,
+            }
         elif o.repeat:
             kwargs["action"] = "append"
         else:
             kwargs.update(type=o.type, default=None if o.default == "" else o.default)
         if o.choices:
             kwargs.update(choices=o.choices, metavar=None)
-        parser.add_argument(o.flag, dest=o.field, **kwargs)
+        parser.add_argument(o.flag, dest=o.attr, **kwargs)
         if o.off_flag:
-            parser.add_argument(o.off_flag, dest=o.field, action="store_const", const=None, help=o.off_help)
+            parser.add_argument(o.off_flag, dest=o.attr, action="store_const", const=None, help=o.off_help)
 
 
 def values(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, Any]:
     """field -> value of each option, from parsed flags (a repeated flag not given: its default)."""
     out: dict[str, Any] = {}
     for o in options:
-        value = getattr(args, o.field, o.default)
+        value = getattr(args, o.attr, o.default)
         if o.repeat:
             value = tuple(value) if value else o.default
         elif value is None and o.default == "":

@@ -72,44 +72,18 @@ def link_summary(links: dict) -> str:
 
 
 def harvest_options(args, allow_loopback: bool = False):
-    from entitynet.fetch.fetcher import FetchOptions
-    from entitynet.fetch.policy import AddressPolicy
-    from entitynet.harvest import HarvestOptions
-    from entitynet.images.process import ImageOptions
-    from entitynet.links import LinkRule
+    """The harvest's options (fetching, images, links, licences) from the flags `add_harvest_flags`
+    made of their declarations; `allow_loopback`: the demo's own web is on 127.0.0.1."""
+    from dataclasses import replace
 
-    fetch = FetchOptions(
-        address=AddressPolicy(
-            allow_loopback=allow_loopback or args.allow_loopback, allow_private=args.allow_private
-        ),
-        robots_txt=not args.ignore_robots_txt,
-        total_timeout=args.total_timeout,
-        retries=args.fetch_retries,
-        dns_ttl=args.dns_ttl,
-        in_flight=args.in_flight,
-        per_host_concurrency=args.per_host_concurrency,
-        per_host_rps=args.per_host_rps,
-    )
-    image = ImageOptions(
-        resize_mode=args.resize_mode,
-        size=args.image_size,
-        min_side=args.min_image_size,
-        max_aspect=args.max_aspect_ratio,
-        quality=args.jpeg_quality,
-        resample=args.resample,
-    )
-    return HarvestOptions(
-        fetch=fetch,
-        image=image,
-        num_shards=args.num_shards,
-        threads=args.threads,
-        retry_failed=args.retry_failed,
-        licenses=args.licenses,
-        exclude_licenses=args.exclude_licenses,
-        links=LinkRule(
-            max_rank=args.link_max_rank, max_finders=args.link_max_finders, keep_unlinked=args.keep_unlinked
-        ),
-    )
+    from entitynet.harvest import HarvestOptions
+    from entitynet.options import build
+
+    opts = build(HarvestOptions, args)
+    if allow_loopback:
+        address = replace(opts.fetch.address, allow_loopback=True)
+        opts = replace(opts, fetch=replace(opts.fetch, address=address))
+    return opts
 
 
 def cmd_harvest(args, beam_args) -> int:
@@ -165,89 +139,14 @@ def _endpoints(given) -> list[tuple[str, str]]:
 
 
 def add_harvest_flags(h: argparse.ArgumentParser) -> None:
+    """The search's flags, and the harvest's, made from the declarations of its options
+    (`HarvestOptions` and the fetching, image and link options nested in it)."""
+    from entitynet.harvest import HarvestOptions
+    from entitynet.options import add_flags, declared
+
     h.add_argument("--max-results", type=int, default=20, help="images per query")
     h.add_argument("--search-rate", type=float, default=1.0, help="search requests per second per worker")
-    h.add_argument("--num-shards", type=int, default=4, help="ArrayRecord shards per split")
-    h.add_argument(
-        "--in-flight", type=int, default=128, help="requests a worker holds open at once, over all hosts"
-    )
-    h.add_argument(
-        "--threads", type=int, default=2, help="threads per worker that decode and resize the fetched images"
-    )
-    h.add_argument("--resize-mode", choices=("shorter", "longer", "center_crop", "none"), default="shorter")
-    h.add_argument("--image-size", type=int, default=256)
-    h.add_argument("--min-image-size", type=int, default=64)
-    h.add_argument("--max-aspect-ratio", type=float, default=3.0)
-    h.add_argument("--jpeg-quality", type=int, default=90)
-    h.add_argument(
-        "--resample",
-        choices=("bilinear", "bicubic", "lanczos", "box"),
-        default="bilinear",
-        help="resize filter (antialiased when downscaling)",
-    )
-    h.add_argument(
-        "--total-timeout", type=float, default=30.0, help="seconds per download, redirects included"
-    )
-    h.add_argument("--fetch-retries", type=int, default=2)
-    h.add_argument(
-        "--per-host-concurrency",
-        type=int,
-        default=8,
-        help="requests in flight per host, over all workers",
-    )
-    h.add_argument("--per-host-rps", type=float, default=None, help="request starts per second per host")
-    h.add_argument(
-        "--dns-ttl",
-        type=float,
-        default=300.0,
-        help="seconds a host's resolved addresses are reused",
-    )
-    h.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="re-run: fetch again only candidates that failed transiently (429, 5xx, timeouts, connection)",
-    )
-    h.add_argument(
-        "--ignore-robots-txt",
-        action="store_true",
-        help="do not consult robots.txt (opt-out headers still count)",
-    )
-    h.add_argument(
-        "--allow-loopback", action="store_true", help="fetch from 127.0.0.0/8 (local test servers)"
-    )
-    h.add_argument("--allow-private", action="store_true", help="fetch from private networks (an intranet)")
-    h.add_argument(
-        "--licenses",
-        default="",
-        metavar="FAMILIES",
-        help="keep only images under these licence families, e.g. cc0,cc-by,cc-by-sa (families: "
-        "cc0, cc-by, cc-by-sa, cc-by-nc, cc-by-nc-sa, cc-by-nd, cc-by-nc-nd, public-domain, unknown); "
-        "the others are never fetched (outcome license_excluded)",
-    )
-    h.add_argument(
-        "--exclude-licenses",
-        default="",
-        metavar="FAMILIES",
-        help="leave out these licence families; '*-nc' leaves out every non-commercial one, '*-nd' "
-        "every no-derivatives one",
-    )
-    h.add_argument(
-        "--link-max-rank",
-        type=int,
-        default=20,
-        help="an entity's own name query links an image found within its top N results",
-    )
-    h.add_argument(
-        "--link-max-finders",
-        type=int,
-        default=3,
-        help="an image found by more entities than this keeps only the links its alt text supports",
-    )
-    h.add_argument(
-        "--keep-unlinked",
-        action="store_true",
-        help="keep images whose entity links were all pruned (they train on their alt texts only)",
-    )
+    add_flags(h, declared(HarvestOptions))
 
 
 def backend_summary() -> str:

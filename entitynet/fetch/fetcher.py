@@ -61,6 +61,7 @@ from entitynet.fetch import robots as robots_txt
 from entitynet.fetch.policy import DEFAULT_OPT_OUT, AddressPolicy, x_robots_opt_out
 from entitynet.fetch.resolver import Resolver
 from entitynet.http_policy import Backoff, Deadline, retry_after_seconds, why
+from entitynet.options import option
 from entitynet.urls import CREDENTIALS_REFUSED, has_credentials, public_text
 
 # The outcome vocabulary of fetching (image processing adds its own reasons).
@@ -80,20 +81,24 @@ class FetchOptions:
     agent_token: str = "entitynet"  # the name robots.txt and scoped X-Robots-Tag directives use for us
     connect_timeout: float = 5.0
     read_timeout: float = 10.0  # per socket read
-    total_timeout: float = 30.0  # the whole download, redirects included
+    total_timeout: float = option(30.0, "seconds per download, redirects included")
     max_bytes: int = 20 << 20
     max_redirects: int = 5
-    retries: int = 2
+    retries: int = option(2, "retries of a download that failed transiently", flag="--fetch-retries")
     backoff: float = 0.5
     max_retry_wait: float = 30.0
-    robots_txt: bool = True
+    robots_txt: bool = option(
+        True, "do not consult robots.txt (opt-out headers still count)", flag="--ignore-robots-txt"
+    )
     opt_out: tuple[str, ...] = DEFAULT_OPT_OUT
     address: AddressPolicy = field(default_factory=AddressPolicy)
     allow_file_urls: bool = False  # file:// only for local pools the user gave us
-    per_host_concurrency: int = 8
-    per_host_rps: float | None = None
-    dns_ttl: float = 300.0  # how long a host's resolved addresses are reused (failures: 30 s)
-    in_flight: int = 128  # fetches one fetcher (one worker) has in progress at a time, over all hosts
+    per_host_concurrency: int = option(8, "requests in flight per host, over all workers")
+    per_host_rps: float | None = option(None, "request starts per second per host", type=float)
+    # how long a host's resolved addresses are reused (failures: 30 s)
+    dns_ttl: float = option(300.0, "seconds a host's resolved addresses are reused")
+    # fetches one fetcher (one worker) has in progress at a time, over all hosts
+    in_flight: int = option(128, "requests a worker holds open at once, over all hosts")
 
     def __post_init__(self):
         def bad(flag, value, want):

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from entitynet.fetch import robots
+from entitynet.options import option
 
 DEFAULT_OPT_OUT = ("noai", "noimageai", "noindex", "noimageindex")
 # Cloud metadata services that are not link-local (AWS IPv6, Alibaba Cloud).
@@ -42,8 +43,10 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
 
 @dataclass(frozen=True)
 class AddressPolicy:
-    allow_loopback: bool = False  # the demo and the tests serve images on 127.0.0.1
-    allow_private: bool = False  # 10/8, 172.16/12, 192.168/16, fc00::/7 (an intranet crawl)
+    # the demo and the tests serve images on 127.0.0.1
+    allow_loopback: bool = option(False, "fetch from 127.0.0.0/8 (local test servers)")
+    # 10/8, 172.16/12, 192.168/16, fc00::/7 (an intranet crawl)
+    allow_private: bool = option(False, "fetch from private networks (an intranet)")
 
     def refusal(self, address: str) -> str | None:
         """Why `address` must not be contacted, or None when it may be."""

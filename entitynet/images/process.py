@@ -20,6 +20,7 @@ from entitynet.errors import ConfigError
 from entitynet.images.decode import MAX_PIXELS, REASONS, ImageRejected, decode, open_image
 from entitynet.images.hashes import phash64, sha256
 from entitynet.images.prepare import display_size
+from entitynet.options import option
 
 __all__ = ["REASONS", "ImageOptions", "ImageRejected", "ProcessedImage", "perceptual_hash", "process_image"]
 
@@ -36,14 +37,24 @@ RESAMPLE = {
 
 @dataclass(frozen=True)
 class ImageOptions:
-    resize_mode: str = "shorter"  # shorter side to `size`, longer side to `size`, centre crop, or none
-    size: int = 256
+    resize_mode: str = option(
+        "shorter",
+        "the shorter side to --image-size, the longer, a centre crop, or none",
+        choices=("shorter", "longer", "center_crop", "none"),
+    )
+    size: int = option(256, "side of the stored images (see --resize-mode)", flag="--image-size")
     only_if_bigger: bool = True  # never upscale
-    min_side: int = 64  # of the original image
-    max_aspect: float = 3.0  # longer / shorter side of the original image
+    min_side: int = option(64, "images whose shorter side is smaller are left out", flag="--min-image-size")
+    max_aspect: float = option(
+        3.0, "images whose longer / shorter side is larger are left out", flag="--max-aspect-ratio"
+    )
     max_pixels: int = 50_000_000  # from the header, before decoding
-    quality: int = 90  # JPEG quality of the re-encode
-    resample: str = "bilinear"  # resize filter: bilinear, bicubic, lanczos, box
+    quality: int = option(90, "JPEG quality of the stored images", flag="--jpeg-quality")
+    resample: str = option(
+        "bilinear",
+        "resize filter (antialiased when downscaling)",
+        choices=("bilinear", "bicubic", "lanczos", "box"),
+    )
 
     def __post_init__(self):
         if self.resample not in RESAMPLE:
