@@ -107,12 +107,17 @@ class SearchSpec:
 
     backend: str = "searxng"
     url: str = ""  # searxng base URL; with one backend, its API URL (google-cse, brave, commons, ...)
-    max_results: int = 20  # per query, and per entity for the identifier backends
-    requests_per_second: float = 1.0
+    max_results: int = option(20, "images per query (per entity for the identifier backends)")
+    requests_per_second: float = option(1.0, "search requests per second per worker", flag="--search-rate")
     pool: tuple[str, ...] | str = ()  # the pool's files and globs for backend "pool" (local or remote)
     entities: tuple[Entity, ...] = ()  # in memory (tests, tools): for the identifier backends, balance_t
-    balance_t: int = 0  # pool only: MetaCLIP-balance the matched rows before fetching (0: off)
-    balance_seed: int = 0  # the balancing draws' seed (the same draws as `entitynet curate --seed`)
+    balance_t: int = option(
+        0,
+        "--backend pool: MetaCLIP-balance the matched rows over the entities before fetching, so only "
+        "the kept ones are downloaded (needs --entities; the set `entitynet curate --t T` keeps)",
+        metavar="T",
+    )
+    balance_seed: int = option(0, "seed of the --balance-t draws (as `curate --seed`)")
     endpoints: tuple[tuple[str, str], ...] = ()  # (backend, API URL) overrides, several backends
     contact: str = ""  # e-mail or URL for the User-Agent (Wikimedia, GBIF, iNaturalist etiquette)
     category_depth: int = 1  # commons-category: levels of subcategories listed below the category

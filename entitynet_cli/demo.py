@@ -118,8 +118,8 @@ def cmd_demo(args, beam_args) -> int:
         spec = SearchSpec(
             backend="searxng,gbif,inaturalist",  # web search + two open archives, one dataset
             url=web.base_url,
-            max_results=20,
-            requests_per_second=0,
+            max_results=args.max_results,
+            requests_per_second=0,  # its own web, on loopback
             entities=tuple(entities),
             endpoints=(("gbif", web.base_url), ("inaturalist", web.base_url)),
         )

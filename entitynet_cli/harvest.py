@@ -89,18 +89,16 @@ def harvest_options(args, allow_loopback: bool = False):
 def cmd_harvest(args, beam_args) -> int:
     from beam_pipelines import harvest as harvest_pipeline
     from entitynet.harvest import SearchSpec, empty_harvest
+    from entitynet.options import declared, values
 
     # the pipeline gets the files' paths (its workers read them); the driver reads the entities
     # only for their labels (the data card)
     labels = {e.id: e.label for e in load_entities(args.entities)} if args.entities else {}
     spec = SearchSpec(
+        **values(args, declared(SearchSpec)),
         backend=args.backend,
         url=args.searxng_url or args.api_url or "",
-        max_results=args.max_results,
-        requests_per_second=args.search_rate,
         entities_file=args.entities or "",
-        balance_t=args.balance_t,
-        balance_seed=args.balance_seed,
         endpoints=tuple(_endpoints(args.endpoint)),
         contact=args.contact or os.environ.get("ENTITYNET_CONTACT", ""),
         **backend_values(args),
@@ -141,11 +139,10 @@ def _endpoints(given) -> list[tuple[str, str]]:
 def add_harvest_flags(h: argparse.ArgumentParser) -> None:
     """The search's flags, and the harvest's, made from the declarations of its options
     (`HarvestOptions` and the fetching, image and link options nested in it)."""
-    from entitynet.harvest import HarvestOptions
+    from entitynet.harvest import HarvestOptions, SearchSpec
     from entitynet.options import add_flags, declared
 
-    h.add_argument("--max-results", type=int, default=20, help="images per query")
-    h.add_argument("--search-rate", type=float, default=1.0, help="search requests per second per worker")
+    add_flags(h, [o for o in declared(SearchSpec) if not o.field.startswith("balance_")])
     add_flags(h, declared(HarvestOptions))
 
 
@@ -220,17 +217,10 @@ def add_parser(sub) -> None:
         "(default: $ENTITYNET_CONTACT)",
     )
     add_backend_options(h)
-    h.add_argument(
-        "--balance-t",
-        type=int,
-        default=0,
-        metavar="T",
-        help="--backend pool: MetaCLIP-balance the matched rows over the entities before fetching, so "
-        "only the kept ones are downloaded (needs --entities; the set `entitynet curate --t T` keeps)",
-    )
-    h.add_argument(
-        "--balance-seed", type=int, default=0, help="seed of the --balance-t draws (as `curate --seed`)"
-    )
+    from entitynet.harvest import SearchSpec
+    from entitynet.options import add_flags, declared
+
+    add_flags(h, [o for o in declared(SearchSpec) if o.field.startswith("balance_")])
     h.add_argument(
         "--entities",
         metavar="FILE",
