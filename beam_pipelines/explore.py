@@ -93,6 +93,12 @@ class Neighbours(beam.DoFn):
             yield ix.key(row), (np.array(ix.vectors[row]), near)
 
 
+def index_spans(n: int):
+    """(start, stop) spans of Neighbours.SPAN rows over an index of `n` rows."""
+    for start in range(0, n, Neighbours.SPAN):
+        yield start, min(start + Neighbours.SPAN, n)
+
+
 class View(beam.DoFn):
     """(key, {record, kept, removed[, embedding]}) -> ((entity, status), row) for each entity the
     record is linked to; its counts on "counts"; with embeddings, the row shows its neighbours and
@@ -171,7 +177,9 @@ def build(p, inputs: dict, queries: str, opts: dict, out_dir: str, staged: str) 
     if emb_dir:
         joins["embedding"] = (
             p
-            | "IndexSpans" >> beam.Create(inputs["index_spans"])
+            | "IndexSize" >> beam.Create([inputs["index_records"]])  # the graph holds a count, not the spans
+            | "IndexSpans" >> beam.FlatMap(index_spans)
+            | "SpreadSpans" >> beam.Reshuffle()
             | "Neighbours" >> beam.ParDo(Neighbours(emb_dir, opts["neighbours"]))
         )
     viewed = (
@@ -371,7 +379,7 @@ def run(
             )
         index_manifest = embedindex.ensure(embeddings, say=say)
         n = index_manifest["records"]
-        inputs["index_spans"] = [(s, min(s + Neighbours.SPAN, n)) for s in range(0, n, Neighbours.SPAN)]
+        inputs["index_records"] = n
         summary["embeddings"] = {
             "dir": _absolute(embeddings),
             "index": index_manifest["kind"],
