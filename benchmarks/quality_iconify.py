@@ -8,6 +8,8 @@ r"""Quality benchmark: the whole EntityNet chain on the Iconify emoji world, sco
         --arm "aug:kg+alt=data.augment.flip=0.5;data.augment.greyscale=0.2|--weights raw" \
         --main-arm aug                                                    # an ablation over one harvest
     python benchmarks/quality_iconify.py --config configs/small_data.py --mixes kg+alt,alt   # the recipe
+    python benchmarks/quality_iconify.py --config configs/small_data.py --mixes kg+alt --steps 900 \
+        --bootstrap --out /tmp/quality-bootstrap                       # retrain on the model filters' curation
 
 It builds (or reuses) the kit of benchmarks/iconify_world.py (icon sets from the npm registry,
 a Wikidata-shaped KG, a web of noisy emoji pictures on 127.0.0.1 that does not honour "-term"
@@ -29,6 +31,17 @@ commas and parentheses, e.g. `data.crop_scale=(0.3,1.0)`; may be empty), EVALFLA
 (OUT/runs/<slug of the first such arm>-s<seed>). Without --arm there is one arm per --mixes entry,
 named by its mix. The targets are checked on `--main-arm` (default: the last --arm, else kg+alt),
 and it is compared with the arm of the same OVERRIDES trained on alt texts only, where there is one.
+
+Bootstrapping (`--bootstrap`): after the arms are trained and evaluated, the harvest is embedded
+(`entitynet embed`) with the main arm's first-seed run and curated again, with the first curation's
+flags plus one model filter each: every `--bootstrap-filter NAME=CURATE_FLAGS` (default
+`clip-top90=--clip-score-top 0.9` and `clip-top70=--clip-score-top 0.7`) and each threshold of
+`--bootstrap-semdedup` (default 0.99, 0.995, 0.999; semantic deduplication is measured first, and
+only the lowest threshold that removes at most `--semdedup-max-share` (10%) of the curated records
+is trained on). The main arm is retrained over the same seeds on each such curation (the first
+curation's tokenizer) and evaluated as before; the report adds, per filter, what it removed by
+reason (and the share of the first curation), the entity links of what it kept and of what it
+removed, and zero-shot accuracy against the main arm, paired by seed.
 
 `--checkout DIR` runs that checkout's CLI (PYTHONPATH=DIR, cwd DIR); `--config PATH` the training
 config (default DIR/configs/tiny_cpu.py; a relative PATH is taken relative to DIR); `--python PATH`
@@ -224,12 +237,32 @@ IMG_ID = re.compile(r"/img/([0-9a-f]{16})\.(?:png|jpg)")
 
 
 def link_stats(runner: Runner, shards_dir: Path, kit, dump: Path) -> dict:
+    """The entity links of a shard directory (every split) scored against the kit's truth; the
+    records are dumped to `dump` (JSONL) on the way."""
     p = subprocess.run(
         [runner.python, "-c", DUMP_LINKS, str(shards_dir), str(dump)],
         cwd=runner.checkout, env=runner.env, capture_output=True, text=True,
     )  # fmt: skip
     if p.returncode != 0:
         return {"error": p.stderr[-2000:]}
+    return score_links([json.loads(line) for line in dump.read_text().splitlines()], kit)
+
+
+def record_key(r: dict) -> tuple[str, ...]:
+    """A dumped record's identity across curations of one harvest: its split and URLs."""
+    return (r["split"], *sorted(r["urls"]))
+
+
+def removed_links(before: Path, after: Path, kit) -> dict:
+    """The links of the records in dump `before` that dump `after` lacks (what a filter removed)."""
+    kept = {record_key(json.loads(line)) for line in after.read_text().splitlines()}
+    rows = [json.loads(line) for line in before.read_text().splitlines()]
+    return score_links([r for r in rows if record_key(r) not in kept], kit)
+
+
+def score_links(rows: list[dict], kit) -> dict:
+    """Link precision (an entity right when the picture is of it or of a descendant), recall of the
+    taxon pictures, and the share of distractors and collages, over dumped records."""
     anc = {k: set(v) for k, v in kit.ancestors.items()}
     kinds = {}
     for line in (kit.web / "index.jsonl").read_text().splitlines():
@@ -240,8 +273,7 @@ def link_stats(runner: Runner, shards_dir: Path, kit, dump: Path) -> dict:
     distractor_records = collage_records = 0
     heavy_links = 0
     per_record = []
-    for line in dump.read_text().splitlines():
-        r = json.loads(line)
+    for r in rows:
         ids = [m.group(1) for u in r["urls"] for m in [IMG_ID.search(u)] if m]
         truth: set[str] = set()
         kind = "distractor"
@@ -302,11 +334,18 @@ EvalJob = tuple[str, Path, tuple[str, ...]]  # a run's label and workdir, and an
 
 
 def evaluate_runs(
-    runner: Runner, jobs: list[EvalJob], kit, out: Path, mode: str, variants: list[tuple[str, list[str]]]
+    runner: Runner,
+    jobs: list[EvalJob],
+    kit,
+    out: Path,
+    mode: str,
+    variants: list[tuple[str, list[str]]],
+    eval_dir: str = "eval",
 ) -> dict:
     """results[eval_key(run, flags)][set][variant] = {top1, top5, macro, ...} for each (run, an arm's
     eval flags) pair. grouped: one CLI call per (set, variant, eval flags) for all the runs evaluated
-    with those flags (a side-by-side comparison, fewer process starts); single: one call per pair."""
+    with those flags (a side-by-side comparison, fewer process starts; written to OUT/eval_dir);
+    single: one call per pair."""
     groups: dict[tuple[str, ...], dict[str, Path]] = {}
     for run, w, flags in jobs:
         groups.setdefault(tuple(flags), {})[run] = w
@@ -322,7 +361,7 @@ def evaluate_runs(
                 all_flags = [*flags, *variant_flags]
                 got = None
                 if mode == "grouped" and len(runs) > 1:
-                    got = _eval_grouped(runner, runs, folder, all_flags, tag, out)
+                    got = _eval_grouped(runner, runs, folder, all_flags, tag, out / eval_dir)
                 if got is None:
                     got = {name: _eval_single(runner, w, folder, all_flags, tag) for name, w in runs.items()}
                 for name, scores in got.items():
@@ -331,11 +370,11 @@ def evaluate_runs(
 
 
 def _eval_grouped(
-    runner: Runner, runs: dict[str, Path], folder: Path, flags: list[str], tag: str, out: Path
+    runner: Runner, runs: dict[str, Path], folder: Path, flags: list[str], tag: str, eval_dir: Path
 ) -> dict[str, dict] | None:
-    """One `entitynet eval` call over all runs (each run's results are also written to its workdir);
-    None when it fails."""
-    dest = out / "eval" / tag
+    """One `entitynet eval` call over all runs, into eval_dir/tag (each run's results are also written
+    to its workdir); None when it fails."""
+    dest = eval_dir / tag
     args = ["eval"]
     for name, w in runs.items():
         args += ["--workdir", str(w), "--label", name]
@@ -390,6 +429,25 @@ def pct(m: float, s: float | None = None) -> str:
 
 # ---------------------------------------------------------------- arguments
 
+DEFAULT_BOOTSTRAP_FILTERS = (
+    ("clip-top90", ["--clip-score-top", "0.9"]),
+    ("clip-top70", ["--clip-score-top", "0.7"]),
+)
+
+
+def parse_bootstrap_filter(spec: str) -> tuple[str, list[str]]:
+    """NAME=CURATE_FLAGS, e.g. 'clip-min0.3=--clip-score-min 0.3'."""
+    name, eq, flags = spec.partition("=")
+    name = name.strip()
+    if not eq or not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+        raise argparse.ArgumentTypeError(
+            f"{spec!r}: expected NAME=CURATE_FLAGS (NAME of letters, digits, ._+-)"
+        )
+    try:
+        return name, shlex.split(flags)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{spec!r}: {e}") from None
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -441,10 +499,39 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--search-rate", default="0", help="harvest --search-rate (0: unthrottled; the web is local)"
     )
     ap.add_argument("--vocab-size", type=int, default=0, help="tokenizer --vocab-size (0: the CLI's default)")
+    ap.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="after the arms: embed the harvest with the main arm's first-seed run, curate it again with "
+        "the model filters, retrain the main arm on each filtered curation and evaluate it the same way",
+    )
+    ap.add_argument(
+        "--bootstrap-filter",
+        action="append",
+        default=[],
+        type=parse_bootstrap_filter,
+        metavar="NAME=CURATE_FLAGS",
+        help="a filtered curation to retrain on (repeatable; default: "
+        + ", ".join(f"'{n}={shlex.join(f)}'" for n, f in DEFAULT_BOOTSTRAP_FILTERS)
+        + ")",
+    )
+    ap.add_argument(
+        "--bootstrap-semdedup",
+        default="0.99,0.995,0.999",
+        metavar="COSINE[,...]",
+        help="semantic-deduplication thresholds to curate with; the lowest that removes at most "
+        "--semdedup-max-share of the records is retrained on ('' for none; default: %(default)s)",
+    )
+    ap.add_argument("--semdedup-max-share", type=float, default=0.10, metavar="FRACTION")
     ap.add_argument("--render", metavar="OUT", help="only re-write OUT/quality.md from OUT/quality.json")
     args = ap.parse_args(argv)
     if args.render:
         return args
+    args.bootstrap_filters = args.bootstrap_filter or list(DEFAULT_BOOTSTRAP_FILTERS)
+    args.bootstrap_semdedup = [t.strip() for t in args.bootstrap_semdedup.split(",") if t.strip()]
+    names = [n for n, _ in args.bootstrap_filters] + [f"semdedup-{t}" for t in args.bootstrap_semdedup]
+    if len(set(names)) != len(names):
+        ap.error(f"--bootstrap-filter: repeated names: {', '.join(names)}")
     if args.arm:
         args.arms = args.arm
     else:
@@ -616,12 +703,173 @@ def main(argv=None) -> int:
     report["stage_seconds"] = run.times
     report["stage_cpu_seconds"] = run.cpu
     report["total_seconds"] = time.time() - wall
-    (out / "quality.json").write_text(json.dumps(report, indent=1, default=str))
-    md = render_markdown(report)
-    (out / "quality.md").write_text(md)
-    print("\n" + md)
+    write_report(report, out)  # the arms' figures stand even if the bootstrap fails
+
+    if args.bootstrap:
+        main_arm = next(a for a in arms if a.name == args.main_arm)
+        report["bootstrap"] = bootstrap(
+            run, args, kit, out, report, runs, main_arm, slugs[main_arm.train_key], common, variants
+        )
+        report["stage_seconds"] = run.times
+        report["stage_cpu_seconds"] = run.cpu
+        report["total_seconds"] = time.time() - wall
+        write_report(report, out)
+    print("\n" + render_markdown(report))
     print(f"wrote {out / 'quality.json'} and {out / 'quality.md'}")
     return 0
+
+
+def write_report(report: dict, out: Path) -> None:
+    (out / "quality.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "quality.md").write_text(render_markdown(report))
+
+
+# ---------------------------------------------------------------- bootstrapping
+
+MODEL_FILTER_REASONS = ("clip_score", "semantic_duplicate", "not_embedded")
+
+
+def bootstrap(
+    run: Runner,
+    args: argparse.Namespace,
+    kit,
+    out: Path,
+    report: dict,
+    runs: dict[str, Path],
+    main_arm: Arm,
+    arm_slug: str,
+    common: list[str],
+    variants: list[tuple[str, list[str]]],
+) -> dict:
+    """harvest -> train -> embed -> curate with the model filters -> retrain: embeds the harvest with
+    the main arm's first-seed run, curates it again (same flags as the first curation) with each
+    --bootstrap-filter and each semantic-deduplication probe, retrains the main arm over the seeds
+    on each filtered curation that is kept for training (the first curation's tokenizer), and
+    evaluates those runs as the main arm's. Each curation's removals beyond the first curation's,
+    and the entity links of what it keeps and of what it removed, are scored against the kit."""
+    seeds: list[int] = args.seed_list
+    model = runs[f"{arm_slug}-s{seeds[0]}"]
+    emb = out / "embeddings"
+    print(f"== bootstrap: embed the harvest with {model.name}", flush=True)
+    run.cli("embed", "embed", "--shards", out / "shards", "--model", model, "--out", emb)
+    ec = json.loads((emb / "embed_config.json").read_text())
+    base_removed = report["curate"].get("removed") or {}
+    base_kept = sum((report["curate"].get("kept") or {}).values())
+
+    def curate_with(name: str, flags: list[str]) -> dict:
+        dest = out / f"curated-{name}"
+        run.cli(f"curate {name}", "curate", "--shards", out / "shards", "--entities", out / "kg" / "entities.jsonl",
+                "--decontaminate", kit.eval_sets["merged"], "--embeddings", emb, *flags, "--out", dest)  # fmt: skip
+        cs = json.loads((dest / "curation_stats.json").read_text())
+        removed = cs.get("removed") or {}
+        extra = {k: removed.get(k, 0) - base_removed.get(k, 0) for k in {*removed, *base_removed}}
+        extra = {k: v for k, v in sorted(extra.items()) if v}
+        dump = out / f"links-curated-{name}.jsonl"
+        got = {
+            "flags": flags,
+            "dir": str(dest),
+            "read": cs.get("read"),
+            "kept": cs.get("kept"),
+            "removed": removed,
+            "filter_removed": extra,  # beyond the first curation's removals, by reason
+            "filter_share": {k: v / base_kept for k, v in extra.items()} if base_kept else {},
+            "filter_share_total": sum(extra.values()) / base_kept if base_kept else 0.0,
+            "links": link_stats(run, dest, kit, dump),
+        }
+        if dump.exists() and (out / "links-curated.jsonl").exists():
+            got["links_removed"] = removed_links(out / "links-curated.jsonl", dump, kit)
+        print(f"  {name}: kept {sum((cs.get('kept') or {}).values()):,} of {base_kept:,} curated; removed {extra}; "
+              f"link precision {got['links'].get('link_precision', float('nan')):.2%} "
+              f"(removed: {got.get('links_removed', {}).get('link_precision', float('nan')):.2%})", flush=True)  # fmt: skip
+        return got
+
+    curations: dict[str, dict] = {}
+    for name, flags in args.bootstrap_filters:
+        curations[name] = curate_with(name, flags)
+        curations[name]["trained"] = True
+    # Semantic deduplication is probed first: the tiny model's space puts an entity's renders close
+    # together, so a threshold can take most of the data for copies. Only the lowest threshold that
+    # removes at most --semdedup-max-share of the curated records is trained on.
+    passing = []
+    for t in args.bootstrap_semdedup:
+        name = f"semdedup-{t}"
+        c = curations[name] = curate_with(name, ["--semdedup-threshold", t])
+        c["trained"] = False
+        if c["filter_share_total"] <= args.semdedup_max_share:
+            passing.append((float(t), name))
+        else:
+            c["note"] = (f"removes {c['filter_share_total']:.1%} of the curated records "
+                         f"(> --semdedup-max-share {args.semdedup_max_share:.0%}): not trained on")  # fmt: skip
+    if passing:
+        _, name = min(passing)
+        curations[name]["trained"] = True
+        for _, other in passing:
+            if other != name:
+                curations[other]["note"] = f"not trained on: {name} removes more and is within the limit"
+
+    boot_arms: list[Arm] = []
+    boot_runs: dict[str, list[str]] = {}
+    workdirs: dict[str, Path] = {}
+    train_times: dict[str, float] = {}
+    train_cpu: dict[str, float] = {}
+    taken = {f"{arm_slug}"}
+    for name, c in curations.items():
+        if not c["trained"]:
+            continue
+        label = slug(f"{arm_slug}-{name}", taken)
+        print(f"== bootstrap: train {main_arm.name} on curated-{name}, seeds {seeds}", flush=True)
+        shards = [
+            f"--config.data.shards={c['dir']}",
+            *[x for x in common if not x.startswith("--config.data.shards=")],
+        ]
+        r, t, cpu = train_runs(run, {main_arm.train_key: label}, seeds, args.config_path, shards,
+                               args.train_override, out / "runs")  # fmt: skip
+        workdirs.update(r)
+        train_times.update(t)
+        train_cpu.update(cpu)
+        arm = Arm(f"{main_arm.name} after {name}", main_arm.mix, main_arm.overrides, main_arm.eval_flags)
+        boot_arms.append(arm)
+        boot_runs[arm.name] = [f"{label}-s{seed}" for seed in seeds]
+        c["arm"] = arm.name
+
+    results: dict = {}
+    summary: dict = {}
+    if boot_arms:
+        print("== bootstrap: evaluate on the held-out styles", flush=True)
+        jobs = [(r, workdirs[r], a.eval_flags) for a in boot_arms for r in boot_runs[a.name]]
+        results = evaluate_runs(run, jobs, kit, out, args.eval_mode, variants, eval_dir="eval-bootstrap")
+        summary = summarize(boot_arms, boot_runs, results, list(kit.eval_sets), [v for v, _ in variants])
+    # Paired by seed: each filtered run against the main arm's run of the same seed.
+    before_keys = [eval_key(f"{arm_slug}-s{seed}", main_arm.eval_flags) for seed in seeds]
+    paired: dict = {}
+    for a in boot_arms:
+        keys = [eval_key(r, a.eval_flags) for r in boot_runs[a.name]]
+        for set_name in kit.eval_sets:
+            for variant, _ in variants:
+                diffs = []
+                for kb, ka in zip(before_keys, keys, strict=True):
+                    b = report["results"].get(kb, {}).get(set_name, {}).get(variant)
+                    x = results.get(ka, {}).get(set_name, {}).get(variant)
+                    if b and x and b["top1"] is not None and x["top1"] is not None:
+                        diffs.append(x["top1"] - b["top1"])
+                if diffs:
+                    m, sd = mean_std(diffs)
+                    paired.setdefault(a.name, {}).setdefault(set_name, {})[variant] = {
+                        "top1_diff_mean": m, "top1_diff_std": sd, "per_seed": diffs}  # fmt: skip
+    return {
+        "model": str(model),
+        "embed": {k: ec.get(k) for k in ("weights", "dim", "step", "digest", "model") if k in ec},
+        "base_kept": base_kept,
+        "semdedup_max_share": args.semdedup_max_share,
+        "curations": curations,
+        "arms": [a.as_dict(boot_runs[a.name]) for a in boot_arms],
+        "before_arm": main_arm.name,
+        "results": results,
+        "summary": summary,
+        "paired_top1": paired,
+        "train_seconds": train_times,
+        "train_cpu_seconds": train_cpu,
+    }
 
 
 def train_runs(
@@ -798,6 +1046,120 @@ def ablation_lines(summary: dict, arms: list[dict], set_names: list[str]) -> lis
     return lines + [""]
 
 
+def accuracy_lines(summary: dict, arms: list[dict], set_names: list[str]) -> list[str]:
+    """One row per arm and evaluation set: top-1 and top-5 of each eval variant."""
+    variants = sorted(
+        {v for m in summary.values() for st in m.values() for v in st},
+        key=lambda v: (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), v),
+    )
+    head = "| arm | eval set | " + " | ".join(f"{v} top-1 | {v} top-5" for v in variants) + " |"
+    lines = [head, "|---|---|" + "---:|---:|" * len(variants)]
+    for arm in arms:
+        for set_name in set_names:
+            st = summary.get(arm["name"], {}).get(set_name)
+            if not st:
+                continue
+            cells = []
+            for v in variants:
+                e = st.get(v)
+                cells += (
+                    [pct(e["top1_mean"], e["top1_std"]), pct(e["top5_mean"], e["top5_std"])]
+                    if e
+                    else ["", ""]
+                )
+            lines.append(
+                f"| {arm_label(arm)} | {set_name} ({st[next(iter(st))]['classes']} cl.) | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return lines + [""]
+
+
+def links_row(name: str, x: dict) -> str:
+    if "records" not in x:
+        return f"| {name} | error: {x.get('error', '')[:200]} |"
+    return (
+        f"| {name} | {x['records']:,} | {x['taxon_images']:,} | {x['distractor_images']:,} | "
+        f"{x['collage_images']:,} | {x['links_per_image']:.2f} ({x['links_per_image_median']}) | "
+        f"{x['link_precision']:.2%} | {x['recall']:.2%} | {x['recall_exact']:.2%} | "
+        f"{x['share_of_links_on_images_with_10_plus']:.2%} ({x['images_with_10_plus']:,} images) |"
+    )
+
+
+LINKS_HEAD = [
+    "| shards | images | of taxa | distractors | collages | links/image (median) | link precision | "
+    "recall (entity or ancestor) | recall (exact) | links on images with >= 10 entities |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+]
+
+
+def bootstrap_lines(report: dict, set_names: list[str]) -> list[str]:
+    """The bootstrap: each filtered curation's removals and links, and the main arm retrained on it
+    against the main arm trained on the first curation (same seeds, same evaluation)."""
+    b = report.get("bootstrap")
+    if not b:
+        return []
+    main = b["before_arm"]
+    before = report["summary"].get(main, {})
+    e = b.get("embed") or {}
+    lines = [
+        "## Bootstrap: curate with the model filters, retrain",
+        "",
+        f"The harvest embedded with {Path(b['model']).name} (weights {e.get('weights', '?')}, step "
+        f"{e.get('step', '?')}), curated again with the first curation's flags plus each filter; the main arm "
+        f"({main}) retrained on each with the same seeds and the first curation's tokenizer. Shares are of "
+        f"the {b['base_kept']:,} records the first curation kept.",
+        "",
+        "| curation | removed by the filter | share | kept | link precision kept | recall kept | "
+        "link precision of the removed | taxon pictures removed | distractors removed | trained on |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    lc = report.get("links_curated", {})
+    lines.append(f"| before (no model filter) | | | {b['base_kept']:,} | {lc.get('link_precision', float('nan')):.2%} | "
+                 f"{lc.get('recall', float('nan')):.2%} | | | | yes |")  # fmt: skip
+    for name, c in b["curations"].items():
+        x, r = c.get("links", {}), c.get("links_removed", {})
+        removed = ", ".join(f"{k} {v:,}" for k, v in c["filter_removed"].items()) or "none"
+        trained = "yes" if c.get("trained") else f"no ({c.get('note', '')})"
+        nan = float("nan")
+        lines.append(
+            f"| {name} (`{shlex.join(c['flags'])}`) | {removed} | {c['filter_share_total']:.1%} | "
+            f"{sum((c.get('kept') or {}).values()):,} | {x.get('link_precision', nan):.2%} | {x.get('recall', nan):.2%} | "
+            f"{r.get('link_precision', nan):.2%} | {r.get('taxon_images', 0):,} | {r.get('distractor_images', 0):,} | "
+            f"{trained} |"
+        )
+    lines += ["", *LINKS_HEAD, links_row("before", lc)]
+    for name, c in b["curations"].items():
+        lines.append(links_row(name, c.get("links", {})))
+        if "links_removed" in c:
+            lines.append(links_row(f"{name}: removed", c["links_removed"]))
+    lines += ["", "Zero-shot, default template ensemble (mean ± std over seeds; Δ paired by seed):", ""]
+    styles = [s for s in set_names]
+    lines.append("| arm | " + " | ".join(f"{s} top-1 | {s} top-5" for s in styles) + " | Δ merged top-1 |")
+    lines.append("|---|" + "---:|---:|" * len(styles) + "---:|")
+    nan = float("nan")
+
+    def cells(st: dict) -> list[str]:
+        out = []
+        for s in styles:
+            x = st.get(s, {}).get("ensemble") or {}
+            out += [pct(x.get("top1_mean", nan), x.get("top1_std", nan)),
+                    pct(x.get("top5_mean", nan), x.get("top5_std", nan))]  # fmt: skip
+        return out
+
+    lines.append(f"| {main} (before) | " + " | ".join(cells(before)) + " | reference |")
+    for a in b["arms"]:
+        d = b["paired_top1"].get(a["name"], {}).get("merged", {}).get("ensemble")
+        diff = f"{d['top1_diff_mean'] * 100:+.2f} ± {d['top1_diff_std'] * 100:.2f} pp" if d else "n/a"
+        lines.append(
+            f"| {a['name']} | " + " | ".join(cells(b["summary"].get(a["name"], {}))) + f" | {diff} |"
+        )
+    lines += ["", "Every eval variant:", ""]
+    arms = [x for x in report_arms(report) if x["name"] == main] + b["arms"]
+    lines += accuracy_lines({**report["summary"], **b["summary"]}, arms, set_names)
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     s = report["kit"]
     summary = report["summary"]
@@ -828,53 +1190,17 @@ def render_markdown(report: dict) -> str:
         *arm_lines(arms),
         "## Zero-shot accuracy on held-out styles (mean ± std over seeds)",
         "",
+        *accuracy_lines(summary, arms, set_names),
     ]
-    variants = sorted(
-        {v for m in summary.values() for st in m.values() for v in st},
-        key=lambda v: (VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER), v),
-    )
-    head = "| arm | eval set | " + " | ".join(f"{v} top-1 | {v} top-5" for v in variants) + " |"
-    lines += [head, "|---|---|" + "---:|---:|" * len(variants)]
-    for arm in arms:
-        for set_name in set_names:
-            st = summary.get(arm["name"], {}).get(set_name)
-            if not st:
-                continue
-            cells = []
-            for v in variants:
-                e = st.get(v)
-                cells += (
-                    [pct(e["top1_mean"], e["top1_std"]), pct(e["top5_mean"], e["top5_std"])]
-                    if e
-                    else ["", ""]
-                )
-            lines.append(
-                f"| {arm_label(arm)} | {set_name} ({st[next(iter(st))]['classes']} cl.) | "
-                + " | ".join(cells)
-                + " |"
-            )
-    lines.append("")
     lines += ablation_lines(summary, arms, set_names)
     main = report.get("main_arm")
     lines += [f"## Targets (main arm: {main})" if main else "## Targets", "",
               "| check | value | result |", "|---|---:|---|"]  # fmt: skip
     for c in report["checks"]:
         lines.append(f"| {c['check']} | {c['value']:.2%} | {'PASS' if c['pass'] else 'FAIL'} |")
-    lines += ["", "## Entity links against the kit's ground truth", "",
-              "| shards | images | of taxa | distractors | collages | links/image (median) | link precision | "
-              "recall (entity or ancestor) | recall (exact) | links on images with >= 10 entities |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += ["", "## Entity links against the kit's ground truth", "", *LINKS_HEAD]
     for key, name in (("links_harvest", "harvest"), ("links_curated", "curated")):
-        x = report.get(key, {})
-        if "records" not in x:
-            lines.append(f"| {name} | error: {x.get('error', '')[:200]} |")
-            continue
-        lines.append(
-            f"| {name} | {x['records']:,} | {x['taxon_images']:,} | {x['distractor_images']:,} | "
-            f"{x['collage_images']:,} | {x['links_per_image']:.2f} ({x['links_per_image_median']}) | "
-            f"{x['link_precision']:.2%} | {x['recall']:.2%} | {x['recall_exact']:.2%} | "
-            f"{x['share_of_links_on_images_with_10_plus']:.2%} ({x['images_with_10_plus']:,} images) |"
-        )
+        lines.append(links_row(name, report.get(key, {})))
     h = report.get("harvest", {})
     lines += [
         "",
@@ -885,13 +1211,15 @@ def render_markdown(report: dict) -> str:
         f"contamination: {report['curate'].get('contamination')}).",
         "",
     ]
+    lines += bootstrap_lines(report, set_names)
     lines += ["## Stage times", "", "| stage | wall s | CPU s |", "|---|---:|---:|"]
     cpu = report.get("stage_cpu_seconds", {})
     for k, v in report["stage_seconds"].items():
         c = f"{cpu[k]:.1f}" if k in cpu else ""
         lines.append(f"| {k} | {v:.1f} | {c} |")
-    tt = list(report.get("train_seconds", {}).values())
-    tc = list(report.get("train_cpu_seconds", {}).values())
+    boot = report.get("bootstrap") or {}
+    tt = [*report.get("train_seconds", {}).values(), *boot.get("train_seconds", {}).values()]
+    tc = [*report.get("train_cpu_seconds", {}).values(), *boot.get("train_cpu_seconds", {}).values()]
     if tt:
         c = f"{statistics.fmean(tc):.1f}, {max(tc):.1f}" if tc else ""
         lines.append(f"| one training run (mean, max) | {statistics.fmean(tt):.1f}, {max(tt):.1f} | {c} |")
