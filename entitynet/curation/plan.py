@@ -90,9 +90,6 @@ class CurateOptions:
         """A copy with some fields or filter options changed."""
         return CurateOptions.of(**{**asdict_shallow(self), **dict(self.filter_options), **given})
 
-    def option(self, name: str, default: Any = None) -> Any:
-        return dict(self.filter_options).get(name, default)
-
     @property
     def filters(self):
         """The filters these options turn on, in the order the chain runs them."""

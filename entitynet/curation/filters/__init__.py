@@ -38,7 +38,7 @@ import numpy as np
 
 from entitynet.errors import ConfigError
 from entitynet.options import Option
-from entitynet.records import TEXT_KINDS, ImageRecord, read_embeddings
+from entitynet.records import ImageRecord, read_embeddings
 
 
 @dataclass(frozen=True)
@@ -54,15 +54,12 @@ class Amend:
 @dataclass(frozen=True)
 class EmbeddingRow:
     """One record's embeddings: its image's, and each of its texts' (`kinds`: an index of
-    TEXT_KINDS; `digests`: `records.text_digest` of each text, to find an alt text's row)."""
+    records.TEXT_KINDS; `digests`: `records.text_digest` of each text, to find an alt text's row)."""
 
     image: np.ndarray
     texts: np.ndarray
     kinds: np.ndarray
     digests: np.ndarray
-
-    def of_kind(self, kind: str) -> np.ndarray:
-        return self.texts[self.kinds == TEXT_KINDS.index(kind)]
 
 
 @dataclass(frozen=True)
