@@ -104,6 +104,16 @@ class Claims(_Queries):
         yield beam.pvalue.TaggedOutput("referenced", sorted(expand.referenced_ids(claims, self.cfg)))
 
 
+class LineageClaims(_Queries):
+    """A list of ancestor ids -> one dict id -> their taxon name and rank statements."""
+
+    def process(self, entity_ids: list[str]):
+        claims: expand.Claims = {}
+        for part in self.batched(expand.fetch_lineage_claims, entity_ids):
+            claims.update(part)
+        yield claims
+
+
 class Texts(_Queries):
     def __init__(self, source, cfg, labels_only: bool):
         super().__init__(source, cfg)
@@ -172,7 +182,7 @@ class Assemble(beam.DoFn):
         for d in parts["labels"] + parts["texts"]:
             texts.update((e, expand.Texts(*t)) for e, t in d.items())
         claims: dict = {}
-        for d in parts["claims"]:
+        for d in parts["lineage"] + parts["claims"]:  # ancestors' taxon names and ranks, then the selected
             claims.update(d)
         entities = expand.assemble(graph, selected, texts, claims, self.cfg)
         stats = {
@@ -211,13 +221,13 @@ def build(
     selected = graph | "Selected" >> beam.FlatMap(_selected_chunks, cfg)
     claims = selected | "Claims" >> beam.ParDo(Claims(source, cfg)).with_outputs("referenced", main="claims")
     texts = selected | "Texts" >> beam.ParDo(Texts(source, cfg, False))
-    labels = (
-        _gather("GatherNeeded", graph=graph, referenced=claims.referenced)
-        | "NeededLabels" >> beam.FlatMap(_needed_labels, cfg)
-        | "Labels" >> beam.ParDo(Texts(source, cfg, True))
-    )
+    needed = _gather(
+        "GatherNeeded", graph=graph, referenced=claims.referenced
+    ) | "NeededLabels" >> beam.FlatMap(_needed_labels, cfg)
+    labels = needed | "Labels" >> beam.ParDo(Texts(source, cfg, True))
+    lineage = needed | "LineageClaims" >> beam.ParDo(LineageClaims(source, cfg))
     (
-        _gather("GatherAll", graph=graph, claims=claims.claims, texts=texts, labels=labels)
+        _gather("GatherAll", graph=graph, claims=claims.claims, texts=texts, labels=labels, lineage=lineage)
         | "Assemble" >> beam.ParDo(Assemble(cfg, staged, started, walked))
     )
 

@@ -73,7 +73,8 @@ class Progress:
             parts[0] += f" of {self.total:,} {self.unit} ({self.done / self.total:.1%})"
         else:
             parts[0] += f" {self.unit}"
-        parts.append(f"{self.made:,} {self.made_unit}")
+        if self.made_unit:  # "" for work that makes nothing to count apart
+            parts.append(f"{self.made:,} {self.made_unit}")
         if self.reused:
             parts.append(f"{self.reused:,} reused")
         parts.append(f"{rate:.1f} {self.unit}/s")

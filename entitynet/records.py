@@ -68,6 +68,14 @@ class Entity:
     gbif_id: str = ""  # P846, GBIF taxon key
     inaturalist_id: str = ""  # P3151, iNaturalist taxon id
     eol_id: str = ""  # P830, Encyclopedia of Life page id
+    # taxon names (P225) of the Linnaean ancestors, kingdom first (kingdom, phylum, class, order,
+    # family, genus); where the graph gives no ranks, of every ancestor with a taxon name
+    lineage_taxa: tuple[str, ...] = ()
+    # `entitynet kg classify` (entitynet/kg/classify.py): whether the entity can be photographed
+    # (None: not classified), who decided ("llm:MODEL", "kg-rule", ...), and why
+    visual: bool | None = None
+    visual_by: str = ""
+    visual_reason: str = ""
 
     def synonyms(self) -> list[str]:
         """Names of the entity, label first, without case-insensitive duplicates."""

@@ -97,6 +97,13 @@ class Store:
             return os.path.join(d, name)
         return d.rstrip("/") + "/" + name.lstrip("/")
 
+    def beside(self, path: str | os.PathLike, name: str) -> str:
+        """The file `name` in the directory of `path`."""
+        p = os.fspath(path)
+        if not is_remote(p):
+            return os.path.join(os.path.dirname(p), name)
+        return p.rstrip("/").rsplit("/", 1)[0] + "/" + name
+
     # ------------------------------------------------------------------ reads
 
     def read(self, path: str | os.PathLike) -> bytes | None:

@@ -90,7 +90,8 @@ def test_a_graph_without_sitelinks_names_the_flag_and_writes_nothing(capsys, bee
     )
     assert code == 0 and "expanded 3 entities" in stdout
     assert stdout.rstrip().endswith(
-        f"next: entitynet queries --entities {out}/entities.jsonl --out {tmp_path}/queries"
+        f"next: entitynet kg classify --entities {out}/entities.jsonl --kg-file {beetles} "
+        f"--out {tmp_path}/kg-classified"
     )
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent.parent / "entitynet" / "data" / "sample_kg.ttl"
 
 HEADER = """\
-# EntityNet sample knowledge graph: living things in the shape of Wikidata's RDF.
+# EntityNet sample knowledge graph: living things (and a little of the world) in the shape of
+# Wikidata's RDF.
 #
-# What it is: a small graph of {n} items (animals, plants, fungi and the groups above them)
-# for the EntityNet demo and tests. It is written like Wikidata's RDF dumps: truthy statements
+# What it is: a small graph of {n} items (animals, plants, fungi and the groups above them; and,
+# for world mode, four of its super-entities with visual and abstract subclasses) for the
+# EntityNet demo and tests. It is written like Wikidata's RDF dumps: truthy statements
 # (wdt:P171 parent taxon, wdt:P279 subclass of, wdt:P31 instance of, wdt:P225 taxon name,
 # wdt:P1843 common name, wdt:P105 taxon rank, wdt:P18 image, wdt:P462 colour, wdt:P527 has part,
 # wdt:P1552 has characteristic, wdt:P366 has use, wdt:P1582 natural product of taxon, wdt:P625
@@ -93,6 +95,7 @@ class Item:
     german: str | None = None
     image: bool = True
     label: str | None = None  # when the label differs from the table key
+    visual: bool = True  # the truth `entitynet kg classify` is measured against (not in the graph)
     id: str = field(default="", init=False)
 
 
@@ -129,7 +132,7 @@ TABLE: list[Item] = [
     I("individual tree", None, sitelinks=20, description="specific tree", via="", image=False),
     I("human", "Q5", sitelinks=200, description="common name of Homo sapiens", via="", image=False),
     # ---- animals
-    I("animal", "Q729", rank="kingdom", taxon="Animalia", sitelinks=300, german="Tier",
+    I("animal", "Q729", ("organism",), rank="kingdom", taxon="Animalia", sitelinks=300, german="Tier", via="P279",
       description="kingdom of multicellular eukaryotic organisms", aliases=("animals", "Animalia", "fauna")),
     I("chordate", None, ("animal",), "phylum", "Chordata", 150, "phylum of animals with a notochord",
       aliases=("chordates",)),
@@ -489,7 +492,7 @@ TABLE: list[Item] = [
     I("water bear", None, ("animal",), "phylum", "Tardigrada", 3, "microscopic animal (few sitelinks in this sample)",
       aliases=("tardigrade",)),
     # ---- plants
-    I("plant", "Q756", rank="kingdom", taxon="Plantae", sitelinks=280, description="multicellular eukaryote of the kingdom Plantae",
+    I("plant", "Q756", ("organism",), via="P279", rank="kingdom", taxon="Plantae", sitelinks=280, description="multicellular eukaryote of the kingdom Plantae",
       aliases=("plants", "Plantae", "flora"), parts=("leaf",), german="Pflanzen"),
     I("tree", "Q10884", ("plant",), sitelinks=200, description="perennial woody plant", via="P279",
       aliases=("trees",), parts=("leaf", "trunk of a tree"), german="Baum"),
@@ -607,8 +610,8 @@ TABLE: list[Item] = [
     I("sweet vernal grass", None, ("flowering plant",), "species", "Anthoxanthum odoratum", 2,
       "grass species (few sitelinks in this sample)", aliases=("vanilla grass",)),
     # ---- fungi
-    I("fungus", "Q764", rank="kingdom", taxon="Fungi", sitelinks=200, description="kingdom of eukaryotic organisms",
-      aliases=("fungi", "Fungi"), german="Pilze"),
+    I("fungus", "Q764", ("organism",), rank="kingdom", taxon="Fungi", sitelinks=200, via="P279",
+      description="kingdom of eukaryotic organisms", aliases=("fungi", "Fungi"), german="Pilze"),
     I("mushroom-forming fungus", None, ("fungus",), "class", "Agaricomycetes", 60, "class of fungi",
       aliases=("mushroom", "mushrooms"), parts=("cap", "lamella")),
     I("fly agaric", None, ("mushroom-forming fungus",), "species", "Amanita muscaria", 90, "poisonous mushroom",
@@ -629,6 +632,76 @@ TABLE: list[Item] = [
       aliases=("morel", "common morel"), common=("yellow morel",), colours=("yellow",), traits=("edible",)),
     I("baker's yeast", None, ("fungus",), "species", "Saccharomyces cerevisiae", 90, "species of yeast",
       aliases=("yeast", "brewer's yeast"), common=("baker's yeast",), uses=("food",)),
+    # ---- the world: four of world mode's super-entities and what Wikidata-like subclass statements
+    # put under them, abstract things included (`entitynet kg classify` must leave those out).
+    # `visual` is the truth a person would give; the graph itself does not say it. The upper
+    # ontology (physical object Q223557, abstract object Q7184903, organism Q7239) is what the
+    # classifier's KG rule looks for; as in Wikidata, some statements mislead it on purpose.
+    I("physical object", "Q223557", sitelinks=60, description="singular aggregation of substance(s)",
+      via="", image=False),
+    I("abstract object", "Q7184903", sitelinks=40, description="object which does not exist at any particular "
+      "time or place", via="", image=False),
+    I("organism", "Q7239", ("physical object",), sitelinks=150, description="individual living system",
+      via="P279", image=False),
+    I("artificial physical object", None, ("physical object",), sitelinks=20, via="P279", image=False,
+      description="physical object made by humans"),
+    I("concept", None, ("abstract object",), sitelinks=120, via="P279", image=False,
+      description="mental representation"),
+    I("information", None, ("abstract object",), sitelinks=150, via="P279", image=False,
+      description="facts provided or learned about something"),
+    I("work", None, ("abstract object",), sitelinks=60, via="P279", image=False,
+      description="product of an intellectual or artistic effort", label="creative work"),
+    I("method", None, ("concept",), sitelinks=50, via="P279", image=False, description="way of doing something"),
+    I("academic discipline", None, ("concept",), sitelinks=90, via="P279", image=False,
+      description="branch of knowledge"),
+    I("culture", None, ("concept",), sitelinks=160, via="P279", image=False,
+      description="social behavior and norms in human societies"),
+    I("occurrence", None, sitelinks=30, via="", image=False, description="something that happens"),
+    I("activity", None, ("occurrence",), sitelinks=40, via="P279", image=False,
+      description="something a person or group does"),
+    I("tool", "Q39546", ("artificial physical object",), sitelinks=120, via="P279",
+      description="physical item used to achieve a goal", aliases=("tools", "implement")),
+    I("product", "Q2424752", sitelinks=100, via="", image=False, description="good or service offered for sale",
+      aliases=("products", "merchandise")),
+    I("foodstuff", "Q2095", ("physical object",), sitelinks=160, via="P279", label="food",
+      description="substance consumed as nutrition", aliases=("foodstuff",)),
+    I("geographical feature", "Q618123", ("physical object",), sitelinks=60, via="P279",
+      description="components of planets that can be geographically located", aliases=("landform",)),
+    I("hammer", None, ("tool",), sitelinks=80, via="P279", description="tool for striking",
+      aliases=("claw hammer",)),
+    I("saw", None, ("tool",), sitelinks=70, via="P279", description="tool with a toothed blade",
+      aliases=("handsaw",)),
+    I("screwdriver", None, ("tool",), sitelinks=60, via="P279", image=False,
+      description="tool for turning screws"),
+    I("statistical method", None, ("tool", "method"), sitelinks=30, via="P279", image=False, visual=False,
+      description="method for analysing data"),
+    I("smartphone", None, ("product", "artificial physical object"), sitelinks=110, via="P279",
+      description="mobile phone with a computer", aliases=("smart phone",)),
+    I("bicycle", None, ("product", "artificial physical object"), sitelinks=150, via="P279",
+      description="pedal-driven two-wheeled vehicle", aliases=("bike", "cycle")),
+    I("book", None, ("product", "work"), sitelinks=140, via="P279", description="medium for recording information",
+      aliases=("books",)),
+    I("software", None, ("product", "information"), sitelinks=130, via="P279", image=False, visual=False,
+      description="instructions that tell a computer what to do"),
+    I("service", None, ("product", "activity"), sitelinks=70, via="P279", image=False, visual=False,
+      description="intangible economic good", aliases=("services",)),
+    I("video game", None, ("software", "work"), sitelinks=120, via="P279", visual=False,
+      description="game played on a screen", aliases=("computer game",)),
+    I("bread", None, ("foodstuff",), sitelinks=130, via="P279", description="baked food made of flour and water"),
+    I("cheese", None, ("foodstuff",), sitelinks=120, via="P279", description="dairy product", aliases=("cheeses",)),
+    I("nutrition", None, ("foodstuff", "academic discipline"), sitelinks=90, via="P279", image=False, visual=False,
+      description="science of food and the body"),
+    I("cuisine", None, ("foodstuff", "culture"), sitelinks=80, via="P279", visual=False,
+      description="style of cooking of a region"),
+    I("mountain", None, ("geographical feature",), sitelinks=160, via="P279",
+      description="large natural elevation of the earth's surface", aliases=("mount", "peak")),
+    I("lake", None, ("geographical feature",), sitelinks=150, via="P279", description="body of standing water"),
+    I("glacier", None, ("geographical feature",), sitelinks=100, via="P279", image=False,
+      description="persistent body of dense ice"),
+    I("border", None, ("geographical feature", "concept"), sitelinks=70, via="P279", visual=False,
+      description="line that separates two areas", aliases=("boundary", "frontier")),
+    I("climate", None, ("geographical feature", "concept"), sitelinks=110, via="P279", image=False, visual=False,
+      description="long-term weather pattern of a region"),
 ]  # fmt: skip
 
 

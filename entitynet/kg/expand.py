@@ -46,6 +46,10 @@ SOURCE_ID_PROPERTIES = {
 }
 # colour, has part, made from material, uses, has use, has characteristic
 ATTRIBUTE_PROPERTIES = ("P462", "P527", "P186", "P2283", "P366", "P1552")
+# kingdom, phylum, class, order, family, genus: the ranks of a taxonomic name (BioCLIP's "taxonomic" text)
+LINNAEAN_RANKS = ("Q36732", "Q38348", "Q37517", "Q36602", "Q35409", "Q34740")
+# what the lineage needs of each ancestor: its taxon name and rank
+LINEAGE_PROPERTIES = ("P225", "P105")
 # taxon name, common name, rank, image
 CLAIM_PROPERTIES = ("P225", "P1843", "P105", "P18", *SOURCE_ID_PROPERTIES.values())
 
@@ -269,6 +273,25 @@ def fetch_claims(client: SparqlClient, cfg: ExpandConfig, entity_ids: list[str])
     return parse_claims(client.select(sparql.claims(entity_ids, detail_properties(cfg))))
 
 
+def fetch_lineage_claims(client: SparqlClient, entity_ids: list[str]) -> Claims:
+    """Taxon name and rank of ancestors that are not selected themselves (`lineage_taxa` needs them)."""
+    return parse_claims(client.select(sparql.claims(entity_ids, LINEAGE_PROPERTIES)))
+
+
+def lineage_taxa(lineage_ids: Iterable[str], claims: Claims) -> tuple[str, ...]:
+    """Taxon names (P225) of the ancestors, root side first: those of a Linnaean rank (kingdom ...
+    genus) when any ancestor has one, else every ancestor with a taxon name (a graph without ranks)."""
+    named = []
+    for a in reversed(list(lineage_ids)):
+        props = claims.get(a, {})
+        names = sorted(v if isinstance(v, str) else v[0] for v in props.get("P225", ()))
+        if names:
+            ranks = {v for v in props.get("P105", ()) if isinstance(v, str)}
+            named.append((names[0], bool(ranks & set(LINNAEAN_RANKS))))
+    ranked = [n for n, linnaean in named if linnaean]
+    return tuple(ranked if ranked else (n for n, _ in named))
+
+
 def referenced_ids(claims: Claims, cfg: ExpandConfig) -> set[str]:
     """Items named by attribute and rank statements: their labels are needed too."""
     out: set[str] = set()
@@ -459,6 +482,7 @@ def assemble(
                 image=images[0] if images else "",
                 attributes=tuple(attributes),
                 kind=kind,
+                lineage_taxa=lineage_taxa(lineage_ids, claims) if kind != "class" or taxon else (),
                 **{name: _first_text(props.get(p, ())) for name, p in SOURCE_ID_PROPERTIES.items()},
             )
         )

@@ -154,3 +154,31 @@ def closure(
         + "\n  ".join(filters)
         + "\n}"
     )
+
+
+def supertypes(entity_ids: Sequence[str], via: Sequence[str], hops: int = 3) -> str:
+    """Every class within `hops` steps up `via` from each entity, with its sitelinks: rows
+    (?e ?s ?sitelinks). The candidates of the entity's natural type (`entitynet.kg.classify`)."""
+    step = f"({_path(via)})"
+    path = "/".join([step] + [f"{step}?"] * (hops - 1))
+    return (
+        PREFIXES
+        + "SELECT DISTINCT ?e ?s ?sitelinks WHERE {\n  "
+        + _values("e", entity_ids)
+        + f"\n  ?e {path} ?s .\n  FILTER(?s != ?e)\n  OPTIONAL {{ "
+        + SITELINKS.format(v="?s", n="?sitelinks")
+        + " }\n}"
+    )
+
+
+def under(entity_ids: Sequence[str], tops: Sequence[str]) -> str:
+    """Which of the `tops` classes each entity is an instance or a subclass of, at any depth
+    (`(P31|P279)/P279*`): rows (?e ?top)."""
+    return (
+        PREFIXES
+        + "SELECT DISTINCT ?e ?top WHERE {\n  "
+        + _values("e", entity_ids)
+        + "\n  "
+        + _values("top", tops)
+        + "\n  ?e (wdt:P31|wdt:P279)/wdt:P279* ?top .\n}"
+    )

@@ -31,6 +31,11 @@ from entitynet.http_policy import (
 )
 from entitynet.records import Attribute, Entity
 
+
+class LLMRefusal(EntityNetError):
+    """The model declined to answer (the `refusal` of a chat-completions message): asking again
+    gets the same, so the caller decides without it."""
+
 CATEGORIES_ANIMAL = (
     "color",
     "pattern and texture",
@@ -150,7 +155,9 @@ class LLMClient:
                 raise ConfigError(f"environment variable {self.api_key_env} (the LLM API key) is not set")
             self.session.headers["Authorization"] = f"Bearer {key}"
 
-    def complete(self, msgs: list[dict], json_schema: dict) -> str:
+    def complete(self, msgs: list[dict], json_schema: dict, name: str = "attributes") -> str:
+        """The model's answer (the message content); an LLMRefusal when it declined, an EntityNetError
+        (one line) when the endpoint gave no answer after the retries."""
         url = self.base_url.rstrip("/") + "/chat/completions"
         body = {
             "model": self.model,
@@ -158,7 +165,7 @@ class LLMClient:
             "temperature": self.temperature,
             "response_format": {
                 "type": "json_schema",
-                "json_schema": {"name": "attributes", "strict": True, "schema": json_schema},
+                "json_schema": {"name": name, "strict": True, "schema": json_schema},
             },
         }
         last, wait = "", None
@@ -199,9 +206,16 @@ class LLMClient:
             if r.status != 200:
                 raise EntityNetError(f"LLM endpoint {url} answered HTTP {r.status}: {r.text()[:200]!r}")
             try:
-                return r.json()["choices"][0]["message"]["content"]
-            except (ValueError, KeyError, IndexError, TypeError):
+                message = r.json()["choices"][0]["message"]
+                content, refusal = message.get("content"), message.get("refusal")
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                 last = "not a chat-completions response"
+                continue
+            if isinstance(refusal, str) and refusal.strip():
+                raise LLMRefusal(f"the model refused: {' '.join(refusal.split())[:200]}")
+            if isinstance(content, str):
+                return content
+            last = "a message without content"
         raise EntityNetError(f"LLM endpoint {url} failed after {self.max_retries + 1} attempts, last: {last}")
 
     def _late(self, url: str, last: str) -> EntityNetError:
@@ -215,7 +229,10 @@ class LLMClient:
         """Attributes for one entity, or None when the model gave no valid answer in `tries`."""
         cats = categories_for(entity)
         for _ in range(tries):
-            content = self.complete(messages(entity, cats), schema(cats))
+            try:
+                content = self.complete(messages(entity, cats), schema(cats))
+            except LLMRefusal:
+                return None
             try:
                 return parse_attributes(content, entity, cats)
             except (ValueError, KeyError, TypeError):
