@@ -353,13 +353,15 @@ def run(
     beam_args: list[str] | None = None,
     embeddings: str | None = None,
     say=None,
+    left_out: Sequence[Entity] = (),
 ) -> dict:
     """Build the explorer site of `data_dir` into `out_dir`; returns what it holds. `entities`: the
     path of entities.jsonl, or the entities; the driver makes the index of them from the pipeline's
     counts. `queries` (query id -> text) go to a staged file that the workers read: the job graph
     holds no data. `embeddings`: an `entitynet embed` output of the dataset (or of its harvest):
     each image then shows its nearest neighbours, each entity a map of its images; its index is
-    built first when it has none or a stale one (`say` tells which, one line)."""
+    built first when it has none or a stale one (`say` tells which, one line). `left_out`: entities
+    `kg classify` judged not visual, listed on the index with why."""
     started = time.time()
     inputs, summary = inputs_of(data_dir)
     # checked before any work; one page per evaluation even when given twice
@@ -433,13 +435,21 @@ def run(
             kept_links=list(KEEP),
             not_fetched=list(NOT_FETCHED),
         )
-        site.write_data(STORE, out_dir, "data/index.js", {"summary": summary, "entities": index})
+        left = list(left_out)
+        summary["left_out"] = len(left)
+        site.write_data(
+            STORE,
+            out_dir,
+            "data/index.js",
+            {"summary": summary, "entities": index, "left_out": rows.left_out(left)},
+        )
         site.finish(out_dir, built_from)
     return {
         "site": out_dir,
         "index": os.path.join(out_dir, "index.html"),
         "entities": len(index),
         "unimaged": summary["unimaged"],
+        "left_out": summary["left_out"],
         "images": summary["harvest"]["records"],
         "evaluations": len(evaluations),
         "embedded": counts.get(("records_embedded", ""), 0) if embeddings else None,

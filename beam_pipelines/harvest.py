@@ -77,6 +77,7 @@ from entitynet.curation import balance
 from entitynet.errors import EntityNetError, OutputError
 from entitynet.fetch.fetcher import Fetcher, host_name
 from entitynet.files import write_json, write_lines
+from entitynet.kg import classify
 from entitynet.links import Linker, LinkRule, link_stats
 from entitynet.progress import Progress
 from entitynet.records import Candidate, Entity, ImageRecord, Query, read_jsonl, write_jsonl
@@ -779,6 +780,12 @@ def run(
         store, local_dir = out.store, out.local_dir
         queries = queries if isinstance(queries, str) else _staged_jsonl(out, "queries.jsonl", queries)
         n_entities = len(spec.entities) if spec.entities else _count_lines(spec.entities_file)
+        # what `kg classify` left out beside the entities file: for the data card
+        left_out = (
+            classify.left_out_summary(classify.read_left_out(spec.entities_file))
+            if spec.entities_file
+            else None
+        )
         if spec.entities:
             given = not isinstance(entities, str) and tuple(entities) == spec.entities
             spec = replace(
@@ -851,6 +858,8 @@ def run(
                 ],
             )
         stats["modifiers"] = {"sent": sorted(supported), "dropped": dropped}
+        if left_out:
+            stats["left_out"] = left_out
         datacard.write_card(local_dir, stats, labels)
         write_json(
             os.path.join(local_dir, CONFIG),

@@ -94,6 +94,26 @@ def link_lines(links: dict, unlinked: int) -> list[str]:
     ]
 
 
+def left_out_lines(left: dict | None) -> list[str]:
+    """The entities `entitynet kg classify` judged not visual (they got no queries), with why."""
+    if not left:
+        return []
+    by = ", ".join(f"{n:,} by {who}" for who, n in left["by"].items())
+    lines = [
+        f"## Entities left out before the search: {left['count']:,} ({by})",
+        "",
+        "Judged not visual by `entitynet kg classify` (kg-rule: the deterministic rule from the graph; "
+        "llm:MODEL: the model's answer), so no queries were made for them.",
+        "",
+        "| entity | label | decided by | why |",
+        "|---|---|---|---|",
+        *[f"| {e} | {label} | {who} | {why} |" for e, label, who, why in left["entities"]],
+    ]
+    if left["count"] > len(left["entities"]):
+        lines.append(f"| … | {left['count'] - len(left['entities']):,} more in left_out.jsonl | | |")
+    return [*lines, ""]
+
+
 def write_card(
     directory: str | os.PathLike,
     stats: dict,
@@ -175,6 +195,7 @@ def write_card(
         "",
         *link_lines(stats.get("links") or {}, outcomes.get("unlinked", 0)),
         *license_lines(stats.get("per_license"), stats.get("per_source")),
+        *left_out_lines(stats.get("left_out")),
         "![images per entity](plots/images_per_entity.png)",
         "",
         "![outcomes](plots/outcomes.png)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -87,8 +88,9 @@ def cmd_demo(args, beam_args) -> int:
     cfg = ExpandConfig(mode="living", roots=SAMPLE_ROOTS)
     stats = expand_kg.run(KGSource(kg_files=(kg,)), cfg, str(out / "kg"), beam_args)
     print(expand_summary(stats, "the sample graph", cfg.min_sitelinks, out / "kg"))
+    _classify(out, kg, beam_args)
     print("== 2/10 queries: search queries for every entity", flush=True)
-    entities = load_entities(str(out / "kg" / "entities.jsonl"))
+    entities = load_entities(str(out / "kg-classified" / "entities.jsonl"))
     if args.limit_entities:
         entities = entities[: args.limit_entities]  # entities.jsonl is sorted by sitelinks
         print(f"(using the {len(entities)} entities with most sitelinks)")
@@ -183,7 +185,7 @@ def cmd_demo(args, beam_args) -> int:
     from train.evaluate import evaluate, read_entities
     from train.evaluate import summary as eval_summary
 
-    known = read_entities(str(out / "kg" / "entities.jsonl"))
+    known = read_entities(str(out / "kg-classified" / "entities.jsonl"))
     evalset = lambda run: image_folder(str(out / "evalset"), known)  # noqa: E731
     main_result = evaluate(str(out / "train"), evalset, args.templates)
     results = [main_result]
@@ -240,6 +242,7 @@ def cmd_demo(args, beam_args) -> int:
     model_curated = _model_filtered(args, out, entities, beam_args)
     print("== 10/10 explore: the model-filtered curation and the evaluations as a static site", flush=True)
     from beam_pipelines import explore
+    from entitynet.kg.classify import read_left_out
 
     site = explore.run(
         str(model_curated),
@@ -249,12 +252,43 @@ def cmd_demo(args, beam_args) -> int:
         [str(out / "train")],
         beam_args=beam_args,
         embeddings=str(out / "embeddings"),
+        left_out=[
+            *read_left_out(str(out / "kg-classified" / "entities.jsonl")),
+            *read_left_out(str(out / "kg-world-classified" / "entities.jsonl")),
+        ],
     )
     print(explore_summary(site))
     print(f"report: {main_result['report']}")
     print(f"explorer: {Path(site['index']).resolve()}")
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
+
+
+def _classify(out: Path, kg: str, beam_args) -> None:
+    """`kg classify` of the expansion (the KG rule: the demo has no LLM), and the same for the sample
+    graph's world part in world mode, where the rule has abstract things to leave out (listed by
+    the explorer of step 10; they get no queries, and the demo does not harvest them)."""
+    from beam_pipelines import expand_kg
+    from entitynet.kg import classify
+    from entitynet.kg.client import KGSource
+    from entitynet.kg.expand import ExpandConfig
+    from entitynet_cli.kg import classify_summary
+
+    source = KGSource(kg_files=(kg,))
+    for name, mode in (("kg", "living"), ("kg-world", "world")):
+        if mode == "world":
+            cfg = ExpandConfig(mode="world")
+            stats = expand_kg.run(source, cfg, str(out / name), beam_args)
+            print(
+                f"world mode on the same graph: {stats['entities']:,} entities under the "
+                f"{len(stats['per_root'])} of world mode's super-entities it holds"
+            )
+        entities_file = str(out / name / "entities.jsonl")
+        target = str(out / f"{name}-classified")
+        st = classify.run(
+            load_entities(entities_file), entities_file, source.open(), kg, target, classify.ClassifyConfig()
+        )
+        print(classify_summary(st, classify.read_left_out(os.path.join(target, "entities.jsonl")), target))
 
 
 def _model_filtered(args, out: Path, entities, beam_args) -> Path:
@@ -270,7 +304,7 @@ def _model_filtered(args, out: Path, entities, beam_args) -> Path:
         str(out / "shards"),
         str(out / "train"),
         str(out / "embeddings"),
-        entities=str(out / "kg" / "entities.jsonl"),
+        entities=str(out / "kg-classified" / "entities.jsonl"),
         index="auto",
     )
     print(

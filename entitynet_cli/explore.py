@@ -29,6 +29,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     e.add_argument("dataset", metavar="DIR", help="the --out of `entitynet harvest` or `entitynet curate`")
     e.add_argument("--entities", required=True, metavar="FILE", help="the entities.jsonl of the dataset")
     e.add_argument(
+        "--left-out",
+        action="append",
+        metavar="FILE",
+        help="left_out.jsonl of `entitynet kg classify` (repeatable; default: the one beside --entities): "
+        "the entities judged not visual, listed on the index with why",
+    )
+    e.add_argument(
         "--queries", metavar="FILE", help="queries.jsonl, to show the queries that found each image"
     )
     e.add_argument(
@@ -72,7 +79,9 @@ def explore_summary(result: dict) -> str:
             f"{result['mapped']:,} entit{'y' if result['mapped'] == 1 else 'ies'} mapped"
         )
     return (
-        f"explorer: {result['entities']:,} entities ({result.get('unimaged', 0):,} without images), "
+        f"explorer: {result['entities']:,} entities ({result.get('unimaged', 0):,} without images"
+        + (f", {result['left_out']:,} left out as not visual" if result.get("left_out") else "")
+        + "), "
         f"{result['images']:,} images{near}, "
         f"{result['evaluations']} evaluation(s) in {result['seconds']:.1f} s\n"
         f"open {Path(result['index']).resolve()} in a browser (it works from disk), "
@@ -96,9 +105,20 @@ def _build(args, out: str, claim, queries, evals: list[str], beam_args) -> dict:
             beam_args,
             embeddings=args.embeddings,
             say=lambda line: print(line, file=sys.stderr, flush=True),
+            left_out=_left_out(args),
         )
         result["local_index"] = str(Path(result["index"]).resolve())
     return result
+
+
+def _left_out(args) -> list:
+    """The entities `kg classify` left out: --left-out files, else the left_out.jsonl beside --entities."""
+    from entitynet.kg import classify
+    from entitynet.records import Entity, read_jsonl
+
+    if not args.left_out:
+        return classify.read_left_out(args.entities)
+    return [e for path in args.left_out for e in read_jsonl(path, Entity)]
 
 
 def cmd_explore(args, beam_args) -> int:

@@ -246,3 +246,35 @@ def test_a_killed_run_resumes_and_asks_nothing_twice(world, sample_kg, tmp_path)
         assert cli.main(argv[3:]) == 0 and len(srv.requests) == 11  # and a third run asks nothing
     finally:
         srv.close()
+
+
+def test_in_living_mode_the_model_checks_the_kingdom(sample_entities, sample_kg, tmp_path):
+    tried("llm-classify")
+    entities = sample_entities[:12]
+    cfg = classify.ClassifyConfig(mode="living", batch_size=6)
+    facts = classify.fetch_facts(KGSource(kg_files=(str(sample_kg),)).open(), entities, cfg, ("en",))
+    odd = entities[3]
+    srv = ScriptedChat(classify_responder(set(), not_in_kingdom={odd.id}))
+    try:
+        decided, _ = classify.classify(entities, facts, cfg, llm(srv))
+        assert "in_kingdom" in json.dumps(srv.requests[0]["response_format"])
+        assert "[kingdom: an animal]" in srv.requests[0]["messages"][1]["content"] or odd.root != "Q729"
+        assert [e.id for e in entities if not decided[e.id].visual] == [odd.id]
+        assert decided[odd.id].reason.startswith("not ") and decided[odd.id].by == "llm:scripted-7b"
+    finally:
+        srv.close()
+
+
+def test_the_data_card_lists_what_was_left_out(tmp_path):
+    from entitynet import datacard
+
+    left = [
+        Entity(id=f"Q{i}", label=f"thing {i}", visual=False, visual_by="kg-rule", visual_reason="abstract")
+        for i in range(1, 56)
+    ]
+    summary = classify.left_out_summary(left)
+    assert summary is not None and summary["count"] == 55 and len(summary["entities"]) == 50
+    card = datacard.write_card(tmp_path, {"left_out": summary}).read_text()
+    assert "## Entities left out before the search: 55 (55 by kg-rule)" in card
+    assert "| Q1 | thing 1 | kg-rule | abstract |" in card and "| … | 5 more in left_out.jsonl | | |" in card
+    assert classify.left_out_summary([]) is None

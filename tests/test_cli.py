@@ -204,6 +204,15 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     assert "== 8/10 export" in out and f'open_clip.create_model_and_transforms("local-dir:{export}")' in out
     assert (export / "open_clip_config.json").is_file() and (export / "README.md").is_file()
     assert (site / "explorer.json").is_file() and len(list((site / "data" / "eval").glob("*.js"))) == 2
+    # kg classify: the living expansion keeps every taxon; the world part loses its abstract classes,
+    # which the explorer's index lists with who decided and why
+    assert "240 kept, 0 left out as not visual" in out and "35 kept, 5 left out as not visual" in out
+    from entitynet.explore.site import read_script
+
+    left = read_script((site / "data" / "index.js").read_bytes())[1]["left_out"]
+    assert {r["label"] for r in left} >= {"software", "service", "video game"}
+    assert all(r["by"] == "kg-rule" and r["reason"] for r in left)
+    assert "5 left out as not visual" in out.split("== 10/10 explore")[1]
     # the curate command on the demo's harvest: a key subset, and one clear line for a missing eval set
     argv = [
         "curate",

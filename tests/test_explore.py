@@ -35,6 +35,15 @@ PAGE = 5  # images per page: every entity of the world has several pages
 GHOST = Entity(
     id="Q999999", label="phantom", description="no query looked for it", natural_type_label="animal"
 )
+# an entity `kg classify` left out: listed on the index, not among the entities
+SOFTWARE = Entity(
+    id="Q7397",
+    label="software",
+    natural_type_label="product",
+    visual=False,
+    visual_by="kg-rule",
+    visual_reason="under abstract object, not under physical object",
+)
 
 CHROMIUM = os.environ.get("ENTITYNET_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("ENTITYNET_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -86,6 +95,7 @@ def world(sample_entities, tiny_run, tmp_path_factory):
         [str(root / "eval")],
         page_size=PAGE,
         embeddings=str(root / "emb"),
+        left_out=[SOFTWARE],
     )
     return root, entities, result
 
@@ -530,6 +540,12 @@ def test_the_site_in_a_real_browser(world, driver, tmp_path):
         f"{index['summary']['unimaged']} entities without images"
         in driver.find_element(By.ID, "summary").text
     )
+    # what kg classify left out, with who decided and why, apart from the entities
+    (row,) = driver.find_elements(By.CSS_SELECTOR, "#left-out-table tbody tr")
+    assert driver.find_element(By.ID, "left-out").is_displayed()
+    assert "software" in row.text and "kg-rule" in row.text and "under abstract object" in row.text
+    assert "1 entities left out as not visual" in driver.find_element(By.ID, "summary").text
+    assert not driver.find_elements(By.CSS_SELECTOR, f'#entities tr[data-id="{SOFTWARE.id}"]')
     Select(driver.find_element(By.ID, "sort")).select_by_value("noimages")
     marked = [
         "no-images" in (r.get_attribute("class") or "")

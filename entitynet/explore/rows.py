@@ -181,6 +181,21 @@ def no_images(row: dict, curated: bool, candidates_known: bool = True) -> str | 
     )[1]
 
 
+def left_out(entities) -> list[dict]:
+    """The rows of the index's "left out before the search" table: what `kg classify` judged not visual."""
+    return [
+        {
+            "id": e.id,
+            "label": e.label,
+            "description": e.description,
+            "type": e.natural_type_label,
+            "by": e.visual_by,
+            "reason": e.visual_reason,
+        }
+        for e in entities
+    ]
+
+
 def entity_index(
     entities: Iterable[Entity],
     counts: dict,

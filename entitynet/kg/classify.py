@@ -365,8 +365,8 @@ def ask_batch(
         pending = [e for e in pending if e.id not in got]
         if not pending:
             break
-    for e in pending:
-        decided[e.id] = kg_rule(e, facts[e.id], cfg.mode, by=fallback)
+    for rest in pending:
+        decided[rest.id] = kg_rule(rest, facts[rest.id], cfg.mode, by=fallback)
     return decided
 
 
@@ -506,3 +506,14 @@ def read_left_out(entities_path: str) -> list[Entity]:
     if STORE.read(path) is None:
         return []
     return list(read_jsonl(path, Entity))
+
+
+def left_out_summary(left: Sequence[Entity], shown: int = 50) -> dict | None:
+    """For a data card: how many were left out, by whom, and the first `shown` with why."""
+    if not left:
+        return None
+    return {
+        "count": len(left),
+        "by": dict(Counter(e.visual_by for e in left).most_common()),
+        "entities": [[e.id, e.label, e.visual_by, e.visual_reason] for e in left[:shown]],
+    }

@@ -456,6 +456,7 @@ def assemble(
                         attributes.append(Attribute(property=p, value=value, value_id=v))
         ranks = [label_of(texts, v, langs) for v in props.get("P105", ()) if isinstance(v, str)]
         images = sorted(v for v in props.get("P18", ()) if isinstance(v, str) and "://" in v)
+        source_ids = {name: _first_text(props.get(p, ())) for name, p in SOURCE_ID_PROPERTIES.items()}
         if e in graph.products:
             kind = "fruit"
         elif cfg.mode == "living" and (props.get("P171") or props.get("P225")):
@@ -483,7 +484,10 @@ def assemble(
                 attributes=tuple(attributes),
                 kind=kind,
                 lineage_taxa=lineage_taxa(lineage_ids, claims) if kind != "class" or taxon else (),
-                **{name: _first_text(props.get(p, ())) for name, p in SOURCE_ID_PROPERTIES.items()},
+                commons_category=source_ids["commons_category"],
+                gbif_id=source_ids["gbif_id"],
+                inaturalist_id=source_ids["inaturalist_id"],
+                eol_id=source_ids["eol_id"],
             )
         )
     return sorted(out, key=entity_sort_key)

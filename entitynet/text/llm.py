@@ -36,6 +36,7 @@ class LLMRefusal(EntityNetError):
     """The model declined to answer (the `refusal` of a chat-completions message): asking again
     gets the same, so the caller decides without it."""
 
+
 CATEGORIES_ANIMAL = (
     "color",
     "pattern and texture",

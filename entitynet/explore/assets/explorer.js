@@ -88,7 +88,18 @@ function indexPage() {
     if (s.curation) parts.push(`curation: ${fmt(sum(s.curation.kept))} kept, ${fmt(sum(s.curation.removed))} removed`);
     const unimaged = index.entities.filter((r) => r.no_images).length;
     if (unimaged) parts.push(`${fmt(unimaged)} entities without images`);
+    const leftOut = index.left_out || [];
+    if (leftOut.length) parts.push(`${fmt(leftOut.length)} entities left out as not visual`);
     document.getElementById("summary").textContent = parts.join(" · ");
+    if (leftOut.length) {
+      document.getElementById("left-out").hidden = false;
+      const body = document.querySelector("#left-out-table tbody");
+      for (const r of leftOut) {
+        body.appendChild(el("tr", { "data-id": r.id },
+          el("td", {}, r.label, el("div", { class: "muted" }, r.id + (r.description ? " · " + r.description : ""))),
+          el("td", {}, r.type), el("td", {}, r.by), el("td", {}, r.reason)));
+      }
+    }
     if (evals.length) {
       document.getElementById("evaluations").hidden = false;
       const ul = document.getElementById("eval-list");
