@@ -139,9 +139,13 @@ def cmd_kg_classify(args, _extra) -> int:
         )
     elif args.llm_model:
         raise ConfigError("--llm-model needs --llm-endpoint URL (an OpenAI-compatible server)")
-    entities = load_entities(args.entities)
+    from entitynet.records import Entity, read_jsonl
+
+    if next(read_jsonl(args.entities, Entity), None) is None:
+        load_entities(args.entities)  # its one line: the file holds no entities
+    entities = read_jsonl(args.entities, Entity)  # read as they are classified, never held whole
     source = _kg_source(args)
-    progress = Progress("classify", total=len(entities), unit="entities", made_unit="", stream=sys.stderr)
+    progress = Progress("classify", unit="entities", made_unit="", stream=sys.stderr)
     with claimed_output(args.out, "kg classify", (classify.CONFIG,)):
         try:
             st = classify.run(

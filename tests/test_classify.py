@@ -85,6 +85,14 @@ def test_the_kg_rule_decides_from_the_graph_alone(world, sample_kg, tmp_path, ca
         and "kg-rule: under abstract object" in printed
     )
     assert "next: entitynet queries --entities" in printed
+    # the entities go a chunk at a time (memory does not grow with the graph): the same files
+    st7 = classify.run(
+        read_jsonl(path, Entity), str(path), KGSource(kg_files=(str(sample_kg),)).open(), "kg",
+        str(tmp_path / "chunked"), classify.ClassifyConfig(), chunk=7,
+    )  # fmt: skip
+    for name in ("entities.jsonl", "left_out.jsonl"):
+        assert (tmp_path / "chunked" / name).read_bytes() == (tmp_path / name).read_bytes()
+    assert {k: v for k, v in st7.items() if k != "seconds"} == {k: v for k, v in st.items() if k != "seconds"}
 
 
 def test_the_kg_rule_keeps_every_taxon_in_living_mode(sample_entities, sample_entities_dir):

@@ -187,14 +187,16 @@ def schema(batch: Sequence[Entity], facts: dict[str, Facts], mode: str) -> dict:
         "id": {"type": "string", "enum": [e.id for e in batch]},
         "natural_type": {"type": "string", "enum": [*candidates, ""]},
         "visual": {"type": "boolean"},
-        "reason": {"type": "string", "maxLength": REASON_CHARS},
+        "reason": {
+            "type": "string"
+        },  # cut to REASON_CHARS here (no length keywords: not every server takes them)
     }
     if mode == "living":
         props["in_kingdom"] = {"type": "boolean"}
     item = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
     return {
         "type": "object",
-        "properties": {"entities": {"type": "array", "items": item, "maxItems": len(batch)}},
+        "properties": {"entities": {"type": "array", "items": item}},
         "required": ["entities"],
         "additionalProperties": False,
     }
@@ -411,23 +413,42 @@ def apply(entity: Entity, d: Decision) -> Entity:
     return e
 
 
-def stats(before: Sequence[Entity], ents: Sequence[Entity], tally: Tally, seconds: float) -> dict:
-    left = [e for e in ents if e.visual is False]
-    changed = sum(a.natural_type != b.natural_type for a, b in zip(before, ents, strict=True))
-    return {
-        "entities": len(ents),
-        "kept": len(ents) - len(left),
-        "left_out": len(left),
-        "decided_by": dict(Counter(e.visual_by for e in ents).most_common()),
-        "left_out_by": dict(Counter(e.visual_by for e in left).most_common()),
-        "natural_types_changed": changed,
-        "requests": tally.requests,
-        "cached_answers": tally.cached,
-        "invalid_answers": tally.invalid,
-        "refused": tally.refused,
-        "seconds": round(seconds, 2),
-        "per_natural_type": dict(Counter(e.natural_type_label for e in ents if e.visual).most_common()),
-    }
+@dataclass
+class Counts:
+    """The stats of a classification, counted as entities are written (nothing held per entity)."""
+
+    entities: int = 0
+    left_out: int = 0
+    changed: int = 0
+    decided_by: Counter = field(default_factory=Counter)
+    left_out_by: Counter = field(default_factory=Counter)
+    per_natural_type: Counter = field(default_factory=Counter)
+
+    def add(self, before: Entity, after: Entity) -> None:
+        self.entities += 1
+        self.changed += before.natural_type != after.natural_type
+        self.decided_by[after.visual_by] += 1
+        if after.visual is False:
+            self.left_out += 1
+            self.left_out_by[after.visual_by] += 1
+        else:
+            self.per_natural_type[after.natural_type_label] += 1
+
+    def stats(self, tally: Tally, seconds: float) -> dict:
+        return {
+            "entities": self.entities,
+            "kept": self.entities - self.left_out,
+            "left_out": self.left_out,
+            "decided_by": dict(self.decided_by.most_common()),
+            "left_out_by": dict(self.left_out_by.most_common()),
+            "natural_types_changed": self.changed,
+            "requests": tally.requests,
+            "cached_answers": tally.cached,
+            "invalid_answers": tally.invalid,
+            "refused": tally.refused,
+            "seconds": round(seconds, 2),
+            "per_natural_type": dict(self.per_natural_type.most_common()),
+        }
 
 
 ENTITIES = "entities.jsonl"
@@ -456,7 +477,7 @@ def expansion_settings(entities_path: str) -> dict:
 
 
 def run(
-    entities: Sequence[Entity],
+    entities: Iterable[Entity],
     entities_path: str,
     client: SparqlClient,
     source: str,
@@ -464,38 +485,52 @@ def run(
     cfg: ClassifyConfig,
     llm=None,
     endpoint: str = "",
-    progress=None,
+    progress: Callable[[int], None] | None = None,
+    chunk: int = 5000,
 ) -> dict:
     """Classify and write OUT/entities.jsonl (the kept entities), OUT/left_out.jsonl, the stats and
-    the config, each file whole; the LLM's answers are cached in OUT/llm_cache as they arrive."""
+    the config. The entities go `chunk` at a time (their facts, their decisions, then written), so
+    memory does not grow with the graph; each file is put in place whole when all are done, and
+    the LLM's answers are cached in OUT/llm_cache as they arrive. `progress(n)`: n entities done."""
+    import itertools
     import time
+
+    from entitynet.records import to_json
 
     started = time.time()
     settings = expansion_settings(entities_path)
     cfg = replace(cfg, mode=settings["mode"]).check()
-    facts = fetch_facts(client, entities, cfg, settings["languages"])
     cache = AnswerCache(STORE.join(out_dir, CACHE)) if llm is not None else None
-    decided, tally = classify(entities, facts, cfg, llm, cache, progress)
-    done = [apply(e, decided[e.id]) for e in entities]
-    st = stats(entities, done, tally, time.time() - started)
+    counts, tally = Counts(), Tally()
+    stream = iter(entities)
+    with (
+        STORE.open_write(STORE.join(out_dir, ENTITIES), text=True) as kept,
+        STORE.open_write(STORE.join(out_dir, LEFT_OUT), text=True) as left,
+    ):
+        while part := list(itertools.islice(stream, chunk)):
+            facts = fetch_facts(client, part, cfg, settings["languages"])
+            decided, t = classify(part, facts, cfg, llm, cache, _shifted(progress, counts.entities))
+            tally.add(requests=t.requests, cached=t.cached, invalid=t.invalid, refused=t.refused)
+            for e in part:
+                done = apply(e, decided[e.id])
+                counts.add(e, done)
+                (left if done.visual is False else kept).write(to_json(done) + "\n")
+    st = counts.stats(tally, time.time() - started)
     doc = {
         "source": source,
         "entities": entities_path,
         "decider": f"llm:{llm.model}" if llm is not None else KG_RULE,
         "llm_endpoint": endpoint,
-        "classify": {k: v for k, v in cfg.__dict__.items()},
+        "classify": dict(cfg.__dict__),
     }
-    from entitynet.records import to_json
-
-    def jsonl(items: Iterable[Entity]) -> bytes:
-        return "".join(to_json(e) + "\n" for e in items).encode()
-
-    STORE.write(STORE.join(out_dir, LEFT_OUT), jsonl(e for e in done if e.visual is False))
     STORE.write(STORE.join(out_dir, "expand_config.json"), json.dumps(settings["doc"], indent=2).encode())
     STORE.write(STORE.join(out_dir, CONFIG), json.dumps(doc, indent=2, sort_keys=True).encode())
     STORE.write(STORE.join(out_dir, STATS), json.dumps(st, indent=2, sort_keys=True).encode())
-    STORE.write(STORE.join(out_dir, ENTITIES), jsonl(e for e in done if e.visual is not False))
     return st
+
+
+def _shifted(progress: Callable[[int], None] | None, base: int) -> Callable[[int], None] | None:
+    return None if progress is None else (lambda n: progress(base + n))
 
 
 def read_left_out(entities_path: str) -> list[Entity]:
