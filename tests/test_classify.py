@@ -286,3 +286,16 @@ def test_the_data_card_lists_what_was_left_out(tmp_path):
     assert "## Entities left out before the search: 55 (55 by kg-rule)" in card
     assert "| Q1 | thing 1 | kg-rule | abstract |" in card and "| … | 5 more in left_out.jsonl | | |" in card
     assert classify.left_out_summary([]) is None
+
+
+def test_entities_judged_not_visual_get_no_queries(world, tmp_path):
+    import dataclasses
+
+    from entitynet.text.queries import QueryConfig, make_queries
+
+    _, entities, _ = world
+    judged = [dataclasses.replace(e, visual=e.label not in NON_VISUAL) for e in entities]
+    queries, stats = make_queries(judged, str(tmp_path), QueryConfig())
+    asked = {e for q in queries for e in q.entity_ids}
+    assert stats["not_visual"] == len(NON_VISUAL) and stats["entities"] == len(entities) - len(NON_VISUAL)
+    assert asked and not asked & ids_of(entities, NON_VISUAL)

@@ -157,6 +157,10 @@ def make_queries(entities, out_dir: str, cfg, llm=None, llm_top: int = 0) -> tup
     if not is_remote(out_dir):
         ensure_writable_dir(out_dir)
     started = time.time()
+    # what `kg classify` judged not visual gets no queries (its entities.jsonl holds none; a file
+    # that mixes them in is taken as it says)
+    not_visual = sum(1 for e in entities if e.visual is False)
+    entities = [e for e in entities if e.visual is not False]
     llm_stats = {}
     if llm is not None and llm_top > 0:
         ranked = sorted(range(len(entities)), key=lambda i: -entities[i].sitelinks)[:llm_top]
@@ -174,6 +178,7 @@ def make_queries(entities, out_dir: str, cfg, llm=None, llm_top: int = 0) -> tup
         "entities": len(entities),
         "queries": len(queries),
         "per_kind": dict(Counter(q.kind for q in queries).most_common()),
+        "not_visual": not_visual,
         "seconds": round(time.time() - started, 2),
         **llm_stats,
     }
