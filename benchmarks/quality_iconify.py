@@ -10,6 +10,9 @@ r"""Quality benchmark: the whole EntityNet chain on the Iconify emoji world, sco
     python benchmarks/quality_iconify.py --config configs/small_data.py --mixes kg+alt,alt   # the recipe
     python benchmarks/quality_iconify.py --config configs/small_data.py --mixes kg+alt --steps 900 \
         --bootstrap --out /tmp/quality-bootstrap                       # retrain on the model filters' curation
+    python benchmarks/quality_iconify.py --config configs/small_data.py --steps 900 \
+        --train-override data.context_length=32 --arm "without:kg+alt=|--name-style all" \
+        --arm "with:kg+alt=data.caption_weights.name_styles=0.3|--name-style all"   # taxonomic names
 
 It builds (or reuses) the kit of benchmarks/iconify_world.py (icon sets from the npm registry,
 a Wikidata-shaped KG, a web of noisy emoji pictures on 127.0.0.1 that does not honour "-term"
@@ -42,6 +45,11 @@ is trained on). The main arm is retrained over the same seeds on each such curat
 curation's tokenizer) and evaluated as before; the report adds, per filter, what it removed by
 reason (and the share of the first curation), the entity links of what it kept and of what it
 removed, and zero-shot accuracy against the main arm, paired by seed.
+
+Name styles: where an arm's eval flags hold `--name-style` (the CLI's; see docs/stages/evaluate.md),
+the report adds, per evaluation set and style, each arm's top-1 and top-5 under the default template
+set, each later arm against the first paired by seed, the same for the best of the prompt sets
+(labelled apart, as the reference reports it), and each style's accuracy on living and other classes.
 
 `--checkout DIR` runs that checkout's CLI (PYTHONPATH=DIR, cwd DIR); `--config PATH` the training
 config (default DIR/configs/tiny_cpu.py; a relative PATH is taken relative to DIR); `--python PATH`
@@ -403,7 +411,7 @@ def _eval_single(runner: Runner, w: Path, folder: Path, flags: list[str], tag: s
 def _scores(r: dict) -> dict:
     z = r.get("zero_shot", {})
     fx = z.get("fixed_templates", {})
-    return {
+    out = {
         "top1": fx.get("top1"),
         "top5": fx.get("top5"),
         "macro": fx.get("macro"),
@@ -412,6 +420,32 @@ def _scores(r: dict) -> dict:
         "templates": z.get("template_count"),
         "step": r.get("step"),
     }
+    split = r.get("living_split")
+    if split:  # accuracy on the living classes and the rest (where the CLI reports it)
+        out["living"] = {
+            g: {k: split[g][k] for k in ("classes", "images", "top1", "top5")} for g in LIVING_GROUPS
+        }
+    if r.get("name_styles"):  # `entitynet eval --name-style` (where the CLI has it)
+        out["name_styles"] = {
+            style: {
+                "top1": x["top1"],
+                "top5": x["top5"],
+                "best_top1": x["best_of_prompt_sets"]["top1"],
+                "best_top5": x["best_of_prompt_sets"]["top5"],
+                "best_prompt_set": x["best_of_prompt_sets"]["prompt_set"],
+                "living_top1": x["living"]["top1"],
+                "other_top1": x["other"]["top1"],
+                "fell_back": x["fell_back"],
+                "truncated_texts": x.get("truncated_texts"),
+            }
+            for style, x in r["name_styles"].items()
+        }
+        out["name_style_protocol"] = r.get("name_style_protocol")
+    return out
+
+
+LIVING_GROUPS = ("living", "other", "unmapped")
+STYLE_METRICS = ("top1", "top5", "best_top1", "best_top5", "living_top1", "other_top1")
 
 
 def mean_std(xs: list[float]) -> tuple[float, float]:
@@ -698,6 +732,9 @@ def main(argv=None) -> int:
     report["results"] = results
     summary = summarize(arms, arm_runs, results, list(kit.eval_sets), [v for v, _ in variants])
     report["summary"] = summary
+    report["name_styles"] = name_style_summary(
+        arms, arm_runs, results, list(kit.eval_sets), [v for v, _ in variants]
+    )
     checks = quality_checks(summary, arms, args.main_arm)
     report["checks"] = [{"check": c, "value": v, "pass": ok} for c, v, ok in checks]
     report["stage_seconds"] = run.times
@@ -965,6 +1002,61 @@ def alt_only_twin(arms: list[Arm], main: str) -> Arm | None:
     return twins[0] if twins else None
 
 
+def name_style_summary(
+    arms: list[Arm], arm_runs: dict[str, list[str]], results: dict, set_names: list[str], variants: list[str]
+) -> dict:
+    """Where the runs were evaluated with --name-style: per arm, set, variant and style, each metric's
+    mean and std over the seeds (STYLE_METRICS), the classes that fell back and the protocol; and
+    each arm against the first one, paired by seed (`paired`: the differences' mean, std, per seed)."""
+    out: dict = {"arms": {}, "paired": {}, "reference": arms[0].name if arms else ""}
+    per_seed: dict = {}  # arm -> set -> variant -> style -> metric -> [value per seed or None]
+    for arm in arms:
+        keys = [eval_key(r, arm.eval_flags) for r in arm_runs[arm.name]]
+        for set_name in set_names:
+            for variant in variants:
+                got = [results.get(k, {}).get(set_name, {}).get(variant) or {} for k in keys]
+                styles = [g.get("name_styles") or {} for g in got]
+                if not any(styles):
+                    continue
+                names = list(dict.fromkeys(s for x in styles for s in x))
+                entry: dict = {
+                    "protocol": next(g["name_style_protocol"] for g in got if g.get("name_styles"))
+                }
+                for style in names:
+                    vals = [x.get(style) for x in styles]
+                    stats: dict = {"seeds": sum(v is not None for v in vals)}
+                    for metric in STYLE_METRICS:
+                        seq = [v.get(metric) if v else None for v in vals]
+                        per_seed.setdefault(arm.name, {}).setdefault(set_name, {}).setdefault(
+                            variant, {}
+                        ).setdefault(style, {})[metric] = seq
+                        stats[f"{metric}_mean"], stats[f"{metric}_std"] = mean_std(seq)
+                    stats["fell_back"] = next((v["fell_back"] for v in vals if v), None)
+                    stats["best_prompt_sets"] = sorted({v["best_prompt_set"] for v in vals if v})
+                    entry[style] = stats
+                out["arms"].setdefault(arm.name, {}).setdefault(set_name, {})[variant] = entry
+    ref = out["reference"]
+    for arm in arms[1:]:
+        for set_name, by_variant in per_seed.get(arm.name, {}).items():
+            for variant, by_style in by_variant.items():
+                for style, metrics in by_style.items():
+                    base = per_seed.get(ref, {}).get(set_name, {}).get(variant, {}).get(style)
+                    if not base:
+                        continue
+                    for metric in ("top1", "top5", "best_top1", "best_top5"):
+                        diffs = [
+                            a - b
+                            for a, b in zip(metrics[metric], base[metric], strict=False)
+                            if a is not None and b is not None
+                        ]
+                        if diffs:
+                            m, sd = mean_std(diffs)
+                            out["paired"].setdefault(arm.name, {}).setdefault(set_name, {}).setdefault(
+                                variant, {}
+                            ).setdefault(style, {})[metric] = {"mean": m, "std": sd, "per_seed": diffs}
+    return out
+
+
 # ---------------------------------------------------------------- the report
 
 
@@ -1073,6 +1165,83 @@ def accuracy_lines(summary: dict, arms: list[dict], set_names: list[str]) -> lis
                 + " |"
             )
     return lines + [""]
+
+
+def pp(d: dict | None) -> str:
+    """A paired difference in percentage points: mean ± std over the seeds."""
+    return f"{d['mean'] * 100:+.2f} ± {d['std'] * 100:.2f} pp" if d else "n/a"
+
+
+def name_style_report(
+    ns: dict, arms: list[dict], set_names: list[str], variant: str = "ensemble"
+) -> list[str]:
+    """Per evaluation set and name style: each arm's top-1 and top-5 (mean ± std over seeds) under the
+    fixed template set, each later arm against the first paired by seed; then, apart, the best of
+    the prompt sets, as the reference reports it; then the living/other split of each style."""
+    by_arm = ns.get("arms") or {}
+    shown = [a for a in arms if any(variant in by_arm.get(a["name"], {}).get(s, {}) for s in set_names)]
+    if not shown:
+        return []
+    ref, nan = ns.get("reference", shown[0]["name"]), float("nan")
+    others = [a for a in shown if a["name"] != ref]
+    protocol = next(
+        by_arm[a["name"]][s][variant]["protocol"]
+        for a in shown
+        for s in set_names
+        if variant in by_arm[a["name"]].get(s, {})
+    )
+    best = protocol["best_of_prompt_sets"]
+    lines = [
+        "## Name styles (mean ± std over seeds; Δ paired by seed)",
+        "",
+        f"Names: {protocol['names']}. Fixed template set: `{protocol['templates']}` ({protocol['template_count']} templates, the run's training "
+        f"templates); context {protocol['context_length']} tokens. The second table is the "
+        f"{best['label']} ({', '.join(best['prompt_sets'])}), never mixed with the first.",
+        "",
+    ]
+
+    def table(metrics: tuple[str, str], title: str) -> list[str]:
+        head = "| set | style | fell back | " + "".join(
+            f"{arm_label(a)} top-1 | {arm_label(a)} top-5 | " for a in shown
+        )
+        head += "".join(f"Δ top-1 {a['name']} − {ref} | Δ top-5 |" for a in others)
+        out = [title, "", head, "|---|---|---:|" + "---:|---:|" * len(shown) + "---:|---:|" * len(others)]
+        for s in set_names:
+            styles = list(dict.fromkeys(
+                st for a in shown for st in by_arm.get(a["name"], {}).get(s, {}).get(variant, {}) if st != "protocol"
+            ))  # fmt: skip
+            for style in styles:
+                cells, fell = [], None
+                for a in shown:
+                    x = by_arm.get(a["name"], {}).get(s, {}).get(variant, {}).get(style) or {}
+                    fell = x.get("fell_back", fell)
+                    cells += [pct(x.get(f"{metrics[0]}_mean", nan), x.get(f"{metrics[0]}_std", nan)),
+                              pct(x.get(f"{metrics[1]}_mean", nan), x.get(f"{metrics[1]}_std", nan))]  # fmt: skip
+                for a in others:
+                    d = ns.get("paired", {}).get(a["name"], {}).get(s, {}).get(variant, {}).get(style, {})
+                    cells += [pp(d.get(metrics[0])), pp(d.get(metrics[1]))]
+                out.append(
+                    f"| {s} | {style} | {fell if fell is not None else ''} | " + " | ".join(cells) + " |"
+                )
+        return [*out, ""]
+
+    lines += table(("top1", "top5"), f"Fixed template set `{protocol['templates']}`:")
+    lines += table(("best_top1", "best_top5"), f"{best['label'][:1].upper()}{best['label'][1:]}:")
+    lines += ["Living and other classes, fixed template set, top-1:", ""]
+    lines += ["| set | style | " + " | ".join(f"{arm_label(a)} living | {arm_label(a)} other" for a in shown) + " |",
+              "|---|---|" + "---:|---:|" * len(shown)]  # fmt: skip
+    for s in set_names:
+        styles = list(dict.fromkeys(
+            st for a in shown for st in by_arm.get(a["name"], {}).get(s, {}).get(variant, {}) if st != "protocol"
+        ))  # fmt: skip
+        for style in styles:
+            cells = []
+            for a in shown:
+                x = by_arm.get(a["name"], {}).get(s, {}).get(variant, {}).get(style) or {}
+                cells += [pct(x.get("living_top1_mean", nan), x.get("living_top1_std", nan)),
+                          pct(x.get("other_top1_mean", nan), x.get("other_top1_std", nan))]  # fmt: skip
+            lines.append(f"| {s} | {style} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def links_row(name: str, x: dict) -> str:
@@ -1193,6 +1362,7 @@ def render_markdown(report: dict) -> str:
         *accuracy_lines(summary, arms, set_names),
     ]
     lines += ablation_lines(summary, arms, set_names)
+    lines += name_style_report(report.get("name_styles") or {}, arms, set_names)
     main = report.get("main_arm")
     lines += [f"## Targets (main arm: {main})" if main else "## Targets", "",
               "| check | value | result |", "|---|---:|---|"]  # fmt: skip

@@ -103,6 +103,10 @@ def base() -> ml_collections.ConfigDict:
     # its parents' names and the descriptions (entitynet/text/captions.py, the reference's weights):
     # the label (as the query that found the image) gets `noun_query`, the other names share
     # `noun_synonyms`, the parents take `parent_share` of that (`parent_share_living` for taxa).
+    # `name_styles`: the share of an entity's KG captions given to its names in BioCLIP's styles
+    # (entitynet/text/names.py: "Vulpes vulpes with common name red fox", "Animalia Chordata
+    # Mammalia Carnivora Canidae Vulpes vulpes", ...), split over the styles; only entities with a
+    # taxon name get them. 0.0 (off, the reference's mix): benchmarks/results-issue32-names.md.
     c.data.caption_weights = ml_collections.ConfigDict(
         {
             "noun_query": 0.4,
@@ -110,6 +114,7 @@ def base() -> ml_collections.ConfigDict:
             "noun_descriptions": 0.1,
             "parent_share": 0.2,
             "parent_share_living": 0.1,
+            "name_styles": 0.0,
         }
     )
     c.data.split = "train"  # the split trained on

@@ -48,7 +48,12 @@ def cmd_queries(args, _extra) -> int:
         _, stats = make_queries(entities, args.out, cfg, llm, args.llm_top)
     print(
         f"{stats['queries']:,} queries for {stats['entities']:,} entities in {stats['seconds']:.1f} s\n"
-        f"queries per kind:\n{table(stats['per_kind'])}\n"
+        + (
+            f"{stats['not_visual']:,} entities judged not visual by `kg classify` got none\n"
+            if stats.get("not_visual")
+            else ""
+        )
+        + f"queries per kind:\n{table(stats['per_kind'])}\n"
         f"modifiers: photo type {cfg.photo_type or 'none'}; exclude terms "
         f"{' '.join(cfg.exclude_terms) or 'none'}; or-terms {'on' if cfg.or_terms else 'off'} "
         "(each backend sends what its API can express)\n"
@@ -66,7 +71,7 @@ def cmd_queries(args, _extra) -> int:
 
 
 def cmd_captions(args, _extra) -> int:
-    from entitynet.text.captions import captions
+    from entitynet.text.captions import captions, with_name_styles
 
     entities = {e.id: e for e in load_entities(args.entities)}
     if args.entity not in entities:
@@ -84,8 +89,16 @@ def cmd_captions(args, _extra) -> int:
             attribute=args.attribute,
         )
     parents = [entities[p] for p in e.parents if p in entities]
-    for c in sorted(captions(e, query, parents), key=lambda c: -c.weight):
+    base = captions(e, query, parents)
+    for c in sorted(base, key=lambda c: -c.weight):
         print(f"{c.weight:6.3f}  {c.source:<18}  {c.text}")
+    # the name-style captions a config with data.caption_weights.name_styles > 0 mixes in
+    styled = [c for c in with_name_styles(base, e, 1.0) if c.source.startswith("style:")]
+    print("name styles (off by default; data.caption_weights.name_styles=W gives them W, split evenly):")
+    if not styled:
+        print(f"  none: {e.label!r} has no taxon name, or its styled names are among the captions already")
+    for c in styled:
+        print(f"        {c.source:<24}  {c.text}")
     return 0
 
 

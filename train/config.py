@@ -205,6 +205,7 @@ _FIELDS = [
     ("data.caption_weights.noun_descriptions", "float", 0.0, 100.0),
     ("data.caption_weights.parent_share", "float", 0.0, 1.0),
     ("data.caption_weights.parent_share_living", "float", 0.0, 1.0),
+    ("data.caption_weights.name_styles", "float", 0.0, 1.0),
     ("ema_decay", "float", 0.0, 0.999999),
     ("init_towers", "choice", ("both", "image"), None),
     ("model.unlocked_groups", "int", 0, 10_000),

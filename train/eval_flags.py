@@ -50,6 +50,14 @@ def add_arguments(ap) -> None:
         "(default: the templates the run trained with, else openai); bare names are always reported too",
     )
     ap.add_argument(
+        "--name-style",
+        action="append",
+        metavar="STYLE",
+        help="also score each class named in a name style: common, scientific, scientific+common, "
+        "taxonomic, taxonomic+common (repeatable, a comma list, or all); side by side, under the fixed "
+        "template set and, labelled apart, the best of the prompt sets",
+    )
+    ap.add_argument(
         "--tokenizer", help="tokenizer.json or CLIP merges file (default: the run's, or the export's)"
     )
     ap.add_argument(

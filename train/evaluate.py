@@ -16,6 +16,11 @@ that template set, for the bare class names beside it, and, labelled as optimist
 single template on the set. Retrieval (Recall@1/5/10, median rank, several texts per image) runs
 as chunked matrix products on device.
 
+Where the classes map to entities, the accuracy on living classes (animal or plant and below) is
+given beside the rest (results.json `living_split`); `--name-style` scores the classes again named
+in BioCLIP's name styles (`entitynet.text.names`), side by side, under the fixed template set and,
+labelled apart, the best of the prompt sets (results.json `name_styles`, `name_style_protocol`).
+
 How a prediction counts is said beside every number (summary, results.json `counting_rule`,
 report.md): on an ImageFolder or TFDS set it is right only when it is the labelled class exactly;
 on the held-out split when it is any entity the image is linked to, ancestors included when linked,
@@ -303,10 +308,20 @@ def choose_templates(templates: str | None, run: dict) -> str:
     return templates or training_templates(run) or "openai"
 
 
-def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str, predictions=None) -> dict:
+def zero_shot(
+    model,
+    tokenizer,
+    mcfg,
+    data,
+    images: np.ndarray,
+    templates: str,
+    predictions=None,
+    keep: dict | None = None,
+) -> dict:
     """Zero-shot accuracy with the template ensemble `templates` and, beside it, with the bare
     class names (what a model trained without prompts has seen); each labelled image's top-5 under
-    the ensemble is appended to `predictions` (a list, or `Predictions`), as it is scored."""
+    the ensemble is appended to `predictions` (a list, or `Predictions`), as it is scored. `keep`,
+    when given, receives the ensemble's class embeddings as keep["class_emb"] (for `living_split`)."""
     tpl = read_templates(templates)
     context = mcfg.text.context_length
     names = [c[0] for c in data.classes]
@@ -330,6 +345,8 @@ def zero_shot(model, tokenizer, mcfg, data, images: np.ndarray, templates: str, 
     per_template = class_embeddings(model, tokenizer, data.classes, tpl, context)
     fixed_emb = per_template.mean(axis=1)
     fixed_emb /= np.linalg.norm(fixed_emb, axis=-1, keepdims=True)
+    if keep is not None:
+        keep["class_emb"] = fixed_emb
     fixed = classify(
         images,
         fixed_emb,
@@ -390,6 +407,159 @@ def counting(rule: str, fixed: dict, bare: dict) -> dict:
             "bare_names": dict(bare.get("exact", fixed["exact"])),
         }
     return out
+
+
+# ---------------------------------------------------------------- name styles and living classes
+
+LIVING_ROOTS = {"Q729": "animal", "Q756": "plant"}
+LIVING_RULE = (
+    "living: classes whose entity is animal (Q729) or plant (Q756) or lies under one of them (its root "
+    "or lineage); other: the rest of the classes matched to an entity; unmapped: classes matched to "
+    "none. Each image is grouped by its labelled class and scored against every class of the set"
+)
+PROMPT_SETS = ("openai", "photo", "bare")  # the prompt sets "best of" also tries
+BEST_OF_LABEL = "best of {n} prompt sets, as the reference reports it (chosen on this set: optimistic)"
+
+
+def is_living(entity) -> bool:
+    """Whether `entity` is an animal or a plant: Q729 or Q756 itself, its root, or in its lineage."""
+    return any(x in LIVING_ROOTS for x in (entity.id, entity.root, *entity.lineage_ids))
+
+
+def class_groups(data, entities: dict) -> list[str]:
+    """Per class of `data`: "living", "other" (matched to an entity that is neither animal nor
+    plant) or "unmapped" (matched to no entity of `entities`)."""
+    out = []
+    for names in data.classes:
+        e = entities.get(data.class_entities.get(names[0], ""))
+        out.append("unmapped" if e is None else "living" if is_living(e) else "other")
+    return out
+
+
+def _metrics(m: dict) -> dict:
+    return {k: (None if np.isnan(m[k]) else m[k]) for k in ("top1", "top5", "macro")}
+
+
+def group_accuracy(images: np.ndarray, class_emb: np.ndarray, data, groups: list[str]) -> dict:
+    """Zero-shot accuracy of the images of each group's classes ("living", "other", "unmapped"),
+    each scored against every class (one classification, split by the image's labelled class):
+    {group: {classes, images, top1, top5, macro}}; a group without images has None for accuracy."""
+    member = np.asarray(groups)
+    out = {}
+    for g in ("living", "other", "unmapped"):
+        inside = member == g
+        labels = np.where((data.labels >= 0) & inside[np.maximum(data.labels, 0)], data.labels, -1)
+        entry: dict = {"classes": int(inside.sum()), "images": int(np.sum(labels >= 0))}
+        if entry["images"]:
+            entry.update(_metrics(classify(images, class_emb, labels, data.correct)))
+        else:
+            entry.update(top1=None, top5=None, macro=None)
+        out[g] = entry
+    return out
+
+
+def living_split(images: np.ndarray, class_emb: np.ndarray, data, entities: dict) -> dict | None:
+    """results.json's `living_split`: accuracy on the living classes and on the rest, side by side
+    (`group_accuracy`), with the rule in words; None when no class of the set maps to an entity."""
+    groups = class_groups(data, entities)
+    if all(g == "unmapped" for g in groups):
+        return None
+    return {"rule": LIVING_RULE, **group_accuracy(images, class_emb, data, groups)}
+
+
+def parse_name_styles(values: list[str] | None) -> tuple[str, ...]:
+    """--name-style values (each a style, a comma list, or "all") -> the styles in STYLES order; an
+    unknown one is a ConfigError naming the styles there are."""
+    from entitynet.text.names import STYLES
+
+    asked: set[str] = set()
+    for value in values or ():
+        for part in (x.strip() for x in value.split(",")):
+            if part == "all":
+                asked.update(STYLES)
+            elif part in STYLES:
+                asked.add(part)
+            elif part:
+                raise ConfigError(f"--name-style {part}: unknown name style; use {', '.join(STYLES)} or all")
+    return tuple(x for x in STYLES if x in asked)
+
+
+def style_classes(data, entities: dict, style: str) -> tuple[list[list[str]], dict]:
+    """Each class's name in `style` (one name a class) and the counts: `fell_back` (classes not named
+    in the style: their entity has no such name, or they are `unmapped` and keep the set's own names)
+    and `used` (classes by the style their name is really in)."""
+    from collections import Counter
+
+    from entitynet.text.names import styled_name
+
+    classes, used = [], Counter()
+    unmapped = fell_back = 0
+    for names in data.classes:
+        e = entities.get(data.class_entities.get(names[0], ""))
+        if e is None:
+            classes.append(list(names))
+            unmapped += 1
+            fell_back += 1
+            used["unmapped"] += 1
+            continue
+        n = styled_name(e, style)
+        classes.append([n.text])
+        fell_back += n.fell_back
+        used[n.used] += 1
+    return classes, {"fell_back": fell_back, "unmapped": unmapped, "used": dict(sorted(used.items()))}
+
+
+def name_styles(
+    model, tokenizer, mcfg, data, images: np.ndarray, entities: dict, styles: tuple[str, ...], templates: str
+) -> tuple[dict, dict]:
+    """Zero-shot accuracy with each class named in each of `styles` (`entitynet.text.names`, one name
+    a class, no synonyms), under the fixed template set `templates` and, labelled apart, the best of
+    the prompt sets (`templates` and PROMPT_SETS), as the reference reports it; with the living/other
+    split of the fixed set's figure. (results.json's `name_styles`, its protocol)."""
+    sets = {templates: read_templates(templates)}
+    sets.update({name: read_templates(name) for name in PROMPT_SETS if name not in sets})
+    union = list(dict.fromkeys(t for tpl in sets.values() for t in tpl))
+    where = {name: [union.index(t) for t in tpl] for name, tpl in sets.items()}
+    context = mcfg.text.context_length
+    groups = class_groups(data, entities)
+    best_label = BEST_OF_LABEL.format(n=len(sets))
+    out = {}
+    for style in styles:
+        classes, counts = style_classes(data, entities, style)
+        per_template = class_embeddings(model, tokenizer, classes, union, context)
+        scored = {}
+        for name, idx in where.items():
+            emb = per_template[:, idx].mean(axis=1)
+            emb /= np.linalg.norm(emb, axis=-1, keepdims=True)
+            scored[name] = (classify(images, emb, data.labels, data.correct), emb)
+        fixed, fixed_emb = scored[templates]
+        best = max(scored, key=lambda name: (scored[name][0]["top1"], name == templates))
+        fits = context - 2  # tokens a text keeps between the start and end tokens
+        cut_names = sum(any(len(tokenizer.ids(n)) > fits for n in names) for names in classes)
+        texts = [fill(t, n) for names in classes for t in sets[templates] for n in names]
+        cut_texts = sum(len(tokenizer.ids(t)) > fits for t in texts) / len(texts)
+        split = group_accuracy(images, fixed_emb, data, groups)
+        out[style] = {
+            **_metrics(fixed),
+            "classes": len(classes),
+            **counts,
+            "truncated_names": cut_names,  # classes whose name alone is longer than the context
+            "truncated_texts": cut_texts,  # share of the fixed set's texts (class x template) cut
+            "names": {c[0]: n[0] for c, n in zip(data.classes, classes, strict=True)},
+            "best_of_prompt_sets": {"label": best_label, "prompt_set": best, **_metrics(scored[best][0])},
+            "living": {k: split["living"][k] for k in ("classes", "images", "top1", "top5")},
+            "other": {k: split["other"][k] for k in ("classes", "images", "top1", "top5")},
+        }
+    protocol = {
+        "templates": templates,
+        "template_count": len(sets[templates]),
+        "names": "one name a class, its entity's name in the style, no synonyms; a class with no name "
+        "in the style keeps its entity's common name, and one matched to no entity its own names in the "
+        "set (both: fell_back)",
+        "best_of_prompt_sets": {"label": best_label, "prompt_sets": list(sets)},
+        "context_length": context,
+    }
+    return out, protocol
 
 
 class Predictions:
@@ -515,17 +685,27 @@ def evaluate(
     out: str | Path | None = None,
     tokenizer: str | None = None,
     weights: str = "auto",
+    styles: tuple[str, ...] = (),
+    entities_fn: Callable[[dict], dict] | None = None,
 ) -> dict:
     """Evaluate a run (or an exported model) on the evaluation set `data_fn(run_config)` returns;
     writes results.json, report.md and plots to `out` (default MODEL/eval/<set>-<digest of its
     source>, so two sets of one name never share a directory; a run's trained weights evaluated
     beside its moving average: <set>-<digest>-raw). `templates`: None picks the run's training
-    templates, else the OpenAI ones."""
-    return evaluate_model(load_model(model_path, tokenizer, weights), model_path, data_fn, templates, out)
+    templates, else the OpenAI ones. `entities_fn(run_config)`: the knowledge graph's entities by
+    id, for the living/other split and the name `styles` (`name_styles`)."""
+    m = load_model(model_path, tokenizer, weights)
+    return evaluate_model(m, model_path, data_fn, templates, out, styles, entities_fn)
 
 
 def evaluate_model(
-    m: dict, model_path: str | Path, data_fn, templates: str | None = None, out: str | Path | None = None
+    m: dict,
+    model_path: str | Path,
+    data_fn,
+    templates: str | None = None,
+    out: str | Path | None = None,
+    styles: tuple[str, ...] = (),
+    entities_fn: Callable[[dict], dict] | None = None,
 ) -> dict:
     """`evaluate` with the model loaded already (`load_model`'s model, config, step, tokenizer and
     run). Memory beyond the model grows with the set by its embeddings (images and texts, float32),
@@ -552,8 +732,26 @@ def evaluate_model(
         if data.labels is not None and len(data.classes) >= 2 and np.any(data.labels >= 0):
             chosen = choose_templates(templates, m["run"])
             predictions = Predictions()
-            result["zero_shot"] = zero_shot(model, m["tokenizer"], mcfg, data, images, chosen, predictions)
+            kept: dict = {}
+            result["zero_shot"] = zero_shot(
+                model, m["tokenizer"], mcfg, data, images, chosen, predictions, keep=kept
+            )
             result["zero_shot"]["training_templates"] = training_templates(m["run"])
+            entities = entities_fn(m["run"]) if entities_fn else {}
+            split = living_split(images, kept.pop("class_emb"), data, entities)
+            if split:
+                result["living_split"] = split
+            if styles:
+                if not entities:
+                    raise ConfigError(
+                        "--name-style names classes by their entities: give --entities "
+                        "(the entities.jsonl of `entitynet kg expand`)"
+                    )
+                result["name_styles"], result["name_style_protocol"] = name_styles(
+                    model, m["tokenizer"], mcfg, data, images, entities, styles, chosen
+                )
+        elif styles:
+            raise ConfigError(f"{data.name}: --name-style needs a set with classes (zero-shot)")
         if data.texts:
             tokens = Tokens(m["tokenizer"], data.texts, mcfg.text.context_length)
             texts = embed(jax.jit(model.encode_text), tokens)
@@ -583,13 +781,25 @@ def evaluate_model(
     return result
 
 
+def entities_source(args) -> Callable[[dict], dict]:
+    """A function of the run's config giving the entities by id (--entities, else the run's
+    data.entities; {} with neither)."""
+
+    def of(run: dict) -> dict:
+        path = args.entities or run.get("data", {}).get("entities")
+        return read_entities(path) if path else {}
+
+    return of
+
+
 def data_source(args) -> Callable:
     """A function of the run's config giving the evaluation set the command line names."""
     from train import eval_data
 
+    entities_of = entities_source(args)
+
     def make(run: dict):
-        entities_path = args.entities or run.get("data", {}).get("entities")
-        entities = read_entities(entities_path) if entities_path else {}
+        entities = entities_of(run)
         if args.imagefolder:
             data = eval_data.image_folder(args.imagefolder, entities, args.synonyms, args.class_names)
         elif args.tfds:
@@ -622,9 +832,19 @@ def run_from_args(args) -> list[dict]:
             f"{len(labels)} --label for {len(args.workdir)} --workdir; give one per run or none"
         )
     make = data_source(args)
+    styles = parse_name_styles(getattr(args, "name_style", None))
     single = len(args.workdir) == 1
     results = [
-        evaluate(w, make, args.templates, args.out if single else None, args.tokenizer, args.weights)
+        evaluate(
+            w,
+            make,
+            args.templates,
+            args.out if single else None,
+            args.tokenizer,
+            args.weights,
+            styles,
+            entities_source(args),
+        )
         for w in args.workdir
     ]
     if not single:
@@ -676,8 +896,50 @@ def summary(results: list[dict]) -> list[str]:
         lines.append(f"{r['workdir']} on {r['eval_set']} ({r['images']:,} images): " + "; ".join(parts))
         if zs:
             lines.append("  " + counting_line(zs))
+        lines += ["  " + x for x in living_lines(r.get("living_split"))]
+        lines += ["  " + x for x in name_style_lines(r.get("name_styles"), r.get("name_style_protocol"))]
         lines.append(f"  report: {r['report']} (results.json and plots/ beside it)")
     return lines
+
+
+def _acc(x: dict) -> str:
+    if x.get("top1") is None:
+        return "no images"
+    return f"top-1 {x['top1']:.2%} / top-5 {x['top5']:.2%}"
+
+
+def living_lines(split: dict | None) -> list[str]:
+    """One line: accuracy on the living classes and on the rest, side by side, and the unmapped."""
+    if not split:
+        return []
+    lv, ot, un = split["living"], split["other"], split["unmapped"]
+    line = (
+        f"living classes (animal Q729 or plant Q756 and below) {_acc(lv)} ({lv['classes']} classes, "
+        f"{lv['images']:,} images); other classes {_acc(ot)} ({ot['classes']} classes, {ot['images']:,} images)"
+    )
+    if un["classes"]:
+        line += f"; unmapped (no entity) {un['classes']} classes, {un['images']:,} images, {_acc(un)}"
+    return [line]
+
+
+def name_style_lines(styles: dict | None, protocol: dict | None) -> list[str]:
+    """Two lines: each name style's accuracy under the fixed template set (with how many classes
+    fell back), then, labelled apart, the best over the prompt sets."""
+    if not styles or not protocol:
+        return []
+    fixed = "; ".join(
+        f"{s} {_acc(x)}" + (f" ({x['fell_back']} fell back)" if x["fell_back"] else "")
+        for s, x in styles.items()
+    )
+    best = "; ".join(
+        f"{s} {_acc(x['best_of_prompt_sets'])} ({x['best_of_prompt_sets']['prompt_set']})"
+        for s, x in styles.items()
+    )
+    return [
+        f"name styles, fixed set {protocol['templates']} ({protocol['template_count']} templates, one "
+        f"name a class): {fixed}",
+        f"name styles, {protocol['best_of_prompt_sets']['label']}: {best}",
+    ]
 
 
 def counting_line(zs: dict) -> str:

@@ -243,6 +243,8 @@ def write_report(r: dict, out_dir: str | Path) -> Path:
             lines += ["![most confused pairs](plots/confused.png)", ""]
             lines += ["Most confused (true -> predicted, images): "]
             lines += [", ".join(f"{a} -> {b} ({n})" for a, b, n in zs["confused"][:8]), ""]
+        lines += living_report_lines(r.get("living_split"))
+        lines += name_style_report_lines(r.get("name_styles"), r.get("name_style_protocol"))
         lines += class_name_lines(zs)
     rt = r.get("retrieval")
     if rt:
@@ -285,6 +287,50 @@ def counting_lines(zs: dict) -> list[str]:
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def _cells(x: dict) -> str:
+    return f"{_pct(x.get('top1'))} | {_pct(x.get('top5'))}"
+
+
+def living_report_lines(split: dict | None) -> list[str]:
+    """Accuracy on the living classes and on the rest (the fixed template set), with the rule."""
+    if not split:
+        return []
+    out = ["## Living and other classes", "", f"{_sentence(split['rule'])}", ""]
+    out += ["| classes | count | images | top-1 | top-5 |", "|---|---:|---:|---:|---:|"]
+    for g in ("living", "other", "unmapped"):
+        x = split[g]
+        out.append(f"| {g} | {x['classes']:,} | {x['images']:,} | {_cells(x)} |")
+    return [*out, ""]
+
+
+def name_style_report_lines(styles: dict | None, protocol: dict | None) -> list[str]:
+    """Each name style's accuracy under the fixed template set, and apart from it the best of the
+    prompt sets, as the reference reports it."""
+    if not styles or not protocol:
+        return []
+    best = protocol["best_of_prompt_sets"]
+    out = [
+        "## Name styles",
+        "",
+        f"Names: {_sentence(protocol['names'])} Fixed template set: `{protocol['templates']}` "
+        f"({protocol['template_count']} templates, embeddings averaged); apart from it, {best['label']}: "
+        f"{', '.join(best['prompt_sets'])}. Cut: texts longer than the model's {protocol['context_length']} "
+        "tokens lose their end (names alone; share of the fixed set's class x template texts).",
+        "",
+        "| style | top-1 | top-5 | living top-1 | other top-1 | fell back | cut names | cut texts | "
+        "best-of top-1 | best-of top-5 | best prompt set |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for style, x in styles.items():
+        b = x["best_of_prompt_sets"]
+        out.append(
+            f"| {style} | {_cells(x)} | {_pct(x['living'].get('top1'))} | {_pct(x['other'].get('top1'))} | "
+            f"{x['fell_back']} | {x['truncated_names']} | {x['truncated_texts']:.0%} | {_cells(b)} | "
+            f"{b['prompt_set']} |"
+        )
+    return [*out, ""]
 
 
 def class_name_lines(zs: dict) -> list[str]:

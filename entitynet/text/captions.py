@@ -12,6 +12,13 @@ Weights follow the reference implementation (EntityNet's released text-augmentat
   attribute alone 0.2; the description 0.05.
 
 Texts that differ only in case are merged, keeping the highest weight; weights are normalised.
+
+Name styles (`name_styles`, off by default, as in the reference): that share of the weight goes to
+the entity's names in BioCLIP's styles (`entitynet.text.names`: scientific, scientific + common,
+taxonomic, taxonomic + common), split evenly over those whose text is not among the captions already
+(the scientific name usually is a synonym), the other captions keeping the rest in their proportions.
+Only an entity with a taxon name gets them; without one every style is its common name, already a
+caption, and its captions are as without the share.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from entitynet.records import Entity, Query, unique_texts
+from entitynet.text.names import STYLES, styled_name
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class CaptionWeights:
     attribute_replaced_name: float = 0.2
     attribute_alone: float = 0.2
     attribute_description: float = 0.05
+    name_styles: float = 0.0  # share given to the name-style captions (0: none, the reference's mix)
 
 
 @dataclass(frozen=True)
@@ -122,13 +131,45 @@ def captions(
     mix); otherwise the nearest lineage label stands in for the parent's name.
     """
     if query is None or query.kind in ("noun", "alias"):
-        return _noun(entity, query.text if query else entity.label, parents, weights)
-    return _attribute(entity, query, weights)
+        out = _noun(entity, query.text if query else entity.label, parents, weights)
+    else:
+        out = _attribute(entity, query, weights)
+    return with_name_styles(out, entity, weights.name_styles)
+
+
+STYLE_SOURCES = tuple(f"style:{s}" for s in STYLES if s != "common")  # the name-style captions' sources
+
+
+def with_name_styles(base: list[Caption], entity: Entity, share: float) -> list[Caption]:
+    """`base` (normalised) with `share` of the weight moved to the entity's names in the non-common
+    styles that are in that style (no fallback) and not among `base` already; `base` as it is when
+    there are none or `share` is 0."""
+    if share <= 0:
+        return base
+    seen = {c.text.casefold() for c in base}
+    styled = []
+    for style in STYLES[1:]:
+        name = styled_name(entity, style)
+        if not name.fell_back and name.text.casefold() not in seen:
+            seen.add(name.text.casefold())
+            styled.append((name.text, f"style:{style}"))
+    if not styled:
+        return base
+    rest = [Caption(c.text, c.weight * (1 - share), c.source) for c in base]
+    return rest + [Caption(text, share / len(styled), source) for text, source in styled]
 
 
 # Captions that name the entity (or its parent, or name it with an attribute): what a prompt
 # template can wrap. Descriptions are sentences of their own and stay as they are.
-NAMING_SOURCES = ("query", "synonym", "parent-synonym", "pseudo-query", "replaced-name", "attribute")
+NAMING_SOURCES = (
+    "query",
+    "synonym",
+    "parent-synonym",
+    "pseudo-query",
+    "replaced-name",
+    "attribute",
+    *STYLE_SOURCES,
+)
 
 
 def sample_caption(candidates: Sequence[Caption], rng: np.random.Generator) -> Caption:
