@@ -250,14 +250,22 @@ def test_the_interrupt_line_says_what_was_kept_and_how_to_go_on():
     common.on_interrupt("nothing of it was written")
 
 
+# Serves an image in 0.5 s; after the first 40, holds each request until the file named by argv[1]
+# exists (at most 30 s), so a loaded machine cannot finish the harvest before the test's Ctrl-C lands.
 SLOW_SERVER = """
-import http.server, io, sys, time
+import http.server, io, itertools, os, sys, threading, time
 from PIL import Image
+served, lock = itertools.count(), threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/robots.txt":
             self.send_response(404); self.end_headers(); return
         time.sleep(0.5)
+        with lock:
+            n = next(served)
+        waited = 0.0
+        while n >= 40 and not os.path.exists(sys.argv[1]) and waited < 30:
+            time.sleep(0.1); waited += 0.1
         sys.stdout.write("G"); sys.stdout.flush()
         i = int(self.path.strip("/").split(".")[0])
         b = io.BytesIO(); Image.new("RGB", (160, 120), (i % 256, i // 256 * 40, 90)).save(b, "PNG")
@@ -274,7 +282,8 @@ s.serve_forever()
 def test_ctrl_c_in_a_harvest_keeps_what_was_fetched_and_says_how_to_resume(tmp_path):
     """A real command line and a real SIGINT: one line on stderr after the progress, no traceback,
     and the same command downloads only the rest."""
-    server = subprocess.Popen([sys.executable, "-c", SLOW_SERVER], stdout=subprocess.PIPE, text=True)
+    go = tmp_path / "go"
+    server = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, str(go)], stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline())
         entities = _ladybird(tmp_path)
@@ -298,6 +307,7 @@ def test_ctrl_c_in_a_harvest_keeps_what_was_fetched_and_says_how_to_resume(tmp_p
         assert "Traceback" not in err and "Task was destroyed" not in err
         assert lines[-1].startswith("entitynet: interrupted; the images fetched so far are saved in ")
         assert lines[-1].endswith(" ".join(["to go on, run again: entitynet", *argv[1:]]))
+        go.touch()  # the rest is served at the normal pace
         again = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
         assert again.returncode == 0, again.stderr[-2000:]
         summary = next(x for x in again.stdout.splitlines() if x.startswith("200 candidate images"))
