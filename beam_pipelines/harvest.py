@@ -782,7 +782,7 @@ def run(
         n_entities = len(spec.entities) if spec.entities else _count_lines(spec.entities_file)
         # what `kg classify` left out beside the entities file: for the data card
         left_out = (
-            classify.left_out_summary(classify.read_left_out(spec.entities_file))
+            classify.left_out_summary(classify.iter_left_out(spec.entities_file))
             if spec.entities_file
             else None
         )

@@ -288,7 +288,11 @@ def _classify(out: Path, kg: str, beam_args) -> None:
         st = classify.run(
             load_entities(entities_file), entities_file, source.open(), kg, target, classify.ClassifyConfig()
         )
-        print(classify_summary(st, classify.read_left_out(os.path.join(target, "entities.jsonl")), target))
+        print(
+            classify_summary(
+                st, classify.read_left_out(os.path.join(target, "entities.jsonl"), limit=12), target
+            )
+        )
 
 
 def _model_filtered(args, out: Path, entities, beam_args) -> Path:

@@ -100,8 +100,8 @@ def classify_summary(st: dict, left_out: list, out: str) -> str:
     ]
     for e in left_out[:12]:
         lines.append(f"  left out  {e.id:<11} {e.label[:30]:<30}  {e.visual_by}: {e.visual_reason}")
-    if len(left_out) > 12:
-        lines.append(f"  ... and {len(left_out) - 12:,} more in {STORE.join(out, 'left_out.jsonl')}")
+    if st["left_out"] > 12:
+        lines.append(f"  ... and {st['left_out'] - 12:,} more in {STORE.join(out, 'left_out.jsonl')}")
     lines.append(f"wrote {STORE.join(out, 'entities.jsonl')} (kept) and {STORE.join(out, 'left_out.jsonl')}")
     return "\n".join(lines)
 
@@ -161,7 +161,7 @@ def cmd_kg_classify(args, _extra) -> int:
             )
         finally:
             progress.close()
-    left = classify.read_left_out(STORE.join(args.out, classify.ENTITIES))
+    left = classify.read_left_out(STORE.join(args.out, classify.ENTITIES), limit=12)
     print(classify_summary(st, left, args.out))
     print(
         next_command(

@@ -32,10 +32,11 @@ living mode), the `candidates` (10) with the most sitelinks.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -43,7 +44,7 @@ from entitynet.errors import ConfigError
 from entitynet.http_policy import RateLimiter
 from entitynet.kg import ids, sparql
 from entitynet.kg.client import SparqlClient
-from entitynet.kg.expand import ExpandConfig, fetch_sitelinks, fetch_texts, label_of
+from entitynet.kg.expand import fetch_sitelinks, label_of, parse_texts
 from entitynet.records import Entity
 from entitynet.storage import STORE, Store
 
@@ -136,9 +137,7 @@ def fetch_facts(
         for i in range(0, len(every), cfg.kg_batch_size):
             part = every[i : i + cfg.kg_batch_size]
             links.update(fetch_sitelinks(client, part))
-            labels.update(
-                fetch_texts(client, ExpandConfig(languages=tuple(languages)), part, labels_only=True)
-            )
+            labels.update(parse_texts(client.select(sparql.texts(part, languages, labels_only=True))))
         for e in batch:
             ranked = sorted(supers[e], key=lambda s: (-links.get(s, 0), ids.numeric(s)))
             named = [(s, label_of(labels, s, languages)) for s in ranked]
@@ -492,7 +491,6 @@ def run(
     the config. The entities go `chunk` at a time (their facts, their decisions, then written), so
     memory does not grow with the graph; each file is put in place whole when all are done, and
     the LLM's answers are cached in OUT/llm_cache as they arrive. `progress(n)`: n entities done."""
-    import itertools
     import time
 
     from entitynet.records import to_json
@@ -533,22 +531,31 @@ def _shifted(progress: Callable[[int], None] | None, base: int) -> Callable[[int
     return None if progress is None else (lambda n: progress(base + n))
 
 
-def read_left_out(entities_path: str) -> list[Entity]:
-    """The entities `kg classify` left out beside an entities.jsonl (none when it has no left_out.jsonl)."""
+def iter_left_out(entities_path: str) -> Iterator[Entity]:
+    """The entities `kg classify` left out beside an entities.jsonl, read as they are used (none
+    when it has no left_out.jsonl)."""
     from entitynet.records import read_jsonl
 
     path = STORE.beside(entities_path, LEFT_OUT)
-    if STORE.read(path) is None:
-        return []
-    return list(read_jsonl(path, Entity))
+    if STORE.exists(path):
+        yield from read_jsonl(path, Entity)
 
 
-def left_out_summary(left: Sequence[Entity], shown: int = 50) -> dict | None:
-    """For a data card: how many were left out, by whom, and the first `shown` with why."""
-    if not left:
+def read_left_out(entities_path: str, limit: int | None = None) -> list[Entity]:
+    """`iter_left_out`, the first `limit` (None: all)."""
+    return list(itertools.islice(iter_left_out(entities_path), limit))
+
+
+def left_out_summary(left: Iterable[Entity], shown: int = 50) -> dict | None:
+    """For a data card: how many were left out, by whom, and the first `shown` with why (read once,
+    nothing more held)."""
+    count, by = 0, Counter[str]()
+    first: list[list[str]] = []
+    for e in left:
+        count += 1
+        by[e.visual_by] += 1
+        if len(first) < shown:
+            first.append([e.id, e.label, e.visual_by, e.visual_reason])
+    if not count:
         return None
-    return {
-        "count": len(left),
-        "by": dict(Counter(e.visual_by for e in left).most_common()),
-        "entities": [[e.id, e.label, e.visual_by, e.visual_reason] for e in left[:shown]],
-    }
+    return {"count": count, "by": dict(by.most_common()), "entities": first}
