@@ -296,7 +296,17 @@ def test_ctrl_c_in_a_harvest_keeps_what_was_fetched_and_says_how_to_resume(tmp_p
             "--backend", "pool", "--pool", str(pool), "--allow-loopback", "--out", str(tmp_path / "shards"),
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        # as in a terminal: a shell runs background jobs with SIGINT ignored, which a child inherits
+        # (and Python then installs no KeyboardInterrupt handler), so a CI launched with `&` would
+        # test nothing; the harvest gets the default disposition back
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         for _ in range(40):  # 40 images asked for: interrupt a harvest well under way
             assert server.stdout.read(1) == "G"
         proc.send_signal(signal.SIGINT)
