@@ -783,20 +783,27 @@ def evaluate_model(
 
 def entities_source(args) -> Callable[[dict], dict]:
     """A function of the run's config giving the entities by id (--entities, else the run's
-    data.entities; {} with neither)."""
+    data.entities; {} with neither). Each file is read once: the evaluation set and the
+    living/other split and name styles ask for the same one."""
+    read: dict[str, dict] = {}
 
     def of(run: dict) -> dict:
         path = args.entities or run.get("data", {}).get("entities")
-        return read_entities(path) if path else {}
+        if not path:
+            return {}
+        if path not in read:
+            read[path] = read_entities(path)
+        return read[path]
 
     return of
 
 
-def data_source(args) -> Callable:
-    """A function of the run's config giving the evaluation set the command line names."""
+def data_source(args, entities_of: Callable[[dict], dict] | None = None) -> Callable:
+    """A function of the run's config giving the evaluation set the command line names
+    (`entities_of`: the entities' source to share, else `entities_source(args)`)."""
     from train import eval_data
 
-    entities_of = entities_source(args)
+    entities_of = entities_of or entities_source(args)
 
     def make(run: dict):
         entities = entities_of(run)
@@ -831,7 +838,8 @@ def run_from_args(args) -> list[dict]:
         raise ConfigError(
             f"{len(labels)} --label for {len(args.workdir)} --workdir; give one per run or none"
         )
-    make = data_source(args)
+    entities_of = entities_source(args)
+    make = data_source(args, entities_of)
     styles = parse_name_styles(getattr(args, "name_style", None))
     single = len(args.workdir) == 1
     results = [
@@ -843,7 +851,7 @@ def run_from_args(args) -> list[dict]:
             args.tokenizer,
             args.weights,
             styles,
-            entities_source(args),
+            entities_of,
         )
         for w in args.workdir
     ]
