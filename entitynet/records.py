@@ -1021,6 +1021,137 @@ def read_embeddings(path: str | os.PathLike) -> Embeddings:
     return out
 
 
+# ---------------------------------------------------------------- interchange samples
+#
+# One record as a sample of the field's formats (`entitynet data export`, `entitynet/interchange/`):
+# WebDataset's `KEY.json` and the columns of a Parquet export hold the same fields. img2dataset's
+# names come first (key, url, caption = the `KEY.txt` text, status, width, height, sha256), then
+# ours: every alt text, the KG captions of the linked entities, the entities and their names,
+# licence, attribution, sources; `entitynet` holds the rest of the record (query ids and ranks,
+# entity-link evidence, provenance, perceptual hash) with the schema version, so that an import
+# restores the record exactly. `jpeg_sha256` (of the stored image) tells an image changed since.
+
+EXPORT_COLUMNS = (
+    "key",
+    "url",
+    "caption",
+    "status",
+    "width",
+    "height",
+    "sha256",
+    "text_source",
+    "page_url",
+    "alt_texts",
+    "kg_captions",
+    "entity_ids",
+    "entity_names",
+    "license",
+    "license_url",
+    "attribution",
+    "sources",
+    "entitynet",
+)
+EXPORT_LISTS = ("alt_texts", "kg_captions", "entity_ids", "entity_names", "sources")
+
+
+def export_sample(
+    record: ImageRecord,
+    caption: str,
+    text_source: str,
+    kg_captions: Iterable[str] = (),
+    names: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The sample fields of `record` (EXPORT_COLUMNS; `entitynet` as a JSON string) with `caption`
+    as its text; `names`: entity id -> name (a missing id is named by its id)."""
+    names = names or {}
+    extra = {
+        "v": SCHEMA_VERSION,
+        "jpeg_sha256": hashlib.sha256(record.jpeg).hexdigest(),
+        "phash": f"{record.phash:016x}",
+        "urls": list(record.urls),
+        "query_ids": list(record.query_ids),
+        "query_ranks": list(record.query_ranks),
+        "links": [
+            [x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why, int(x.alt_other), int(x.identifier)]
+            for x in record.links
+        ],
+        "provenance": [
+            [p.source, p.url, p.page_url, p.license, p.license_url, p.attribution] for p in record.provenance
+        ],
+        "id_entities": list(record.id_entities),
+    }
+    return {
+        "key": record.key,
+        "url": record.url,
+        "caption": caption,
+        "status": "success",
+        "width": record.width,
+        "height": record.height,
+        "sha256": record.sha256,
+        "text_source": text_source,
+        "page_url": record.page_url,
+        "alt_texts": list(record.alt_texts),
+        "kg_captions": list(kg_captions),
+        "entity_ids": list(record.entity_ids),
+        "entity_names": [names.get(e, e) for e in record.entity_ids],
+        "license": record.license,
+        "license_url": record.license_url,
+        "attribution": record.attribution,
+        "sources": list(record.sources),
+        "entitynet": json.dumps(extra, ensure_ascii=False, separators=(",", ":")),
+    }
+
+
+def record_from_sample(sample: dict[str, Any], jpeg: bytes) -> ImageRecord | None:
+    """The record an `export_sample` describes, with `jpeg` as its image; None when the sample is not
+    one of ours of this schema version, or its image is not the one exported (then it is imported as
+    foreign data: matched to the entities by its texts). `entitynet` may be the JSON string or the
+    object it holds."""
+    extra = sample.get("entitynet")
+    try:
+        if isinstance(extra, str):
+            extra = json.loads(extra)
+        if not isinstance(extra, dict) or extra.get("v") != SCHEMA_VERSION:
+            return None
+        if extra.get("jpeg_sha256") != hashlib.sha256(jpeg).hexdigest():
+            return None
+        strs = lambda v: tuple(str(x) for x in v or ())  # noqa: E731
+        return ImageRecord(
+            key=str(sample["key"]),
+            jpeg=jpeg,
+            width=int(sample["width"]),
+            height=int(sample["height"]),
+            url=str(sample["url"]),
+            page_url=str(sample.get("page_url") or ""),
+            alt_texts=strs(sample.get("alt_texts")),
+            query_ids=strs(extra.get("query_ids")),
+            entity_ids=strs(sample.get("entity_ids")),
+            sha256=str(sample.get("sha256") or ""),
+            phash=int(str(extra.get("phash") or "0"), 16),
+            urls=strs(extra.get("urls")),
+            query_ranks=tuple(int(x) for x in extra.get("query_ranks") or ()),
+            links=tuple(
+                EntityLink(
+                    str(x[0]),
+                    tuple(k for k in str(x[1]).split(",") if k),
+                    int(x[2]),
+                    bool(x[3]),
+                    str(x[4]),
+                    bool(x[5]),
+                    bool(x[6]),
+                )
+                for x in extra.get("links") or ()
+            ),
+            license=str(sample.get("license") or "unknown"),
+            license_url=str(sample.get("license_url") or ""),
+            attribution=str(sample.get("attribution") or ""),
+            provenance=tuple(Provenance(*[str(v) for v in p]) for p in extra.get("provenance") or ()),
+            id_entities=strs(extra.get("id_entities")),
+        )
+    except (ValueError, TypeError, KeyError, IndexError):
+        return None
+
+
 def entity_sort_key(e: Entity) -> tuple[int, int, str]:
     """Deterministic order of entities.jsonl: most sitelinks first, then by numeric id."""
     return (-e.sitelinks, int(e.id[1:]) if e.id[1:].isascii() and e.id[1:].isdigit() else 0, e.id)
@@ -1060,6 +1191,9 @@ __all__ = [
     "QUERY_KINDS",
     "SCHEMA_VERSION",
     "entity_sort_key",
+    "EXPORT_COLUMNS",
+    "export_sample",
+    "record_from_sample",
     "from_json",
     "normalise_text",
     "query_id",

@@ -9,6 +9,8 @@
         --decontaminate eval/imagefolder --out out/curated
     entitynet tokenizer train --shards out/curated --entities out/kg/entities.jsonl
     entitynet train --config configs/tiny_cpu.py --workdir runs/tiny --config.total_steps=500
+    entitynet data export --data out/curated --format webdataset --out out/wds
+    entitynet data import --input 'laion/*.tar' --queries out/queries/queries.jsonl --out out/imported
     entitynet explore out/curated --entities out/kg/entities.jsonl --eval runs/tiny
     entitynet demo --out demo-out
 
@@ -33,6 +35,7 @@ from entitynet_cli.common import (
     unknown_beam_flags,
 )
 from entitynet_cli.curate import add_parser as add_curate
+from entitynet_cli.data import add_parser as add_data
 from entitynet_cli.demo import add_parser as add_demo
 from entitynet_cli.explore import add_parser as add_explore
 from entitynet_cli.harvest import add_parser as add_harvest
@@ -47,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"entitynet {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    for add in (add_kg, add_queries, add_harvest, add_curate, add_train, add_explore, add_demo):
+    for add in (add_kg, add_queries, add_harvest, add_curate, add_data, add_train, add_explore, add_demo):
         add(sub)
     return p
 

@@ -36,7 +36,7 @@ from entitynet.images.decode import ImageRejected, decode, open_image
 from entitynet.images.prepare import display_size
 from entitynet.records import Entity
 from entitynet.text import captions as kg_captions
-from entitynet.text.templates import fill
+from entitynet.text.captions import TextChooser  # the library's: data export draws texts with it too
 from entitynet.text.tokenizer import encode
 from train import augment
 from train.balance import Balancer, entity_counts, keep
@@ -177,46 +177,6 @@ def to_model_input(images):
     if images.dtype != jnp.uint8:
         return images
     return (images.astype(jnp.float32) / 255.0 - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)
-
-
-class TextChooser:
-    """An alt text with probability `alt_text_chance`, else a weighted KG caption of one entity,
-    a naming caption wrapped in a random template with probability `template_chance`."""
-
-    def __init__(
-        self,
-        entities: list[Entity],
-        alt_text_chance: float,
-        template_chance: float = 0.0,
-        templates: tuple[str, ...] = (),
-        weights: kg_captions.CaptionWeights | None = None,  # None: the reference's
-    ):
-        self.by_id = {e.id: e for e in entities}
-        self.alt_text_chance = alt_text_chance
-        self.template_chance = template_chance if templates else 0.0
-        self.templates = tuple(templates)
-        self.weights = weights or kg_captions.CaptionWeights()
-
-    @functools.lru_cache(maxsize=100_000)  # noqa: B019 - one chooser per pipeline
-    def candidates(self, entity_id: str):
-        e = self.by_id[entity_id]
-        parents = [self.by_id[p] for p in e.parents if p in self.by_id]
-        return kg_captions.captions(e, None, parents, self.weights)
-
-    def choose(self, record: records.ImageRecord, rng: np.random.Generator) -> tuple[str, str]:
-        """(text, "alt" or "kg")."""
-        known = [e for e in record.entity_ids if e in self.by_id]
-        if record.alt_texts and (not known or rng.random() < self.alt_text_chance):
-            return record.alt_texts[int(rng.integers(len(record.alt_texts)))], "alt"
-        if known:
-            caption = kg_captions.sample_caption(self.candidates(known[int(rng.integers(len(known)))]), rng)
-            text = caption.text
-            # no draw at all when templates are off, so such runs keep their random stream
-            if self.template_chance and caption.source in kg_captions.NAMING_SOURCES:
-                if rng.random() < self.template_chance:
-                    text = fill(self.templates[int(rng.integers(len(self.templates)))], text)
-            return text, "kg"
-        return "", "alt"
 
 
 class Decode(grain.transforms.Map):

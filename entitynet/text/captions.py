@@ -23,14 +23,16 @@ caption, and its captions are as without the share.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from entitynet.records import Entity, Query, unique_texts
+from entitynet.records import Entity, ImageRecord, Query, unique_texts
 from entitynet.text.names import STYLES, styled_name
+from entitynet.text.templates import fill
 
 
 @dataclass(frozen=True)
@@ -180,3 +182,43 @@ def sample_caption(candidates: Sequence[Caption], rng: np.random.Generator) -> C
 
 def sample(candidates: Sequence[Caption], rng: np.random.Generator) -> str:
     return sample_caption(candidates, rng).text
+
+
+class TextChooser:
+    """An alt text with probability `alt_text_chance`, else a weighted KG caption of one entity,
+    a naming caption wrapped in a random template with probability `template_chance`."""
+
+    def __init__(
+        self,
+        entities: list[Entity],
+        alt_text_chance: float,
+        template_chance: float = 0.0,
+        templates: tuple[str, ...] = (),
+        weights: CaptionWeights | None = None,  # None: the reference's
+    ):
+        self.by_id = {e.id: e for e in entities}
+        self.alt_text_chance = alt_text_chance
+        self.template_chance = template_chance if templates else 0.0
+        self.templates = tuple(templates)
+        self.weights = weights or CaptionWeights()
+
+    @functools.lru_cache(maxsize=100_000)  # noqa: B019 - one chooser per pipeline
+    def candidates(self, entity_id: str):
+        e = self.by_id[entity_id]
+        parents = [self.by_id[p] for p in e.parents if p in self.by_id]
+        return captions(e, None, parents, self.weights)
+
+    def choose(self, record: ImageRecord, rng: np.random.Generator) -> tuple[str, str]:
+        """(text, "alt" or "kg")."""
+        known = [e for e in record.entity_ids if e in self.by_id]
+        if record.alt_texts and (not known or rng.random() < self.alt_text_chance):
+            return record.alt_texts[int(rng.integers(len(record.alt_texts)))], "alt"
+        if known:
+            caption = sample_caption(self.candidates(known[int(rng.integers(len(known)))]), rng)
+            text = caption.text
+            # no draw at all when templates are off, so such runs keep their random stream
+            if self.template_chance and caption.source in NAMING_SOURCES:
+                if rng.random() < self.template_chance:
+                    text = fill(self.templates[int(rng.integers(len(self.templates)))], text)
+            return text, "kg"
+        return "", "alt"
