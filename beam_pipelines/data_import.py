@@ -145,7 +145,10 @@ class MergeImported(beam.DoFn):
         group = list(kv[1])
         restored = [r for ok, r in group if ok]
         if restored and len(restored) == len(group):
-            record: ImageRecord | None = records.merge_images(restored[0], restored[1:])
+            # one copy: as it was exported, untouched; several (the same export imported twice): merged
+            record: ImageRecord | None = (
+                restored[0] if len(restored) == 1 else records.merge_images(restored[0], restored[1:])
+            )
             outcomes = [
                 harvest.outcome(r.url, "duplicate", f"same image as {restored[0].url}") for r in restored[1:]
             ]

@@ -182,7 +182,8 @@ def _split_name(name: str) -> tuple[str, str]:
 def iter_tar(path: str, store: Store = STORE) -> Iterator[Sample]:
     """The samples of one tar, streamed (nothing is extracted to disk, a member is read only when
     its sample can use it); a member over MAX_MEMBER marks its sample skipped. A tar that ends
-    early or is not a tar raises `tarfile.TarError` (or OSError) after the samples before it."""
+    early (truncated) or is not a tar raises `tarfile.TarError` (or OSError) after the samples
+    before the damage."""
     current: Sample | None = None
     with store.open(path) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
         for member in tar:
@@ -215,3 +216,8 @@ def iter_tar(path: str, store: Store = STORE) -> Iterator[Sample]:
                     current.meta = meta
         if current is not None:
             yield current
+        # tarfile takes a header cut short for the end of the archive: a whole tar ends with two
+        # zero blocks after its last member, a truncated one (a killed download) does not
+        end = tar.offset
+    if store.stat(path)[0] - end < 2 * tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(f"the tar ends at byte {end:,} without its end-of-archive blocks: truncated")
