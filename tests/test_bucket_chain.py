@@ -94,6 +94,35 @@ def chain(capsys, root: str, web: SampleWeb, train_runs) -> None:
         j(root, "tok"),
     )
     tok = j(root, "tok/tokenizer.json")
+    # the curated set out as WebDataset, and back in as a harvest (read from where it was written)
+    cli(
+        capsys,
+        "data",
+        "export",
+        "--data",
+        j(root, "curated"),
+        "--entities",
+        entities,
+        "--text",
+        "mix",
+        "--num-shards",
+        "2",
+        "--out",
+        j(root, "wds"),
+    )
+    cli(
+        capsys,
+        "data",
+        "import",
+        "--input",
+        j(root, "wds/*.tar"),
+        "--queries",
+        j(root, "queries/queries.jsonl"),
+        "--entities",
+        entities,
+        "--out",
+        j(root, "imported"),
+    )
     train_runs(root, j(root, "curated"), entities, tok)
     cli(capsys, "eval", "--workdir", j(root, "run"), "--heldout", "--split", "validation")
     cli(capsys, "export", "--workdir", j(root, "run"), "--out", j(root, "export"))
@@ -129,6 +158,14 @@ def collect(root: str) -> dict:
             if n.startswith("entitynet-")
         },
         "tokenizer": STORE.read(tok),
+        "wds": {
+            n: STORE.read(j(root, f"wds/{n}")) for n in STORE.list_names(j(root, "wds")) if n[:5].isdigit()
+        },
+        "imported": {
+            n: STORE.read(j(root, f"imported/{n}"))
+            for n in STORE.list_names(j(root, "imported"))
+            if n.startswith("entitynet-")
+        },
         "metrics": [json.loads(x) for x in STORE.read(j(root, "run/metrics.jsonl")).decode().splitlines()],
         "harvest_stats": read("shards/harvest_stats.json"),
         "curation_stats": read("curated/curation_stats.json"),
@@ -207,8 +244,12 @@ def test_the_whole_chain_in_a_bucket_equals_a_local_run(
     assert any(s == 503 and "/chain/shards/entitynet-train" in p for _, p, s in object_store_server.requests)
 
     # the same data, bit for bit; the same statistics; the same training, step for step
-    for k in ("entities", "queries", "shards", "curated", "tokenizer"):
+    for k in ("entities", "queries", "shards", "curated", "tokenizer", "wds"):
         assert remote[k] == local[k], k
+    assert len(local["wds"]) == 6  # 2 x (tar, sidecar, stats)
+    # the curated records came back from the bucket's tars as they went out
+    curated_train = {n: v for n, v in local["curated"].items() if "-train." in n}
+    assert {n: v for n, v in remote["imported"].items() if "-train." in n} == curated_train
     assert len(local["shards"]) >= 4 and len(local["curated"]) >= 4
     for k in ("candidates", "per_outcome", "written", "per_split", "per_license"):
         assert remote["harvest_stats"].get(k) == local["harvest_stats"].get(k), k
