@@ -565,8 +565,78 @@ def _serializer():
     return example_serializer.ExampleSerializer(image_features().get_serialized_info())
 
 
+_RECORD_FEATURES = frozenset(("key", "image", "width", "height", "url"))
+
+
 def decode_image(data: bytes) -> ImageRecord:
-    """The inverse of `encode_image` (the JPEG stays encoded); ValueError for bytes that are not a record."""
+    """The inverse of `encode_image` (the JPEG stays encoded); ValueError for bytes that are not a
+    record. The Example proto is read directly (TFDS's generic decoder took about 230 us a record,
+    more than an export spends writing it); `decode_image_tfds` is the same through TFDS."""
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    try:
+        f = tf_example_pb2.Example.FromString(data).features.feature
+        if not _RECORD_FEATURES <= f.keys():
+            raise ValueError(f"missing {', '.join(sorted(_RECORD_FEATURES - f.keys()))}")
+
+        def text(name: str) -> str:
+            v = f[name].bytes_list.value if name in f else ()
+            return v[0].decode() if v else ""
+
+        def texts(name: str) -> tuple[str, ...]:
+            return tuple(x.decode() for x in f[name].bytes_list.value) if name in f else ()
+
+        def number(name: str) -> int:
+            v = f[name].int64_list.value if name in f else ()
+            return int(v[0]) if v else 0
+
+        return ImageRecord(
+            key=text("key"),
+            jpeg=f["image"].bytes_list.value[0],
+            width=number("width"),
+            height=number("height"),
+            url=text("url"),
+            page_url=text("page_url"),
+            alt_texts=texts("alt_texts"),
+            query_ids=texts("query_ids"),
+            entity_ids=texts("entity_ids"),
+            sha256=text("sha256"),
+            phash=number("phash") % _U64,
+            urls=texts("urls"),
+            query_ranks=tuple(int(x) for x in f["query_ranks"].int64_list.value)
+            if "query_ranks" in f
+            else (),
+            links=_links(json.loads(text("links") or "[]")),
+            license=text("license"),
+            license_url=text("license_url"),
+            attribution=text("attribution"),
+            provenance=tuple(
+                Provenance(*[str(v) for v in p]) for p in json.loads(text("provenance") or "[]")
+            ),
+            id_entities=texts("id_entities"),
+        )
+    except Exception as e:  # protobuf raises its DecodeError, a garbled field IndexError or ValueError
+        raise ValueError(f"not an EntityNet image record ({type(e).__name__}: {e})") from e
+
+
+def _links(rows) -> tuple[EntityLink, ...]:
+    return tuple(
+        EntityLink(
+            x[0],
+            tuple(k for k in x[1].split(",") if k),
+            int(x[2]),
+            bool(x[3]),
+            str(x[4]),
+            bool(x[5]),
+            bool(x[6]),
+        )
+        for x in rows
+    )
+
+
+def decode_image_tfds(data: bytes) -> ImageRecord:
+    """`decode_image` through TFDS's own decoder of the features (the reference the fast one is tested
+    against)."""
     import tensorflow_datasets as tfds
 
     try:

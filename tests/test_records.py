@@ -120,6 +120,48 @@ def test_image_record_roundtrip_and_validation():
         decode_image(b"\x00garbage")
 
 
+def test_the_fast_record_decoder_equals_tfds_decoder():
+    """`decode_image` reads the Example proto itself; TFDS's decoder of the same features is the
+    reference: every field, unicode, the high bit of the hash, empty lists, negative ranks."""
+    from entitynet.records import (
+        EntityLink,
+        ImageRecord,
+        Provenance,
+        decode_image,
+        decode_image_tfds,
+        encode_image,
+    )
+
+    full = ImageRecord(
+        key="cd" * 16,
+        jpeg=bytes(range(256)) * 3,
+        width=7,
+        height=9,
+        url="http://a/ä.jpg",
+        page_url="http://a/p",
+        alt_texts=("Fuchs 🦊", "", "red fox"),
+        query_ids=("q1", "q2"),
+        entity_ids=("Q8332",),
+        sha256="ef" * 32,
+        phash=2**63 + 5,
+        urls=("http://a/ä.jpg",),
+        query_ranks=(-1, 7),
+        links=(EntityLink("Q8332", ("noun", "alias"), 3, True, "alt_text", False, True),),
+        license="CC-BY-SA-4.0",
+        license_url="https://creativecommons.org/licenses/by-sa/4.0/",
+        attribution='Jörg, "the" photographer',
+        provenance=(Provenance("gbif", "http://a/ä.jpg", "http://g/1", "CC-BY-SA-4.0", "", "Jörg"),),
+        id_entities=("Q8332",),
+    )
+    for rec in (full, ImageRecord(key="k", jpeg=b"j", width=1, height=2, url="u")):
+        data = encode_image(rec)
+        assert decode_image(data) == decode_image_tfds(data) == rec
+    for bad in (b"", b"\x00garbage", encode_image(full)[:-5]):
+        for decode in (decode_image, decode_image_tfds):
+            with pytest.raises(ValueError, match="not an EntityNet image record"):
+                decode(bad)
+
+
 # ---------------------------------------------------------------- curation subsets
 
 
