@@ -10,16 +10,21 @@ from entitynet_cli.common import next_command, on_interrupt, sibling, table
 from entitynet_cli.harvest import license_summary
 
 
-def open_clip_command(stats: dict) -> str:
-    """The open_clip training command that reads a WebDataset export."""
-    return (
-        "python -m open_clip_train.main --dataset-type webdataset "
-        f"--train-data {shlex.quote(stats['train_data'])} --train-num-samples {stats['records']} "
-        "--model ViT-B-32 --batch-size 256 --epochs 32 --workers 4"
-    )
+def open_clip_command(stats: dict, model: str = "") -> str:
+    """The open_clip training command that reads a WebDataset export: with `model` (an `entitynet
+    export` as `local-dir:DIR`: its architecture, tokenizer and weights), a few epochs on the CPU;
+    else a ViT-B-32 from scratch on GPUs."""
+    data = f"--dataset-type webdataset --train-data {shlex.quote(stats['train_data'])} "
+    data += f"--train-num-samples {stats['records']}"
+    if model:
+        return (
+            f"python -m open_clip_train.main {data} --model {shlex.quote(model)} --batch-size 64 --epochs 2 "
+            "--lr 1e-4 --warmup 10 --workers 0 --device cpu --precision fp32 --logs runs/open_clip"
+        )
+    return f"python -m open_clip_train.main {data} --model ViT-B-32 --batch-size 256 --epochs 32 --workers 4"
 
 
-def export_summary(stats: dict, out: str) -> str:
+def export_summary(stats: dict, out: str, model: str = "") -> str:
     texts = ", ".join(f"{k} {n:,}" for k, n in stats["text_sources"].items()) or "none"
     lines = [
         f"exported {stats['records']:,} records of the {stats['split']} split of {stats['data']} in "
@@ -32,7 +37,9 @@ def export_summary(stats: dict, out: str) -> str:
         lines.append(
             f"wrote {out}/ (NNNNN.tar + .parquet + _stats.json per shard, sizes.json, export_stats.json)"
         )
-        lines.append(f"train with open_clip: {open_clip_command(stats)}")
+        lines.append(
+            f"train with open_clip (open_clip_torch, webdataset<0.2.96): {open_clip_command(stats, model)}"
+        )
     else:
         lines.append(
             f"wrote {out}/ (data/*.parquet with the image bytes, README.md dataset card, export_stats.json)"

@@ -228,12 +228,14 @@ def cmd_demo(args, beam_args) -> int:
             print(f"  {label:<22} top-1 {fx['top1']:6.2%}  top-5 {fx['top5']:6.2%}  macro {fx['macro']:6.2%}")
         print(f"ablation report: {report_path}")
     print(
-        "== 8/10 export: the trained model in open_clip's local-dir / hf-hub layout, with its model card",
+        "== 8/10 export: the trained model in open_clip's local-dir / hf-hub layout, with its model card; "
+        "the curated set as WebDataset (img2dataset's layout) for open_clip's trainer",
         flush=True,
     )
     from train.export import export_open_clip, export_summary
 
     print(export_summary(export_open_clip(out / "train", out / "export")))
+    _export_data(out, beam_args)
     print(
         "== 9/10 look at the pixels: embed the harvest with the trained model, curate again with the "
         "CLIP-score filters (the worst-matching tenth of the images goes, and each alt text below 0.1)",
@@ -262,6 +264,26 @@ def cmd_demo(args, beam_args) -> int:
     print(f"explorer: {Path(site['index']).resolve()}")
     print(f"demo finished in {time.time() - started:.1f} s; outputs under {out}/")
     return 0
+
+
+def _export_data(out: Path, beam_args) -> None:
+    """`entitynet data export` of the curated set (texts drawn as training draws them), and the open_clip
+    training command that reads it: the demo's architecture and tokenizer, from its weights."""
+    import shutil
+
+    from beam_pipelines import data_export
+    from entitynet.interchange.export import ExportOptions
+    from entitynet_cli.data import export_summary
+
+    shutil.rmtree(out / "wds", ignore_errors=True)  # made again from this run's curated set
+    stats = data_export.run(
+        str(out / "curated"),
+        str(out / "wds"),
+        ExportOptions(text="mix", alt_text_chance=0.5),
+        str(out / "kg-classified" / "entities.jsonl"),
+        beam_args,
+    )
+    print(export_summary(stats, str(out / "wds"), model=f"local-dir:{out / 'export'}"))
 
 
 def _classify(out: Path, kg: str, beam_args) -> None:

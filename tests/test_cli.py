@@ -203,6 +203,15 @@ def test_demo_prints_the_summary(capsys, tmp_path):
     export = (tmp_path / "export").resolve()
     assert "== 8/10 export" in out and f'open_clip.create_model_and_transforms("local-dir:{export}")' in out
     assert (export / "open_clip_config.json").is_file() and (export / "README.md").is_file()
+    # the curated set as WebDataset, and the open_clip command that trains on it from the export
+    wds_stats = json.loads((tmp_path / "wds" / "export_stats.json").read_text())
+    curated_train = json.loads((tmp_path / "curated" / "curation_stats.json").read_text())["kept"]["train"]
+    assert wds_stats["records"] == curated_train and (tmp_path / "wds" / "00000.tar").is_file()
+    assert set(wds_stats["text_sources"]) == {"alt", "kg"}
+    assert (
+        "python -m open_clip_train.main --dataset-type webdataset --train-data" in out
+        and f"--model local-dir:{tmp_path / 'export'}" in out
+    )
     assert (site / "explorer.json").is_file() and len(list((site / "data" / "eval").glob("*.js"))) == 2
     # kg classify: the living expansion keeps every taxon; the world part loses its abstract classes,
     # which the explorer's index lists with who decided and why
