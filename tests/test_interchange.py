@@ -442,3 +442,54 @@ def test_no_queries_no_import(tmp_path, world):
         data_import.run(
             [str(tmp_path / "a.tar")], str(tmp_path / "q.jsonl"), "", ImportOptions(), str(tmp_path / "o")
         )
+
+
+def test_damaged_tars_never_stop_an_import(world, tmp_path):
+    """A tar cut anywhere, or with bytes overwritten: reading it yields whole samples or raises a
+    tar/OS error (which the import counts as `unreadable_file` and goes on); never anything else,
+    and a tar cut after its first sample still gives that sample."""
+    import random
+
+    import hostile
+
+    root, entities, _ = world
+    good = [
+        (f"{k:09d}", {"jpg": rendered(entities[k], 3, (96, 80)).jpeg, "txt": entities[k].label})
+        for k in range(4)
+    ]
+    _tar(tmp_path / "whole.tar", good)
+    whole = (tmp_path / "whole.tar").read_bytes()
+    with tarfile.open(tmp_path / "whole.tar") as t:
+        last = t.getmembers()[-1]
+        data_end = last.offset_data + -(-last.size // 512) * 512
+    rng = random.Random(7)
+    cases = [("cut", rng.randrange(1, len(whole))) for _ in range(40)]
+    cases += [("flip", rng.randrange(0, len(whole))) for _ in range(40)]
+    first_end = 512 + -(-len(good[0][1]["jpg"]) // 512) * 512 + 1024  # the first sample's jpg and txt
+    for kind, at in cases:
+        path = tmp_path / f"{kind}-{at}.tar"
+        if kind == "cut":
+            path.write_bytes(whole[:at])
+        else:
+            path.write_bytes(whole[:at] + bytes([whole[at] ^ 0xFF]) + whole[at + 1 :])
+        got = []
+        try:
+            for s in wds.iter_tar(str(path)):
+                got.append(s)
+        except (tarfile.TarError, OSError, EOFError):
+            assert kind == "flip" or at < data_end + 1024, (kind, at)  # a cut into the padding is whole
+        else:
+            assert kind == "flip" or at >= data_end + 1024, (kind, at)  # only the padding was cut
+        assert len(got) <= len(good)
+        if kind == "cut" and at >= first_end + 512:
+            assert got and got[0].key == good[0][0] and got[0].image == good[0][1]["jpg"]
+    hostile.tried("interchange-tar", len(cases))
+    # the import of all of them: every one counted, nothing raised
+    stats = data_import.run(
+        [str(tmp_path / "*-*.tar")],
+        str(root / "queries.jsonl"),
+        str(root / "entities.jsonl"),
+        ImportOptions(),
+        str(tmp_path / "out"),
+    )
+    assert stats["per_outcome"].get("unreadable_file", 0) >= 1 and stats["records"] >= 4
