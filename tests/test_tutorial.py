@@ -53,8 +53,9 @@ def test_the_tutorial_marks_its_blocks():
     assert files == {"beetles.ttl", "pool.jsonl"}
     commands = [line for k, _, text in found if k == "run" for line in text.splitlines()]
     assert all(c.startswith("entitynet ") for c in commands)
-    # eleven commands from the graph to the site (serving the images included), as the README says
-    assert len(commands) + kinds.count("background") == 11
+    # twelve commands from the graph to the site and the WebDataset copy (serving the images
+    # included), as the README says
+    assert len(commands) + kinds.count("background") == 12
 
 
 def test_expected_lines_match_only_what_they_say():
