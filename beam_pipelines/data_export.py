@@ -89,8 +89,8 @@ def _json(path: str) -> dict:
 
 
 class Select(beam.DoFn):
-    """(split, shard path) -> (output shard, record) for the records of the subset whose output shard
-    is still to be written."""
+    """(split, shard path) -> (output shard, encoded record) for the records of the subset whose output
+    shard is still to be written."""
 
     def __init__(self, subset: str | None, split: str, num_shards: int, done: frozenset[int]):
         self.subset_path, self.split, self.num_shards, self.done = subset, split, num_shards, done
@@ -100,16 +100,21 @@ class Select(beam.DoFn):
 
     def process(self, item):
         _, path = item
-        for r in shards.read_shard(path):
-            if self.subset is not None and r.key not in self.subset:
+        # the records travel encoded (bytes pickle cheaply through the shuffle); the writer decodes
+        for key, data in shards.read_shard(path, decode=_keyed, chunk=64):
+            if self.subset is not None and key not in self.subset:
                 continue
-            i = shards.shard_of(r.key, self.num_shards)
+            i = shards.shard_of(key, self.num_shards)
             if i not in self.done:
-                yield i, r
+                yield i, data
+
+
+def _keyed(data: bytes) -> tuple[str, bytes]:
+    return records.record_key(data), data
 
 
 class WriteExportShard(beam.DoFn):
-    """(output shard, records) -> its files, written whole (stats last); yields the shard's stats."""
+    """(output shard, encoded records) -> its files, written whole (stats last); yields its stats."""
 
     def __init__(self, out_dir: str, opts: ExportOptions, entities: str, num_shards: int):
         self.out_dir, self.opts, self.entities, self.num_shards = out_dir, opts, entities, num_shards
@@ -119,7 +124,8 @@ class WriteExportShard(beam.DoFn):
         self.maker = SampleMaker(entities, self.opts)
 
     def process(self, kv):
-        index, recs = kv
+        index, encoded = kv
+        recs = (records.decode_image(data) for data in encoded)
         yield write_export_shard(self.out_dir, index, self.num_shards, recs, self.maker, self.opts)
 
 

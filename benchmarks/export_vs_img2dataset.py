@@ -232,7 +232,7 @@ def read_back(out: Path) -> tuple[dict[str, tuple[str, str]], int]:
     tars = sorted(str(p) for p in out.glob("*.tar"))
     found: dict[str, tuple[str, str]] = {}
     meta = 0
-    for sample in wds.WebDataset(tars, shardshuffle=False, empty_check=False):
+    for sample in wds.WebDataset(tars, shardshuffle=False):
         missing = {"jpg", "txt", "json"} - set(sample)
         if missing:
             raise SystemExit(f"{out}: sample {sample['__key__']} has no {', '.join(sorted(missing))}")

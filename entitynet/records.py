@@ -619,6 +619,17 @@ def decode_image(data: bytes) -> ImageRecord:
         raise ValueError(f"not an EntityNet image record ({type(e).__name__}: {e})") from e
 
 
+def record_key(data: bytes) -> str:
+    """The key of an `encode_image` record, without decoding the rest (what routes it); ValueError
+    for bytes that are not a record."""
+    from tensorflow_datasets.proto import tf_example_pb2
+
+    try:
+        return tf_example_pb2.Example.FromString(data).features.feature["key"].bytes_list.value[0].decode()
+    except Exception as e:  # protobuf's DecodeError, IndexError for a record without a key
+        raise ValueError(f"not an EntityNet image record ({type(e).__name__}: {e})") from e
+
+
 def _links(rows) -> tuple[EntityLink, ...]:
     return tuple(
         EntityLink(
@@ -1252,6 +1263,7 @@ __all__ = [
     "ImageRecord",
     "IMAGE_DATASET_VERSION",
     "decode_image",
+    "record_key",
     "decode_for_training",
     "encode_image",
     "image_features",
