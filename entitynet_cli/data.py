@@ -90,7 +90,9 @@ def cmd_import(args, beam_args) -> int:
 
     opts = build(ImportOptions, args)
     out = args.out.rstrip("/")
-    on_interrupt(f"the import did not finish and published nothing new in {out}")
+    on_interrupt(
+        f"the import did not finish: {out} is a complete dataset again once the same command has run to its end"
+    )
     stats = data_import.run(args.input, args.queries, args.entities or "", opts, args.out, beam_args)
     print(import_summary(stats, out, args.queries, args.entities or ""))
     return 0
