@@ -21,7 +21,11 @@ def open_clip_command(stats: dict, model: str = "") -> str:
             f"python -m open_clip_train.main {data} --model {shlex.quote(model)} --batch-size 64 --epochs 2 "
             "--lr 1e-4 --warmup 10 --workers 0 --device cpu --precision fp32 --logs runs/open_clip"
         )
-    return f"python -m open_clip_train.main {data} --model ViT-B-32 --batch-size 256 --epochs 32 --workers 4"
+    workers = min(4, stats["shards"])  # open_clip wants at least as many shards as loader processes
+    return (
+        f"python -m open_clip_train.main {data} --model ViT-B-32 --batch-size 256 --epochs 32 "
+        f"--workers {workers}"
+    )
 
 
 def export_summary(stats: dict, out: str, model: str = "") -> str:
