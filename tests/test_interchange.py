@@ -493,3 +493,40 @@ def test_damaged_tars_never_stop_an_import(world, tmp_path):
         str(tmp_path / "out"),
     )
     assert stats["per_outcome"].get("unreadable_file", 0) >= 1 and stats["records"] >= 4
+
+
+def test_import_reads_tars_written_by_webdatasets_own_writer(world, tmp_path):
+    """img2dataset writes its tars with webdataset's TarWriter (PAX headers, fractional dates): such
+    a tar, with img2dataset's JSON fields, imports as the others."""
+    import webdataset
+
+    root, entities, _ = world
+    (tmp_path / "in").mkdir()
+    with webdataset.TarWriter(str(tmp_path / "in" / "00000.tar")) as w:
+        for k in range(3):
+            e = entities[k]
+            meta = {"url": f"http://x/{k}.jpg", "caption": f"a {e.label}", "key": f"00000{k:04d}", "status": "success",
+                    "width": 96, "height": 80, "original_width": 96, "original_height": 80, "LICENSE": "CC0"}  # fmt: skip
+            w.write(
+                {
+                    "__key__": meta["key"],
+                    "jpg": rendered(e, 30 + k, (96, 80)).jpeg,
+                    "txt": meta["caption"],
+                    "json": meta,
+                }
+            )
+    stats = data_import.run(
+        [str(tmp_path / "in" / "00000.tar")],
+        str(root / "queries.jsonl"),
+        "",
+        ImportOptions(),
+        str(tmp_path / "o"),
+    )
+    assert stats["matched"] == stats["records"] == 3 and "unreadable_file" not in stats["per_outcome"]
+    recs = [
+        r
+        for s in shards.check_directory(tmp_path / "o")["splits"]
+        for r in shards.iter_records(tmp_path / "o", s["name"])
+    ]
+    assert sorted(r.url for r in recs) == [f"http://x/{k}.jpg" for k in range(3)]
+    assert {r.license for r in recs} == {"CC0-1.0"} and all(len(r.entity_ids) >= 1 for r in recs)
