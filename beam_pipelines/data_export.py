@@ -38,7 +38,7 @@ from entitynet.interchange import parquet as pq_format
 from entitynet.interchange import webdataset as wds
 from entitynet.interchange.export import ExportOptions, SampleMaker, plan_shards
 from entitynet.records import Entity, read_jsonl
-from entitynet.storage import STORE, is_remote
+from entitynet.storage import STORE
 
 log = logging.getLogger("entitynet.pipelines")
 
@@ -177,25 +177,10 @@ def finished_stats(out_dir: str, opts: ExportOptions, num_shards: int) -> dict[i
     return found
 
 
-def _stale(out_dir: str, opts: ExportOptions, num_shards: int) -> list[str]:
-    """Files of another layout (a different shard count or format) or of a killed writer."""
-    doomed = []
-    for name in STORE.list_names(out_dir, recursive=True):
-        base = name.rsplit("/", 1)[-1]
-        if shards.is_temp_name(base) or ".staged-" in base:
-            doomed.append(name)
-            continue
-        if "/" not in name:
-            head = base.split(".", 1)[0].removesuffix("_stats")
-            if head.isdigit() and len(head) == 5 and base != wds.SIZES:
-                if opts.format != "webdataset" or int(head) >= num_shards:
-                    doomed.append(name)
-        elif name.startswith((pq_format.DATA_DIR + "/", pq_format.STATS_DIR + "/")):
-            wanted = {pq_format.file_name(opts.split, i, num_shards) for i in range(num_shards)}
-            wanted |= {pq_format.stats_name(opts.split, i, num_shards) for i in range(num_shards)}
-            if opts.format != "parquet" or name not in wanted:
-                doomed.append(name)
-    return doomed
+def _leftovers(out_dir: str) -> list[str]:
+    """Temp files of killed writers anywhere in the export (its layout cannot change: other options
+    are refused)."""
+    return [n for n in STORE.list_names(out_dir, recursive=True) if shards.is_temp_name(n.rsplit("/", 1)[-1])]
 
 
 def run(data: str, out_dir: str, opts: ExportOptions, entities: str = "", beam_args=None) -> dict:
@@ -294,7 +279,7 @@ def run(data: str, out_dir: str, opts: ExportOptions, entities: str = "", beam_a
         }
         if opts.format == "webdataset":
             wds.write_sizes(out_dir, counts)
-            stats["train_data"] = wds.brace_pattern(out_dir if is_remote(out_dir) else out_dir, num_shards)
+            stats["train_data"] = wds.brace_pattern(out_dir, num_shards)
         else:
             about = _card_prose(stats, source, opts)
             STORE.write(
@@ -302,7 +287,7 @@ def run(data: str, out_dir: str, opts: ExportOptions, entities: str = "", beam_a
                 pq_format.card(opts.split, about).encode(),
             )
         stats["seconds"] = round(time.time() - started, 2)
-        for name in _stale(out_dir, opts, num_shards):
+        for name in _leftovers(out_dir):
             STORE.delete(STORE.join(out_dir, name))
         STORE.write(STORE.join(out_dir, STATS), (json.dumps(stats, indent=1) + "\n").encode())
         out.finish()

@@ -522,23 +522,27 @@ def encode_image(record: ImageRecord) -> bytes:
     d["image"] = record.jpeg
     d["phash"] = record.phash - _U64 if record.phash >= 1 << 63 else record.phash
     d["query_ranks"] = list(record.query_ranks)
-    d["links"] = json.dumps(
-        [
-            [x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why, int(x.alt_other), int(x.identifier)]
-            for x in record.links
-        ],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    d["links"] = json.dumps(_link_rows(record.links), ensure_ascii=False, separators=(",", ":"))
     d["sources"] = list(record.sources)
     d["provenance"] = json.dumps(
-        [[p.source, p.url, p.page_url, p.license, p.license_url, p.attribution] for p in record.provenance],
-        ensure_ascii=False,
-        separators=(",", ":"),
+        _provenance_rows(record.provenance), ensure_ascii=False, separators=(",", ":")
     )
     # Deterministic bytes (sorted map keys): two runs that make the same records make the same
     # shards, byte for byte, so runs can be compared with a checksum.
     return _serializer().get_tf_example(features.encode_example(d)).SerializeToString(deterministic=True)
+
+
+def _link_rows(links: Iterable[EntityLink]) -> list[list]:
+    """Entity links as the shards and exports store them: [[entity, "kind,kind", rank, alt_text 0/1,
+    why, alt_other 0/1, identifier 0/1], ...] (`_links` reads them back)."""
+    return [
+        [x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why, int(x.alt_other), int(x.identifier)]
+        for x in links
+    ]
+
+
+def _provenance_rows(provenance: Iterable[Provenance]) -> list[list[str]]:
+    return [[p.source, p.url, p.page_url, p.license, p.license_url, p.attribution] for p in provenance]
 
 
 def warm_codec() -> None:
@@ -631,10 +635,11 @@ def record_key(data: bytes) -> str:
 
 
 def _links(rows) -> tuple[EntityLink, ...]:
+    """The inverse of `_link_rows`."""
     return tuple(
         EntityLink(
-            x[0],
-            tuple(k for k in x[1].split(",") if k),
+            str(x[0]),
+            tuple(k for k in str(x[1]).split(",") if k),
             int(x[2]),
             bool(x[3]),
             str(x[4]),
@@ -672,18 +677,7 @@ def decode_image_tfds(data: bytes) -> ImageRecord:
         phash=int(d["phash"]) % _U64,
         urls=tuple(text(x) for x in d["urls"]),
         query_ranks=tuple(int(x) for x in d["query_ranks"]),
-        links=tuple(
-            EntityLink(
-                x[0],
-                tuple(k for k in x[1].split(",") if k),
-                int(x[2]),
-                bool(x[3]),
-                str(x[4]),
-                bool(x[5]),
-                bool(x[6]),
-            )
-            for x in json.loads(text(d["links"]) or "[]")
-        ),
+        links=_links(json.loads(text(d["links"]) or "[]")),
         license=text(d["license"]),
         license_url=text(d["license_url"]),
         attribution=text(d["attribution"]),
@@ -1142,8 +1136,9 @@ def export_sample(
     kg_captions: Iterable[str] = (),
     names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The sample fields of `record` (EXPORT_COLUMNS; `entitynet` as a JSON string) with `caption`
-    as its text; `names`: entity id -> name (a missing id is named by its id)."""
+    """The sample fields of `record` (EXPORT_COLUMNS; `entitynet` an object, a JSON string in tables:
+    `sample_row`) with `caption` as its text; `names`: entity id -> name (a missing id is named by
+    its id)."""
     names = names or {}
     extra = {
         "v": SCHEMA_VERSION,
@@ -1152,13 +1147,8 @@ def export_sample(
         "urls": list(record.urls),
         "query_ids": list(record.query_ids),
         "query_ranks": list(record.query_ranks),
-        "links": [
-            [x.entity, ",".join(x.kinds), x.rank, int(x.alt_text), x.why, int(x.alt_other), int(x.identifier)]
-            for x in record.links
-        ],
-        "provenance": [
-            [p.source, p.url, p.page_url, p.license, p.license_url, p.attribution] for p in record.provenance
-        ],
+        "links": _link_rows(record.links),
+        "provenance": _provenance_rows(record.provenance),
         "id_entities": list(record.id_entities),
     }
     return {
@@ -1179,8 +1169,14 @@ def export_sample(
         "license_url": record.license_url,
         "attribution": record.attribution,
         "sources": list(record.sources),
-        "entitynet": json.dumps(extra, ensure_ascii=False, separators=(",", ":")),
+        "entitynet": extra,
     }
+
+
+def sample_row(fields: dict[str, Any]) -> dict[str, Any]:
+    """An `export_sample` as a table row (a Parquet export, a tar's sidecar): `entitynet` as a
+    compact JSON string, the other columns as they are."""
+    return {**fields, "entitynet": json.dumps(fields["entitynet"], ensure_ascii=False, separators=(",", ":"))}
 
 
 def record_from_sample(sample: dict[str, Any], jpeg: bytes) -> ImageRecord | None:
@@ -1211,18 +1207,7 @@ def record_from_sample(sample: dict[str, Any], jpeg: bytes) -> ImageRecord | Non
             phash=int(str(extra.get("phash") or "0"), 16),
             urls=strs(extra.get("urls")),
             query_ranks=tuple(int(x) for x in extra.get("query_ranks") or ()),
-            links=tuple(
-                EntityLink(
-                    str(x[0]),
-                    tuple(k for k in str(x[1]).split(",") if k),
-                    int(x[2]),
-                    bool(x[3]),
-                    str(x[4]),
-                    bool(x[5]),
-                    bool(x[6]),
-                )
-                for x in extra.get("links") or ()
-            ),
+            links=_links(extra.get("links") or ()),
             license=str(sample.get("license") or "unknown"),
             license_url=str(sample.get("license_url") or ""),
             attribution=str(sample.get("attribution") or ""),
@@ -1275,6 +1260,7 @@ __all__ = [
     "entity_sort_key",
     "EXPORT_COLUMNS",
     "export_sample",
+    "sample_row",
     "record_from_sample",
     "from_json",
     "normalise_text",

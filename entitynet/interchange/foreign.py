@@ -108,16 +108,15 @@ class Importer:
             if ours is not None:
                 return True, ours
         page = public_url(_first(sample.meta, _PAGE))
-        found = [
-            c for text in sample_texts(sample) if (c := self.matcher.candidate(url, text, page)) is not None
-        ]
+        texts = sample_texts(sample)
+        found = [c for text in texts if (c := self.matcher.candidate(url, text, page)) is not None]
         if not found:
             return False, harvest.outcome(url, "unmatched", "its texts name no entity")
         (candidate,) = merge_candidates(found)
         lic = normalize(_first(sample.meta, _LICENSE)) or UNKNOWN
         candidate = replace(
             candidate,
-            alt_texts=tuple(sample_texts(sample)),
+            alt_texts=tuple(texts),
             backend=self.source,
             license=lic,
             license_url=_first(sample.meta, _LICENSE_URL),

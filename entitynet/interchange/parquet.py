@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 from entitynet.interchange.webdataset import Sample, sidecar_schema
-from entitynet.records import EXPORT_COLUMNS, EXPORT_LISTS
+from entitynet.records import EXPORT_COLUMNS, EXPORT_LISTS, sample_row
 from entitynet.storage import STORE, Store
 
 DATA_DIR = "data"
@@ -70,7 +70,7 @@ def write_shard(path: str, samples: Iterable[tuple[bytes, dict]], store: Store =
         with pq.ParquetWriter(f, s, compression="zstd") as w:
             batch: list[dict] = []
             for jpeg, fields in samples:
-                batch.append({"image": {"bytes": jpeg, "path": f"{fields['key']}.jpg"}, **fields})
+                batch.append({"image": {"bytes": jpeg, "path": f"{fields['key']}.jpg"}, **sample_row(fields)})
                 if len(batch) == ROWS_PER_GROUP:
                     w.write_table(pa.Table.from_pylist(batch, schema=s))
                     batch = []

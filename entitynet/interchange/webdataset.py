@@ -25,7 +25,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from entitynet.records import EXPORT_COLUMNS, EXPORT_LISTS
+from entitynet.records import EXPORT_COLUMNS, EXPORT_LISTS, sample_row
 from entitynet.storage import STORE, Store
 
 log = logging.getLogger("entitynet")
@@ -82,11 +82,10 @@ def write_shard(
         with tarfile.open(fileobj=counted, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
             for jpeg, fields in samples:
                 key = fields["key"]
-                meta = {**fields, "entitynet": json.loads(fields["entitynet"])}
                 _member(tar, f"{key}.jpg", jpeg)
                 _member(tar, f"{key}.txt", fields["caption"].encode())
-                _member(tar, f"{key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())
-                rows.append(fields)
+                _member(tar, f"{key}.json", json.dumps(fields, ensure_ascii=False, sort_keys=True).encode())
+                rows.append(sample_row(fields))
         size = counted.count
     table = pa.Table.from_pylist(rows, schema=sidecar_schema())
     with store.open_write(store.join(out_dir, sidecar_name)) as f:
